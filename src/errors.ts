@@ -1,0 +1,87 @@
+/**
+ * One error class per failure domain, each with a stable `code`.
+ * The CLI prints `error: ${message}` on one line; messages name the file
+ * (and tensor) and the rule broken, so they must stand alone.
+ */
+
+export type ErrorCode =
+  | "E_SAFETENSORS"   // a safetensors file breaks the format
+  | "E_PYTORCH"       // a PyTorch checkpoint is malformed or unsafe
+  | "E_MODEL"         // a model directory / index is inconsistent
+  | "E_DELTA"         // a delta or its manifest is invalid, or a base does not match it
+  | "E_VERIFY"        // a checksum does not match
+  | "E_IO"            // reading or writing failed
+  | "E_HUB"           // the Hugging Face Hub refused or failed
+  | "E_USAGE";        // the command line is wrong (exit 2)
+
+export class DeltaWeightsError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** `Failed to read ${file}: tensor "${tensor}" ${problem}` */
+export class SafetensorsError extends DeltaWeightsError {
+  constructor(readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
+    super("E_SAFETENSORS", formatReadError(file, problem, tensor), options);
+  }
+}
+
+export class PytorchError extends DeltaWeightsError {
+  constructor(readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
+    super("E_PYTORCH", formatReadError(file, problem, tensor), options);
+  }
+}
+
+export class ModelError extends DeltaWeightsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_MODEL", message, options);
+  }
+}
+
+export class DeltaError extends DeltaWeightsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_DELTA", message, options);
+  }
+}
+
+export class VerifyError extends DeltaWeightsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_VERIFY", message, options);
+  }
+}
+
+export class HubError extends DeltaWeightsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_HUB", message, options);
+  }
+}
+
+export class UsageError extends DeltaWeightsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_USAGE", message, options);
+  }
+}
+
+export function formatReadError(file: string, problem: string, tensor?: string): string {
+  return tensor === undefined
+    ? `Failed to read ${file}: ${problem}`
+    : `Failed to read ${file}: tensor "${tensor}" ${problem}`;
+}
+
+/** Turns a Node system error (ENOENT, ENOSPC, ...) into a one-line message. */
+export function ioError(action: string, path: string, cause: unknown): DeltaWeightsError {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  const why =
+    code === "ENOENT" ? "no such file or directory"
+    : code === "EACCES" || code === "EPERM" ? "permission denied"
+    : code === "ENOSPC" ? "no space left on device"
+    : code === "EISDIR" ? "is a directory"
+    : code === "ENOTDIR" ? "not a directory"
+    : cause instanceof Error ? cause.message
+    : String(cause);
+  return new DeltaWeightsError("E_IO", `Failed to ${action} ${path}: ${why}`, { cause });
+}

@@ -1,0 +1,34 @@
+/**
+ * Every bound the tool enforces, in one place, each with the threat it stops.
+ * All are checked before the allocation they guard.
+ */
+
+/** A safetensors header larger than this is refused (the reference
+ * implementation's cap): a forged length must not make us allocate gigabytes. */
+export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
+
+/** JSON nesting deeper than this is refused before `JSON.parse`, which would
+ * otherwise overflow the stack on `[[[[...` (a crash, not an error). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Bytes of tensor data moved per read: memory is bounded by a small multiple
+ * of this, never by tensor or model size. */
+export const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** A model index (model.safetensors.index.json) or config file larger than this
+ * is refused: these are small JSON files, a huge one is an attack or a mistake. */
+export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+
+/** delta.json holds headers and hashes of every tensor: large for 70B models but
+ * never near this. */
+export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
+
+/** Pickle streams of a state dict are small (metadata only; tensor bytes live
+ * in separate zip entries). A larger data.pkl is refused before it is read. */
+export const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+
+/** Pickle memo / stack entries: bounds the unpickler's memory on hostile input. */
+export const MAX_PICKLE_STACK = 10_000_000;
+
+/** Tensor rank: real models use <= 5 dimensions; a huge rank is a forged header. */
+export const MAX_RANK = 64;
