@@ -1,0 +1,92 @@
+import { createHash, type Hash } from "node:crypto";
+import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { VerifyError, ioError } from "../errors.js";
+
+/**
+ * An output file that appears under its final name only when complete and,
+ * if an expected digest is given, verified: written under a temporary name
+ * in the same directory, hashed as it is written, fsynced, then renamed.
+ * A run that fails or is killed leaves at most a `.partial` file behind.
+ */
+export class AtomicFile {
+  readonly finalPath: string;
+  readonly tempPath: string;
+  #handle: FileHandle;
+  #hash: Hash = createHash("sha256");
+  #position = 0;
+
+  private constructor(finalPath: string, tempPath: string, handle: FileHandle) {
+    this.finalPath = finalPath;
+    this.tempPath = tempPath;
+    this.#handle = handle;
+  }
+
+  static tempPathFor(finalPath: string): string {
+    return join(dirname(finalPath), `.${basename(finalPath)}.partial`);
+  }
+
+  static async create(finalPath: string): Promise<AtomicFile> {
+    const tempPath = AtomicFile.tempPathFor(finalPath);
+    try {
+      await mkdir(dirname(finalPath), { recursive: true });
+      const handle = await open(tempPath, "w");
+      return new AtomicFile(finalPath, tempPath, handle);
+    } catch (err) {
+      throw ioError("create", tempPath, err);
+    }
+  }
+
+  /** Bytes written so far. */
+  get size(): number {
+    return this.#position;
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    this.#hash.update(bytes);
+    let done = 0;
+    try {
+      while (done < bytes.length) {
+        const { bytesWritten } = await this.#handle.write(bytes, done, bytes.length - done, this.#position);
+        done += bytesWritten;
+        this.#position += bytesWritten;
+      }
+    } catch (err) {
+      throw ioError("write", this.tempPath, err);
+    }
+  }
+
+  /**
+   * fsync, close and rename into place. With `expectedSha256`, a mismatch
+   * removes the temporary file and throws instead: no wrong file ever gets
+   * the final name. Returns the file's sha256 (hex).
+   */
+  async commit(expectedSha256?: string): Promise<string> {
+    const digest = this.#hash.digest("hex");
+    try {
+      await this.#handle.sync();
+      await this.#handle.close();
+    } catch (err) {
+      await rm(this.tempPath, { force: true });
+      throw ioError("write", this.tempPath, err);
+    }
+    if (expectedSha256 !== undefined && digest !== expectedSha256) {
+      await rm(this.tempPath, { force: true });
+      throw new VerifyError(
+        `${this.finalPath}: sha256 ${digest.slice(0, 16)}... does not match the expected ${expectedSha256.slice(0, 16)}...; the file was not written`,
+      );
+    }
+    try {
+      await rename(this.tempPath, this.finalPath);
+    } catch (err) {
+      throw ioError("rename into place", this.finalPath, err);
+    }
+    return digest;
+  }
+
+  /** Close and delete the temporary file (after a failure). Never throws. */
+  async abort(): Promise<void> {
+    await this.#handle.close().catch(() => undefined);
+    await rm(this.tempPath, { force: true }).catch(() => undefined);
+  }
+}
