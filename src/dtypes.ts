@@ -37,3 +37,96 @@ export type FloatDType = "F16" | "BF16" | "F32" | "F64";
 export function isArithmeticDType(dtype: DType): dtype is FloatDType {
   return dtype === "F16" || dtype === "BF16" || dtype === "F32" || dtype === "F64";
 }
+
+// ---------------------------------------------------------------------------
+// Scalar float conversions, bit-exact to PyTorch on CPU. They are the oracle
+// the fast kernels (src/kernels/) are tested against, and are handy for tests.
+// Half and bfloat16 values travel as their 16-bit patterns (numbers 0..0xffff).
+
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+/** The bit pattern of `value` rounded to float32 (RNE, as Math.fround). */
+export function f32Bits(value: number): number {
+  scratchF32[0] = value;
+  return scratchU32[0]!;
+}
+
+/** The float32 value of a 32-bit pattern. */
+export function f32FromBits(bits: number): number {
+  scratchU32[0] = bits >>> 0;
+  return scratchF32[0]!;
+}
+
+/** Exact float value of an IEEE binary16 pattern (every half is a float32). */
+export function f16ToF32(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0) return sign * mantissa * 2 ** -24;
+  if (exponent === 0x1f) {
+    // NaN keeps its sign and payload, as the hardware widening does.
+    return mantissa === 0 ? sign * Infinity : f32FromBits(((bits & 0x8000) << 16) | 0x7f800000 | (mantissa << 13));
+  }
+  return sign * (1024 + mantissa) * 2 ** (exponent - 25);
+}
+
+/**
+ * float32 bits -> binary16 bits, round to nearest even, overflow to Inf.
+ * NaN keeps its sign and the top 10 payload bits with the quiet bit set, which
+ * is what x86 F16C (`vcvtps2ph`) gives and what torch's vectorized CPU kernels
+ * produce; see test/fixtures/kernels for the recorded torch outputs.
+ */
+export function f32BitsToF16(bits: number): number {
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  let mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return mantissa === 0 ? sign | 0x7c00 : sign | 0x7e00 | (mantissa >>> 13);
+  const halfExponent = exponent - 112; // rebias 127 -> 15
+  if (halfExponent >= 0x1f) return sign | 0x7c00;
+  if (halfExponent <= 0) {
+    // Result is subnormal (or zero): the value is below 2^-14.
+    if (halfExponent < -10) return sign; // below 2^-25: rounds to zero
+    mantissa |= 0x800000;
+    const shift = 14 - halfExponent; // 14..24
+    let half = mantissa >>> shift;
+    const rest = mantissa & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rest > halfway || (rest === halfway && (half & 1) !== 0)) half++;
+    return sign | half;
+  }
+  let half = (halfExponent << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  // A carry out of the mantissa bumps the exponent, and past the largest
+  // finite value lands exactly on Inf: the bit layout makes both correct.
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) !== 0)) half++;
+  return sign | half;
+}
+
+/** A number (rounded to float32 first) -> binary16 bits, RNE. */
+export function f32ToF16(value: number): number {
+  return f32BitsToF16(f32Bits(value));
+}
+
+/** Exact float value of a bfloat16 pattern: the high half of a float32. */
+export function bf16ToF32(bits: number): number {
+  return f32FromBits((bits & 0xffff) << 16);
+}
+
+/**
+ * float32 bits -> bfloat16 bits, round to nearest even, overflow to Inf.
+ * NaN handling follows torch's vectorized CPU conversion (see
+ * BF16_NAN in this file); c10::BFloat16's scalar constructor gives 0x7FC0.
+ */
+export function f32BitsToBf16(bits: number): number {
+  if ((bits & 0x7fffffff) > 0x7f800000) return BF16_NAN;
+  return ((bits >>> 0) + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+}
+
+/** The bfloat16 pattern torch's CPU kernels write for any NaN result. */
+export const BF16_NAN = 0x7fc0;
+
+/** A number (rounded to float32 first) -> bfloat16 bits, RNE. */
+export function f32ToBf16(value: number): number {
+  return f32BitsToBf16(f32Bits(value));
+}
