@@ -1,0 +1,369 @@
+/**
+ * The safetensors header: decode with full validation, and encode exactly as
+ * Hugging Face's serializer does. Pure: no file system, bytes in, bytes out.
+ *
+ * Layout: 8 bytes little-endian u64 N, then N bytes of UTF-8 JSON (padded
+ * with spaces), then the tensor data. The validation rules are those of the
+ * reference implementation (huggingface/safetensors, `tensor.rs`:
+ * `read_metadata` and `Metadata::validate`), plus the checks `JSON.parse`
+ * and serde's maps would skip (duplicate names).
+ */
+import { DTYPES, dtypeBytes, dtypeRank, isDType, type DType } from "../dtypes.js";
+import { SafetensorsError } from "../errors.js";
+import { MAX_JSON_DEPTH, MAX_RANK, MAX_SAFETENSORS_HEADER_BYTES } from "../limits.js";
+import { JsonSyntaxError, firstDuplicateKey, parseJson, type JsonValue } from "./json.js";
+
+export interface HeaderTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  /** Byte offsets relative to the start of the data section. */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  /** `__metadata__`, or null when absent / null. Use `metadataEntries` for the exact key order. */
+  metadata: Record<string, string> | null;
+  /** `__metadata__` entries in the order the file lists them (null when absent / null). */
+  metadataEntries: [string, string][] | null;
+  /** In data-offset order. */
+  tensors: HeaderTensor[];
+  /** JSON bytes including padding (the u64 at the start of the file). */
+  headerLength: number;
+  /** 8 + headerLength: where tensor data begins. */
+  dataStart: number;
+  /** The exact header JSON text, padding included. */
+  text: string;
+}
+
+export type MetadataInput = Record<string, string> | readonly (readonly [string, string])[] | null | undefined;
+
+const U64_MAX = (1n << 64n) - 1n;
+const LENGTH_PREFIX_BYTES = 8;
+const METADATA_KEY = "__metadata__";
+const ENTRY_FIELDS = ["dtype", "shape", "data_offsets"] as const;
+
+/**
+ * Reads the u64 header length and checks it, as a BigInt, against the cap and
+ * the file size before it becomes a number: a forged length never drives an
+ * allocation.
+ */
+export function readHeaderLength(file: string, first8: Uint8Array, fileSize: number | bigint): number {
+  const size = BigInt(fileSize);
+  if (size < BigInt(LENGTH_PREFIX_BYTES) || first8.length < LENGTH_PREFIX_BYTES) {
+    throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length: not a safetensors file`);
+  }
+  const view = new DataView(first8.buffer, first8.byteOffset, LENGTH_PREFIX_BYTES);
+  const length = view.getBigUint64(0, true);
+  if (length === 0n) {
+    throw new SafetensorsError(file, "header length is 0: a header is at least \"{}\"");
+  }
+  if (length > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
+    throw new SafetensorsError(file, `header length ${length} exceeds the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit`);
+  }
+  if (length > size - BigInt(LENGTH_PREFIX_BYTES)) {
+    throw new SafetensorsError(file, `header length ${length} runs past the end of the file (${size} bytes)`);
+  }
+  return Number(length);
+}
+
+/**
+ * Decodes and validates the header JSON (the N bytes after the length) of a
+ * file of `fileSize` bytes. Every rule is checked here, before any tensor
+ * byte is read.
+ */
+export function parseHeader(file: string, headerJson: Uint8Array, fileSize: number | bigint): SafetensorsHeader {
+  const header = parseHeaderJson(file, headerJson);
+  const dataBytes = BigInt(fileSize) - BigInt(header.dataStart);
+  const last = header.tensors[header.tensors.length - 1];
+  const dataEnd = BigInt(last?.end ?? 0);
+  if (dataEnd > dataBytes) {
+    throw new SafetensorsError(
+      file,
+      `data_offsets end at ${dataEnd}, past the end of the file (the data section has ${dataBytes} bytes): the file is truncated or the offsets are wrong`,
+      last?.name,
+    );
+  }
+  if (dataEnd < dataBytes) {
+    throw new SafetensorsError(file, `${dataBytes - dataEnd} trailing bytes after the last tensor: the data must end exactly at the end of the file`);
+  }
+  return header;
+}
+
+/**
+ * Every rule that does not depend on the file size. The data section of a
+ * file with this header must be exactly `tensors.at(-1).end` bytes (0 if none).
+ */
+export function parseHeaderJson(file: string, headerJson: Uint8Array): SafetensorsHeader {
+  const headerLength = headerJson.length;
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerJson);
+  } catch (err) {
+    throw new SafetensorsError(file, "header is not valid UTF-8", undefined, { cause: err });
+  }
+  let root: JsonValue;
+  try {
+    root = parseJson(text, MAX_JSON_DEPTH);
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) throw new SafetensorsError(file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
+    throw err;
+  }
+  if (root.kind !== "object") {
+    throw new SafetensorsError(file, `header is a JSON ${root.kind}, not an object`);
+  }
+  const duplicate = firstDuplicateKey(root.entries);
+  if (duplicate !== undefined) {
+    throw duplicate === METADATA_KEY
+      ? new SafetensorsError(file, "header has __metadata__ twice")
+      : new SafetensorsError(file, "is listed twice in the header (duplicate tensor name)", duplicate);
+  }
+
+  let metadataEntries: [string, string][] | null = null;
+  const tensors: HeaderTensor[] = [];
+  for (const [key, value] of root.entries) {
+    if (key === METADATA_KEY) metadataEntries = parseMetadata(file, value);
+    else tensors.push(parseEntry(file, key, value));
+  }
+
+  // The reference sorts by (begin, end) then requires contiguity from 0.
+  tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let expectedBegin = 0;
+  for (const t of tensors) {
+    if (t.begin !== expectedBegin) {
+      if (expectedBegin === 0) {
+        throw new SafetensorsError(file, `data_offsets begin at ${t.begin}, but the first tensor must begin at 0 (a hole at the start of the data)`, t.name);
+      }
+      throw t.begin < expectedBegin
+        ? new SafetensorsError(file, `data_offsets [${t.begin}, ${t.end}] overlap the previous tensor, which ends at ${expectedBegin}`, t.name)
+        : new SafetensorsError(file, `data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - expectedBegin} bytes after the previous tensor, which ends at ${expectedBegin}`, t.name);
+    }
+    expectedBegin = t.end;
+  }
+
+  return {
+    metadata: metadataEntries === null ? null : entriesToRecord(metadataEntries),
+    metadataEntries,
+    tensors,
+    headerLength,
+    dataStart: LENGTH_PREFIX_BYTES + headerLength,
+    text,
+  };
+}
+
+function parseMetadata(file: string, value: JsonValue): [string, string][] | null {
+  if (value.kind === "null") return null;
+  if (value.kind !== "object") {
+    throw new SafetensorsError(file, `__metadata__ is a JSON ${value.kind}: it must be an object of strings`);
+  }
+  const duplicate = firstDuplicateKey(value.entries);
+  if (duplicate !== undefined) throw new SafetensorsError(file, `__metadata__ has the key ${JSON.stringify(duplicate)} twice`);
+  return value.entries.map(([key, v]) => {
+    if (v.kind !== "string") {
+      throw new SafetensorsError(file, `__metadata__ value of ${JSON.stringify(key)} is a JSON ${v.kind}: metadata values must be strings`);
+    }
+    return [key, v.value];
+  });
+}
+
+function parseEntry(file: string, name: string, value: JsonValue): HeaderTensor {
+  if (value.kind !== "object") {
+    throw new SafetensorsError(file, `entry is a JSON ${value.kind}, not an object with dtype, shape and data_offsets`, name);
+  }
+  const duplicate = firstDuplicateKey(value.entries);
+  if (duplicate !== undefined) throw new SafetensorsError(file, `entry has the field ${JSON.stringify(duplicate)} twice`, name);
+  // Unknown fields are ignored, as serde does for the reference `TensorInfo`
+  // (it has no deny_unknown_fields).
+  const fields = new Map(value.entries);
+  for (const field of ENTRY_FIELDS) {
+    if (!fields.has(field)) throw new SafetensorsError(file, `entry has no "${field}"`, name);
+  }
+
+  const dtypeValue = fields.get("dtype") as JsonValue;
+  if (dtypeValue.kind !== "string") throw new SafetensorsError(file, `dtype is a JSON ${dtypeValue.kind}, not a string`, name);
+  const dtype = dtypeValue.value;
+  if (!isDType(dtype)) {
+    throw new SafetensorsError(file, `has unknown dtype ${JSON.stringify(dtype)} (dtypes are upper case: ${DTYPES.join(", ")})`, name);
+  }
+
+  const shapeValue = fields.get("shape") as JsonValue;
+  if (shapeValue.kind !== "array") throw new SafetensorsError(file, `shape is a JSON ${shapeValue.kind}, not an array`, name);
+  if (shapeValue.items.length > MAX_RANK) {
+    throw new SafetensorsError(file, `shape has ${shapeValue.items.length} dimensions, more than the limit of ${MAX_RANK}`, name);
+  }
+  const dims = shapeValue.items.map((item) => unsignedInteger(file, name, "shape", item));
+
+  const offsetsValue = fields.get("data_offsets") as JsonValue;
+  if (offsetsValue.kind !== "array") throw new SafetensorsError(file, `data_offsets is a JSON ${offsetsValue.kind}, not an array`, name);
+  if (offsetsValue.items.length !== 2) {
+    throw new SafetensorsError(file, `data_offsets has ${offsetsValue.items.length} numbers, not exactly 2 (begin, end)`, name);
+  }
+  const [beginBig, endBig] = offsetsValue.items.map((item) => unsignedInteger(file, name, "data_offsets", item)) as [bigint, bigint];
+  if (endBig < beginBig) throw new SafetensorsError(file, `data_offsets [${beginBig}, ${endBig}] end before they begin`, name);
+
+  // numel x dtype size, each step checked against u64 overflow like the
+  // reference's checked_mul fold (so [2^32, 2^32, 0] is refused there too,
+  // and a product that would wrap to 0 in u64 never passes as 0).
+  let numel = 1n;
+  for (const dim of dims) {
+    numel *= dim;
+    if (numel > U64_MAX) throw new SafetensorsError(file, `shape [${dims.join(", ")}] has more elements than fit in 64 bits (overflow)`, name);
+  }
+  const byteLength = numel * BigInt(dtypeBytes(dtype));
+  if (byteLength > U64_MAX) throw new SafetensorsError(file, `shape [${dims.join(", ")}] of ${dtype} is more bytes than fit in 64 bits (overflow)`, name);
+  if (endBig - beginBig !== byteLength) {
+    throw new SafetensorsError(
+      file,
+      `data_offsets [${beginBig}, ${endBig}] span ${endBig - beginBig} bytes, but ${dtype} [${dims.join(", ")}] needs ${byteLength}`,
+      name,
+    );
+  }
+  // From here every number is at most the span, which is checked against the
+  // file size later; refuse what cannot be a JS number first.
+  for (const dim of dims) {
+    if (dim > BigInt(Number.MAX_SAFE_INTEGER)) throw new SafetensorsError(file, `shape dimension ${dim} is larger than 2^53-1`, name);
+  }
+  if (endBig > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new SafetensorsError(file, `data_offsets [${beginBig}, ${endBig}] point past 2^53-1 bytes: past the end of any file`, name);
+  }
+  return { name, dtype, shape: dims.map(Number), begin: Number(beginBig), end: Number(endBig) };
+}
+
+/** A JSON integer lexeme in [0, 2^64-1], as serde reads a `usize`: no sign, fraction or exponent. */
+function unsignedInteger(file: string, name: string, field: string, value: JsonValue): bigint {
+  if (value.kind !== "number") {
+    throw new SafetensorsError(file, `${field} holds a JSON ${value.kind}, not a non-negative integer`, name);
+  }
+  const lexeme = value.lexeme;
+  if (lexeme.startsWith("-")) throw new SafetensorsError(file, `${field} holds the negative number ${lexeme}`, name);
+  if (!/^[0-9]+$/.test(lexeme)) throw new SafetensorsError(file, `${field} holds ${lexeme}, not an integer`, name);
+  const n = BigInt(lexeme);
+  if (n > U64_MAX) throw new SafetensorsError(file, `${field} holds ${lexeme}, larger than a 64-bit unsigned integer`, name);
+  return n;
+}
+
+function entriesToRecord(entries: readonly (readonly [string, string])[]): Record<string, string> {
+  // A null prototype: a key named "__proto__" is just a key.
+  const record: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const [k, v] of entries) record[k] = v;
+  return record;
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+/**
+ * Orders tensors as the reference serializer does: dtype descending in the
+ * `Dtype` enum order (which is alignment order), then name ascending by
+ * bytes (UTF-8 byte order equals code point order).
+ */
+export function compareForWriting(a: { name: string; dtype: DType }, b: { name: string; dtype: DType }): number {
+  return dtypeRank(b.dtype) - dtypeRank(a.dtype) || compareCodePoints(a.name, b.name);
+}
+
+function compareCodePoints(a: string, b: string): number {
+  const ia = a[Symbol.iterator]();
+  const ib = b[Symbol.iterator]();
+  for (;;) {
+    const x = ia.next();
+    const y = ib.next();
+    if (x.done === true) return y.done === true ? 0 : -1;
+    if (y.done === true) return 1;
+    const cx = (x.value as string).codePointAt(0) as number;
+    const cy = (y.value as string).codePointAt(0) as number;
+    if (cx !== cy) return cx - cy;
+  }
+}
+
+/**
+ * The header Hugging Face's serializer writes for these tensors: the 8-byte
+ * length, compact JSON (`__metadata__` first, its keys in the given order;
+ * each entry `dtype`, `shape`, `data_offsets`), space padding so that the
+ * data starts at a multiple of 8. Returns the tensors in the order their
+ * bytes must follow the header, with their offsets.
+ */
+export function encodeHeader(
+  tensors: readonly { name: string; dtype: DType; shape: readonly number[] }[],
+  metadata?: MetadataInput,
+): { bytes: Uint8Array; tensors: HeaderTensor[] } {
+  const ordered = [...tensors].sort(compareForWriting);
+  const names = new Set<string>();
+  const placed: HeaderTensor[] = [];
+  let offset = 0;
+  for (const t of ordered) {
+    if (names.has(t.name)) throw new SafetensorsError("(header being written)", "is given twice", t.name);
+    if (t.name === METADATA_KEY) throw new SafetensorsError("(header being written)", "cannot be a tensor name: __metadata__ is reserved", t.name);
+    names.add(t.name);
+    let numel = 1;
+    for (const dim of t.shape) {
+      if (!Number.isSafeInteger(dim) || dim < 0) throw new SafetensorsError("(header being written)", `has an invalid dimension ${dim}`, t.name);
+      numel *= dim;
+    }
+    const byteLength = numel * dtypeBytes(t.dtype);
+    if (!Number.isSafeInteger(byteLength) || !Number.isSafeInteger(offset + byteLength)) {
+      throw new SafetensorsError("(header being written)", "is too large to write", t.name);
+    }
+    placed.push({ name: t.name, dtype: t.dtype, shape: [...t.shape], begin: offset, end: offset + byteLength });
+    offset += byteLength;
+  }
+
+  const parts: string[] = [];
+  const metadataEntries = metadata == null ? null : Array.isArray(metadata) ? metadata : Object.entries(metadata);
+  if (metadataEntries !== null) {
+    const fields = metadataEntries.map(([k, v]) => `${jsonString(k)}:${jsonString(v)}`);
+    parts.push(`"__metadata__":{${fields.join(",")}}`);
+  }
+  for (const t of placed) {
+    parts.push(`${jsonString(t.name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(",")}],"data_offsets":[${t.begin},${t.end}]}`);
+  }
+  const json = `{${parts.join(",")}}`;
+  return { bytes: withLengthPrefix(json, true), tensors: placed };
+}
+
+/** The length prefix plus the given header text unchanged (a publisher's exact header). */
+export function encodeHeaderVerbatim(text: string): Uint8Array {
+  return withLengthPrefix(text, false);
+}
+
+function withLengthPrefix(json: string, pad: boolean): Uint8Array {
+  const body = new TextEncoder().encode(json);
+  const padding = pad ? (8 - (body.length % 8)) % 8 : 0;
+  const length = body.length + padding;
+  if (length > MAX_SAFETENSORS_HEADER_BYTES) {
+    throw new SafetensorsError("(header being written)", `header would be ${length} bytes, over the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit readers enforce`);
+  }
+  const out = new Uint8Array(LENGTH_PREFIX_BYTES + length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(length), true);
+  out.set(body, LENGTH_PREFIX_BYTES);
+  out.fill(0x20, LENGTH_PREFIX_BYTES + body.length);
+  return out;
+}
+
+/**
+ * A JSON string exactly as serde_json writes it: `"` and `\` escaped, control
+ * characters below 0x20 as \b \t \n \f \r or \u00xx (lower-case hex),
+ * everything else (non-ASCII, `/`, DEL) as is. `JSON.stringify` does the
+ * same for well-formed strings; it differs only on lone surrogates, which
+ * serde_json cannot hold (Rust strings are valid UTF-8), so they are refused.
+ */
+export function jsonString(value: string): string {
+  if (hasLoneSurrogate(value)) {
+    throw new SafetensorsError("(header being written)", `the string ${JSON.stringify(value)} has a lone surrogate: not valid UTF-8`);
+  }
+  return JSON.stringify(value);
+}
+
+function hasLoneSurrogate(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = value.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+      else return true;
+    } else if (c >= 0xdc00 && c <= 0xdfff) {
+      return true;
+    }
+  }
+  return false;
+}
