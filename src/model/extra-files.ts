@@ -1,0 +1,48 @@
+/**
+ * Which files of a model directory travel with the model (into a delta, a
+ * converted copy, a recovered target): config, tokenizer, generation config,
+ * vocabularies, chat templates... everything at the top level except
+ * weights, their indexes, our own delta files, the model card and hidden
+ * files.
+ */
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { ioError } from "../errors.js";
+
+/** Weight formats: ours are rebuilt, the others are not this model's bytes to carry. */
+const WEIGHT_EXTENSIONS = [".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".pkl"];
+
+/** Files that describe a repository or a delta rather than the model. */
+const NOT_TRAVELLING = new Set([
+  // a model card describes the repo it sits in (the delta gets its own)
+  "readme.md",
+  // our manifest: made fresh by every make
+  "delta.json",
+]);
+
+/** Whether a top-level file named `name` travels with the model. */
+export function isExtraFile(name: string): boolean {
+  const lower = name.toLowerCase();
+  if (name.startsWith(".")) return false; // .gitattributes, .cache, our .partial temp files
+  if (NOT_TRAVELLING.has(lower)) return false;
+  if (lower.endsWith(".index.json")) return false; // model.safetensors.index.json, pytorch_model.bin.index.json
+  if (lower.endsWith(".partial")) return false;
+  return !WEIGHT_EXTENSIONS.some((ext) => lower.endsWith(ext));
+}
+
+/** The regular files (symlinks followed, as in the Hugging Face cache) of `dir` that travel, sorted by name. */
+export async function listExtraFiles(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw ioError("list", dir, err);
+  }
+  const extras: string[] = [];
+  for (const name of names.sort()) {
+    if (!isExtraFile(name)) continue;
+    const info = await stat(join(dir, name)).catch(() => undefined);
+    if (info?.isFile() === true) extras.push(name);
+  }
+  return extras;
+}
