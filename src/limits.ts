@@ -32,3 +32,15 @@ export const MAX_PICKLE_STACK = 10_000_000;
 
 /** Tensor rank: real models use <= 5 dimensions; a huge rank is a forged header. */
 export const MAX_RANK = 64;
+
+/** Entries in a PyTorch checkpoint's zip: one per storage plus a few; a forged
+ * count must not make us allocate or loop without end. */
+export const MAX_ZIP_ENTRIES = 1_000_000;
+
+/** A zip central directory is ~100 bytes per entry; a larger one is refused
+ * before it is read. */
+export const MAX_ZIP_DIRECTORY_BYTES = 128 * 1024 * 1024;
+
+/** Bytes of one pickled integer (LONG1/LONG4): shapes and offsets need 8; a
+ * huge one would make BigInt parsing quadratic. */
+export const MAX_PICKLE_LONG_BYTES = 64;
