@@ -1,0 +1,127 @@
+/**
+ * What a model holds: every tensor (name, dtype, shape, bytes, file), totals
+ * by dtype, the parameter count and each weight file's metadata. Reads
+ * headers only, never tensor data.
+ */
+import type { DType } from "../dtypes.js";
+import { openModel, type OpenModelOptions } from "./open-model.js";
+
+export interface InspectedTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  bytes: number;
+  file: string;
+}
+
+export interface DtypeTotal {
+  tensors: number;
+  parameters: number;
+  bytes: number;
+}
+
+export interface InspectResult {
+  source: string;
+  format: "safetensors" | "pytorch";
+  /** Weight files, relative to the model's root, in shard order. */
+  files: string[];
+  indexFile: string | null;
+  /** Non-weight files that travel with the model. */
+  extraFiles: string[];
+  tensors: InspectedTensor[];
+  totals: { tensors: number; parameters: number; bytes: number; byDtype: Partial<Record<DType, DtypeTotal>> };
+  parameters: number;
+  /** `__metadata__` per weight file that has one. */
+  metadata: Record<string, Record<string, string>>;
+}
+
+export async function inspectModel(src: string, options: OpenModelOptions = {}): Promise<InspectResult> {
+  const model = await openModel(src, options);
+  try {
+    const tensors: InspectedTensor[] = [...model.tensors.values()].map((t) => ({
+      name: t.name,
+      dtype: t.dtype,
+      shape: [...t.shape],
+      bytes: t.byteLength,
+      file: t.file,
+    }));
+    const byDtype: Partial<Record<DType, DtypeTotal>> = {};
+    let parameters = 0;
+    let bytes = 0;
+    for (const t of tensors) {
+      const numel = t.shape.reduce((a, b) => a * b, 1);
+      const total = (byDtype[t.dtype] ??= { tensors: 0, parameters: 0, bytes: 0 });
+      total.tensors++;
+      total.parameters += numel;
+      total.bytes += t.bytes;
+      parameters += numel;
+      bytes += t.bytes;
+    }
+    const metadata: Record<string, Record<string, string>> = {};
+    for (const [file, meta] of model.metadata) metadata[file] = { ...meta };
+    return {
+      source: model.source,
+      format: model.format,
+      files: [...model.weightFiles],
+      indexFile: model.indexFile ?? null,
+      extraFiles: [...model.extraFiles],
+      tensors,
+      totals: { tensors: tensors.length, parameters, bytes, byDtype },
+      parameters,
+      metadata,
+    };
+  } finally {
+    await model.close();
+  }
+}
+
+/** The human-readable report: an aligned table, totals by dtype, metadata. */
+export function formatInspectReport(result: InspectResult): string[] {
+  const multiFile = result.files.length > 1;
+  const header = ["tensor", "dtype", "shape", "bytes", ...(multiFile ? ["file"] : [])];
+  const rows = result.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [t.file] : [])]);
+  const lines = [`${result.source}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
+  lines.push(...table(header, rows, new Set([3])), "");
+
+  const dtypeRows = Object.entries(result.totals.byDtype).map(([dtype, total]) => [
+    dtype,
+    String(total.tensors),
+    total.parameters.toLocaleString("en-US"),
+    total.bytes.toLocaleString("en-US"),
+    humanBytes(total.bytes),
+  ]);
+  dtypeRows.push(["total", String(result.totals.tensors), result.parameters.toLocaleString("en-US"), result.totals.bytes.toLocaleString("en-US"), humanBytes(result.totals.bytes)]);
+  lines.push(...table(["dtype", "tensors", "parameters", "bytes", "size"], dtypeRows, new Set([1, 2, 3, 4])), "");
+  lines.push(`parameters: ${result.parameters.toLocaleString("en-US")}${result.parameters >= 1000 ? ` (${humanCount(result.parameters)})` : ""}`);
+
+  const metaFiles = Object.entries(result.metadata);
+  if (metaFiles.length === 0) lines.push("metadata: none");
+  for (const [file, meta] of metaFiles) lines.push(`metadata${multiFile ? ` (${file})` : ""}: ${JSON.stringify(meta)}`);
+  if (result.extraFiles.length > 0) lines.push(`other files: ${result.extraFiles.join(", ")}`);
+  return lines;
+}
+
+function table(header: string[], rows: string[][], rightAligned: Set<number>): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const format = (cells: string[]): string =>
+    cells.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd();
+  return [format(header), format(widths.map((w) => "-".repeat(w))), ...rows.map(format)];
+}
+
+export function humanBytes(bytes: number): string {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+function humanCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
