@@ -1,0 +1,261 @@
+/**
+ * What a `torch.save(state_dict)` archive means: the zip's `<prefix>/data.pkl`
+ * is unpickled with an allow-list of the globals a state dict needs, storages
+ * are persistent ids naming `<prefix>/data/<key>` entries, and each tensor is a
+ * view (storage offset, shape, strides) into one of them. No fs: the caller
+ * hands a positioned read function.
+ *
+ * Allow-listed callables are interpreted here, never called:
+ *   collections.OrderedDict()                     -> an empty dict
+ *   torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) -> a view
+ *   torch._utils._rebuild_parameter[_with_state](tensor, ...)            -> the tensor
+ *   torch.<Dtype>Storage                          -> only inside a storage persistent id
+ */
+import { PytorchError } from "../errors.js";
+import { dtypeBytes, type DType } from "../dtypes.js";
+import { MAX_PICKLE_BYTES, MAX_RANK } from "../limits.js";
+import { PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
+import { locateEntryData, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
+
+/** torch storage class -> safetensors dtype name. */
+const STORAGE_DTYPES: Record<string, DType> = {
+  HalfStorage: "F16",
+  BFloat16Storage: "BF16",
+  FloatStorage: "F32",
+  DoubleStorage: "F64",
+  LongStorage: "I64",
+  IntStorage: "I32",
+  ShortStorage: "I16",
+  CharStorage: "I8",
+  ByteStorage: "U8",
+  BoolStorage: "BOOL",
+};
+
+const ALLOWED_CALLABLES = new Set([
+  "collections.OrderedDict",
+  "torch._utils._rebuild_tensor_v2",
+  "torch._utils._rebuild_parameter",
+  "torch._utils._rebuild_parameter_with_state",
+]);
+
+/** One `data/<key>` entry, shared by every tensor that views it. */
+export class Storage {
+  /** File position of the storage's first byte (set once the entry is located). */
+  dataStart = -1;
+  constructor(
+    readonly key: string,
+    readonly dtype: DType,
+    readonly numel: number,
+    readonly entry: ZipEntry,
+  ) {}
+}
+
+/** A tensor as torch rebuilds it: a strided view into a storage. */
+export class TensorView {
+  constructor(
+    readonly storage: Storage,
+    readonly storageOffset: number,
+    readonly shape: readonly number[],
+    readonly strides: readonly number[],
+  ) {}
+}
+
+export interface CheckpointTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  byteLength: number;
+  view: TensorView;
+}
+
+export interface Checkpoint {
+  /** The archive's top folder, e.g. "archive/" or "pytorch_model/". */
+  prefix: string;
+  /** Tensors in the state dict's order. */
+  tensors: CheckpointTensor[];
+}
+
+/** torch.save's legacy (< 1.6) format starts with a pickled magic number. */
+const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+
+export async function readCheckpoint(read: ReadAt, fileSize: number, file: string): Promise<Checkpoint> {
+  const fail = (problem: string, tensor?: string): never => {
+    throw new PytorchError(file, problem, tensor);
+  };
+  if (fileSize === 0) fail("is empty");
+  const head = await read(0, Math.min(fileSize, LEGACY_MAGIC.length));
+  if (head[0] === 0x80 && LEGACY_MAGIC.every((b, i) => head[i] === b)) {
+    fail("is in the legacy PyTorch format (torch < 1.6), which is not supported: re-save it with a newer torch, e.g. torch.save(torch.load(f, weights_only=True), f2)");
+  }
+
+  const entries = await readZipDirectory(read, fileSize, file);
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const pickles = entries.filter((e) => /^[^/]+\/data\.pkl$/.test(e.name));
+  if (pickles.length === 0) fail("is a zip archive without <folder>/data.pkl: not a torch.save checkpoint");
+  if (pickles.length > 1) fail(`has ${pickles.length} data.pkl entries (${pickles.map((e) => e.name).join(", ")}): ambiguous`);
+  const pickleEntry = pickles[0]!;
+  const prefix = pickleEntry.name.slice(0, -"data.pkl".length);
+
+  // torch >= 2.1 records the byte order of the storages; older ones wrote little-endian only.
+  const byteorder = byName.get(`${prefix}byteorder`);
+  if (byteorder !== undefined) {
+    if (byteorder.uncompressedSize > 16) fail(`${byteorder.name} is ${byteorder.uncompressedSize} bytes; expected "little"`);
+    const at = await locateEntryData(read, fileSize, file, byteorder);
+    const order = new TextDecoder().decode(await read(at, byteorder.uncompressedSize)).trim();
+    if (order === "big") fail("stores tensors big-endian (byteorder \"big\"), which is not supported: re-save it on a little-endian machine");
+    if (order !== "little") fail(`has an unknown byteorder "${order}"`);
+  }
+
+  if (pickleEntry.uncompressedSize > MAX_PICKLE_BYTES) {
+    fail(`${pickleEntry.name} is ${pickleEntry.uncompressedSize} bytes, more than the limit of ${MAX_PICKLE_BYTES}`);
+  }
+  const pickleStart = await locateEntryData(read, fileSize, file, pickleEntry);
+  const pickle = await read(pickleStart, pickleEntry.uncompressedSize);
+  if (pickle.length === 0) fail(`${pickleEntry.name} is empty`);
+
+  const storages = new Map<string, Storage>();
+  const hooks: UnpickleHooks = {
+    allowGlobal: (module, name) =>
+      ALLOWED_CALLABLES.has(`${module}.${name}`) || (module === "torch" && Object.hasOwn(STORAGE_DTYPES, name)),
+    persistentLoad: (pid) => loadStorage(pid, prefix, byName, storages, fail),
+    reduce: (callable, args) => reduce(callable, args, fail),
+    build: (target, _state) => {
+      // An OrderedDict from state_dict() carries `_metadata` (module versions)
+      // as its state: irrelevant to the tensors, so it is dropped.
+      if (!(target instanceof Map)) fail("data.pkl applies BUILD to something other than a dict, which is not allowed");
+    },
+  };
+  const root = unpickle(pickle, file, hooks);
+
+  const tensors = collectTensors(root, fail);
+  // Locate each storage's bytes once: tensors sharing a storage share its entry.
+  for (const storage of new Set(tensors.map((t) => t.view.storage))) {
+    storage.dataStart = await locateEntryData(read, fileSize, file, storage.entry);
+  }
+  return { prefix, tensors };
+}
+
+/** ('storage', torch.<Dtype>Storage, key, location, numel) -> the Storage, one per key. */
+function loadStorage(
+  pid: unknown,
+  prefix: string,
+  entries: ReadonlyMap<string, ZipEntry>,
+  storages: Map<string, Storage>,
+  fail: (problem: string) => never,
+): Storage {
+  if (!(pid instanceof PickleTuple) || pid.items.length !== 5 || pid.items[0] !== "storage") {
+    return fail("data.pkl has a persistent id that is not a ('storage', type, key, location, numel) tuple");
+  }
+  const [, type, key, , numel] = pid.items;
+  if (!(type instanceof PickleGlobal) || type.module !== "torch" || !Object.hasOwn(STORAGE_DTYPES, type.name)) {
+    return fail(`data.pkl has a storage of type ${type instanceof PickleGlobal ? type.qualifiedName : typeof type}, which is not a supported torch storage`);
+  }
+  if (typeof key !== "string") return fail("data.pkl has a storage whose key is not a string");
+  if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an invalid element count`);
+  const dtype = STORAGE_DTYPES[type.name]!;
+  const existing = storages.get(key);
+  if (existing !== undefined) {
+    if (existing.dtype !== dtype || existing.numel !== numel) {
+      return fail(`data.pkl uses storage "${key}" both as ${existing.dtype} x ${existing.numel} and as ${dtype} x ${numel}`);
+    }
+    return existing;
+  }
+  const entry = entries.get(`${prefix}data/${key}`);
+  if (entry === undefined) return fail(`data.pkl refers to storage "${key}" but the archive has no ${prefix}data/${key}`);
+  const byteLength = numel * dtypeBytes(dtype);
+  if (!Number.isSafeInteger(byteLength) || byteLength !== entry.uncompressedSize) {
+    return fail(`storage "${key}" should hold ${numel} ${dtype} elements (${byteLength} bytes) but ${entry.name} is ${entry.uncompressedSize} bytes`);
+  }
+  const storage = new Storage(key, dtype, numel, entry);
+  storages.set(key, storage);
+  return storage;
+}
+
+function reduce(callable: PickleGlobal, args: readonly unknown[], fail: (problem: string) => never): unknown {
+  switch (callable.qualifiedName) {
+    case "collections.OrderedDict":
+      if (args.length !== 0) return fail("data.pkl builds an OrderedDict from arguments, which torch.save does not write");
+      return new Map();
+    case "torch._utils._rebuild_tensor_v2":
+      // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+      if (args.length < 4 || args.length > 7) return fail(`data.pkl calls _rebuild_tensor_v2 with ${args.length} arguments`);
+      return rebuildTensor(args[0], args[1], args[2], args[3], fail);
+    case "torch._utils._rebuild_parameter":
+    case "torch._utils._rebuild_parameter_with_state":
+      // (data, requires_grad, backward_hooks[, state]): a Parameter is its data for us.
+      if (!(args[0] instanceof TensorView)) return fail(`data.pkl calls ${callable.name} on something that is not a tensor`);
+      return args[0];
+    default:
+      return fail(`data.pkl calls ${callable.qualifiedName}, which is not allowed: nothing in a checkpoint is ever executed`);
+  }
+}
+
+function rebuildTensor(storage: unknown, offset: unknown, size: unknown, stride: unknown, fail: (problem: string) => never): TensorView {
+  if (!(storage instanceof Storage)) return fail("data.pkl rebuilds a tensor from something that is not a storage");
+  if (!isCount(offset)) return fail("data.pkl rebuilds a tensor with an invalid storage offset");
+  if (!(size instanceof PickleTuple) || !(stride instanceof PickleTuple)) return fail("data.pkl rebuilds a tensor whose size or stride is not a tuple");
+  if (size.items.length !== stride.items.length) return fail("data.pkl rebuilds a tensor whose size and stride have different lengths");
+  if (size.items.length > MAX_RANK) return fail(`data.pkl rebuilds a tensor of rank ${size.items.length}, more than the limit of ${MAX_RANK}`);
+  if (!size.items.every(isCount) || !stride.items.every(isCount)) return fail("data.pkl rebuilds a tensor with a negative or non-integer size or stride");
+  return new TensorView(storage, offset, size.items as number[], stride.items as number[]);
+}
+
+/**
+ * The state dict's tensors, in its order. Accepted: a flat dict of tensors
+ * (what `torch.save(model.state_dict())` and transformers' shards hold), or a
+ * dict whose only tensors sit in one nested dict under "state_dict" or
+ * "model" (training checkpoints). Non-tensor values (ints, `_metadata`, ...)
+ * are skipped: they carry no weights.
+ */
+function collectTensors(root: unknown, fail: (problem: string, tensor?: string) => never): CheckpointTensor[] {
+  if (!(root instanceof Map)) return fail(`holds ${describe(root)}, not a state dict (a dict of tensors)`);
+  let dict = root as Map<unknown, unknown>;
+  if (![...dict.values()].some((v) => v instanceof TensorView)) {
+    for (const key of ["state_dict", "model"]) {
+      const inner = dict.get(key);
+      if (inner instanceof Map && [...inner.values()].some((v) => v instanceof TensorView)) {
+        dict = inner as Map<unknown, unknown>;
+        break;
+      }
+    }
+  }
+  const tensors: CheckpointTensor[] = [];
+  for (const [key, value] of dict) {
+    if (value instanceof Map && [...value.values()].some((v) => v instanceof TensorView)) {
+      return fail(`nests tensors under "${String(key)}": only flat state dicts (or one under "state_dict" or "model") are supported`);
+    }
+    if (!(value instanceof TensorView)) continue;
+    if (typeof key !== "string") return fail(`has a tensor under the non-string key ${String(key)}`);
+    tensors.push(describeTensor(key, value, fail));
+  }
+  return tensors;
+}
+
+function describeTensor(name: string, view: TensorView, fail: (problem: string, tensor?: string) => never): CheckpointTensor {
+  const { storage, storageOffset, shape, strides } = view;
+  let numel = 1;
+  // The last storage element the view touches; every one must exist.
+  let lastIndex = storageOffset;
+  for (let i = 0; i < shape.length; i++) {
+    numel *= shape[i]!;
+    if (shape[i]! > 0) lastIndex += (shape[i]! - 1) * strides[i]!;
+  }
+  const byteLength = numel * dtypeBytes(storage.dtype);
+  if (!Number.isSafeInteger(byteLength) || !Number.isSafeInteger(lastIndex)) return fail("has a shape too large to address", name);
+  if (numel > 0 && lastIndex >= storage.numel) {
+    return fail(`is a view past its storage: it needs element ${lastIndex} of storage "${storage.key}", which has ${storage.numel}`, name);
+  }
+  return { name, dtype: storage.dtype, shape: [...shape], byteLength, view };
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function describe(value: unknown): string {
+  if (value instanceof TensorView) return "a single tensor";
+  if (value instanceof PickleTuple) return "a tuple";
+  if (Array.isArray(value)) return "a list";
+  if (value === null) return "None";
+  return `a ${typeof value}`;
+}
