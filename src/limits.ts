@@ -44,3 +44,7 @@ export const MAX_ZIP_DIRECTORY_BYTES = 128 * 1024 * 1024;
 /** Bytes of one pickled integer (LONG1/LONG4): shapes and offsets need 8; a
  * huge one would make BigInt parsing quadratic. */
 export const MAX_PICKLE_LONG_BYTES = 64;
+
+/** Entries in one Hub repo listing: a hostile or broken server must not make
+ * us collect an endless tree. Real model repos have tens of files. */
+export const MAX_HUB_LISTING_ENTRIES = 100_000;

@@ -1,13 +1,23 @@
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
 import { ModelError } from "../errors.js";
+import type { OnProgress } from "../progress.js";
 
 export interface ResolveOptions {
   /** Hugging Face token (the CLI reads --token, HF_TOKEN, $HF_HOME/token). */
   token?: string;
-  /** Hub endpoint (default: HF_ENDPOINT or https://huggingface.co). */
+  /** Hub endpoint (default https://huggingface.co; the CLI passes HF_ENDPOINT). */
   hubUrl?: string;
   fetch?: typeof fetch;
+  /** The HF cache (the CLI passes HF_HUB_CACHE or $HF_HOME/hub); default ~/.cache/huggingface/hub. */
+  cacheDir?: string;
+  /** Cache only, no network (the CLI passes HF_HUB_OFFLINE=1). */
+  offline?: boolean;
+  /** Per-file download progress. */
+  onProgress?: OnProgress;
+  /** Download exactly these repo paths instead of the model's files (e.g. ["delta.json"]). */
+  files?: readonly string[];
 }
 
 export interface ResolvedSource {
@@ -15,13 +25,38 @@ export interface ResolvedSource {
   path: string;
   /** What the user named, for messages and delta.json. */
   source: string;
+  /** For a Hub repo: which commit the snapshot directory holds. */
+  hub?: { repo: string; revision: string; commit: string; files: string[]; downloaded: string[] };
+}
+
+export function defaultHubCacheDir(): string {
+  return join(homedir(), ".cache", "huggingface", "hub");
 }
 
 /**
  * Turns a SRC (local path, `org/name[@rev]`, `hf://org/name@rev`) into a local
- * path. An existing local path always wins.
+ * path. An existing local path always wins; a Hub repo is downloaded into the
+ * HF cache (only the files a model needs) and its snapshot directory returned.
+ * The Hub client is loaded only on that path.
  */
-export async function resolveSource(src: string, _options: ResolveOptions = {}): Promise<ResolvedSource> {
+export async function resolveSource(src: string, options: ResolveOptions = {}): Promise<ResolvedSource> {
   if (!src.startsWith("hf://") && existsSync(src)) return { path: resolve(src), source: src };
-  throw new ModelError(`Failed to open ${src}: no such file or directory`);
+  const { parseHubRef } = await import("../hub/repo-id.js");
+  const ref = parseHubRef(src);
+  if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
+  const { downloadSnapshot } = await import("../hub/download.js");
+  const snapshot = await downloadSnapshot(ref, {
+    cacheDir: options.cacheDir ?? defaultHubCacheDir(),
+    hubUrl: options.hubUrl,
+    accessToken: options.token,
+    fetch: options.fetch,
+    offline: options.offline,
+    onProgress: options.onProgress,
+    files: options.files,
+  });
+  return {
+    path: snapshot.dir,
+    source: src,
+    hub: { repo: snapshot.repo, revision: snapshot.revision, commit: snapshot.commit, files: snapshot.files, downloaded: snapshot.downloaded },
+  };
 }

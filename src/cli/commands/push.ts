@@ -1,6 +1,24 @@
-import { DeltaWeightsError } from "../../errors.js";
+import { HubError } from "../../errors.js";
+import { pushToHub } from "../../hub/push.js";
 import type { CliContext } from "../context.js";
+import { hubSettings } from "../hub-options.js";
 
-export default async function run(_args: Record<string, unknown>, _ctx: CliContext): Promise<void> {
-  throw new DeltaWeightsError("E_USAGE", "this command is not built yet");
+/** `delta-weights push DIR REPO [--private] [--revision BRANCH] [--message TEXT]`: one pushToHub call. */
+export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
+  const dir = String(args.dir);
+  const repo = String(args.repo);
+  const hub = hubSettings({ token: ctx.token });
+  if (hub.offline) throw new HubError(`Failed to push to ${repo}: HF_HUB_OFFLINE is set: unset it to upload`);
+  const result = await pushToHub(dir, repo, {
+    accessToken: hub.token,
+    hubUrl: hub.hubUrl,
+    private: args.private === true,
+    revision: typeof args.revision === "string" ? args.revision : undefined,
+    message: typeof args.message === "string" ? args.message : undefined,
+  });
+  if (ctx.json) {
+    ctx.printJson(result);
+  } else {
+    ctx.log(`pushed ${result.files.length} files to ${repo}${result.commitUrl !== undefined ? `: ${result.commitUrl}` : ""}`);
+  }
 }

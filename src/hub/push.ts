@@ -1,0 +1,157 @@
+import { openAsBlob } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { DeltaError, HubError, ioError } from "../errors.js";
+import { MAX_HUB_LISTING_ENTRIES, MAX_JSON_DEPTH, MAX_MANIFEST_BYTES } from "../limits.js";
+import type { OnProgress } from "../progress.js";
+import { parseJson } from "../safetensors/json.js";
+import { DEFAULT_HUB_URL } from "./download.js";
+import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
+import { makeModelCard, type CardManifest } from "./model-card.js";
+import { validateRepoId } from "./repo-id.js";
+
+export interface PushOptions {
+  /** A write token. Without one the push fails before any request. */
+  accessToken?: string;
+  hubUrl?: string;
+  fetch?: typeof fetch;
+  /** Create the repo private (a repo that already exists keeps its visibility). */
+  private?: boolean;
+  /** Branch to commit to (created from main if missing); default main. */
+  revision?: string;
+  /** Commit title. */
+  message?: string;
+  onProgress?: OnProgress;
+}
+
+export interface PushResult {
+  repo: string;
+  commitUrl?: string;
+  commitId?: string;
+  /** Repo paths committed, sorted (README.md included). */
+  files: string[];
+  /** True when README.md is the generated card (false: the folder's own README.md was kept). */
+  generatedCard: boolean;
+}
+
+/** Folders never uploaded: git internals and the cache huggingface_hub keeps in a local dir. */
+const SKIPPED_DIRS = new Set([".git", ".cache"]);
+
+/**
+ * Uploads every file of `dir` to the Hub model repo `repo` in ONE commit,
+ * creating the repo if it does not exist. Weights go through LFS (the Hub's
+ * preupload answer decides which files). A model card README.md is added,
+ * built from the folder's delta.json; a README.md already in the folder is the
+ * author's and is uploaded unchanged instead.
+ */
+export async function pushToHub(dir: string, repo: string, options: PushOptions): Promise<PushResult> {
+  validateRepoId(repo, { requireNamespace: true });
+  const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
+  const token = options.accessToken;
+  if (token === undefined || token === "") {
+    throw new HubError(`Failed to push to ${repo}: no Hugging Face token: pass --token, set HF_TOKEN, or save one in $HF_HOME/token`);
+  }
+  if (!token.startsWith("hf_")) {
+    throw new HubError(`Failed to push to ${repo}: the token does not look like a Hugging Face token (they start with "hf_"): check ${TOKEN_HOWTO}`);
+  }
+
+  const local = await listFolder(dir);
+  const manifest = local.includes("delta.json") ? await readManifest(join(dir, "delta.json")) : undefined;
+  const generatedCard = !local.includes("README.md");
+  const uploads: { path: string; content: Blob }[] = [];
+  for (const path of local) {
+    const abs = join(dir, ...path.split("/"));
+    uploads.push({ path, content: await openAsBlob(abs).catch((err) => { throw ioError("read", abs, err); }) });
+  }
+  if (generatedCard) uploads.push({ path: "README.md", content: new Blob([makeModelCard({ repo, manifest })]) });
+  uploads.sort((a, b) => (a.path < b.path ? -1 : 1));
+
+  const fetcher = new HubFetch(options.fetch);
+  const ctx: FailureContext = { action: "push", repo, revision: options.revision, hubUrl, hasToken: true };
+  const common = { hubUrl, accessToken: token, fetch: fetcher.fetch };
+  const totalBytes = uploads.reduce((sum, u) => sum + u.content.size, 0);
+  try {
+    const hub = await import("@huggingface/hub");
+    await tolerateConflict(hub.createRepo({ repo: { type: "model", name: repo }, ...(options.private === true ? { private: true } : {}), ...common }));
+    const branch = options.revision ?? "main";
+    if (branch !== "main") await tolerateConflict(hub.createBranch({ repo: { type: "model", name: repo }, branch, ...common }));
+
+    const sizes = new Map(uploads.map((u) => [u.path, u.content.size]));
+    const reported = new Map<string, number>();
+    const report = (path: string, fraction: number) => {
+      const size = sizes.get(path) ?? 0;
+      const bytes = Math.min(size, Math.round(fraction * size)) - (reported.get(path) ?? 0);
+      if (bytes <= 0) return;
+      reported.set(path, (reported.get(path) ?? 0) + bytes);
+      options.onProgress?.({ kind: "advance", phase: "upload", bytes, label: path });
+    };
+    options.onProgress?.({ kind: "start", phase: "upload", totalBytes, label: repo });
+    const commits = hub.commitIter({
+      repo: { type: "model", name: repo },
+      operations: uploads.map((u) => ({ operation: "addOrUpdate" as const, path: u.path, content: u.content })),
+      title: options.message ?? (manifest !== undefined ? "Upload delta weights" : `Upload ${uploads.length} files`),
+      branch,
+      ...common,
+    });
+    let step = await commits.next();
+    while (step.done !== true) {
+      const event = step.value;
+      if (event.event === "fileProgress" && event.state === "uploading") report(event.path, event.progress);
+      if (event.event === "fileProgress" && event.state === "error") throw new HubError(`Failed to push to ${repo}: the Hub refused ${event.path}`);
+      step = await commits.next();
+    }
+    // Regular files go inside the commit request itself: done when it is.
+    for (const u of uploads) report(u.path, 1);
+    options.onProgress?.({ kind: "end", phase: "upload" });
+    const output = step.value;
+    return { repo, commitUrl: output?.commit.url, commitId: output?.commit.oid, files: uploads.map((u) => u.path), generatedCard };
+  } catch (err) {
+    throw hubFailure(err, ctx, fetcher);
+  }
+}
+
+/** "Already exists" (409) is success for repo and branch creation. */
+async function tolerateConflict(request: Promise<unknown>): Promise<void> {
+  try {
+    await request;
+  } catch (err) {
+    if ((err as { statusCode?: unknown }).statusCode !== 409) throw err;
+  }
+}
+
+/** Every regular file under `dir` (links followed), as sorted repo paths. */
+async function listFolder(dir: string): Promise<string[]> {
+  const info = await stat(dir).catch((err) => { throw ioError("read", dir, err); });
+  if (!info.isDirectory()) throw ioError("read", dir, Object.assign(new Error(), { code: "ENOTDIR" }));
+  const files: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    const abs = rel === "" ? dir : join(dir, ...rel.split("/"));
+    const names = await readdir(abs).catch((err) => { throw ioError("read", abs, err); });
+    for (const name of names.sort()) {
+      const relPath = rel === "" ? name : `${rel}/${name}`;
+      const entry = await stat(join(abs, name)).catch((err) => { throw ioError("read", join(abs, name), err); });
+      if (entry.isDirectory()) {
+        if (!SKIPPED_DIRS.has(name)) await walk(relPath);
+      } else if (entry.isFile()) {
+        if (files.length >= MAX_HUB_LISTING_ENTRIES) throw new HubError(`Failed to push ${dir}: more than ${MAX_HUB_LISTING_ENTRIES} files`);
+        files.push(relPath);
+      }
+    }
+  };
+  await walk("");
+  return files.sort();
+}
+
+async function readManifest(path: string): Promise<CardManifest> {
+  const size = await stat(path).then((s) => s.size, (err) => { throw ioError("read", path, err); });
+  if (size > MAX_MANIFEST_BYTES) throw new DeltaError(`Failed to read ${path}: larger than ${MAX_MANIFEST_BYTES} bytes`);
+  const text = await readFile(path, "utf8").catch((err) => { throw ioError("read", path, err); });
+  let value: unknown;
+  try {
+    value = parseJson(text, MAX_JSON_DEPTH);
+  } catch (err) {
+    throw new DeltaError(`Failed to read ${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new DeltaError(`Failed to read ${path}: not a JSON object`);
+  return value as CardManifest;
+}
