@@ -1,0 +1,217 @@
+/**
+ * Converts any model source to safetensors: one file (OUT ends in
+ * .safetensors) or a model directory with Hugging Face shard names, an index
+ * when there is more than one shard, and the files that travel with the
+ * model. Streaming: memory is bounded by the chunk size. Every output file
+ * appears under its final name only when complete.
+ */
+import { realpath, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { DeltaWeightsError, ModelError, UsageError, ioError } from "../errors.js";
+import { AtomicFile } from "../io/atomic-file.js";
+import { CHUNK_BYTES } from "../limits.js";
+import type { OnProgress } from "../progress.js";
+import type { MetadataInput } from "../safetensors/header.js";
+import { openSafetensorsFile } from "../safetensors/reader.js";
+import { SafetensorsWriter } from "../safetensors/writer.js";
+import { openModel, SAFETENSORS_INDEX, type OpenModelOptions } from "./open-model.js";
+import { formatIndex, planShards } from "./shard-plan.js";
+import type { ModelSource } from "./types.js";
+
+export interface ConvertOptions extends OpenModelOptions {
+  /** Largest shard in bytes (directory output only); default: one file. */
+  maxShardBytes?: number;
+  onProgress?: OnProgress;
+}
+
+export interface ConvertedFile {
+  /** Relative to the output directory (or the file name for one-file output). */
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ConvertResult {
+  out: string;
+  files: ConvertedFile[];
+  tensors: number;
+  /** Tensor bytes written (without headers). */
+  bytes: number;
+}
+
+/** What transformers' save_pretrained writes into every shard. */
+const TRANSFORMERS_METADATA: [string, string][] = [["format", "pt"]];
+
+export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const singleFile = out.toLowerCase().endsWith(".safetensors");
+  if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
+    throw new UsageError("--max-shard-size must be at least 1 byte");
+  }
+  if (singleFile && options.maxShardBytes !== undefined) {
+    throw new UsageError(`--max-shard-size needs a directory as OUT, not the single file ${out}`);
+  }
+  const model = await openModel(src, options);
+  try {
+    await refuseOutputInsideInput(model, out);
+    const metadata = await outputMetadata(model, singleFile);
+    const tensors = [...model.tensors.values()];
+    const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
+    const onProgress = options.onProgress;
+    onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
+
+    const files: ConvertedFile[] = [];
+    if (singleFile) {
+      files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), metadata, onProgress));
+    } else {
+      const outDir = resolve(out);
+      const plan = planShards(tensors, options.maxShardBytes);
+      for (const file of plan.files) {
+        const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
+        files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress));
+      }
+      if (plan.files.length > 1) {
+        const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
+        files.push(await writeBytes(join(outDir, SAFETENSORS_INDEX), SAFETENSORS_INDEX, text));
+      }
+      for (const extra of model.extraFiles) {
+        files.push(await copyFile(join(model.root, extra), join(outDir, extra), extra));
+      }
+    }
+    onProgress?.({ kind: "end", phase: "convert" });
+    return { out, files, tensors: tensors.length, bytes: totalBytes };
+  } finally {
+    await model.close();
+  }
+}
+
+/**
+ * The `__metadata__` of the output. The source's own metadata is carried
+ * over (a single file keeps it exactly, key order included, so one file
+ * converts to the identical file). When the source has none, a directory
+ * output gets {"format":"pt"} in every shard, as transformers'
+ * save_pretrained writes (and its loader checks "format"); so does any output
+ * from a PyTorch checkpoint, as Hugging Face's conversion script does. A
+ * single safetensors file without metadata stays without.
+ * Several source files: their metadata merged in file order, the first value
+ * of a key winning (shards of one model normally carry the same metadata).
+ */
+async function outputMetadata(model: ModelSource, singleFile: boolean): Promise<MetadataInput> {
+  const merged = new Map<string, string>();
+  let sourceHasMetadata = false;
+  if (model.format === "safetensors") {
+    for (const rel of model.weightFiles) {
+      // Reopened for the exact key order (a Record reorders integer-like keys).
+      const file = await openSafetensorsFile(join(model.root, rel));
+      try {
+        const entries = file.header.metadataEntries;
+        if (entries !== null) sourceHasMetadata = true;
+        for (const [k, v] of entries ?? []) if (!merged.has(k)) merged.set(k, v);
+      } finally {
+        await file.close();
+      }
+    }
+  }
+  if (sourceHasMetadata) return [...merged];
+  return !singleFile || model.format === "pytorch" ? TRANSFORMERS_METADATA : null;
+}
+
+async function writeShard(
+  model: ModelSource,
+  path: string,
+  label: string,
+  names: string[],
+  metadata: MetadataInput,
+  onProgress: OnProgress | undefined,
+): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(path);
+  try {
+    const specs = names.map((name) => {
+      const t = model.tensors.get(name);
+      if (t === undefined) throw new ModelError(`${model.source} has no tensor "${name}"`);
+      return { name, dtype: t.dtype, shape: t.shape };
+    });
+    const writer = SafetensorsWriter.create(file, path, specs, metadata);
+    for (const t of writer.tensors) {
+      await writer.writeTensor(t.name, withProgress(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES }), t.name, onProgress));
+    }
+    await writer.finish();
+    const size = file.size;
+    const sha256 = await file.commit();
+    return { path: label, size, sha256 };
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+}
+
+async function* withProgress(chunks: AsyncIterable<Uint8Array>, label: string, onProgress: OnProgress | undefined): AsyncIterable<Uint8Array> {
+  for await (const chunk of chunks) {
+    yield chunk;
+    onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label });
+  }
+}
+
+async function writeBytes(path: string, label: string, bytes: Uint8Array): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(path);
+  try {
+    await file.write(bytes);
+    const size = file.size;
+    return { path: label, size, sha256: await file.commit() };
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+}
+
+async function copyFile(from: string, to: string, label: string): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(to);
+  try {
+    try {
+      for await (const chunk of createReadStream(from, { highWaterMark: CHUNK_BYTES })) await file.write(chunk as Uint8Array);
+    } catch (err) {
+      if (err instanceof DeltaWeightsError) throw err;
+      throw ioError("read", from, err);
+    }
+    const size = file.size;
+    return { path: label, size, sha256: await file.commit() };
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+}
+
+/**
+ * Never write into an input: OUT may not be the source file, nor be or lie
+ * inside the source directory (a Hub snapshot counts as a directory).
+ */
+async function refuseOutputInsideInput(model: ModelSource, out: string): Promise<void> {
+  const target = await realpathOfNearest(resolve(out));
+  const namedAFile = await stat(model.source).then((s) => s.isFile(), () => false);
+  const inputs = model.weightFiles.map((rel) => join(model.root, rel));
+  if (!namedAFile) inputs.push(model.root);
+  for (const input of inputs) {
+    const real = await realpath(input).catch(() => resolve(input));
+    const rel = relative(real, target);
+    if (rel === "" || (rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel))) {
+      throw new UsageError(`output ${out} is, or is inside, the input ${input}: choose an output outside the source`);
+    }
+  }
+}
+
+/** realpath of a path that may not exist yet: resolve its nearest existing ancestor. */
+async function realpathOfNearest(path: string): Promise<string> {
+  const rest: string[] = [];
+  let current = path;
+  for (;;) {
+    try {
+      const real = await realpath(current);
+      return rest.length === 0 ? real : join(real, ...rest.reverse());
+    } catch {
+      const parent = dirname(current);
+      if (parent === current) return path;
+      rest.push(basename(current));
+      current = parent;
+    }
+  }
+}
