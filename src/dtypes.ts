@@ -64,24 +64,32 @@ export function f16ToF32(bits: number): number {
   const exponent = (bits >>> 10) & 0x1f;
   const mantissa = bits & 0x3ff;
   if (exponent === 0) return sign * mantissa * 2 ** -24;
-  if (exponent === 0x1f) {
-    // NaN keeps its sign and payload, as the hardware widening does.
-    return mantissa === 0 ? sign * Infinity : f32FromBits(((bits & 0x8000) << 16) | 0x7f800000 | (mantissa << 13));
-  }
+  if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
   return sign * (1024 + mantissa) * 2 ** (exponent - 25);
 }
 
 /**
+ * binary16 bits -> float32 bits, exactly as torch's `.float()` (x86 F16C):
+ * a NaN keeps its sign and payload and comes out quiet.
+ */
+export function f16BitsToF32Bits(bits: number): number {
+  if ((bits & 0x7c00) === 0x7c00 && (bits & 0x3ff) !== 0) {
+    return (((bits & 0x8000) << 16) | 0x7fc00000 | ((bits & 0x3ff) << 13)) >>> 0;
+  }
+  return f32Bits(f16ToF32(bits));
+}
+
+/**
  * float32 bits -> binary16 bits, round to nearest even, overflow to Inf.
- * NaN keeps its sign and the top 10 payload bits with the quiet bit set, which
- * is what x86 F16C (`vcvtps2ph`) gives and what torch's vectorized CPU kernels
- * produce; see test/fixtures/kernels for the recorded torch outputs.
+ * Any NaN becomes the quiet NaN 0x7E00 with the input's sign, as torch's
+ * c10::Half (fp16_ieee_from_fp32_value) does; checked against torch's own
+ * outputs in test/fixtures/kernels.
  */
 export function f32BitsToF16(bits: number): number {
   const sign = (bits >>> 16) & 0x8000;
   const exponent = (bits >>> 23) & 0xff;
   let mantissa = bits & 0x7fffff;
-  if (exponent === 0xff) return mantissa === 0 ? sign | 0x7c00 : sign | 0x7e00 | (mantissa >>> 13);
+  if (exponent === 0xff) return mantissa === 0 ? sign | 0x7c00 : sign | F16_NAN;
   const halfExponent = exponent - 112; // rebias 127 -> 15
   if (halfExponent >= 0x1f) return sign | 0x7c00;
   if (halfExponent <= 0) {
@@ -103,6 +111,9 @@ export function f32BitsToF16(bits: number): number {
   return sign | half;
 }
 
+/** The binary16 NaN torch writes (with the sign of the NaN it came from). */
+export const F16_NAN = 0x7e00;
+
 /** A number (rounded to float32 first) -> binary16 bits, RNE. */
 export function f32ToF16(value: number): number {
   return f32BitsToF16(f32Bits(value));
@@ -113,18 +124,28 @@ export function bf16ToF32(bits: number): number {
   return f32FromBits((bits & 0xffff) << 16);
 }
 
+/** bfloat16 bits -> float32 bits: exact, NaN payload included. */
+export function bf16BitsToF32Bits(bits: number): number {
+  return ((bits & 0xffff) << 16) >>> 0;
+}
+
 /**
  * float32 bits -> bfloat16 bits, round to nearest even, overflow to Inf.
- * NaN handling follows torch's vectorized CPU conversion (see
- * BF16_NAN in this file); c10::BFloat16's scalar constructor gives 0x7FC0.
+ * Any NaN becomes BF16_NAN.
  */
 export function f32BitsToBf16(bits: number): number {
   if ((bits & 0x7fffffff) > 0x7f800000) return BF16_NAN;
   return ((bits >>> 0) + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
 }
 
-/** The bfloat16 pattern torch's CPU kernels write for any NaN result. */
-export const BF16_NAN = 0x7fc0;
+/**
+ * The bfloat16 pattern torch's vectorized CPU kernels write for any NaN
+ * (cvtfp32_bf16 blends in 0xFFFF). c10::BFloat16's scalar constructor, used
+ * only for the few tail elements of a vectorized loop, writes 0x7FC0 instead,
+ * so torch's own NaN bits depend on an element's position; we always write
+ * the vectorized value. Checked against torch in test/fixtures/kernels.
+ */
+export const BF16_NAN = 0xffff;
 
 /** A number (rounded to float32 first) -> bfloat16 bits, RNE. */
 export function f32ToBf16(value: number): number {

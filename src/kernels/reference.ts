@@ -1,40 +1,30 @@
 /**
- * Scalar reference kernels: one element at a time through DataView, written
- * for obviousness, not speed. They define the arithmetic (bit-identical to
- * PyTorch on CPU, checked against torch's own outputs in test/kernels/) and
- * are the oracle the fast kernels are tested against.
+ * Scalar reference kernels: one element at a time, written for obviousness,
+ * not speed. They define the arithmetic (bit-identical to PyTorch on CPU,
+ * checked against torch's own outputs in test/kernels/) and are the oracle
+ * the fast kernels are tested against.
+ *
+ * NaN bits are handled on bit patterns, never through JS numbers, for the
+ * 16-bit dtypes: what torch writes there is a rule of its code (F16_NAN,
+ * BF16_NAN), not of the hardware. For F32 and F64, torch's NaN payloads are
+ * the hardware's (x86: the first NaN operand, quieted; Inf - Inf gives the
+ * negative default NaN), and so are V8's, so plain JS arithmetic matches.
  */
-import { dtypeBytes, f32BitsToBf16, f32BitsToF16, f16ToF32, bf16ToF32, type FloatDType } from "../dtypes.js";
+import {
+  BF16_NAN,
+  F16_NAN,
+  bf16BitsToF32Bits,
+  dtypeBytes,
+  f16BitsToF32Bits,
+  f32BitsToBf16,
+  f32BitsToF16,
+  f32Bits,
+  f32FromBits,
+  type FloatDType,
+} from "../dtypes.js";
 
 function view(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** Reads element i of a float tensor as a JS number (exact: every dtype widens losslessly to f64). */
-export function readFloat(dtype: FloatDType, data: DataView, i: number): number {
-  switch (dtype) {
-    case "F16": return f16ToF32(data.getUint16(i * 2, true));
-    case "BF16": return bf16ToF32(data.getUint16(i * 2, true));
-    case "F32": return data.getFloat32(i * 4, true);
-    case "F64": return data.getFloat64(i * 8, true);
-  }
-}
-
-const scratch = new DataView(new ArrayBuffer(8));
-
-/** Writes `value` (already float32 for the 16-bit dtypes) rounded RNE to the dtype. */
-export function writeFloat(dtype: FloatDType, data: DataView, i: number, value: number): void {
-  switch (dtype) {
-    case "F16":
-    case "BF16": {
-      scratch.setFloat32(0, value, true);
-      const bits = scratch.getUint32(0, true);
-      data.setUint16(i * 2, dtype === "F16" ? f32BitsToF16(bits) : f32BitsToBf16(bits), true);
-      return;
-    }
-    case "F32": data.setFloat32(i * 4, value, true); return;
-    case "F64": data.setFloat64(i * 8, value, true); return;
-  }
 }
 
 function elementCount(dtype: FloatDType, ...buffers: Uint8Array[]): number {
@@ -48,21 +38,63 @@ function elementCount(dtype: FloatDType, ...buffers: Uint8Array[]): number {
   return first.byteLength / size;
 }
 
-/** Rounds to the precision arithmetic happens in: float32, except float64 for F64. */
-function computeRound(dtype: FloatDType, value: number): number {
-  return dtype === "F64" ? value : Math.fround(value);
+function isNaN16(dtype: "F16" | "BF16", bits: number): boolean {
+  return dtype === "F16" ? (bits & 0x7fff) > 0x7c00 : (bits & 0x7fff) > 0x7f80;
+}
+
+function widen16(dtype: "F16" | "BF16", bits: number): number {
+  return f32FromBits(dtype === "F16" ? f16BitsToF32Bits(bits) : bf16BitsToF32Bits(bits));
+}
+
+/**
+ * One half/bfloat16 add or subtract as torch 1.13+ does it on CPU: widen both
+ * to float32, one float32 operation, round once (RNE). For a NaN result the
+ * half sign comes from `b` if it is NaN, else from `a`, else (Inf - Inf) it is
+ * the negative default NaN: the operand order torch's compiled code uses.
+ */
+function arith16(dtype: "F16" | "BF16", a: number, b: number, subtract: boolean): number {
+  const x = widen16(dtype, a), y = widen16(dtype, b);
+  const sum = Math.fround(subtract ? x - y : x + y);
+  if (sum !== sum) {
+    if (dtype === "BF16") return BF16_NAN;
+    const source = isNaN16(dtype, b) ? b : isNaN16(dtype, a) ? a : 0x8000;
+    return (source & 0x8000) | F16_NAN;
+  }
+  const bits = f32Bits(sum);
+  return dtype === "F16" ? f32BitsToF16(bits) : f32BitsToBf16(bits);
+}
+
+function arith(dtype: FloatDType, a: Uint8Array, b: Uint8Array, out: Uint8Array, subtract: boolean): void {
+  const n = elementCount(dtype, a, b, out);
+  const va = view(a), vb = view(b), vo = view(out);
+  switch (dtype) {
+    case "F16":
+    case "BF16":
+      for (let i = 0; i < n; i++) {
+        vo.setUint16(i * 2, arith16(dtype, va.getUint16(i * 2, true), vb.getUint16(i * 2, true), subtract), true);
+      }
+      return;
+    case "F32":
+      for (let i = 0; i < n; i++) {
+        const x = va.getFloat32(i * 4, true), y = vb.getFloat32(i * 4, true);
+        vo.setFloat32(i * 4, subtract ? x - y : x + y, true);
+      }
+      return;
+    case "F64":
+      for (let i = 0; i < n; i++) {
+        const x = va.getFloat64(i * 8, true), y = vb.getFloat64(i * 8, true);
+        vo.setFloat64(i * 8, subtract ? x - y : x + y, true);
+      }
+      return;
+  }
 }
 
 export function addInto(dtype: FloatDType, base: Uint8Array, delta: Uint8Array, out: Uint8Array): void {
-  const n = elementCount(dtype, base, delta, out);
-  const b = view(base), d = view(delta), o = view(out);
-  for (let i = 0; i < n; i++) writeFloat(dtype, o, i, computeRound(dtype, readFloat(dtype, b, i) + readFloat(dtype, d, i)));
+  arith(dtype, base, delta, out, false);
 }
 
 export function subInto(dtype: FloatDType, target: Uint8Array, base: Uint8Array, out: Uint8Array): void {
-  const n = elementCount(dtype, target, base, out);
-  const t = view(target), b = view(base), o = view(out);
-  for (let i = 0; i < n; i++) writeFloat(dtype, o, i, computeRound(dtype, readFloat(dtype, t, i) - readFloat(dtype, b, i)));
+  arith(dtype, target, base, out, true);
 }
 
 export function xorInto(a: Uint8Array, b: Uint8Array, out: Uint8Array): void {
@@ -72,23 +104,61 @@ export function xorInto(a: Uint8Array, b: Uint8Array, out: Uint8Array): void {
   for (let i = 0; i < a.byteLength; i++) out[i] = a[i]! ^ b[i]!;
 }
 
+/** Element i as float32 bits (16-bit and F32 sources). */
+function readF32Bits(from: "F16" | "BF16" | "F32", src: DataView, i: number): number {
+  if (from === "F32") return src.getUint32(i * 4, true);
+  const bits = src.getUint16(i * 2, true);
+  return from === "F16" ? f16BitsToF32Bits(bits) : bf16BitsToF32Bits(bits);
+}
+
+/** float32 bits -> float64, written at element i; NaN payload moves up, quieted (x86 cvtss2sd). */
+function writeF64FromF32Bits(out: DataView, i: number, bits: number): void {
+  if ((bits & 0x7fffffff) > 0x7f800000) {
+    const mantissa = bits & 0x7fffff;
+    out.setUint32(i * 8 + 4, ((bits & 0x80000000) | 0x7ff80000 | (mantissa >>> 3)) >>> 0, true);
+    out.setUint32(i * 8, (mantissa << 29) >>> 0, true);
+  } else {
+    out.setFloat64(i * 8, f32FromBits(bits), true);
+  }
+}
+
+/** float64 element i -> float32 bits, RNE; NaN payload's top bits kept, quieted (x86 cvtsd2ss). */
+function readF64AsF32Bits(src: DataView, i: number): number {
+  const high = src.getUint32(i * 8 + 4, true), low = src.getUint32(i * 8, true);
+  if ((high & 0x7ff00000) === 0x7ff00000 && ((high & 0xfffff) !== 0 || low !== 0)) {
+    return ((high & 0x80000000) | 0x7fc00000 | ((high & 0xfffff) << 3) | (low >>> 29)) >>> 0;
+  }
+  return f32Bits(src.getFloat64(i * 8, true));
+}
+
+/** torch converts half to bfloat16 with the scalar c10::BFloat16 constructor, whose NaN is 0x7FC0. */
+const HALF_NAN_TO_BF16 = 0x7fc0;
+
+/**
+ * torch's `tensor.to(dtype)` on CPU. Double to half / bfloat16 goes through
+ * float32 (c10::Half and c10::BFloat16 are constructed from float), so it
+ * rounds twice; the fixtures include values where that differs from direct
+ * rounding.
+ */
 export function convertInto(from: FloatDType, to: FloatDType, src: Uint8Array, out: Uint8Array): void {
   const fromSize = dtypeBytes(from), toSize = dtypeBytes(to);
   if (src.byteLength % fromSize !== 0 || out.byteLength !== (src.byteLength / fromSize) * toSize) {
     throw new RangeError(`convertInto: ${src.byteLength} bytes of ${from} do not fit ${out.byteLength} bytes of ${to}`);
   }
-  const n = src.byteLength / fromSize;
-  const s = view(src), o = view(out);
   if (from === to) {
-    out.set(src);
+    if (out !== src) out.set(src);
     return;
   }
+  const n = src.byteLength / fromSize;
+  const s = view(src), o = view(out);
   for (let i = 0; i < n; i++) {
-    let value = readFloat(from, s, i);
-    // torch converts double to half / bfloat16 through float (c10::Half and
-    // c10::BFloat16 are constructed from float), so F64 rounds twice.
-    if (from === "F64" && to !== "F64") value = Math.fround(value);
-    writeFloat(to, o, i, value);
+    const bits = from === "F64" ? readF64AsF32Bits(s, i) : readF32Bits(from, s, i);
+    switch (to) {
+      case "F16": o.setUint16(i * 2, f32BitsToF16(bits), true); break;
+      case "BF16": o.setUint16(i * 2, from === "F16" && isNaN16("F16", s.getUint16(i * 2, true)) ? HALF_NAN_TO_BF16 : f32BitsToBf16(bits), true); break;
+      case "F32": o.setUint32(i * 4, bits, true); break;
+      case "F64": writeF64FromF32Bits(o, i, bits); break;
+    }
   }
 }
 
