@@ -3,7 +3,7 @@
  * scripts/make-kernel-fixtures.py; kernels.json lists them).
  */
 import { readFileSync } from "node:fs";
-import path from "node:path";
+import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/kernels");
