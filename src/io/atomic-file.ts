@@ -1,5 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
 
@@ -88,5 +89,39 @@ export class AtomicFile {
   async abort(): Promise<void> {
     await this.#handle.close().catch(() => undefined);
     await rm(this.tempPath, { force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Copies `src` to `dest` through an AtomicFile, in bounded chunks; with
+ * `expectedSha256` the copy is kept only if it matches.
+ */
+export async function copyFileAtomic(src: string, dest: string, expectedSha256?: string): Promise<{ sha256: string; size: number }> {
+  let input: FileHandle;
+  try {
+    input = await open(src, "r");
+  } catch (err) {
+    throw ioError("open", src, err);
+  }
+  const out = await AtomicFile.create(dest);
+  try {
+    const buffer = new Uint8Array(CHUNK_BYTES);
+    for (;;) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await input.read(buffer, 0, buffer.length, out.size));
+      } catch (err) {
+        throw ioError("read", src, err);
+      }
+      if (bytesRead === 0) break;
+      await out.write(buffer.subarray(0, bytesRead));
+    }
+    const size = out.size;
+    return { sha256: await out.commit(expectedSha256), size };
+  } catch (err) {
+    await out.abort();
+    throw err;
+  } finally {
+    await input.close();
   }
 }

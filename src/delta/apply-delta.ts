@@ -1,0 +1,266 @@
+import { createHash } from "node:crypto";
+import { mkdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { dtypeBytes } from "../dtypes.js";
+import { DeltaError, VerifyError, ioError } from "../errors.js";
+import { sha256File } from "../hash/sha256.js";
+import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { MAX_MANIFEST_BYTES } from "../limits.js";
+import { openModel, type OpenModelOptions } from "../model/open-model.js";
+import { resolveSource } from "../model/resolve-source.js";
+import type { ModelSource } from "../model/types.js";
+import type { OnProgress } from "../progress.js";
+import { openSafetensorsFile, type SafetensorsFile } from "../safetensors/reader.js";
+import { SafetensorsWriter } from "../safetensors/writer.js";
+import { sameShape, numel } from "./block.js";
+import { FixupSource } from "./fixups.js";
+import { MANIFEST_FILE, parseManifest, type Manifest } from "./manifest.js";
+import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
+
+export interface ApplyDeltaOptions extends OpenModelOptions {
+  base: string;
+  /** The delta: a directory (with delta.json, or a legacy FastChat delta) or a Hub repo id. */
+  delta: string;
+  /** Output directory. */
+  target: string;
+  /** A sha256sum list to check the outputs against (legacy deltas). */
+  checksums?: string;
+  onProgress?: OnProgress;
+}
+
+export interface ApplyDeltaResult {
+  target: string;
+  /** true: every file and tensor matched delta.json (or the checksums list). */
+  verified: boolean;
+  /** "manifest" for a delta-weights delta, "legacy" for a FastChat-style one. */
+  kind: "manifest" | "legacy";
+  files: Record<string, { size: number; sha256: string; status: "written" | "kept" }>;
+  tensors: number;
+  /** Base tensors the delta does not use. */
+  dropped: string[];
+  /** Elements restored by the fix-ups. */
+  fixups: number;
+  bytes: number;
+}
+
+/** base + delta -> target, verified against delta.json (or run as a legacy FastChat delta when it has none). */
+export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  const delta = await resolveSource(options.delta, options);
+  const manifestPath = join(delta.path, MANIFEST_FILE);
+  const manifestText = await readManifestText(manifestPath);
+  if (manifestText === undefined) {
+    const { applyLegacyDelta } = await import("./apply-legacy.js");
+    return applyLegacyDelta(options);
+  }
+  const manifest = parseManifest(manifestPath, manifestText);
+  await checkDeltaFiles(delta.path, manifest, options.onProgress);
+  const base = await openModel(options.base, options);
+  try {
+    refuseOverlap(options.target, [{ label: "base", path: base.root }, { label: "delta", path: delta.path }]);
+    checkBaseShapes(base, manifest);
+    return await apply(base, delta.path, manifest, options);
+  } finally {
+    await base.close();
+  }
+}
+
+async function readManifestText(path: string): Promise<string | undefined> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw ioError("read", path, err);
+  }
+  if (info.size > MAX_MANIFEST_BYTES) throw new DeltaError(`${path} is ${info.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for a manifest`);
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    throw ioError("read", path, err);
+  }
+}
+
+/** Every delta file the manifest lists must be there, whole and unchanged: a bad download is named before any work. */
+async function checkDeltaFiles(dir: string, manifest: Manifest, onProgress?: OnProgress): Promise<void> {
+  const entries = Object.entries(manifest.delta.files);
+  for (const [rel, entry] of entries) {
+    const path = join(dir, rel);
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch (err) {
+      throw new DeltaError(`delta file ${path} is missing; download the delta again`, { cause: err });
+    }
+    if (size !== entry.size) {
+      throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
+    }
+  }
+  const totalBytes = entries.reduce((n, [, e]) => n + e.size, 0);
+  onProgress?.({ kind: "start", phase: "check delta", totalBytes });
+  for (const [rel, entry] of entries) {
+    const path = join(dir, rel);
+    const { sha256 } = await sha256File(path, (bytes) => onProgress?.({ kind: "advance", phase: "check delta", bytes, label: rel }));
+    if (sha256 !== entry.sha256) {
+      throw new DeltaError(`delta file ${path} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: it is corrupted; download it again`);
+    }
+  }
+  onProgress?.({ kind: "end", phase: "check delta" });
+}
+
+/** Cheap checks first: every base tensor the delta needs exists, with the recorded shape and a convertible dtype. */
+function checkBaseShapes(base: ModelSource, manifest: Manifest): void {
+  for (const [name, expected] of Object.entries(manifest.base.tensors)) {
+    const actual = base.tensors.get(name);
+    const problem =
+      actual === undefined ? "is missing"
+      : !sameShape(actual.shape, expected.shape) ? `has shape [${actual.shape}]`
+      : baseConversionProblem(expected.dtype, actual.dtype);
+    if (problem !== undefined) throw wrongBase(base, manifest, name, problem);
+  }
+}
+
+function wrongBase(base: ModelSource, manifest: Manifest, name: string, problem: string): DeltaError {
+  const e = manifest.base.tensors[name]!;
+  return new DeltaError(
+    `wrong base: tensor "${name}" of ${base.source} ${problem}; the delta expects ${e.dtype} [${e.shape}] with sha256 ${e.sha256.slice(0, 12)}... (the base it was made from: ${manifest.base.source})`,
+  );
+}
+
+async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  const out = options.target;
+  await mkdir(out, { recursive: true });
+  const result: ApplyDeltaResult = {
+    target: out, verified: false, kind: "manifest", files: {}, tensors: 0, dropped: [], fixups: 0, bytes: 0,
+  };
+  // Resume: files already in place and matching the manifest are kept.
+  const todo: string[] = [];
+  for (const [rel, entry] of Object.entries(manifest.target.files)) {
+    if (await matches(join(out, rel), entry.size, entry.sha256)) result.files[rel] = { ...entry, status: "kept" };
+    else todo.push(rel);
+  }
+  const needed = todo.reduce((n, rel) => n + manifest.target.files[rel]!.size, 0);
+  await checkFreeSpace(out, needed);
+
+  const deltaFiles = new Map<string, SafetensorsFile>();
+  const fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(deltaDir, manifest.delta.fixups));
+  const progress = options.onProgress;
+  progress?.({ kind: "start", phase: "apply", totalBytes: needed });
+  try {
+    const deltaTensors = new Map<string, SafetensorsFile>();
+    for (const rel of manifest.delta.weights) {
+      const f = await openSafetensorsFile(join(deltaDir, rel));
+      deltaFiles.set(rel, f);
+      for (const t of f.tensors) deltaTensors.set(t.name, f);
+    }
+    for (const rel of todo) {
+      const entry = manifest.target.files[rel]!;
+      const header = manifest.target.headers[rel];
+      const dest = join(out, rel);
+      if (header !== undefined) {
+        result.fixups += await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, progress);
+      } else if (manifest.target.index?.file === rel) {
+        const file = await AtomicFile.create(dest);
+        await file.write(new TextEncoder().encode(manifest.target.index.text));
+        await file.commit(entry.sha256);
+      } else {
+        await copyFileAtomic(join(deltaDir, rel), dest, entry.sha256);
+      }
+      progress?.({ kind: "advance", phase: "apply", bytes: header === undefined ? entry.size : 0, label: rel });
+      result.files[rel] = { ...entry, status: "written" };
+    }
+  } finally {
+    progress?.({ kind: "end", phase: "apply" });
+    await fixups.close();
+    await Promise.all([...deltaFiles.values()].map((f) => f.close()));
+  }
+  result.verified = true;
+  result.tensors = Object.keys(manifest.target.tensors).length;
+  result.dropped = [...base.tensors.keys()].filter((n) => !(n in manifest.base.tensors));
+  result.bytes = Object.values(manifest.target.files).reduce((n, f) => n + f.size, 0);
+  return result;
+}
+
+async function matches(path: string, size: number, sha256: string): Promise<boolean> {
+  try {
+    if ((await stat(path)).size !== size) return false;
+  } catch {
+    return false;
+  }
+  return (await sha256File(path)).sha256 === sha256;
+}
+
+/** One target weight file, from its recorded header; every tensor checked, then the file. Returns the fix-ups used. */
+async function writeTargetFile(
+  dest: string,
+  headerText: string,
+  sha256: string,
+  base: ModelSource,
+  deltaTensors: Map<string, SafetensorsFile>,
+  fixups: FixupSource,
+  manifest: Manifest,
+  progress: OnProgress | undefined,
+): Promise<number> {
+  const sink = await AtomicFile.create(dest);
+  let fixed = 0;
+  try {
+    const writer = SafetensorsWriter.verbatim(sink, dest, headerText);
+    for (const t of writer.tensors) {
+      const expected = manifest.target.tensors[t.name];
+      const deltaFile = deltaTensors.get(t.name);
+      const deltaInfo = deltaFile?.tensors.find((d) => d.name === t.name);
+      if (expected === undefined || deltaFile === undefined || deltaInfo === undefined) {
+        throw new DeltaError(`the delta has no tensor "${t.name}" for ${dest}; download the delta again`);
+      }
+      if (deltaInfo.dtype !== t.dtype || !sameShape(deltaInfo.shape, t.shape)) {
+        throw new DeltaError(`${deltaFile.path}: tensor "${t.name}" is ${deltaInfo.dtype} [${deltaInfo.shape}], the target needs ${t.dtype} [${t.shape}]`);
+      }
+      const baseEntry = manifest.base.tensors[t.name];
+      const baseInfo = base.tensors.get(t.name);
+      const plan: TensorPlan = {
+        name: t.name, dtype: t.dtype, shape: t.shape,
+        op: chooseOp(manifest.codec, t.dtype, baseEntry !== undefined),
+        base: baseEntry !== undefined && baseInfo !== undefined ? { dtype: baseInfo.dtype, shape: baseInfo.shape } : undefined,
+      };
+      const elementBytes = dtypeBytes(t.dtype);
+      const fixer = fixups.forTensor(t.name, numel(t.shape), elementBytes);
+      const tensorHash = createHash("sha256");
+      const baseHash = createHash("sha256");
+      const chunks = transformTensor("apply", plan, {
+        primary: deltaFile.readTensor(t.name),
+        base: plan.op === "copy" ? undefined : base.readTensor(t.name),
+      }, {
+        onBase: (bytes) => baseHash.update(bytes),
+        fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
+      });
+      await writer.writeTensor(t.name, hashed(chunks, (bytes) => {
+        tensorHash.update(bytes);
+        progress?.({ kind: "advance", phase: "apply", bytes: bytes.length, label: t.name });
+      }));
+      if (baseEntry !== undefined && baseHash.digest("hex") !== baseEntry.sha256) {
+        throw wrongBase(base, manifest, t.name, `has different values (sha256 of its ${baseEntry.dtype} bytes differs)`);
+      }
+      if (fixer !== undefined) {
+        await fixer.finish();
+        fixed += fixer.count;
+      }
+      const digest = tensorHash.digest("hex");
+      if (digest !== expected.sha256) {
+        throw new VerifyError(`recovered tensor "${t.name}" has sha256 ${digest.slice(0, 12)}..., delta.json says ${expected.sha256.slice(0, 12)}...; the delta is damaged (download it again)`);
+      }
+    }
+    await writer.finish();
+    await sink.commit(sha256);
+    return fixed;
+  } catch (err) {
+    await sink.abort();
+    throw err;
+  }
+}
+
+async function* hashed(chunks: AsyncIterable<Uint8Array>, onChunk: (bytes: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    onChunk(chunk);
+    yield chunk;
+  }
+}

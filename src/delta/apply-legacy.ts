@@ -1,0 +1,115 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { DeltaError, VerifyError } from "../errors.js";
+import { readChecksums } from "../hash/checksums.js";
+import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { openModel } from "../model/open-model.js";
+import type { ModelSource } from "../model/types.js";
+import { SafetensorsWriter } from "../safetensors/writer.js";
+import type { ApplyDeltaOptions, ApplyDeltaResult } from "./apply-delta.js";
+import { blockMismatch } from "./block.js";
+import { convertedLayout } from "./target-layout.js";
+import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
+
+/**
+ * A legacy delta (FastChat, Vicuna, WizardVicunaLM: no delta.json):
+ * `delta + base` in the delta's dtype, the block rule for grown vocabularies,
+ * output sharded like the delta, in safetensors. Nothing proves the result
+ * but a published checksum list (`--checksums`).
+ */
+export async function applyLegacyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
+  const delta = await openModel(options.delta, options);
+  try {
+    const base = await openModel(options.base, options);
+    try {
+      refuseOverlap(options.target, [{ label: "base", path: base.root }, { label: "delta", path: delta.root }]);
+      return await applyLegacy(base, delta, checksums, options);
+    } finally {
+      await base.close();
+    }
+  } finally {
+    await delta.close();
+  }
+}
+
+async function applyLegacy(
+  base: ModelSource,
+  delta: ModelSource,
+  checksums: Map<string, string> | undefined,
+  options: ApplyDeltaOptions,
+): Promise<ApplyDeltaResult> {
+  const out = options.target;
+  const plans = new Map<string, TensorPlan>();
+  for (const t of delta.tensors.values()) {
+    const b = base.tensors.get(t.name);
+    const plan: TensorPlan = { name: t.name, dtype: t.dtype, shape: t.shape, op: chooseOp("add", t.dtype, b !== undefined) };
+    if (b !== undefined) {
+      const problem = baseConversionProblem(t.dtype, b.dtype) ?? blockMismatch(t.shape, b.shape);
+      if (problem !== undefined) throw new DeltaError(`base ${base.source}: tensor "${t.name}" cannot be added to the delta's ${t.dtype} [${t.shape}]: ${problem}`);
+      plan.base = { dtype: b.dtype, shape: b.shape };
+    }
+    plans.set(t.name, plan);
+  }
+  const layout = convertedLayout(delta);
+  const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
+  await mkdir(out, { recursive: true });
+  await checkFreeSpace(out, totalBytes);
+
+  const result: ApplyDeltaResult = {
+    target: out, verified: false, kind: "legacy", files: {}, tensors: plans.size,
+    dropped: [...base.tensors.keys()].filter((n) => !delta.tensors.has(n)), fixups: 0, bytes: 0,
+  };
+  const progress = options.onProgress;
+  progress?.({ kind: "start", phase: "apply", totalBytes });
+  try {
+    for (const file of layout.files) {
+      const dest = join(out, file.file);
+      const sink = await AtomicFile.create(dest);
+      try {
+        const writer = SafetensorsWriter.verbatim(sink, dest, file.headerText);
+        for (const t of writer.tensors) {
+          const plan = plans.get(t.name)!;
+          const chunks = transformTensor("apply", plan, {
+            primary: delta.readTensor(t.name),
+            base: plan.op === "copy" ? undefined : base.readTensor(t.name),
+          });
+          await writer.writeTensor(t.name, reporting(chunks, (n) => progress?.({ kind: "advance", phase: "apply", bytes: n, label: t.name })));
+        }
+        await writer.finish();
+        const size = sink.size;
+        result.files[file.file] = { size, sha256: await sink.commit(checksums?.get(file.file)), status: "written" };
+      } catch (err) {
+        await sink.abort();
+        throw err;
+      }
+    }
+    if (layout.index !== undefined) {
+      const sink = await AtomicFile.create(join(out, layout.index.file));
+      const bytes = new TextEncoder().encode(layout.index.text);
+      await sink.write(bytes);
+      result.files[layout.index.file] = { size: bytes.length, sha256: await sink.commit(checksums?.get(layout.index.file)), status: "written" };
+    }
+    for (const rel of delta.extraFiles) {
+      const entry = await copyFileAtomic(join(delta.root, rel), join(out, rel), checksums?.get(rel));
+      result.files[rel] = { ...entry, status: "written" };
+    }
+  } finally {
+    progress?.({ kind: "end", phase: "apply" });
+  }
+  if (checksums !== undefined) {
+    const missing = [...checksums.keys()].filter((rel) => !(rel in result.files));
+    if (missing.length > 0) throw new VerifyError(`${options.checksums} lists ${missing[0]}, which this delta does not produce`);
+    result.verified = true;
+  }
+  result.bytes = Object.values(result.files).reduce((n, f) => n + f.size, 0);
+  return result;
+}
+
+async function* reporting(chunks: AsyncIterable<Uint8Array>, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    onBytes(chunk.length);
+    yield chunk;
+  }
+}

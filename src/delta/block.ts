@@ -1,0 +1,93 @@
+import { DeltaError } from "../errors.js";
+
+/**
+ * Which elements of a target (or delta) tensor pair with a base element.
+ *
+ * FastChat's convention for vocabulary growth: when the target is larger than
+ * the base (32001x4096 against 32000x4096), the operation covers the block
+ * `[:b0, :b1]` and the rest of the tensor is stored as is. The base's elements
+ * are consumed in order, so a base tensor is always read sequentially, whole.
+ */
+
+/** A run of target elements [start, start+length); paired with base elements or not. */
+export interface Segment {
+  start: number;
+  length: number;
+  paired: boolean;
+}
+
+/** Checks that a base of `baseShape` can pair with a tensor of `shape`; returns a reason when not. */
+export function blockMismatch(shape: readonly number[], baseShape: readonly number[]): string | undefined {
+  if (sameShape(shape, baseShape)) return undefined;
+  if (shape.length !== baseShape.length || shape.length === 0 || shape.length > 2) {
+    return `shape [${baseShape}] cannot pair with [${shape}] (only the first two dimensions may grow)`;
+  }
+  for (let i = 0; i < shape.length; i++) {
+    if (baseShape[i]! > shape[i]!) return `shape [${baseShape}] is larger than [${shape}] in dimension ${i}`;
+  }
+  return undefined;
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
+
+/** The segments of a tensor of `shape` in flat order, given the base's shape. */
+export function* segments(shape: readonly number[], baseShape: readonly number[] | undefined): Generator<Segment> {
+  const total = numel(shape);
+  if (total === 0) return;
+  if (baseShape === undefined) {
+    yield { start: 0, length: total, paired: false };
+    return;
+  }
+  const reason = blockMismatch(shape, baseShape);
+  if (reason !== undefined) throw new DeltaError(reason);
+  const baseTotal = numel(baseShape);
+  if (shape.length < 2 || shape[1] === baseShape[1]) {
+    // rows are whole: the block is a prefix
+    if (baseTotal > 0) yield { start: 0, length: baseTotal, paired: true };
+    if (total > baseTotal) yield { start: baseTotal, length: total - baseTotal, paired: false };
+    return;
+  }
+  const [, cols] = shape as [number, number];
+  const [baseRows, baseCols] = baseShape as [number, number];
+  for (let row = 0; row < baseRows; row++) {
+    if (baseCols > 0) yield { start: row * cols, length: baseCols, paired: true };
+    yield { start: row * cols + baseCols, length: cols - baseCols, paired: false };
+  }
+  if (total > baseRows * cols) yield { start: baseRows * cols, length: total - baseRows * cols, paired: false };
+}
+
+/** A window of at most `maxElements` consecutive elements and the segment parts inside it. */
+export interface Window {
+  start: number;
+  length: number;
+  parts: Segment[];
+}
+
+/**
+ * Groups the segments into windows of at most `maxElements` elements, so
+ * that I/O happens a window at a time even when segments are short rows.
+ */
+export function* windows(all: Iterable<Segment>, maxElements: number): Generator<Window> {
+  let current: Window | undefined;
+  for (const seg of all) {
+    let offset = 0;
+    while (offset < seg.length) {
+      if (current === undefined) current = { start: seg.start + offset, length: 0, parts: [] };
+      const take = Math.min(seg.length - offset, maxElements - current.length);
+      current.parts.push({ start: seg.start + offset, length: take, paired: seg.paired });
+      current.length += take;
+      offset += take;
+      if (current.length === maxElements) {
+        yield current;
+        current = undefined;
+      }
+    }
+  }
+  if (current !== undefined && current.length > 0) yield current;
+}

@@ -1,0 +1,49 @@
+import { DeltaError } from "../errors.js";
+
+/**
+ * Reads exactly the number of bytes asked for from a stream of chunks of
+ * any size: arithmetic needs base, delta and target chunks aligned element
+ * for element although each source chunks its bytes its own way.
+ */
+export class ExactReader {
+  #iterator: AsyncIterator<Uint8Array>;
+  #pending: Uint8Array = new Uint8Array(0);
+  #offset = 0;
+  readonly #what: string;
+
+  constructor(chunks: AsyncIterable<Uint8Array>, what: string) {
+    this.#iterator = chunks[Symbol.asyncIterator]();
+    this.#what = what;
+  }
+
+  /** The next `length` bytes; a view into the source's chunk when possible, else a copy. */
+  async read(length: number): Promise<Uint8Array> {
+    const available = this.#pending.length - this.#offset;
+    if (available >= length) {
+      const view = this.#pending.subarray(this.#offset, this.#offset + length);
+      this.#offset += length;
+      return view;
+    }
+    const out = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length) {
+      if (this.#offset === this.#pending.length) {
+        const next = await this.#iterator.next();
+        if (next.done) throw new DeltaError(`${this.#what} ended ${length - filled} bytes early`);
+        this.#pending = next.value;
+        this.#offset = 0;
+        continue;
+      }
+      const take = Math.min(length - filled, this.#pending.length - this.#offset);
+      out.set(this.#pending.subarray(this.#offset, this.#offset + take), filled);
+      this.#offset += take;
+      filled += take;
+    }
+    return out;
+  }
+
+  /** Releases the underlying reader (closes its iterator early). */
+  async close(): Promise<void> {
+    await this.#iterator.return?.();
+  }
+}

@@ -1,0 +1,216 @@
+import { createHash } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { dtypeBytes } from "../dtypes.js";
+import { DeltaError } from "../errors.js";
+import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { openModel, type OpenModelOptions } from "../model/open-model.js";
+import type { ModelSource } from "../model/types.js";
+import type { OnProgress } from "../progress.js";
+import { encodeHeaderVerbatim } from "../safetensors/header.js";
+import { SafetensorsWriter } from "../safetensors/writer.js";
+import { blockMismatch, numel } from "./block.js";
+import { FixupCollector } from "./fixups.js";
+import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TensorEntry, type TargetTensorEntry } from "./manifest.js";
+import { layoutOf, type OutputLayout } from "./target-layout.js";
+import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
+import { TOOL } from "./version.js";
+
+export interface MakeDeltaOptions extends OpenModelOptions {
+  base: string;
+  target: string;
+  /** Output directory for the delta. */
+  delta: string;
+  codec?: Codec;
+  onProgress?: OnProgress;
+}
+
+export interface MakeDeltaResult {
+  delta: string;
+  codec: Codec;
+  tensors: number;
+  /** Tensors only in the target, stored as they are. */
+  added: string[];
+  /** Tensors only in the base, not in the delta. */
+  dropped: string[];
+  /** Elements where round(base + delta) needed a fix-up to be exact. */
+  fixups: number;
+  files: Record<string, FileEntry>;
+  bytes: number;
+}
+
+/**
+ * target - base, streamed tensor by tensor. The delta mirrors the target's
+ * shard layout, each shard under the target file's own header (same names,
+ * dtypes and shapes), and delta.json records everything apply-delta needs to
+ * prove the recovery exact.
+ */
+export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
+  const codec = options.codec ?? "add";
+  const base = await openModel(options.base, options);
+  try {
+    const target = await openModel(options.target, options);
+    try {
+      return await make(base, target, codec, options);
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await base.close();
+  }
+}
+
+async function make(base: ModelSource, target: ModelSource, codec: Codec, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
+  const out = options.delta;
+  refuseOverlap(out, [{ label: "base", path: base.root }, { label: "target", path: target.root }]);
+  const plans = planTensors(base, target, codec);
+  const layout = await layoutOf(target);
+  const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
+  await mkdir(out, { recursive: true });
+  await checkFreeSpace(out, totalBytes);
+
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    codec,
+    tool: TOOL,
+    base: { source: base.source, tensors: {}, dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
+    target: { source: target.source, files: {}, tensors: {}, headers: {} },
+    delta: { files: {}, weights: [] },
+  };
+  const fixups = await FixupCollector.create(out);
+  const progress = options.onProgress;
+  progress?.({ kind: "start", phase: "make", totalBytes });
+  try {
+    for (const file of layout.files) {
+      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, out, progress);
+      manifest.target.files[file.file] = targetFile;
+      manifest.target.headers[file.file] = file.headerText;
+      manifest.delta.files[file.file] = deltaFile;
+      manifest.delta.weights.push(file.file);
+    }
+    const fixupFile = await fixups.finish(join(out, FIXUPS_FILE));
+    if (fixupFile !== undefined) {
+      manifest.delta.files[FIXUPS_FILE] = fixupFile;
+      manifest.delta.fixups = FIXUPS_FILE;
+    }
+  } catch (err) {
+    await fixups.discard();
+    throw err;
+  } finally {
+    progress?.({ kind: "end", phase: "make" });
+  }
+  await copyCompanions(target, layout, manifest, out);
+  const manifestFile = await AtomicFile.create(join(out, MANIFEST_FILE));
+  await manifestFile.write(new TextEncoder().encode(serializeManifest(manifest)));
+  await manifestFile.commit();
+
+  return {
+    delta: out,
+    codec,
+    tensors: plans.size,
+    added: [...plans.values()].filter((p) => p.op === "copy").map((p) => p.name),
+    dropped: manifest.base.dropped,
+    fixups: fixups.count,
+    files: manifest.delta.files,
+    bytes: Object.values(manifest.delta.files).reduce((n, f) => n + f.size, 0),
+  };
+}
+
+/** Decides each target tensor's op; refuses a base that cannot pair with the target. */
+function planTensors(base: ModelSource, target: ModelSource, codec: Codec): Map<string, TensorPlan> {
+  const plans = new Map<string, TensorPlan>();
+  for (const t of target.tensors.values()) {
+    const b = base.tensors.get(t.name);
+    const plan: TensorPlan = { name: t.name, dtype: t.dtype, shape: t.shape, op: chooseOp(codec, t.dtype, b !== undefined) };
+    if (b !== undefined) {
+      const problem = baseConversionProblem(t.dtype, b.dtype) ?? blockMismatch(t.shape, b.shape);
+      if (problem !== undefined) {
+        throw new DeltaError(`base ${base.source}: tensor "${t.name}" cannot pair with the target's ${t.dtype} [${t.shape}]: ${problem}`);
+      }
+      plan.base = { dtype: b.dtype, shape: b.shape };
+    }
+    plans.set(t.name, plan);
+  }
+  return plans;
+}
+
+/**
+ * One delta shard, written under the target file's header; the target file's
+ * own sha256 is computed in the same pass (header, then tensors in data order).
+ */
+async function writeDeltaFile(
+  file: OutputLayout["files"][number],
+  plans: Map<string, TensorPlan>,
+  base: ModelSource,
+  target: ModelSource,
+  fixups: FixupCollector,
+  manifest: Manifest,
+  out: string,
+  progress: OnProgress | undefined,
+): Promise<{ targetFile: FileEntry; deltaFile: FileEntry }> {
+  const targetHash = createHash("sha256").update(encodeHeaderVerbatim(file.headerText));
+  const sink = await AtomicFile.create(join(out, file.file));
+  try {
+    const writer = SafetensorsWriter.verbatim(sink, join(out, file.file), file.headerText);
+    for (const t of writer.tensors) {
+      const plan = plans.get(t.name);
+      if (plan === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
+      const tensorHash = createHash("sha256");
+      const baseHash = createHash("sha256");
+      fixups.beginTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
+      const pending: Promise<void>[] = [];
+      const chunks = transformTensor("make", plan, {
+        primary: target.readTensor(t.name),
+        base: plan.op === "copy" ? undefined : base.readTensor(t.name),
+      }, {
+        onPrimary: (bytes) => { tensorHash.update(bytes); targetHash.update(bytes); progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name }); },
+        onBase: (bytes) => baseHash.update(bytes),
+        onMismatches: plan.op === "add" ? (first, indices, xors) => { pending.push(fixups.add(first, indices, xors)); } : undefined,
+      });
+      await writer.writeTensor(t.name, drainAfter(chunks, pending));
+      fixups.endTensor();
+      const entry: TargetTensorEntry = { dtype: t.dtype, shape: t.shape, sha256: tensorHash.digest("hex"), file: file.file };
+      manifest.target.tensors[t.name] = entry;
+      if (plan.base !== undefined) {
+        const baseEntry: TensorEntry = { dtype: t.dtype, shape: plan.base.shape, sha256: baseHash.digest("hex") };
+        manifest.base.tensors[t.name] = baseEntry;
+      }
+    }
+    await writer.finish();
+    const size = sink.size;
+    const sha256 = await sink.commit();
+    return { targetFile: { size: file.size, sha256: targetHash.digest("hex") }, deltaFile: { size, sha256 } };
+  } catch (err) {
+    await sink.abort();
+    throw err;
+  }
+}
+
+/** Passes chunks through, awaiting the fix-up writes each chunk queued before asking for the next. */
+async function* drainAfter(chunks: AsyncIterable<Uint8Array>, pending: Promise<void>[]): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    yield chunk;
+    await Promise.all(pending.splice(0));
+  }
+}
+
+/** Config, tokenizer and the target's index travel in the delta and are recorded as target files. */
+async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string): Promise<void> {
+  for (const rel of target.extraFiles) {
+    const entry = await copyFileAtomic(join(target.root, rel), join(out, rel));
+    manifest.target.files[rel] = entry;
+    manifest.delta.files[rel] = entry;
+  }
+  if (layout.index !== undefined) {
+    const bytes = new TextEncoder().encode(layout.index.text);
+    const entry: FileEntry = { size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
+    manifest.target.files[layout.index.file] = entry;
+    manifest.target.index = layout.index;
+    // The delta mirrors the target's layout, so the target's index describes the delta's shards too.
+    const file = await AtomicFile.create(join(out, layout.index.file));
+    await file.write(bytes);
+    await file.commit();
+    manifest.delta.files[layout.index.file] = entry;
+  }
+}
