@@ -1,0 +1,59 @@
+import { readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { applyDelta } from "../../src/delta/apply-delta.js";
+import { makeDelta } from "../../src/delta/make-delta.js";
+import { sha256Bytes } from "../../src/hash/sha256.js";
+import { REALDATA, TINY_LLAMA, convert, finetune, readAll, tempDir, writeModel } from "../support/finetune.js";
+
+const CONFIG = join(REALDATA, "tiny-llama-bf16/config.json");
+
+async function filesOf(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const name of (await readdir(dir)).sort()) out[name] = sha256Bytes(await readFile(join(dir, name)));
+  return out;
+}
+
+describe("make-delta then apply-delta recovers the target byte for byte", () => {
+  for (const dtype of ["BF16", "F16", "F32"] as const) {
+    for (const codec of ["add", "xor"] as const) {
+      it(`${dtype}, codec ${codec}, vocabulary +1, base in 3 shards, target in 2`, async () => {
+        const work = await tempDir();
+        const base = (await readAll(TINY_LLAMA)).map((t) => convert(t, dtype));
+        // Noise as large as the weights, so that many sums round away from the target and need fix-ups.
+        const target = finetune(base, { growRows: 1, seed: 7, scale: 0.03 });
+        const totalBytes = base.reduce((n, t) => n + t.data.length, 0);
+        await writeModel(join(work, "base"), base, { maxShardBytes: Math.ceil(totalBytes / 3) + 1 });
+        await writeModel(join(work, "target"), target, {
+          maxShardBytes: Math.ceil(totalBytes / 2) + 4096,
+          companions: { "config.json": await readFile(CONFIG, "utf8"), "tokenizer_config.json": "{}\n" },
+        });
+        const made = await makeDelta({ base: join(work, "base"), target: join(work, "target"), delta: join(work, "delta"), codec });
+        expect(made.tensors).toBe(target.length);
+        if (codec === "add" && dtype !== "F32") expect(made.fixups).toBeGreaterThan(0);
+
+        // No delta tensor equals its base tensor.
+        const deltaTensors = await readAll(join(work, "delta"));
+        for (const d of deltaTensors) {
+          const b = base.find((t) => t.name === d.name)!;
+          expect(Buffer.compare(d.data, b.data), d.name).not.toBe(0);
+        }
+
+        const applied = await applyDelta({ base: join(work, "base"), delta: join(work, "delta"), target: join(work, "out") });
+        expect(applied.verified).toBe(true);
+        expect(await filesOf(join(work, "out"))).toEqual(await filesOf(join(work, "target")));
+      });
+    }
+  }
+
+  it("works on the real Hugging Face-written base, target a single file", async () => {
+    const work = await tempDir();
+    const target = finetune(await readAll(TINY_LLAMA), { seed: 99, scale: 0.03 });
+    await writeModel(join(work, "target"), target, { metadata: null });
+    const made = await makeDelta({ base: TINY_LLAMA, target: join(work, "target"), delta: join(work, "delta") });
+    expect(made.fixups).toBeGreaterThan(0);
+    const applied = await applyDelta({ base: TINY_LLAMA, delta: join(work, "delta"), target: join(work, "out") });
+    expect(applied.verified).toBe(true);
+    expect(await filesOf(join(work, "out"))).toEqual(await filesOf(join(work, "target")));
+  });
+});
