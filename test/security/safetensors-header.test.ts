@@ -1,0 +1,258 @@
+/**
+ * Hostile safetensors files built in memory, one per rule of the format
+ * (DESIGN.md "Inputs", the reference crate's read_metadata / validate).
+ * Each must be refused with a SafetensorsError whose one-line message names
+ * the file and the rule, before any allocation sized by the file's claims.
+ */
+import { describe, expect, it } from "vitest";
+import { SafetensorsError } from "../../src/errors.js";
+import { MAX_SAFETENSORS_HEADER_BYTES } from "../../src/limits.js";
+import { parseHeader, readHeaderLength } from "../../src/safetensors/header.js";
+import { entry, rawSafetensors } from "../helpers/safetensors-bytes.js";
+
+function parse(bytes: Uint8Array) {
+  const n = readHeaderLength("evil.safetensors", bytes.subarray(0, 8), bytes.length);
+  return parseHeader("evil.safetensors", bytes.subarray(8, 8 + n), bytes.length);
+}
+
+function refused(bytes: Uint8Array, pattern: RegExp): SafetensorsError {
+  let caught: unknown;
+  try {
+    parse(bytes);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(SafetensorsError);
+  const err = caught as SafetensorsError;
+  expect(err.message).toMatch(/^Failed to read evil\.safetensors: /);
+  expect(err.message).not.toContain("\n");
+  expect(err.message).toMatch(pattern);
+  return err;
+}
+
+const one = (name: string, dtype: string, shape: unknown[], offsets: unknown[]) => `{${entry(name, dtype, shape, offsets)}}`;
+
+describe("header length", () => {
+  it("rejects an empty file", () => {
+    refused(new Uint8Array(0), /shorter than the 8-byte header length/);
+  });
+
+  it("rejects a file shorter than 8 bytes", () => {
+    refused(new Uint8Array([2, 0, 0]), /shorter than the 8-byte header length/);
+  });
+
+  it("rejects a header length of 0", () => {
+    refused(rawSafetensors("", 0, 0n), /header length is 0/);
+  });
+
+  it("rejects a header length past the end of the file", () => {
+    refused(rawSafetensors("{}", 0, 1000n), /header length 1000 runs past the end of the file \(10 bytes\)/);
+  });
+
+  it("rejects a header length of 2^64-1 without converting it to a number", () => {
+    refused(rawSafetensors("{}", 0, 2n ** 64n - 1n), /header length 18446744073709551615 exceeds the 100000000-byte limit/);
+  });
+
+  it("rejects a header length over the 100 MB cap", () => {
+    refused(rawSafetensors("{}", 0, BigInt(MAX_SAFETENSORS_HEADER_BYTES) + 1n), /exceeds the 100000000-byte limit/);
+  });
+});
+
+describe("header JSON", () => {
+  it("rejects a header that is not JSON", () => {
+    refused(rawSafetensors("this is not json"), /header is not valid JSON/);
+  });
+
+  it("rejects a JSON array", () => {
+    refused(rawSafetensors("[1,2,3]"), /header is a JSON array, not an object/);
+  });
+
+  it("rejects a JSON string", () => {
+    refused(rawSafetensors('"hello"'), /header is a JSON string, not an object/);
+  });
+
+  it("rejects invalid UTF-8", () => {
+    const bytes = new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x6e, 0x75, 0x6c, 0x6c, 0x7d]); // {"\xff\xfe":null}
+    refused(rawSafetensors(bytes), /not valid UTF-8/);
+  });
+
+  it("rejects a lone surrogate escape in a name", () => {
+    refused(rawSafetensors('{"\\ud800":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}'), /lone surrogate/);
+  });
+
+  it("rejects 200,000-deep nesting cleanly (no stack overflow)", () => {
+    const deep = '{"a":' + "[".repeat(200_000) + "]".repeat(200_000) + "}";
+    refused(rawSafetensors(deep), /nesting deeper than \d+ levels/);
+  });
+
+  it("rejects trailing garbage after the JSON object (only space padding may follow)", () => {
+    refused(rawSafetensors("{}\u0000\u0000\u0000\u0000\u0000\u0000"), /trailing characters/);
+  });
+
+  it("rejects duplicate tensor names, which JSON.parse would silently merge", () => {
+    const text = `{${entry("w", "U8", [1], [0, 1])},${entry("w", "U8", [1], [1, 2])}}`;
+    const err = refused(rawSafetensors(text, 2), /listed twice in the header \(duplicate tensor name\)/);
+    expect(err.tensor).toBe("w");
+  });
+
+  it("rejects __metadata__ given twice", () => {
+    refused(rawSafetensors('{"__metadata__":{"a":"1"},"__metadata__":{"a":"2"}}'), /__metadata__ twice/);
+  });
+
+  it("rejects a duplicate field inside an entry", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}}', 1), /field "dtype" twice/);
+  });
+});
+
+describe("metadata", () => {
+  it("rejects non-string metadata values", () => {
+    refused(rawSafetensors('{"__metadata__":{"epochs":3}}'), /value of "epochs" is a JSON number: metadata values must be strings/);
+  });
+
+  it("rejects nested metadata", () => {
+    refused(rawSafetensors('{"__metadata__":{"config":{"a":"b"}}}'), /value of "config" is a JSON object/);
+  });
+
+  it("rejects metadata that is not an object", () => {
+    refused(rawSafetensors('{"__metadata__":["format","pt"]}'), /__metadata__ is a JSON array/);
+  });
+});
+
+describe("tensor entries", () => {
+  it("rejects a tensor entry that is not an object", () => {
+    refused(rawSafetensors('{"t":[0,1]}'), /tensor "t" entry is a JSON array, not an object/);
+  });
+
+  it("rejects an unknown dtype", () => {
+    refused(rawSafetensors(one("t", "Q4_K", [1], [0, 1]), 1), /tensor "t" has unknown dtype "Q4_K"/);
+  });
+
+  it("rejects a lowercase dtype (dtypes are case-sensitive)", () => {
+    refused(rawSafetensors(one("t", "f16", [1], [0, 2]), 2), /unknown dtype "f16"/);
+  });
+
+  it("rejects a sub-byte dtype this tool cannot stream (F4)", () => {
+    refused(rawSafetensors(one("t", "F4", [2], [0, 1]), 1), /unknown dtype "F4"/);
+  });
+
+  it("rejects a negative dimension", () => {
+    refused(rawSafetensors(one("t", "U8", [-1], [0, 1]), 1), /shape holds the negative number -1/);
+  });
+
+  it("rejects a fractional dimension", () => {
+    refused(rawSafetensors(one("t", "U8", [1.5], [0, 1]), 1), /shape holds 1.5, not an integer/);
+  });
+
+  it("rejects a dimension written as 1.0 or 1e0 (serde reads usize from integers only)", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}', 1), /not an integer/);
+    refused(rawSafetensors('{"t":{"dtype":"U8","shape":[1e0],"data_offsets":[0,1]}}', 1), /not an integer/);
+  });
+
+  it("rejects a string dimension", () => {
+    refused(rawSafetensors(one("t", "U8", ["4"], [0, 4]), 4), /shape holds a JSON string/);
+  });
+
+  it("rejects a shape that is not an array", () => {
+    refused(rawSafetensors(one("t", "U8", 4 as unknown as unknown[], [0, 4]), 4), /shape is a JSON number/);
+  });
+
+  it("rejects a dimension larger than 2^64-1", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","shape":[18446744073709551616],"data_offsets":[0,1]}}', 1), /larger than a 64-bit unsigned integer/);
+  });
+
+  it("rejects a shape whose element count overflows 64 bits", () => {
+    refused(rawSafetensors(one("t", "U8", [2 ** 40, 2 ** 40], [0, 1]), 1), /more elements than fit in 64 bits \(overflow\)/);
+  });
+
+  it("rejects a shape whose size wraps to zero in u64 (2^32 x 2^32 bytes with offsets [0, 0])", () => {
+    refused(rawSafetensors(one("t", "U8", [2 ** 32, 2 ** 32], [0, 0])), /overflow/);
+  });
+
+  it("rejects a shape whose byte size wraps to zero in u64 (2^62 F32 elements with offsets [0, 0])", () => {
+    refused(rawSafetensors('{"t":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}'), /more bytes than fit in 64 bits \(overflow\)/);
+  });
+
+  it("rejects an overflowing prefix even when a later dimension is 0, as the reference's checked fold does", () => {
+    refused(rawSafetensors(one("t", "U8", [2 ** 32, 2 ** 32, 0], [0, 0])), /overflow/);
+  });
+
+  it("rejects missing data_offsets", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","shape":[1]}}', 1), /tensor "t" entry has no "data_offsets"/);
+  });
+
+  it("rejects a missing dtype", () => {
+    refused(rawSafetensors('{"t":{"shape":[1],"data_offsets":[0,1]}}', 1), /entry has no "dtype"/);
+  });
+
+  it("rejects a missing shape", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","data_offsets":[0,1]}}', 1), /entry has no "shape"/);
+  });
+
+  it("rejects three data_offsets", () => {
+    refused(rawSafetensors(one("t", "U8", [1], [0, 1, 2]), 1), /data_offsets has 3 numbers, not exactly 2/);
+  });
+
+  it("rejects one data_offset", () => {
+    refused(rawSafetensors(one("t", "U8", [1], [0]), 1), /data_offsets has 1 numbers, not exactly 2/);
+  });
+
+  it("rejects negative data_offsets", () => {
+    refused(rawSafetensors(one("t", "U8", [1], [-1, 0]), 1), /data_offsets holds the negative number -1/);
+  });
+
+  it("rejects data_offsets whose end is before their begin", () => {
+    refused(rawSafetensors(one("t", "U8", [0], [4, 2]), 4), /data_offsets \[4, 2\] end before they begin/);
+  });
+
+  it("rejects a size mismatch between shape x dtype and the offsets", () => {
+    refused(rawSafetensors(one("t", "F32", [2, 2], [0, 12]), 12), /span 12 bytes, but F32 \[2, 2\] needs 16/);
+  });
+
+  it("rejects more dimensions than the rank limit", () => {
+    refused(rawSafetensors(one("t", "U8", new Array(65).fill(1), [0, 1]), 1), /65 dimensions, more than the limit of 64/);
+  });
+});
+
+describe("layout of the data section", () => {
+  it("rejects data_offsets past end of file", () => {
+    const err = refused(rawSafetensors(one("t", "U8", [16], [0, 16]), 8), /data_offsets end at 16, past the end of the file \(the data section has 8 bytes\)/);
+    expect(err.tensor).toBe("t");
+  });
+
+  it("rejects truncated data (the file ends before the last tensor)", () => {
+    const text = `{${entry("a", "F32", [4], [0, 16])},${entry("b", "F32", [4], [16, 32])}}`;
+    refused(rawSafetensors(text, 20), /past the end of the file .* truncated/);
+  });
+
+  it("rejects data_offsets past 2^53 (a forged file size)", () => {
+    refused(rawSafetensors('{"t":{"dtype":"U8","shape":[2,4503599627370497],"data_offsets":[0,9007199254740994]}}'), /point past 2\^53-1 bytes/);
+  });
+
+  it("rejects overlapping tensors", () => {
+    const text = `{${entry("a", "U8", [8], [0, 8])},${entry("b", "U8", [8], [4, 12])}}`;
+    const err = refused(rawSafetensors(text, 12), /overlap the previous tensor, which ends at 8/);
+    expect(err.tensor).toBe("b");
+  });
+
+  it("rejects two tensors sharing the same bytes", () => {
+    const text = `{${entry("a", "U8", [8], [0, 8])},${entry("b", "U8", [8], [0, 8])}}`;
+    refused(rawSafetensors(text, 8), /overlap/);
+  });
+
+  it("rejects a hole between tensors", () => {
+    const text = `{${entry("a", "U8", [4], [0, 4])},${entry("b", "U8", [4], [8, 12])}}`;
+    refused(rawSafetensors(text, 12), /leave a hole of 4 bytes/);
+  });
+
+  it("rejects offsets not starting at 0", () => {
+    refused(rawSafetensors(one("t", "U8", [4], [4, 8]), 8), /data_offsets begin at 4, but the first tensor must begin at 0/);
+  });
+
+  it("rejects trailing bytes after the last tensor", () => {
+    refused(rawSafetensors(one("t", "U8", [4], [0, 4]), 5), /1 trailing bytes after the last tensor/);
+  });
+
+  it("rejects trailing bytes after an empty model", () => {
+    refused(rawSafetensors("{}", 3), /3 trailing bytes/);
+  });
+});
