@@ -4,7 +4,6 @@ import { join } from "node:path";
 import { DeltaError, HubError, ioError } from "../errors.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_JSON_DEPTH, MAX_MANIFEST_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
-import { parseJson } from "../safetensors/json.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
 import { makeModelCard, type CardManifest } from "./model-card.js";
@@ -148,10 +147,28 @@ async function readManifest(path: string): Promise<CardManifest> {
   const text = await readFile(path, "utf8").catch((err) => { throw ioError("read", path, err); });
   let value: unknown;
   try {
-    value = parseJson(text, MAX_JSON_DEPTH);
+    if (!nestingWithin(text, MAX_JSON_DEPTH)) throw new Error(`nested deeper than ${MAX_JSON_DEPTH}`);
+    value = JSON.parse(text);
   } catch (err) {
     throw new DeltaError(`Failed to read ${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) throw new DeltaError(`Failed to read ${path}: not a JSON object`);
   return value as CardManifest;
+}
+
+/** JSON.parse recurses without bound: refuse `[[[[...` before it can overflow the stack. */
+function nestingWithin(text: string, maxDepth: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > maxDepth) return false;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return true;
 }
