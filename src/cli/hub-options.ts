@@ -53,3 +53,16 @@ function readTokenFile(path: string): string | undefined {
     return undefined;
   }
 }
+
+/** What every command that takes a SRC passes to the library to resolve Hub repo ids. */
+export function sourceOptions(flags: { token?: string }, env: Env = process.env): {
+  token?: string; hubUrl?: string; cacheDir: string; offline: boolean;
+} {
+  const hub = hubSettings(flags, env);
+  return {
+    ...(hub.token !== undefined ? { token: hub.token } : {}),
+    ...(hub.hubUrl !== undefined ? { hubUrl: hub.hubUrl } : {}),
+    cacheDir: hub.cacheDir,
+    offline: hub.offline,
+  };
+}

@@ -5,7 +5,7 @@ import { dtypeBytes } from "../dtypes.js";
 import { DeltaError, VerifyError, ioError } from "../errors.js";
 import { sha256File } from "../hash/sha256.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
-import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { MAX_MANIFEST_BYTES } from "../limits.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
 import { resolveSource } from "../model/resolve-source.js";
@@ -57,7 +57,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   await checkDeltaFiles(delta.path, manifest, options.onProgress);
   const base = await openModel(options.base, options);
   try {
-    refuseOverlap(options.target, [{ label: "base", path: base.root }, { label: "delta", path: delta.path }]);
+    refuseOverlap(options.target, [inputOf("base", base), { label: "delta", root: delta.path }]);
     checkBaseShapes(base, manifest);
     return await apply(base, delta.path, manifest, options);
   } finally {

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { DeltaError, VerifyError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
-import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import { SafetensorsWriter } from "../safetensors/writer.js";
@@ -24,7 +24,7 @@ export async function applyLegacyDelta(options: ApplyDeltaOptions): Promise<Appl
   try {
     const base = await openModel(options.base, options);
     try {
-      refuseOverlap(options.target, [{ label: "base", path: base.root }, { label: "delta", path: delta.root }]);
+      refuseOverlap(options.target, [inputOf("base", base), inputOf("delta", delta)]);
       return await applyLegacy(base, delta, checksums, options);
     } finally {
       await base.close();

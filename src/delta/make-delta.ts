@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
-import { checkFreeSpace, refuseOverlap } from "../io/paths.js";
+import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
+import { convertModel } from "../model/convert.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
@@ -23,6 +24,8 @@ export interface MakeDeltaOptions extends OpenModelOptions {
   /** Output directory for the delta. */
   delta: string;
   codec?: Codec;
+  /** Shard the delta at this size instead of mirroring the target's layout. */
+  maxShardBytes?: number;
   onProgress?: OnProgress;
 }
 
@@ -63,7 +66,7 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
 
 async function make(base: ModelSource, target: ModelSource, codec: Codec, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   const out = options.delta;
-  refuseOverlap(out, [{ label: "base", path: base.root }, { label: "target", path: target.root }]);
+  refuseOverlap(out, [inputOf("base", base), inputOf("target", target)]);
   const plans = planTensors(base, target, codec);
   const layout = await layoutOf(target);
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
@@ -81,9 +84,12 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   const fixups = await FixupCollector.create(out);
   const progress = options.onProgress;
   progress?.({ kind: "start", phase: "make", totalBytes });
+  // With --max-shard-size the shards are first written in the target's layout
+  // (so the target's file hashes come out of the same pass), then resharded.
+  const weightsDir = options.maxShardBytes === undefined ? out : join(out, ".staging");
   try {
     for (const file of layout.files) {
-      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, out, progress);
+      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, weightsDir, progress);
       manifest.target.files[file.file] = targetFile;
       manifest.target.headers[file.file] = file.headerText;
       manifest.delta.files[file.file] = deltaFile;
@@ -94,13 +100,15 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
       manifest.delta.files[FIXUPS_FILE] = fixupFile;
       manifest.delta.fixups = FIXUPS_FILE;
     }
+    if (options.maxShardBytes !== undefined) await reshard(weightsDir, layout, options.maxShardBytes, manifest, out);
   } catch (err) {
     await fixups.discard();
     throw err;
   } finally {
     progress?.({ kind: "end", phase: "make" });
+    if (weightsDir !== out) await rm(weightsDir, { recursive: true, force: true });
   }
-  await copyCompanions(target, layout, manifest, out);
+  await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined);
   const manifestFile = await AtomicFile.create(join(out, MANIFEST_FILE));
   await manifestFile.write(new TextEncoder().encode(serializeManifest(manifest)));
   await manifestFile.commit();
@@ -196,7 +204,7 @@ async function* drainAfter(chunks: AsyncIterable<Uint8Array>, pending: Promise<v
 }
 
 /** Config, tokenizer and the target's index travel in the delta and are recorded as target files. */
-async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string): Promise<void> {
+async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string, mirrored: boolean): Promise<void> {
   for (const rel of target.extraFiles) {
     const entry = await copyFileAtomic(join(target.root, rel), join(out, rel));
     manifest.target.files[rel] = entry;
@@ -207,10 +215,25 @@ async function copyCompanions(target: ModelSource, layout: OutputLayout, manifes
     const entry: FileEntry = { size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
     manifest.target.files[layout.index.file] = entry;
     manifest.target.index = layout.index;
-    // The delta mirrors the target's layout, so the target's index describes the delta's shards too.
-    const file = await AtomicFile.create(join(out, layout.index.file));
-    await file.write(bytes);
-    await file.commit();
-    manifest.delta.files[layout.index.file] = entry;
+    if (mirrored) {
+      // The delta mirrors the target's layout, so the target's index describes the delta's shards too.
+      const file = await AtomicFile.create(join(out, layout.index.file));
+      await file.write(bytes);
+      await file.commit();
+      manifest.delta.files[layout.index.file] = entry;
+    }
   }
 }
+
+/** Rewrites the staged delta shards at `maxShardBytes` each, with Hugging Face shard names and index. */
+async function reshard(staging: string, layout: OutputLayout, maxShardBytes: number, manifest: Manifest, out: string): Promise<void> {
+  if (layout.index !== undefined) await writeFile(join(staging, layout.index.file), layout.index.text);
+  for (const rel of manifest.delta.weights) delete manifest.delta.files[rel];
+  const converted = await convertModel(staging, out, { maxShardBytes });
+  manifest.delta.weights = [];
+  for (const f of converted.files) {
+    manifest.delta.files[f.path] = { size: f.size, sha256: f.sha256 };
+    if (f.path.endsWith(".safetensors")) manifest.delta.weights.push(f.path);
+  }
+}
+

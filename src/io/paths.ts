@@ -1,21 +1,48 @@
+import { realpathSync, statSync } from "node:fs";
 import { statfs } from "node:fs/promises";
-import { dirname, relative, resolve, isAbsolute } from "node:path";
+import { dirname, relative, resolve, isAbsolute, join } from "node:path";
 import { DeltaWeightsError, UsageError } from "../errors.js";
 
 /** Whether `inner` is `outer` or lies inside it. */
 export function isInside(inner: string, outer: string): boolean {
-  const rel = relative(resolve(outer), resolve(inner));
-  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+  const rel = relative(outer, inner);
+  return rel === "" || (rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel));
+}
+
+/** The real path of `path`, or of its nearest existing ancestor joined with the rest. */
+export function realpathOfNearest(path: string): string {
+  const abs = resolve(path);
+  try {
+    return realpathSync(abs);
+  } catch {
+    const parent = dirname(abs);
+    return parent === abs ? abs : join(realpathOfNearest(parent), relative(parent, abs));
+  }
+}
+
+export interface InputLocation {
+  label: string;
+  /** The input's root directory. */
+  root: string;
+  /** The input's files (absolute), for inputs named as single files. */
+  files?: string[];
+  /** When the input was named as one file, only that file is protected, not its directory. */
+  singleFile?: boolean;
 }
 
 /**
- * Never write into an input: the output directory may not be an input's
- * directory, lie inside it, or contain it (its files could be overwritten).
+ * Never write into an input: the output directory may not be, or lie
+ * inside, an input directory, nor hold an input file at its top level
+ * (where outputs are written). Symlinks (the Hugging Face cache) are followed.
  */
-export function refuseOverlap(output: string, inputs: { label: string; path: string }[]): void {
+export function refuseOverlap(output: string, inputs: InputLocation[]): void {
+  const out = realpathOfNearest(output);
   for (const input of inputs) {
-    if (isInside(output, input.path) || isInside(input.path, output)) {
-      throw new UsageError(`the output ${output} overlaps the ${input.label} ${input.path}; choose a directory outside every input`);
+    const root = realpathOfNearest(input.root);
+    const inside = !input.singleFile && isInside(out, root);
+    const holdsInput = (input.files ?? []).some((f) => dirname(realpathOfNearest(f)) === out || dirname(resolve(f)) === resolve(output));
+    if (inside || holdsInput) {
+      throw new UsageError(`the output ${output} is, or is inside, the ${input.label} ${input.singleFile ? input.files?.[0] : input.root}; choose a directory outside every input`);
     }
   }
 }
@@ -43,4 +70,17 @@ export async function checkFreeSpace(dir: string, bytes: number): Promise<void> 
 
 function formatGB(bytes: number): string {
   return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+
+/** Where a model input lives, for refuseOverlap. */
+export function inputOf(label: string, model: { root: string; weightFiles: readonly string[]; extraFiles: readonly string[]; source: string }): InputLocation {
+  const files = [...model.weightFiles, ...model.extraFiles].map((rel) => join(model.root, rel));
+  let singleFile = false;
+  try {
+    singleFile = statSync(model.source).isFile();
+  } catch {
+    // a Hub repo id: its snapshot directory is the input
+  }
+  return { label, root: model.root, files, singleFile };
 }

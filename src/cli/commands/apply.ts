@@ -1,6 +1,38 @@
-import { DeltaWeightsError } from "../../errors.js";
+import { applyDelta } from "../../delta/apply-delta.js";
+import { UsageError } from "../../errors.js";
+import { formatBytes, progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
+import { sourceOptions } from "../hub-options.js";
+import { requiredOption } from "../options.js";
 
-export default async function run(_args: Record<string, unknown>, _ctx: CliContext): Promise<void> {
-  throw new DeltaWeightsError("E_USAGE", "this command is not built yet");
+/** `apply-delta --base SRC --delta SRC --target DIR [--checksums FILE]` */
+export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
+  const base = requiredOption(args, "base", "baseModelPath");
+  const delta = requiredOption(args, "delta", "deltaPath");
+  const target = requiredOption(args, "target", "targetModelPath");
+  if (args.checksums !== undefined && typeof args.checksums !== "string") throw new UsageError("--checksums needs a file");
+  const progress = progressReporter(ctx);
+  try {
+    const result = await applyDelta({
+      ...sourceOptions({ token: ctx.token }),
+      base, delta, target,
+      checksums: args.checksums as string | undefined,
+      onProgress: progress.onProgress,
+    });
+    progress.stop();
+    if (ctx.json) {
+      ctx.printJson(result);
+      return;
+    }
+    const files = Object.values(result.files);
+    const kept = files.filter((f) => f.status === "kept").length;
+    const status = result.verified
+      ? result.kind === "manifest" ? "verified: every file and tensor is bit-identical to the publisher's (SHA-256)" : "verified against the checksum list"
+      : "unverified: a legacy delta without delta.json; pass --checksums FILE to check the result";
+    ctx.log(`${status}`);
+    ctx.log(`wrote ${result.target}: ${files.length} files${kept > 0 ? ` (${kept} already complete, kept)` : ""}, ${result.tensors} tensors, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${result.fixups} elements restored by fix-ups` : ""}`);
+    if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
+  } finally {
+    progress.stop();
+  }
 }

@@ -1,6 +1,22 @@
-import { DeltaWeightsError } from "../../errors.js";
+import { verify } from "../../delta/verify.js";
+import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
+import { sourceOptions } from "../hub-options.js";
 
-export default async function run(_args: Record<string, unknown>, _ctx: CliContext): Promise<void> {
-  throw new DeltaWeightsError("E_USAGE", "this command is not built yet");
+/** `delta-weights verify DIR (--manifest SRC | --checksums FILE)` */
+export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
+  const progress = progressReporter(ctx);
+  try {
+    const result = await verify(String(args.dir), {
+      ...sourceOptions({ token: ctx.token }),
+      manifest: typeof args.manifest === "string" ? args.manifest : undefined,
+      checksums: typeof args.checksums === "string" ? args.checksums : undefined,
+      onProgress: progress.onProgress,
+    });
+    progress.stop();
+    if (ctx.json) ctx.printJson(result);
+    else ctx.log(`verified: ${Object.keys(result.files).length} files of ${result.dir} match their SHA-256`);
+  } finally {
+    progress.stop();
+  }
 }

@@ -1,0 +1,99 @@
+import { join } from "node:path";
+import { stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { VerifyError, UsageError } from "../errors.js";
+import { sha256File } from "../hash/sha256.js";
+import { readChecksums } from "../hash/checksums.js";
+import type { OnProgress } from "../progress.js";
+import { openSafetensorsFile } from "../safetensors/reader.js";
+import { resolveSource, type ResolveOptions } from "../model/resolve-source.js";
+import { MANIFEST_FILE, parseManifest, type Manifest } from "./manifest.js";
+import { readFile } from "node:fs/promises";
+import { MAX_MANIFEST_BYTES } from "../limits.js";
+
+export interface VerifyOptions extends ResolveOptions {
+  /** delta.json, a delta directory holding it, or a Hub repo id. */
+  manifest?: string;
+  /** A sha256sum list. */
+  checksums?: string;
+  onProgress?: OnProgress;
+}
+
+export interface VerifyResult {
+  dir: string;
+  verified: true;
+  files: Record<string, { size: number; sha256: string }>;
+}
+
+/**
+ * Re-checks a recovered model against delta.json (every target file's size
+ * and sha256) or a sha256sum list. A mismatch names the file and, for a
+ * safetensors file, the first tensor that differs.
+ */
+export async function verify(dir: string, options: VerifyOptions): Promise<VerifyResult> {
+  if ((options.manifest === undefined) === (options.checksums === undefined)) {
+    throw new UsageError("verify needs exactly one of --manifest and --checksums");
+  }
+  const expected = new Map<string, { size?: number; sha256: string }>();
+  let manifest: Manifest | undefined;
+  if (options.manifest !== undefined) {
+    manifest = await loadManifest(options.manifest, options);
+    for (const [rel, entry] of Object.entries(manifest.target.files)) expected.set(rel, entry);
+  } else {
+    for (const [rel, sha256] of await readChecksums(options.checksums!)) expected.set(rel, { sha256 });
+  }
+  const total = [...expected.values()].reduce((n, e) => n + (e.size ?? 0), 0);
+  options.onProgress?.({ kind: "start", phase: "verify", totalBytes: total });
+  const files: VerifyResult["files"] = {};
+  try {
+    for (const [rel, entry] of expected) {
+      const path = join(dir, rel);
+      let size: number;
+      try {
+        size = (await stat(path)).size;
+      } catch {
+        throw new VerifyError(`${path} is missing`);
+      }
+      if (entry.size !== undefined && size !== entry.size) {
+        throw new VerifyError(`${path} is ${size} bytes, expected ${entry.size}`);
+      }
+      const actual = await sha256File(path, (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }));
+      if (actual.sha256 !== entry.sha256) {
+        const tensor = manifest === undefined ? undefined : await firstBadTensor(path, manifest);
+        throw new VerifyError(`${path} has sha256 ${actual.sha256.slice(0, 16)}..., expected ${entry.sha256.slice(0, 16)}...${tensor === undefined ? "" : `; tensor "${tensor}" differs`}`);
+      }
+      files[rel] = actual;
+    }
+  } finally {
+    options.onProgress?.({ kind: "end", phase: "verify" });
+  }
+  return { dir, verified: true, files };
+}
+
+async function loadManifest(src: string, options: ResolveOptions): Promise<Manifest> {
+  const resolved = await resolveSource(src, { ...options, files: [MANIFEST_FILE] });
+  const info = await stat(resolved.path);
+  const path = info.isDirectory() ? join(resolved.path, MANIFEST_FILE) : resolved.path;
+  const size = (await stat(path)).size;
+  if (size > MAX_MANIFEST_BYTES) throw new VerifyError(`${path} is too large for a manifest`);
+  return parseManifest(path, await readFile(path, "utf8"));
+}
+
+/** Names the first tensor of a damaged safetensors file whose bytes differ from the manifest's. */
+async function firstBadTensor(path: string, manifest: Manifest): Promise<string | undefined> {
+  try {
+    const file = await openSafetensorsFile(path);
+    try {
+      for (const t of file.tensors) {
+        const hash = createHash("sha256");
+        for await (const chunk of file.readTensor(t.name)) hash.update(chunk);
+        if (hash.digest("hex") !== manifest.target.tensors[t.name]?.sha256) return t.name;
+      }
+    } finally {
+      await file.close();
+    }
+  } catch {
+    return undefined; // the header itself is damaged: the file name says enough
+  }
+  return undefined;
+}
