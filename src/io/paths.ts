@@ -1,7 +1,7 @@
 import { realpathSync, statSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { dirname, relative, resolve, isAbsolute, join } from "node:path";
-import { DeltaWeightsError, UsageError } from "../errors.js";
+import { DeltaWeightsError } from "../errors.js";
 
 /** Whether `inner` is `outer` or lies inside it. */
 export function isInside(inner: string, outer: string): boolean {
@@ -42,7 +42,7 @@ export function refuseOverlap(output: string, inputs: InputLocation[]): void {
     const inside = !input.singleFile && isInside(out, root);
     const holdsInput = (input.files ?? []).some((f) => dirname(realpathOfNearest(f)) === out || dirname(resolve(f)) === resolve(output));
     if (inside || holdsInput) {
-      throw new UsageError(`the output ${output} is, or is inside, the ${input.label} ${input.singleFile ? input.files?.[0] : input.root}; choose a directory outside every input`);
+      throw new DeltaWeightsError("E_IO", `the output ${output} is, or is inside, the ${input.label} ${input.singleFile ? input.files?.[0] : input.root}; choose a directory outside every input`);
     }
   }
 }

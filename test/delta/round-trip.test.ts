@@ -4,7 +4,9 @@ import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
 import { sha256Bytes } from "../../src/hash/sha256.js";
-import { REALDATA, TINY_LLAMA, convert, finetune, readAll, tempDir, writeModel } from "../support/finetune.js";
+import { TINY_LLAMA, convert, finetune, readAll, writeModel } from "../helpers/finetune.js";
+import { REALDATA } from "../helpers/realdata.js";
+import { makeTempDir as tempDir } from "../helpers/temp-dir.js";
 
 const CONFIG = join(REALDATA, "tiny-llama-bf16/config.json");
 

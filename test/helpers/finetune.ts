@@ -4,9 +4,8 @@
  * target made from a real base by adding fine-tune-like noise, optionally
  * in another dtype, with a grown vocabulary, in a chosen shard layout.
  */
-import { copyFile, mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../../src/dtypes.js";
 import { addInto, convertInto } from "../../src/kernels/index.js";
 import { AtomicFile } from "../../src/io/atomic-file.js";
@@ -14,12 +13,9 @@ import { openModel } from "../../src/model/open-model.js";
 import { formatIndex, planShards } from "../../src/model/shard-plan.js";
 import { SafetensorsWriter } from "../../src/safetensors/writer.js";
 
-export const REALDATA = resolve(import.meta.dirname, "../../../shared/realdata");
-export const TINY_LLAMA = join(REALDATA, "tiny-llama-bf16/model.safetensors");
+import { REALDATA } from "./realdata.js";
 
-export async function tempDir(prefix = "dw-"): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
-}
+export const TINY_LLAMA = join(REALDATA, "tiny-llama-bf16/model.safetensors");
 
 /** Deterministic xorshift32 in [0, 1). */
 export function rng(seed: number): () => number {
