@@ -16,6 +16,7 @@ import { FixupCollector } from "./fixups.js";
 import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TensorEntry, type TargetTensorEntry } from "./manifest.js";
 import { layoutOf, type OutputLayout } from "./target-layout.js";
 import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
+import { publicSourceName } from "./source-name.js";
 import { TOOL } from "./version.js";
 
 export interface MakeDeltaOptions extends OpenModelOptions {
@@ -77,8 +78,8 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
     format: MANIFEST_FORMAT,
     codec,
     tool: TOOL,
-    base: { source: base.source, tensors: {}, dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
-    target: { source: target.source, files: {}, tensors: {}, headers: {} },
+    base: { source: publicSourceName(base), tensors: {}, dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
+    target: { source: publicSourceName(target), files: {}, tensors: {}, headers: {} },
     delta: { files: {}, weights: [] },
   };
   const fixups = await FixupCollector.create(out);

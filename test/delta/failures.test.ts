@@ -76,7 +76,7 @@ describe("apply-delta refuses bad input, names it, and writes nothing wrong", ()
     await cp(delta, bad, { recursive: true });
     const shard = join(bad, "model-00002-of-00002.safetensors");
     const bytes = await readFile(shard);
-    bytes[bytes.length - 100] ^= 0x40;
+    bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0x40;
     await writeFile(shard, bytes);
     const out = join(work, "out-corrupt");
     const run = runCli(["--base", TINY_LLAMA, "--delta", bad, "--target", out], "apply-delta");
@@ -143,7 +143,7 @@ describe("verify", () => {
 
     const shard = join(out, "model-00001-of-00002.safetensors");
     const bytes = await readFile(shard);
-    bytes[bytes.length - 10] ^= 1;
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 1;
     await writeFile(shard, bytes);
     const bad = runCli(["verify", out, "--manifest", join(delta, "delta.json")]);
     expect(bad.status).toBe(1);

@@ -1,0 +1,25 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
+import type { ModelSource } from "../model/types.js";
+
+const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
+
+/**
+ * How delta.json and the model card name a model. A Hub repo id is kept as
+ * given. A local path is not published (it says nothing to anyone else and
+ * leaks the publisher's file system): the config's `_name_or_path` when it
+ * is a repo id, else the directory's name (with the file's, for one file).
+ */
+export function publicSourceName(model: ModelSource): string {
+  if (!existsSync(model.source)) return model.source.replace(/^hf:\/\//, "");
+  const config = join(model.root, "config.json");
+  try {
+    if (statSync(config).size < 1_000_000) {
+      const name = (JSON.parse(readFileSync(config, "utf8")) as { _name_or_path?: unknown })._name_or_path;
+      if (typeof name === "string" && REPO_ID.test(name)) return name;
+    }
+  } catch {
+    // no usable config: fall back to the name
+  }
+  return statSync(model.source).isFile() ? `${basename(model.root)}/${basename(model.source)}` : basename(model.root);
+}
