@@ -1,6 +1,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { HubError, ioError } from "../errors.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
@@ -65,9 +66,8 @@ export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): P
     commit = isCommitId(ref.revision)
       ? ref.revision
       : await resolveCommit(await hub.modelInfo({ name: ref.repo, revision: ref.revision, additionalFields: ["sha"], ...common }), ctx);
-    const recursive = options.files?.some((f) => f.includes("/")) === true;
     listing = [];
-    for await (const entry of hub.listFiles({ repo: { type: "model", name: ref.repo }, revision: commit, recursive, ...common })) {
+    for await (const entry of hub.listFiles({ repo: { type: "model", name: ref.repo }, revision: commit, recursive: true, ...common })) {
       if (listing.length >= MAX_HUB_LISTING_ENTRIES) throw new HubError(`Failed to download ${ref.repo}: the repo lists more than ${MAX_HUB_LISTING_ENTRIES} files`);
       if (entry.type === "file") listing.push(toListedFile(entry, ctx));
     }
@@ -268,16 +268,20 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
   return { repo: ref.repo, revision: ref.revision, commit, dir, files, downloaded: [] };
 }
 
-/** Top-level files of a snapshot whose links resolve (a dangling link is a missing file). */
+/** Files of a snapshot (repo paths) whose links resolve: a dangling link is a missing file. */
 async function listSnapshot(dir: string): Promise<string[] | undefined> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return undefined;
-  }
+  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) return undefined;
   const files: string[] = [];
-  for (const name of names) if (await isCachedFile(`${dir}/${name}`)) files.push(name);
+  const walk = async (rel: string): Promise<void> => {
+    const names = await readdir(rel === "" ? dir : join(dir, rel)).catch(() => [] as string[]);
+    for (const name of names.sort()) {
+      const relPath = rel === "" ? name : `${rel}/${name}`;
+      const info = await stat(join(dir, relPath)).catch(() => undefined);
+      if (info?.isDirectory() === true) await walk(relPath);
+      else if (info?.isFile() === true && files.length < MAX_HUB_LISTING_ENTRIES) files.push(relPath);
+    }
+  };
+  await walk("");
   return files;
 }
 

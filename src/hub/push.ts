@@ -33,15 +33,14 @@ export interface PushResult {
   generatedCard: boolean;
 }
 
-/** Folders never uploaded: git internals and the cache huggingface_hub keeps in a local dir. */
-const SKIPPED_DIRS = new Set([".git", ".cache"]);
 
 /**
  * Uploads every file of `dir` to the Hub model repo `repo` in ONE commit,
  * creating the repo if it does not exist. Weights go through LFS (the Hub's
  * preupload answer decides which files). A model card README.md is added,
  * built from the folder's delta.json; a README.md already in the folder is the
- * author's and is uploaded unchanged instead.
+ * author's and is uploaded unchanged instead. Hidden files and folders
+ * (`.git`, `.cache`, temporary `.partial` files) are not uploaded.
  */
 export async function pushToHub(dir: string, repo: string, options: PushOptions): Promise<PushResult> {
   validateRepoId(repo, { requireNamespace: true });
@@ -127,10 +126,12 @@ async function listFolder(dir: string): Promise<string[]> {
     const abs = rel === "" ? dir : join(dir, ...rel.split("/"));
     const names = await readdir(abs).catch((err) => { throw ioError("read", abs, err); });
     for (const name of names.sort()) {
+      // Hidden entries are never uploaded: .git, .cache/huggingface, our temporary .partial files.
+      if (name.startsWith(".")) continue;
       const relPath = rel === "" ? name : `${rel}/${name}`;
       const entry = await stat(join(abs, name)).catch((err) => { throw ioError("read", join(abs, name), err); });
       if (entry.isDirectory()) {
-        if (!SKIPPED_DIRS.has(name)) await walk(relPath);
+        await walk(relPath);
       } else if (entry.isFile()) {
         if (files.length >= MAX_HUB_LISTING_ENTRIES) throw new HubError(`Failed to push ${dir}: more than ${MAX_HUB_LISTING_ENTRIES} files`);
         files.push(relPath);

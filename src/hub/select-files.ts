@@ -1,3 +1,5 @@
+import { isExtraFile } from "../model/extra-files.js";
+
 /**
  * Which files of a Hub repo a model needs: the weights of ONE format, the
  * small files that travel with them (config, tokenizer, generation config,
@@ -10,13 +12,6 @@ export interface RepoFile {
   size: number;
 }
 
-/** Weight formats we never read: downloading them would waste gigabytes. */
-const OTHER_WEIGHT_SUFFIXES = [
-  ".bin", ".pt", ".pth", ".ckpt", ".h5", ".keras", ".msgpack", ".onnx", ".onnx_data", ".gguf", ".ggml",
-  ".ot", ".tflite", ".mlmodel", ".pb", ".npz", ".pkl", ".pickle", ".joblib", ".safetensors",
-];
-const MEDIA_SUFFIXES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".mp4", ".pdf"];
-
 /** Files of a delta that are needed even though they look like weights. */
 const DELTA_FILES = new Set(["delta.json", "delta-fixups.safetensors"]);
 
@@ -26,28 +21,25 @@ const isPytorchWeight = (p: string) => /^pytorch_model(-\d+-of-\d+)?\.bin$/.test
 const isPytorchIndex = (p: string) => p === "pytorch_model.bin.index.json";
 
 /**
- * The repo paths to download, sorted. Safetensors is preferred; PyTorch
- * `pytorch_model*.bin` is taken only when a repo has no safetensors weights.
- * Only top-level files count (sub-folders hold other variants: `original/`,
- * `onnx/`, ...), except when `files` are named explicitly.
+ * The repo paths to download, sorted.
+ * - A delta repo (one with delta.json) is ours from top to bottom: every file
+ *   but the model card and hidden files.
+ * - A model: safetensors weights and index, or, only when a repo has no
+ *   safetensors weights, `pytorch_model*.bin` and its index; plus the files
+ *   that travel with a model (the same rule as for local directories).
+ *   Only top-level files count: sub-folders hold other variants
+ *   (`original/`, `onnx/`, ...).
  */
 export function selectModelFiles(listing: readonly RepoFile[]): string[] {
-  const top = listing.map((f) => f.path).filter((p) => !p.includes("/"));
+  const all = listing.map((f) => f.path);
+  const top = all.filter((p) => !p.includes("/"));
+  if (top.includes("delta.json")) {
+    return all.filter((p) => p !== "README.md" && !p.split("/").some((part) => part.startsWith("."))).sort();
+  }
   const safetensors = top.filter((p) => isSafetensorsWeight(p) || isSafetensorsIndex(p));
   const pytorch = top.filter((p) => isPytorchWeight(p) || isPytorchIndex(p));
   const weights = top.some(isSafetensorsWeight) ? safetensors : pytorch;
-  const others = top.filter((p) => isTravellingFile(p) || DELTA_FILES.has(p));
-  return [...new Set([...weights, ...others])].sort();
-}
-
-/** A non-weight top-level file that lands in the target: config, tokenizer, code, license text. */
-function isTravellingFile(path: string): boolean {
-  const lower = path.toLowerCase();
-  if (path === "README.md" || path.startsWith(".")) return false;
-  if (lower.endsWith(".index.json")) return false;
-  if (OTHER_WEIGHT_SUFFIXES.some((s) => lower.endsWith(s))) return false;
-  if (MEDIA_SUFFIXES.some((s) => lower.endsWith(s))) return false;
-  return true;
+  return [...new Set([...weights, ...top.filter(isExtraFile)])].sort();
 }
 
 /** Why a repo path (from the server, so untrusted) must not be joined onto the cache, or undefined. */

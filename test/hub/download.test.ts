@@ -108,15 +108,28 @@ describe("downloadSnapshot into the Hugging Face cache layout", () => {
       "tokenizer.json": "{}",
       "tokenizer.model": Buffer.from("sp"),
       "special_tokens_map.json": "{}",
-      "delta.json": "{}",
-      "delta-fixups.safetensors": Buffer.from("fx"),
-      "logo.png": Buffer.from("png"),
+      "README.md": "# card",
     });
     const snap = await downloadSnapshot({ repo: "alice/mixed", revision: "main" }, { cacheDir: cache, hubUrl: hub.url });
     expect(snap.files).toEqual([
-      "config.json", "delta-fixups.safetensors", "delta.json", "generation_config.json", "model.safetensors",
+      "config.json", "generation_config.json", "model.safetensors",
       "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
     ]);
+  });
+
+  it("takes every file of a delta repo (it is ours), except the card and hidden files", async () => {
+    hub.seed("alice/delta", {
+      "delta.json": "{}",
+      "delta-fixups.safetensors": Buffer.from("fx"),
+      "model.safetensors": Buffer.from("d"),
+      "config.json": "{}",
+      "tokenizer/vocab.txt": "a b",
+      "README.md": "# card",
+    });
+    const snap = await downloadSnapshot({ repo: "alice/delta", revision: "main" }, { cacheDir: cache, hubUrl: hub.url });
+    expect(snap.files).toEqual(["config.json", "delta-fixups.safetensors", "delta.json", "model.safetensors", "tokenizer/vocab.txt"]);
+    const offline = await downloadSnapshot({ repo: "alice/delta", revision: "main" }, { cacheDir: cache, offline: true });
+    expect(offline.files).toEqual(snap.files);
   });
 
   it("falls back to pytorch_model*.bin + index when there is no safetensors", async () => {
