@@ -20,9 +20,11 @@ export interface StridedLayout {
 
 /** Elements gathered per block at most: bounds the index arrays' memory. */
 const MAX_BLOCK_ELEMENTS = 1 << 20;
-/** Storage elements between two wanted ones that are still read through
- * rather than splitting the run: fewer reads for a few wasted bytes. */
-const MAX_GAP_BYTES = 4096;
+/** Bytes a run may read past the ones it wants, beyond as many as it wants:
+ * short gaps are read through (fewer reads), but a run never reads more than
+ * about twice what it keeps, so a strided view costs about its own size in
+ * I/O per block, not the whole storage. */
+const SLACK_BYTES = 256;
 
 export function isContiguous(shape: readonly number[], strides: readonly number[]): boolean {
   let expected = 1;
@@ -144,7 +146,7 @@ async function gatherBlock(read: ReadAt, layout: StridedLayout, counter: IndexCo
   const sourceAt = (k: number): number => (sorted ? sources[k]! : keyed ? Math.floor(order[k]! / count) + min : sources[order[k]!]!);
   const positionAt = (k: number): number => (sorted ? k : keyed ? order[k]! % count : order[k]!);
 
-  const maxGap = Math.max(1, Math.floor(MAX_GAP_BYTES / itemSize));
+  const slack = Math.max(1, Math.floor(SLACK_BYTES / itemSize));
   const maxRun = Math.max(1, Math.floor(chunkBytes / itemSize));
   let k = 0;
   while (k < count) {
@@ -153,7 +155,8 @@ async function gatherBlock(read: ReadAt, layout: StridedLayout, counter: IndexCo
     let j = k + 1;
     while (j < count) {
       const s = sourceAt(j);
-      if (s - last > maxGap || s - first + 1 > maxRun) break;
+      const span = s - first + 1;
+      if (span > maxRun || span > 2 * (j - k + 1) + slack) break;
       last = s;
       j++;
     }

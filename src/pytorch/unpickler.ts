@@ -157,6 +157,8 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
     return Number.isSafeInteger(Number(value)) && BigInt(Number(value)) === value ? Number(value) : value;
   };
 
+  // Protocol 2 and later start with PROTO; torch.save always writes one.
+  if (bytes[0] !== OP.PROTO) fail("is not a pickle of protocol 2 or later (no PROTO opcode at its start)");
   while (true) {
     opAt = pos;
     const op = u8();

@@ -1,0 +1,170 @@
+/**
+ * Builders for checkpoints made in memory, so each hostile test states its
+ * attack in a few lines: a stored-zip writer (the layout torch.save writes,
+ * minus alignment padding) and a pickle opcode assembler.
+ */
+import type { ReadAt } from "../../src/pytorch/zip.js";
+
+export interface ZipInput {
+  name: string;
+  data: Uint8Array;
+  /** Overrides for forging: the values written to the central directory. */
+  method?: number;
+  centralSize?: number;
+  localName?: string;
+}
+
+function crc32(data: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (const byte of data) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = (crc >>> 1) ^ (0xedb88320 & -(crc & 1));
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+export function storedZip(entries: ZipInput[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const central: Uint8Array[] = [];
+  let offset = 0;
+  const enc = new TextEncoder();
+  for (const e of entries) {
+    const name = enc.encode(e.name);
+    const localName = enc.encode(e.localName ?? e.name);
+    const local = new DataView(new ArrayBuffer(30));
+    local.setUint32(0, 0x04034b50, true);
+    local.setUint16(4, 20, true);
+    local.setUint16(8, e.method ?? 0, true);
+    local.setUint32(14, crc32(e.data), true);
+    local.setUint32(18, e.data.length, true);
+    local.setUint32(22, e.data.length, true);
+    local.setUint16(26, localName.length, true);
+    parts.push(new Uint8Array(local.buffer), localName, e.data);
+    const size = e.centralSize ?? e.data.length;
+    const c = new DataView(new ArrayBuffer(46));
+    c.setUint32(0, 0x02014b50, true);
+    c.setUint16(4, 20, true);
+    c.setUint16(6, 20, true);
+    c.setUint16(10, e.method ?? 0, true);
+    c.setUint32(16, crc32(e.data), true);
+    c.setUint32(20, size, true);
+    c.setUint32(24, size, true);
+    c.setUint16(28, name.length, true);
+    c.setUint32(42, offset, true);
+    central.push(new Uint8Array(c.buffer), name);
+    offset += 30 + localName.length + e.data.length;
+  }
+  const centralSize = central.reduce((n, p) => n + p.length, 0);
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true);
+  end.setUint16(8, entries.length, true);
+  end.setUint16(10, entries.length, true);
+  end.setUint32(12, centralSize, true);
+  end.setUint32(16, offset, true);
+  return concatBytes([...parts, ...central, new Uint8Array(end.buffer)]);
+}
+
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A torch.save-shaped archive: archive/data.pkl plus archive/data/<key> storages. */
+export function checkpointZip(pickle: Uint8Array, storages: Record<string, Uint8Array> = {}, prefix = "archive/"): Uint8Array {
+  return storedZip([
+    { name: `${prefix}data.pkl`, data: pickle },
+    ...Object.entries(storages).map(([key, data]) => ({ name: `${prefix}data/${key}`, data })),
+    { name: `${prefix}version`, data: new TextEncoder().encode("3\n") },
+  ]);
+}
+
+/** Positioned reads from bytes in memory, recording each read's length. */
+export function memoryReader(bytes: Uint8Array, reads: number[] = []): ReadAt {
+  return async (position, length) => {
+    if (position < 0 || position + length > bytes.length) throw new Error(`read [${position}, ${position + length}) outside ${bytes.length} bytes`);
+    reads.push(length);
+    return bytes.slice(position, position + length);
+  };
+}
+
+/** Pickle opcodes, assembled: P.pickle(P.proto(2), P.emptyDict(), ..., P.stop()). */
+export const P = {
+  pickle: (...ops: (number[] | Uint8Array)[]): Uint8Array => concatBytes(ops.map((o) => Uint8Array.from(o))),
+  proto: (v = 2) => [0x80, v],
+  stop: () => [0x2e],
+  mark: () => [0x28],
+  none: () => [0x4e],
+  emptyDict: () => [0x7d],
+  emptyList: () => [0x5d],
+  emptyTuple: () => [0x29],
+  tuple: () => [0x74],
+  tuple1: () => [0x85],
+  tuple2: () => [0x86],
+  tuple3: () => [0x87],
+  setitem: () => [0x73],
+  setitems: () => [0x75],
+  append: () => [0x61],
+  reduce: () => [0x52],
+  build: () => [0x62],
+  binpersid: () => [0x51],
+  newFalse: () => [0x89],
+  binput: (i: number) => [0x71, i],
+  binget: (i: number) => [0x68, i],
+  int: (n: number): number[] => {
+    if (n >= 0 && n < 256) return [0x4b, n];
+    const b = new DataView(new ArrayBuffer(4));
+    b.setInt32(0, n, true);
+    return [0x4a, ...new Uint8Array(b.buffer)];
+  },
+  long1: (n: bigint): number[] => {
+    const bytes: number[] = [];
+    let v = n;
+    do {
+      bytes.push(Number(v & 0xffn));
+      v >>= 8n;
+    } while (!(v === 0n && (bytes[bytes.length - 1]! & 0x80) === 0) && !(v === -1n && (bytes[bytes.length - 1]! & 0x80) !== 0));
+    return [0x8a, bytes.length, ...bytes];
+  },
+  str: (s: string): number[] => {
+    const b = new TextEncoder().encode(s);
+    return [0x58, b.length & 0xff, (b.length >> 8) & 0xff, (b.length >> 16) & 0xff, b.length >>> 24, ...b];
+  },
+  global: (module: string, name: string) => [0x63, ...new TextEncoder().encode(`${module}\n${name}\n`)],
+};
+
+/**
+ * The pickle torch.save writes for {name: tensor} (the opcodes of a real
+ * torch 1.13 data.pkl): _rebuild_tensor_v2(storage, offset, size, stride,
+ * False, OrderedDict()), with storage ('storage', torch.<type>, key, 'cpu', numel).
+ */
+export function tensorDictPickle(
+  tensors: { name: string; storageType: string; key: string; numel: number; offset: number; shape: number[]; strides: number[] }[],
+): Uint8Array {
+  const tuple = (items: number[][]) => [P.mark(), ...items, P.tuple()].flat();
+  const ops: number[][] = [P.proto(2), P.emptyDict(), P.mark()];
+  for (const t of tensors) {
+    ops.push(
+      P.str(t.name),
+      P.global("torch._utils", "_rebuild_tensor_v2"),
+      P.mark(),
+      tuple([P.str("storage"), P.global("torch", t.storageType), P.str(t.key), P.str("cpu"), P.int(t.numel)]),
+      P.binpersid(),
+      P.int(t.offset),
+      tuple(t.shape.map(P.int)),
+      tuple(t.strides.map(P.int)),
+      P.newFalse(),
+      P.global("collections", "OrderedDict"),
+      P.emptyTuple(),
+      P.reduce(),
+      P.tuple(),
+      P.reduce(),
+    );
+  }
+  ops.push(P.setitems(), P.stop());
+  return P.pickle(...ops);
+}
