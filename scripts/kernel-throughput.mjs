@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// Measures the kernels' throughput in elements per second on one core, on
+// fine-tune-like data in chunk-sized buffers. Imports the built library
+// (run `npm run build` first). Used by scripts/bench.mjs; also runnable alone.
+import { pathToFileURL } from "node:url";
+import path from "node:path";
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+
+export async function measureKernels({ elements = 4 * 1024 * 1024, seconds = 0.4 } = {}) {
+  const kernels = await import(pathToFileURL(path.join(root, "dist/kernels/index.js")).href);
+  const dtypes = await import(pathToFileURL(path.join(root, "dist/dtypes.js")).href);
+  // Weights ~N(0, 0.02), deltas ~1e-2 of that: the data the tool sees.
+  let seed = 0x9e3779b9;
+  const random = () => {
+    seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const gaussian = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
+  const f32 = (scale) => Float32Array.from({ length: elements }, () => gaussian() * scale);
+  const weights = f32(0.02), deltas = f32(0.0004);
+  const as = {
+    F32: (values) => new Uint8Array(values.buffer.slice(0)),
+    F16: (values) => new Uint8Array(Uint16Array.from(values, dtypes.f32ToF16).buffer),
+    BF16: (values) => new Uint8Array(Uint16Array.from(values, dtypes.f32ToBf16).buffer),
+  };
+  const rows = [];
+  // CPU time of this (single-threaded) process, not wall time: other work on
+  // the machine then slows the measurement less.
+  const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
+  const time = (name, dtype, fn) => {
+    fn(); // warm up
+    let runs = 0;
+    const start = cpuSeconds();
+    do { fn(); runs++; } while (cpuSeconds() - start < seconds);
+    const elapsed = cpuSeconds() - start;
+    rows.push({ kernel: name, dtype, gElementsPerSecond: (runs * elements) / elapsed / 1e9 });
+  };
+  for (const dtype of ["F16", "BF16", "F32"]) {
+    const base = as[dtype](weights), delta = as[dtype](deltas);
+    const target = new Uint8Array(base.length), out = new Uint8Array(base.length);
+    kernels.addInto(dtype, base, delta, target);
+    time("add", dtype, () => kernels.addInto(dtype, base, delta, out));
+    time("sub", dtype, () => kernels.subInto(dtype, target, base, out));
+    time("xor", dtype, () => kernels.xorInto(target, base, out));
+    time("findMismatches (none)", dtype, () => kernels.findMismatches(base.length / elements, target, out.slice(0, 0).length === 0 ? target : out));
+    // About 1 % of elements differ by an ulp: what make-delta sees.
+    const nearly = target.slice();
+    for (let i = 0; i < nearly.length; i += 97 * (base.length / elements)) nearly[i] ^= 1;
+    time("findMismatches (1%)", dtype, () => kernels.findMismatches(base.length / elements, nearly, target));
+    for (const to of ["F16", "BF16", "F32"]) {
+      if (to === dtype) continue;
+      const converted = new Uint8Array(elements * (to === "F32" ? 4 : 2));
+      time(`convert -> ${to}`, dtype, () => kernels.convertInto(dtype, to, base, converted));
+    }
+  }
+  return rows;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  for (const row of await measureKernels()) {
+    console.log(`${row.kernel.padEnd(22)} ${row.dtype.padEnd(5)} ${row.gElementsPerSecond.toFixed(2)} G elements/s`);
+  }
+}

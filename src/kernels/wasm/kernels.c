@@ -1,0 +1,217 @@
+/*
+ * Element-wise kernels in WebAssembly SIMD (128-bit): the fast path behind
+ * src/kernels/fast.ts. Built by scripts/build-kernels-wasm.mjs into
+ * src/kernels/wasm/kernels-wasm.ts (committed, so nothing here needs clang
+ * except rebuilding). The scalar oracle is src/kernels/reference.ts; tests
+ * check these against it and against PyTorch's outputs.
+ *
+ * JS copies a tile of each input into the static regions below, calls one
+ * function with the element count, and copies the result out. Regions are
+ * padded so every loop may run whole vectors past n: the extra lanes hold
+ * garbage nobody reads.
+ *
+ * No floating-point operation here ever sees a subnormal operand on the hot
+ * paths (half subnormals are widened with integer arithmetic), because x86
+ * handles those in slow microcode and fine-tune deltas are full of them.
+ */
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+#define TILE_BYTES (128 * 1024)
+
+typedef v128_t V;
+
+static uint8_t region_a[TILE_BYTES] __attribute__((aligned(16)));
+static uint8_t region_b[TILE_BYTES] __attribute__((aligned(16)));
+static uint8_t region_out[2 * TILE_BYTES] __attribute__((aligned(16)));
+static uint32_t region_index[TILE_BYTES] __attribute__((aligned(16)));
+
+EXPORT(tile_bytes) uint32_t tile_bytes(void) { return TILE_BYTES; }
+EXPORT(a_ptr) uint8_t *a_ptr(void) { return region_a; }
+EXPORT(b_ptr) uint8_t *b_ptr(void) { return region_b; }
+EXPORT(out_ptr) uint8_t *out_ptr(void) { return region_out; }
+EXPORT(index_ptr) uint32_t *index_ptr(void) { return region_index; }
+
+/* ---- half <-> float ------------------------------------------------------ */
+
+/* Every exported function takes `zero` (always 0, from JS) and builds its
+ * constants as C ^ zero. LLVM cannot see through that, so it keeps the signed
+ * compares and conversions written here instead of "proving" values
+ * non-negative and switching to unsigned forms, which WebAssembly SIMD on x64
+ * emulates with several instructions (or, for conversions, scalarizes). */
+#define K(c) wasm_i32x4_splat((int32_t)(c) ^ zero)
+#define K16(c) wasm_i16x8_splat((int16_t)((c) ^ zero))
+
+/* Four halves (sign-extended in i32 lanes) -> float32 bits, exact. A NaN keeps
+ * sign and payload and comes out quiet when `quiet` (torch's .float(), x86 F16C). */
+static inline V half_to_float(V h, int quiet, int32_t zero) {
+  V magnitude = wasm_v128_and(h, K(0x7fff));
+  V normal = wasm_i32x4_add(wasm_i32x4_shl(magnitude, 13), K(0x38000000));
+  V inf_or_nan = wasm_i32x4_gt(magnitude, K(0x7bff));
+  normal = wasm_i32x4_add(normal, wasm_v128_and(inf_or_nan, K(0x38000000)));
+  if (quiet) normal = wasm_v128_or(normal, wasm_v128_and(wasm_i32x4_gt(magnitude, K(0x7c00)), K(0x00400000)));
+  /* Subnormal halves: mantissa * 2^-24 from an integer, never a subnormal float
+   * (x86 handles those in slow microcode, and fine-tune deltas are full of them). */
+  V subnormal = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(magnitude), K(0x33800000) /* 2^-24 */);
+  V bits = wasm_v128_bitselect(subnormal, normal, wasm_i32x4_lt(magnitude, K(0x0400)));
+  return wasm_v128_or(bits, wasm_v128_and(h, K(0x80000000)));
+}
+
+/* Four float32 (bits) -> halves in i32 lanes, RNE, overflow to Inf, NaN ->
+ * sign|0x7E00 (torch's c10::Half rule). Fabian Giesen's float_to_half_fast3_rtne,
+ * with Inf folded into the normal path by clamping. */
+static inline V float_to_half(V x, int32_t zero) {
+  V magnitude = wasm_v128_and(x, K(0x7fffffff));
+  V nan = wasm_v128_and(wasm_i32x4_gt(magnitude, K(0x7f800000)), K(0x0200));
+  /* Clamped to 65536 (0x47800000), the normal path below rounds to Inf (0x7C00). */
+  V clamped = wasm_i32x4_min(magnitude, K(0x47800000));
+  V odd = wasm_v128_and(wasm_u32x4_shr(clamped, 13), K(1));
+  V normal = wasm_u32x4_shr(wasm_i32x4_add(wasm_i32x4_add(clamped, K(0xc8000fff)), odd), 13);
+  /* Below 2^-14 the half is subnormal: adding 0.5 rounds to a multiple of 2^-24 (RNE). */
+  V small = wasm_i32x4_sub(wasm_f32x4_add(magnitude, K(0x3f000000) /* 0.5 */), K(0x3f000000));
+  V result = wasm_v128_bitselect(small, normal, wasm_i32x4_lt(magnitude, K(0x38800000)));
+  return wasm_v128_or(wasm_v128_or(result, nan), wasm_u32x4_shr(wasm_v128_andnot(x, magnitude), 16));
+}
+
+/* Four float32 (bits) -> bfloat16 in i32 lanes, RNE; any NaN -> 0xFFFF (torch's vectorized rule). */
+static inline V float_to_bfloat(V x, int32_t zero) {
+  V odd = wasm_v128_and(wasm_u32x4_shr(x, 16), K(1));
+  V rounded = wasm_u32x4_shr(wasm_i32x4_add(wasm_i32x4_add(x, K(0x7fff)), odd), 16);
+  V nan = wasm_i32x4_gt(wasm_v128_and(x, K(0x7fffffff)), K(0x7f800000));
+  return wasm_v128_or(rounded, wasm_u32x4_shr(nan, 16));
+}
+
+static inline V bfloat_to_float(V h) { return wasm_i32x4_shl(h, 16); }
+
+#define LOW(v) wasm_i32x4_extend_low_i16x8(v)
+#define HIGH(v) wasm_i32x4_extend_high_i16x8(v)
+/* Results are in 0..0xFFFF: keep the low halves (a saturating narrow would not). */
+#define PACK(lo, hi) wasm_i8x16_shuffle(lo, hi, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
+
+/* For a half NaN result, torch's sign is b's if b is NaN, else a's if a is NaN,
+ * else negative (Inf - Inf: x86's default NaN). Lanes of 8 halves. */
+static inline V fix_half_nan(V r, V a, V b, int32_t zero) {
+  V magnitude = K16(0x7fff), inf = K16(0x7c00);
+  V r_nan = wasm_i16x8_gt(wasm_v128_and(r, magnitude), inf);
+  V a_nan = wasm_i16x8_gt(wasm_v128_and(a, magnitude), inf);
+  V b_nan = wasm_i16x8_gt(wasm_v128_and(b, magnitude), inf);
+  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
+  V nan = wasm_v128_or(wasm_v128_andnot(source, magnitude), K16(0x7e00));
+  return wasm_v128_bitselect(nan, r, r_nan);
+}
+
+#define HALF_OP(name, op)                                                                   \
+  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
+    for (uint32_t i = 0; i < n; i += 8) {                                                 \
+      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i);       \
+      V lo = float_to_half(op(half_to_float(LOW(a), 0, zero), half_to_float(LOW(b), 0, zero)), zero);   \
+      V hi = float_to_half(op(half_to_float(HIGH(a), 0, zero), half_to_float(HIGH(b), 0, zero)), zero); \
+      wasm_v128_store(region_out + 2 * i, fix_half_nan(PACK(lo, hi), a, b, zero));       \
+    }                                                                                     \
+  }
+
+#define BFLOAT_OP(name, op)                                                                 \
+  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
+    for (uint32_t i = 0; i < n; i += 8) {                                                 \
+      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i);       \
+      V lo = float_to_bfloat(op(bfloat_to_float(LOW(a)), bfloat_to_float(LOW(b))), zero);   \
+      V hi = float_to_bfloat(op(bfloat_to_float(HIGH(a)), bfloat_to_float(HIGH(b))), zero); \
+      wasm_v128_store(region_out + 2 * i, PACK(lo, hi));                                  \
+    }                                                                                     \
+  }
+
+#define WIDE_OP(name, bytes, op)                                                            \
+  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
+    (void)zero;                                                                           \
+    for (uint32_t i = 0; i < n * bytes; i += 16) {                                        \
+      wasm_v128_store(region_out + i, op(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i))); \
+    }                                                                                     \
+  }
+
+HALF_OP(add_f16, wasm_f32x4_add)
+HALF_OP(sub_f16, wasm_f32x4_sub)
+BFLOAT_OP(add_bf16, wasm_f32x4_add)
+BFLOAT_OP(sub_bf16, wasm_f32x4_sub)
+WIDE_OP(add_f32, 4, wasm_f32x4_add)
+WIDE_OP(sub_f32, 4, wasm_f32x4_sub)
+WIDE_OP(add_f64, 8, wasm_f64x2_add)
+WIDE_OP(sub_f64, 8, wasm_f64x2_sub)
+WIDE_OP(xor_bytes, 1, wasm_v128_xor)
+
+/* ---- conversions (a -> out) ---------------------------------------------- */
+
+EXPORT(f16_to_f32) void f16_to_f32(uint32_t n, int32_t zero) {
+  for (uint32_t i = 0; i < n; i += 8) {
+    V h = wasm_v128_load(region_a + 2 * i);
+    wasm_v128_store(region_out + 4 * i, half_to_float(LOW(h), 1, zero));
+    wasm_v128_store(region_out + 4 * i + 16, half_to_float(HIGH(h), 1, zero));
+  }
+}
+
+EXPORT(bf16_to_f32) void bf16_to_f32(uint32_t n, int32_t zero) {
+  (void)zero;
+  for (uint32_t i = 0; i < n; i += 8) {
+    V h = wasm_v128_load(region_a + 2 * i);
+    wasm_v128_store(region_out + 4 * i, bfloat_to_float(LOW(h)));
+    wasm_v128_store(region_out + 4 * i + 16, bfloat_to_float(HIGH(h)));
+  }
+}
+
+EXPORT(f32_to_f16) void f32_to_f16(uint32_t n, int32_t zero) {
+  for (uint32_t i = 0; i < n; i += 8) {
+    V lo = float_to_half(wasm_v128_load(region_a + 4 * i), zero);
+    V hi = float_to_half(wasm_v128_load(region_a + 4 * i + 16), zero);
+    wasm_v128_store(region_out + 2 * i, PACK(lo, hi));
+  }
+}
+
+EXPORT(f32_to_bf16) void f32_to_bf16(uint32_t n, int32_t zero) {
+  for (uint32_t i = 0; i < n; i += 8) {
+    V lo = float_to_bfloat(wasm_v128_load(region_a + 4 * i), zero);
+    V hi = float_to_bfloat(wasm_v128_load(region_a + 4 * i + 16), zero);
+    wasm_v128_store(region_out + 2 * i, PACK(lo, hi));
+  }
+}
+
+/* torch converts half to bfloat16 with the scalar c10::BFloat16 constructor: NaN -> 0x7FC0. */
+EXPORT(f16_to_bf16) void f16_to_bf16(uint32_t n, int32_t zero) {
+  for (uint32_t i = 0; i < n; i += 8) {
+    V h = wasm_v128_load(region_a + 2 * i);
+    V lo = float_to_bfloat(half_to_float(LOW(h), 0, zero), zero);
+    V hi = float_to_bfloat(half_to_float(HIGH(h), 0, zero), zero);
+    V nan = wasm_i16x8_gt(wasm_v128_and(h, K16(0x7fff)), K16(0x7c00));
+    wasm_v128_store(region_out + 2 * i, wasm_v128_bitselect(K16(0x7fc0), PACK(lo, hi), nan));
+  }
+}
+
+EXPORT(bf16_to_f16) void bf16_to_f16(uint32_t n, int32_t zero) {
+  for (uint32_t i = 0; i < n; i += 8) {
+    V h = wasm_v128_load(region_a + 2 * i);
+    V lo = float_to_half(bfloat_to_float(LOW(h)), zero);
+    V hi = float_to_half(bfloat_to_float(HIGH(h)), zero);
+    wasm_v128_store(region_out + 2 * i, PACK(lo, hi));
+  }
+}
+
+/* ---- mismatches (a vs b) --------------------------------------------------- */
+
+/* Writes the index of every element (of `size` bytes) where a and b differ into
+ * region_index, and a XOR b for those elements into region_out; returns the count.
+ * Whole 16-byte blocks are compared first: the common case is no difference. */
+EXPORT(find_mismatches) uint32_t find_mismatches(uint32_t size, uint32_t nbytes) {
+  uint32_t count = 0;
+  for (uint32_t i = 0; i < nbytes; i += 16) {
+    V diff = wasm_v128_xor(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i));
+    if (!wasm_v128_any_true(diff)) continue;
+    uint32_t end = i + 16 < nbytes ? i + 16 : nbytes;
+    for (uint32_t e = i; e < end; e += size) {
+      uint32_t differs = 0;
+      for (uint32_t k = 0; k < size; k++) differs |= region_a[e + k] ^ region_b[e + k];
+      if (!differs) continue;
+      for (uint32_t k = 0; k < size; k++) region_out[count * size + k] = region_a[e + k] ^ region_b[e + k];
+      region_index[count++] = e / size;
+    }
+  }
+  return count;
+}
