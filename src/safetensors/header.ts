@@ -11,7 +11,7 @@
 import { DTYPES, dtypeBytes, dtypeRank, isDType, type DType } from "../dtypes.js";
 import { SafetensorsError } from "../errors.js";
 import { MAX_JSON_DEPTH, MAX_RANK, MAX_SAFETENSORS_HEADER_BYTES } from "../limits.js";
-import { JsonSyntaxError, firstDuplicateKey, parseJson, type JsonValue } from "./json.js";
+import { JsonCursor, JsonSyntaxError } from "./json.js";
 
 export interface HeaderTensor {
   name: string;
@@ -103,28 +103,13 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   } catch (err) {
     throw new SafetensorsError(file, "header is not valid UTF-8", undefined, { cause: err });
   }
-  let root: JsonValue;
+  let metadataEntries: [string, string][] | null;
+  let tensors: HeaderTensor[];
   try {
-    root = parseJson(text, MAX_JSON_DEPTH);
+    ({ metadataEntries, tensors } = readHeaderDocument(file, new JsonCursor(text, MAX_JSON_DEPTH)));
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new SafetensorsError(file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
     throw err;
-  }
-  if (root.kind !== "object") {
-    throw new SafetensorsError(file, `header is a JSON ${root.kind}, not an object`);
-  }
-  const duplicate = firstDuplicateKey(root.entries);
-  if (duplicate !== undefined) {
-    throw duplicate === METADATA_KEY
-      ? new SafetensorsError(file, "header has __metadata__ twice")
-      : new SafetensorsError(file, "is listed twice in the header (duplicate tensor name)", duplicate);
-  }
-
-  let metadataEntries: [string, string][] | null = null;
-  const tensors: HeaderTensor[] = [];
-  for (const [key, value] of root.entries) {
-    if (key === METADATA_KEY) metadataEntries = parseMetadata(file, value);
-    else tensors.push(parseEntry(file, key, value));
   }
 
   // The reference sorts by (begin, end) then requires contiguity from 0.
@@ -152,56 +137,110 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   };
 }
 
-function parseMetadata(file: string, value: JsonValue): [string, string][] | null {
-  if (value.kind === "null") return null;
-  if (value.kind !== "object") {
-    throw new SafetensorsError(file, `__metadata__ is a JSON ${value.kind}: it must be an object of strings`);
-  }
-  const duplicate = firstDuplicateKey(value.entries);
-  if (duplicate !== undefined) throw new SafetensorsError(file, `__metadata__ has the key ${JSON.stringify(duplicate)} twice`);
-  return value.entries.map(([key, v]) => {
-    if (v.kind !== "string") {
-      throw new SafetensorsError(file, `__metadata__ value of ${JSON.stringify(key)} is a JSON ${v.kind}: metadata values must be strings`);
+/**
+ * Reads the header document with its schema in hand: only names, dtypes,
+ * dims, offsets and metadata are kept; fields the reference ignores are
+ * skipped without being built, so memory follows the tensor count, not
+ * whatever a forged header packs into it.
+ */
+function readHeaderDocument(file: string, cursor: JsonCursor): { metadataEntries: [string, string][] | null; tensors: HeaderTensor[] } {
+  const rootKind = cursor.peekKind();
+  if (rootKind !== "object") throw new SafetensorsError(file, `header is a JSON ${rootKind}, not an object`);
+  let metadataEntries: [string, string][] | null = null;
+  let sawMetadata = false;
+  const names = new Set<string>();
+  const tensors: HeaderTensor[] = [];
+  for (const key of cursor.objectKeys(1)) {
+    if (key === METADATA_KEY) {
+      if (sawMetadata) throw new SafetensorsError(file, "header has __metadata__ twice");
+      sawMetadata = true;
+      metadataEntries = readMetadata(file, cursor);
+    } else {
+      if (names.has(key)) throw new SafetensorsError(file, "is listed twice in the header (duplicate tensor name)", key);
+      names.add(key);
+      tensors.push(readEntry(file, key, cursor));
     }
-    return [key, v.value];
-  });
+  }
+  cursor.expectEnd();
+  return { metadataEntries, tensors };
 }
 
-function parseEntry(file: string, name: string, value: JsonValue): HeaderTensor {
-  if (value.kind !== "object") {
-    throw new SafetensorsError(file, `entry is a JSON ${value.kind}, not an object with dtype, shape and data_offsets`, name);
+function readMetadata(file: string, cursor: JsonCursor): [string, string][] | null {
+  const kind = cursor.peekKind();
+  if (kind === "null") {
+    cursor.skipValue(1);
+    return null;
   }
-  const duplicate = firstDuplicateKey(value.entries);
-  if (duplicate !== undefined) throw new SafetensorsError(file, `entry has the field ${JSON.stringify(duplicate)} twice`, name);
-  // Unknown fields are ignored, as serde does for the reference `TensorInfo`
-  // (it has no deny_unknown_fields).
-  const fields = new Map(value.entries);
-  for (const field of ENTRY_FIELDS) {
-    if (!fields.has(field)) throw new SafetensorsError(file, `entry has no "${field}"`, name);
+  if (kind !== "object") throw new SafetensorsError(file, `__metadata__ is a JSON ${kind}: it must be an object of strings`);
+  const entries: [string, string][] = [];
+  const keys = new Set<string>();
+  for (const key of cursor.objectKeys(2)) {
+    if (keys.has(key)) throw new SafetensorsError(file, `__metadata__ has the key ${JSON.stringify(key)} twice`);
+    keys.add(key);
+    const valueKind = cursor.peekKind();
+    if (valueKind !== "string") {
+      throw new SafetensorsError(file, `__metadata__ value of ${JSON.stringify(key)} is a JSON ${valueKind}: metadata values must be strings`);
+    }
+    entries.push([key, cursor.readString()]);
   }
+  return entries;
+}
 
-  const dtypeValue = fields.get("dtype") as JsonValue;
-  if (dtypeValue.kind !== "string") throw new SafetensorsError(file, `dtype is a JSON ${dtypeValue.kind}, not a string`, name);
-  const dtype = dtypeValue.value;
+function readEntry(file: string, name: string, cursor: JsonCursor): HeaderTensor {
+  const kind = cursor.peekKind();
+  if (kind !== "object") {
+    throw new SafetensorsError(file, `entry is a JSON ${kind}, not an object with dtype, shape and data_offsets`, name);
+  }
+  let dtypeText: string | undefined;
+  let dims: bigint[] | undefined;
+  let offsets: bigint[] | undefined;
+  const seen = new Set<string>();
+  for (const field of cursor.objectKeys(2)) {
+    if (seen.has(field)) throw new SafetensorsError(file, `entry has the field ${JSON.stringify(field)} twice`, name);
+    seen.add(field);
+    if (field === "dtype") {
+      const k = cursor.peekKind();
+      if (k !== "string") throw new SafetensorsError(file, `dtype is a JSON ${k}, not a string`, name);
+      dtypeText = cursor.readString();
+    } else if (field === "shape") {
+      const k = cursor.peekKind();
+      if (k !== "array") throw new SafetensorsError(file, `shape is a JSON ${k}, not an array`, name);
+      dims = [];
+      for (const i of cursor.arrayItems(3)) {
+        if (i >= MAX_RANK) throw new SafetensorsError(file, `shape has more than ${MAX_RANK} dimensions, the limit`, name);
+        dims.push(unsignedInteger(file, name, "shape", cursor));
+      }
+    } else if (field === "data_offsets") {
+      const k = cursor.peekKind();
+      if (k !== "array") throw new SafetensorsError(file, `data_offsets is a JSON ${k}, not an array`, name);
+      offsets = [];
+      for (const i of cursor.arrayItems(3)) {
+        if (i >= 2) throw new SafetensorsError(file, "data_offsets has more than 2 numbers: it must be exactly [begin, end]", name);
+        offsets.push(unsignedInteger(file, name, "data_offsets", cursor));
+      }
+    } else {
+      // Unknown fields are ignored, as serde does for the reference `TensorInfo`
+      // (it has no deny_unknown_fields); they are checked as JSON, never built.
+      cursor.skipValue(2);
+    }
+  }
+  for (const field of ENTRY_FIELDS) {
+    if (!seen.has(field)) throw new SafetensorsError(file, `entry has no "${field}"`, name);
+  }
+  const dtype = dtypeText as string;
   if (!isDType(dtype)) {
     throw new SafetensorsError(file, `has unknown dtype ${JSON.stringify(dtype)} (dtypes are upper case: ${DTYPES.join(", ")})`, name);
   }
-
-  const shapeValue = fields.get("shape") as JsonValue;
-  if (shapeValue.kind !== "array") throw new SafetensorsError(file, `shape is a JSON ${shapeValue.kind}, not an array`, name);
-  if (shapeValue.items.length > MAX_RANK) {
-    throw new SafetensorsError(file, `shape has ${shapeValue.items.length} dimensions, more than the limit of ${MAX_RANK}`, name);
+  const shape = dims as bigint[];
+  const offsetPair = offsets as bigint[];
+  if (offsetPair.length !== 2) {
+    throw new SafetensorsError(file, `data_offsets has ${offsetPair.length} number${offsetPair.length === 1 ? "" : "s"}: it must be exactly [begin, end]`, name);
   }
-  const dims = shapeValue.items.map((item) => unsignedInteger(file, name, "shape", item));
+  return checkEntry(file, name, dtype, shape, offsetPair[0] as bigint, offsetPair[1] as bigint);
+}
 
-  const offsetsValue = fields.get("data_offsets") as JsonValue;
-  if (offsetsValue.kind !== "array") throw new SafetensorsError(file, `data_offsets is a JSON ${offsetsValue.kind}, not an array`, name);
-  if (offsetsValue.items.length !== 2) {
-    throw new SafetensorsError(file, `data_offsets has ${offsetsValue.items.length} numbers, not exactly 2 (begin, end)`, name);
-  }
-  const [beginBig, endBig] = offsetsValue.items.map((item) => unsignedInteger(file, name, "data_offsets", item)) as [bigint, bigint];
+function checkEntry(file: string, name: string, dtype: DType, dims: bigint[], beginBig: bigint, endBig: bigint): HeaderTensor {
   if (endBig < beginBig) throw new SafetensorsError(file, `data_offsets [${beginBig}, ${endBig}] end before they begin`, name);
-
   // numel x dtype size, each step checked against u64 overflow like the
   // reference's checked_mul fold (so [2^32, 2^32, 0] is refused there too,
   // and a product that would wrap to 0 in u64 never passes as 0).
@@ -231,11 +270,12 @@ function parseEntry(file: string, name: string, value: JsonValue): HeaderTensor 
 }
 
 /** A JSON integer lexeme in [0, 2^64-1], as serde reads a `usize`: no sign, fraction or exponent. */
-function unsignedInteger(file: string, name: string, field: string, value: JsonValue): bigint {
-  if (value.kind !== "number") {
-    throw new SafetensorsError(file, `${field} holds a JSON ${value.kind}, not a non-negative integer`, name);
+function unsignedInteger(file: string, name: string, field: string, cursor: JsonCursor): bigint {
+  const kind = cursor.peekKind();
+  if (kind !== "number") {
+    throw new SafetensorsError(file, `${field} holds a JSON ${kind}, not a non-negative integer`, name);
   }
-  const lexeme = value.lexeme;
+  const lexeme = cursor.readNumberLexeme();
   if (lexeme.startsWith("-")) throw new SafetensorsError(file, `${field} holds the negative number ${lexeme}`, name);
   if (!/^[0-9]+$/.test(lexeme)) throw new SafetensorsError(file, `${field} holds ${lexeme}, not an integer`, name);
   const n = BigInt(lexeme);

@@ -1,14 +1,16 @@
 /**
- * A small strict JSON parser for safetensors headers.
+ * Strict JSON reading for safetensors headers and model indexes.
  *
  * Why not `JSON.parse`: it silently keeps the last of two duplicate keys (a
  * header could then describe a tensor twice and show a reviewer a different
  * one than a loader uses), it turns `1.0`, `1e3` and 2^64 into the same kind
  * of number as `1` (the reference implementation, serde_json into `usize`,
  * refuses all three), and it recurses without bound on `[[[[...`.
- * This parser keeps object entries in order with duplicates detected, keeps
- * number lexemes as written, and refuses nesting deeper than `maxDepth`
- * before it can exhaust the stack.
+ *
+ * `JsonCursor` reads a document piece by piece so a caller that knows the
+ * schema (the header parser) materializes only what it needs: a 100 MB
+ * header of ignored values costs no memory beyond its text. Nesting deeper
+ * than `maxDepth` is refused before it can exhaust the stack.
  */
 
 export type JsonValue =
@@ -19,6 +21,8 @@ export type JsonValue =
   | { kind: "boolean"; value: boolean }
   | { kind: "null" };
 
+export type JsonKind = JsonValue["kind"];
+
 /** A parse failure: `message` is one line, `offset` the character index. */
 export class JsonSyntaxError extends Error {
   constructor(message: string, readonly offset: number) {
@@ -27,129 +31,222 @@ export class JsonSyntaxError extends Error {
   }
 }
 
-const WHITESPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 const SIMPLE_ESCAPES: Record<string, string> = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
 
-export function parseJson(text: string, maxDepth: number): JsonValue {
-  let pos = 0;
+export class JsonCursor {
+  pos = 0;
 
-  const fail = (what: string, at = pos): never => {
+  constructor(readonly text: string, readonly maxDepth: number) {}
+
+  fail(what: string, at = this.pos): never {
     throw new JsonSyntaxError(`${what} at character ${at}`, at);
-  };
-  const skipWhitespace = (): void => {
-    while (pos < text.length && WHITESPACE.has(text.charCodeAt(pos))) pos++;
-  };
-  const describe = (at: number): string =>
-    at >= text.length ? "unexpected end of JSON" : `unexpected character ${JSON.stringify(text[at])}`;
+  }
 
-  const parseString = (): string => {
-    // pos is at the opening quote
-    pos++;
+  skipWhitespace(): void {
+    const text = this.text;
+    let pos = this.pos;
+    for (;;) {
+      const c = text.charCodeAt(pos);
+      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) pos++;
+      else break;
+    }
+    this.pos = pos;
+  }
+
+  /** The kind of the next value (after whitespace), without consuming it. */
+  peekKind(): JsonKind {
+    this.skipWhitespace();
+    const c = this.text[this.pos];
+    switch (c) {
+      case "{": return "object";
+      case "[": return "array";
+      case '"': return "string";
+      case "t": case "f":
+        if (this.text.startsWith("true", this.pos) || this.text.startsWith("false", this.pos)) return "boolean";
+        return this.fail(this.describe());
+      case "n":
+        if (this.text.startsWith("null", this.pos)) return "null";
+        return this.fail(this.describe());
+      default:
+        if (c !== undefined && (c === "-" || (c >= "0" && c <= "9"))) return "number";
+        return this.fail(this.describe());
+    }
+  }
+
+  describe(at = this.pos): string {
+    return at >= this.text.length ? "unexpected end of JSON" : `unexpected character ${JSON.stringify(this.text[at])}`;
+  }
+
+  /**
+   * Iterates an object's keys; the caller must consume each value (read or
+   * skip it) before asking for the next key. `depth` is the object's depth.
+   */
+  *objectKeys(depth: number): Generator<string> {
+    this.enter(depth, "{");
+    this.skipWhitespace();
+    if (this.text[this.pos] === "}") { this.pos++; return; }
+    for (;;) {
+      this.skipWhitespace();
+      if (this.text[this.pos] !== '"') this.fail(`${this.describe()}, expected a key`);
+      const key = this.readString();
+      this.skipWhitespace();
+      if (this.text[this.pos] !== ":") this.fail(`${this.describe()}, expected ':'`);
+      this.pos++;
+      yield key;
+      this.skipWhitespace();
+      const c = this.text[this.pos];
+      if (c === ",") { this.pos++; continue; }
+      if (c === "}") { this.pos++; return; }
+      this.fail(`${this.describe()}, expected ',' or '}'`);
+    }
+  }
+
+  /** Iterates an array's items (yields their index); the caller consumes each item. */
+  *arrayItems(depth: number): Generator<number> {
+    this.enter(depth, "[");
+    this.skipWhitespace();
+    if (this.text[this.pos] === "]") { this.pos++; return; }
+    for (let i = 0; ; i++) {
+      yield i;
+      this.skipWhitespace();
+      const c = this.text[this.pos];
+      if (c === ",") { this.pos++; continue; }
+      if (c === "]") { this.pos++; return; }
+      this.fail(`${this.describe()}, expected ',' or ']'`);
+    }
+  }
+
+  private enter(depth: number, open: string): void {
+    this.skipWhitespace();
+    if (this.text[this.pos] !== open) this.fail(`${this.describe()}, expected '${open}'`);
+    if (depth > this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth} levels`);
+    this.pos++;
+  }
+
+  readString(): string {
+    this.skipWhitespace();
+    const text = this.text;
+    if (text[this.pos] !== '"') this.fail(`${this.describe()}, expected a string`);
+    let pos = this.pos + 1;
     let out = "";
     let runStart = pos;
     for (;;) {
-      if (pos >= text.length) fail("unterminated string");
+      if (pos >= text.length) this.fail("unterminated string", pos);
       const c = text.charCodeAt(pos);
       if (c === 0x22) {
-        out += text.slice(runStart, pos);
-        pos++;
-        return out;
+        this.pos = pos + 1;
+        return out + text.slice(runStart, pos);
       }
-      if (c < 0x20) fail("control character in string");
+      if (c < 0x20) this.fail("control character in string", pos);
       if (c !== 0x5c) {
         pos++;
         continue;
       }
       out += text.slice(runStart, pos);
       const e = text[pos + 1];
-      if (e === undefined) fail("unterminated string");
+      if (e === undefined) this.fail("unterminated string", pos);
       if (e === "u") {
-        const unit = readHex4(pos + 2);
+        const unit = this.readHex4(pos + 2);
         pos += 6;
         if (unit >= 0xd800 && unit <= 0xdbff) {
           // serde_json refuses lone surrogates; so do we (a name must be valid Unicode)
-          if (text[pos] !== "\\" || text[pos + 1] !== "u") fail("lone surrogate in \\u escape");
-          const low = readHex4(pos + 2);
-          if (low < 0xdc00 || low > 0xdfff) fail("lone surrogate in \\u escape");
+          if (text[pos] !== "\\" || text[pos + 1] !== "u") this.fail("lone surrogate in \\u escape", pos);
+          const low = this.readHex4(pos + 2);
+          if (low < 0xdc00 || low > 0xdfff) this.fail("lone surrogate in \\u escape", pos);
           pos += 6;
           out += String.fromCharCode(unit, low);
         } else if (unit >= 0xdc00 && unit <= 0xdfff) {
-          fail("lone surrogate in \\u escape");
+          this.fail("lone surrogate in \\u escape", pos);
         } else {
           out += String.fromCharCode(unit);
         }
       } else {
         const simple = SIMPLE_ESCAPES[e as string];
-        if (simple === undefined) fail("invalid escape in string", pos);
+        if (simple === undefined) this.fail("invalid escape in string", pos);
         out += simple;
         pos += 2;
       }
       runStart = pos;
     }
-  };
+  }
 
-  const readHex4 = (at: number): number => {
-    const hex = text.slice(at, at + 4);
-    if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail("invalid \\u escape", at);
+  private readHex4(at: number): number {
+    const hex = this.text.slice(at, at + 4);
+    if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail("invalid \\u escape", at);
     return parseInt(hex, 16);
-  };
+  }
 
-  const parseValue = (depth: number): JsonValue => {
-    skipWhitespace();
-    const c = text[pos];
-    if (c === "{" || c === "[") {
-      if (depth >= maxDepth) fail(`nesting deeper than ${maxDepth} levels`);
-      return c === "{" ? parseObject(depth + 1) : parseArray(depth + 1);
+  /** A number exactly as written. */
+  readNumberLexeme(): string {
+    this.skipWhitespace();
+    NUMBER.lastIndex = this.pos;
+    const match = NUMBER.exec(this.text);
+    if (match === null) return this.fail(this.describe());
+    this.pos += match[0].length;
+    return match[0];
+  }
+
+  private readLiteral(): boolean | null {
+    this.skipWhitespace();
+    for (const [word, value] of [["true", true], ["false", false], ["null", null]] as const) {
+      if (this.text.startsWith(word, this.pos)) {
+        this.pos += word.length;
+        return value;
+      }
     }
-    if (c === '"') return { kind: "string", value: parseString() };
-    if (c === "t" && text.startsWith("true", pos)) { pos += 4; return { kind: "boolean", value: true }; }
-    if (c === "f" && text.startsWith("false", pos)) { pos += 5; return { kind: "boolean", value: false }; }
-    if (c === "n" && text.startsWith("null", pos)) { pos += 4; return { kind: "null" }; }
-    NUMBER.lastIndex = pos;
-    const match = NUMBER.exec(text);
-    if (match === null) return fail(describe(pos));
-    pos += match[0].length;
-    return { kind: "number", lexeme: match[0] };
-  };
+    return this.fail(this.describe());
+  }
 
-  const parseObject = (depth: number): JsonValue => {
-    pos++;
-    const entries: [string, JsonValue][] = [];
-    skipWhitespace();
-    if (text[pos] === "}") { pos++; return { kind: "object", entries }; }
-    for (;;) {
-      skipWhitespace();
-      if (text[pos] !== '"') fail(`${describe(pos)}, expected a key`);
-      const key = parseString();
-      skipWhitespace();
-      if (text[pos] !== ":") fail(`${describe(pos)}, expected ':'`);
-      pos++;
-      entries.push([key, parseValue(depth)]);
-      skipWhitespace();
-      if (text[pos] === ",") { pos++; continue; }
-      if (text[pos] === "}") { pos++; return { kind: "object", entries }; }
-      fail(`${describe(pos)}, expected ',' or '}'`);
+  /** Consumes and checks the next value without keeping any of it. */
+  skipValue(depth: number): void {
+    switch (this.peekKind()) {
+      case "object":
+        for (const _key of this.objectKeys(depth + 1)) this.skipValue(depth + 1);
+        return;
+      case "array":
+        for (const _i of this.arrayItems(depth + 1)) this.skipValue(depth + 1);
+        return;
+      case "string": this.readString(); return;
+      case "number": this.readNumberLexeme(); return;
+      default: this.readLiteral();
     }
-  };
+  }
 
-  const parseArray = (depth: number): JsonValue => {
-    pos++;
-    const items: JsonValue[] = [];
-    skipWhitespace();
-    if (text[pos] === "]") { pos++; return { kind: "array", items }; }
-    for (;;) {
-      items.push(parseValue(depth));
-      skipWhitespace();
-      if (text[pos] === ",") { pos++; continue; }
-      if (text[pos] === "]") { pos++; return { kind: "array", items }; }
-      fail(`${describe(pos)}, expected ',' or ']'`);
+  /** Reads the next value as a tree (for small documents). */
+  readValue(depth: number): JsonValue {
+    switch (this.peekKind()) {
+      case "object": {
+        const entries: [string, JsonValue][] = [];
+        for (const key of this.objectKeys(depth + 1)) entries.push([key, this.readValue(depth + 1)]);
+        return { kind: "object", entries };
+      }
+      case "array": {
+        const items: JsonValue[] = [];
+        for (const _i of this.arrayItems(depth + 1)) items.push(this.readValue(depth + 1));
+        return { kind: "array", items };
+      }
+      case "string": return { kind: "string", value: this.readString() };
+      case "number": return { kind: "number", lexeme: this.readNumberLexeme() };
+      default: {
+        const v = this.readLiteral();
+        return v === null ? { kind: "null" } : { kind: "boolean", value: v };
+      }
     }
-  };
+  }
 
-  const value = parseValue(0);
-  skipWhitespace();
-  if (pos < text.length) fail(`trailing characters after the JSON value (${describe(pos)})`);
+  /** After the top-level value: only JSON whitespace may follow. */
+  expectEnd(): void {
+    this.skipWhitespace();
+    if (this.pos < this.text.length) this.fail(`trailing characters after the JSON value (${this.describe()})`);
+  }
+}
+
+/** Parses a whole (small) document into a tree with ordered, duplicate-preserving objects. */
+export function parseJson(text: string, maxDepth: number): JsonValue {
+  const cursor = new JsonCursor(text, maxDepth);
+  const value = cursor.readValue(0);
+  cursor.expectEnd();
   return value;
 }
 

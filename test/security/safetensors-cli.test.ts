@@ -36,7 +36,7 @@ describe("inspect refuses malformed files with exit 1 and one line", () => {
   it("rejects a header length past EOF", () => inspectRefuses("length-past-eof", rawSafetensors("{}", 0, 4096n), /runs past the end of the file/));
   it("rejects a header that is not JSON", () => inspectRefuses("not-json", rawSafetensors("not json at all"), /not valid JSON/));
   it("rejects invalid UTF-8", () => inspectRefuses("bad-utf8", rawSafetensors(new Uint8Array([0x7b, 0xc3, 0x28, 0x7d])), /not valid UTF-8/));
-  it("rejects 200,000-deep nesting", () => inspectRefuses("deep", rawSafetensors("[".repeat(200_000) + "]".repeat(200_000)), /nesting deeper than/));
+  it("rejects 200,000-deep nesting", () => inspectRefuses("deep", rawSafetensors(`{"t":{"dtype":"U8","shape":[0],"data_offsets":[0,0],"x":${"[".repeat(200_000)}${"]".repeat(200_000)}}}`), /nesting deeper than/));
   it("rejects a lowercase dtype", () => inspectRefuses("lower-dtype", rawSafetensors(`{${entry("t", "f16", [1], [0, 2])}}`, 2), /tensor "t" has unknown dtype "f16"/));
   it("rejects duplicate names", () =>
     inspectRefuses("dup", rawSafetensors(`{${entry("w", "U8", [1], [0, 1])},${entry("w", "U8", [1], [1, 2])}}`, 2), /tensor "w" is listed twice/));

@@ -81,8 +81,21 @@ describe("header JSON", () => {
   });
 
   it("rejects 200,000-deep nesting cleanly (no stack overflow)", () => {
-    const deep = '{"a":' + "[".repeat(200_000) + "]".repeat(200_000) + "}";
-    refused(rawSafetensors(deep), /nesting deeper than \d+ levels/);
+    const deep = "[".repeat(200_000) + "]".repeat(200_000);
+    // where the reference would descend into it: an unknown field it ignores
+    refused(rawSafetensors(`{"t":{"dtype":"U8","shape":[0],"data_offsets":[0,0],"x":${deep}}}`), /nesting deeper than \d+ levels/);
+    refused(rawSafetensors(`{"__metadata__":null,"t":{"x":{"y":${deep}}}}`), /nesting deeper than \d+ levels/);
+    // and where a shape is expected, or at the top
+    refused(rawSafetensors(`{"t":{"dtype":"U8","shape":${deep},"data_offsets":[0,0]}}`), /shape holds a JSON array/);
+    refused(rawSafetensors(deep), /header is a JSON array, not an object/);
+  });
+
+  it("rejects a forged header of millions of ignored values without building them", () => {
+    const values = "0,".repeat(5_000_000) + "0";
+    const before = process.memoryUsage().heapUsed;
+    refused(rawSafetensors(`{"t":{"dtype":"U8","shape":[],"data_offsets":[0,0],"x":[${values}]}}`), /needs 1/);
+    // the 10 MB of text is all it costs: no 5-million-node tree
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(200_000_000);
   });
 
   it("rejects trailing garbage after the JSON object (only space padding may follow)", () => {
@@ -189,11 +202,11 @@ describe("tensor entries", () => {
   });
 
   it("rejects three data_offsets", () => {
-    refused(rawSafetensors(one("t", "U8", [1], [0, 1, 2]), 1), /data_offsets has 3 numbers, not exactly 2/);
+    refused(rawSafetensors(one("t", "U8", [1], [0, 1, 2]), 1), /data_offsets has more than 2 numbers: it must be exactly \[begin, end\]/);
   });
 
   it("rejects one data_offset", () => {
-    refused(rawSafetensors(one("t", "U8", [1], [0]), 1), /data_offsets has 1 numbers, not exactly 2/);
+    refused(rawSafetensors(one("t", "U8", [1], [0]), 1), /data_offsets has 1 number: it must be exactly \[begin, end\]/);
   });
 
   it("rejects negative data_offsets", () => {
@@ -209,7 +222,7 @@ describe("tensor entries", () => {
   });
 
   it("rejects more dimensions than the rank limit", () => {
-    refused(rawSafetensors(one("t", "U8", new Array(65).fill(1), [0, 1]), 1), /65 dimensions, more than the limit of 64/);
+    refused(rawSafetensors(one("t", "U8", new Array(65).fill(1), [0, 1]), 1), /shape has more than 64 dimensions/);
   });
 });
 
