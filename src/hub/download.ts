@@ -6,8 +6,8 @@ import { HubError, ioError } from "../errors.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import { RepoCache, isCachedFile } from "./cache-layout.js";
-import { HubFetch, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
-import { isCommitId, type HubRef } from "./repo-id.js";
+import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
+import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
 import { repoPathProblem, selectModelFiles, type RepoFile } from "./select-files.js";
 
 export const DEFAULT_HUB_URL = "https://huggingface.co";
@@ -51,6 +51,8 @@ interface ListedFile extends RepoFile {
  * An interrupted download resumes from its `.incomplete` file on the next run.
  */
 export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): Promise<Snapshot> {
+  // Repo and revision become cache paths: refuse anything that could climb out.
+  checkHubRef(ref);
   if (options.offline === true) return cachedSnapshot(ref, options);
   const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
   const fetcher = new HubFetch(options.fetch);
@@ -74,7 +76,7 @@ export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): P
   } catch (err) {
     const failure = hubFailure(err, ctx, fetcher);
     // Like Python: when the Hub cannot be reached, a cached snapshot still serves.
-    if (failure.message.includes("cannot reach")) {
+    if (failure instanceof HubUnreachableError) {
       const cached = await cachedSnapshot(ref, options).catch(() => undefined);
       if (cached !== undefined) return cached;
     }
@@ -107,7 +109,7 @@ export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): P
 function checkToken(token: string | undefined, ctx: FailureContext): void {
   // The client refuses other tokens with a TypeError; say it in our words first.
   if (token !== undefined && !token.startsWith("hf_")) {
-    throw new HubError(`Failed to ${ctx.action} ${ctx.repo}: the token does not look like a Hugging Face token (they start with "hf_"): check ${"--token, HF_TOKEN or $HF_HOME/token"}`);
+    throw new HubError(`Failed to ${ctx.action} ${ctx.repo}: the token does not look like a Hugging Face token (they start with "hf_"): check ${TOKEN_HOWTO}`);
   }
 }
 

@@ -96,8 +96,8 @@ export function hubFailure(err: unknown, ctx: FailureContext, fetcher?: HubFetch
   }
   const message = err instanceof Error ? err.message : String(err);
   const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
-  if (err instanceof TypeError && /fetch failed|terminated|network/i.test(message)) {
-    return new HubError(
+  if (isNetworkFailure(err)) {
+    return new HubUnreachableError(
       `Failed to ${ctx.action} ${ctx.repo}: cannot reach ${ctx.hubUrl} (${message}${cause}): check the network or HF_ENDPOINT` +
         (ctx.action === "download" ? ", or set HF_HUB_OFFLINE=1 to use the cache" : ""),
       { cause: err },
@@ -105,3 +105,11 @@ export function hubFailure(err: unknown, ctx: FailureContext, fetcher?: HubFetch
   }
   return new HubError(`Failed to ${ctx.action} ${ctx.repo}: ${message.split("\n")[0]}`, { cause: err });
 }
+
+/** fetch() rejects with a TypeError when no HTTP answer came (refused, DNS, reset). */
+export function isNetworkFailure(err: unknown): boolean {
+  return err instanceof TypeError && /fetch failed|terminated|network/i.test(err.message);
+}
+
+/** The Hub could not be reached at all: callers may fall back to the cache. */
+export class HubUnreachableError extends HubError {}

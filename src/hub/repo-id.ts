@@ -79,3 +79,9 @@ export function hubRepoOf(source: string): string | undefined {
     return undefined;
   }
 }
+
+/** Validates a HubRef built by a library caller (parseHubRef's output always passes). */
+export function checkHubRef(ref: HubRef): void {
+  validateRepoId(ref.repo, { requireNamespace: true });
+  validateRevision(ref.revision, `${ref.repo}@${ref.revision}`);
+}

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { ModelError } from "../errors.js";
+import { HubError, ModelError } from "../errors.js";
 import type { OnProgress } from "../progress.js";
 
 export interface ResolveOptions {
@@ -53,6 +53,12 @@ export async function resolveSource(src: string, options: ResolveOptions = {}): 
     offline: options.offline,
     onProgress: options.onProgress,
     files: options.files,
+  }).catch((err: unknown) => {
+    // `org/name` may have been meant as a local path: say that it was looked for.
+    if (!src.startsWith("hf://") && err instanceof HubError && /repository not found/.test(err.message)) {
+      throw new HubError(`${err.message} (no local path ${src} exists either)`, { cause: err });
+    }
+    throw err;
   });
   return {
     path: snapshot.dir,

@@ -378,3 +378,25 @@ describe("interrupted and corrupted downloads", () => {
       .rejects.toThrow("Failed to download alice/one: the Hub failed (500) on model.safetensors: try again later");
   });
 });
+
+describe("resolveSource", () => {
+  it("an existing local path wins over a Hub id of the same shape", async () => {
+    const local = join(cache, "org");
+    await mkdir(join(local, "name"), { recursive: true });
+    const cwd = process.cwd();
+    process.chdir(cache);
+    try {
+      const resolved = await resolveSource("org/name", { cacheDir: cache, hubUrl: hub.url });
+      expect(resolved.path).toBe(join(await realpath(cache), "org/name"));
+      expect(resolved.hub).toBeUndefined();
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(hub.requests).toHaveLength(0);
+  });
+
+  it("a Hub-shaped SRC found neither locally nor on the Hub says both", async () => {
+    await expect(resolveSource("models/llama", { cacheDir: cache, hubUrl: hub.url }))
+      .rejects.toThrow(/^Failed to download models\/llama: repository not found.* \(no local path models\/llama exists either\)$/);
+  });
+});
