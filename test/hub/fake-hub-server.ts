@@ -47,6 +47,8 @@ export interface FakeHubOptions {
   redirectLfs?: boolean;
   /** Tree entries per page before a `Link: rel="next"` (the Hub: 1000). */
   treePageSize?: number;
+  /** A hostile or broken server: rewrite tree listings before they are sent. */
+  tamperTree?: ((entries: Record<string, unknown>[]) => unknown[]) | null;
 }
 
 interface StoredFile {
@@ -137,6 +139,7 @@ export class FakeHub {
       multipartChunkSize: options.multipartChunkSize ?? 16 * 1024 * 1024,
       redirectLfs: options.redirectLfs ?? true,
       treePageSize: options.treePageSize ?? 1000,
+      tamperTree: options.tamperTree ?? null,
     };
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
@@ -551,6 +554,7 @@ export class FakeHub {
       }
       entries.push(this.#entry(path, commit.files.get(path)!));
     }
+    if (this.options.tamperTree !== null) entries.splice(0, entries.length, ...this.options.tamperTree(entries as Record<string, unknown>[]));
     const cursor = Number(url.searchParams.get("cursor") ?? "0");
     const page = entries.slice(cursor, cursor + this.options.treePageSize);
     const headers: Record<string, string> = {};
