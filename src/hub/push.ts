@@ -70,7 +70,14 @@ export async function pushToHub(dir: string, repo: string, options: PushOptions)
   const totalBytes = uploads.reduce((sum, u) => sum + u.content.size, 0);
   try {
     const hub = await import("@huggingface/hub");
-    await tolerateConflict(hub.createRepo({ repo: { type: "model", name: repo }, ...(options.private === true ? { private: true } : {}), ...common }));
+    try {
+      await hub.createRepo({ repo: { type: "model", name: repo }, ...(options.private === true ? { private: true } : {}), ...common });
+    } catch (err) {
+      const status = (err as { statusCode?: unknown }).statusCode;
+      // 409: it exists. 403: a token scoped to one repo may write to it but not create repos (huggingface_hub checks the same way).
+      const exists = status === 409 || (status === 403 && (await hub.modelInfo({ name: repo, ...common }).then(() => true, () => false)));
+      if (!exists) throw err;
+    }
     const branch = options.revision ?? "main";
     if (branch !== "main") await tolerateConflict(hub.createBranch({ repo: { type: "model", name: repo }, branch, ...common }));
 

@@ -31,6 +31,8 @@ export interface FakeToken {
   /** Organisations the user belongs to (may write there, read private repos there). */
   orgs?: string[];
   write: boolean;
+  /** False for a token scoped to existing repos: it may commit but not create repos. */
+  canCreate?: boolean;
   /** Gated repos this user was granted access to. */
   gatedAccess?: string[];
 }
@@ -373,7 +375,7 @@ export class FakeHub {
     const body = await this.#json<{ name: string; organization?: string; type?: string; private?: boolean; visibility?: string }>(req);
     if (token === undefined || token === "invalid") throw new HttpError(401, "Invalid username or password.");
     const namespace = body.organization ?? token.user;
-    if (!token.write || !this.#isMember(token, namespace)) throw new HttpError(403, `You don't have the rights to create a model under the namespace "${namespace}"`);
+    if (!token.write || token.canCreate === false || !this.#isMember(token, namespace)) throw new HttpError(403, `You don't have the rights to create a model under the namespace "${namespace}"`);
     const id = `${namespace}/${body.name}`;
     if (this.repos.has(id)) throw new HttpError(409, "You already created this model repo");
     this.#newRepo(id, body.visibility === "private" || body.private === true);

@@ -11,13 +11,14 @@ import { FakeHub } from "./fake-hub-server.js";
 const realdata = resolve(import.meta.dirname, "../../../shared/realdata");
 const WRITE = "hf_writer_alice";
 const READ_ONLY = "hf_reader_bob";
+const SCOPED = "hf_scoped_alice";
 
 let hub: FakeHub;
 let work: string;
 
 beforeEach(async () => {
   hub = await FakeHub.start({
-    tokens: { [WRITE]: { user: "alice", write: true }, [READ_ONLY]: { user: "bob", write: false } },
+    tokens: { [WRITE]: { user: "alice", write: true }, [READ_ONLY]: { user: "bob", write: false }, [SCOPED]: { user: "alice", write: true, canCreate: false } },
     // small bounds so a 300 KB file takes the multipart path with several parts
     multipartThreshold: 150_000,
     multipartChunkSize: 64 * 1024,
@@ -129,6 +130,16 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     expect(hub.file("alice/existing", "old.txt")?.toString()).toBe("old");
     expect(hub.file("alice/existing", "new.txt")?.toString()).toBe("new");
     expect(hub.headCommit("alice/existing")?.title).toBe("second");
+  });
+
+  it("a token that may write but not create repos pushes to an existing repo (403 on create, then the repo is found)", async () => {
+    hub.seed("alice/existing", { "old.txt": "old" });
+    const dir = join(work, "d");
+    await mkdir(dir);
+    await writeFile(join(dir, "new.txt"), "new");
+    await pushToHub(dir, "alice/existing", { accessToken: SCOPED, hubUrl: hub.url });
+    expect(hub.file("alice/existing", "new.txt")?.toString()).toBe("new");
+    await expect(pushToHub(dir, "alice/missing", { accessToken: SCOPED, hubUrl: hub.url })).rejects.toThrow(/^Failed to push alice\/missing: .*\(403\)/);
   });
 
   it("creates a private repo when asked and commits to a new branch", async () => {
