@@ -10,7 +10,7 @@ import { DeltaWeightsError, ModelError, ioError } from "../errors.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import { openPytorchFile } from "../pytorch/index.js";
-import { JsonSyntaxError, firstDuplicateKey, parseJson } from "../safetensors/json.js";
+import { JsonCursor, JsonSyntaxError } from "../safetensors/json.js";
 import { openSafetensorsFile } from "../safetensors/reader.js";
 import { listExtraFiles } from "./extra-files.js";
 import { resolveSource, type ResolveOptions } from "./resolve-source.js";
@@ -137,24 +137,36 @@ async function readIndex(root: string, indexName: string): Promise<Map<string, s
     if (err instanceof DeltaWeightsError) throw err;
     throw ioError("read", path, err);
   }
-  let json;
   try {
-    json = parseJson(text, MAX_JSON_DEPTH);
+    return readWeightMap(path, root, new JsonCursor(text, MAX_JSON_DEPTH));
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new ModelError(`${path} is not valid JSON: ${err.message}`, { cause: err });
     throw err;
   }
-  if (json.kind !== "object") throw new ModelError(`${path} is not a JSON object`);
-  const weightMapValue = json.entries.find(([k]) => k === "weight_map")?.[1];
-  if (weightMapValue?.kind !== "object") throw new ModelError(`${path} has no "weight_map" object`);
-  const duplicate = firstDuplicateKey(weightMapValue.entries);
-  if (duplicate !== undefined) throw new ModelError(`${path} lists tensor "${duplicate}" twice in weight_map`);
-  const weightMap = new Map<string, string>();
-  for (const [tensor, fileValue] of weightMapValue.entries) {
-    if (fileValue.kind !== "string") throw new ModelError(`${path}: weight_map entry "${tensor}" is not a file name`);
-    checkShardPath(path, root, fileValue.value);
-    weightMap.set(tensor, fileValue.value);
+}
+
+/** The index's weight_map, read with its schema in hand: everything else is checked as JSON and skipped. */
+function readWeightMap(path: string, root: string, cursor: JsonCursor): Map<string, string> {
+  if (cursor.peekKind() !== "object") throw new ModelError(`${path} is not a JSON object`);
+  let weightMap: Map<string, string> | undefined;
+  for (const key of cursor.objectKeys(1)) {
+    if (key !== "weight_map") {
+      cursor.skipValue(1);
+      continue;
+    }
+    if (weightMap !== undefined) throw new ModelError(`${path} has "weight_map" twice`);
+    if (cursor.peekKind() !== "object") throw new ModelError(`${path} has no "weight_map" object`);
+    weightMap = new Map();
+    for (const tensor of cursor.objectKeys(2)) {
+      if (weightMap.has(tensor)) throw new ModelError(`${path} lists tensor "${tensor}" twice in weight_map`);
+      if (cursor.peekKind() !== "string") throw new ModelError(`${path}: weight_map entry "${tensor}" is not a file name`);
+      const file = cursor.readString();
+      checkShardPath(path, root, file);
+      weightMap.set(tensor, file);
+    }
   }
+  cursor.expectEnd();
+  if (weightMap === undefined) throw new ModelError(`${path} has no "weight_map" object`);
   return weightMap;
 }
 
