@@ -214,7 +214,13 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
       case OP.TUPLE2: { const b = pop(); const a = pop(); push(new PickleTuple([a, b])); break; }
       case OP.TUPLE3: { const c = pop(); const b = pop(); const a = pop(); push(new PickleTuple([a, b, c])); break; }
       case OP.APPEND: { const item = pop(); asList(top(), "APPEND").push(item); break; }
-      case OP.APPENDS: { const items = popMark(); asList(top(), "APPENDS").push(...items); break; }
+      case OP.APPENDS: {
+        const items = popMark();
+        const list = asList(top(), "APPENDS");
+        // one by one: spreading millions of arguments would overflow the call stack
+        for (const item of items) list.push(item);
+        break;
+      }
       case OP.SETITEM: { const value = pop(); const key = pop(); asDict(top(), "SETITEM").set(dictKey(key), value); break; }
       case OP.SETITEMS: { const items = popMark(); setItems(asDict(top(), "SETITEMS"), items); break; }
 

@@ -166,18 +166,23 @@ export async function locateEntryData(read: ReadAt, fileSize: number, file: stri
   if ((entry.flags & FLAG_ENCRYPTED) !== 0) fail("is encrypted, which is not supported");
   if (entry.method !== 0) fail(`is compressed (method ${entry.method}); torch.save writes entries stored, so this checkpoint was re-zipped: re-save it with torch.save`);
   if (entry.compressedSize !== entry.uncompressedSize) fail(`is stored but its sizes differ (${entry.compressedSize} vs ${entry.uncompressedSize})`);
-  const header = view(await read(entry.localHeaderOffset, LOCAL_SIZE));
+  // One read for the fixed header and the name, which must be the central
+  // one: a mismatch means the archive is not what its directory says.
+  const expectedName = new TextEncoder().encode(entry.name);
+  const headerLength = Math.min(LOCAL_SIZE + expectedName.length, fileSize - entry.localHeaderOffset);
+  const bytes = await read(entry.localHeaderOffset, headerLength);
+  const header = view(bytes);
   if (header.getUint32(0, true) !== LOCAL_SIGNATURE) fail(`has no local header at byte ${entry.localHeaderOffset}`);
   const nameLength = header.getUint16(26, true);
   const extraLength = header.getUint16(28, true);
+  const localName = bytes.subarray(LOCAL_SIZE);
+  if (nameLength !== expectedName.length || localName.length !== nameLength || !localName.every((b, i) => b === expectedName[i])) {
+    fail("has a local header whose name differs from the central directory's");
+  }
   const dataStart = entry.localHeaderOffset + LOCAL_SIZE + nameLength + extraLength;
   if (dataStart + entry.uncompressedSize > fileSize) {
     fail(`data [${dataStart}, ${dataStart + entry.uncompressedSize}) lies past the end of the file (${fileSize} bytes; truncated?)`);
   }
-  // The local name must be the central one: a mismatch means the archive was
-  // tampered with or is not what its directory says.
-  const localName = await read(entry.localHeaderOffset + LOCAL_SIZE, nameLength);
-  if (new TextDecoder().decode(localName) !== entry.name) fail("has a local header whose name differs from the central directory's");
   return dataStart;
 }
 

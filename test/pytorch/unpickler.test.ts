@@ -39,6 +39,14 @@ describe("unpickle", () => {
     expect(value.get("b")).toEqual(new PickleTuple([null, true, false, 1.5, "é"]));
   });
 
+  it("appends a million items at once without overflowing the call stack", () => {
+    const count = 1_000_000;
+    const bytes = new Uint8Array(count + 6).fill(0x4e); // NONE x count
+    bytes.set([0x80, 2, 0x5d, 0x28]); // PROTO 2, EMPTY_LIST, MARK
+    bytes.set([0x65, 0x2e], count + 4); // APPENDS, STOP
+    expect((load(bytes) as unknown[]).length).toBe(count);
+  });
+
   it("shares memoized objects (BINPUT/BINGET) instead of copying them", () => {
     const value = load(P.pickle(P.proto(), P.emptyList(), P.binput(0), P.binget(0), P.tuple2(), P.stop())) as PickleTuple;
     expect(value.items[0]).toBe(value.items[1]);
