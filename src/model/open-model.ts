@@ -72,6 +72,8 @@ async function findLayout(path: string): Promise<Layout> {
   if (info.isFile()) {
     const name = basename(path);
     const lower = name.toLowerCase();
+    // Naming the index means the sharded model it describes.
+    if (lower === SAFETENSORS_INDEX || lower === PYTORCH_INDEX) return findLayout(dirname(path));
     const format: Format | undefined =
       lower.endsWith(".safetensors") ? "safetensors"
       : lower.endsWith(".bin") || lower.endsWith(".pt") || lower.endsWith(".pth") ? "pytorch"

@@ -90,6 +90,14 @@ describe("index problems", () => {
     });
   });
 
+  it("opens the directory when SRC names its index file", async () => {
+    const dir = await shardedDir();
+    await withModel(join(dir, "model.safetensors.index.json"), async (m) => {
+      expect(m.indexFile).toBe("model.safetensors.index.json");
+      expect(m.tensors.size).toBe(3);
+    });
+  });
+
   it("rejects a missing shard", async () => {
     const dir = await shardedDir();
     rmSync(join(dir, "b.safetensors"));
