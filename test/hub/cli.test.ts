@@ -30,12 +30,12 @@ afterEach(async () => {
 
 interface Run { status: number | null; stdout: string; stderr: string }
 
-function run(bin: string, args: string[], env: Record<string, string | undefined>): Promise<Run> {
+function run(bin: string, args: string[], env: Record<string, string | undefined>, nodeArgs: string[] = []): Promise<Run> {
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("HF_") && !k.startsWith("HUGGING")) clean[k] = v;
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(repoRoot, "bin", bin), ...args], { cwd: repoRoot, env: { ...clean, NO_COLOR: "1" } });
+    const child = spawn(process.execPath, [...nodeArgs, join(repoRoot, "bin", bin), ...args], { cwd: repoRoot, env: { ...clean, NO_COLOR: "1" } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
@@ -84,6 +84,23 @@ describe("delta-weights push (HF_ENDPOINT, HF_TOKEN, $HF_HOME/token)", () => {
     const r = await run("delta-weights", ["push", dir, "not a repo"], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^error: invalid Hub repo id "not a repo": expected org\/name\n$/);
+  });
+});
+
+describe("the Hub client is loaded lazily", () => {
+  // A module resolve hook that refuses @huggingface/hub: a command that loads it fails.
+  const hook = 'export async function resolve(s, c, next) { if (s.startsWith("@huggingface/hub")) throw new Error("the Hub client was loaded"); return next(s, c); }';
+  const register = `import { register } from "node:module"; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hook)}`)});`;
+  const nodeArgs = ["--import", `data:text/javascript,${encodeURIComponent(register)}`];
+
+  it("inspect of a local file never imports it; push does (the control)", async () => {
+    const local = await run("delta-weights", ["inspect", join(realdata, "tiny-llama-bf16/model.safetensors"), "--json"], {}, nodeArgs);
+    expect(local.stderr).toBe("");
+    expect(local.status).toBe(0);
+    const dir = await folder();
+    const push = await run("delta-weights", ["push", dir, "alice/tiny"], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN }, nodeArgs);
+    expect(push.status).toBe(1);
+    expect(push.stderr).toContain("the Hub client was loaded");
   });
 });
 
