@@ -1,11 +1,19 @@
 /**
  * Serves a strided view's bytes as if it were contiguous (row-major), in
  * bounded chunks. A contiguous view is one file range. Anything else
- * (transposed, sliced, expanded) is gathered block by block: each block of
- * output elements is mapped to its storage indices, which are sorted and
- * coalesced into runs of nearby elements; each run is read once (at most
- * chunkBytes) and scattered. Memory per block is a few times chunkBytes,
- * never the tensor or the storage.
+ * (transposed, sliced, permuted, expanded) is gathered block by block:
+ *
+ * - The requested elements are cut into boxes of at most a block's worth
+ *   (some leading indices fixed, one index over a range, the rest full), so
+ *   each box can be walked in any dimension order.
+ * - A box is walked largest stride first, which visits the storage in
+ *   increasing order for any view torch makes (a hostile stride pattern that
+ *   does not is sorted instead), so nearby elements form runs.
+ * - Runs are read (a few at a time, each at most chunkBytes, never much more
+ *   than they keep) and scattered into the block.
+ *
+ * Memory per block is a small multiple of chunkBytes, never the tensor or
+ * the storage.
  */
 import type { ReadAt } from "./zip.js";
 
@@ -18,13 +26,15 @@ export interface StridedLayout {
   strides: readonly number[];
 }
 
-/** Elements gathered per block at most: bounds the index arrays' memory. */
+/** Elements gathered per block at most: bounds the index arrays' memory (12 bytes each). */
 const MAX_BLOCK_ELEMENTS = 1 << 20;
 /** Bytes a run may read past the ones it wants, beyond as many as it wants:
  * short gaps are read through (fewer reads), but a run never reads more than
  * about twice what it keeps, so a strided view costs about its own size in
- * I/O per block, not the whole storage. */
+ * I/O, not the whole storage per block. */
 const SLACK_BYTES = 256;
+/** Reads in flight at once while gathering a block. */
+const MAX_READS_IN_FLIGHT = 16;
 
 export function isContiguous(shape: readonly number[], strides: readonly number[]): boolean {
   let expected = 1;
@@ -57,116 +67,178 @@ export async function* readStrided(
   const firstElement = Math.floor(start / itemSize);
   const endElement = Math.ceil(end / itemSize);
   const blockElements = Math.max(1, Math.min(MAX_BLOCK_ELEMENTS, Math.floor(step / itemSize)));
-  const counter = new IndexCounter(shape, strides, layout.storageOffset, firstElement);
-  for (let e0 = firstElement; e0 < endElement; e0 += blockElements) {
-    const count = Math.min(blockElements, endElement - e0);
-    const block = await gatherBlock(read, layout, counter, count, chunkBytes);
+  let e0 = firstElement;
+  for (const box of boxes(shape, firstElement, endElement, blockElements)) {
+    const block = await gatherBox(read, layout, box, chunkBytes);
     // Trim the partial elements at the requested byte range's edges.
     const from = e0 === firstElement ? start - firstElement * itemSize : 0;
-    const to = e0 + count === endElement ? block.length - (endElement * itemSize - end) : block.length;
+    e0 += box.elements;
+    const to = e0 === endElement ? block.length - (endElement * itemSize - end) : block.length;
     for (let at = from; at < to; at += step) {
-      const piece = at === 0 && to - at <= step && to === block.length ? block : block.slice(at, Math.min(to, at + step));
-      yield piece;
+      yield at === 0 && to <= step && to === block.length ? block : block.slice(at, Math.min(to, at + step));
     }
   }
 }
 
-/** Walks a view's elements in row-major order, giving each one's storage index. */
-class IndexCounter {
-  readonly #index: number[];
-  #storageIndex: number;
-  constructor(
-    private readonly shape: readonly number[],
-    private readonly strides: readonly number[],
-    storageOffset: number,
-    firstElement: number,
-  ) {
-    this.#index = new Array<number>(shape.length).fill(0);
-    this.#storageIndex = storageOffset;
-    let rest = firstElement;
-    for (let d = shape.length - 1; d >= 0; d--) {
-      const i = rest % shape[d]!;
-      rest = Math.floor(rest / shape[d]!);
-      this.#index[d] = i;
-      this.#storageIndex += i * strides[d]!;
-    }
-  }
+/** Indices idx[0..d) fixed, index d over [idx[d], idx[d] + n), the dimensions after d in full. */
+interface Box {
+  idx: readonly number[];
+  d: number;
+  n: number;
+  elements: number;
+}
 
-  /** The current element's storage index, then moves to the next element. */
-  next(): number {
-    const current = this.#storageIndex;
-    for (let d = this.shape.length - 1; d >= 0; d--) {
-      const i = this.#index[d]! + 1;
-      if (i < this.shape[d]!) {
-        this.#index[d] = i;
-        this.#storageIndex += this.strides[d]!;
+/**
+ * Cuts the row-major element range [first, end) into consecutive boxes of at
+ * most `limit` elements: at most a few small boxes at each end of the range,
+ * large ones in between.
+ */
+function* boxes(shape: readonly number[], first: number, end: number, limit: number): Generator<Box> {
+  const rank = shape.length;
+  const idx = new Array<number>(rank).fill(0);
+  let rest = first;
+  for (let k = rank - 1; k >= 0; k--) {
+    idx[k] = rest % shape[k]!;
+    rest = Math.floor(rest / shape[k]!);
+  }
+  if (rank === 0) {
+    if (first < end) yield { idx: [], d: -1, n: 1, elements: 1 };
+    return;
+  }
+  let pos = first;
+  while (pos < end) {
+    const room = Math.min(limit, end - pos);
+    // The outermost d whose inner dimensions start at 0 and fit in the room.
+    let d = 0;
+    let inner = 1;
+    for (let k = 0; k < rank; k++) {
+      inner = 1;
+      for (let j = k + 1; j < rank; j++) inner *= shape[j]!;
+      let aligned = true;
+      for (let j = k + 1; j < rank; j++) if (idx[j] !== 0) aligned = false;
+      if (aligned && inner <= room) {
+        d = k;
         break;
       }
-      this.#index[d] = 0;
-      this.#storageIndex -= (i - 1) * this.strides[d]!;
     }
-    return current;
+    const n = Math.min(shape[d]! - idx[d]!, Math.floor(room / inner));
+    yield { idx: [...idx], d, n, elements: n * inner };
+    pos += n * inner;
+    // Advance the index by n along d, carrying outward.
+    idx[d] = idx[d]! + n;
+    for (let k = d; k > 0 && idx[k]! >= shape[k]!; k--) {
+      idx[k] = 0;
+      idx[k - 1] = idx[k - 1]! + 1;
+    }
   }
 }
 
-async function gatherBlock(read: ReadAt, layout: StridedLayout, counter: IndexCounter, count: number, chunkBytes: number): Promise<Uint8Array> {
-  const { itemSize, dataStart } = layout;
+async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number): Promise<Uint8Array> {
+  const { itemSize, dataStart, shape, strides } = layout;
+  const count = box.elements;
   const out = new Uint8Array(count * itemSize);
-  const sources = new Float64Array(count);
-  let sorted = true;
-  let min = Infinity;
-  for (let p = 0; p < count; p++) {
-    const s = counter.next();
-    sources[p] = s;
-    if (p > 0 && s < sources[p - 1]!) sorted = false;
-    if (s < min) min = s;
-  }
 
-  // Order (source, position) pairs by source. Packed into one float64 key so
-  // the native numeric sort does it: (source - min) * count + position stays
-  // below 2^53 when the span is small enough, else fall back to a comparator.
-  let order: Float64Array | Uint32Array;
-  let keyed = false;
-  if (sorted) {
-    order = sources;
-  } else {
-    let max = 0;
-    for (let p = 0; p < count; p++) if (sources[p]! > max) max = sources[p]!;
-    if ((max - min + 1) * count < Number.MAX_SAFE_INTEGER) {
-      order = new Float64Array(count);
-      for (let p = 0; p < count; p++) order[p] = (sources[p]! - min) * count + p;
-      order.sort();
-      keyed = true;
-    } else {
-      const positions = new Uint32Array(count);
-      for (let p = 0; p < count; p++) positions[p] = p;
-      order = positions.sort((a, b) => sources[a]! - sources[b]!);
+  // The box's dimensions that vary, with their storage and output strides.
+  const rank = shape.length;
+  let base = layout.storageOffset;
+  for (let k = 0; k < rank; k++) base += box.idx[k]! * strides[k]!;
+  const extents: number[] = [];
+  const sourceStrides: number[] = [];
+  const outStrides: number[] = [];
+  let outStride = 1;
+  for (let k = rank - 1; k >= box.d; k--) {
+    const extent = k === box.d ? box.n : shape[k]!;
+    if (extent > 1) {
+      extents.push(extent);
+      sourceStrides.push(strides[k]!);
+      outStrides.push(outStride);
+    }
+    outStride *= extent;
+  }
+  // Walk largest storage stride first (ties: the outer dimension first).
+  const walk = extents.map((_, i) => i).sort((a, b) => sourceStrides[b]! - sourceStrides[a]! || b - a);
+
+  const sources = new Float64Array(count);
+  const positions = new Uint32Array(count);
+  const counter = new Array<number>(walk.length).fill(0);
+  let source = base;
+  let position = 0;
+  let sorted = true;
+  for (let p = 0; p < count; p++) {
+    sources[p] = source;
+    positions[p] = position;
+    if (p > 0 && source < sources[p - 1]!) sorted = false;
+    for (let w = walk.length - 1; w >= 0; w--) {
+      const dim = walk[w]!;
+      source += sourceStrides[dim]!;
+      position += outStrides[dim]!;
+      const next = counter[w]! + 1;
+      if (next < extents[dim]!) {
+        counter[w] = next;
+        break;
+      }
+      counter[w] = 0;
+      source -= extents[dim]! * sourceStrides[dim]!;
+      position -= extents[dim]! * outStrides[dim]!;
     }
   }
-  const sourceAt = (k: number): number => (sorted ? sources[k]! : keyed ? Math.floor(order[k]! / count) + min : sources[order[k]!]!);
-  const positionAt = (k: number): number => (sorted ? k : keyed ? order[k]! % count : order[k]!);
+  const order = sorted ? null : sortBySource(sources);
+  const at = (k: number): number => (order === null ? k : order[k]!);
 
   const slack = Math.max(1, Math.floor(SLACK_BYTES / itemSize));
   const maxRun = Math.max(1, Math.floor(chunkBytes / itemSize));
+  const inFlight: Promise<void>[] = [];
   let k = 0;
   while (k < count) {
-    const first = sourceAt(k);
+    const first = sources[at(k)]!;
     let last = first;
     let j = k + 1;
     while (j < count) {
-      const s = sourceAt(j);
+      const s = sources[at(j)]!;
       const span = s - first + 1;
       if (span > maxRun || span > 2 * (j - k + 1) + slack) break;
       last = s;
       j++;
     }
-    const run = await read(dataStart + first * itemSize, (last - first + 1) * itemSize);
-    for (let q = k; q < j; q++) {
-      const from = (sourceAt(q) - first) * itemSize;
-      const to = positionAt(q) * itemSize;
-      for (let b = 0; b < itemSize; b++) out[to + b] = run[from + b]!;
-    }
+    const runStart = k;
+    const runEnd = j;
+    const task = read(dataStart + first * itemSize, (last - first + 1) * itemSize).then((run) => {
+      for (let q = runStart; q < runEnd; q++) {
+        const from = (sources[at(q)]! - first) * itemSize;
+        const to = positions[at(q)]! * itemSize;
+        for (let b = 0; b < itemSize; b++) out[to + b] = run[from + b]!;
+      }
+    });
+    task.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+    inFlight.push(task);
+    if (inFlight.length >= MAX_READS_IN_FLIGHT) await inFlight.shift();
     k = j;
   }
+  await Promise.all(inFlight);
   return out;
+}
+
+/**
+ * Walk positions ordered by source. Packed into one float64 key so the
+ * native numeric sort does it when (source - min) * count + k stays below
+ * 2^53; otherwise a comparator sort.
+ */
+function sortBySource(sources: Float64Array): Float64Array | Uint32Array {
+  const count = sources.length;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const s of sources) {
+    if (s < min) min = s;
+    if (s > max) max = s;
+  }
+  if ((max - min + 1) * count < Number.MAX_SAFE_INTEGER) {
+    const keys = new Float64Array(count);
+    for (let k = 0; k < count; k++) keys[k] = (sources[k]! - min) * count + k;
+    keys.sort();
+    for (let k = 0; k < count; k++) keys[k] = keys[k]! % count;
+    return keys;
+  }
+  const order = new Uint32Array(count);
+  for (let k = 0; k < count; k++) order[k] = k;
+  return order.sort((a, b) => sources[a]! - sources[b]!);
 }

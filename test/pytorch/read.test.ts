@@ -86,7 +86,10 @@ describe("byte ranges", () => {
     try {
       const chunks = await readAll(file, "big_transposed", { chunkBytes: 1001 });
       expect(chunks.length).toBeGreaterThan(1);
-      for (const c of chunks.slice(0, -1)) expect(c.length).toBe(1000);
+      for (const c of chunks) {
+        expect(c.length).toBeLessThanOrEqual(1001);
+        expect(c.length % 4).toBe(0);
+      }
       const buffers = new Set(chunks.map((c) => c.buffer));
       expect(buffers.size).toBe(chunks.length);
     } finally {
