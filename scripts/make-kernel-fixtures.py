@@ -182,11 +182,20 @@ a32 = np.concatenate([rng.integers(0, 2 ** 32, n32, dtype=np.uint64).astype(np.u
                       (rng.standard_normal(n32) * 0.02).astype(np.float32).view(np.uint32), f32in[:200]])
 b32 = np.concatenate([rng.integers(0, 2 ** 32, n32, dtype=np.uint64).astype(np.uint32),
                       (rng.standard_normal(n32) * 2e-4).astype(np.float32).view(np.uint32), f32in[200:400]])
-binary("f32", torch.float32, a32, b32, "random bit patterns, fine-tune-like values, edges")
+# NaN with NaN (which payload wins), NaN with numbers, Inf - Inf: every ordered pair.
+nan_cases32 = np.array([0x7FC9ED62, 0xFFD2A1CF, 0x7F800001, 0xFFA00000, 0x7F800000, 0xFF800000, 0x3F800000, 0x80000000],
+                       dtype=np.uint32)
+a32 = np.concatenate([a32, np.repeat(nan_cases32, nan_cases32.size)])
+b32 = np.concatenate([b32, np.tile(nan_cases32, nan_cases32.size)])
+binary("f32", torch.float32, a32, b32, "random bit patterns, fine-tune-like values, edges, NaN/Inf pairs")
 n64 = 1500
 a64 = np.concatenate([rng.integers(0, 2 ** 64, n64, dtype=np.uint64), (rng.standard_normal(n64) * 0.02).view(np.uint64), f64in[:60]])
 b64 = np.concatenate([rng.integers(0, 2 ** 64, n64, dtype=np.uint64), (rng.standard_normal(n64) * 2e-4).view(np.uint64), f64in[60:120]])
-binary("f64", torch.float64, a64, b64, "random bit patterns, fine-tune-like values, edges")
+nan_cases64 = np.array([0x7FF9ED62AAAAAAAA, 0xFFF2A1CF55555555, 0x7FF0000000000001, 0xFFF4000000000000,
+                        0x7FF0000000000000, 0xFFF0000000000000, 0x3FF0000000000000, 0x8000000000000000], dtype=np.uint64)
+a64 = np.concatenate([a64, np.repeat(nan_cases64, nan_cases64.size)])
+b64 = np.concatenate([b64, np.tile(nan_cases64, nan_cases64.size)])
+binary("f64", torch.float64, a64, b64, "random bit patterns, fine-tune-like values, edges, NaN/Inf pairs")
 
 meta = {"generator": "scripts/make-kernel-fixtures.py", "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "unknown",

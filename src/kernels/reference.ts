@@ -4,11 +4,11 @@
  * checked against torch's own outputs in test/kernels/) and are the oracle
  * the fast kernels are tested against.
  *
- * NaN bits are handled on bit patterns, never through JS numbers, for the
- * 16-bit dtypes: what torch writes there is a rule of its code (F16_NAN,
- * BF16_NAN), not of the hardware. For F32 and F64, torch's NaN payloads are
- * the hardware's (x86: the first NaN operand, quieted; Inf - Inf gives the
- * negative default NaN), and so are V8's, so plain JS arithmetic matches.
+ * NaN bits are set explicitly from the operands' bits, never left to JS
+ * numbers (whose NaN bits are the engine's business): torch on x86 gives b's
+ * NaN quieted if b is NaN, else a's, else (Inf - Inf) the negative default
+ * NaN; narrowed to half that keeps only the sign (F16_NAN), to bfloat16 it is
+ * BF16_NAN. The fixtures include every ordered pair of NaNs, Infs and numbers.
  */
 import {
   BF16_NAN,
@@ -64,6 +64,13 @@ function arith16(dtype: "F16" | "BF16", a: number, b: number, subtract: boolean)
   return dtype === "F16" ? f32BitsToF16(bits) : f32BitsToBf16(bits);
 }
 
+/** float32 NaN result bits of a op b (see the rule above). */
+function nanF32(a: number, b: number): number {
+  const isNaN32 = (bits: number) => (bits & 0x7fffffff) > 0x7f800000;
+  const source = isNaN32(b) ? b : isNaN32(a) ? a : 0xff800000;
+  return (source | 0x00400000) >>> 0;
+}
+
 function arith(dtype: FloatDType, a: Uint8Array, b: Uint8Array, out: Uint8Array, subtract: boolean): void {
   const n = elementCount(dtype, a, b, out);
   const va = view(a), vb = view(b), vo = view(out);
@@ -77,13 +84,23 @@ function arith(dtype: FloatDType, a: Uint8Array, b: Uint8Array, out: Uint8Array,
     case "F32":
       for (let i = 0; i < n; i++) {
         const x = va.getFloat32(i * 4, true), y = vb.getFloat32(i * 4, true);
-        vo.setFloat32(i * 4, subtract ? x - y : x + y, true);
+        const result = subtract ? x - y : x + y;
+        if (result === result) vo.setFloat32(i * 4, result, true);
+        else vo.setUint32(i * 4, nanF32(va.getUint32(i * 4, true), vb.getUint32(i * 4, true)), true);
       }
       return;
     case "F64":
       for (let i = 0; i < n; i++) {
         const x = va.getFloat64(i * 8, true), y = vb.getFloat64(i * 8, true);
-        vo.setFloat64(i * 8, subtract ? x - y : x + y, true);
+        const result = subtract ? x - y : x + y;
+        if (result === result) vo.setFloat64(i * 8, result, true);
+        else {
+          const [high, low] = Number.isNaN(y) ? [vb.getUint32(i * 8 + 4, true), vb.getUint32(i * 8, true)]
+            : Number.isNaN(x) ? [va.getUint32(i * 8 + 4, true), va.getUint32(i * 8, true)]
+            : [0xfff00000, 0]; // Inf - Inf: x86's default NaN, negative
+          vo.setUint32(i * 8 + 4, (high | 0x00080000) >>> 0, true); // quiet
+          vo.setUint32(i * 8, low, true);
+        }
       }
       return;
   }

@@ -89,26 +89,72 @@ static inline V bfloat_to_float(V h) { return wasm_i32x4_shl(h, 16); }
 /* Results are in 0..0xFFFF: keep the low halves (a saturating narrow would not). */
 #define PACK(lo, hi) wasm_i8x16_shuffle(lo, hi, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
 
-/* For a half NaN result, torch's sign is b's if b is NaN, else a's if a is NaN,
- * else negative (Inf - Inf: x86's default NaN). Lanes of 8 halves. */
-static inline V fix_half_nan(V r, V a, V b, int32_t zero) {
-  V magnitude = K16(0x7fff), inf = K16(0x7c00);
-  V r_nan = wasm_i16x8_gt(wasm_v128_and(r, magnitude), inf);
-  V a_nan = wasm_i16x8_gt(wasm_v128_and(a, magnitude), inf);
-  V b_nan = wasm_i16x8_gt(wasm_v128_and(b, magnitude), inf);
-  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
-  V nan = wasm_v128_or(wasm_v128_andnot(source, magnitude), K16(0x7e00));
-  return wasm_v128_bitselect(nan, r, r_nan);
+/* ---- half add / subtract ---------------------------------------------------
+ * The hot loop of F16 models, so it works on 8 halves at a time where it can
+ * (masks and exponent adjustments in 16-bit lanes) and splits into float32
+ * only for the arithmetic. Same results as half_to_float / float_to_half. */
+
+#define ZERO wasm_i64x2_splat(0)
+/* 32-bit lanes whose low half is 0 and high half is lane i of x (punpck{l,h}wd). */
+#define UP_LOW(x) wasm_i8x16_shuffle(ZERO, x, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23)
+#define UP_HIGH(x) wasm_i8x16_shuffle(ZERO, x, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31)
+/* The high halves of the 32-bit lanes of lo and hi, as 8 16-bit lanes. */
+#define PACK_HIGH(lo, hi) wasm_i8x16_shuffle(lo, hi, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31)
+
+/* Eight halves -> two float32x4, exact. Magnitude bits = (magnitude << 13) +
+ * (exponent adjustment << 16): +112 for normals, +113 and then minus 2^-14
+ * (an exact float subtraction) for subnormals and zero, +224 for Inf/NaN; the
+ * sign is ORed in last so that -0 stays -0. `magnitude` is kept for NaN tests. */
+static inline void halves_to_floats(V h, V *lo, V *hi, V *magnitude, int32_t zero) {
+  V m = wasm_v128_and(h, K16(0x7fff));
+  V sign = wasm_v128_and(h, K16(0x8000));
+  V subnormal = wasm_i16x8_lt(m, K16(0x0400));
+  V inf_or_nan = wasm_i16x8_gt(m, K16(0x7bff));
+  V adjust = wasm_i16x8_add(wasm_i16x8_add(K16(0x3800), wasm_v128_and(subnormal, K16(0x0080))),
+                            wasm_v128_and(inf_or_nan, K16(0x3800)));
+  V correction = wasm_v128_and(subnormal, K16(0x3880)); /* the float 2^-14, in the high half */
+  *lo = wasm_v128_or(wasm_f32x4_sub(wasm_i32x4_add(wasm_u32x4_shr(UP_LOW(m), 3), UP_LOW(adjust)), UP_LOW(correction)), UP_LOW(sign));
+  *hi = wasm_v128_or(wasm_f32x4_sub(wasm_i32x4_add(wasm_u32x4_shr(UP_HIGH(m), 3), UP_HIGH(adjust)), UP_HIGH(correction)), UP_HIGH(sign));
+  *magnitude = m;
 }
 
-#define HALF_OP(name, op)                                                                   \
-  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
-    for (uint32_t i = 0; i < n; i += 8) {                                                 \
-      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i);       \
-      V lo = float_to_half(op(half_to_float(LOW(a), 0, zero), half_to_float(LOW(b), 0, zero)), zero);   \
-      V hi = float_to_half(op(half_to_float(HIGH(a), 0, zero), half_to_float(HIGH(b), 0, zero)), zero); \
-      wasm_v128_store(region_out + 2 * i, fix_half_nan(PACK(lo, hi), a, b, zero));       \
-    }                                                                                     \
+/* Magnitude of four float32 -> half bits, RNE, in 32-bit lanes; Inf for Inf
+ * and NaN. The normal-range rounding (clamped into the normal range) and the
+ * subnormal-range rounding (add 0.5: RNE to a multiple of 2^-24) are both
+ * computed; in its own range each is the smaller, so a min picks it. */
+static inline V float_magnitude_to_half(V x, int32_t zero) {
+  V magnitude = wasm_v128_and(x, K(0x7fffffff));
+  V clamped = wasm_i32x4_min(wasm_i32x4_max(magnitude, K(0x38800000)), K(0x47800000));
+  V odd = wasm_v128_and(wasm_u32x4_shr(clamped, 13), K(1));
+  V normal = wasm_u32x4_shr(wasm_i32x4_add(wasm_i32x4_add(clamped, K(0xc8000fff)), odd), 13);
+  V small = wasm_i32x4_sub(wasm_f32x4_add(magnitude, K(0x3f000000) /* 0.5 */), K(0x3f000000));
+  return wasm_i32x4_min(normal, small);
+}
+
+/* Two float32x4 results of a, b -> 8 halves. For a NaN result torch's sign is
+ * b's if b is NaN, else a's if a is NaN, else negative (Inf - Inf: x86's
+ * default NaN). */
+static inline V floats_to_halves(V lo, V hi, V a, V b, V a_magnitude, V b_magnitude, int32_t zero) {
+  V halves = wasm_v128_or(PACK(float_magnitude_to_half(lo, zero), float_magnitude_to_half(hi, zero)),
+                          wasm_v128_and(PACK_HIGH(lo, hi), K16(0x8000)));
+  V nan = PACK(wasm_f32x4_ne(lo, lo), wasm_f32x4_ne(hi, hi));
+  V a_nan = wasm_i16x8_gt(a_magnitude, K16(0x7c00));
+  V b_nan = wasm_i16x8_gt(b_magnitude, K16(0x7c00));
+  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
+  V nan_bits = wasm_v128_or(wasm_v128_and(source, K16(0x8000)), K16(0x7e00));
+  return wasm_v128_bitselect(nan_bits, halves, nan);
+}
+
+#define HALF_OP(name, op)                                                             \
+  EXPORT(name) void name(uint32_t n, int32_t zero) {                                \
+    for (uint32_t i = 0; i < n; i += 8) {                                           \
+      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i); \
+      V a_lo, a_hi, a_magnitude, b_lo, b_hi, b_magnitude;                           \
+      halves_to_floats(a, &a_lo, &a_hi, &a_magnitude, zero);                        \
+      halves_to_floats(b, &b_lo, &b_hi, &b_magnitude, zero);                        \
+      V halves = floats_to_halves(op(a_lo, b_lo), op(a_hi, b_hi), a, b, a_magnitude, b_magnitude, zero); \
+      wasm_v128_store(region_out + 2 * i, halves);                                  \
+    }                                                                               \
   }
 
 #define BFLOAT_OP(name, op)                                                                 \
@@ -121,23 +167,40 @@ static inline V fix_half_nan(V r, V a, V b, int32_t zero) {
     }                                                                                     \
   }
 
-#define WIDE_OP(name, bytes, op)                                                            \
+/* A NaN result gets the bits torch's x86 code gives: b quieted if b is NaN,
+ * else a quieted if a is NaN, else (Inf - Inf) the negative default NaN.
+ * WebAssembly leaves NaN bits to the implementation, so they are set here. */
+static inline V fix_f32_nan(V r, V a, V b, int32_t zero) {
+  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K(0xffc00000), wasm_f32x4_ne(a, a)), wasm_f32x4_ne(b, b));
+  return wasm_v128_bitselect(wasm_v128_or(source, K(0x00400000)), r, wasm_f32x4_ne(r, r));
+}
+
+#define K64(c) wasm_i64x2_splat((int64_t)(c) ^ (int64_t)zero)
+
+static inline V fix_f64_nan(V r, V a, V b, int32_t zero) {
+  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K64(0xfff8000000000000ull), wasm_f64x2_ne(a, a)), wasm_f64x2_ne(b, b));
+  return wasm_v128_bitselect(wasm_v128_or(source, K64(0x0008000000000000ull)), r, wasm_f64x2_ne(r, r));
+}
+
+#define WIDE_OP(name, bytes, op, fix)                                                       \
   EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
-    (void)zero;                                                                           \
     for (uint32_t i = 0; i < n * bytes; i += 16) {                                        \
-      wasm_v128_store(region_out + i, op(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i))); \
+      V a = wasm_v128_load(region_a + i), b = wasm_v128_load(region_b + i);               \
+      wasm_v128_store(region_out + i, fix(op(a, b), a, b, zero));                         \
     }                                                                                     \
   }
+
+#define NO_FIX(r, a, b, zero) ((void)(zero), (r))
 
 HALF_OP(add_f16, wasm_f32x4_add)
 HALF_OP(sub_f16, wasm_f32x4_sub)
 BFLOAT_OP(add_bf16, wasm_f32x4_add)
 BFLOAT_OP(sub_bf16, wasm_f32x4_sub)
-WIDE_OP(add_f32, 4, wasm_f32x4_add)
-WIDE_OP(sub_f32, 4, wasm_f32x4_sub)
-WIDE_OP(add_f64, 8, wasm_f64x2_add)
-WIDE_OP(sub_f64, 8, wasm_f64x2_sub)
-WIDE_OP(xor_bytes, 1, wasm_v128_xor)
+WIDE_OP(add_f32, 4, wasm_f32x4_add, fix_f32_nan)
+WIDE_OP(sub_f32, 4, wasm_f32x4_sub, fix_f32_nan)
+WIDE_OP(add_f64, 8, wasm_f64x2_add, fix_f64_nan)
+WIDE_OP(sub_f64, 8, wasm_f64x2_sub, fix_f64_nan)
+WIDE_OP(xor_bytes, 1, wasm_v128_xor, NO_FIX)
 
 /* ---- conversions (a -> out) ---------------------------------------------- */
 
