@@ -109,6 +109,8 @@ def make_views():
     sd["permuted"] = torch.randn(2, 3, 4, generator=g, dtype=torch.bfloat16).permute(2, 0, 1)
     sd["expanded"] = torch.randn(3, 1, generator=g).expand(3, 4)
     sd["every_other"] = torch.arange(20, dtype=torch.int32)[1::2]
+    # Overlapping strides (as_strided): storage order is not any walk order.
+    sd["overlapping"] = torch.arange(40, dtype=torch.int64).as_strided((4, 5), (3, 2), 1)
     # Large enough that small chunk sizes need many gather blocks and runs.
     sd["big_transposed"] = torch.randn(64, 48, generator=g).t()
     sd["big_transposed_f16"] = torch.randn(33, 17, generator=g, dtype=torch.float16).t()
@@ -270,6 +272,8 @@ def make_zip_variants():
     write_zip(path, entries + [(f"{prefix}/byteorder", b"little")])
     expected["byteorder-little.bin"] = describe(torch.load(path))
 
+    # (The legacy format keys storages by memory address: this one file
+    # differs from run to run; tests only check that it is refused.)
     torch.save({"w": torch.arange(6, dtype=torch.float32)}, os.path.join(OUT, "legacy-format.bin"),
                _use_new_zipfile_serialization=False)
 
