@@ -115,6 +115,12 @@ def make_views():
     sd["big_transposed"] = torch.randn(64, 48, generator=g).t()
     sd["big_transposed_f16"] = torch.randn(33, 17, generator=g, dtype=torch.float16).t()
     save("views.bin", sd)
+    # Newer pickle protocols (FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL).
+    for protocol in (4, 5):
+        name = f"protocol{protocol}.bin"
+        torch.save({"rows_2_to_5": sd["rows_2_to_5"], "transposed": sd["transposed"], "embed.weight": embed},
+                   os.path.join(OUT, name), pickle_protocol=protocol)
+        expected[name] = describe(torch.load(os.path.join(OUT, name)))
     # Also under a different archive folder: torch names it after the file
     # stem, or "archive" when saving to a buffer.
     buffer = io.BytesIO()
