@@ -1,0 +1,308 @@
+#!/usr/bin/env node
+// npm run bench [-- --layers N] [-- --keep]
+//
+// Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
+// 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
+// about 1.3 GB per model; --layers 32 for a full 7B) in a temporary directory,
+// runs the built make-delta and apply-delta CLIs as child processes, and
+// prints for each: wall time, GB/s of output, peak RSS, and the ratio to the
+// I/O floor (cat of the same inputs plus writing the same output bytes, page
+// cache warm for both). When python3 can import torch it also times a
+// FastChat-style shard-by-shard apply in PyTorch on the same files. Ends with
+// the kernels' throughput. The temporary directory is deleted at the end.
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { measureKernels } from "./kernel-throughput.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
+const { encodeHeader } = await dist("safetensors/header.js");
+const { addInto } = await dist("kernels/index.js");
+const { f32ToF16 } = await dist("dtypes.js");
+
+const args = process.argv.slice(2);
+const layersAt = args.indexOf("--layers");
+const layers = layersAt >= 0 ? Number(args[layersAt + 1]) : 2;
+if (!Number.isInteger(layers) || layers < 0 || layers > 80) {
+  console.error("usage: npm run bench [-- --layers N]   (N from 0 to 80)");
+  process.exit(2);
+}
+const keep = args.includes("--keep");
+
+const GB = 1e9;
+const CHUNK = 8 * 1024 * 1024;
+const SHARD_BYTES = 1_000_000_000; // HF-style shards with an index, like real checkpoints
+
+// ---------------------------------------------------------------------------
+// Synthetic model
+
+function llamaTensors(layerCount) {
+  const hidden = 4096, intermediate = 11008, vocab = 32001;
+  const tensors = [{ name: "model.embed_tokens.weight", shape: [vocab, hidden], kind: "weight" }];
+  for (let i = 0; i < layerCount; i++) {
+    const p = `model.layers.${i}.`;
+    for (const proj of ["q_proj", "k_proj", "v_proj", "o_proj"]) tensors.push({ name: `${p}self_attn.${proj}.weight`, shape: [hidden, hidden], kind: "weight" });
+    tensors.push({ name: `${p}mlp.gate_proj.weight`, shape: [intermediate, hidden], kind: "weight" });
+    tensors.push({ name: `${p}mlp.up_proj.weight`, shape: [intermediate, hidden], kind: "weight" });
+    tensors.push({ name: `${p}mlp.down_proj.weight`, shape: [hidden, intermediate], kind: "weight" });
+    tensors.push({ name: `${p}input_layernorm.weight`, shape: [hidden], kind: "norm" });
+    tensors.push({ name: `${p}post_attention_layernorm.weight`, shape: [hidden], kind: "norm" });
+  }
+  tensors.push({ name: "model.norm.weight", shape: [hidden], kind: "norm" });
+  tensors.push({ name: "lm_head.weight", shape: [vocab, hidden], kind: "weight" });
+  return tensors.map((t) => ({ ...t, dtype: "F16", bytes: t.shape.reduce((a, b) => a * b, 1) * 2 }));
+}
+
+/** Splits tensors (in model order) into shards of at most SHARD_BYTES, like save_pretrained. */
+function shardTensors(tensors) {
+  const shards = [];
+  let current = [], size = 0;
+  for (const t of tensors) {
+    if (current.length > 0 && size + t.bytes > SHARD_BYTES) {
+      shards.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(t);
+    size += t.bytes;
+  }
+  if (current.length > 0) shards.push(current);
+  return shards;
+}
+
+/** xorshift128+ style generator of 32-bit words: fast and deterministic. */
+function makeRandom(seed) {
+  let a = seed | 1, b = (seed * 2654435761) | 1;
+  return () => {
+    let t = a;
+    const s = b;
+    a = s;
+    t ^= t << 23; t ^= t >>> 17; t ^= s ^ (s >>> 26);
+    b = t;
+    return (t + s) >>> 0;
+  };
+}
+
+/** 65536 half values drawn from N(mean, sigma): a lookup table for fast sampling. */
+function gaussianTable(mean, sigma, seed) {
+  const next = makeRandom(seed);
+  const table = new Uint16Array(65536);
+  for (let i = 0; i < 65536; i++) {
+    const u = (next() + 1) / 4294967297, v = next() / 4294967296;
+    table[i] = f32ToF16(mean + sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
+  }
+  return table;
+}
+
+function fill(out, table, next) {
+  for (let i = 0; i < out.length; i += 2) {
+    const r = next();
+    out[i] = table[r & 0xffff];
+    out[i + 1] = table[r >>> 16];
+  }
+}
+
+/** Writes base and target directories: target = base + small noise, chunk by chunk. */
+function writeModels(baseDir, targetDir, tensors) {
+  const weights = gaussianTable(0, 0.02, 1), norms = gaussianTable(1, 0.05, 2);
+  // Fine-tuning moves weights by about 1 % of their scale; some not at all.
+  const noise = gaussianTable(0, 0.0002, 3);
+  for (let i = 0; i < 65536; i += 4) noise[i] = 0;
+  const next = makeRandom(42);
+  const base = new Uint16Array(CHUNK / 2), delta = new Uint16Array(CHUNK / 2), target = new Uint16Array(CHUNK / 2);
+  const baseBytes = new Uint8Array(base.buffer), deltaBytes = new Uint8Array(delta.buffer), targetBytes = new Uint8Array(target.buffer);
+  const shards = shardTensors(tensors);
+  const weightMap = {};
+  let totalSize = 0;
+  shards.forEach((shard, s) => {
+    const file = shards.length === 1 ? "model.safetensors" : `model-${String(s + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
+    const header = encodeHeader(shard, { format: "pt" });
+    const fds = [openSync(path.join(baseDir, file), "w"), openSync(path.join(targetDir, file), "w")];
+    for (const fd of fds) writeSync(fd, header.bytes);
+    for (const placed of header.tensors) {
+      const info = shard.find((t) => t.name === placed.name);
+      weightMap[placed.name] = file;
+      totalSize += info.bytes;
+      for (let done = 0; done < info.bytes; done += CHUNK) {
+        const length = Math.min(CHUNK, info.bytes - done);
+        fill(base, info.kind === "norm" ? norms : weights, next);
+        fill(delta, noise, next);
+        addInto("F16", baseBytes.subarray(0, length), deltaBytes.subarray(0, length), targetBytes.subarray(0, length));
+        writeSync(fds[0], baseBytes, 0, length);
+        writeSync(fds[1], targetBytes, 0, length);
+      }
+    }
+    for (const fd of fds) closeSync(fd);
+  });
+  const config = JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: layers,
+    num_attention_heads: 32, vocab_size: 32001, torch_dtype: "float16", model_type: "llama" }, null, 2);
+  for (const dir of [baseDir, targetDir]) {
+    writeFileSync(path.join(dir, "config.json"), config);
+    if (shards.length > 1) {
+      writeFileSync(path.join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+const hasGnuTime = existsSync("/usr/bin/time");
+
+/** Runs a command; returns wall seconds and peak RSS (bytes) of the child. */
+function run(command, commandArgs, { label, allowFailure = false } = {}) {
+  let argv = [command, ...commandArgs];
+  const statsFile = path.join(tmpdir(), `bench-time-${process.pid}.txt`);
+  if (hasGnuTime) argv = ["/usr/bin/time", "-v", "-o", statsFile, ...argv];
+  const start = performance.now();
+  const result = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
+  const seconds = (performance.now() - start) / 1000;
+  let rss;
+  if (hasGnuTime && existsSync(statsFile)) {
+    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(statsFile, "utf8"));
+    if (match) rss = Number(match[1]) * 1024;
+    rmSync(statsFile, { force: true });
+  }
+  if (result.status !== 0 && !allowFailure) {
+    throw new Error(`${label ?? command} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
+  }
+  return { seconds, rss, status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+}
+
+function filesIn(dir, filter = () => true) {
+  return readdirSync(dir).filter(filter).map((f) => path.join(dir, f)).filter((f) => statSync(f).isFile()).sort();
+}
+const isWeights = (f) => f.endsWith(".safetensors");
+const totalBytes = (files) => files.reduce((sum, f) => sum + statSync(f).size, 0);
+
+/** The I/O floor: cat the inputs to /dev/null, then write the outputs' bytes (copies, fsynced). */
+function ioFloor(inputs, outputs, scratch) {
+  const read = run("sh", ["-c", `cat ${inputs.map((f) => `'${f}'`).join(" ")} > /dev/null`], { label: "cat" }).seconds;
+  mkdirSync(scratch, { recursive: true });
+  let write = 0;
+  for (const file of outputs) {
+    write += run("dd", [`if=${file}`, `of=${path.join(scratch, path.basename(file))}`, "bs=16M", "conv=fsync", "status=none"], { label: "dd" }).seconds;
+  }
+  rmSync(scratch, { recursive: true, force: true });
+  return { read, write, total: read + write };
+}
+
+function sha256(file) {
+  const hash = createHash("sha256");
+  const fd = openSync(file, "r");
+  const buffer = Buffer.allocUnsafe(16 * 1024 * 1024);
+  try {
+    for (;;) {
+      const n = readSync(fd, buffer, 0, buffer.length, null);
+      if (n === 0) break;
+      hash.update(buffer.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}
+
+const fmt = {
+  s: (x) => `${x.toFixed(2)} s`,
+  gbs: (bytes, s) => `${(bytes / GB / s).toFixed(2)} GB/s`,
+  mb: (x) => (x === undefined ? "n/a" : `${Math.round(x / 1024 / 1024)} MB`),
+  x: (x) => `${x.toFixed(2)}x`,
+};
+
+// ---------------------------------------------------------------------------
+
+const work = mkdtempSync(path.join(tmpdir(), "delta-weights-bench-"));
+const cleanup = () => {
+  if (!keep) rmSync(work, { recursive: true, force: true });
+};
+process.on("SIGINT", () => { cleanup(); process.exit(130); });
+
+try {
+  const baseDir = path.join(work, "base"), targetDir = path.join(work, "target");
+  const deltaDir = path.join(work, "delta"), recoveredDir = path.join(work, "recovered"), torchDir = path.join(work, "torch-recovered");
+  mkdirSync(baseDir); mkdirSync(targetDir);
+  const tensors = llamaTensors(layers);
+  const modelBytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
+  console.log(`delta-weights bench: LLaMA-7B-shaped F16 model, ${layers} layers, ${(modelBytes / GB).toFixed(2)} GB per model, in ${work}`);
+  let start = performance.now();
+  writeModels(baseDir, targetDir, tensors);
+  console.log(`generated base and target in ${fmt.s((performance.now() - start) / 1000)}`);
+
+  const baseFiles = filesIn(baseDir, isWeights), targetFiles = filesIn(targetDir, isWeights);
+  run("sh", ["-c", `cat '${baseDir}'/* '${targetDir}'/* > /dev/null`]); // warm the page cache
+
+  const node = process.execPath;
+  const rows = [];
+
+  // make-delta
+  const make = run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" });
+  const deltaFiles = filesIn(deltaDir);
+  const makeFloor = ioFloor([...baseFiles, ...targetFiles], deltaFiles, path.join(work, "floor"));
+  rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor });
+
+  // apply-delta (full verification: delta files, base tensors, every output tensor and file)
+  run("sh", ["-c", `cat '${deltaDir}'/* > /dev/null`]);
+  const apply = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", deltaDir, "--target", recoveredDir, "--no-progress", "--json"], { label: "apply-delta" });
+  const deltaWeights = filesIn(deltaDir, isWeights);
+  const recoveredFiles = filesIn(recoveredDir, isWeights);
+  const applyFloor = ioFloor([...baseFiles, ...deltaWeights], recoveredFiles, path.join(work, "floor"));
+  rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor });
+
+  // Byte-exact: every target file, sha256 against the original target.
+  let exact = true;
+  for (const file of filesIn(targetDir)) {
+    const other = path.join(recoveredDir, path.basename(file));
+    if (!existsSync(other) || sha256(file) !== sha256(other)) {
+      exact = false;
+      console.log(`MISMATCH: ${path.basename(file)}`);
+    }
+  }
+
+  // PyTorch, FastChat-style shard by shard (verifies nothing).
+  let torchRow;
+  const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  const hasTorch = spawnSync(python, ["-c", "import torch"], { stdio: "ignore" }).status === 0;
+  if (hasTorch) {
+    run("sh", ["-c", `cat '${baseDir}'/* '${deltaDir}'/* > /dev/null`]);
+    const torchRun = run(python, [path.join(root, "scripts/torch-apply-bench.py"), baseDir, deltaDir, torchDir], { label: "pytorch apply" });
+    torchRow = { name: "pytorch apply", run: torchRun, out: totalBytes(filesIn(torchDir, isWeights)), floor: applyFloor };
+    rows.push(torchRow);
+    rmSync(torchDir, { recursive: true, force: true });
+  }
+
+  console.log("");
+  console.log(["", "wall", "output", "rate", "peak RSS", "I/O floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
+  for (const row of rows) {
+    console.log([
+      row.name.padEnd(14),
+      fmt.s(row.run.seconds).padStart(11),
+      `${(row.out / GB).toFixed(2)} GB`.padStart(11),
+      fmt.gbs(row.out, row.run.seconds).padStart(11),
+      fmt.mb(row.run.rss).padStart(11),
+      fmt.s(row.floor.total).padStart(11),
+      fmt.x(row.run.seconds / row.floor.total).padStart(11),
+    ].join(""));
+  }
+  console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced)`);
+  console.log(`apply-delta output byte-exact (sha256 of every file equals the target's): ${exact ? "yes" : "NO"}`);
+  if (torchRow) {
+    console.log(`apply-delta (verified) / PyTorch FastChat-style apply (unverified): ${fmt.x(apply.seconds / torchRow.run.seconds)} of PyTorch's time`);
+  } else {
+    console.log("PyTorch comparison skipped: python3 cannot import torch (apt-get install python3-torch)");
+  }
+  if (!hasGnuTime) console.log("peak RSS not measured: /usr/bin/time is missing (apt-get install time)");
+
+  console.log("\nkernels, one core (G elements/s):");
+  for (const row of await measureKernels()) {
+    console.log(`  ${row.kernel.padEnd(24)}${row.dtype.padEnd(6)}${row.gElementsPerSecond.toFixed(2)}`);
+  }
+  if (!exact) process.exitCode = 1;
+} finally {
+  cleanup();
+}
