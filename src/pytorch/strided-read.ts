@@ -26,8 +26,12 @@ export interface StridedLayout {
   strides: readonly number[];
 }
 
-/** Elements gathered per block at most: bounds the index arrays' memory (12 bytes each). */
-const MAX_BLOCK_ELEMENTS = 1 << 20;
+/** Elements gathered one by one at most at once: bounds the per-element
+ * index arrays' memory (12 bytes each). */
+const MAX_ELEMENT_GATHER = 1 << 20;
+/** Runs shorter than this are gathered element by element: the per-run
+ * arrays (16 bytes a run) then stay within a byte per element. */
+const MIN_RUN_ELEMENTS = 16;
 /** Bytes a run may read past the ones it wants, beyond as many as it wants:
  * short gaps are read through (fewer reads), but a run never reads more than
  * about twice what it keeps, so a strided view costs about its own size in
@@ -66,10 +70,18 @@ export async function* readStrided(
 
   const firstElement = Math.floor(start / itemSize);
   const endElement = Math.ceil(end / itemSize);
-  const blockElements = Math.max(1, Math.min(MAX_BLOCK_ELEMENTS, Math.floor(step / itemSize)));
+  const blockElements = Math.max(1, Math.floor(step / itemSize));
   let e0 = firstElement;
   for (const box of boxes(shape, firstElement, endElement, blockElements)) {
-    const block = await gatherBox(read, layout, box, chunkBytes);
+    const block = new Uint8Array(box.elements * itemSize);
+    if (!(await gatherRuns(read, layout, box, chunkBytes, block))) {
+      // Short or overlapping runs: element by element, in bounded pieces.
+      let offset = 0;
+      for (const piece of boxes(shape, e0, e0 + box.elements, MAX_ELEMENT_GATHER)) {
+        await gatherElements(read, layout, piece, chunkBytes, block, offset);
+        offset += piece.elements * itemSize;
+      }
+    }
     // Trim the partial elements at the requested byte range's edges.
     const from = e0 === firstElement ? start - firstElement * itemSize : 0;
     e0 += box.elements;
@@ -133,12 +145,19 @@ function* boxes(shape: readonly number[], first: number, end: number, limit: num
   }
 }
 
-async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number): Promise<Uint8Array> {
-  const { itemSize, dataStart, shape, strides } = layout;
-  const count = box.elements;
-  const out = new Uint8Array(count * itemSize);
+/** A box's varying dimensions: storage and output strides, and the walk order. */
+interface BoxGeometry {
+  /** Storage index of the box's first element. */
+  base: number;
+  extents: number[];
+  sourceStrides: number[];
+  outStrides: number[];
+  /** Dimensions (indices into the arrays above) from largest storage stride to smallest. */
+  walk: number[];
+}
 
-  // The box's dimensions that vary, with their storage and output strides.
+function boxGeometry(layout: StridedLayout, box: Box): BoxGeometry {
+  const { shape, strides } = layout;
   const rank = shape.length;
   let base = layout.storageOffset;
   for (let k = 0; k < rank; k++) base += box.idx[k]! * strides[k]!;
@@ -146,7 +165,7 @@ async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkByt
   const sourceStrides: number[] = [];
   const outStrides: number[] = [];
   let outStride = 1;
-  for (let k = rank - 1; k >= box.d; k--) {
+  for (let k = rank - 1; k >= box.d && k >= 0; k--) {
     const extent = k === box.d ? box.n : shape[k]!;
     if (extent > 1) {
       extents.push(extent);
@@ -155,9 +174,99 @@ async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkByt
     }
     outStride *= extent;
   }
-  // Walk largest storage stride first (ties: the outer dimension first).
+  // Largest storage stride first (ties: the outer dimension first).
   const walk = extents.map((_, i) => i).sort((a, b) => sourceStrides[b]! - sourceStrides[a]! || b - a);
+  return { base, extents, sourceStrides, outStrides, walk };
+}
 
+/**
+ * The fast path: when the box's smallest-stride dimension is contiguous in
+ * storage and long enough, the box is a set of runs (one per combination of
+ * the other indices), each one read and copied whole. Returns false, having
+ * read nothing, when the runs are short or not in increasing storage order.
+ */
+async function gatherRuns(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number, out: Uint8Array): Promise<boolean> {
+  const { itemSize, dataStart } = layout;
+  const { base, extents, sourceStrides, outStrides, walk } = boxGeometry(layout, box);
+  if (walk.length === 0) return false;
+  const inner = walk[walk.length - 1]!;
+  const runLength = extents[inner]!;
+  if (sourceStrides[inner] !== 1 || runLength < MIN_RUN_ELEMENTS) return false;
+  const outStep = outStrides[inner]!;
+  const runs = box.elements / runLength;
+  const runSources = new Float64Array(runs);
+  const runPositions = new Float64Array(runs);
+  const outer = walk.slice(0, -1);
+  const counter = new Array<number>(outer.length).fill(0);
+  let source = base;
+  let position = 0;
+  for (let r = 0; r < runs; r++) {
+    runSources[r] = source;
+    runPositions[r] = position;
+    // Each run must start after the previous one ends: otherwise overlapping strides.
+    if (r > 0 && source < runSources[r - 1]! + runLength) return false;
+    for (let w = outer.length - 1; w >= 0; w--) {
+      const dim = outer[w]!;
+      source += sourceStrides[dim]!;
+      position += outStrides[dim]!;
+      const next = counter[w]! + 1;
+      if (next < extents[dim]!) {
+        counter[w] = next;
+        break;
+      }
+      counter[w] = 0;
+      source -= extents[dim]! * sourceStrides[dim]!;
+      position -= extents[dim]! * outStrides[dim]!;
+    }
+  }
+
+  const slack = Math.max(1, Math.floor(SLACK_BYTES / itemSize));
+  const maxRead = Math.max(runLength, Math.floor(chunkBytes / itemSize));
+  const inFlight: Promise<void>[] = [];
+  let r = 0;
+  while (r < runs) {
+    const first = runSources[r]!;
+    let q = r + 1;
+    while (q < runs) {
+      const span = runSources[q]! + runLength - first;
+      if (span > maxRead || span > 2 * (q - r + 1) * runLength + slack) break;
+      q++;
+    }
+    const groupStart = r;
+    const groupEnd = q;
+    const length = runSources[q - 1]! + runLength - first;
+    const task = read(dataStart + first * itemSize, length * itemSize).then((bytes) => {
+      for (let g = groupStart; g < groupEnd; g++) {
+        copyRun(bytes, (runSources[g]! - first) * itemSize, out, runPositions[g]! * itemSize, runLength, outStep * itemSize, itemSize);
+      }
+    });
+    task.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+    inFlight.push(task);
+    if (inFlight.length >= MAX_READS_IN_FLIGHT) await inFlight.shift();
+    r = q;
+  }
+  await Promise.all(inFlight);
+  return true;
+}
+
+/** Copies `count` consecutive elements from `from` to `out`, `outStepBytes` apart. */
+function copyRun(from: Uint8Array, fromOffset: number, out: Uint8Array, outOffset: number, count: number, outStepBytes: number, itemSize: number): void {
+  if (outStepBytes === itemSize) {
+    out.set(from.subarray(fromOffset, fromOffset + count * itemSize), outOffset);
+    return;
+  }
+  for (let e = 0; e < count; e++) {
+    const src = fromOffset + e * itemSize;
+    const dst = outOffset + e * outStepBytes;
+    for (let b = 0; b < itemSize; b++) out[dst + b] = from[src + b]!;
+  }
+}
+
+/** The general path: every element's storage index, sorted when the walk does not give storage order. */
+async function gatherElements(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number, out: Uint8Array, outOffset: number): Promise<void> {
+  const { itemSize, dataStart } = layout;
+  const count = box.elements;
+  const { base, extents, sourceStrides, outStrides, walk } = boxGeometry(layout, box);
   const sources = new Float64Array(count);
   const positions = new Uint32Array(count);
   const counter = new Array<number>(walk.length).fill(0);
@@ -205,7 +314,7 @@ async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkByt
     const task = read(dataStart + first * itemSize, (last - first + 1) * itemSize).then((run) => {
       for (let q = runStart; q < runEnd; q++) {
         const from = (sources[at(q)]! - first) * itemSize;
-        const to = positions[at(q)]! * itemSize;
+        const to = outOffset + positions[at(q)]! * itemSize;
         for (let b = 0; b < itemSize; b++) out[to + b] = run[from + b]!;
       }
     });
@@ -215,7 +324,6 @@ async function gatherBox(read: ReadAt, layout: StridedLayout, box: Box, chunkByt
     k = j;
   }
   await Promise.all(inFlight);
-  return out;
 }
 
 /**
