@@ -19,6 +19,7 @@ function bigCheckpoint() {
     { name: "w", storageType: "FloatStorage", key: "0", numel: ROWS * COLS, offset: 0, shape: [ROWS, COLS], strides: [COLS, 1] },
     { name: "w.T", storageType: "FloatStorage", key: "0", numel: ROWS * COLS, offset: 0, shape: [COLS, ROWS], strides: [1, COLS] },
     { name: "cols", storageType: "FloatStorage", key: "0", numel: ROWS * COLS, offset: 5, shape: [ROWS, 7], strides: [COLS, 1] },
+    { name: "wide_cols", storageType: "FloatStorage", key: "0", numel: ROWS * COLS, offset: 3, shape: [ROWS, 40], strides: [COLS, 1] },
   ]);
   return checkpointZip(pickle, { "0": storage });
 }
@@ -88,4 +89,36 @@ describe("readStrided", () => {
     // runs closer than the gap bound are merged, so far less than the storage is read
     expect(reads.reduce((a, b) => a + b, 0)).toBeLessThan(ROWS * COLS * 4);
   });
+
+  // Both gather paths: runs of 16+ contiguous elements are read whole, shorter
+  // ones element by element; chunk sizes here pick one or the other.
+  const cases: [string, number, (r: number, c: number) => number, number, number][] = [
+    ["w.T", 64 * 1024, (r, c) => c * COLS + r, COLS, ROWS], // runs of 54 output rows
+    ["w.T", 4 * 1024, (r, c) => c * COLS + r, COLS, ROWS], // runs of 3: per element
+    ["wide_cols", 16 * 1024, (r, c) => r * COLS + 3 + c, ROWS, 40], // runs of 40, gaps of 160
+    ["wide_cols", 100, (r, c) => r * COLS + 3 + c, ROWS, 40], // boxes smaller than a row
+  ];
+  for (const [name, chunkBytes, value, rows, cols] of cases) {
+    it(`reads ${name} by ${chunkBytes}-byte chunks, whole and in ranges`, async () => {
+      const zip = bigCheckpoint();
+      const reads: number[] = [];
+      const read = memoryReader(zip, reads);
+      const { tensors } = await readCheckpoint(read, zip.length, "mem.bin");
+      const t = tensors.find((x) => x.name === name)!;
+      const layout = { dataStart: t.view.storage.dataStart, itemSize: 4, storageOffset: t.view.storageOffset, shape: t.view.shape, strides: t.view.strides };
+      reads.length = 0;
+      const out = await collect(readStrided(read, layout, 0, t.byteLength, chunkBytes));
+      expect(out.length).toBe(rows * cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) if (out[r * cols + c] !== value(r, c)) throw new Error(`wrong element at ${r},${c}`);
+      expect(Math.max(...reads)).toBeLessThanOrEqual(chunkBytes);
+      expect(reads.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(2 * t.byteLength + 256 * reads.length);
+      // ranges that start and end mid-row, mid-element
+      for (const [start, end] of [[6, 4003], [t.byteLength - 999, t.byteLength - 1], [1234, 1234 + 5 * 1024 + 2]] as const) {
+        const bytes = new Uint8Array(out.buffer).subarray(start, end);
+        const parts: Uint8Array[] = [];
+        for await (const p of readStrided(read, layout, start, end, chunkBytes)) parts.push(p);
+        expect(Buffer.concat(parts)).toEqual(Buffer.from(bytes));
+      }
+    });
+  }
 });
