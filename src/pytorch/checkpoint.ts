@@ -122,7 +122,7 @@ export async function readCheckpoint(read: ReadAt, fileSize: number, file: strin
     build: (target, _state) => {
       // An OrderedDict from state_dict() carries `_metadata` (module versions)
       // as its state: irrelevant to the tensors, so it is dropped.
-      if (!(target instanceof Map)) fail("data.pkl applies BUILD to something other than a dict, which is not allowed");
+      if (!(target instanceof Map)) fail(`data.pkl applies BUILD to ${describe(target)}, which is not allowed (only a state dict's OrderedDict takes state)`);
     },
   };
   const root = unpickle(pickle, file, hooks);
@@ -254,6 +254,8 @@ function isCount(value: unknown): value is number {
 
 function describe(value: unknown): string {
   if (value instanceof TensorView) return "a single tensor";
+  if (value instanceof Storage) return "a storage";
+  if (value instanceof PickleGlobal) return value.qualifiedName;
   if (value instanceof PickleTuple) return "a tuple";
   if (Array.isArray(value)) return "a list";
   if (value === null) return "None";

@@ -108,7 +108,10 @@ describe("forged pickles", () => {
   it("rejects BUILD on anything but a dict", async () => {
     const pickle = P.pickle(P.proto(), P.global("collections", "OrderedDict"), P.emptyTuple(), P.emptyTuple(), P.tuple1(), P.build(), P.stop());
     // BUILD applies ((),) to the empty tuple below it: not a dict
-    await refused(checkpointZip(pickle), /BUILD to something other than a dict/);
+    await refused(checkpointZip(pickle), /BUILD to a tuple, which is not allowed/);
+    // BUILD on an allowed global itself (the classic way to set attributes on a class)
+    const onGlobal = P.pickle(P.proto(), P.global("collections", "OrderedDict"), P.emptyDict(), P.build(), P.stop());
+    await refused(checkpointZip(onGlobal), /BUILD to collections\.OrderedDict, which is not allowed/);
   });
 
   it("rejects persistent ids that are not storage references", async () => {
