@@ -23,43 +23,70 @@ export async function openPytorchFile(path: string): Promise<WeightFile> {
   } catch (err) {
     throw ioError("open", path, err);
   }
+  const file = new PositionedFile(handle, path);
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) throw new PytorchError(path, "is not a regular file");
-    const read = positionedReader(handle, path, stat.size);
-    const checkpoint = await readCheckpoint(read, stat.size, path);
-    return new PytorchFileReader(path, handle, read, checkpoint.tensors);
+    file.size = stat.size;
+    const checkpoint = await readCheckpoint(file.read, stat.size, path);
+    return new PytorchFileReader(path, file, checkpoint.tensors);
   } catch (err) {
-    await handle.close().catch(() => undefined);
+    await file.close();
     throw err;
   }
 }
 
-/** Exact positioned reads; a range past the end (a file that shrank) is an error, not a short read. */
-function positionedReader(handle: FileHandle, path: string, size: number): ReadAt {
-  return async (position, length) => {
-    if (position < 0 || length < 0 || position + length > size) {
-      throw new PytorchError(path, `needs bytes [${position}, ${position + length}) but the file has ${size} (truncated?)`);
+/**
+ * Exact positioned reads (a range past the end, of a file that shrank, is an
+ * error, not a short read) with fs.read on the descriptor: a strided view
+ * can need tens of thousands of small reads, and this costs about half of
+ * FileHandle.read's overhead per call. Because raw descriptor reads are not
+ * tracked by the FileHandle, close() waits for those in flight and later
+ * reads are refused: a descriptor number reused after close must never be
+ * read as if it were this file.
+ */
+class PositionedFile {
+  size = 0;
+  #closed = false;
+  readonly #pending = new Set<Promise<number>>();
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+  ) {}
+
+  readonly read: ReadAt = async (position, length) => {
+    if (position < 0 || length < 0 || position + length > this.size) {
+      throw new PytorchError(this.path, `needs bytes [${position}, ${position + length}) but the file has ${this.size} (truncated?)`);
     }
     const buffer = new Uint8Array(length);
     let done = 0;
     while (done < length) {
+      if (this.#closed) throw new PytorchError(this.path, "was read after the file was closed");
       let bytesRead: number;
+      const pending = readAt(this.handle.fd, buffer, done, length - done, position + done);
+      this.#pending.add(pending);
       try {
-        bytesRead = await readAt(handle.fd, buffer, done, length - done, position + done);
+        bytesRead = await pending;
       } catch (err) {
-        throw ioError("read", path, err);
+        throw ioError("read", this.path, err);
+      } finally {
+        this.#pending.delete(pending);
       }
-      if (bytesRead === 0) throw new PytorchError(path, `ended at byte ${position + done} while reading (truncated?)`);
+      if (bytesRead === 0) throw new PytorchError(this.path, `ended at byte ${position + done} while reading (truncated?)`);
       done += bytesRead;
     }
     return buffer;
   };
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled(this.#pending);
+    await this.handle.close().catch(() => undefined);
+  }
 }
 
-/** fs.read on the handle's descriptor: a strided view can need tens of
- * thousands of small reads, and this costs about half of FileHandle.read's
- * overhead per call. */
 function readAt(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
     read(fd, buffer, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
@@ -74,8 +101,7 @@ class PytorchFileReader implements WeightFile {
 
   constructor(
     readonly path: string,
-    private readonly handle: FileHandle,
-    private readonly read: ReadAt,
+    private readonly file: PositionedFile,
     tensors: CheckpointTensor[],
   ) {
     this.#byName = new Map(tensors.map((t) => [t.name, t]));
@@ -95,7 +121,7 @@ class PytorchFileReader implements WeightFile {
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, got ${chunkBytes}`);
     const { view } = tensor;
     yield* readStrided(
-      this.read,
+      this.file.read,
       {
         dataStart: view.storage.dataStart,
         itemSize: dtypeBytes(tensor.dtype),
@@ -112,6 +138,6 @@ class PytorchFileReader implements WeightFile {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.handle.close().catch(() => undefined);
+    await this.file.close();
   }
 }

@@ -141,6 +141,14 @@ describe("state dict shapes", () => {
     expect((await readFile(fixture("views.bin"))).includes("views/data.pkl")).toBe(true);
   });
 
+  it("a tensor stream closed halfway stops with an error, never reading a recycled descriptor", async () => {
+    const file = await openPytorchFile(fixture("views.bin"));
+    const stream = file.readTensor("big_transposed", { chunkBytes: 64 })[Symbol.asyncIterator]();
+    expect((await stream.next()).done).toBe(false);
+    await file.close();
+    await expect(stream.next()).rejects.toThrow(/was read after the file was closed/);
+  });
+
   it("reads after close fail cleanly", async () => {
     const file = await openPytorchFile(fixture("dtypes.bin"));
     await file.close();
