@@ -13,7 +13,7 @@ export const MAX_JSON_DEPTH = 64;
 
 /** Bytes of tensor data moved per read: memory is bounded by a small multiple
  * of this, never by tensor or model size. */
-export const CHUNK_BYTES = 8 * 1024 * 1024;
+export const CHUNK_BYTES = 4 * 1024 * 1024;
 
 /** A model index (model.safetensors.index.json) or config file larger than this
  * is refused: these are small JSON files, a huge one is an attack or a mistake. */

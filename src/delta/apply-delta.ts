@@ -4,7 +4,10 @@ import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError, VerifyError, ioError } from "../errors.js";
 import { sha256File } from "../hash/sha256.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { prefetch } from "../io/prefetch.js";
+import { firstDifferentTensor } from "./diagnose.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { MAX_MANIFEST_BYTES } from "../limits.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
@@ -26,6 +29,8 @@ export interface ApplyDeltaOptions extends OpenModelOptions {
   target: string;
   /** A sha256sum list to check the outputs against (legacy deltas). */
   checksums?: string;
+  /** Hashing threads (default: one per core but one). */
+  threads?: number;
   onProgress?: OnProgress;
 }
 
@@ -54,7 +59,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     return applyLegacyDelta(options);
   }
   const manifest = parseManifest(manifestPath, manifestText);
-  await checkDeltaFiles(delta.path, manifest, options.onProgress);
+  await checkDeltaSizes(delta.path, manifest);
   const base = await openModel(options.base, options);
   try {
     refuseOverlap(options.target, [inputOf("base", base), { label: "delta", root: delta.path }]);
@@ -81,10 +86,13 @@ async function readManifestText(path: string): Promise<string | undefined> {
   }
 }
 
-/** Every delta file the manifest lists must be there, whole and unchanged: a bad download is named before any work. */
-async function checkDeltaFiles(dir: string, manifest: Manifest, onProgress?: OnProgress): Promise<void> {
-  const entries = Object.entries(manifest.delta.files);
-  for (const [rel, entry] of entries) {
+/**
+ * Every delta file the manifest lists must be there and whole: a truncated
+ * download is named before any work. Their hashes are checked by
+ * `hashDeltaFiles`, on the hash workers, while the work goes on.
+ */
+async function checkDeltaSizes(dir: string, manifest: Manifest): Promise<void> {
+  for (const [rel, entry] of Object.entries(manifest.delta.files)) {
     const path = join(dir, rel);
     let size: number;
     try {
@@ -96,16 +104,17 @@ async function checkDeltaFiles(dir: string, manifest: Manifest, onProgress?: OnP
       throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
     }
   }
-  const totalBytes = entries.reduce((n, [, e]) => n + e.size, 0);
-  onProgress?.({ kind: "start", phase: "check delta", totalBytes });
-  for (const [rel, entry] of entries) {
+}
+
+/** Resolves when every delta file's sha256 matches delta.json; rejects naming the first that does not. */
+async function hashDeltaFiles(pool: HashPool, dir: string, manifest: Manifest): Promise<void> {
+  await Promise.all(Object.entries(manifest.delta.files).map(async ([rel, entry]) => {
     const path = join(dir, rel);
-    const { sha256 } = await sha256File(path, (bytes) => onProgress?.({ kind: "advance", phase: "check delta", bytes, label: rel }));
+    const { sha256 } = await pool.hashFile(path);
     if (sha256 !== entry.sha256) {
       throw new DeltaError(`delta file ${path} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: it is corrupted; download it again`);
     }
-  }
-  onProgress?.({ kind: "end", phase: "check delta" });
+  }));
 }
 
 /** Cheap checks first: every base tensor the delta needs exists, with the recorded shape and a convertible dtype. */
@@ -142,6 +151,9 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   const needed = todo.reduce((n, rel) => n + manifest.target.files[rel]!.size, 0);
   await checkFreeSpace(out, needed);
 
+  const pool = new HashPool(options.threads);
+  const deltaChecked = hashDeltaFiles(pool, deltaDir, manifest);
+  deltaChecked.catch(() => undefined); // observed below, before any file is published
   const deltaFiles = new Map<string, SafetensorsFile>();
   const fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(deltaDir, manifest.delta.fixups));
   const progress = options.onProgress;
@@ -158,19 +170,23 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
       const header = manifest.target.headers[rel];
       const dest = join(out, rel);
       if (header !== undefined) {
-        result.fixups += await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, progress);
+        result.fixups += await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, pool, deltaChecked, progress);
       } else if (manifest.target.index?.file === rel) {
+        await deltaChecked;
         const file = await AtomicFile.create(dest);
         await file.write(new TextEncoder().encode(manifest.target.index.text));
         await file.commit(entry.sha256);
       } else {
+        await deltaChecked;
         await copyFileAtomic(join(deltaDir, rel), dest, entry.sha256);
       }
       progress?.({ kind: "advance", phase: "apply", bytes: header === undefined ? entry.size : 0, label: rel });
       result.files[rel] = { ...entry, status: "written" };
     }
+    await deltaChecked;
   } finally {
     progress?.({ kind: "end", phase: "apply" });
+    await pool.close();
     await fixups.close();
     await Promise.all([...deltaFiles.values()].map((f) => f.close()));
   }
@@ -190,7 +206,11 @@ async function matches(path: string, size: number, sha256: string): Promise<bool
   return (await sha256File(path)).sha256 === sha256;
 }
 
-/** One target weight file, from its recorded header; every tensor checked, then the file. Returns the fix-ups used. */
+/**
+ * One target weight file, from its recorded header. Each base tensor is
+ * checked against delta.json as soon as its hash is ready; the file's own
+ * hash decides whether it gets its final name. Returns the fix-ups used.
+ */
 async function writeTargetFile(
   dest: string,
   headerText: string,
@@ -199,17 +219,21 @@ async function writeTargetFile(
   deltaTensors: Map<string, SafetensorsFile>,
   fixups: FixupSource,
   manifest: Manifest,
+  pool: HashPool,
+  deltaChecked: Promise<void>,
   progress: OnProgress | undefined,
 ): Promise<number> {
-  const sink = await AtomicFile.create(dest);
+  const sink = await AtomicFile.create(dest, pool.create());
   let fixed = 0;
+  // Base hashes are checked without stalling the pipeline: each one when the next tensor is done.
+  const baseChecks: Promise<void>[] = [];
+  const checkBases = () => Promise.all(baseChecks.splice(0));
   try {
     const writer = SafetensorsWriter.verbatim(sink, dest, headerText);
     for (const t of writer.tensors) {
-      const expected = manifest.target.tensors[t.name];
       const deltaFile = deltaTensors.get(t.name);
       const deltaInfo = deltaFile?.tensors.find((d) => d.name === t.name);
-      if (expected === undefined || deltaFile === undefined || deltaInfo === undefined) {
+      if (!(t.name in manifest.target.tensors) || deltaFile === undefined || deltaInfo === undefined) {
         throw new DeltaError(`the delta has no tensor "${t.name}" for ${dest}; download the delta again`);
       }
       if (deltaInfo.dtype !== t.dtype || !sameShape(deltaInfo.shape, t.shape)) {
@@ -222,45 +246,51 @@ async function writeTargetFile(
         op: chooseOp(manifest.codec, t.dtype, baseEntry !== undefined),
         base: baseEntry !== undefined && baseInfo !== undefined ? { dtype: baseInfo.dtype, shape: baseInfo.shape } : undefined,
       };
-      const elementBytes = dtypeBytes(t.dtype);
-      const fixer = fixups.forTensor(t.name, numel(t.shape), elementBytes);
-      const tensorHash = createHash("sha256");
-      const baseHash = createHash("sha256");
+      const fixer = fixups.forTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
+      const baseHash = baseEntry === undefined ? undefined : pool.create();
       const chunks = transformTensor("apply", plan, {
         primary: deltaFile.readTensor(t.name),
         base: plan.op === "copy" ? undefined : base.readTensor(t.name),
       }, {
-        onBase: (bytes) => baseHash.update(bytes),
+        onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
         fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
       });
-      await writer.writeTensor(t.name, hashed(chunks, (bytes) => {
-        tensorHash.update(bytes);
-        progress?.({ kind: "advance", phase: "apply", bytes: bytes.length, label: t.name });
+      await writer.writeTensor(t.name, reporting(prefetch(chunks), (bytes) => {
+        progress?.({ kind: "advance", phase: "apply", bytes, label: t.name });
       }));
-      if (baseEntry !== undefined && baseHash.digest("hex") !== baseEntry.sha256) {
-        throw wrongBase(base, manifest, t.name, `has different values (sha256 of its ${baseEntry.dtype} bytes differs)`);
+      await checkBases();
+      if (baseHash !== undefined && baseEntry !== undefined) {
+        baseChecks.push(baseHash.digest().then((digest) => {
+          if (digest !== baseEntry.sha256) {
+            throw wrongBase(base, manifest, t.name, `has different values (the sha256 of its ${baseEntry.dtype} bytes differs)`);
+          }
+        }));
       }
       if (fixer !== undefined) {
         await fixer.finish();
         fixed += fixer.count;
       }
-      const digest = tensorHash.digest("hex");
-      if (digest !== expected.sha256) {
-        throw new VerifyError(`recovered tensor "${t.name}" has sha256 ${digest.slice(0, 12)}..., delta.json says ${expected.sha256.slice(0, 12)}...; the delta is damaged (download it again)`);
-      }
     }
     await writer.finish();
-    await sink.commit(sha256);
+    const digest = await sink.close();
+    await checkBases();
+    await deltaChecked;
+    if (digest !== sha256) {
+      const tensor = await firstDifferentTensor(sink.tempPath, manifest);
+      throw new VerifyError(`recovered ${dest} has sha256 ${digest.slice(0, 12)}..., delta.json says ${sha256.slice(0, 12)}...${tensor === undefined ? "" : ` (tensor "${tensor}" differs)`}; the delta or the base is damaged`);
+    }
+    await sink.publish();
     return fixed;
   } catch (err) {
+    await Promise.allSettled(baseChecks);
     await sink.abort();
     throw err;
   }
 }
 
-async function* hashed(chunks: AsyncIterable<Uint8Array>, onChunk: (bytes: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+async function* reporting(chunks: AsyncIterable<Uint8Array>, onBytes: (bytes: number) => void): AsyncGenerator<Uint8Array> {
   for await (const chunk of chunks) {
-    onChunk(chunk);
+    onBytes(chunk.length);
     yield chunk;
   }
 }

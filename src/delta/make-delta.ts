@@ -3,7 +3,9 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { prefetch } from "../io/prefetch.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { convertModel } from "../model/convert.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
@@ -27,6 +29,8 @@ export interface MakeDeltaOptions extends OpenModelOptions {
   codec?: Codec;
   /** Shard the delta at this size instead of mirroring the target's layout. */
   maxShardBytes?: number;
+  /** Hashing threads (default: one per core but one). */
+  threads?: number;
   onProgress?: OnProgress;
 }
 
@@ -83,6 +87,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
     delta: { files: {}, weights: [] },
   };
   const fixups = await FixupCollector.create(out);
+  const pool = new HashPool(options.threads);
   const progress = options.onProgress;
   progress?.({ kind: "start", phase: "make", totalBytes });
   // With --max-shard-size the shards are first written in the target's layout
@@ -90,7 +95,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   const weightsDir = options.maxShardBytes === undefined ? out : join(out, ".staging");
   try {
     for (const file of layout.files) {
-      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, weightsDir, progress);
+      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, weightsDir, progress, pool);
       manifest.target.files[file.file] = targetFile;
       manifest.target.headers[file.file] = file.headerText;
       manifest.delta.files[file.file] = deltaFile;
@@ -107,6 +112,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
     throw err;
   } finally {
     progress?.({ kind: "end", phase: "make" });
+    await pool.close();
     if (weightsDir !== out) await rm(weightsDir, { recursive: true, force: true });
   }
   await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined);
@@ -157,50 +163,53 @@ async function writeDeltaFile(
   manifest: Manifest,
   out: string,
   progress: OnProgress | undefined,
+  pool: HashPool,
 ): Promise<{ targetFile: FileEntry; deltaFile: FileEntry }> {
-  const targetHash = createHash("sha256").update(encodeHeaderVerbatim(file.headerText));
-  const sink = await AtomicFile.create(join(out, file.file));
+  const digests: Promise<void>[] = [];
+  const targetHash = pool.create();
+  await targetHash.update(encodeHeaderVerbatim(file.headerText));
+  const sink = await AtomicFile.create(join(out, file.file), pool.create());
   try {
     const writer = SafetensorsWriter.verbatim(sink, join(out, file.file), file.headerText);
     for (const t of writer.tensors) {
       const plan = plans.get(t.name);
       if (plan === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
-      const tensorHash = createHash("sha256");
-      const baseHash = createHash("sha256");
+      const tensorHash = pool.create();
+      const baseHash = pool.create();
       fixups.beginTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
-      const pending: Promise<void>[] = [];
       const chunks = transformTensor("make", plan, {
         primary: target.readTensor(t.name),
         base: plan.op === "copy" ? undefined : base.readTensor(t.name),
       }, {
-        onPrimary: (bytes) => { tensorHash.update(bytes); targetHash.update(bytes); progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name }); },
+        onPrimary: async (bytes) => {
+          await Promise.all([tensorHash.update(bytes), targetHash.update(bytes)]);
+          progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name });
+        },
         onBase: (bytes) => baseHash.update(bytes),
-        onMismatches: plan.op === "add" ? (first, indices, xors) => { pending.push(fixups.add(first, indices, xors)); } : undefined,
+        onMismatches: plan.op === "add" ? (first, indices, xors) => fixups.add(first, indices, xors) : undefined,
       });
-      await writer.writeTensor(t.name, drainAfter(chunks, pending));
+      await writer.writeTensor(t.name, prefetch(chunks));
       fixups.endTensor();
-      const entry: TargetTensorEntry = { dtype: t.dtype, shape: t.shape, sha256: tensorHash.digest("hex"), file: file.file };
-      manifest.target.tensors[t.name] = entry;
+      // Digests are collected without waiting, so the workers never stall the pipeline.
+      // Entries are placed now (keeping delta.json's order deterministic) and their hashes filled in later.
+      const targetEntry: TargetTensorEntry = { dtype: t.dtype, shape: t.shape, sha256: "", file: file.file };
+      manifest.target.tensors[t.name] = targetEntry;
+      digests.push(tensorHash.digest().then((sha256) => { targetEntry.sha256 = sha256; }));
       if (plan.base !== undefined) {
-        const baseEntry: TensorEntry = { dtype: t.dtype, shape: plan.base.shape, sha256: baseHash.digest("hex") };
+        const baseEntry: TensorEntry = { dtype: t.dtype, shape: plan.base.shape, sha256: "" };
         manifest.base.tensors[t.name] = baseEntry;
+        digests.push(baseHash.digest().then((sha256) => { baseEntry.sha256 = sha256; }));
+      } else {
+        digests.push(baseHash.digest().then(() => undefined));
       }
     }
     await writer.finish();
     const size = sink.size;
-    const sha256 = await sink.commit();
-    return { targetFile: { size: file.size, sha256: targetHash.digest("hex") }, deltaFile: { size, sha256 } };
+    const [sha256, targetSha256] = await Promise.all([sink.commit(), targetHash.digest(), Promise.all(digests)]);
+    return { targetFile: { size: file.size, sha256: targetSha256 }, deltaFile: { size, sha256 } };
   } catch (err) {
     await sink.abort();
     throw err;
-  }
-}
-
-/** Passes chunks through, awaiting the fix-up writes each chunk queued before asking for the next. */
-async function* drainAfter(chunks: AsyncIterable<Uint8Array>, pending: Promise<void>[]): AsyncGenerator<Uint8Array> {
-  for await (const chunk of chunks) {
-    yield chunk;
-    await Promise.all(pending.splice(0));
   }
 }
 

@@ -3,6 +3,8 @@ import { DeltaError } from "../errors.js";
 import { addInto, convertInto, findMismatches, subInto, xorInto } from "../kernels/index.js";
 import { CHUNK_BYTES } from "../limits.js";
 import { windows, segments } from "./block.js";
+import { releasedChunk } from "../io/memory.js";
+import { prefetch } from "../io/prefetch.js";
 import { ExactReader } from "./exact-reader.js";
 
 /**
@@ -44,11 +46,11 @@ export function baseConversionProblem(dtype: DType, baseDtype: DType): string | 
 
 export interface TransformHooks {
   /** Base bytes as used, after conversion to the plan's dtype (to hash). */
-  onBase?(bytes: Uint8Array): void;
+  onBase?(bytes: Uint8Array): void | Promise<void>;
   /** The primary input's bytes: target in make, delta in apply (to hash). */
-  onPrimary?(bytes: Uint8Array): void;
+  onPrimary?(bytes: Uint8Array): void | Promise<void>;
   /** make: elements where round(base + delta) differs from the target (flat indices). */
-  onMismatches?(firstIndex: number, indices: Uint32Array, xors: Uint8Array): void;
+  onMismatches?(firstIndex: number, indices: Uint32Array, xors: Uint8Array): void | Promise<void>;
   /** apply: fix up the window of output elements starting at `firstIndex`, in place. */
   fixWindow?(firstIndex: number, out: Uint8Array): Promise<void>;
 }
@@ -69,18 +71,21 @@ export async function* transformTensor(
   chunkBytes = CHUNK_BYTES,
 ): AsyncGenerator<Uint8Array> {
   const size = dtypeBytes(plan.dtype);
-  const primary = new ExactReader(input.primary, `tensor "${plan.name}"`);
-  const base = plan.op === "copy" ? undefined : openBase(plan, input.base);
+  // Reading ahead overlaps the next chunk's I/O with this chunk's arithmetic.
+  const primary = new ExactReader(prefetch(input.primary), `tensor "${plan.name}"`);
+  const base = plan.op === "copy" ? undefined : openBase(plan, input.base === undefined ? undefined : prefetch(input.base));
   const maxElements = Math.max(1, Math.floor(chunkBytes / size));
   try {
     for (const win of windows(segments(plan.shape, plan.op === "copy" ? undefined : plan.base?.shape), maxElements)) {
       const input = await primary.read(win.length * size);
-      hooks.onPrimary?.(input);
-      const out = new Uint8Array(input);
+      await hooks.onPrimary?.(input);
+      // apply works in place: the delta chunk is ours and not needed after. make keeps
+      // the target chunk intact, for the round-trip check below.
+      const out = mode === "apply" ? input : new Uint8Array(input);
       for (const part of win.parts) {
         if (!part.paired || base === undefined) continue;
         const b = await base.read(part.length);
-        hooks.onBase?.(b);
+        await hooks.onBase?.(b);
         const from = (part.start - win.start) * size;
         const to = from + part.length * size;
         const src = input.subarray(from, to);
@@ -95,12 +100,13 @@ export async function* transformTensor(
             const roundTrip = new Uint8Array(dst.length);
             addInto(plan.dtype as FloatDType, b, dst, roundTrip);
             const found = findMismatches(size, roundTrip, src);
-            if (found.indices.length > 0) hooks.onMismatches(part.start, found.indices, found.xors);
+            if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
           }
         }
       }
       if (mode === "apply" && hooks.fixWindow !== undefined) await hooks.fixWindow(win.start, out);
       yield out;
+      releasedChunk(out.length * (mode === "apply" ? 2 : 3));
     }
     if (base !== undefined) await base.finish();
   } finally {

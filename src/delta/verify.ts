@@ -1,11 +1,10 @@
 import { join } from "node:path";
 import { stat } from "node:fs/promises";
-import { createHash } from "node:crypto";
 import { VerifyError, UsageError } from "../errors.js";
 import { sha256File } from "../hash/sha256.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { OnProgress } from "../progress.js";
-import { openSafetensorsFile } from "../safetensors/reader.js";
+import { firstDifferentTensor } from "./diagnose.js";
 import { resolveSource, type ResolveOptions } from "../model/resolve-source.js";
 import { MANIFEST_FILE, parseManifest, type Manifest } from "./manifest.js";
 import { readFile } from "node:fs/promises";
@@ -59,7 +58,7 @@ export async function verify(dir: string, options: VerifyOptions): Promise<Verif
       }
       const actual = await sha256File(path, (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }));
       if (actual.sha256 !== entry.sha256) {
-        const tensor = manifest === undefined ? undefined : await firstBadTensor(path, manifest);
+        const tensor = manifest === undefined ? undefined : await firstDifferentTensor(path, manifest);
         throw new VerifyError(`${path} has sha256 ${actual.sha256.slice(0, 16)}..., expected ${entry.sha256.slice(0, 16)}...${tensor === undefined ? "" : `; tensor "${tensor}" differs`}`);
       }
       files[rel] = actual;
@@ -79,21 +78,3 @@ async function loadManifest(src: string, options: ResolveOptions): Promise<Manif
   return parseManifest(path, await readFile(path, "utf8"));
 }
 
-/** Names the first tensor of a damaged safetensors file whose bytes differ from the manifest's. */
-async function firstBadTensor(path: string, manifest: Manifest): Promise<string | undefined> {
-  try {
-    const file = await openSafetensorsFile(path);
-    try {
-      for (const t of file.tensors) {
-        const hash = createHash("sha256");
-        for await (const chunk of file.readTensor(t.name)) hash.update(chunk);
-        if (hash.digest("hex") !== manifest.target.tensors[t.name]?.sha256) return t.name;
-      }
-    } finally {
-      await file.close();
-    }
-  } catch {
-    return undefined; // the header itself is damaged: the file name says enough
-  }
-  return undefined;
-}

@@ -1,8 +1,8 @@
-import { createHash, type Hash } from "node:crypto";
 import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
+import { localHasher, type StreamHasher } from "../hash/hash-pool.js";
 
 /**
  * An output file that appears under its final name only when complete and,
@@ -14,25 +14,28 @@ export class AtomicFile {
   readonly finalPath: string;
   readonly tempPath: string;
   #handle: FileHandle;
-  #hash: Hash = createHash("sha256");
+  #hasher: StreamHasher;
   #position = 0;
+  #closed = false;
 
-  private constructor(finalPath: string, tempPath: string, handle: FileHandle) {
+  private constructor(finalPath: string, tempPath: string, handle: FileHandle, hasher: StreamHasher) {
     this.finalPath = finalPath;
     this.tempPath = tempPath;
     this.#handle = handle;
+    this.#hasher = hasher;
   }
 
   static tempPathFor(finalPath: string): string {
     return join(dirname(finalPath), `.${basename(finalPath)}.partial`);
   }
 
-  static async create(finalPath: string): Promise<AtomicFile> {
+  /** `hasher` computes the file's sha256 as it is written (default: on this thread). */
+  static async create(finalPath: string, hasher: StreamHasher = localHasher()): Promise<AtomicFile> {
     const tempPath = AtomicFile.tempPathFor(finalPath);
     try {
       await mkdir(dirname(finalPath), { recursive: true });
       const handle = await open(tempPath, "w");
-      return new AtomicFile(finalPath, tempPath, handle);
+      return new AtomicFile(finalPath, tempPath, handle, hasher);
     } catch (err) {
       throw ioError("create", tempPath, err);
     }
@@ -44,7 +47,7 @@ export class AtomicFile {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    this.#hash.update(bytes);
+    await this.#hasher.update(bytes);
     let done = 0;
     try {
       while (done < bytes.length) {
@@ -63,7 +66,20 @@ export class AtomicFile {
    * the final name. Returns the file's sha256 (hex).
    */
   async commit(expectedSha256?: string): Promise<string> {
-    const digest = this.#hash.digest("hex");
+    const digest = await this.close();
+    if (expectedSha256 !== undefined && digest !== expectedSha256) {
+      await rm(this.tempPath, { force: true });
+      throw new VerifyError(
+        `${this.finalPath}: sha256 ${digest.slice(0, 16)}... does not match the expected ${expectedSha256.slice(0, 16)}...; the file was not written`,
+      );
+    }
+    await this.publish();
+    return digest;
+  }
+
+  /** fsync and close, keeping the temporary name; returns the sha256. Then `publish()` or `abort()`. */
+  async close(): Promise<string> {
+    this.#closed = true;
     try {
       await this.#handle.sync();
       await this.#handle.close();
@@ -71,23 +87,21 @@ export class AtomicFile {
       await rm(this.tempPath, { force: true });
       throw ioError("write", this.tempPath, err);
     }
-    if (expectedSha256 !== undefined && digest !== expectedSha256) {
-      await rm(this.tempPath, { force: true });
-      throw new VerifyError(
-        `${this.finalPath}: sha256 ${digest.slice(0, 16)}... does not match the expected ${expectedSha256.slice(0, 16)}...; the file was not written`,
-      );
-    }
+    return this.#hasher.digest();
+  }
+
+  /** Renames the closed, verified file into place. */
+  async publish(): Promise<void> {
     try {
       await rename(this.tempPath, this.finalPath);
     } catch (err) {
       throw ioError("rename into place", this.finalPath, err);
     }
-    return digest;
   }
 
   /** Close and delete the temporary file (after a failure). Never throws. */
   async abort(): Promise<void> {
-    await this.#handle.close().catch(() => undefined);
+    if (!this.#closed) await this.#handle.close().catch(() => undefined);
     await rm(this.tempPath, { force: true }).catch(() => undefined);
   }
 }

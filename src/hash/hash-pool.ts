@@ -1,0 +1,184 @@
+import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { ioError } from "../errors.js";
+
+/**
+ * SHA-256 on other cores. Verification hashes every byte three times in an
+ * apply (delta, base, output): on the main thread that would serialize with
+ * the arithmetic and the I/O, so hashing runs in worker threads. Chunks are
+ * copied into a fixed ring of shared-memory slots per worker; `update` waits
+ * for a free slot. Memory is the ring's, whatever the model's size, and no
+ * garbage piles up on either side.
+ */
+
+/** A running SHA-256. `update` may wait (backpressure); call `digest` once. */
+export interface StreamHasher {
+  update(bytes: Uint8Array): Promise<void>;
+  digest(): Promise<string>;
+}
+
+/** Shared-memory slots per worker, and their size: 4 x 4 MB queued at most. */
+const SLOTS = 4;
+const SLOT_BYTES = 4 * 1024 * 1024;
+
+// The worker is plain JavaScript evaluated from a string, so the same code
+// runs from the built package and from the TypeScript sources under test.
+const SLOT_BYTES_LITERAL = SLOT_BYTES;
+const WORKER_SOURCE = `
+const { parentPort } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const { open } = require("node:fs/promises");
+const hashes = new Map();
+let ring;
+parentPort.on("message", async (m) => {
+  if (m.op === "ring") {
+    ring = m.buffer;
+  } else if (m.op === "update") {
+    let h = hashes.get(m.id);
+    if (h === undefined) { h = createHash("sha256"); hashes.set(m.id, h); }
+    h.update(new Uint8Array(ring, m.slot * ${SLOT_BYTES_LITERAL}, m.length));
+    parentPort.postMessage({ op: "ack", slot: m.slot });
+  } else if (m.op === "digest") {
+    const h = hashes.get(m.id) ?? createHash("sha256");
+    hashes.delete(m.id);
+    parentPort.postMessage({ op: "digest", id: m.id, hex: h.digest("hex") });
+  } else if (m.op === "file") {
+    let handle;
+    try {
+      handle = await open(m.path, "r");
+      const h = createHash("sha256");
+      const buffer = new Uint8Array(${8 * 1024 * 1024});
+      let size = 0;
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
+        if (bytesRead === 0) break;
+        h.update(buffer.subarray(0, bytesRead));
+        size += bytesRead;
+      }
+      parentPort.postMessage({ op: "file", id: m.id, hex: h.digest("hex"), size });
+    } catch (err) {
+      parentPort.postMessage({ op: "file", id: m.id, error: { message: String(err && err.message), code: err && err.code } });
+    } finally {
+      await handle?.close();
+    }
+  }
+});
+`;
+
+interface Pending {
+  resolve(value: { hex: string; size?: number }): void;
+  reject(err: unknown): void;
+}
+
+class HashWorker {
+  readonly worker: Worker;
+  readonly #ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+  readonly #free: number[] = Array.from({ length: SLOTS }, (_, i) => i);
+  #waiters: (() => void)[] = [];
+  #pending = new Map<number, Pending>();
+  #failure: unknown;
+
+  constructor() {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true });
+    this.worker.unref();
+    this.worker.postMessage({ op: "ring", buffer: this.#ring });
+    this.worker.on("message", (m: { op: string; id: number; slot: number; hex: string; size?: number; error?: { message: string; code?: string } }) => {
+      if (m.op === "ack") {
+        this.#free.push(m.slot);
+        this.#waiters.shift()?.();
+        return;
+      }
+      const p = this.#pending.get(m.id);
+      this.#pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
+      else p?.resolve({ hex: m.hex, size: m.size });
+    });
+    this.worker.on("error", (err) => this.#fail(err));
+    this.worker.on("exit", (code) => { if (code !== 0) this.#fail(new Error(`hash worker exited with code ${code}`)); });
+  }
+
+  #fail(err: unknown): void {
+    this.#failure = err;
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  async send(id: number, bytes: Uint8Array): Promise<void> {
+    for (let offset = 0; offset < bytes.length; offset += SLOT_BYTES) {
+      if (this.#failure !== undefined) throw this.#failure;
+      while (this.#free.length === 0) await new Promise<void>((r) => this.#waiters.push(r));
+      const slot = this.#free.pop()!;
+      const part = bytes.subarray(offset, offset + SLOT_BYTES);
+      new Uint8Array(this.#ring, slot * SLOT_BYTES, part.length).set(part);
+      this.worker.postMessage({ op: "update", id, slot, length: part.length });
+    }
+  }
+
+  request(message: { op: string; id: number; path?: string }): Promise<{ hex: string; size?: number }> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      this.#pending.set(message.id, { resolve, reject });
+      this.worker.postMessage(message);
+    });
+  }
+}
+
+export class HashPool {
+  readonly #workers: HashWorker[] = [];
+  #nextId = 1;
+  #nextWorker = 0;
+
+  /** `threads` worker threads (default: one per core but the main thread's, at least one). */
+  constructor(threads = Math.max(1, availableParallelism() - 1)) {
+    for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker());
+  }
+
+  #pick(): HashWorker {
+    const w = this.#workers[this.#nextWorker % this.#workers.length]!;
+    this.#nextWorker++;
+    return w;
+  }
+
+  /** A hasher whose work runs on one of the pool's workers. */
+  create(): StreamHasher {
+    const worker = this.#pick();
+    const id = this.#nextId++;
+    let done = false;
+    return {
+      update: (bytes) => {
+        if (done) throw new Error("hash already finished");
+        return bytes.length === 0 ? Promise.resolve() : worker.send(id, bytes);
+      },
+      digest: async () => {
+        done = true;
+        return (await worker.request({ op: "digest", id })).hex;
+      },
+    };
+  }
+
+  /** sha256 of a whole file, read and hashed on a worker. */
+  async hashFile(path: string): Promise<{ sha256: string; size: number }> {
+    const id = this.#nextId++;
+    try {
+      const result = await this.#pick().request({ op: "file", id, path });
+      return { sha256: result.hex, size: result.size ?? 0 };
+    } catch (err) {
+      throw ioError("read", path, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.worker.terminate()));
+  }
+}
+
+/** A hasher on the calling thread, for small files and tests. */
+export function localHasher(): StreamHasher {
+  const hash = createHash("sha256");
+  return {
+    update: async (bytes) => { hash.update(bytes); },
+    digest: async () => hash.digest("hex"),
+  };
+}

@@ -1,0 +1,22 @@
+/**
+ * Reads ahead: keeps `depth` requests to the source in flight while the
+ * consumer works on the current item, so the next chunk's I/O overlaps this chunk's arithmetic.
+ * Memory grows by `depth` chunks, no more.
+ */
+export async function* prefetch<T>(source: AsyncIterable<T>, depth = 1): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  const queue: Promise<IteratorResult<T>>[] = [];
+  try {
+    for (let i = 0; i < depth; i++) queue.push(iterator.next());
+    for (;;) {
+      const next = await queue.shift()!;
+      if (next.done === true) return;
+      queue.push(iterator.next());
+      yield next.value;
+    }
+  } finally {
+    // Settle reads still in flight before closing the source, so none fails unobserved.
+    await Promise.allSettled(queue);
+    await iterator.return?.();
+  }
+}
