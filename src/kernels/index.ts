@@ -6,12 +6,42 @@
  * (WebAssembly SIMD) is what runs, and test/kernels/ checks both against
  * torch's own outputs and against each other.
  */
-export {
-  addInto,
-  subInto,
-  xorInto,
-  convertInto,
-  findMismatches,
-  applyXorFixups,
-} from "./fast.js";
-export type { Mismatches } from "./reference.js";
+import type { FloatDType } from "../dtypes.js";
+import * as reference from "./reference.js";
+import type { Mismatches } from "./reference.js";
+
+export type { Mismatches };
+
+// A JS engine without WebAssembly SIMD (none of Node 20's platforms lacks it)
+// gets the scalar kernels: the same results, only slower.
+type Kernels = Pick<typeof reference, "addInto" | "subInto" | "xorInto" | "convertInto" | "findMismatches" | "applyXorFixups">;
+const chosen: Kernels = await import("./fast.js").catch(() => reference);
+
+/** Which kernels run here: "wasm-simd", or "scalar" when WebAssembly SIMD is unavailable. */
+export const kernelImplementation: "wasm-simd" | "scalar" = chosen === reference ? "scalar" : "wasm-simd";
+
+/** out = round_to_dtype(float32(base) + float32(delta)), RNE; F32 in float32, F64 in float64. */
+export const addInto: (dtype: FloatDType, base: Uint8Array, delta: Uint8Array, out: Uint8Array) => void = chosen.addInto;
+
+/** out = round_to_dtype(float32(target) - float32(base)), RNE; F32 in float32, F64 in float64. */
+export const subInto: (dtype: FloatDType, target: Uint8Array, base: Uint8Array, out: Uint8Array) => void = chosen.subInto;
+
+/** out = a XOR b, bytewise. */
+export const xorInto: (a: Uint8Array, b: Uint8Array, out: Uint8Array) => void = chosen.xorInto;
+
+/**
+ * Converts elements between float dtypes as torch's `tensor.to(dtype)` does on
+ * CPU (RNE; overflow to Inf; F64 to F16/BF16 rounds through F32 as torch
+ * does). `out.length` = n * dtypeBytes(to); `out` may share `src`'s buffer.
+ */
+export const convertInto: (from: FloatDType, to: FloatDType, src: Uint8Array, out: Uint8Array) => void = chosen.convertInto;
+
+/**
+ * Element indices (0-based within the chunk) where the bits of `actual` and
+ * `expected` differ, with actual XOR expected for each. Allocates nothing
+ * when there is no difference (returns a shared, frozen, empty result).
+ */
+export const findMismatches: (elementBytes: number, actual: Uint8Array, expected: Uint8Array) => Mismatches = chosen.findMismatches;
+
+/** data[indices[k]] ^= xors[k] (elementBytes each): applies fix-ups. Throws on an index outside `data`. */
+export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array) => void = chosen.applyXorFixups;

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { dtypeBytes, type FloatDType } from "../../src/dtypes.js";
-import * as fast from "../../src/kernels/index.js";
+import * as fast from "../../src/kernels/fast.js";
 import * as reference from "../../src/kernels/reference.js";
 
 /** Deterministic xorshift32 bytes. */
@@ -241,5 +241,13 @@ describe("findMismatches and applyXorFixups", () => {
     expect(() => fast.applyXorFixups(2, data, Uint32Array.of(4), new Uint8Array(2))).toThrow(RangeError);
     expect(() => fast.applyXorFixups(2, data, Uint32Array.of(1), new Uint8Array(3))).toThrow(RangeError);
     expect(() => fast.findMismatches(3, data, data)).toThrow(RangeError);
+  });
+});
+
+describe("the kernels the tool uses", () => {
+  it("are the WebAssembly SIMD ones on Node 20", async () => {
+    const index = await import("../../src/kernels/index.js");
+    expect(index.kernelImplementation).toBe("wasm-simd");
+    expect(index.addInto).toBe(fast.addInto);
   });
 });

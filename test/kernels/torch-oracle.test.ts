@@ -12,7 +12,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { dtypeBytes, type FloatDType } from "../../src/dtypes.js";
-import * as fast from "../../src/kernels/index.js";
+import * as fast from "../../src/kernels/fast.js";
 import * as reference from "../../src/kernels/reference.js";
 import { fixtureBytes } from "./fixtures.js";
 

@@ -86,8 +86,8 @@ static inline V bfloat_to_float(V h) { return wasm_i32x4_shl(h, 16); }
 
 #define LOW(v) wasm_i32x4_extend_low_i16x8(v)
 #define HIGH(v) wasm_i32x4_extend_high_i16x8(v)
-/* Results are in 0..0xFFFF: keep the low halves (a saturating narrow would not). */
-#define PACK(lo, hi) wasm_i8x16_shuffle(lo, hi, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
+/* Results are in 0..0xFFFF, which the unsigned saturating narrow keeps as they are. */
+#define PACK(lo, hi) wasm_u16x8_narrow_i32x4(lo, hi)
 
 /* ---- half add / subtract ---------------------------------------------------
  * The hot loop of F16 models, so it works on 8 halves at a time where it can
@@ -137,7 +137,7 @@ static inline V float_magnitude_to_half(V x, int32_t zero) {
 static inline V floats_to_halves(V lo, V hi, V a, V b, V a_magnitude, V b_magnitude, int32_t zero) {
   V halves = wasm_v128_or(PACK(float_magnitude_to_half(lo, zero), float_magnitude_to_half(hi, zero)),
                           wasm_v128_and(PACK_HIGH(lo, hi), K16(0x8000)));
-  V nan = PACK(wasm_f32x4_ne(lo, lo), wasm_f32x4_ne(hi, hi));
+  V nan = wasm_i16x8_narrow_i32x4(wasm_f32x4_ne(lo, lo), wasm_f32x4_ne(hi, hi)); /* masks: -1 stays -1 */
   V a_nan = wasm_i16x8_gt(a_magnitude, K16(0x7c00));
   V b_nan = wasm_i16x8_gt(b_magnitude, K16(0x7c00));
   V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
