@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DeltaWeightsError, UsageError } from "../errors.js";
+import { enableChunkCollections } from "../io/memory.js";
 import type { CliContext } from "./context.js";
 
 /**
@@ -134,6 +135,12 @@ export function buildProgram(): Command {
 
 /** Exit status: 0 success, 1 the operation failed, 2 usage error. */
 export async function main(argv: string[]): Promise<void> {
+  // `... | head` closes stdout early: that is the reader's choice, not a failure.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+  enableChunkCollections();
   const [invokedAs, ...rest] = argv;
   const debug = rest.includes("--debug");
   let program: Command;

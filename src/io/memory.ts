@@ -11,11 +11,18 @@ import { runInNewContext } from "node:vm";
 const BYTES_BETWEEN_COLLECTIONS = 32 * 1024 * 1024;
 
 let collect: (() => void) | undefined;
-try {
-  setFlagsFromString("--expose-gc");
-  collect = runInNewContext("gc") as typeof collect;
-} catch {
-  collect = undefined; // runtimes without it fall back to V8's own schedule
+
+/**
+ * Turns the nudges on. The CLI does; a program using the library decides for
+ * itself, since this sets a V8 flag for the whole process.
+ */
+export function enableChunkCollections(): void {
+  try {
+    setFlagsFromString("--expose-gc");
+    collect = runInNewContext("gc") as typeof collect;
+  } catch {
+    collect = undefined; // runtimes without it fall back to V8's own schedule
+  }
 }
 
 let sinceLast = 0;

@@ -15,6 +15,7 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
   try {
     const result = await applyDelta({
       ...sourceOptions({ token: ctx.token }),
+      threads: ctx.threads,
       base, delta, target,
       checksums: args.checksums as string | undefined,
       onProgress: progress.onProgress,

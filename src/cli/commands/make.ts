@@ -22,6 +22,7 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
   try {
     const result = await makeDelta({
       ...sourceOptions({ token: ctx.token }),
+      threads: ctx.threads,
       base, target, delta,
       codec: args.codec === "xor" ? "xor" : "add",
       maxShardBytes,
