@@ -59,3 +59,33 @@ describe("make-delta then apply-delta recovers the target byte for byte", () => 
     expect(await filesOf(join(work, "out"))).toEqual(await filesOf(join(work, "target")));
   });
 });
+
+describe("PyTorch .bin models in make-delta", () => {
+  const LEGACY = join(import.meta.dirname, "../fixtures/legacy");
+
+  it("a .bin base (2 shards, torch.save) recovers the safetensors target byte for byte", async () => {
+    const work = await tempDir();
+    const base = join(LEGACY, "f16/base-bin");
+    const target = join(LEGACY, "f16/target");
+    await makeDelta({ base, target, delta: join(work, "delta") });
+    const applied = await applyDelta({ base, delta: join(work, "delta"), target: join(work, "out") });
+    expect(applied.verified).toBe(true);
+    expect(await filesOf(join(work, "out"))).toEqual(await filesOf(target));
+  });
+
+  it("a .bin target is recovered as safetensors holding exactly its tensors", async () => {
+    const work = await tempDir();
+    const base = join(LEGACY, "bf16/base-bin");
+    const target = join(LEGACY, "bf16/delta-bin"); // any .bin model will do as a target
+    await makeDelta({ base, target, delta: join(work, "delta") });
+    const applied = await applyDelta({ base, delta: join(work, "delta"), target: join(work, "out") });
+    expect(applied.verified).toBe(true);
+    expect(Object.keys(applied.files).sort()).toEqual(
+      ["config.json", "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json"],
+    );
+    const want = new Map((await readAll(target)).map((t) => [t.name, t]));
+    const got = await readAll(join(work, "out"));
+    expect(got).toHaveLength(want.size);
+    for (const t of got) expect(Buffer.compare(t.data, want.get(t.name)!.data), t.name).toBe(0);
+  });
+});
