@@ -42,8 +42,10 @@ export async function measureKernels({ elements = 4 * 1024 * 1024, seconds = 0.4
     kernels.addInto(dtype, base, delta, target);
     time("add", dtype, () => kernels.addInto(dtype, base, delta, out));
     time("sub", dtype, () => kernels.subInto(dtype, target, base, out));
+    time("subIntoWithFixups", dtype, () => kernels.subIntoWithFixups(dtype, target, base, out));
     time("xor", dtype, () => kernels.xorInto(target, base, out));
-    time("findMismatches (none)", dtype, () => kernels.findMismatches(base.length / elements, target, out.slice(0, 0).length === 0 ? target : out));
+    const same = target.slice();
+    time("findMismatches (none)", dtype, () => kernels.findMismatches(base.length / elements, target, same));
     // About 1 % of elements differ by an ulp: what make-delta sees.
     const nearly = target.slice();
     for (let i = 0; i < nearly.length; i += 97 * (base.length / elements)) nearly[i] ^= 1;

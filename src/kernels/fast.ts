@@ -15,6 +15,8 @@ import { KERNELS_WASM_BASE64 } from "./wasm/kernels-wasm.js";
 
 /** Processes `count` elements of the regions; `zero` must be 0 (see kernels.c). */
 type TileFunction = (count: number, zero: number) => void;
+/** Like TileFunction, returning how many mismatches it recorded. */
+type FixupFunction = (count: number, zero: number) => number;
 
 // The WebAssembly global is in Node but not in the ES library typings we
 // compile against; this is the part of it we use.
@@ -31,6 +33,7 @@ interface KernelExports {
   b_ptr(): number;
   out_ptr(): number;
   index_ptr(): number;
+  xor_ptr(): number;
   add_f16: TileFunction; sub_f16: TileFunction;
   add_bf16: TileFunction; sub_bf16: TileFunction;
   add_f32: TileFunction; sub_f32: TileFunction;
@@ -40,6 +43,8 @@ interface KernelExports {
   f32_to_f16: TileFunction; f32_to_bf16: TileFunction;
   f16_to_bf16: TileFunction; bf16_to_f16: TileFunction;
   find_mismatches(elementBytes: number, byteCount: number): number;
+  sub_fixups_f16: FixupFunction; sub_fixups_bf16: FixupFunction;
+  sub_fixups_f32: FixupFunction; sub_fixups_f64: FixupFunction;
 }
 
 const wasm = new Instance(new Module(Buffer.from(KERNELS_WASM_BASE64, "base64"))).exports as KernelExports;
@@ -47,7 +52,7 @@ const wasm = new Instance(new Module(Buffer.from(KERNELS_WASM_BASE64, "base64"))
 // The module never grows its memory, so these views stay valid.
 const heap = new Uint8Array(wasm.memory.buffer);
 const TILE = wasm.tile_bytes();
-const A = wasm.a_ptr(), B = wasm.b_ptr(), OUT = wasm.out_ptr(), INDEX = wasm.index_ptr();
+const A = wasm.a_ptr(), B = wasm.b_ptr(), OUT = wasm.out_ptr(), INDEX = wasm.index_ptr(), XOR = wasm.xor_ptr();
 const indexHeap = new Uint32Array(wasm.memory.buffer, INDEX, TILE);
 
 function sameElementCount(elementBytes: number, a: Uint8Array, b: Uint8Array, out: Uint8Array): void {
@@ -130,37 +135,72 @@ export function convertInto(from: FloatDType, to: FloatDType, src: Uint8Array, o
 
 const NO_MISMATCHES: Mismatches = Object.freeze({ indices: new Uint32Array(0), xors: new Uint8Array(0) });
 
+/** Gathers the per-tile mismatch lists the module leaves in its index and xor regions. */
+class MismatchCollector {
+  private indexParts: Uint32Array[] = [];
+  private xorParts: Uint8Array[] = [];
+  private total = 0;
+  constructor(private readonly elementBytes: number) {}
+
+  /** Takes `count` mismatches found in a tile starting at element `firstElement`. */
+  take(count: number, firstElement: number): void {
+    if (count === 0) return;
+    const indices = indexHeap.slice(0, count);
+    for (let j = 0; j < count; j++) indices[j]! += firstElement;
+    this.indexParts.push(indices);
+    this.xorParts.push(heap.slice(XOR, XOR + count * this.elementBytes));
+    this.total += count;
+  }
+
+  result(): Mismatches {
+    if (this.total === 0) return NO_MISMATCHES;
+    if (this.indexParts.length === 1) return { indices: this.indexParts[0]!, xors: this.xorParts[0]! };
+    const indices = new Uint32Array(this.total), xors = new Uint8Array(this.total * this.elementBytes);
+    let at = 0;
+    for (let p = 0; p < this.indexParts.length; p++) {
+      indices.set(this.indexParts[p]!, at);
+      xors.set(this.xorParts[p]!, at * this.elementBytes);
+      at += this.indexParts[p]!.length;
+    }
+    return { indices, xors };
+  }
+}
+
 export function findMismatches(elementBytes: number, actual: Uint8Array, expected: Uint8Array): Mismatches {
   checkElementBytes(elementBytes);
   if (actual.byteLength !== expected.byteLength || actual.byteLength % elementBytes !== 0) {
     throw new RangeError("findMismatches buffers must hold the same whole number of elements");
   }
-  let indexParts: Uint32Array[] | undefined;
-  let xorParts: Uint8Array[] | undefined;
-  let total = 0;
+  const found = new MismatchCollector(elementBytes);
   for (let from = 0; from < actual.byteLength; from += TILE) {
     const to = Math.min(from + TILE, actual.byteLength);
     heap.set(actual.subarray(from, to), A);
     heap.set(expected.subarray(from, to), B);
-    const count = wasm.find_mismatches(elementBytes, to - from);
-    if (count === 0) continue;
-    const indices = indexHeap.slice(0, count);
-    const firstElement = from / elementBytes;
-    for (let j = 0; j < count; j++) indices[j]! += firstElement;
-    (indexParts ??= []).push(indices);
-    (xorParts ??= []).push(heap.slice(OUT, OUT + count * elementBytes));
-    total += count;
+    found.take(wasm.find_mismatches(elementBytes, to - from), from / elementBytes);
   }
-  if (!indexParts || !xorParts) return NO_MISMATCHES;
-  if (indexParts.length === 1) return { indices: indexParts[0]!, xors: xorParts[0]! };
-  const indices = new Uint32Array(total), xors = new Uint8Array(total * elementBytes);
-  let at = 0;
-  for (let p = 0; p < indexParts.length; p++) {
-    indices.set(indexParts[p]!, at);
-    xors.set(xorParts[p]!, at * elementBytes);
-    at += indexParts[p]!.length;
+  return found.result();
+}
+
+const SUB_WITH_FIXUPS: Record<FloatDType, FixupFunction> = {
+  F16: wasm.sub_fixups_f16, BF16: wasm.sub_fixups_bf16, F32: wasm.sub_fixups_f32, F64: wasm.sub_fixups_f64,
+};
+
+export function subIntoWithFixups(dtype: FloatDType, target: Uint8Array, base: Uint8Array, deltaOut: Uint8Array): Mismatches {
+  const elementBytes = dtypeBytes(dtype);
+  sameElementCount(elementBytes, target, base, deltaOut);
+  const fn = SUB_WITH_FIXUPS[dtype];
+  const found = new MismatchCollector(elementBytes);
+  const tileElements = TILE / elementBytes;
+  const n = target.byteLength / elementBytes;
+  for (let start = 0; start < n; start += tileElements) {
+    const count = Math.min(tileElements, n - start);
+    const from = start * elementBytes, to = from + count * elementBytes;
+    heap.set(target.subarray(from, to), A);
+    heap.set(base.subarray(from, to), B);
+    found.take(fn(count, 0), start);
+    deltaOut.set(heap.subarray(OUT, OUT + (to - from)), from);
   }
-  return { indices, xors };
+  return found.result();
 }
 
 export { applyXorFixups } from "./reference.js";

@@ -14,7 +14,7 @@ export type { Mismatches };
 
 // A JS engine without WebAssembly SIMD (none of Node 20's platforms lacks it)
 // gets the scalar kernels: the same results, only slower.
-type Kernels = Pick<typeof reference, "addInto" | "subInto" | "xorInto" | "convertInto" | "findMismatches" | "applyXorFixups">;
+type Kernels = Pick<typeof reference, "addInto" | "subInto" | "subIntoWithFixups" | "xorInto" | "convertInto" | "findMismatches" | "applyXorFixups">;
 const chosen: Kernels = await import("./fast.js").catch(() => reference);
 
 /** Which kernels run here: "wasm-simd", or "scalar" when WebAssembly SIMD is unavailable. */
@@ -25,6 +25,14 @@ export const addInto: (dtype: FloatDType, base: Uint8Array, delta: Uint8Array, o
 
 /** out = round_to_dtype(float32(target) - float32(base)), RNE; F32 in float32, F64 in float64. */
 export const subInto: (dtype: FloatDType, target: Uint8Array, base: Uint8Array, out: Uint8Array) => void = chosen.subInto;
+
+/**
+ * make-delta's codec `add` in one pass (faster than subInto + addInto +
+ * findMismatches, with the same results): deltaOut = round(target - base);
+ * returns the elements where round(base + delta) is not the target, with
+ * round(base + delta) XOR target for each. `deltaOut` may alias an input.
+ */
+export const subIntoWithFixups: (dtype: FloatDType, target: Uint8Array, base: Uint8Array, deltaOut: Uint8Array) => Mismatches = chosen.subIntoWithFixups;
 
 /** out = a XOR b, bytewise. */
 export const xorInto: (a: Uint8Array, b: Uint8Array, out: Uint8Array) => void = chosen.xorInto;

@@ -228,3 +228,18 @@ export function applyXorFixups(elementBytes: number, data: Uint8Array, indices: 
     for (let k = 0; k < elementBytes; k++) data[index * elementBytes + k]! ^= xors[j * elementBytes + k]!;
   }
 }
+
+/**
+ * make-delta's codec `add` in one call: deltaOut = round(target - base), and
+ * the elements where round(base + delta) is not the target, with
+ * round(base + delta) XOR target for each (what apply must XOR back in).
+ */
+export function subIntoWithFixups(dtype: FloatDType, target: Uint8Array, base: Uint8Array, deltaOut: Uint8Array): Mismatches {
+  const delta = new Uint8Array(deltaOut.length);
+  subInto(dtype, target, base, delta);
+  const roundTrip = new Uint8Array(delta.length);
+  addInto(dtype, base, delta, roundTrip);
+  const found = findMismatches(dtypeBytes(dtype), roundTrip, target);
+  deltaOut.set(delta);
+  return found;
+}

@@ -251,3 +251,50 @@ describe("the kernels the tool uses", () => {
     expect(index.addInto).toBe(fast.addInto);
   });
 });
+
+describe("subIntoWithFixups (make-delta's one-pass codec add)", () => {
+  /** Checks the fused kernel against the separate reference kernels, and that the fix-ups restore the target. */
+  function check(dtype: FloatDType, target: Uint8Array, base: Uint8Array): number {
+    const size = dtypeBytes(dtype);
+    const expectedDelta = new Uint8Array(target.length), roundTrip = new Uint8Array(target.length);
+    reference.subInto(dtype, target, base, expectedDelta);
+    reference.addInto(dtype, base, expectedDelta, roundTrip);
+    const expectedFixups = reference.findMismatches(size, roundTrip, target);
+
+    const delta = atOddOffset(new Uint8Array(target.length));
+    const fixups = fast.subIntoWithFixups(dtype, atOddOffset(target), atOddOffset(base), delta);
+    expect(firstDifference(size, delta, expectedDelta, [target, base])).toBeUndefined();
+    expect(sameBytes(fixups.indices, expectedFixups.indices)).toBe(true);
+    expect(sameBytes(fixups.xors, expectedFixups.xors)).toBe(true);
+
+    // What apply does: base + delta, then the fix-ups, gives the target bit for bit.
+    const recovered = new Uint8Array(target.length);
+    fast.addInto(dtype, base, delta, recovered);
+    fast.applyXorFixups(size, recovered, fixups.indices, fixups.xors);
+    expect(sameBytes(recovered, target)).toBe(true);
+    return fixups.indices.length;
+  }
+
+  it.each(["F16", "BF16"] as const)("%s: every bit pattern against specials and random partners", (dtype) => {
+    const [a, b] = allPatternPairs(dtype);
+    expect(check(dtype, a, b)).toBeGreaterThan(0);
+  });
+
+  it.each(["F32", "F64"] as const)("%s: random bit patterns", (dtype) => {
+    const n = 200_003 * dtypeBytes(dtype);
+    check(dtype, randomBytes(n, 61), randomBytes(n, 62));
+  });
+
+  it("works in place (delta written over the target)", () => {
+    const [a, b] = allPatternPairs("F16");
+    const expected = new Uint8Array(a.length);
+    reference.subInto("F16", a, b, expected);
+    const inPlace = a.slice();
+    const fixups = fast.subIntoWithFixups("F16", inPlace, b, inPlace);
+    expect(sameBytes(inPlace, expected)).toBe(true);
+    const recovered = new Uint8Array(a.length);
+    fast.addInto("F16", b, inPlace, recovered);
+    fast.applyXorFixups(2, recovered, fixups.indices, fixups.xors);
+    expect(sameBytes(recovered, a)).toBe(true);
+  });
+});

@@ -26,12 +26,14 @@ static uint8_t region_a[TILE_BYTES] __attribute__((aligned(16)));
 static uint8_t region_b[TILE_BYTES] __attribute__((aligned(16)));
 static uint8_t region_out[2 * TILE_BYTES] __attribute__((aligned(16)));
 static uint32_t region_index[TILE_BYTES] __attribute__((aligned(16)));
+static uint8_t region_xor[TILE_BYTES] __attribute__((aligned(16)));
 
 EXPORT(tile_bytes) uint32_t tile_bytes(void) { return TILE_BYTES; }
 EXPORT(a_ptr) uint8_t *a_ptr(void) { return region_a; }
 EXPORT(b_ptr) uint8_t *b_ptr(void) { return region_b; }
 EXPORT(out_ptr) uint8_t *out_ptr(void) { return region_out; }
 EXPORT(index_ptr) uint32_t *index_ptr(void) { return region_index; }
+EXPORT(xor_ptr) uint8_t *xor_ptr(void) { return region_xor; }
 
 /* ---- half <-> float ------------------------------------------------------ */
 
@@ -145,62 +147,100 @@ static inline V floats_to_halves(V lo, V hi, V a, V b, V a_magnitude, V b_magnit
   return wasm_v128_bitselect(nan_bits, halves, nan);
 }
 
-#define HALF_OP(name, op)                                                             \
-  EXPORT(name) void name(uint32_t n, int32_t zero) {                                \
-    for (uint32_t i = 0; i < n; i += 8) {                                           \
-      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i); \
-      V a_lo, a_hi, a_magnitude, b_lo, b_hi, b_magnitude;                           \
-      halves_to_floats(a, &a_lo, &a_hi, &a_magnitude, zero);                        \
-      halves_to_floats(b, &b_lo, &b_hi, &b_magnitude, zero);                        \
-      V halves = floats_to_halves(op(a_lo, b_lo), op(a_hi, b_hi), a, b, a_magnitude, b_magnitude, zero); \
-      wasm_v128_store(region_out + 2 * i, halves);                                  \
-    }                                                                               \
-  }
+/* One vector (16 bytes) of a op b, per dtype. */
+static inline V half_vector(V a, V b, int subtract, int32_t zero) {
+  V a_lo, a_hi, a_magnitude, b_lo, b_hi, b_magnitude;
+  halves_to_floats(a, &a_lo, &a_hi, &a_magnitude, zero);
+  halves_to_floats(b, &b_lo, &b_hi, &b_magnitude, zero);
+  V lo = subtract ? wasm_f32x4_sub(a_lo, b_lo) : wasm_f32x4_add(a_lo, b_lo);
+  V hi = subtract ? wasm_f32x4_sub(a_hi, b_hi) : wasm_f32x4_add(a_hi, b_hi);
+  return floats_to_halves(lo, hi, a, b, a_magnitude, b_magnitude, zero);
+}
 
-#define BFLOAT_OP(name, op)                                                                 \
-  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
-    for (uint32_t i = 0; i < n; i += 8) {                                                 \
-      V a = wasm_v128_load(region_a + 2 * i), b = wasm_v128_load(region_b + 2 * i);       \
-      V lo = float_to_bfloat(op(bfloat_to_float(LOW(a)), bfloat_to_float(LOW(b))), zero);   \
-      V hi = float_to_bfloat(op(bfloat_to_float(HIGH(a)), bfloat_to_float(HIGH(b))), zero); \
-      wasm_v128_store(region_out + 2 * i, PACK(lo, hi));                                  \
-    }                                                                                     \
-  }
+static inline V bfloat_vector(V a, V b, int subtract, int32_t zero) {
+  V a_lo = bfloat_to_float(LOW(a)), a_hi = bfloat_to_float(HIGH(a));
+  V b_lo = bfloat_to_float(LOW(b)), b_hi = bfloat_to_float(HIGH(b));
+  V lo = subtract ? wasm_f32x4_sub(a_lo, b_lo) : wasm_f32x4_add(a_lo, b_lo);
+  V hi = subtract ? wasm_f32x4_sub(a_hi, b_hi) : wasm_f32x4_add(a_hi, b_hi);
+  return PACK(float_to_bfloat(lo, zero), float_to_bfloat(hi, zero));
+}
 
 /* A NaN result gets the bits torch's x86 code gives: b quieted if b is NaN,
  * else a quieted if a is NaN, else (Inf - Inf) the negative default NaN.
  * WebAssembly leaves NaN bits to the implementation, so they are set here. */
-static inline V fix_f32_nan(V r, V a, V b, int32_t zero) {
+static inline V float_vector(V a, V b, int subtract, int32_t zero) {
+  V r = subtract ? wasm_f32x4_sub(a, b) : wasm_f32x4_add(a, b);
   V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K(0xffc00000), wasm_f32x4_ne(a, a)), wasm_f32x4_ne(b, b));
   return wasm_v128_bitselect(wasm_v128_or(source, K(0x00400000)), r, wasm_f32x4_ne(r, r));
 }
 
 #define K64(c) wasm_i64x2_splat((int64_t)(c) ^ (int64_t)zero)
 
-static inline V fix_f64_nan(V r, V a, V b, int32_t zero) {
+static inline V double_vector(V a, V b, int subtract, int32_t zero) {
+  V r = subtract ? wasm_f64x2_sub(a, b) : wasm_f64x2_add(a, b);
   V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K64(0xfff8000000000000ull), wasm_f64x2_ne(a, a)), wasm_f64x2_ne(b, b));
   return wasm_v128_bitselect(wasm_v128_or(source, K64(0x0008000000000000ull)), r, wasm_f64x2_ne(r, r));
 }
 
-#define WIDE_OP(name, bytes, op, fix)                                                       \
-  EXPORT(name) void name(uint32_t n, int32_t zero) {                                      \
-    for (uint32_t i = 0; i < n * bytes; i += 16) {                                        \
-      V a = wasm_v128_load(region_a + i), b = wasm_v128_load(region_b + i);               \
-      wasm_v128_store(region_out + i, fix(op(a, b), a, b, zero));                         \
-    }                                                                                     \
+/* out = a op b over n elements of `bytes` each (whole vectors; padding lanes are garbage). */
+#define BINARY(name, bytes, vector, subtract)                                          \
+  EXPORT(name) void name(uint32_t n, int32_t zero) {                                 \
+    for (uint32_t i = 0; i < n * bytes; i += 16) {                                   \
+      V a = wasm_v128_load(region_a + i), b = wasm_v128_load(region_b + i);          \
+      wasm_v128_store(region_out + i, vector(a, b, subtract, zero));                 \
+    }                                                                                \
   }
 
-#define NO_FIX(r, a, b, zero) ((void)(zero), (r))
+BINARY(add_f16, 2, half_vector, 0)
+BINARY(sub_f16, 2, half_vector, 1)
+BINARY(add_bf16, 2, bfloat_vector, 0)
+BINARY(sub_bf16, 2, bfloat_vector, 1)
+BINARY(add_f32, 4, float_vector, 0)
+BINARY(sub_f32, 4, float_vector, 1)
+BINARY(add_f64, 8, double_vector, 0)
+BINARY(sub_f64, 8, double_vector, 1)
 
-HALF_OP(add_f16, wasm_f32x4_add)
-HALF_OP(sub_f16, wasm_f32x4_sub)
-BFLOAT_OP(add_bf16, wasm_f32x4_add)
-BFLOAT_OP(sub_bf16, wasm_f32x4_sub)
-WIDE_OP(add_f32, 4, wasm_f32x4_add, fix_f32_nan)
-WIDE_OP(sub_f32, 4, wasm_f32x4_sub, fix_f32_nan)
-WIDE_OP(add_f64, 8, wasm_f64x2_add, fix_f64_nan)
-WIDE_OP(sub_f64, 8, wasm_f64x2_sub, fix_f64_nan)
-WIDE_OP(xor_bytes, 1, wasm_v128_xor, NO_FIX)
+EXPORT(xor_bytes) void xor_bytes(uint32_t n) {
+  for (uint32_t i = 0; i < n; i += 16) {
+    wasm_v128_store(region_out + i, wasm_v128_xor(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i)));
+  }
+}
+
+/* Records the elements of the 16-byte block at byte i where `diff` (their XOR) is
+ * not zero: index into region_index, the XOR bytes into region_xor. */
+static inline uint32_t record_block(V diff, uint32_t i, uint32_t end, uint32_t size, uint32_t count) {
+  uint8_t bytes[16];
+  wasm_v128_store(bytes, diff);
+  for (uint32_t k = 0; k < 16 && i + k < end; k += size) {
+    uint32_t differs = 0;
+    for (uint32_t j = 0; j < size; j++) differs |= bytes[k + j];
+    if (!differs) continue;
+    for (uint32_t j = 0; j < size; j++) region_xor[count * size + j] = bytes[k + j];
+    region_index[count++] = (i + k) / size;
+  }
+  return count;
+}
+
+/* make-delta's codec `add` in one pass: delta = target - base (to region_out),
+ * and every element where base + delta does not give the target back, with
+ * (base + delta) XOR target (region_index, region_xor). Returns that count. */
+#define SUB_WITH_FIXUPS(name, bytes, vector)                                            \
+  EXPORT(name) uint32_t name(uint32_t n, int32_t zero) {                              \
+    uint32_t count = 0, end = n * bytes;                                              \
+    for (uint32_t i = 0; i < end; i += 16) {                                          \
+      V target = wasm_v128_load(region_a + i), base = wasm_v128_load(region_b + i);   \
+      V delta = vector(target, base, 1, zero);                                        \
+      wasm_v128_store(region_out + i, delta);                                         \
+      V diff = wasm_v128_xor(vector(base, delta, 0, zero), target);                   \
+      if (wasm_v128_any_true(diff)) count = record_block(diff, i, end, bytes, count); \
+    }                                                                                 \
+    return count;                                                                     \
+  }
+
+SUB_WITH_FIXUPS(sub_fixups_f16, 2, half_vector)
+SUB_WITH_FIXUPS(sub_fixups_bf16, 2, bfloat_vector)
+SUB_WITH_FIXUPS(sub_fixups_f32, 4, float_vector)
+SUB_WITH_FIXUPS(sub_fixups_f64, 8, double_vector)
 
 /* ---- conversions (a -> out) ---------------------------------------------- */
 
@@ -259,22 +299,14 @@ EXPORT(bf16_to_f16) void bf16_to_f16(uint32_t n, int32_t zero) {
 
 /* ---- mismatches (a vs b) --------------------------------------------------- */
 
-/* Writes the index of every element (of `size` bytes) where a and b differ into
- * region_index, and a XOR b for those elements into region_out; returns the count.
- * Whole 16-byte blocks are compared first: the common case is no difference. */
+/* Every element (of `size` bytes) where a and b differ: index into region_index,
+ * a XOR b into region_xor; returns the count. Whole 16-byte blocks are compared
+ * first: the common case is no difference. */
 EXPORT(find_mismatches) uint32_t find_mismatches(uint32_t size, uint32_t nbytes) {
   uint32_t count = 0;
   for (uint32_t i = 0; i < nbytes; i += 16) {
     V diff = wasm_v128_xor(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i));
-    if (!wasm_v128_any_true(diff)) continue;
-    uint32_t end = i + 16 < nbytes ? i + 16 : nbytes;
-    for (uint32_t e = i; e < end; e += size) {
-      uint32_t differs = 0;
-      for (uint32_t k = 0; k < size; k++) differs |= region_a[e + k] ^ region_b[e + k];
-      if (!differs) continue;
-      for (uint32_t k = 0; k < size; k++) region_out[count * size + k] = region_a[e + k] ^ region_b[e + k];
-      region_index[count++] = e / size;
-    }
+    if (wasm_v128_any_true(diff)) count = record_block(diff, i, nbytes, size, count);
   }
   return count;
 }
