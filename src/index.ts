@@ -10,14 +10,18 @@ export type { TensorInfo, ModelSource, WeightFile } from "./model/types.js";
 // models: open, inspect, convert
 export { openModel, type OpenModelOptions } from "./model/open-model.js";
 export { resolveSource, type ResolveOptions, type ResolvedSource } from "./model/resolve-source.js";
-export { inspectModel, type InspectResult } from "./model/inspect.js";
+export { inspectModel, formatInspectReport, type InspectResult, type InspectedTensor } from "./model/inspect.js";
 export { convertModel, type ConvertOptions, type ConvertResult } from "./model/convert.js";
-export { planShards, formatIndex } from "./model/shard-plan.js";
+export { planShards, formatIndex, shardFileName, type ShardPlan } from "./model/shard-plan.js";
+export { isExtraFile, listExtraFiles } from "./model/extra-files.js";
 
 // formats
-export { parseHeader, encodeHeader, encodeHeaderVerbatim, type SafetensorsHeader, type HeaderTensor } from "./safetensors/header.js";
-export { openSafetensorsFile, type SafetensorsFile } from "./safetensors/reader.js";
-export { SafetensorsWriter } from "./safetensors/writer.js";
+export {
+  parseHeader, parseHeaderJson, readHeaderLength, encodeHeader, encodeHeaderVerbatim,
+  type SafetensorsHeader, type HeaderTensor, type MetadataInput,
+} from "./safetensors/header.js";
+export { openSafetensorsFile, type SafetensorsFile, type ReadRange } from "./safetensors/reader.js";
+export { SafetensorsWriter, type ByteSink } from "./safetensors/writer.js";
 export { openPytorchFile } from "./pytorch/index.js";
 
 // deltas
@@ -28,4 +32,7 @@ export { parseManifest, serializeManifest, MANIFEST_FILE, FIXUPS_FILE, type Mani
 
 // hub
 export { pushToHub, type PushOptions, type PushResult } from "./hub/push.js";
-export { makeModelCard } from "./hub/model-card.js";
+export { makeModelCard, type ModelCardInput, type CardManifest } from "./hub/model-card.js";
+export { downloadSnapshot, cachedSnapshot, DEFAULT_HUB_URL, type DownloadOptions, type Snapshot } from "./hub/download.js";
+export { parseHubRef, type HubRef } from "./hub/repo-id.js";
+export { defaultHubCacheDir } from "./model/resolve-source.js";
