@@ -166,6 +166,11 @@ async function writeDeltaFile(
   pool: HashPool,
 ): Promise<{ targetFile: FileEntry; deltaFile: FileEntry }> {
   const digests: Promise<void>[] = [];
+  // Awaited before the file is committed; the catch only keeps an early failure from counting as unhandled.
+  const awaitLater = (p: Promise<void>) => {
+    p.catch(() => undefined);
+    digests.push(p);
+  };
   const targetHash = pool.create();
   await targetHash.update(encodeHeaderVerbatim(file.headerText));
   const sink = await AtomicFile.create(join(out, file.file), pool.create());
@@ -194,13 +199,13 @@ async function writeDeltaFile(
       // Entries are placed now (keeping delta.json's order deterministic) and their hashes filled in later.
       const targetEntry: TargetTensorEntry = { dtype: t.dtype, shape: t.shape, sha256: "", file: file.file };
       manifest.target.tensors[t.name] = targetEntry;
-      digests.push(tensorHash.digest().then((sha256) => { targetEntry.sha256 = sha256; }));
+      awaitLater(tensorHash.digest().then((sha256) => { targetEntry.sha256 = sha256; }));
       if (plan.base !== undefined) {
         const baseEntry: TensorEntry = { dtype: t.dtype, shape: plan.base.shape, sha256: "" };
         manifest.base.tensors[t.name] = baseEntry;
-        digests.push(baseHash.digest().then((sha256) => { baseEntry.sha256 = sha256; }));
+        awaitLater(baseHash.digest().then((sha256) => { baseEntry.sha256 = sha256; }));
       } else {
-        digests.push(baseHash.digest().then(() => undefined));
+        awaitLater(baseHash.digest().then(() => undefined));
       }
     }
     await writer.finish();
@@ -208,6 +213,7 @@ async function writeDeltaFile(
     const [sha256, targetSha256] = await Promise.all([sink.commit(), targetHash.digest(), Promise.all(digests)]);
     return { targetFile: { size: file.size, sha256: targetSha256 }, deltaFile: { size, sha256 } };
   } catch (err) {
+    await Promise.allSettled(digests);
     await sink.abort();
     throw err;
   }

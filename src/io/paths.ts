@@ -31,17 +31,20 @@ export interface InputLocation {
 }
 
 /**
- * Never write into an input: the output directory may not be, or lie
- * inside, an input directory, nor hold an input file at its top level
- * (where outputs are written). Symlinks (the Hugging Face cache) are followed.
+ * Never write into an input: the output (a directory, or a file) may not be,
+ * or lie inside, an input directory, be an input file, nor hold an input file
+ * at its top level (where outputs are written). Symlinks (the Hugging Face
+ * cache) are followed.
  */
 export function refuseOverlap(output: string, inputs: InputLocation[]): void {
   const out = realpathOfNearest(output);
   for (const input of inputs) {
     const root = realpathOfNearest(input.root);
     const inside = !input.singleFile && isInside(out, root);
-    const holdsInput = (input.files ?? []).some((f) => dirname(realpathOfNearest(f)) === out || dirname(resolve(f)) === resolve(output));
-    if (inside || holdsInput) {
+    const files = (input.files ?? []).map(realpathOfNearest);
+    const isInputFile = files.includes(out);
+    const holdsInput = files.some((f) => dirname(f) === out);
+    if (inside || isInputFile || holdsInput) {
       throw new DeltaWeightsError("E_IO", `the output ${output} is, or is inside, the ${input.label} ${input.singleFile ? input.files?.[0] : input.root}; choose a directory outside every input`);
     }
   }

@@ -5,11 +5,10 @@
  * model. Streaming: memory is bounded by the chunk size. Every output file
  * appears under its final name only when complete.
  */
-import { realpath, stat } from "node:fs/promises";
-import { createReadStream } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { DeltaWeightsError, ModelError, UsageError, ioError } from "../errors.js";
-import { AtomicFile } from "../io/atomic-file.js";
+import { basename, join, resolve } from "node:path";
+import { ModelError, UsageError } from "../errors.js";
+import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { inputOf, refuseOverlap } from "../io/paths.js";
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import type { MetadataInput } from "../safetensors/header.js";
@@ -53,7 +52,7 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
   }
   const model = await openModel(src, options);
   try {
-    await refuseOutputInsideInput(model, out);
+    refuseOverlap(out, [inputOf("input", model)]);
     const metadata = await outputMetadata(model, singleFile);
     const tensors = [...model.tensors.values()];
     const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
@@ -75,7 +74,7 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
         files.push(await writeBytes(join(outDir, SAFETENSORS_INDEX), SAFETENSORS_INDEX, text));
       }
       for (const extra of model.extraFiles) {
-        files.push(await copyFile(join(model.root, extra), join(outDir, extra), extra));
+        files.push({ path: extra, ...(await copyFileAtomic(join(model.root, extra), join(outDir, extra))) });
       }
     }
     onProgress?.({ kind: "end", phase: "convert" });
@@ -161,57 +160,5 @@ async function writeBytes(path: string, label: string, bytes: Uint8Array): Promi
   } catch (err) {
     await file.abort();
     throw err;
-  }
-}
-
-async function copyFile(from: string, to: string, label: string): Promise<ConvertedFile> {
-  const file = await AtomicFile.create(to);
-  try {
-    try {
-      for await (const chunk of createReadStream(from, { highWaterMark: CHUNK_BYTES })) await file.write(chunk as Uint8Array);
-    } catch (err) {
-      if (err instanceof DeltaWeightsError) throw err;
-      throw ioError("read", from, err);
-    }
-    const size = file.size;
-    return { path: label, size, sha256: await file.commit() };
-  } catch (err) {
-    await file.abort();
-    throw err;
-  }
-}
-
-/**
- * Never write into an input: OUT may not be the source file, nor be or lie
- * inside the source directory (a Hub snapshot counts as a directory).
- */
-async function refuseOutputInsideInput(model: ModelSource, out: string): Promise<void> {
-  const target = await realpathOfNearest(resolve(out));
-  const namedAFile = await stat(model.source).then((s) => s.isFile(), () => false);
-  const inputs = model.weightFiles.map((rel) => join(model.root, rel));
-  if (!namedAFile) inputs.push(model.root);
-  for (const input of inputs) {
-    const real = await realpath(input).catch(() => resolve(input));
-    const rel = relative(real, target);
-    if (rel === "" || (rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel))) {
-      throw new UsageError(`output ${out} is, or is inside, the input ${input}: choose an output outside the source`);
-    }
-  }
-}
-
-/** realpath of a path that may not exist yet: resolve its nearest existing ancestor. */
-async function realpathOfNearest(path: string): Promise<string> {
-  const rest: string[] = [];
-  let current = path;
-  for (;;) {
-    try {
-      const real = await realpath(current);
-      return rest.length === 0 ? real : join(real, ...rest.reverse());
-    } catch {
-      const parent = dirname(current);
-      if (parent === current) return path;
-      rest.push(basename(current));
-      current = parent;
-    }
   }
 }
