@@ -106,7 +106,9 @@ static inline V bfloat_to_float(V h) { return wasm_i32x4_shl(h, 16); }
 /* Eight halves -> two float32x4, exact. Magnitude bits = (magnitude << 13) +
  * (exponent adjustment << 16): +112 for normals, +113 and then minus 2^-14
  * (an exact float subtraction) for subnormals and zero, +224 for Inf/NaN; the
- * sign is ORed in last so that -0 stays -0. `magnitude` is kept for NaN tests. */
+ * sign is ORed in last so that -0 stays -0. The 32-bit lanes are assembled
+ * from 16-bit halves (low: magnitude << 13; high: (magnitude >> 3) +
+ * adjustment) by interleaving. `magnitude` is kept for the NaN tests. */
 static inline void halves_to_floats(V h, V *lo, V *hi, V *magnitude, int32_t zero) {
   V m = wasm_v128_and(h, K16(0x7fff));
   V sign = wasm_v128_and(h, K16(0x8000));
@@ -114,9 +116,13 @@ static inline void halves_to_floats(V h, V *lo, V *hi, V *magnitude, int32_t zer
   V inf_or_nan = wasm_i16x8_gt(m, K16(0x7bff));
   V adjust = wasm_i16x8_add(wasm_i16x8_add(K16(0x3800), wasm_v128_and(subnormal, K16(0x0080))),
                             wasm_v128_and(inf_or_nan, K16(0x3800)));
+  V low = wasm_i16x8_shl(m, 13);
+  V high = wasm_i16x8_add(wasm_u16x8_shr(m, 3), adjust);
   V correction = wasm_v128_and(subnormal, K16(0x3880)); /* the float 2^-14, in the high half */
-  *lo = wasm_v128_or(wasm_f32x4_sub(wasm_i32x4_add(wasm_u32x4_shr(UP_LOW(m), 3), UP_LOW(adjust)), UP_LOW(correction)), UP_LOW(sign));
-  *hi = wasm_v128_or(wasm_f32x4_sub(wasm_i32x4_add(wasm_u32x4_shr(UP_HIGH(m), 3), UP_HIGH(adjust)), UP_HIGH(correction)), UP_HIGH(sign));
+  V bits_lo = wasm_i8x16_shuffle(low, high, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  V bits_hi = wasm_i8x16_shuffle(low, high, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  *lo = wasm_v128_or(wasm_f32x4_sub(bits_lo, UP_LOW(correction)), UP_LOW(sign));
+  *hi = wasm_v128_or(wasm_f32x4_sub(bits_hi, UP_HIGH(correction)), UP_HIGH(sign));
   *magnitude = m;
 }
 
