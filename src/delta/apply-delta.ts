@@ -3,7 +3,6 @@ import { mkdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError, VerifyError, ioError } from "../errors.js";
-import { sha256File } from "../hash/sha256.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
 import { prefetch } from "../io/prefetch.js";
@@ -142,16 +141,21 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   const result: ApplyDeltaResult = {
     target: out, verified: false, kind: "manifest", files: {}, tensors: 0, dropped: [], fixups: 0, bytes: 0,
   };
+  const pool = new HashPool(options.threads);
   // Resume: files already in place and matching the manifest are kept.
   const todo: string[] = [];
-  for (const [rel, entry] of Object.entries(manifest.target.files)) {
-    if (await matches(join(out, rel), entry.size, entry.sha256)) result.files[rel] = { ...entry, status: "kept" };
-    else todo.push(rel);
+  let needed = 0;
+  try {
+    for (const [rel, entry] of Object.entries(manifest.target.files)) {
+      if (await matches(pool, join(out, rel), entry.size, entry.sha256)) result.files[rel] = { ...entry, status: "kept" };
+      else todo.push(rel);
+    }
+    needed = todo.reduce((n, rel) => n + manifest.target.files[rel]!.size, 0);
+    await checkFreeSpace(out, needed);
+  } catch (err) {
+    await pool.close();
+    throw err;
   }
-  const needed = todo.reduce((n, rel) => n + manifest.target.files[rel]!.size, 0);
-  await checkFreeSpace(out, needed);
-
-  const pool = new HashPool(options.threads);
   const deltaChecked = hashDeltaFiles(pool, deltaDir, manifest);
   deltaChecked.catch(() => undefined); // observed below, before any file is published
   const deltaFiles = new Map<string, SafetensorsFile>();
@@ -197,13 +201,13 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   return result;
 }
 
-async function matches(path: string, size: number, sha256: string): Promise<boolean> {
+async function matches(pool: HashPool, path: string, size: number, sha256: string): Promise<boolean> {
   try {
     if ((await stat(path)).size !== size) return false;
   } catch {
     return false;
   }
-  return (await sha256File(path)).sha256 === sha256;
+  return (await pool.hashFile(path)).sha256 === sha256;
 }
 
 /**
