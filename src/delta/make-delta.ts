@@ -77,6 +77,10 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
   await mkdir(out, { recursive: true });
   await checkFreeSpace(out, totalBytes);
+  // delta.json is written last: until then the directory must not pass for a
+  // complete delta, even one left by an earlier run.
+  await rm(join(out, MANIFEST_FILE), { force: true });
+  await rm(join(out, FIXUPS_FILE), { force: true });
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
