@@ -12,7 +12,7 @@
 // the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -229,6 +229,11 @@ try {
   mkdirSync(baseDir); mkdirSync(targetDir);
   const tensors = llamaTensors(layers);
   const modelBytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
+  // Base, target, delta, recovered target, and one more copy (I/O floor or PyTorch's output).
+  const { bavail, bsize } = statfsSync(work);
+  if (bavail * bsize < 5.2 * modelBytes) {
+    throw new Error(`the bench needs about ${(5.2 * modelBytes / GB).toFixed(0)} GB free in ${tmpdir()}, there are ${(bavail * bsize / GB).toFixed(0)} GB (set TMPDIR elsewhere, or fewer --layers)`);
+  }
   console.log(`delta-weights bench: LLaMA-7B-shaped F16 model, ${layers} layers, ${(modelBytes / GB).toFixed(2)} GB per model, in ${work}`);
   let start = performance.now();
   writeModels(baseDir, targetDir, tensors);

@@ -16,7 +16,7 @@ import * as fast from "../../src/kernels/fast.js";
 import * as reference from "../../src/kernels/reference.js";
 import { fixtureBytes } from "./fixtures.js";
 
-type Kernels = Pick<typeof reference, "addInto" | "subInto" | "convertInto">;
+type Kernels = Pick<typeof reference, "addInto" | "subInto" | "subIntoWithFixups" | "convertInto">;
 
 const short: Record<FloatDType, string> = { F16: "f16", BF16: "bf16", F32: "f32", F64: "f64" };
 
@@ -64,6 +64,12 @@ describe.each([
       const out = new Uint8Array(a.length);
       kernels.addInto(dtype, a, b, out);
       expect(differences(dtype, out, fixtureBytes(`${name}_add`), anyNaN, [a, b], dtypeBytes(dtype))).toEqual([]);
+    });
+
+    it("subIntoWithFixups writes torch a - b as the delta", () => {
+      const out = new Uint8Array(a.length);
+      kernels.subIntoWithFixups(dtype, a, b, out);
+      expect(differences(dtype, out, fixtureBytes(`${name}_sub`), anyNaN, [a, b], dtypeBytes(dtype))).toEqual([]);
     });
 
     it("subInto equals torch a - b", () => {
