@@ -18,6 +18,14 @@ export class ExactReader {
 
   /** The next `length` bytes; a view into the source's chunk when possible, else a copy. */
   async read(length: number): Promise<Uint8Array> {
+    // Fetch the next chunk before deciding, so that reads matching the
+    // source's chunking are views, never copies.
+    if (this.#offset === this.#pending.length && length > 0) {
+      const next = await this.#iterator.next();
+      if (next.done) throw new DeltaError(`${this.#what} ended ${length} bytes early`);
+      this.#pending = next.value;
+      this.#offset = 0;
+    }
     const available = this.#pending.length - this.#offset;
     if (available >= length) {
       const view = this.#pending.subarray(this.#offset, this.#offset + length);
