@@ -22,8 +22,7 @@ import { measureKernels } from "./kernel-throughput.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
 const { encodeHeader } = await dist("safetensors/header.js");
-const { addInto } = await dist("kernels/index.js");
-const { f32ToF16 } = await dist("dtypes.js");
+const { addInto, convertInto } = await dist("kernels/index.js");
 
 const args = process.argv.slice(2);
 const layersAt = args.indexOf("--layers");
@@ -88,13 +87,13 @@ function makeRandom(seed) {
   };
 }
 
-/** 65536 half values drawn from N(mean, sigma): a lookup table for fast sampling. */
+/** 65536 float32 values drawn from N(mean, sigma): a lookup table for fast sampling. */
 function gaussianTable(mean, sigma, seed) {
   const next = makeRandom(seed);
-  const table = new Uint16Array(65536);
+  const table = new Float32Array(65536);
   for (let i = 0; i < 65536; i++) {
     const u = (next() + 1) / 4294967297, v = next() / 4294967296;
-    table[i] = f32ToF16(mean + sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
+    table[i] = mean + sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   return table;
 }
@@ -107,15 +106,21 @@ function fill(out, table, next) {
   }
 }
 
-/** Writes base and target directories: target = base + small noise, chunk by chunk. */
+/**
+ * Writes base and target directories, chunk by chunk. Like a real fine-tune,
+ * both are float16 roundings of float32 weights: base = f16(w), target =
+ * f16(w + change), so target - base is not always exact in float16 and
+ * make-delta records fix-ups for a fraction of a percent of the elements.
+ */
 function writeModels(baseDir, targetDir, tensors) {
   const weights = gaussianTable(0, 0.02, 1), norms = gaussianTable(1, 0.05, 2);
-  // Fine-tuning moves weights by about 1 % of their scale; some not at all.
-  const noise = gaussianTable(0, 0.0002, 3);
-  for (let i = 0; i < 65536; i += 4) noise[i] = 0;
+  const changes = gaussianTable(0, 0.0005, 3);
+  for (let i = 0; i < 65536; i += 8) changes[i] = 0; // some weights do not move
   const next = makeRandom(42);
-  const base = new Uint16Array(CHUNK / 2), delta = new Uint16Array(CHUNK / 2), target = new Uint16Array(CHUNK / 2);
-  const baseBytes = new Uint8Array(base.buffer), deltaBytes = new Uint8Array(delta.buffer), targetBytes = new Uint8Array(target.buffer);
+  const elements = CHUNK / 2;
+  const w = new Float32Array(elements), change = new Float32Array(elements), moved = new Float32Array(elements);
+  const wBytes = new Uint8Array(w.buffer), changeBytes = new Uint8Array(change.buffer), movedBytes = new Uint8Array(moved.buffer);
+  const base = new Uint8Array(CHUNK), target = new Uint8Array(CHUNK);
   const shards = shardTensors(tensors);
   const weightMap = {};
   let totalSize = 0;
@@ -129,12 +134,14 @@ function writeModels(baseDir, targetDir, tensors) {
       weightMap[placed.name] = file;
       totalSize += info.bytes;
       for (let done = 0; done < info.bytes; done += CHUNK) {
-        const length = Math.min(CHUNK, info.bytes - done);
-        fill(base, info.kind === "norm" ? norms : weights, next);
-        fill(delta, noise, next);
-        addInto("F16", baseBytes.subarray(0, length), deltaBytes.subarray(0, length), targetBytes.subarray(0, length));
-        writeSync(fds[0], baseBytes, 0, length);
-        writeSync(fds[1], targetBytes, 0, length);
+        const length = Math.min(CHUNK, info.bytes - done), count = length / 2;
+        fill(w, info.kind === "norm" ? norms : weights, next);
+        fill(change, changes, next);
+        addInto("F32", wBytes.subarray(0, count * 4), changeBytes.subarray(0, count * 4), movedBytes.subarray(0, count * 4));
+        convertInto("F32", "F16", wBytes.subarray(0, count * 4), base.subarray(0, length));
+        convertInto("F32", "F16", movedBytes.subarray(0, count * 4), target.subarray(0, length));
+        writeSync(fds[0], base, 0, length);
+        writeSync(fds[1], target, 0, length);
       }
     }
     for (const fd of fds) closeSync(fd);
