@@ -75,6 +75,8 @@ export async function* transformTensor(
   const primary = new ExactReader(prefetch(input.primary), `tensor "${plan.name}"`);
   const base = plan.op === "copy" ? undefined : openBase(plan, input.base === undefined ? undefined : prefetch(input.base));
   const maxElements = Math.max(1, Math.floor(chunkBytes / size));
+  // make's round-trip check needs a window of scratch space; allocated once per tensor.
+  const scratch = new Uint8Array(mode === "make" && plan.op === "add" ? maxElements * size : 0);
   try {
     for (const win of windows(segments(plan.shape, plan.op === "copy" ? undefined : plan.base?.shape), maxElements)) {
       const input = await primary.read(win.length * size);
@@ -97,7 +99,7 @@ export async function* transformTensor(
         } else {
           subInto(plan.dtype as FloatDType, src, b, dst);
           if (hooks.onMismatches !== undefined) {
-            const roundTrip = new Uint8Array(dst.length);
+            const roundTrip = scratch.subarray(0, dst.length);
             addInto(plan.dtype as FloatDType, b, dst, roundTrip);
             const found = findMismatches(size, roundTrip, src);
             if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
