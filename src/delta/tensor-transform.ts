@@ -2,7 +2,7 @@ import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../d
 import { DeltaError } from "../errors.js";
 import { addInto, convertInto, findMismatches, subInto, xorInto } from "../kernels/index.js";
 import { CHUNK_BYTES } from "../limits.js";
-import { windows, segments } from "./block.js";
+import { numel, windows, segments } from "./block.js";
 import { releasedChunk } from "../io/memory.js";
 import { prefetch } from "../io/prefetch.js";
 import { ExactReader } from "./exact-reader.js";
@@ -76,7 +76,7 @@ export async function* transformTensor(
   const base = plan.op === "copy" ? undefined : openBase(plan, input.base === undefined ? undefined : prefetch(input.base));
   const maxElements = Math.max(1, Math.floor(chunkBytes / size));
   // make's round-trip check needs a window of scratch space; allocated once per tensor.
-  const scratch = new Uint8Array(mode === "make" && plan.op === "add" ? maxElements * size : 0);
+  const scratch = new Uint8Array(mode === "make" && plan.op === "add" ? Math.min(maxElements, numel(plan.shape)) * size : 0);
   try {
     for (const win of windows(segments(plan.shape, plan.op === "copy" ? undefined : plan.base?.shape), maxElements)) {
       const input = await primary.read(win.length * size);
