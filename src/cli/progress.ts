@@ -6,6 +6,7 @@
 import cliProgress from "cli-progress";
 import type { OnProgress, ProgressEvent } from "../progress.js";
 import type { CliContext } from "./context.js";
+import { formatBytes } from "../format-bytes.js";
 
 export interface ProgressReporter {
   onProgress: OnProgress;
@@ -67,13 +68,3 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
   return { onProgress, stop: () => multi.stop() };
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return unit === 0 ? `${Math.round(bytes)} B` : `${value.toFixed(1)} ${units[unit]}`;
-}

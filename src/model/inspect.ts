@@ -5,6 +5,7 @@
  */
 import type { DType } from "../dtypes.js";
 import { openModel, type OpenModelOptions } from "./open-model.js";
+import { formatBytes } from "../format-bytes.js";
 
 export interface InspectedTensor {
   name: string;
@@ -88,9 +89,9 @@ export function formatInspectReport(result: InspectResult): string[] {
     String(total.tensors),
     total.parameters.toLocaleString("en-US"),
     total.bytes.toLocaleString("en-US"),
-    humanBytes(total.bytes),
+    formatBytes(total.bytes),
   ]);
-  dtypeRows.push(["total", String(result.totals.tensors), result.parameters.toLocaleString("en-US"), result.totals.bytes.toLocaleString("en-US"), humanBytes(result.totals.bytes)]);
+  dtypeRows.push(["total", String(result.totals.tensors), result.parameters.toLocaleString("en-US"), result.totals.bytes.toLocaleString("en-US"), formatBytes(result.totals.bytes)]);
   lines.push(...table(["dtype", "tensors", "parameters", "bytes", "size"], dtypeRows, new Set([1, 2, 3, 4])), "");
   lines.push(`parameters: ${result.parameters.toLocaleString("en-US")}${result.parameters >= 1000 ? ` (${humanCount(result.parameters)})` : ""}`);
 
@@ -106,17 +107,6 @@ function table(header: string[], rows: string[][], rightAligned: Set<number>): s
   const format = (cells: string[]): string =>
     cells.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd();
   return [format(header), format(widths.map((w) => "-".repeat(w))), ...rows.map(format)];
-}
-
-export function humanBytes(bytes: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
 
 function humanCount(n: number): string {

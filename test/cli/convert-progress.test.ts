@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context.js";
-import { formatBytes, progressReporter } from "../../src/cli/progress.js";
+import { formatBytes } from "../../src/format-bytes.js";
+import { progressReporter } from "../../src/cli/progress.js";
 
 const context = (progress: boolean): CliContext => ({
   json: false, quiet: false, progress, debug: false, log: () => undefined, printJson: () => undefined,

@@ -1,6 +1,7 @@
 import { applyDelta } from "../../delta/apply-delta.js";
 import { UsageError } from "../../errors.js";
-import { formatBytes, progressReporter } from "../progress.js";
+import { formatBytes } from "../../format-bytes.js";
+import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
 import { sourceOptions } from "../hub-options.js";
 import { requiredOption } from "../options.js";

@@ -1,7 +1,8 @@
 import { convertModel } from "../../model/convert.js";
 import type { CliContext } from "../context.js";
 import { parseSize } from "../parse-size.js";
-import { formatBytes, progressReporter } from "../progress.js";
+import { formatBytes } from "../../format-bytes.js";
+import { progressReporter } from "../progress.js";
 
 /** `delta-weights convert SRC OUT [--max-shard-size SIZE]` */
 export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {

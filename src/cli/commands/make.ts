@@ -1,6 +1,7 @@
 import { makeDelta } from "../../delta/make-delta.js";
 import { parseSize } from "../parse-size.js";
-import { formatBytes, progressReporter } from "../progress.js";
+import { formatBytes } from "../../format-bytes.js";
+import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
 import { hubSettings, sourceOptions } from "../hub-options.js";
 import { requiredOption } from "../options.js";
