@@ -113,18 +113,20 @@ export function convertInto(from: FloatDType, to: FloatDType, src: Uint8Array, o
   // The output region holds 2 tiles, enough for the widest step (2 -> 4 bytes).
   const tileElements = TILE / fromBytes;
   const n = src.byteLength / fromBytes;
+  // Writing a tile's result must not overwrite input not read yet. That can
+  // only happen when `out` overlaps `src` and the writes can run ahead of the
+  // reads (widening, or `out` starting later); then results wait until the
+  // whole input has been read.
+  const overlaps = out.buffer === src.buffer &&
+    out.byteOffset < src.byteOffset + src.byteLength && src.byteOffset < out.byteOffset + out.byteLength;
+  const holdResults = overlaps && (toBytes > fromBytes || out.byteOffset > src.byteOffset);
   const results: Uint8Array[] = [];
   for (let start = 0; start < n; start += tileElements) {
     const count = Math.min(tileElements, n - start);
     heap.set(src.subarray(start * fromBytes, (start + count) * fromBytes), A);
     fn(count, 0);
-    if (out.buffer === src.buffer) {
-      // `out` may overlap `src` beyond this tile when widening in place: keep
-      // results aside until every input tile has been read.
-      results.push(heap.slice(OUT, OUT + count * toBytes));
-    } else {
-      out.set(heap.subarray(OUT, OUT + count * toBytes), start * toBytes);
-    }
+    if (holdResults) results.push(heap.slice(OUT, OUT + count * toBytes));
+    else out.set(heap.subarray(OUT, OUT + count * toBytes), start * toBytes);
   }
   let offset = 0;
   for (const result of results) {

@@ -143,6 +143,26 @@ describe("conversions", () => {
     expect(firstDifference(4, buffer, expected, [])).toBeUndefined();
   });
 
+  it("narrows in place (F32 -> F16 over the start of its own input) across tile boundaries", () => {
+    const n = 150_000;
+    const buffer = randomBytes(n * 4, 14);
+    const expected = new Uint8Array(n * 2);
+    reference.convertInto("F32", "F16", buffer.slice(), expected);
+    fast.convertInto("F32", "F16", buffer, buffer.subarray(0, n * 2));
+    expect(firstDifference(2, buffer.subarray(0, n * 2), expected, [])).toBeUndefined();
+  });
+
+  it("converts into a non-overlapping part of the input's buffer", () => {
+    const n = 150_000;
+    const buffer = new Uint8Array(n * 6);
+    const src = buffer.subarray(0, n * 2), out = buffer.subarray(n * 2);
+    src.set(randomBytes(n * 2, 15));
+    const expected = new Uint8Array(n * 4);
+    reference.convertInto("BF16", "F32", src, expected);
+    fast.convertInto("BF16", "F32", src, out);
+    expect(firstDifference(4, out, expected, [])).toBeUndefined();
+  });
+
   it("rejects an output of the wrong size", () => {
     expect(() => fast.convertInto("F16", "F32", new Uint8Array(8), new Uint8Array(8))).toThrow(RangeError);
   });
