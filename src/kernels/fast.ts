@@ -6,7 +6,7 @@
  * input. Tiles are small enough to stay in the L2 cache, so the copies cost
  * far less than the memory traffic the work needs anyway.
  *
- * F64 work, rare in models, stays on the scalar reference.
+ * Conversions to or from F64, rare in models, stay on the scalar reference.
  */
 import { dtypeBytes, type FloatDType } from "../dtypes.js";
 import * as reference from "./reference.js";

@@ -6,12 +6,12 @@
  * check these against it and against PyTorch's outputs.
  *
  * JS copies a tile of each input into the static regions below, calls one
- * function with the element count, and copies the result out. Regions are
- * padded so every loop may run whole vectors past n: the extra lanes hold
- * garbage nobody reads.
+ * function with the element count, and copies the result out. Regions hold
+ * whole vectors and a tile never exceeds one, so loops may run whole vectors
+ * past n: the extra lanes hold garbage nobody reads.
  *
  * No floating-point operation here ever sees a subnormal operand on the hot
- * paths (half subnormals are widened with integer arithmetic), because x86
+ * paths (half subnormals are widened through normal floats), because x86
  * handles those in slow microcode and fine-tune deltas are full of them.
  */
 #include <stdint.h>
