@@ -315,7 +315,13 @@ try {
   }
   console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
   console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}`);
-  console.log(`apply-delta output byte-exact (sha256 of every file equals the target's): ${exact ? "yes" : "NO"}`);
+  let verified = "unknown";
+  try {
+    verified = JSON.parse(apply.stdout).verified === true ? "verified" : "NOT verified";
+  } catch {
+    // an older or newer CLI without --json: the sha256 check below still holds
+  }
+  console.log(`apply-delta says: ${verified}; output byte-exact (sha256 of every file equals the target's): ${exact ? "yes" : "NO"}`);
   if (torchRow) {
     console.log(`apply-delta (verified, fsynced) / PyTorch FastChat-style apply (unverified): ${fmt.x(apply.seconds / torchRow.run.seconds)} of PyTorch's time; ${fmt.x(apply.seconds / torchRow.synced)} of PyTorch's with its outputs fsynced`);
   } else {
