@@ -145,12 +145,22 @@ static inline V half_vector(V a, V b, int subtract, int32_t zero) {
   return wasm_v128_bitselect(nan_bits, halves, nan);
 }
 
+/* 32-bit lanes whose high half is lane i of x and low half 0: bfloat16 -> float32 bits (punpck{l,h}wd). */
+#define BF_LOW(x) wasm_i8x16_shuffle(wasm_i64x2_splat(0), x, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23)
+#define BF_HIGH(x) wasm_i8x16_shuffle(wasm_i64x2_splat(0), x, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31)
+
+/* float32 bits + 0x7FFF + (odd bit): the bfloat16 RNE result is the high half. */
+static inline V bfloat_round_bias(V x, int32_t zero) {
+  return wasm_i32x4_add(wasm_i32x4_add(x, K(0x7fff)), wasm_v128_and(wasm_u32x4_shr(x, 16), K(1)));
+}
+
 static inline V bfloat_vector(V a, V b, int subtract, int32_t zero) {
-  V a_lo = bfloat_to_float(LOW(a)), a_hi = bfloat_to_float(HIGH(a));
-  V b_lo = bfloat_to_float(LOW(b)), b_hi = bfloat_to_float(HIGH(b));
+  V a_lo = BF_LOW(a), a_hi = BF_HIGH(a), b_lo = BF_LOW(b), b_hi = BF_HIGH(b);
   V lo = subtract ? wasm_f32x4_sub(a_lo, b_lo) : wasm_f32x4_add(a_lo, b_lo);
   V hi = subtract ? wasm_f32x4_sub(a_hi, b_hi) : wasm_f32x4_add(a_hi, b_hi);
-  return PACK(float_to_bfloat(lo, zero), float_to_bfloat(hi, zero));
+  V rounded = PACK_HIGH(bfloat_round_bias(lo, zero), bfloat_round_bias(hi, zero));
+  V nan = wasm_i16x8_narrow_i32x4(wasm_f32x4_ne(lo, lo), wasm_f32x4_ne(hi, hi)); /* masks: -1 stays -1 */
+  return wasm_v128_or(rounded, nan); /* any NaN -> 0xFFFF, torch's vectorized rule */
 }
 
 /* A NaN result gets the bits torch's x86 code gives: b quieted if b is NaN,
