@@ -1,8 +1,8 @@
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
-import { addInto, convertInto, findMismatches, subInto, xorInto } from "../kernels/index.js";
+import { addInto, convertInto, subInto, subIntoWithFixups, xorInto } from "../kernels/index.js";
 import { CHUNK_BYTES } from "../limits.js";
-import { numel, windows, segments } from "./block.js";
+import { windows, segments } from "./block.js";
 import { releasedChunk } from "../io/memory.js";
 import { prefetch } from "../io/prefetch.js";
 import { ExactReader } from "./exact-reader.js";
@@ -75,14 +75,12 @@ export async function* transformTensor(
   const primary = new ExactReader(prefetch(input.primary), `tensor "${plan.name}"`);
   const base = plan.op === "copy" ? undefined : openBase(plan, input.base === undefined ? undefined : prefetch(input.base));
   const maxElements = Math.max(1, Math.floor(chunkBytes / size));
-  // make's round-trip check needs a window of scratch space; allocated once per tensor.
-  const scratch = new Uint8Array(mode === "make" && plan.op === "add" ? Math.min(maxElements, numel(plan.shape)) * size : 0);
   try {
     for (const win of windows(segments(plan.shape, plan.op === "copy" ? undefined : plan.base?.shape), maxElements)) {
       const input = await primary.read(win.length * size);
       await hooks.onPrimary?.(input);
-      // apply works in place: the delta chunk is ours and not needed after. make keeps
-      // the target chunk intact, for the round-trip check below.
+      // apply works in place: the delta chunk is ours and not needed after. make
+      // writes the delta beside the target chunk, which its fix-up check reads.
       const out = mode === "apply" ? input : new Uint8Array(input);
       for (const part of win.parts) {
         if (!part.paired || base === undefined) continue;
@@ -96,14 +94,11 @@ export async function* transformTensor(
           xorInto(src, b, dst);
         } else if (mode === "apply") {
           addInto(plan.dtype as FloatDType, b, src, dst);
-        } else {
+        } else if (hooks.onMismatches === undefined) {
           subInto(plan.dtype as FloatDType, src, b, dst);
-          if (hooks.onMismatches !== undefined) {
-            const roundTrip = scratch.subarray(0, dst.length);
-            addInto(plan.dtype as FloatDType, b, dst, roundTrip);
-            const found = findMismatches(size, roundTrip, src);
-            if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
-          }
+        } else {
+          const found = subIntoWithFixups(plan.dtype as FloatDType, src, b, dst);
+          if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
         }
       }
       if (mode === "apply" && hooks.fixWindow !== undefined) await hooks.fixWindow(win.start, out);
