@@ -159,6 +159,7 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   const deltaChecked = hashDeltaFiles(pool, deltaDir, manifest);
   deltaChecked.catch(() => undefined); // observed below, before any file is published
   const deltaFiles = new Map<string, SafetensorsFile>();
+  const commits: Promise<void>[] = [];
   const fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(deltaDir, manifest.delta.fixups));
   const progress = options.onProgress;
   progress?.({ kind: "start", phase: "apply", totalBytes: needed });
@@ -174,7 +175,9 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
       const header = manifest.target.headers[rel];
       const dest = join(out, rel);
       if (header !== undefined) {
-        result.fixups += await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, pool, deltaChecked, progress);
+        const written = await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, pool, deltaChecked, progress);
+        result.fixups += written.fixed;
+        commits.push(written.committed);
       } else if (manifest.target.index?.file === rel) {
         await deltaChecked;
         const file = await AtomicFile.create(dest);
@@ -187,8 +190,10 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
       progress?.({ kind: "advance", phase: "apply", bytes: header === undefined ? entry.size : 0, label: rel });
       result.files[rel] = { ...entry, status: "written" };
     }
+    await Promise.all(commits);
     await deltaChecked;
   } finally {
+    await Promise.allSettled(commits);
     progress?.({ kind: "end", phase: "apply" });
     await pool.close();
     await fixups.close();
@@ -213,7 +218,8 @@ async function matches(pool: HashPool, path: string, size: number, sha256: strin
 /**
  * One target weight file, from its recorded header. Each base tensor is
  * checked against delta.json as soon as its hash is ready; the file's own
- * hash decides whether it gets its final name. Returns the fix-ups used.
+ * hash decides whether it gets its final name. Returns once the bytes are
+ * written, with the fix-ups used and the promise of the file's commit.
  */
 async function writeTargetFile(
   dest: string,
@@ -226,7 +232,7 @@ async function writeTargetFile(
   pool: HashPool,
   deltaChecked: Promise<void>,
   progress: OnProgress | undefined,
-): Promise<number> {
+): Promise<{ fixed: number; committed: Promise<void> }> {
   const sink = await AtomicFile.create(dest, pool.create());
   let fixed = 0;
   // Base hashes are checked without stalling the pipeline: each one when the next tensor is done.
@@ -278,20 +284,29 @@ async function writeTargetFile(
       }
     }
     await writer.finish();
-    const digest = await sink.close();
     await checkBases();
-    await deltaChecked;
-    if (digest !== sha256) {
-      const tensor = await firstDifferentTensor(sink.tempPath, manifest);
-      throw new VerifyError(`recovered ${dest} has sha256 ${digest.slice(0, 12)}..., delta.json says ${sha256.slice(0, 12)}...${tensor === undefined ? "" : ` (tensor "${tensor}" differs)`}; the delta or the base is damaged`);
-    }
-    await sink.publish();
-    return fixed;
   } catch (err) {
     await Promise.allSettled(baseChecks);
     await sink.abort();
     throw err;
   }
+  // The last flush to disk, and the checks, go on while the next file is computed.
+  const committed = (async () => {
+    try {
+      const digest = await sink.close();
+      await deltaChecked;
+      if (digest !== sha256) {
+        const tensor = await firstDifferentTensor(sink.tempPath, manifest);
+        throw new VerifyError(`recovered ${dest} has sha256 ${digest.slice(0, 12)}..., delta.json says ${sha256.slice(0, 12)}...${tensor === undefined ? "" : ` (tensor "${tensor}" differs)`}; the delta or the base is damaged`);
+      }
+      await sink.publish();
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+  })();
+  committed.catch(() => undefined); // awaited by the caller; this only stops an early rejection counting as unhandled
+  return { fixed, committed };
 }
 
 async function* reporting(chunks: AsyncIterable<Uint8Array>, onBytes: (bytes: number) => void): AsyncGenerator<Uint8Array> {

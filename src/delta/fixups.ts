@@ -2,7 +2,6 @@ import { open, rm, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { DType } from "../dtypes.js";
 import { DeltaError, ioError } from "../errors.js";
-import { applyXorFixups } from "../kernels/index.js";
 import { AtomicFile } from "../io/atomic-file.js";
 import { openSafetensorsFile, type SafetensorsFile } from "../safetensors/reader.js";
 import { SafetensorsWriter } from "../safetensors/writer.js";
@@ -241,8 +240,13 @@ export class TensorFixer {
       while (to < this.#batchIndices.length && this.#batchIndices[to]! < end) to++;
       if (to > from) {
         if (this.#batchIndices[from]! < firstIndex) this.#fail("are out of order");
-        const local = this.#batchIndices.slice(from, to).map((i) => i - firstIndex);
-        applyXorFixups(this.elementBytes, out, local, this.#batchXors.subarray(from * this.elementBytes, to * this.elementBytes));
+        // Indices are checked ascending and inside [firstIndex, end): every write lands in `out`.
+        const size = this.elementBytes;
+        const xors = this.#batchXors;
+        for (let k = from; k < to; k++) {
+          const at = (this.#batchIndices[k]! - firstIndex) * size;
+          for (let b = 0; b < size; b++) out[at + b]! ^= xors[k * size + b]!;
+        }
         this.#position = to;
       }
       if (to < this.#batchIndices.length) return;
