@@ -235,21 +235,23 @@ export class TensorFixer {
     const end = firstIndex + out.length / this.elementBytes;
     for (;;) {
       if (this.#position === this.#batchIndices.length && !(await this.#nextBatch())) return;
+      const indices = this.#batchIndices;
+      const xors = this.#batchXors;
+      const size = this.elementBytes;
       const from = this.#position;
       let to = from;
-      while (to < this.#batchIndices.length && this.#batchIndices[to]! < end) to++;
+      while (to < indices.length && indices[to]! < end) to++;
       if (to > from) {
-        if (this.#batchIndices[from]! < firstIndex) this.#fail("are out of order");
+        if (indices[from]! < firstIndex) this.#fail("are out of order");
         // Indices are checked ascending and inside [firstIndex, end): every write lands in `out`.
-        const size = this.elementBytes;
-        const xors = this.#batchXors;
         for (let k = from; k < to; k++) {
-          const at = (this.#batchIndices[k]! - firstIndex) * size;
-          for (let b = 0; b < size; b++) out[at + b]! ^= xors[k * size + b]!;
+          const at = (indices[k]! - firstIndex) * size;
+          const x = k * size;
+          for (let b = 0; b < size; b++) out[at + b]! ^= xors[x + b]!;
         }
         this.#position = to;
       }
-      if (to < this.#batchIndices.length) return;
+      if (to < indices.length) return;
     }
   }
 
