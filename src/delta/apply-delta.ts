@@ -87,8 +87,7 @@ async function readManifestText(path: string): Promise<string | undefined> {
 
 /**
  * Every delta file the manifest lists must be there and whole: a truncated
- * download is named before any work. Their hashes are checked by
- * `hashDeltaFiles`, on the hash workers, while the work goes on.
+ * download is named before any work.
  */
 async function checkDeltaSizes(dir: string, manifest: Manifest): Promise<void> {
   for (const [rel, entry] of Object.entries(manifest.delta.files)) {
@@ -105,15 +104,24 @@ async function checkDeltaSizes(dir: string, manifest: Manifest): Promise<void> {
   }
 }
 
-/** Resolves when every delta file's sha256 matches delta.json; rejects naming the first that does not. */
-async function hashDeltaFiles(pool: HashPool, dir: string, manifest: Manifest): Promise<void> {
-  await Promise.all(Object.entries(manifest.delta.files).map(async ([rel, entry]) => {
+/**
+ * Why an output did not match: names the first delta file whose sha256
+ * differs from delta.json, or returns undefined when all match.
+ *
+ * Delta files are hashed only when an output fails. Every byte of a delta
+ * file (its header, every tensor, the fix-ups, the copied files) goes into
+ * an output whose sha256 is checked, so outputs that match prove the delta
+ * intact; hashing it up front as well would cost a whole extra pass.
+ */
+async function corruptedDeltaFile(pool: HashPool, dir: string, manifest: Manifest): Promise<DeltaError | undefined> {
+  for (const [rel, entry] of Object.entries(manifest.delta.files)) {
     const path = join(dir, rel);
     const { sha256 } = await pool.hashFile(path);
     if (sha256 !== entry.sha256) {
-      throw new DeltaError(`delta file ${path} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: it is corrupted; download it again`);
+      return new DeltaError(`delta file ${path} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: it is corrupted; download it again`);
     }
-  }));
+  }
+  return undefined;
 }
 
 /** Cheap checks first: every base tensor the delta needs exists, with the recorded shape and a convertible dtype. */
@@ -156,8 +164,7 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
     await pool.close();
     throw err;
   }
-  const deltaChecked = hashDeltaFiles(pool, deltaDir, manifest);
-  deltaChecked.catch(() => undefined); // observed below, before any file is published
+  const explain = (err: unknown) => explainFailure(err, pool, deltaDir, manifest);
   const deltaFiles = new Map<string, SafetensorsFile>();
   const commits: Promise<void>[] = [];
   const fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(deltaDir, manifest.delta.fixups));
@@ -175,23 +182,20 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
       const header = manifest.target.headers[rel];
       const dest = join(out, rel);
       if (header !== undefined) {
-        const written = await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, pool, deltaChecked, progress);
+        const written = await writeTargetFile(dest, header, entry.sha256, base, deltaTensors, fixups, manifest, pool, progress);
         result.fixups += written.fixed;
         commits.push(written.committed);
       } else if (manifest.target.index?.file === rel) {
-        await deltaChecked;
         const file = await AtomicFile.create(dest);
         await file.write(new TextEncoder().encode(manifest.target.index.text));
         await file.commit(entry.sha256);
       } else {
-        await deltaChecked;
-        await copyFileAtomic(join(deltaDir, rel), dest, entry.sha256);
+        await copyFileAtomic(join(deltaDir, rel), dest, entry.sha256).catch(explain);
       }
       progress?.({ kind: "advance", phase: "apply", bytes: header === undefined ? entry.size : 0, label: rel });
       result.files[rel] = { ...entry, status: "written" };
     }
-    await Promise.all(commits);
-    await deltaChecked;
+    await Promise.all(commits).catch(explain);
   } finally {
     await Promise.allSettled(commits);
     progress?.({ kind: "end", phase: "apply" });
@@ -215,6 +219,12 @@ async function matches(pool: HashPool, path: string, size: number, sha256: strin
   return (await pool.hashFile(path)).sha256 === sha256;
 }
 
+/** An output that failed its check: blame a corrupted delta file when there is one. */
+async function explainFailure(err: unknown, pool: HashPool, deltaDir: string, manifest: Manifest): Promise<never> {
+  if (err instanceof VerifyError) throw (await corruptedDeltaFile(pool, deltaDir, manifest)) ?? err;
+  throw err;
+}
+
 /**
  * One target weight file, from its recorded header. Each base tensor is
  * checked against delta.json as soon as its hash is ready; the file's own
@@ -230,7 +240,6 @@ async function writeTargetFile(
   fixups: FixupSource,
   manifest: Manifest,
   pool: HashPool,
-  deltaChecked: Promise<void>,
   progress: OnProgress | undefined,
 ): Promise<{ fixed: number; committed: Promise<void> }> {
   const sink = await AtomicFile.create(dest, pool.create());
@@ -294,7 +303,6 @@ async function writeTargetFile(
   const committed = (async () => {
     try {
       const digest = await sink.close();
-      await deltaChecked;
       if (digest !== sha256) {
         const tensor = await firstDifferentTensor(sink.tempPath, manifest);
         throw new VerifyError(`recovered ${dest} has sha256 ${digest.slice(0, 12)}..., delta.json says ${sha256.slice(0, 12)}...${tensor === undefined ? "" : ` (tensor "${tensor}" differs)`}; the delta or the base is damaged`);

@@ -82,7 +82,10 @@ describe("apply-delta refuses bad input, names it, and writes nothing wrong", ()
     const run = runCli(["--base", TINY_LLAMA, "--delta", bad, "--target", out], "apply-delta");
     expect(run.status).toBe(1);
     expect(expectOneLineError(run.stderr)).toMatch(/model-00002-of-00002\.safetensors.*corrupted/);
-    expect(await finalFiles(out)).toEqual([]);
+    // Files finished before the damage was found are verified and kept; the damaged one is not there.
+    const left = await finalFiles(out);
+    expect(left).not.toContain("model-00002-of-00002.safetensors");
+    for (const f of left) expect(sha256Bytes(await readFile(join(out, f))), f).toBe(sha256Bytes(await readFile(join(target, f))));
   });
 
   it("refuses a truncated delta file, naming it", async () => {
