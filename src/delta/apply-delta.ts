@@ -1,11 +1,10 @@
-import { createHash } from "node:crypto";
 import { mkdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError, VerifyError, ioError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
-import { prefetch } from "../io/prefetch.js";
+import { prefetch, tap } from "../io/chunk-streams.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { MAX_MANIFEST_BYTES } from "../limits.js";
@@ -274,8 +273,8 @@ async function writeTargetFile(
         onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
         fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
       });
-      await writer.writeTensor(t.name, reporting(prefetch(chunks), (bytes) => {
-        progress?.({ kind: "advance", phase: "apply", bytes, label: t.name });
+      await writer.writeTensor(t.name, tap(prefetch(chunks), (chunk) => {
+        progress?.({ kind: "advance", phase: "apply", bytes: chunk.length, label: t.name });
       }));
       await checkBases();
       if (baseHash !== undefined && baseEntry !== undefined) {
@@ -315,11 +314,4 @@ async function writeTargetFile(
   })();
   committed.catch(() => undefined); // awaited by the caller; this only stops an early rejection counting as unhandled
   return { fixed, committed };
-}
-
-async function* reporting(chunks: AsyncIterable<Uint8Array>, onBytes: (bytes: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of chunks) {
-    onBytes(chunk.length);
-    yield chunk;
-  }
 }

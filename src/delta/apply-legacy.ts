@@ -2,7 +2,9 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { prefetch, tap } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
@@ -62,11 +64,12 @@ async function applyLegacy(
     dropped: [...base.tensors.keys()].filter((n) => !delta.tensors.has(n)), fixups: 0, bytes: 0,
   };
   const progress = options.onProgress;
+  const pool = new HashPool(options.threads);
   progress?.({ kind: "start", phase: "apply", totalBytes });
   try {
     for (const file of layout.files) {
       const dest = join(out, file.file);
-      const sink = await AtomicFile.create(dest);
+      const sink = await AtomicFile.create(dest, pool.create());
       try {
         const writer = SafetensorsWriter.verbatim(sink, dest, file.headerText);
         for (const t of writer.tensors) {
@@ -75,7 +78,7 @@ async function applyLegacy(
             primary: delta.readTensor(t.name),
             base: plan.op === "copy" ? undefined : base.readTensor(t.name),
           });
-          await writer.writeTensor(t.name, reporting(chunks, (n) => progress?.({ kind: "advance", phase: "apply", bytes: n, label: t.name })));
+          await writer.writeTensor(t.name, tap(prefetch(chunks), (chunk) => progress?.({ kind: "advance", phase: "apply", bytes: chunk.length, label: t.name })));
         }
         await writer.finish();
         const size = sink.size;
@@ -97,6 +100,7 @@ async function applyLegacy(
     }
   } finally {
     progress?.({ kind: "end", phase: "apply" });
+    await pool.close();
   }
   if (checksums !== undefined) {
     const missing = [...checksums.keys()].filter((rel) => !(rel in result.files));
@@ -105,11 +109,4 @@ async function applyLegacy(
   }
   result.bytes = Object.values(result.files).reduce((n, f) => n + f.size, 0);
   return result;
-}
-
-async function* reporting(chunks: AsyncIterable<Uint8Array>, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of chunks) {
-    onBytes(chunk.length);
-    yield chunk;
-  }
 }

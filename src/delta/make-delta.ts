@@ -5,7 +5,7 @@ import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
-import { prefetch } from "../io/prefetch.js";
+import { prefetch } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { convertModel } from "../model/convert.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";

@@ -4,7 +4,7 @@ import { addInto, convertInto, subInto, subIntoWithFixups, xorInto } from "../ke
 import { CHUNK_BYTES } from "../limits.js";
 import { windows, segments } from "./block.js";
 import { releasedChunk } from "../io/memory.js";
-import { prefetch } from "../io/prefetch.js";
+import { prefetch } from "../io/chunk-streams.js";
 import { ExactReader } from "./exact-reader.js";
 
 /**

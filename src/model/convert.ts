@@ -8,6 +8,7 @@
 import { basename, join, resolve } from "node:path";
 import { ModelError, UsageError } from "../errors.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { prefetch, tap } from "../io/chunk-streams.js";
 import { inputOf, refuseOverlap } from "../io/paths.js";
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
@@ -132,7 +133,9 @@ async function writeShard(
     });
     const writer = SafetensorsWriter.create(file, path, specs, metadata);
     for (const t of writer.tensors) {
-      await writer.writeTensor(t.name, withProgress(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES }), t.name, onProgress));
+      await writer.writeTensor(t.name, tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
+        onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label: t.name });
+      }));
     }
     await writer.finish();
     const size = file.size;
@@ -141,13 +144,6 @@ async function writeShard(
   } catch (err) {
     await file.abort();
     throw err;
-  }
-}
-
-async function* withProgress(chunks: AsyncIterable<Uint8Array>, label: string, onProgress: OnProgress | undefined): AsyncIterable<Uint8Array> {
-  for await (const chunk of chunks) {
-    yield chunk;
-    onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label });
   }
 }
 

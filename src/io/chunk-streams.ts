@@ -20,3 +20,11 @@ export async function* prefetch<T>(source: AsyncIterable<T>, depth = 1): AsyncGe
     await iterator.return?.();
   }
 }
+
+/** Passes chunks through, telling `onChunk` of each (progress, mostly). */
+export async function* tap<T extends { length: number }>(source: AsyncIterable<T>, onChunk: (chunk: T) => void): AsyncGenerator<T> {
+  for await (const chunk of source) {
+    onChunk(chunk);
+    yield chunk;
+  }
+}
