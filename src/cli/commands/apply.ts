@@ -4,7 +4,7 @@ import { formatBytes } from "../../format-bytes.js";
 import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
 import { sourceOptions } from "../hub-options.js";
-import { requiredOption } from "../options.js";
+import { plural, requiredOption } from "../options.js";
 
 /** `apply-delta --base SRC --delta SRC --target DIR [--checksums FILE]` */
 export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
@@ -32,7 +32,7 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
       ? result.kind === "manifest" ? "verified: every file and tensor is bit-identical to the publisher's (SHA-256)" : "verified against the checksum list"
       : "unverified: a legacy delta without delta.json; pass --checksums FILE to check the result";
     ctx.log(`${status}`);
-    ctx.log(`wrote ${result.target}: ${files.length} files${kept > 0 ? ` (${kept} already complete, kept)` : ""}, ${result.tensors} tensors, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${result.fixups} elements restored by fix-ups` : ""}`);
+    ctx.log(`wrote ${result.target}: ${plural(files.length, "file")}${kept > 0 ? ` (${kept} already complete, kept)` : ""}, ${plural(result.tensors, "tensor")}, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${plural(result.fixups, "element")} restored by fix-ups` : ""}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
   } finally {
     progress.stop();

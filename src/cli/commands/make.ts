@@ -4,7 +4,7 @@ import { formatBytes } from "../../format-bytes.js";
 import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
 import { hubSettings, sourceOptions } from "../hub-options.js";
-import { requiredOption } from "../options.js";
+import { plural, requiredOption } from "../options.js";
 import { HubError } from "../../errors.js";
 
 /** `make-delta --base SRC --target SRC --delta DIR [--codec add|xor] [--max-shard-size SIZE] [--push-to-hub REPO [--private]]` */
@@ -44,8 +44,8 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
       ctx.printJson({ ...result, ...(pushed !== undefined ? { pushed: { repo: pushTo, ...pushed } } : {}) });
       return;
     }
-    ctx.log(`wrote delta ${result.delta} (codec ${result.codec}): ${result.tensors} tensors, ${Object.keys(result.files).length} files, ${formatBytes(result.bytes)}`);
-    if (result.fixups > 0) ctx.log(`${result.fixups} elements need fix-ups to recover exactly (in delta-fixups.safetensors)`);
+    ctx.log(`wrote delta ${result.delta} (codec ${result.codec}): ${plural(result.tensors, "tensor")}, ${plural(Object.keys(result.files).length, "file")}, ${formatBytes(result.bytes)}`);
+    if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in delta-fixups.safetensors)`);
     if (result.added.length > 0) ctx.log(`tensors only in the target, stored as they are: ${result.added.join(", ")}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
     if (pushed !== undefined) ctx.log(`pushed ${pushed.files.length} files to ${pushTo}${pushed.commitUrl !== undefined ? `: ${pushed.commitUrl}` : ""}`);
