@@ -9,7 +9,6 @@ import { basename, dirname, isAbsolute, join, posix, resolve, sep } from "node:p
 import { DeltaWeightsError, ModelError, ioError } from "../errors.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
 import type { OnProgress } from "../progress.js";
-import { openPytorchFile } from "../pytorch/index.js";
 import { JsonCursor, JsonSyntaxError } from "../safetensors/json.js";
 import { openSafetensorsFile } from "../safetensors/reader.js";
 import { listExtraFiles } from "./extra-files.js";
@@ -41,7 +40,8 @@ interface Layout {
 export async function openModel(src: string, options: OpenModelOptions = {}): Promise<ModelSource> {
   const resolved = await resolveSource(src, options);
   const layout = await findLayout(resolved.path);
-  const opener = layout.format === "safetensors" ? openSafetensorsFile : openPytorchFile;
+  // The PyTorch reader (zip, unpickler) is loaded only for PyTorch models.
+  const opener = layout.format === "safetensors" ? openSafetensorsFile : (await import("../pytorch/index.js")).openPytorchFile;
   const files = new Map<string, WeightFile>();
   try {
     for (const rel of layout.weightFiles) {
