@@ -180,6 +180,38 @@ function boxGeometry(layout: StridedLayout, box: Box): BoxGeometry {
 }
 
 /**
+ * Steps through a box's elements, the last of `dims` fastest, tracking each
+ * element's storage index and its position in the output.
+ */
+class Odometer {
+  source: number;
+  position = 0;
+  readonly #counter: number[];
+
+  constructor(private readonly geometry: BoxGeometry, private readonly dims: readonly number[]) {
+    this.source = geometry.base;
+    this.#counter = new Array<number>(dims.length).fill(0);
+  }
+
+  next(): void {
+    const { extents, sourceStrides, outStrides } = this.geometry;
+    for (let w = this.dims.length - 1; w >= 0; w--) {
+      const dim = this.dims[w]!;
+      this.source += sourceStrides[dim]!;
+      this.position += outStrides[dim]!;
+      const next = this.#counter[w]! + 1;
+      if (next < extents[dim]!) {
+        this.#counter[w] = next;
+        return;
+      }
+      this.#counter[w] = 0;
+      this.source -= extents[dim]! * sourceStrides[dim]!;
+      this.position -= extents[dim]! * outStrides[dim]!;
+    }
+  }
+}
+
+/**
  * The fast path: when the box's smallest-stride dimension is contiguous in
  * storage and long enough, the box is a set of runs (one per combination of
  * the other indices), each one read and copied whole. Returns false, having
@@ -187,7 +219,8 @@ function boxGeometry(layout: StridedLayout, box: Box): BoxGeometry {
  */
 async function gatherRuns(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number, out: Uint8Array): Promise<boolean> {
   const { itemSize, dataStart } = layout;
-  const { base, extents, sourceStrides, outStrides, walk } = boxGeometry(layout, box);
+  const geometry = boxGeometry(layout, box);
+  const { extents, sourceStrides, outStrides, walk } = geometry;
   if (walk.length === 0) return false;
   const inner = walk[walk.length - 1]!;
   const runLength = extents[inner]!;
@@ -196,28 +229,13 @@ async function gatherRuns(read: ReadAt, layout: StridedLayout, box: Box, chunkBy
   const runs = box.elements / runLength;
   const runSources = new Float64Array(runs);
   const runPositions = new Float64Array(runs);
-  const outer = walk.slice(0, -1);
-  const counter = new Array<number>(outer.length).fill(0);
-  let source = base;
-  let position = 0;
+  const odometer = new Odometer(geometry, walk.slice(0, -1));
   for (let r = 0; r < runs; r++) {
-    runSources[r] = source;
-    runPositions[r] = position;
+    runSources[r] = odometer.source;
+    runPositions[r] = odometer.position;
     // Each run must start after the previous one ends: otherwise overlapping strides.
-    if (r > 0 && source < runSources[r - 1]! + runLength) return false;
-    for (let w = outer.length - 1; w >= 0; w--) {
-      const dim = outer[w]!;
-      source += sourceStrides[dim]!;
-      position += outStrides[dim]!;
-      const next = counter[w]! + 1;
-      if (next < extents[dim]!) {
-        counter[w] = next;
-        break;
-      }
-      counter[w] = 0;
-      source -= extents[dim]! * sourceStrides[dim]!;
-      position -= extents[dim]! * outStrides[dim]!;
-    }
+    if (r > 0 && odometer.source < runSources[r - 1]! + runLength) return false;
+    odometer.next();
   }
 
   const slack = Math.max(1, Math.floor(SLACK_BYTES / itemSize));
@@ -266,30 +284,16 @@ function copyRun(from: Uint8Array, fromOffset: number, out: Uint8Array, outOffse
 async function gatherElements(read: ReadAt, layout: StridedLayout, box: Box, chunkBytes: number, out: Uint8Array, outOffset: number): Promise<void> {
   const { itemSize, dataStart } = layout;
   const count = box.elements;
-  const { base, extents, sourceStrides, outStrides, walk } = boxGeometry(layout, box);
+  const geometry = boxGeometry(layout, box);
   const sources = new Float64Array(count);
   const positions = new Uint32Array(count);
-  const counter = new Array<number>(walk.length).fill(0);
-  let source = base;
-  let position = 0;
+  const odometer = new Odometer(geometry, geometry.walk);
   let sorted = true;
   for (let p = 0; p < count; p++) {
-    sources[p] = source;
-    positions[p] = position;
-    if (p > 0 && source < sources[p - 1]!) sorted = false;
-    for (let w = walk.length - 1; w >= 0; w--) {
-      const dim = walk[w]!;
-      source += sourceStrides[dim]!;
-      position += outStrides[dim]!;
-      const next = counter[w]! + 1;
-      if (next < extents[dim]!) {
-        counter[w] = next;
-        break;
-      }
-      counter[w] = 0;
-      source -= extents[dim]! * sourceStrides[dim]!;
-      position -= extents[dim]! * outStrides[dim]!;
-    }
+    sources[p] = odometer.source;
+    positions[p] = odometer.position;
+    if (p > 0 && odometer.source < sources[p - 1]!) sorted = false;
+    odometer.next();
   }
   const order = sorted ? null : sortBySource(sources);
   const at = (k: number): number => (order === null ? k : order[k]!);
