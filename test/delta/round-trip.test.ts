@@ -89,3 +89,20 @@ describe("PyTorch .bin models in make-delta", () => {
     for (const t of got) expect(Buffer.compare(t.data, want.get(t.name)!.data), t.name).toBe(0);
   });
 });
+
+describe("every dtype, on real files written by Hugging Face's serializer", () => {
+  const JL = join(REALDATA, "safetensors-jl-dtypes");
+
+  for (const codec of ["add", "xor"] as const) {
+    it(`recovers a 12-dtype file (F8, integers, bool by XOR; floats by ${codec}) with its metadata header, byte for byte`, async () => {
+      const work = await tempDir();
+      const base = join(JL, "non_sharded/model.numpy.safetensors"); // 9 dtypes: lacks BF16 and the F8 pair
+      const target = join(JL, "non_sharded/model.with_metadata.safetensors");
+      const made = await makeDelta({ base, target, delta: join(work, "delta"), codec });
+      expect(made.added.sort()).toEqual(["bfloat16_3", "bfloat16_35", "bfloat16_357", "float8_e4m3fn_3", "float8_e4m3fn_35", "float8_e4m3fn_357", "float8_e5m2_3", "float8_e5m2_35", "float8_e5m2_357"]);
+      const applied = await applyDelta({ base, delta: join(work, "delta"), target: join(work, "out") });
+      expect(applied.verified).toBe(true);
+      expect(sha256Bytes(await readFile(join(work, "out/model.with_metadata.safetensors")))).toBe(sha256Bytes(await readFile(target)));
+    });
+  }
+});
