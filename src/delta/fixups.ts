@@ -244,10 +244,17 @@ export class TensorFixer {
       if (to > from) {
         if (indices[from]! < firstIndex) this.#fail("are out of order");
         // Indices are checked ascending and inside [firstIndex, end): every write lands in `out`.
-        for (let k = from; k < to; k++) {
-          const at = (indices[k]! - firstIndex) * size;
-          const x = k * size;
-          for (let b = 0; b < size; b++) out[at + b]! ^= xors[x + b]!;
+        if (size === 2 && out.byteOffset % 2 === 0) {
+          // Half-precision models are the common case: one 16-bit XOR per fix-up.
+          const out16 = new Uint16Array(out.buffer, out.byteOffset, out.length / 2);
+          const xors16 = new Uint16Array(xors.buffer, xors.byteOffset, xors.length / 2);
+          for (let k = from; k < to; k++) out16[indices[k]! - firstIndex]! ^= xors16[k]!;
+        } else {
+          for (let k = from; k < to; k++) {
+            const at = (indices[k]! - firstIndex) * size;
+            const x = k * size;
+            for (let b = 0; b < size; b++) out[at + b]! ^= xors[x + b]!;
+          }
         }
         this.#position = to;
       }
