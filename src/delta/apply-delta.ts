@@ -1,13 +1,12 @@
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
-import { DeltaError, VerifyError, ioError } from "../errors.js";
+import { DeltaError, VerifyError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
-import { MAX_MANIFEST_BYTES } from "../limits.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
 import { resolveSource } from "../model/resolve-source.js";
 import type { ModelSource } from "../model/types.js";
@@ -16,7 +15,8 @@ import { openSafetensorsFile, type SafetensorsFile } from "../safetensors/reader
 import { SafetensorsWriter } from "../safetensors/writer.js";
 import { sameShape, numel } from "./block.js";
 import { FixupSource } from "./fixups.js";
-import { MANIFEST_FILE, parseManifest, type Manifest } from "./manifest.js";
+import { MANIFEST_FILE, type Manifest } from "./manifest.js";
+import { readManifest } from "./read-manifest.js";
 import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
 
 export interface ApplyDeltaOptions extends OpenModelOptions {
@@ -50,13 +50,11 @@ export interface ApplyDeltaResult {
 /** base + delta -> target, verified against delta.json (or run as a legacy FastChat delta when it has none). */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   const delta = await resolveSource(options.delta, options);
-  const manifestPath = join(delta.path, MANIFEST_FILE);
-  const manifestText = await readManifestText(manifestPath);
-  if (manifestText === undefined) {
+  const manifest = await readManifest(join(delta.path, MANIFEST_FILE));
+  if (manifest === undefined) {
     const { applyLegacyDelta } = await import("./apply-legacy.js");
     return applyLegacyDelta(options);
   }
-  const manifest = parseManifest(manifestPath, manifestText);
   await checkDeltaSizes(delta.path, manifest);
   const base = await openModel(options.base, options);
   try {
@@ -65,22 +63,6 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     return await apply(base, delta.path, manifest, options);
   } finally {
     await base.close();
-  }
-}
-
-async function readManifestText(path: string): Promise<string | undefined> {
-  let info;
-  try {
-    info = await stat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw ioError("read", path, err);
-  }
-  if (info.size > MAX_MANIFEST_BYTES) throw new DeltaError(`${path} is ${info.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for a manifest`);
-  try {
-    return await readFile(path, "utf8");
-  } catch (err) {
-    throw ioError("read", path, err);
   }
 }
 

@@ -16,6 +16,7 @@ import { SafetensorsWriter } from "../safetensors/writer.js";
 import { blockMismatch, numel } from "./block.js";
 import { FixupCollector } from "./fixups.js";
 import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TensorEntry, type TargetTensorEntry } from "./manifest.js";
+import { readManifest } from "./read-manifest.js";
 import { layoutOf, type OutputLayout } from "./target-layout.js";
 import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
 import { publicSourceName } from "./source-name.js";
@@ -77,10 +78,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
   await mkdir(out, { recursive: true });
   await checkFreeSpace(out, totalBytes);
-  // delta.json is written last: until then the directory must not pass for a
-  // complete delta, even one left by an earlier run.
-  await rm(join(out, MANIFEST_FILE), { force: true });
-  await rm(join(out, FIXUPS_FILE), { force: true });
+  await removeEarlierDelta(out);
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
@@ -134,6 +132,25 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
     files: manifest.delta.files,
     bytes: Object.values(manifest.delta.files).reduce((n, f) => n + f.size, 0),
   };
+}
+
+/**
+ * A delta made earlier in the same directory is replaced, not merged with:
+ * its files (those its delta.json lists) go, so that a new layout leaves no
+ * stale shard for `push` to upload. Files it does not list are the user's and
+ * stay. delta.json goes first and comes back last: until then the directory
+ * never passes for a complete delta.
+ */
+async function removeEarlierDelta(out: string): Promise<void> {
+  const manifestPath = join(out, MANIFEST_FILE);
+  let earlier: string[] = [FIXUPS_FILE];
+  try {
+    earlier = [...earlier, ...Object.keys((await readManifest(manifestPath))?.delta.files ?? {})];
+  } catch {
+    // not a manifest we can read: only our own fixed names are removed
+  }
+  await rm(manifestPath, { force: true });
+  await Promise.all(earlier.map((rel) => rm(join(out, rel), { force: true })));
 }
 
 /** Decides each target tensor's op; refuses a base that cannot pair with the target. */

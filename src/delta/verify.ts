@@ -6,9 +6,8 @@ import { readChecksums } from "../hash/checksums.js";
 import type { OnProgress } from "../progress.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { resolveSource, type ResolveOptions } from "../model/resolve-source.js";
-import { MANIFEST_FILE, parseManifest, type Manifest } from "./manifest.js";
-import { readFile } from "node:fs/promises";
-import { MAX_MANIFEST_BYTES } from "../limits.js";
+import { MANIFEST_FILE, type Manifest } from "./manifest.js";
+import { readManifest } from "./read-manifest.js";
 
 export interface VerifyOptions extends ResolveOptions {
   /** delta.json, a delta directory holding it, or a Hub repo id. */
@@ -71,10 +70,9 @@ export async function verify(dir: string, options: VerifyOptions): Promise<Verif
 
 async function loadManifest(src: string, options: ResolveOptions): Promise<Manifest> {
   const resolved = await resolveSource(src, { ...options, files: [MANIFEST_FILE] });
-  const info = await stat(resolved.path);
-  const path = info.isDirectory() ? join(resolved.path, MANIFEST_FILE) : resolved.path;
-  const size = (await stat(path)).size;
-  if (size > MAX_MANIFEST_BYTES) throw new VerifyError(`${path} is too large for a manifest`);
-  return parseManifest(path, await readFile(path, "utf8"));
+  const path = (await stat(resolved.path)).isDirectory() ? join(resolved.path, MANIFEST_FILE) : resolved.path;
+  const manifest = await readManifest(path);
+  if (manifest === undefined) throw new VerifyError(`${path} does not exist: --manifest takes delta.json or the delta holding it`);
+  return manifest;
 }
 

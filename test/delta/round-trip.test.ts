@@ -1,4 +1,4 @@
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
@@ -105,4 +105,23 @@ describe("every dtype, on real files written by Hugging Face's serializer", () =
       expect(sha256Bytes(await readFile(join(work, "out/model.with_metadata.safetensors")))).toBe(sha256Bytes(await readFile(target)));
     });
   }
+});
+
+describe("make-delta into a directory holding an earlier delta", () => {
+  it("replaces the earlier delta's files (no stale shard left to push) and keeps the user's own", async () => {
+    const work = await tempDir();
+    const target = join(work, "target");
+    await writeModel(target, finetune(await readAll(TINY_LLAMA), { seed: 21 }), { metadata: null });
+    const delta = join(work, "delta");
+    await makeDelta({ base: TINY_LLAMA, target, delta, maxShardBytes: 100_000 });
+    const resharded = (await readdir(delta)).filter((f) => f.startsWith("model-"));
+    expect(resharded.length).toBeGreaterThan(1);
+    await writeFile(join(delta, "NOTES.txt"), "mine\n");
+
+    const again = await makeDelta({ base: TINY_LLAMA, target, delta });
+    const expected = ["NOTES.txt", "delta.json", "model.safetensors", ...(again.fixups > 0 ? ["delta-fixups.safetensors"] : [])];
+    expect((await readdir(delta)).sort()).toEqual(expected.sort());
+    const applied = await applyDelta({ base: TINY_LLAMA, delta, target: join(work, "out") });
+    expect(applied.verified).toBe(true);
+  });
 });
