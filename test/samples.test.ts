@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { sha256Bytes } from "../src/hash/sha256.js";
+import { sha256Bytes } from "./helpers/sha256.js";
 import { runCli } from "./helpers/cli.js";
 import { REPO_ROOT } from "./helpers/realdata.js";
 import { makeTempDir } from "./helpers/temp-dir.js";

@@ -1,7 +1,8 @@
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { stat } from "node:fs/promises";
 import { VerifyError, UsageError } from "../errors.js";
-import { sha256File } from "../hash/sha256.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { OnProgress } from "../progress.js";
 import { firstDifferentTensor } from "./diagnose.js";
@@ -14,6 +15,8 @@ export interface VerifyOptions extends ResolveOptions {
   manifest?: string;
   /** A sha256sum list. */
   checksums?: string;
+  /** Hashing threads (default: one per core). */
+  threads?: number;
   onProgress?: OnProgress;
 }
 
@@ -43,26 +46,36 @@ export async function verify(dir: string, options: VerifyOptions): Promise<Verif
   const total = [...expected.values()].reduce((n, e) => n + (e.size ?? 0), 0);
   options.onProgress?.({ kind: "start", phase: "verify", totalBytes: total });
   const files: VerifyResult["files"] = {};
+  // Sizes first (cheap, and a missing file is named at once), then every hash on the workers, in parallel.
+  for (const [rel, entry] of expected) {
+    const path = join(dir, rel);
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch {
+      throw new VerifyError(`${path} is missing`);
+    }
+    if (entry.size !== undefined && size !== entry.size) {
+      throw new VerifyError(`${path} is ${size} bytes, expected ${entry.size}`);
+    }
+  }
+  // The main thread only waits here: every core can hash.
+  const pool = new HashPool(options.threads ?? availableParallelism());
   try {
+    const hashed = await Promise.all([...expected.keys()].map((rel) =>
+      pool.hashFile(join(dir, rel), (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }))));
+    let i = 0;
     for (const [rel, entry] of expected) {
-      const path = join(dir, rel);
-      let size: number;
-      try {
-        size = (await stat(path)).size;
-      } catch {
-        throw new VerifyError(`${path} is missing`);
-      }
-      if (entry.size !== undefined && size !== entry.size) {
-        throw new VerifyError(`${path} is ${size} bytes, expected ${entry.size}`);
-      }
-      const actual = await sha256File(path, (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }));
+      const actual = hashed[i++]!;
       if (actual.sha256 !== entry.sha256) {
+        const path = join(dir, rel);
         const tensor = manifest === undefined ? undefined : await firstDifferentTensor(path, manifest);
         throw new VerifyError(`${path} has sha256 ${actual.sha256.slice(0, 16)}..., expected ${entry.sha256.slice(0, 16)}...${tensor === undefined ? "" : `; tensor "${tensor}" differs`}`);
       }
       files[rel] = actual;
     }
   } finally {
+    await pool.close();
     options.onProgress?.({ kind: "end", phase: "verify" });
   }
   return { dir, verified: true, files };

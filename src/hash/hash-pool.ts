@@ -55,6 +55,7 @@ parentPort.on("message", async (m) => {
         if (bytesRead === 0) break;
         h.update(buffer.subarray(0, bytesRead));
         size += bytesRead;
+        parentPort.postMessage({ op: "progress", id: m.id, bytes: bytesRead });
       }
       parentPort.postMessage({ op: "file", id: m.id, hex: h.digest("hex"), size });
     } catch (err) {
@@ -69,6 +70,7 @@ parentPort.on("message", async (m) => {
 interface Pending {
   resolve(value: { hex: string; size?: number }): void;
   reject(err: unknown): void;
+  onBytes?: (bytes: number) => void;
 }
 
 class HashWorker {
@@ -83,10 +85,14 @@ class HashWorker {
     this.worker = new Worker(WORKER_SOURCE, { eval: true });
     this.worker.unref();
     this.worker.postMessage({ op: "ring", buffer: this.#ring });
-    this.worker.on("message", (m: { op: string; id: number; slot: number; hex: string; size?: number; error?: { message: string; code?: string } }) => {
+    this.worker.on("message", (m: { op: string; id: number; slot: number; bytes: number; hex: string; size?: number; error?: { message: string; code?: string } }) => {
       if (m.op === "ack") {
         this.#free.push(m.slot);
         this.#waiters.shift()?.();
+        return;
+      }
+      if (m.op === "progress") {
+        this.#pending.get(m.id)?.onBytes?.(m.bytes);
         return;
       }
       const p = this.#pending.get(m.id);
@@ -116,10 +122,10 @@ class HashWorker {
     }
   }
 
-  request(message: { op: string; id: number; path?: string }): Promise<{ hex: string; size?: number }> {
+  request(message: { op: string; id: number; path?: string }, onBytes?: (bytes: number) => void): Promise<{ hex: string; size?: number }> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      this.#pending.set(message.id, { resolve, reject });
+      this.#pending.set(message.id, { resolve, reject, onBytes });
       this.worker.postMessage(message);
     });
   }
@@ -158,11 +164,11 @@ export class HashPool {
     };
   }
 
-  /** sha256 of a whole file, read and hashed on a worker. */
-  async hashFile(path: string): Promise<{ sha256: string; size: number }> {
+  /** sha256 of a whole file, read and hashed on a worker; `onBytes` reports progress. */
+  async hashFile(path: string, onBytes?: (bytes: number) => void): Promise<{ sha256: string; size: number }> {
     const id = this.#nextId++;
     try {
-      const result = await this.#pick().request({ op: "file", id, path });
+      const result = await this.#pick().request({ op: "file", id, path }, onBytes);
       return { sha256: result.hex, size: result.size ?? 0 };
     } catch (err) {
       throw ioError("read", path, err);

@@ -3,7 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { sha256Bytes } from "../../src/hash/sha256.js";
+import { sha256Bytes } from "../helpers/sha256.js";
 import { readAll } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";
 import { REPO_ROOT, REALDATA } from "../helpers/realdata.js";

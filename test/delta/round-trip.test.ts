@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
-import { sha256Bytes } from "../../src/hash/sha256.js";
+import { sha256Bytes } from "../helpers/sha256.js";
 import { TINY_LLAMA, convert, finetune, readAll, writeModel } from "../helpers/finetune.js";
 import { REALDATA } from "../helpers/realdata.js";
 import { makeTempDir as tempDir } from "../helpers/temp-dir.js";

@@ -9,6 +9,7 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
   try {
     const result = await verify(String(args.dir), {
       ...sourceOptions({ token: ctx.token }),
+      threads: ctx.threads,
       manifest: typeof args.manifest === "string" ? args.manifest : undefined,
       checksums: typeof args.checksums === "string" ? args.checksums : undefined,
       onProgress: progress.onProgress,
