@@ -61,8 +61,14 @@ function sameElementCount(elementBytes: number, a: Uint8Array, b: Uint8Array, ou
   }
 }
 
-/** out = fn(a, b), tile by tile, for elements of `elementBytes`. */
-function binaryTiles(fn: TileFunction, elementBytes: number, a: Uint8Array, b: Uint8Array, out: Uint8Array): void {
+/**
+ * out = fn(a, b), tile by tile, for elements of `elementBytes`; `afterTile`
+ * gets each tile's return value and first element index.
+ */
+function binaryTiles<R>(
+  fn: (count: number, zero: number) => R, elementBytes: number, a: Uint8Array, b: Uint8Array, out: Uint8Array,
+  afterTile?: (result: R, start: number) => void,
+): void {
   sameElementCount(elementBytes, a, b, out);
   const tileElements = TILE / elementBytes;
   const n = a.byteLength / elementBytes;
@@ -71,7 +77,8 @@ function binaryTiles(fn: TileFunction, elementBytes: number, a: Uint8Array, b: U
     const from = start * elementBytes, to = from + count * elementBytes;
     heap.set(a.subarray(from, to), A);
     heap.set(b.subarray(from, to), B);
-    fn(count, 0);
+    const result = fn(count, 0);
+    afterTile?.(result, start);
     out.set(heap.subarray(OUT, OUT + (to - from)), from);
   }
 }
@@ -195,19 +202,8 @@ const SUB_WITH_FIXUPS: Record<FloatDType, FixupFunction> = {
 
 export function subIntoWithFixups(dtype: FloatDType, target: Uint8Array, base: Uint8Array, deltaOut: Uint8Array): Mismatches {
   const elementBytes = dtypeBytes(dtype);
-  sameElementCount(elementBytes, target, base, deltaOut);
-  const fn = SUB_WITH_FIXUPS[dtype];
   const found = new MismatchCollector(elementBytes);
-  const tileElements = TILE / elementBytes;
-  const n = target.byteLength / elementBytes;
-  for (let start = 0; start < n; start += tileElements) {
-    const count = Math.min(tileElements, n - start);
-    const from = start * elementBytes, to = from + count * elementBytes;
-    heap.set(target.subarray(from, to), A);
-    heap.set(base.subarray(from, to), B);
-    found.take(fn(count, 0), start);
-    deltaOut.set(heap.subarray(OUT, OUT + (to - from)), from);
-  }
+  binaryTiles(SUB_WITH_FIXUPS[dtype], elementBytes, target, base, deltaOut, (mismatches, start) => found.take(mismatches, start));
   return found.result();
 }
 
