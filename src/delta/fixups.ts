@@ -177,11 +177,6 @@ export class FixupSource {
     return new FixupSource(path === undefined ? undefined : await openSafetensorsFile(path));
   }
 
-  /** Names of tensors that have fix-ups. */
-  tensorNames(): string[] {
-    return (this.file?.tensors ?? []).filter((t) => t.name.endsWith(INDEX_SUFFIX)).map((t) => t.name.slice(0, -INDEX_SUFFIX.length));
-  }
-
   /**
    * A window fixer for one tensor (undefined when it has no fix-ups). Checks
    * the sidecar's entries as it goes: ascending, in range, of the right dtype.
