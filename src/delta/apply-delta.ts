@@ -1,9 +1,12 @@
+import { existsSync } from "node:fs";
 import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError, VerifyError } from "../errors.js";
+import { readChecksums } from "../hash/checksums.js";
 import { HashPool } from "../hash/hash-pool.js";
-import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
+import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
@@ -34,8 +37,13 @@ export interface ApplyDeltaOptions extends OpenModelOptions {
 
 export interface ApplyDeltaResult {
   target: string;
-  /** true: every file and tensor matched delta.json (or the checksums list). */
+  /**
+   * true only when every output file was checked against something the
+   * publisher gave: delta.json, or a checksums list that covers every file.
+   */
   verified: boolean;
+  /** Output files nothing checked (a checksums list that leaves them out; every file of an unchecked legacy delta). */
+  unchecked: string[];
   /** "manifest" for a delta-weights delta, "legacy" for a FastChat-style one. */
   kind: "manifest" | "legacy";
   files: Record<string, { size: number; sha256: string; status: "written" | "kept" }>;
@@ -51,19 +59,39 @@ export interface ApplyDeltaResult {
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   const delta = await resolveSource(options.delta, options);
   const manifest = await readManifest(join(delta.path, MANIFEST_FILE));
+  const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
   if (manifest === undefined) {
+    await refuseSwapped(options, delta.path);
     const { applyLegacyDelta } = await import("./apply-legacy.js");
-    return applyLegacyDelta(options);
+    return applyLegacyDelta(options, checksums);
   }
   await checkDeltaSizes(delta.path, manifest);
   const base = await openModel(options.base, options);
   try {
     refuseOverlap(options.target, [inputOf("base", base), { label: "delta", root: delta.path }]);
     checkBaseShapes(base, manifest);
-    return await apply(base, delta.path, manifest, options);
+    if (checksums !== undefined) checkListAgainstManifest(checksums, options.checksums!, manifest);
+    return await withOutputLock(options.target, "apply-delta", async () => {
+      await removeStalePartials(options.target);
+      return apply(base, delta.path, manifest, options);
+    });
   } finally {
     await base.close();
   }
+}
+
+/**
+ * A delta without delta.json given as --delta while --base holds one: the
+ * two were swapped. Applying would add a delta to the base's own weights and
+ * write garbage that no check could catch.
+ */
+async function refuseSwapped(options: ApplyDeltaOptions, deltaDir: string): Promise<void> {
+  if (!existsSync(options.base) || !(await stat(options.base)).isDirectory()) return;
+  if (!existsSync(join(options.base, MANIFEST_FILE))) return;
+  throw new DeltaError(
+    `--base ${options.base} holds ${MANIFEST_FILE}, so it is a delta, and --delta ${deltaDir} has none: --base and --delta look swapped; ` +
+      "pass the model you hold as --base and the published delta as --delta",
+  );
 }
 
 /**
@@ -128,7 +156,7 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   const out = options.target;
   await mkdir(out, { recursive: true });
   const result: ApplyDeltaResult = {
-    target: out, verified: false, kind: "manifest", files: {}, tensors: 0, dropped: [], fixups: 0, bytes: 0,
+    target: out, verified: false, unchecked: [], kind: "manifest", files: {}, tensors: 0, dropped: [], fixups: 0, bytes: 0,
   };
   const pool = new HashPool(options.threads);
   // Resume: files already in place and matching the manifest are kept.
@@ -189,6 +217,22 @@ async function apply(base: ModelSource, deltaDir: string, manifest: Manifest, op
   result.dropped = [...base.tensors.keys()].filter((n) => !(n in manifest.base.tensors));
   result.bytes = Object.values(manifest.target.files).reduce((n, f) => n + f.size, 0);
   return result;
+}
+
+/**
+ * --checksums with a delta.json delta: the list is checked against the
+ * manifest before anything is written. Every file it names must be a target
+ * file with the sha256 delta.json records for it, since every output is then
+ * checked against delta.json.
+ */
+function checkListAgainstManifest(checksums: Map<string, string>, listPath: string, manifest: Manifest): void {
+  for (const [rel, sha256] of checksums) {
+    const entry = Object.hasOwn(manifest.target.files, rel) ? manifest.target.files[rel] : undefined;
+    if (entry === undefined) throw new VerifyError(`${listPath} lists ${rel}, which this delta does not produce; nothing was written`);
+    if (entry.sha256 !== sha256) {
+      throw new VerifyError(`${listPath} says ${rel} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: the list and the delta disagree; nothing was written`);
+    }
+  }
 }
 
 async function matches(pool: HashPool, path: string, size: number, sha256: string): Promise<boolean> {

@@ -1,9 +1,9 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../errors.js";
-import { readChecksums } from "../hash/checksums.js";
 import { HashPool } from "../hash/hash-pool.js";
-import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
+import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
 import { openModel } from "../model/open-model.js";
@@ -12,7 +12,12 @@ import { SafetensorsWriter } from "../safetensors/writer.js";
 import type { ApplyDeltaOptions, ApplyDeltaResult } from "./apply-delta.js";
 import { blockMismatch } from "./block.js";
 import { convertedLayout } from "./target-layout.js";
-import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
+import { baseConversionProblem, legacyAddProblem, transformTensor, type TensorPlan } from "./tensor-transform.js";
+
+/** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
+export function isRotaryBuffer(name: string): boolean {
+  return name.endsWith("rotary_emb.inv_freq");
+}
 
 /**
  * A legacy delta (FastChat, Vicuna, WizardVicunaLM: no delta.json):
@@ -20,14 +25,16 @@ import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } fro
  * output sharded like the delta, in safetensors. Nothing proves the result
  * but a published checksum list (`--checksums`).
  */
-export async function applyLegacyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
-  const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
+export async function applyLegacyDelta(options: ApplyDeltaOptions, checksums: Map<string, string> | undefined): Promise<ApplyDeltaResult> {
   const delta = await openModel(options.delta, options);
   try {
     const base = await openModel(options.base, options);
     try {
       refuseOverlap(options.target, [inputOf("base", base), inputOf("delta", delta)]);
-      return await applyLegacy(base, delta, checksums, options);
+      return await withOutputLock(options.target, "apply-delta", async () => {
+        await removeStalePartials(options.target);
+        return applyLegacy(base, delta, checksums, options);
+      });
     } finally {
       await base.close();
     }
@@ -43,24 +50,34 @@ async function applyLegacy(
   options: ApplyDeltaOptions,
 ): Promise<ApplyDeltaResult> {
   const out = options.target;
+  // FastChat asserts that every base tensor has its delta; a delta without
+  // one would leave that tensor out of the model. Rotary inv_freq buffers are
+  // not weights (transformers >= 4.31 computes them), so they may be missing.
+  const missing = [...base.tensors.keys()].find((n) => !delta.tensors.has(n) && !isRotaryBuffer(n));
+  if (missing !== undefined) {
+    throw new DeltaError(`the delta ${delta.source} has no tensor "${missing}", which the base ${base.source} has: the delta is incomplete or made from another base`);
+  }
   const plans = new Map<string, TensorPlan>();
   for (const t of delta.tensors.values()) {
     const b = base.tensors.get(t.name);
-    const plan: TensorPlan = { name: t.name, dtype: t.dtype, shape: t.shape, op: chooseOp("add", t.dtype, b !== undefined) };
+    const plan: TensorPlan = { name: t.name, dtype: t.dtype, shape: t.shape, op: b === undefined ? "copy" : "add" };
     if (b !== undefined) {
-      const problem = baseConversionProblem(t.dtype, b.dtype) ?? blockMismatch(t.shape, b.shape);
+      const problem = legacyAddProblem(t.dtype) ?? baseConversionProblem(t.dtype, b.dtype) ?? blockMismatch(t.shape, b.shape);
       if (problem !== undefined) throw new DeltaError(`base ${base.source}: tensor "${t.name}" cannot be added to the delta's ${t.dtype} [${t.shape}]: ${problem}`);
       plan.base = { dtype: b.dtype, shape: b.shape };
     }
     plans.set(t.name, plan);
   }
   const layout = convertedLayout(delta);
+  const outputs = [...layout.files.map((f) => f.file), ...(layout.index === undefined ? [] : [layout.index.file]), ...delta.extraFiles];
+  const notProduced = [...(checksums?.keys() ?? [])].find((rel) => !outputs.includes(rel));
+  if (notProduced !== undefined) throw new VerifyError(`${options.checksums} lists ${notProduced}, which this delta does not produce; nothing was written`);
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
   await mkdir(out, { recursive: true });
   await checkFreeSpace(out, totalBytes);
 
   const result: ApplyDeltaResult = {
-    target: out, verified: false, kind: "legacy", files: {}, tensors: plans.size,
+    target: out, verified: false, unchecked: [], kind: "legacy", files: {}, tensors: plans.size,
     dropped: [...base.tensors.keys()].filter((n) => !delta.tensors.has(n)), fixups: 0, bytes: 0,
   };
   const progress = options.onProgress;
@@ -102,11 +119,9 @@ async function applyLegacy(
     progress?.({ kind: "end", phase: "apply" });
     await pool.close();
   }
-  if (checksums !== undefined) {
-    const missing = [...checksums.keys()].filter((rel) => !(rel in result.files));
-    if (missing.length > 0) throw new VerifyError(`${options.checksums} lists ${missing[0]}, which this delta does not produce`);
-    result.verified = true;
-  }
+  // Verified only when the publisher's list covered every output.
+  result.unchecked = Object.keys(result.files).filter((rel) => checksums?.has(rel) !== true);
+  result.verified = checksums !== undefined && result.unchecked.length === 0;
   result.bytes = Object.values(result.files).reduce((n, f) => n + f.size, 0);
   return result;
 }

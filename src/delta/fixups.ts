@@ -54,19 +54,25 @@ export class FixupCollector {
   #xorBytes = 0;
   #tensors: SpilledTensor[] = [];
   #current: SpilledTensor | undefined;
-  readonly #dir: string;
+  readonly #paths: [string, string];
 
-  private constructor(dir: string, indexFile: FileHandle, xorFile: FileHandle) {
-    this.#dir = dir;
+  private constructor(paths: [string, string], indexFile: FileHandle, xorFile: FileHandle) {
+    this.#paths = paths;
     this.#indexFile = indexFile;
     this.#xorFile = xorFile;
   }
 
+  /** Scratch files in `dir`, named like the temporary files of outputs so a later run clears them. */
   static async create(dir: string): Promise<FixupCollector> {
+    const paths: [string, string] = [AtomicFile.tempPathFor(join(dir, "fixup-index.spill")), AtomicFile.tempPathFor(join(dir, "fixup-xor.spill"))];
     try {
-      const indexFile = await open(join(dir, ".fixup-index.spill"), "w+");
-      const xorFile = await open(join(dir, ".fixup-xor.spill"), "w+");
-      return new FixupCollector(dir, indexFile, xorFile);
+      const indexFile = await open(paths[0], "wx+");
+      const xorFile = await open(paths[1], "wx+").catch(async (err: unknown) => {
+        await indexFile.close();
+        await rm(paths[0], { force: true });
+        throw err;
+      });
+      return new FixupCollector(paths, indexFile, xorFile);
     } catch (err) {
       throw ioError("create scratch files in", dir, err);
     }
@@ -146,8 +152,7 @@ export class FixupCollector {
   async discard(): Promise<void> {
     await this.#indexFile.close().catch(() => undefined);
     await this.#xorFile.close().catch(() => undefined);
-    await rm(join(this.#dir, ".fixup-index.spill"), { force: true });
-    await rm(join(this.#dir, ".fixup-xor.spill"), { force: true });
+    await Promise.all(this.#paths.map((path) => rm(path, { force: true })));
   }
 }
 

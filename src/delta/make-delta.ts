@@ -1,13 +1,15 @@
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
-import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
+import { withOutputLock } from "../io/output-lock.js";
 import { prefetch } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
-import { convertModel } from "../model/convert.js";
+import { convertIntoLockedOutput } from "../model/convert.js";
 import { openModel, type OpenModelOptions } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
@@ -61,7 +63,13 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
   try {
     const target = await openModel(options.target, options);
     try {
-      return await make(base, target, codec, options);
+      refuseDeltaAsModel("--base", base);
+      refuseDeltaAsModel("--target", target);
+      refuseOverlap(options.delta, [inputOf("base", base), inputOf("target", target)]);
+      return await withOutputLock(options.delta, "make-delta", async () => {
+        await removeStalePartials(options.delta);
+        return make(base, target, codec, options);
+      });
     } finally {
       await target.close();
     }
@@ -70,9 +78,15 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
   }
 }
 
+/** A delta given as a model would make a delta of a delta: refuse it by name. */
+function refuseDeltaAsModel(flag: string, model: ModelSource): void {
+  if (model.extraFiles.includes(MANIFEST_FILE) || existsSync(join(model.root, MANIFEST_FILE))) {
+    throw new DeltaError(`${flag} ${model.source} holds ${MANIFEST_FILE}: it is a delta, not a model; recover the model with apply-delta first`);
+  }
+}
+
 async function make(base: ModelSource, target: ModelSource, codec: Codec, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   const out = options.delta;
-  refuseOverlap(out, [inputOf("base", base), inputOf("target", target)]);
   const plans = planTensors(base, target, codec);
   const layout = await layoutOf(target);
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
@@ -94,7 +108,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   progress?.({ kind: "start", phase: "make", totalBytes });
   // With --max-shard-size the shards are first written in the target's layout
   // (so the target's file hashes come out of the same pass), then resharded.
-  const weightsDir = options.maxShardBytes === undefined ? out : join(out, ".staging");
+  const weightsDir = options.maxShardBytes === undefined ? out : AtomicFile.tempPathFor(join(out, "staging"));
   try {
     for (const file of layout.files) {
       const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, weightsDir, progress, pool);
@@ -266,7 +280,7 @@ async function copyCompanions(target: ModelSource, layout: OutputLayout, manifes
 async function reshard(staging: string, layout: OutputLayout, maxShardBytes: number, manifest: Manifest, out: string): Promise<void> {
   if (layout.index !== undefined) await writeFile(join(staging, layout.index.file), layout.index.text);
   for (const rel of manifest.delta.weights) delete manifest.delta.files[rel];
-  const converted = await convertModel(staging, out, { maxShardBytes });
+  const converted = await convertIntoLockedOutput(staging, out, { maxShardBytes });
   manifest.delta.weights = [];
   for (const f of converted.files) {
     manifest.delta.files[f.path] = { size: f.size, sha256: f.sha256 };

@@ -1,6 +1,6 @@
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
-import { addInto, convertInto, subInto, subIntoWithFixups, xorInto } from "../kernels/index.js";
+import { addInto, addIntegersInto, convertInto, isIntegerDType, subInto, subIntoWithFixups, xorInto } from "../kernels/index.js";
 import { CHUNK_BYTES } from "../limits.js";
 import { windows, segments } from "./block.js";
 import { releasedChunk } from "../io/memory.js";
@@ -35,6 +35,16 @@ export interface TensorPlan {
 export function chooseOp(codec: "add" | "xor", dtype: DType, hasBase: boolean): Op {
   if (!hasBase) return "copy";
   return codec === "add" && isArithmeticDType(dtype) ? "add" : "xor";
+}
+
+/**
+ * Why a legacy delta's tensor of this dtype cannot be added as its
+ * publisher's torch would, or undefined: torch adds floats, integers (with
+ * wrap-around) and bools (logical or), and has no addition for 8-bit floats.
+ */
+export function legacyAddProblem(dtype: DType): string | undefined {
+  if (isArithmeticDType(dtype) || isIntegerDType(dtype)) return undefined;
+  return `is ${dtype}, which torch cannot add (a legacy delta is base + delta in torch's arithmetic)`;
 }
 
 /** Why a base tensor cannot serve this plan, or undefined. */
@@ -93,7 +103,8 @@ export async function* transformTensor(
         if (plan.op === "xor") {
           xorInto(src, b, dst);
         } else if (mode === "apply") {
-          addInto(plan.dtype as FloatDType, b, src, dst);
+          if (isIntegerDType(plan.dtype)) addIntegersInto(plan.dtype, b, src, dst);
+          else addInto(plan.dtype as FloatDType, b, src, dst);
         } else if (hooks.onMismatches === undefined) {
           subInto(plan.dtype as FloatDType, src, b, dst);
         } else {

@@ -1,18 +1,38 @@
-import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
 import { localHasher, type StreamHasher } from "../hash/hash-pool.js";
+
+/** Bytes written between background flushes to disk. */
+const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
+
+const PARTIAL_SUFFIX = ".partial";
+
+/**
+ * Deletes temporary files (and scratch directories) that runs which failed
+ * or were killed left in `dir`. Call it only while holding the directory's OutputLock: then no
+ * other run is writing one.
+ */
+export async function removeStalePartials(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names
+    .filter((name) => name.startsWith(".") && name.endsWith(PARTIAL_SUFFIX))
+    .map((name) => rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined)));
+}
 
 /**
  * An output file that appears under its final name only when complete and,
  * if an expected digest is given, verified: written under a temporary name
  * in the same directory, hashed as it is written, fsynced, then renamed.
  * A run that fails or is killed leaves at most a `.partial` file behind.
+ *
+ * The temporary name is this process's own (`.<name>.<pid>-<random>.partial`,
+ * created exclusively): no other run can open, truncate or rename it, so the
+ * hash taken from the bytes as they are written is the hash of the file that
+ * gets the final name.
  */
-/** Bytes written between background flushes to disk. */
-const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
-
 export class AtomicFile {
   readonly finalPath: string;
   readonly tempPath: string;
@@ -30,8 +50,9 @@ export class AtomicFile {
     this.#hasher = hasher;
   }
 
+  /** A fresh temporary name beside `finalPath`, this process's own. */
   static tempPathFor(finalPath: string): string {
-    return join(dirname(finalPath), `.${basename(finalPath)}.partial`);
+    return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}-${randomBytes(4).toString("hex")}${PARTIAL_SUFFIX}`);
   }
 
   /** `hasher` computes the file's sha256 as it is written (default: on this thread). */
@@ -39,7 +60,7 @@ export class AtomicFile {
     const tempPath = AtomicFile.tempPathFor(finalPath);
     try {
       await mkdir(dirname(finalPath), { recursive: true });
-      const handle = await open(tempPath, "w");
+      const handle = await open(tempPath, "wx");
       return new AtomicFile(finalPath, tempPath, handle, hasher);
     } catch (err) {
       throw ioError("create", tempPath, err);

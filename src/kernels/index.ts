@@ -53,3 +53,5 @@ export const findMismatches: (elementBytes: number, actual: Uint8Array, expected
 
 /** data[indices[k]] ^= xors[k] (elementBytes each): applies fix-ups. Throws on an index outside `data`. */
 export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array) => void = chosen.applyXorFixups;
+
+export { addIntegersInto, isIntegerDType, type IntegerDType } from "./integer.js";

@@ -5,9 +5,10 @@
  * model. Streaming: memory is bounded by the chunk size. Every output file
  * appears under its final name only when complete.
  */
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, UsageError } from "../errors.js";
-import { AtomicFile, copyFileAtomic } from "../io/atomic-file.js";
+import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
+import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { inputOf, refuseOverlap } from "../io/paths.js";
 import { CHUNK_BYTES } from "../limits.js";
@@ -44,6 +45,15 @@ export interface ConvertResult {
 const TRANSFORMERS_METADATA: [string, string][] = [["format", "pt"]];
 
 export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  return convert(src, out, options, true);
+}
+
+/** convertModel for a caller that already holds the output's lock (make-delta resharding into its own directory). */
+export async function convertIntoLockedOutput(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  return convert(src, out, options, false);
+}
+
+async function convert(src: string, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
   const singleFile = out.toLowerCase().endsWith(".safetensors");
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
@@ -54,35 +64,45 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
   const model = await openModel(src, options);
   try {
     refuseOverlap(out, [inputOf("input", model)]);
-    const metadata = await outputMetadata(model, singleFile);
-    const tensors = [...model.tensors.values()];
-    const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
-    const onProgress = options.onProgress;
-    onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
-
-    const files: ConvertedFile[] = [];
-    if (singleFile) {
-      files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), metadata, onProgress));
-    } else {
-      const outDir = resolve(out);
-      const plan = planShards(tensors, options.maxShardBytes);
-      for (const file of plan.files) {
-        const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
-        files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress));
-      }
-      if (plan.files.length > 1) {
-        const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
-        files.push(await writeBytes(join(outDir, SAFETENSORS_INDEX), SAFETENSORS_INDEX, text));
-      }
-      for (const extra of model.extraFiles) {
-        files.push({ path: extra, ...(await copyFileAtomic(join(model.root, extra), join(outDir, extra))) });
-      }
-    }
-    onProgress?.({ kind: "end", phase: "convert" });
-    return { out, files, tensors: tensors.length, bytes: totalBytes };
+    if (!lock) return await writeConverted(model, out, singleFile, options);
+    // One writer per output: the directory's lock, or for one file a lock of that file's own.
+    const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
+    return await withOutputLock(lockDir, "convert", async () => {
+      if (!singleFile) await removeStalePartials(out);
+      return writeConverted(model, out, singleFile, options);
+    }, lockName);
   } finally {
     await model.close();
   }
+}
+
+async function writeConverted(model: ModelSource, out: string, singleFile: boolean, options: ConvertOptions): Promise<ConvertResult> {
+  const metadata = await outputMetadata(model, singleFile);
+  const tensors = [...model.tensors.values()];
+  const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
+  const onProgress = options.onProgress;
+  onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
+
+  const files: ConvertedFile[] = [];
+  if (singleFile) {
+    files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), metadata, onProgress));
+  } else {
+    const outDir = resolve(out);
+    const plan = planShards(tensors, options.maxShardBytes);
+    for (const file of plan.files) {
+      const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
+      files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress));
+    }
+    if (plan.files.length > 1) {
+      const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
+      files.push(await writeBytes(join(outDir, SAFETENSORS_INDEX), SAFETENSORS_INDEX, text));
+    }
+    for (const extra of model.extraFiles) {
+      files.push({ path: extra, ...(await copyFileAtomic(join(model.root, extra), join(outDir, extra))) });
+    }
+  }
+  onProgress?.({ kind: "end", phase: "convert" });
+  return { out, files, tensors: tensors.length, bytes: totalBytes };
 }
 
 /**

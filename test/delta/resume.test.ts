@@ -33,7 +33,7 @@ describe("apply-delta killed with SIGKILL", () => {
     let killed = false;
     while (!killed && child.exitCode === null) {
       const names = await readdir(out).catch(() => [] as string[]);
-      if (names.includes(".model-00002-of-00004.safetensors.partial") || names.includes("model-00002-of-00004.safetensors")) {
+      if (names.some((n) => /^\.model-00002-of-00004\.safetensors\..*\.partial$/.test(n)) || names.includes("model-00002-of-00004.safetensors")) {
         child.kill("SIGKILL");
         killed = true;
       }

@@ -1,10 +1,23 @@
-import { applyDelta } from "../../delta/apply-delta.js";
+import { applyDelta, type ApplyDeltaResult } from "../../delta/apply-delta.js";
 import { UsageError } from "../../errors.js";
 import { formatBytes } from "../../format-bytes.js";
 import { progressReporter } from "../progress.js";
 import type { CliContext } from "../context.js";
 import { sourceOptions } from "../hub-options.js";
 import { plural, requiredOption } from "../options.js";
+
+/** The first line of the summary: "verified" only when every output byte was checked against something the publisher gave. */
+function verdict(result: ApplyDeltaResult): string {
+  if (result.verified) {
+    return result.kind === "manifest"
+      ? "verified: every file and tensor is bit-identical to the publisher's (SHA-256)"
+      : "verified against the checksum list: every output file matches it";
+  }
+  if (result.unchecked.length < Object.keys(result.files).length) {
+    return `unverified: the checksum list does not cover ${plural(result.unchecked.length, "output file")} (${result.unchecked.join(", ")}); the others match it`;
+  }
+  return "unverified: a legacy delta without delta.json; pass --checksums FILE to check the result";
+}
 
 /** `apply-delta --base SRC --delta SRC --target DIR [--checksums FILE]` */
 export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
@@ -28,10 +41,7 @@ export default async function run(args: Record<string, unknown>, ctx: CliContext
     }
     const files = Object.values(result.files);
     const kept = files.filter((f) => f.status === "kept").length;
-    const status = result.verified
-      ? result.kind === "manifest" ? "verified: every file and tensor is bit-identical to the publisher's (SHA-256)" : "verified against the checksum list"
-      : "unverified: a legacy delta without delta.json; pass --checksums FILE to check the result";
-    ctx.log(`${status}`);
+    ctx.log(verdict(result));
     ctx.log(`wrote ${result.target}: ${plural(files.length, "file")}${kept > 0 ? ` (${kept} already complete, kept)` : ""}, ${plural(result.tensors, "tensor")}, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${plural(result.fixups, "element")} restored by fix-ups` : ""}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
   } finally {
