@@ -66,22 +66,38 @@ export class UsageError extends DeltaWeightsError {
   }
 }
 
+/** A file ended before a read it was sized for: it shrank (or was cut) while open. Format readers name the tensor. */
+export class TruncatedError extends DeltaWeightsError {
+  constructor(readonly path: string, readonly position: number) {
+    super("E_IO", `Failed to read ${path}: it ended at byte ${position} (it was cut short while being read?)`);
+  }
+}
+
 export function formatReadError(file: string, problem: string, tensor?: string): string {
   return tensor === undefined
     ? `Failed to read ${file}: ${problem}`
     : `Failed to read ${file}: tensor "${tensor}" ${problem}`;
 }
 
+/** What a Node system error code means, in words. */
+export const SYSTEM_CAUSES: Readonly<Record<string, string>> = {
+  ENOENT: "no such file or directory",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  EROFS: "read-only file system",
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EEXIST: "already exists",
+  EISDIR: "is a directory",
+  ENOTDIR: "not a directory",
+  ENOTEMPTY: "directory not empty",
+  EMFILE: "too many open files",
+};
+
 /** Turns a Node system error (ENOENT, ENOSPC, ...) into a one-line message. */
 export function ioError(action: string, path: string, cause: unknown): DeltaWeightsError {
   const code = (cause as NodeJS.ErrnoException | undefined)?.code;
-  const why =
-    code === "ENOENT" ? "no such file or directory"
-    : code === "EACCES" || code === "EPERM" ? "permission denied"
-    : code === "ENOSPC" ? "no space left on device"
-    : code === "EISDIR" ? "is a directory"
-    : code === "ENOTDIR" ? "not a directory"
-    : cause instanceof Error ? cause.message
-    : String(cause);
+  const why = (code !== undefined && Object.hasOwn(SYSTEM_CAUSES, code) ? SYSTEM_CAUSES[code] : undefined)
+    ?? (cause instanceof Error ? cause.message.split("\n")[0] : String(cause));
   return new DeltaWeightsError("E_IO", `Failed to ${action} ${path}: ${why}`, { cause });
 }

@@ -19,9 +19,11 @@ export const CHUNK_BYTES = 4 * 1024 * 1024;
  * is refused: these are small JSON files, a huge one is an attack or a mistake. */
 export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
-/** delta.json holds headers and hashes of every tensor: large for 70B models but
- * never near this. */
-export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
+/** delta.json holds a header line and two hashes per tensor: about 0.5 MB for
+ * a 70B model, some 45 MB for a 90,000-tensor mixture of experts. Parsing
+ * costs a few times the file's size, so a larger (hostile) one is refused
+ * before it is read, keeping memory under our 256 MB bound. */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 /** Pickle streams of a state dict are small (metadata only; tensor bytes live
  * in separate zip entries). A larger data.pkl is refused before it is read. */

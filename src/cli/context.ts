@@ -1,4 +1,8 @@
-/** What every command receives besides its own arguments: the global flags. */
+import type { SourceOptions } from "../api.js";
+import { printable, terminalSafeJson } from "../text.js";
+import type { HubSettings } from "./hub-options.js";
+
+/** What every command receives besides its own arguments: the global flags and the environment, read once. */
 export interface CliContext {
   json: boolean;
   quiet: boolean;
@@ -6,9 +10,42 @@ export interface CliContext {
   progress: boolean;
   debug: boolean;
   threads?: number;
-  token?: string;
-  /** Print one line (a summary) unless --quiet or --json. */
+  /** --token and the HF_* variables, as huggingface_hub reads them. */
+  hub: HubSettings;
+  /** What every library call that takes a SRC needs to resolve repo ids. */
+  sources: SourceOptions;
+  /** Print one line (a summary) unless --quiet or --json; untrusted text in it is escaped. */
   log(line: string): void;
   /** Print the --json result document. */
   printJson(value: unknown): void;
+}
+
+export interface GlobalFlags {
+  json?: boolean;
+  quiet?: boolean;
+  progress?: boolean;
+  debug?: boolean;
+  threads?: number;
+  token?: string;
+}
+
+export function makeContext(flags: GlobalFlags, hub: HubSettings, stdout: NodeJS.WritableStream = process.stdout): CliContext {
+  const json = flags.json === true;
+  const quiet = flags.quiet === true;
+  return {
+    json,
+    quiet,
+    progress: flags.progress !== false && !quiet && !json && process.stderr.isTTY === true,
+    debug: flags.debug === true,
+    ...(flags.threads === undefined ? {} : { threads: flags.threads }),
+    hub,
+    sources: {
+      ...(hub.token !== undefined ? { token: hub.token } : {}),
+      ...(hub.hubUrl !== undefined ? { hubUrl: hub.hubUrl } : {}),
+      cacheDir: hub.cacheDir,
+      offline: hub.offline,
+    },
+    log: (line) => { if (!quiet && !json) stdout.write(printable(line) + "\n"); },
+    printJson: (value) => { stdout.write(terminalSafeJson(JSON.stringify(value, null, 2)) + "\n"); },
+  };
 }

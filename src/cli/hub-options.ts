@@ -27,7 +27,7 @@ function nonEmpty(value: string | undefined): string | undefined {
   return trimmed === undefined || trimmed === "" ? undefined : trimmed;
 }
 
-export function hfHome(env: Env, home: string = homedir()): string {
+function hfHome(env: Env, home: string): string {
   return nonEmpty(env.HF_HOME) ?? join(nonEmpty(env.XDG_CACHE_HOME) ?? join(home, ".cache"), "huggingface");
 }
 
@@ -52,17 +52,4 @@ function readTokenFile(path: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** What every command that takes a SRC passes to the library to resolve Hub repo ids. */
-export function sourceOptions(flags: { token?: string }, env: Env = process.env): {
-  token?: string; hubUrl?: string; cacheDir: string; offline: boolean;
-} {
-  const hub = hubSettings(flags, env);
-  return {
-    ...(hub.token !== undefined ? { token: hub.token } : {}),
-    ...(hub.hubUrl !== undefined ? { hubUrl: hub.hubUrl } : {}),
-    cacheDir: hub.cacheDir,
-    offline: hub.offline,
-  };
 }

@@ -1,101 +1,158 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { DeltaWeightsError, UsageError } from "../errors.js";
+import { CONVENTION_NAMES } from "../delta/conventions/names.js";
+import { DeltaWeightsError, UsageError, ioError } from "../errors.js";
 import { enableChunkCollections } from "../io/memory.js";
-import type { CliContext } from "./context.js";
+import { printable, terminalSafeJson } from "../text.js";
+import { VERSION } from "../version.js";
+import { makeContext, type CliContext, type GlobalFlags } from "./context.js";
+import { hubSettings } from "./hub-options.js";
+import { requiredOption } from "./options.js";
+import { parseSize } from "./parse-size.js";
 
 /**
- * The command-line program: commander definitions only. Each command is a
- * module under commands/ that turns its options into one library call; it is
- * imported lazily so `inspect` never loads the Hub client.
+ * The command-line program: commander definitions, and the one place where
+ * flags and the environment become library options (makeContext). Each
+ * command is a module under commands/ that turns its typed arguments into
+ * one library call; it is imported lazily so `inspect` never loads the Hub
+ * client or the kernels.
  */
 
-interface GlobalOptions {
-  json?: boolean;
-  quiet?: boolean;
-  progress?: boolean;
-  debug?: boolean;
-  threads?: number;
-  token?: string;
-}
+/** More hashing threads than this only adds memory: hashing is bound by the disk long before. */
+const MAX_THREADS = 64;
 
 function parseThreads(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError("expected an integer from 1 to 256");
-  return n;
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_THREADS) throw new InvalidArgumentError(`expected a whole number from 1 to ${MAX_THREADS}`);
+  return Number(value);
 }
 
+/** Flags every command takes, before or after the subcommand's name. */
 function addGlobalOptions(cmd: Command): Command {
   return cmd
-    .option("--json", "print one JSON result document on stdout")
+    .option("--json", "print one JSON result document on stdout (an error document on failure)")
     .option("-q, --quiet", "print nothing but errors")
     .option("--no-progress", "no progress bars")
-    .option("--threads <n>", "worker threads", parseThreads)
+    .option("--threads <n>", `hashing threads (1-${MAX_THREADS})`, parseThreads)
     .option("--token <token>", "Hugging Face token (else HF_TOKEN or $HF_HOME/token)")
     .option("--debug", "print stack traces");
 }
 
-function makeContext(opts: GlobalOptions): CliContext {
-  const json = opts.json === true;
-  const quiet = opts.quiet === true;
-  return {
-    json,
-    quiet,
-    progress: opts.progress !== false && !quiet && !json && process.stderr.isTTY === true,
-    debug: opts.debug === true,
-    threads: opts.threads,
-    token: opts.token,
-    log: (line) => { if (!quiet && !json) process.stdout.write(line + "\n"); },
-    printJson: (value) => { process.stdout.write(JSON.stringify(value, null, 2) + "\n"); },
+type Options = Record<string, unknown>;
+
+/** Runs a lazily imported command with its typed arguments and the context of the merged global flags. */
+function action<A>(load: () => Promise<{ default: (args: A, ctx: CliContext) => Promise<void> }>, toArgs: (opts: Options, positional: string[]) => A) {
+  return async (...params: unknown[]) => {
+    const cmd = params[params.length - 1] as Command;
+    const positional = params.slice(0, -2).filter((p): p is string => typeof p === "string");
+    const opts = cmd.optsWithGlobals<Options & GlobalFlags>();
+    const args = toArgs(opts, positional);
+    const ctx = makeContext(opts, hubSettings({ token: opts.token }));
+    current = ctx;
+    const mod = await load();
+    await mod.default(args, ctx);
   };
 }
 
-type CommandModule = { default: (args: Record<string, unknown>, ctx: CliContext) => Promise<void> };
+const optionalString = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
-/** Runs a lazily imported command module with the merged options. */
-function action(load: () => Promise<CommandModule>, positional: string[] = []) {
-  return async (...params: unknown[]) => {
-    const cmd = params[params.length - 1] as Command;
-    const opts = cmd.opts() as Record<string, unknown> & GlobalOptions;
-    const args: Record<string, unknown> = { ...opts };
-    positional.forEach((key, i) => { args[key] = params[i]; });
-    const mod = await load();
-    await mod.default(args, makeContext(opts));
-  };
+export interface ApplyArgs {
+  base: string;
+  delta: string;
+  target: string;
+  checksums?: string;
+  convention?: string;
+  force: boolean;
 }
 
 function applyCommand(name: string): Command {
   return addGlobalOptions(new Command(name))
-    .description("recover a fine-tuned model: base + delta -> target, verified by SHA-256")
+    .description("recover a fine-tuned model: base + delta -> target, each output checked against what its publisher gave")
     .addOption(new Option("--base <src>", "base model (file, directory or Hub repo id)"))
-    .addOption(new Option("--base-model-path <src>").hideHelp())
+    .addOption(new Option("--base-model-path <src>", "FastChat's name for --base"))
     .addOption(new Option("--delta <src>", "delta (directory or Hub repo id)"))
-    .addOption(new Option("--delta-path <src>").hideHelp())
+    .addOption(new Option("--delta-path <src>", "FastChat's name for --delta"))
     .addOption(new Option("--target <dir>", "output directory"))
-    .addOption(new Option("--target-model-path <dir>").hideHelp())
-    .option("--checksums <file>", "check outputs against a sha256sum list (legacy deltas)")
-    .action(action(() => import("./commands/apply.js")));
+    .addOption(new Option("--target-model-path <dir>", "FastChat's name for --target"))
+    .option("--checksums <file>", "also check the outputs against a sha256sum list the publisher gave")
+    .addOption(new Option("--convention <name>", "apply by this convention instead of recognising it from the files").choices(CONVENTION_NAMES))
+    .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
+    .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
+    .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
+      base: requiredOption(o, "base", "baseModelPath"),
+      delta: requiredOption(o, "delta", "deltaPath"),
+      target: requiredOption(o, "target", "targetModelPath"),
+      checksums: optionalString(o.checksums),
+      convention: optionalString(o.convention),
+      force: o.force === true,
+    })));
+}
+
+export interface MakeArgs {
+  base: string;
+  target: string;
+  delta: string;
+  codec: "add" | "xor";
+  maxShardBytes?: number;
+  pushToHub?: string;
+  private: boolean;
+  force: boolean;
 }
 
 function makeCommand(name: string): Command {
   return addGlobalOptions(new Command(name))
     .description("make a delta: target - base, with a manifest that proves the recovery exact")
     .addOption(new Option("--base <src>", "base model (file, directory or Hub repo id)"))
-    .addOption(new Option("--base-model-path <src>").hideHelp())
+    .addOption(new Option("--base-model-path <src>", "FastChat's name for --base"))
     .addOption(new Option("--target <src>", "fine-tuned model (file, directory or Hub repo id)"))
-    .addOption(new Option("--target-model-path <src>").hideHelp())
+    .addOption(new Option("--target-model-path <src>", "FastChat's name for --target"))
     .addOption(new Option("--delta <dir>", "output directory for the delta"))
-    .addOption(new Option("--delta-path <dir>").hideHelp())
+    .addOption(new Option("--delta-path <dir>", "FastChat's name for --delta"))
     .addOption(new Option("--codec <codec>", "add (FastChat-compatible, plus exact fix-ups) or xor").choices(["add", "xor"]).default("add"))
     .option("--max-shard-size <size>", "shard size of the delta, e.g. 5GB (default: the target's layout)")
     .option("--push-to-hub <repo>", "upload the delta to this Hub repo")
     .option("--private", "create the Hub repo private")
-    .action(action(() => import("./commands/make.js")));
+    .option("--force", "write into a directory that holds other files (none of them is overwritten)")
+    .action(action(() => import("./commands/make.js"), (o): MakeArgs => ({
+      base: requiredOption(o, "base", "baseModelPath"),
+      target: requiredOption(o, "target", "targetModelPath"),
+      delta: requiredOption(o, "delta", "deltaPath"),
+      codec: o.codec === "xor" ? "xor" : "add",
+      maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
+      pushToHub: optionalString(o.pushToHub),
+      private: o.private === true,
+      force: o.force === true,
+    })));
+}
+
+export interface VerifyArgs {
+  dir: string;
+  manifest?: string;
+  checksums?: string;
+}
+
+export interface InspectArgs {
+  src: string;
+}
+
+export interface ConvertArgs {
+  src: string;
+  out: string;
+  maxShardBytes?: number;
+  force: boolean;
+}
+
+export interface PushArgs {
+  dir: string;
+  repo: string;
+  private: boolean;
+  revision?: string;
+  message?: string;
+  allowNonDelta: boolean;
 }
 
 export function buildProgram(): Command {
-  const program = new Command("delta-weights")
+  const program = addGlobalOptions(new Command("delta-weights"))
     .description("make and apply delta weights for large language models, streaming and verified")
-    .version("0.1.0");
+    .version(VERSION);
   program.addCommand(applyCommand("apply"));
   program.addCommand(makeCommand("make"));
   program.addCommand(
@@ -104,13 +161,13 @@ export function buildProgram(): Command {
       .argument("<dir>", "model directory")
       .option("--manifest <src>", "delta.json, or the delta directory / repo holding it")
       .option("--checksums <file>", "a sha256sum list")
-      .action(action(() => import("./commands/verify.js"), ["dir"])),
+      .action(action(() => import("./commands/verify.js"), (o, [dir]): VerifyArgs => ({ dir: dir!, manifest: optionalString(o.manifest), checksums: optionalString(o.checksums) }))),
   );
   program.addCommand(
     addGlobalOptions(new Command("inspect"))
       .description("list a model's tensors, dtypes, shapes, files and metadata")
       .argument("<src>", "file, directory or Hub repo id")
-      .action(action(() => import("./commands/inspect.js"), ["src"])),
+      .action(action(() => import("./commands/inspect.js"), (_o, [src]): InspectArgs => ({ src: src! }))),
   );
   program.addCommand(
     addGlobalOptions(new Command("convert"))
@@ -118,20 +175,37 @@ export function buildProgram(): Command {
       .argument("<src>", "file, directory or Hub repo id")
       .argument("<out>", "output .safetensors file or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
-      .action(action(() => import("./commands/convert.js"), ["src", "out"])),
+      .option("--force", "write into a directory that holds other files (none of them is overwritten)")
+      .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
+        src: src!,
+        out: out!,
+        maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
+        force: o.force === true,
+      }))),
   );
   program.addCommand(
     addGlobalOptions(new Command("push"))
-      .description("upload a directory (a delta) to the Hugging Face Hub with a model card")
-      .argument("<dir>", "directory to upload")
+      .description("upload a delta directory to the Hugging Face Hub with a model card")
+      .argument("<dir>", "directory to upload (a delta: it holds delta.json)")
       .argument("<repo>", "Hub repo id, org/name")
       .option("--private", "create the repo private")
       .option("--revision <branch>", "branch to commit to")
       .option("--message <text>", "commit message")
-      .action(action(() => import("./commands/push.js"), ["dir", "repo"])),
+      .option("--allow-non-delta", "upload a directory that is not a delta (its weights become public unless the repo is private)")
+      .action(action(() => import("./commands/push.js"), (o, [dir, repo]): PushArgs => ({
+        dir: dir!,
+        repo: repo!,
+        private: o.private === true,
+        revision: optionalString(o.revision),
+        message: optionalString(o.message),
+        allowNonDelta: o.allowNonDelta === true,
+      }))),
   );
   return program;
 }
+
+/** The context of the command running, for the failure report (--json wants its error on stdout). */
+let current: CliContext | undefined;
 
 /** Exit status: 0 success, 1 the operation failed, 2 usage error. */
 export async function main(argv: string[]): Promise<void> {
@@ -140,26 +214,24 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
     throw err;
   });
+  process.once("SIGINT", () => {
+    // cli-progress hides the cursor while it draws; a user's Ctrl-C must not leave it hidden.
+    process.stderr.write("\u001b[?25h\ninterrupted: run the same command again to resume\n");
+    process.exit(130);
+  });
   enableChunkCollections();
-  const [invokedAs, ...rest] = argv;
-  const debug = rest.includes("--debug");
-  let program: Command;
-  let args: string[];
-  if (invokedAs === "apply-delta") {
-    program = applyCommand("apply-delta");
-    args = rest;
-  } else if (invokedAs === "make-delta") {
-    program = makeCommand("make-delta");
-    args = rest;
-  } else {
-    program = buildProgram();
-    args = rest;
-  }
+  const [invokedAs, ...args] = argv;
+  const debug = args.includes("--debug");
+  const json = args.includes("--json");
+  const program =
+    invokedAs === "apply-delta" ? applyCommand("apply-delta").version(VERSION)
+    : invokedAs === "make-delta" ? makeCommand("make-delta").version(VERSION)
+    : buildProgram();
   configureExit(program);
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (err) {
-    process.exitCode = reportError(err, debug);
+    process.exitCode = reportError(err, debug, current?.json ?? json);
   }
 }
 
@@ -169,18 +241,39 @@ function configureExit(program: Command): void {
   for (const sub of program.commands) configureExit(sub);
 }
 
-function reportError(err: unknown, debug: boolean): number {
+/** One line on stderr (and with --json, an error document on stdout); the exit status. */
+function reportError(err: unknown, debug: boolean, json: boolean): number {
   if (err instanceof CommanderError) {
-    // help and version are "errors" with exit code 0
+    // help and version are "errors" with exit code 0; commander printed its own message
+    if (err.exitCode !== 0 && json) printJsonError("E_USAGE", err.message.replace(/^error: /, ""));
     return err.exitCode === 0 ? 0 : 2;
   }
-  if (err instanceof UsageError) {
-    process.stderr.write(`error: ${err.message}\n`);
-    if (debug) process.stderr.write(`${err.stack}\n`);
-    return 2;
-  }
-  const message = err instanceof DeltaWeightsError ? err.message : `unexpected failure: ${err instanceof Error ? err.message : String(err)}`;
-  process.stderr.write(`error: ${message.split("\n")[0]}\n`);
+  const code = err instanceof DeltaWeightsError ? err.code : systemErrorCode(err);
+  const message = printable(oneLine(err));
+  process.stderr.write(`error: ${message}\n`);
   if (debug && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-  return 1;
+  if (json) printJsonError(code, message);
+  return err instanceof UsageError ? 2 : 1;
+}
+
+function printJsonError(code: string, message: string): void {
+  process.stdout.write(terminalSafeJson(JSON.stringify({ error: { code, message } }, null, 2)) + "\n");
+}
+
+/**
+ * The first line of the failure. A Node system error that reached here (a
+ * path we did not expect to fail) is told as its path and cause, never as
+ * "unexpected failure".
+ */
+function oneLine(err: unknown): string {
+  if (err instanceof DeltaWeightsError) return err.message.split("\n")[0]!;
+  const sys = err as NodeJS.ErrnoException;
+  if (err instanceof Error && typeof sys.code === "string" && typeof sys.path === "string") {
+    return ioError(sys.syscall ?? "use", sys.path, err).message;
+  }
+  return `unexpected failure: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`;
+}
+
+function systemErrorCode(err: unknown): string {
+  return typeof (err as NodeJS.ErrnoException).code === "string" ? "E_IO" : "E_UNEXPECTED";
 }

@@ -19,8 +19,3 @@ export function requiredOption(args: Record<string, unknown>, name: string, alia
 function kebab(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
-
-/** "1 file", "3 files" */
-export function plural(count: number, noun: string): string {
-  return `${count} ${noun}${count === 1 ? "" : "s"}`;
-}

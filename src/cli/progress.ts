@@ -6,7 +6,7 @@
 import cliProgress from "cli-progress";
 import type { OnProgress, ProgressEvent } from "../progress.js";
 import type { CliContext } from "./context.js";
-import { formatBytes } from "../format-bytes.js";
+import { formatBytes, printable } from "../text.js";
 
 export interface ProgressReporter {
   onProgress: OnProgress;
@@ -43,7 +43,7 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
       doneText: formatBytes(p.done),
       totalText: formatBytes(p.total),
       rate: seconds > 0.2 ? `${formatBytes(p.done / seconds)}/s` : "-",
-      label: label ?? "",
+      label: printable(label ?? ""),
     };
   };
 

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { openSafetensorsFile } from "../safetensors/reader.js";
+import { openSafetensorsFile } from "../formats/registry.js";
 import type { Manifest } from "./manifest.js";
 
 /**
@@ -13,7 +13,7 @@ export async function firstDifferentTensor(path: string, manifest: Manifest): Pr
       for (const t of file.tensors) {
         const hash = createHash("sha256");
         for await (const chunk of file.readTensor(t.name)) hash.update(chunk);
-        if (hash.digest("hex") !== manifest.target.tensors[t.name]?.sha256) return t.name;
+        if (hash.digest("hex") !== manifest.target.tensors.get(t.name)?.sha256) return t.name;
       }
     } finally {
       await file.close();

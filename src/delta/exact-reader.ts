@@ -50,6 +50,16 @@ export class ExactReader {
     return out;
   }
 
+  /** Checks that every byte was read: the source has nothing left. */
+  async expectEnd(): Promise<void> {
+    if (this.#offset < this.#pending.length) throw new DeltaError(`${this.#what} has ${this.#pending.length - this.#offset} bytes more than were used`);
+    for (;;) {
+      const next = await this.#iterator.next();
+      if (next.done === true) return;
+      if (next.value.length > 0) throw new DeltaError(`${this.#what} has ${next.value.length} bytes more than were used`);
+    }
+  }
+
   /** Releases the underlying reader (closes its iterator early). */
   async close(): Promise<void> {
     await this.#iterator.return?.();

@@ -3,9 +3,10 @@ import { join } from "node:path";
 import type { DType } from "../dtypes.js";
 import { DeltaError, ioError } from "../errors.js";
 import { AtomicFile } from "../io/atomic-file.js";
-import { openSafetensorsFile, type SafetensorsFile } from "../safetensors/reader.js";
-import { SafetensorsWriter } from "../safetensors/writer.js";
+import type { SafetensorsFile } from "../safetensors/reader.js";
+import { OUTPUT_FORMAT, openSafetensorsFile } from "../formats/registry.js";
 import { ExactReader } from "./exact-reader.js";
+import { applyXorFixups } from "../kernels/index.js";
 
 /**
  * delta-fixups.safetensors: for every element where round(base + delta) is
@@ -132,7 +133,7 @@ export class FixupCollector {
       }
       const out = await AtomicFile.create(path);
       try {
-        const writer = SafetensorsWriter.create(out, path, tensors);
+        const writer = OUTPUT_FORMAT.create(out, path, tensors);
         for (const t of writer.tensors) {
           const spill = byName.get(t.name)!;
           await writer.writeTensor(t.name, readSpill(spill.handle, spill.offset, spill.bytes));
@@ -244,18 +245,7 @@ export class TensorFixer {
       if (to > from) {
         if (indices[from]! < firstIndex) this.#fail("are out of order");
         // Indices are checked ascending and inside [firstIndex, end): every write lands in `out`.
-        if (size === 2 && out.byteOffset % 2 === 0) {
-          // Half-precision models are the common case: one 16-bit XOR per fix-up.
-          const out16 = new Uint16Array(out.buffer, out.byteOffset, out.length / 2);
-          const xors16 = new Uint16Array(xors.buffer, xors.byteOffset, xors.length / 2);
-          for (let k = from; k < to; k++) out16[indices[k]! - firstIndex]! ^= xors16[k]!;
-        } else {
-          for (let k = from; k < to; k++) {
-            const at = (indices[k]! - firstIndex) * size;
-            const x = k * size;
-            for (let b = 0; b < size; b++) out[at + b]! ^= xors[x + b]!;
-          }
-        }
+        applyXorFixups(size, out, indices.subarray(from, to), xors.subarray(from * size, to * size), firstIndex);
         this.#position = to;
       }
       if (to < indices.length) return;

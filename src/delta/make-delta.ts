@@ -1,37 +1,45 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, readdirSync } from "node:fs";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
+import { OUTPUT_FORMAT } from "../formats/registry.js";
+import type { OutputFile, OutputLayout } from "../formats/output-layout.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
-import { withOutputLock } from "../io/output-lock.js";
 import { prefetch } from "../io/chunk-streams.js";
-import { checkFreeSpace, inputOf, refuseOverlap } from "../io/paths.js";
+import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
+import { withOutputLock } from "../io/output-lock.js";
 import { convertIntoLockedOutput } from "../model/convert.js";
-import { openModel, type OpenModelOptions } from "../model/open-model.js";
+import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
 import { encodeHeaderVerbatim } from "../safetensors/header.js";
-import { SafetensorsWriter } from "../safetensors/writer.js";
-import { blockMismatch, numel } from "./block.js";
+import { VERSION } from "../version.js";
+import { opFor } from "./conventions/delta-weights.js";
+import { asLocalSource, type LocalSource } from "../model/types.js";
 import { FixupCollector } from "./fixups.js";
-import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TensorEntry, type TargetTensorEntry } from "./manifest.js";
+import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
+import { numel } from "./pairing.js";
+import { planTensor, type TensorRecipe } from "./recipe.js";
 import { readManifest } from "./read-manifest.js";
-import { layoutOf, type OutputLayout } from "./target-layout.js";
-import { baseConversionProblem, chooseOp, transformTensor, type TensorPlan } from "./tensor-transform.js";
 import { publicSourceName } from "./source-name.js";
-import { TOOL } from "./version.js";
+import { layoutOf } from "./target-layout.js";
+import { subtractTensor } from "./tensor-transform.js";
 
-export interface MakeDeltaOptions extends OpenModelOptions {
-  base: string;
-  target: string;
+export interface MakeDeltaOptions {
+  /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
+  base: string | LocalSource;
+  /** The fine-tuned model, likewise. */
+  target: string | LocalSource;
   /** Output directory for the delta. */
   delta: string;
   codec?: Codec;
   /** Shard the delta at this size instead of mirroring the target's layout. */
   maxShardBytes?: number;
+  /** Write into a directory that holds other files (none of them is overwritten). */
+  force?: boolean;
   /** Hashing threads (default: one per core but one). */
   threads?: number;
   onProgress?: OnProgress;
@@ -59,16 +67,21 @@ export interface MakeDeltaResult {
  */
 export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   const codec = options.codec ?? "add";
-  const base = await openModel(options.base, options);
+  const baseSource = asLocalSource(options.base);
+  const targetSource = asLocalSource(options.target);
+  const base = await openModel(baseSource.path, { source: baseSource.source });
   try {
-    const target = await openModel(options.target, options);
+    const target = await openModel(targetSource.path, { source: targetSource.source });
     try {
       refuseDeltaAsModel("--base", base);
       refuseDeltaAsModel("--target", target);
       refuseOverlap(options.delta, [inputOf("base", base), inputOf("target", target)]);
       return await withOutputLock(options.delta, "make-delta", async () => {
         await removeStalePartials(options.delta);
-        return make(base, target, codec, options);
+        const job = await OutputJob.claim(options.delta, "make-delta", { force: options.force, ours: await earlierDeltaFiles(options.delta) });
+        const made = await make(base, target, codec, job, options);
+        await job.finish();
+        return made;
       });
     } finally {
       await target.close();
@@ -80,27 +93,44 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
 
 /** A delta given as a model would make a delta of a delta: refuse it by name. */
 function refuseDeltaAsModel(flag: string, model: ModelSource): void {
-  if (model.extraFiles.includes(MANIFEST_FILE) || existsSync(join(model.root, MANIFEST_FILE))) {
+  if (existsSync(join(model.root, MANIFEST_FILE))) {
     throw new DeltaError(`${flag} ${model.source} holds ${MANIFEST_FILE}: it is a delta, not a model; recover the model with apply-delta first`);
   }
 }
 
-async function make(base: ModelSource, target: ModelSource, codec: Codec, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
+/** What every delta file of one make shares. */
+interface MakeContext {
+  base: ModelSource;
+  target: ModelSource;
+  recipes: Map<string, TensorRecipe>;
+  fixups: FixupCollector;
+  manifest: Manifest;
+  pool: HashPool;
+  progress: OnProgress | undefined;
+  /** Where the delta's weight files are written (the delta directory, or a staging directory to reshard from). */
+  weightsDir: string;
+}
+
+async function make(base: ModelSource, target: ModelSource, codec: Codec, job: OutputJob, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   const out = options.delta;
-  const plans = planTensors(base, target, codec);
+  const recipes = new Map<string, TensorRecipe>();
+  for (const t of target.tensors.values()) {
+    const paired = base.tensors.get(t.name);
+    recipes.set(t.name, planTensor(t, paired, opFor(codec, t.dtype, paired !== undefined), { baseSource: base.source, role: "target" }));
+  }
   const layout = await layoutOf(target);
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
-  await mkdir(out, { recursive: true });
   await checkFreeSpace(out, totalBytes);
+  await claimOutputNames(job, layout, target, options.maxShardBytes !== undefined);
   await removeEarlierDelta(out);
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     codec,
-    tool: TOOL,
-    base: { source: publicSourceName(base), tensors: {}, dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
-    target: { source: publicSourceName(target), files: {}, tensors: {}, headers: {} },
-    delta: { files: {}, weights: [] },
+    tool: `delta-weights ${VERSION}`,
+    base: { source: await publicSourceName(base), tensors: new Map(), dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
+    target: { source: await publicSourceName(target), files: new Map(), tensors: new Map(), headers: new Map() },
+    delta: { files: new Map(), weights: [] },
   };
   const fixups = await FixupCollector.create(out);
   const pool = new HashPool(options.threads);
@@ -109,17 +139,18 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   // With --max-shard-size the shards are first written in the target's layout
   // (so the target's file hashes come out of the same pass), then resharded.
   const weightsDir = options.maxShardBytes === undefined ? out : AtomicFile.tempPathFor(join(out, "staging"));
+  const context: MakeContext = { base, target, recipes, fixups, manifest, pool, progress, weightsDir };
   try {
     for (const file of layout.files) {
-      const { targetFile, deltaFile } = await writeDeltaFile(file, plans, base, target, fixups, manifest, weightsDir, progress, pool);
-      manifest.target.files[file.file] = targetFile;
-      manifest.target.headers[file.file] = file.headerText;
-      manifest.delta.files[file.file] = deltaFile;
+      const { targetFile, deltaFile } = await writeDeltaFile(file, context);
+      manifest.target.files.set(file.file, targetFile);
+      manifest.target.headers.set(file.file, file.headerText);
+      manifest.delta.files.set(file.file, deltaFile);
       manifest.delta.weights.push(file.file);
     }
     const fixupFile = await fixups.finish(join(out, FIXUPS_FILE));
     if (fixupFile !== undefined) {
-      manifest.delta.files[FIXUPS_FILE] = fixupFile;
+      manifest.delta.files.set(FIXUPS_FILE, fixupFile);
       manifest.delta.fixups = FIXUPS_FILE;
     }
     if (options.maxShardBytes !== undefined) await reshard(weightsDir, layout, options.maxShardBytes, manifest, out);
@@ -132,6 +163,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
     if (weightsDir !== out) await rm(weightsDir, { recursive: true, force: true });
   }
   await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined);
+  await job.recordWritten(manifest.delta.files.keys());
   const manifestFile = await AtomicFile.create(join(out, MANIFEST_FILE));
   await manifestFile.write(new TextEncoder().encode(serializeManifest(manifest)));
   await manifestFile.commit();
@@ -139,13 +171,43 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, option
   return {
     delta: out,
     codec,
-    tensors: plans.size,
-    added: [...plans.values()].filter((p) => p.op === "copy").map((p) => p.name),
+    tensors: recipes.size,
+    added: [...recipes.values()].filter((r) => r.op === "copy").map((r) => r.name),
     dropped: manifest.base.dropped,
     fixups: fixups.count,
-    files: manifest.delta.files,
-    bytes: Object.values(manifest.delta.files).reduce((n, f) => n + f.size, 0),
+    files: Object.fromEntries(manifest.delta.files),
+    bytes: [...manifest.delta.files.values()].reduce((n, f) => n + f.size, 0),
   };
+}
+
+/** The files a delta made earlier in `dir` consists of (its delta.json lists them): ours to replace. */
+async function earlierDeltaFiles(dir: string): Promise<string[]> {
+  try {
+    const manifest = await readManifest(join(dir, MANIFEST_FILE));
+    return manifest === undefined ? [] : [MANIFEST_FILE, ...manifest.delta.files.keys()];
+  } catch {
+    return []; // a delta.json we cannot read names nothing of ours
+  }
+}
+
+/**
+ * Before anything is written: no file the delta will have may take the
+ * place of a file in the directory that this tool did not write. Resharded
+ * names are known only once written, so any shard-like name counts.
+ */
+async function claimOutputNames(job: OutputJob, layout: OutputLayout, target: ModelSource, resharded: boolean): Promise<void> {
+  const names = [FIXUPS_FILE, MANIFEST_FILE, ...target.extraFiles];
+  if (!resharded) names.push(...layout.files.map((f) => f.file), ...(layout.index === undefined ? [] : [layout.index.file]));
+  else names.push(...visibleFiles(job.dir).filter((n) => /^model(-\d+-of-\d+)?\.safetensors$/.test(n) || n === OUTPUT_FORMAT.indexFile));
+  await job.claimFiles(names);
+}
+
+function visibleFiles(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((n) => !n.startsWith("."));
+  } catch {
+    return [];
+  }
 }
 
 /**
@@ -159,47 +221,20 @@ async function removeEarlierDelta(out: string): Promise<void> {
   const manifestPath = join(out, MANIFEST_FILE);
   let earlier: string[] = [FIXUPS_FILE];
   try {
-    earlier = [...earlier, ...Object.keys((await readManifest(manifestPath))?.delta.files ?? {})];
+    earlier = [...earlier, ...((await readManifest(manifestPath))?.delta.files.keys() ?? [])];
   } catch {
     // not a manifest we can read: only our own fixed names are removed
   }
   await rm(manifestPath, { force: true });
-  await Promise.all(earlier.map((rel) => rm(join(out, rel), { force: true })));
-}
-
-/** Decides each target tensor's op; refuses a base that cannot pair with the target. */
-function planTensors(base: ModelSource, target: ModelSource, codec: Codec): Map<string, TensorPlan> {
-  const plans = new Map<string, TensorPlan>();
-  for (const t of target.tensors.values()) {
-    const b = base.tensors.get(t.name);
-    const plan: TensorPlan = { name: t.name, dtype: t.dtype, shape: t.shape, op: chooseOp(codec, t.dtype, b !== undefined) };
-    if (b !== undefined) {
-      const problem = baseConversionProblem(t.dtype, b.dtype) ?? blockMismatch(t.shape, b.shape);
-      if (problem !== undefined) {
-        throw new DeltaError(`base ${base.source}: tensor "${t.name}" cannot pair with the target's ${t.dtype} [${t.shape}]: ${problem}`);
-      }
-      plan.base = { dtype: b.dtype, shape: b.shape };
-    }
-    plans.set(t.name, plan);
-  }
-  return plans;
+  await Promise.all(earlier.map((rel) => rm(join(out, ...rel.split("/")), { force: true })));
 }
 
 /**
  * One delta shard, written under the target file's header; the target file's
  * own sha256 is computed in the same pass (header, then tensors in data order).
  */
-async function writeDeltaFile(
-  file: OutputLayout["files"][number],
-  plans: Map<string, TensorPlan>,
-  base: ModelSource,
-  target: ModelSource,
-  fixups: FixupCollector,
-  manifest: Manifest,
-  out: string,
-  progress: OnProgress | undefined,
-  pool: HashPool,
-): Promise<{ targetFile: FileEntry; deltaFile: FileEntry }> {
+async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{ targetFile: FileEntry; deltaFile: FileEntry }> {
+  const { base, target, recipes, fixups, manifest, pool, progress } = context;
   const digests: Promise<void>[] = [];
   // Awaited before the file is committed; the catch only keeps an early failure from counting as unhandled.
   const awaitLater = (p: Promise<void>) => {
@@ -208,36 +243,37 @@ async function writeDeltaFile(
   };
   const targetHash = pool.create();
   await targetHash.update(encodeHeaderVerbatim(file.headerText));
-  const sink = await AtomicFile.create(join(out, file.file), pool.create());
+  const path = join(context.weightsDir, file.file);
+  const sink = await AtomicFile.create(path, pool.create());
   try {
-    const writer = SafetensorsWriter.verbatim(sink, join(out, file.file), file.headerText);
+    const writer = OUTPUT_FORMAT.verbatim(sink, path, file.headerText);
     for (const t of writer.tensors) {
-      const plan = plans.get(t.name);
-      if (plan === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
+      const recipe = recipes.get(t.name);
+      if (recipe === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
       const tensorHash = pool.create();
       const baseHash = pool.create();
       fixups.beginTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
-      const chunks = transformTensor("make", plan, {
-        primary: target.readTensor(t.name),
-        base: plan.op === "copy" ? undefined : base.readTensor(t.name),
+      const chunks = subtractTensor(recipe, {
+        target: target.readTensor(t.name),
+        base: recipe.op === "copy" ? undefined : base.readTensor(t.name),
       }, {
-        onPrimary: async (bytes) => {
+        onTarget: async (bytes) => {
           await Promise.all([tensorHash.update(bytes), targetHash.update(bytes)]);
           progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name });
         },
         onBase: (bytes) => baseHash.update(bytes),
-        onMismatches: plan.op === "add" ? (first, indices, xors) => fixups.add(first, indices, xors) : undefined,
+        onMismatches: recipe.op === "add" ? (first, indices, xors) => fixups.add(first, indices, xors) : undefined,
       });
       await writer.writeTensor(t.name, prefetch(chunks));
       fixups.endTensor();
       // Digests are collected without waiting, so the workers never stall the pipeline.
       // Entries are placed now (keeping delta.json's order deterministic) and their hashes filled in later.
       const targetEntry: TargetTensorEntry = { dtype: t.dtype, shape: t.shape, sha256: "", file: file.file };
-      manifest.target.tensors[t.name] = targetEntry;
+      manifest.target.tensors.set(t.name, targetEntry);
       awaitLater(tensorHash.digest().then((sha256) => { targetEntry.sha256 = sha256; }));
-      if (plan.base !== undefined) {
-        const baseEntry: TensorEntry = { dtype: t.dtype, shape: plan.base.shape, sha256: "" };
-        manifest.base.tensors[t.name] = baseEntry;
+      if (recipe.base !== undefined) {
+        const baseEntry: TensorEntry = { dtype: t.dtype, shape: recipe.base.shape, sha256: "" };
+        manifest.base.tensors.set(t.name, baseEntry);
         awaitLater(baseHash.digest().then((sha256) => { baseEntry.sha256 = sha256; }));
       } else {
         awaitLater(baseHash.digest().then(() => undefined));
@@ -258,20 +294,20 @@ async function writeDeltaFile(
 async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string, mirrored: boolean): Promise<void> {
   for (const rel of target.extraFiles) {
     const entry = await copyFileAtomic(join(target.root, rel), join(out, rel));
-    manifest.target.files[rel] = entry;
-    manifest.delta.files[rel] = entry;
+    manifest.target.files.set(rel, entry);
+    manifest.delta.files.set(rel, entry);
   }
   if (layout.index !== undefined) {
     const bytes = new TextEncoder().encode(layout.index.text);
     const entry: FileEntry = { size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
-    manifest.target.files[layout.index.file] = entry;
+    manifest.target.files.set(layout.index.file, entry);
     manifest.target.index = layout.index;
     if (mirrored) {
       // The delta mirrors the target's layout, so the target's index describes the delta's shards too.
       const file = await AtomicFile.create(join(out, layout.index.file));
       await file.write(bytes);
       await file.commit();
-      manifest.delta.files[layout.index.file] = entry;
+      manifest.delta.files.set(layout.index.file, entry);
     }
   }
 }
@@ -279,12 +315,11 @@ async function copyCompanions(target: ModelSource, layout: OutputLayout, manifes
 /** Rewrites the staged delta shards at `maxShardBytes` each, with Hugging Face shard names and index. */
 async function reshard(staging: string, layout: OutputLayout, maxShardBytes: number, manifest: Manifest, out: string): Promise<void> {
   if (layout.index !== undefined) await writeFile(join(staging, layout.index.file), layout.index.text);
-  for (const rel of manifest.delta.weights) delete manifest.delta.files[rel];
+  for (const rel of manifest.delta.weights) manifest.delta.files.delete(rel);
   const converted = await convertIntoLockedOutput(staging, out, { maxShardBytes });
   manifest.delta.weights = [];
   for (const f of converted.files) {
-    manifest.delta.files[f.path] = { size: f.size, sha256: f.sha256 };
+    manifest.delta.files.set(f.path, { size: f.size, sha256: f.sha256 });
     if (f.path.endsWith(".safetensors")) manifest.delta.weights.push(f.path);
   }
 }
-

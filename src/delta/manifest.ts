@@ -1,10 +1,18 @@
 import { isDType, type DType } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
+import { JsonSyntaxError, parseJsonDocument } from "../json.js";
+import { MAX_JSON_DEPTH } from "../limits.js";
+import { isSafeRelativePath } from "../relative-path.js";
 
 /**
  * delta.json, format `delta-weights/1`: everything apply-delta needs to
  * prove that what it recovers is the publisher's target, bit for bit.
  * Pure: parse and serialize, no I/O.
+ *
+ * A manifest comes from the network: every name in it is untrusted. Its
+ * tables are Maps (a tensor named "constructor" or a file named "toString"
+ * is just a key), and every path is a plain relative path inside its
+ * directory, checked here once, so no later join can climb out.
  */
 
 export const MANIFEST_FORMAT = "delta-weights/1";
@@ -38,23 +46,23 @@ export interface Manifest {
     /** Base tensors the delta was made against; dtype and sha256 are of the
      * bytes after conversion to the target's dtype, so an F32 copy of the
      * right base matches too. */
-    tensors: Record<string, TensorEntry>;
+    tensors: Map<string, TensorEntry>;
     /** Base tensors absent from the target: not needed, not in the output. */
     dropped: string[];
   };
   target: {
     source: string;
     /** Every file of the recovered model: weights, index, config, tokenizer. */
-    files: Record<string, FileEntry>;
-    tensors: Record<string, TargetTensorEntry>;
+    files: Map<string, FileEntry>;
+    tensors: Map<string, TargetTensorEntry>;
     /** Each weight file's exact safetensors header JSON (padding included). */
-    headers: Record<string, string>;
+    headers: Map<string, string>;
     /** The exact text of the target's index, when it has one. */
     index?: { file: string; text: string };
   };
   delta: {
     /** Every file of the delta except delta.json itself. */
-    files: Record<string, FileEntry>;
+    files: Map<string, FileEntry>;
     /** The delta's weight files (shards), in order. */
     weights: string[];
     /** The fix-ups sidecar (codec add), if any element needed one. */
@@ -64,89 +72,137 @@ export interface Manifest {
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
-/** A relative path inside the model directory: no escape, no absolute path. */
-export function isSafeRelativePath(path: string): boolean {
-  if (path.length === 0 || path.startsWith("/") || path.includes("\\") || path.includes("\0")) return false;
-  return path.split("/").every((part) => part !== "" && part !== "." && part !== "..");
+export function serializeManifest(manifest: Manifest): string {
+  const plain = {
+    format: manifest.format,
+    codec: manifest.codec,
+    tool: manifest.tool,
+    base: { source: manifest.base.source, tensors: Object.fromEntries(manifest.base.tensors), dropped: manifest.base.dropped },
+    target: {
+      source: manifest.target.source,
+      files: Object.fromEntries(manifest.target.files),
+      tensors: Object.fromEntries(manifest.target.tensors),
+      headers: Object.fromEntries(manifest.target.headers),
+      ...(manifest.target.index === undefined ? {} : { index: manifest.target.index }),
+    },
+    delta: {
+      files: Object.fromEntries(manifest.delta.files),
+      weights: manifest.delta.weights,
+      ...(manifest.delta.fixups === undefined ? {} : { fixups: manifest.delta.fixups }),
+    },
+  };
+  return JSON.stringify(plain, null, 1) + "\n";
 }
 
-export function serializeManifest(manifest: Manifest): string {
-  return JSON.stringify(manifest, null, 1) + "\n";
-}
+type Json = Record<string, unknown>;
 
 /** Parses and checks delta.json; `file` names it in errors. */
 export function parseManifest(file: string, text: string): Manifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = parseJsonDocument(text, MAX_JSON_DEPTH);
   } catch (err) {
-    throw new DeltaError(`${file}: not valid JSON (${(err as Error).message})`);
+    if (err instanceof JsonSyntaxError) throw new DeltaError(`${file}: not valid JSON (${err.message})`, { cause: err });
+    throw err;
   }
   const fail = (what: string): never => {
     throw new DeltaError(`${file}: ${what}; is this a delta-weights manifest, downloaded whole?`);
   };
+  const field = (object: Json, key: string): unknown => (Object.hasOwn(object, key) ? object[key] : undefined);
+  const quoted = (text: string) => JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
+
   if (!isObject(raw)) return fail("not a JSON object");
-  if (raw.format !== MANIFEST_FORMAT) return fail(`format is ${JSON.stringify(raw.format)}, expected "${MANIFEST_FORMAT}"`);
-  if (raw.codec !== "add" && raw.codec !== "xor") return fail(`unknown codec ${JSON.stringify(raw.codec)}`);
-  const base = raw.base, target = raw.target, delta = raw.delta;
+  if (field(raw, "format") !== MANIFEST_FORMAT) return fail(`format is ${quoted(String(field(raw, "format")))}, expected "${MANIFEST_FORMAT}"`);
+  const codec = field(raw, "codec");
+  if (codec !== "add" && codec !== "xor") return fail(`unknown codec ${quoted(String(codec))}`);
+  const tool = field(raw, "tool");
+  if (typeof tool !== "string") return fail("tool must be a string");
+  const base = field(raw, "base"), target = field(raw, "target"), delta = field(raw, "delta");
   if (!isObject(base) || !isObject(target) || !isObject(delta)) return fail("base, target and delta must be objects");
 
-  const checkFiles = (where: string, files: unknown): Record<string, FileEntry> => {
-    if (!isObject(files)) return fail(`${where}.files must be an object`);
-    for (const [path, entry] of Object.entries(files)) {
-      if (!isSafeRelativePath(path)) fail(`${where}.files has an unsafe path ${JSON.stringify(path)}`);
-      if (!isObject(entry) || !isSize(entry.size) || typeof entry.sha256 !== "string" || !SHA256.test(entry.sha256)) {
-        fail(`${where}.files["${path}"] needs a size and a sha256`);
-      }
+  const files = (where: string, value: unknown): Map<string, FileEntry> => {
+    if (!isObject(value)) return fail(`${where}.files must be an object`);
+    const out = new Map<string, FileEntry>();
+    for (const [path, entry] of Object.entries(value)) {
+      if (!isSafeRelativePath(path)) fail(`${where}.files has a path that is not a plain relative path inside the directory: ${quoted(path)}`);
+      if (!isObject(entry) || !isSize(field(entry, "size")) || !isSha256(field(entry, "sha256"))) fail(`${where}.files[${quoted(path)}] needs a size and a sha256`);
+      out.set(path, { size: field(entry as Json, "size") as number, sha256: field(entry as Json, "sha256") as string });
     }
-    return files as Record<string, FileEntry>;
+    return out;
   };
-  const checkTensors = (where: string, tensors: unknown, withFile: boolean): void => {
-    if (!isObject(tensors)) return fail(`${where}.tensors must be an object`);
-    for (const [name, entry] of Object.entries(tensors)) {
-      const ok = isObject(entry) && isDType(entry.dtype) && Array.isArray(entry.shape) && entry.shape.every(isSize) &&
-        typeof entry.sha256 === "string" && SHA256.test(entry.sha256) && (!withFile || typeof entry.file === "string");
-      if (!ok) fail(`${where}.tensors["${name}"] needs a dtype, shape and sha256${withFile ? " and file" : ""}`);
+  const tensors = (where: string, value: unknown): Map<string, TensorEntry & { file?: unknown }> => {
+    if (!isObject(value)) return fail(`${where}.tensors must be an object`);
+    const out = new Map<string, TensorEntry & { file?: unknown }>();
+    for (const [name, entry] of Object.entries(value)) {
+      const shape = isObject(entry) ? field(entry, "shape") : undefined;
+      const dtype = isObject(entry) ? field(entry, "dtype") : undefined;
+      const sha256 = isObject(entry) ? field(entry, "sha256") : undefined;
+      if (!isDType(dtype) || !Array.isArray(shape) || !shape.every(isSize) || !isSha256(sha256)) fail(`${where}.tensors[${quoted(name)}] needs a dtype, shape and sha256`);
+      out.set(name, { dtype: dtype as DType, shape: shape as number[], sha256: sha256 as string, file: field(entry as Json, "file") });
     }
+    return out;
+  };
+  const names = (value: unknown, what: string): string[] => {
+    if (!Array.isArray(value) || !value.every((n) => typeof n === "string")) return fail(`${what} must be a list of names`);
+    return value as string[];
   };
 
-  if (typeof base.source !== "string") fail("base.source must be a string");
-  checkTensors("base", base.tensors, false);
-  if (!Array.isArray(base.dropped) || !base.dropped.every((n) => typeof n === "string")) fail("base.dropped must be a list of names");
+  const baseSource = field(base, "source");
+  if (typeof baseSource !== "string") fail("base.source must be a string");
+  const baseTensors = new Map<string, TensorEntry>();
+  for (const [name, e] of tensors("base", field(base, "tensors"))) baseTensors.set(name, { dtype: e.dtype, shape: e.shape, sha256: e.sha256 });
+  const dropped = names(field(base, "dropped"), "base.dropped");
 
-  if (typeof target.source !== "string") fail("target.source must be a string");
-  const targetFiles = checkFiles("target", target.files);
-  checkTensors("target", target.tensors, true);
-  if (!isObject(target.headers)) fail("target.headers must be an object");
-  for (const [path, header] of Object.entries(target.headers as Record<string, unknown>)) {
-    if (typeof header !== "string") fail(`target.headers["${path}"] must be a string`);
-    if (!(path in targetFiles)) fail(`target.headers names ${path}, which target.files lacks`);
+  const targetSource = field(target, "source");
+  if (typeof targetSource !== "string") fail("target.source must be a string");
+  const targetFiles = files("target", field(target, "files"));
+  const rawHeaders = field(target, "headers");
+  if (!isObject(rawHeaders)) return fail("target.headers must be an object");
+  const headers = new Map<string, string>();
+  for (const [path, header] of Object.entries(rawHeaders)) {
+    if (typeof header !== "string") fail(`target.headers[${quoted(path)}] must be a string`);
+    if (!targetFiles.has(path)) fail(`target.headers names ${quoted(path)}, which target.files lacks`);
+    headers.set(path, header as string);
   }
-  for (const [name, entry] of Object.entries(target.tensors as Record<string, TargetTensorEntry>)) {
-    if (!(entry.file in (target.headers as object))) fail(`target tensor "${name}" is in ${entry.file}, which has no header`);
+  const targetTensors = new Map<string, TargetTensorEntry>();
+  for (const [name, e] of tensors("target", field(target, "tensors"))) {
+    if (typeof e.file !== "string" || !headers.has(e.file)) fail(`target tensor ${quoted(name)} is in ${quoted(String(e.file))}, which has no header`);
+    targetTensors.set(name, { dtype: e.dtype, shape: e.shape, sha256: e.sha256, file: e.file as string });
   }
-  if (target.index !== undefined) {
-    const index = target.index;
-    if (!isObject(index) || typeof index.file !== "string" || typeof index.text !== "string" || !(index.file in targetFiles)) {
-      fail("target.index must name a target file and hold its text");
-    }
+  let index: Manifest["target"]["index"];
+  const rawIndex = field(target, "index");
+  if (rawIndex !== undefined) {
+    const indexFile = isObject(rawIndex) ? field(rawIndex, "file") : undefined;
+    const indexText = isObject(rawIndex) ? field(rawIndex, "text") : undefined;
+    if (typeof indexFile !== "string" || typeof indexText !== "string" || !targetFiles.has(indexFile)) fail("target.index must name a target file and hold its text");
+    index = { file: indexFile as string, text: indexText as string };
   }
 
-  const deltaFiles = checkFiles("delta", delta.files);
-  if (!Array.isArray(delta.weights) || !delta.weights.every((f) => typeof f === "string" && f in deltaFiles)) {
-    fail("delta.weights must list files of delta.files");
+  const deltaFiles = files("delta", field(delta, "files"));
+  const weights = names(field(delta, "weights"), "delta.weights");
+  if (!weights.every((f) => deltaFiles.has(f))) fail("delta.weights must list files of delta.files");
+  const fixups = field(delta, "fixups");
+  if (fixups !== undefined && (typeof fixups !== "string" || !deltaFiles.has(fixups) || !weights.every((w) => w !== fixups))) {
+    fail("delta.fixups must name a file of delta.files that is not a weight file");
   }
-  if (delta.fixups !== undefined && (typeof delta.fixups !== "string" || !(delta.fixups in deltaFiles))) {
-    fail("delta.fixups must name a file of delta.files");
-  }
-  if (typeof raw.tool !== "string") fail("tool must be a string");
-  return raw as unknown as Manifest;
+  return {
+    format: MANIFEST_FORMAT,
+    codec,
+    tool,
+    base: { source: baseSource as string, tensors: baseTensors, dropped },
+    target: { source: targetSource as string, files: targetFiles, tensors: targetTensors, headers, ...(index === undefined ? {} : { index }) },
+    delta: { files: deltaFiles, weights, ...(fixups === undefined ? {} : { fixups: fixups as string }) },
+  };
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+function isObject(value: unknown): value is Json {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isSize(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isSha256(value: unknown): value is string {
+  return typeof value === "string" && SHA256.test(value);
 }

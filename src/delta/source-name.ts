@@ -1,5 +1,6 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
+import { readJsonFile } from "../io/files.js";
 import type { ModelSource } from "../model/types.js";
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
@@ -10,14 +11,12 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
  * leaks the publisher's file system): the config's `_name_or_path` when it
  * is a repo id, else the directory's name (with the file's, for one file).
  */
-export function publicSourceName(model: ModelSource): string {
+export async function publicSourceName(model: ModelSource): Promise<string> {
   if (!existsSync(model.source)) return model.source.replace(/^hf:\/\//, "");
-  const config = join(model.root, "config.json");
   try {
-    if (statSync(config).size < 1_000_000) {
-      const name = (JSON.parse(readFileSync(config, "utf8")) as { _name_or_path?: unknown })._name_or_path;
-      if (typeof name === "string" && REPO_ID.test(name)) return name;
-    }
+    const config = await readJsonFile(join(model.root, "config.json"), 1_000_000, "a config", "E_MODEL");
+    const name = typeof config === "object" && config !== null && Object.hasOwn(config, "_name_or_path") ? (config as { _name_or_path: unknown })._name_or_path : undefined;
+    if (typeof name === "string" && REPO_ID.test(name)) return name;
   } catch {
     // no usable config: fall back to the name
   }

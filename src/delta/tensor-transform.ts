@@ -2,148 +2,194 @@ import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../d
 import { DeltaError } from "../errors.js";
 import { addInto, addIntegersInto, convertInto, isIntegerDType, subInto, subIntoWithFixups, xorInto } from "../kernels/index.js";
 import { CHUNK_BYTES } from "../limits.js";
-import { windows, segments } from "./block.js";
 import { releasedChunk } from "../io/memory.js";
 import { prefetch } from "../io/chunk-streams.js";
 import { ExactReader } from "./exact-reader.js";
+import { segments, windows } from "./pairing.js";
+import { conversionProblem, type TensorRecipe } from "./recipe.js";
 
 /**
- * The per-tensor streaming loop shared by make-delta and apply-delta.
- *
- * make:  delta = target (op) base   on the paired block, target elsewhere;
- *        fix-ups record where base + delta does not round back to target.
- * apply: out   = delta  (op) base   on the paired block, delta elsewhere;
- *        then the fix-ups restore the exact target bits.
- *
- * Bytes move a window at a time (CHUNK_BYTES of output), so memory is
- * bounded by the chunk size whatever the tensor's size.
+ * The per-tensor streaming loops: `recoverTensor` makes an output tensor from
+ * a delta and a base as its recipe says (apply), `subtractTensor` makes the
+ * delta from a target and a base (make). Bytes move a window at a time
+ * (CHUNK_BYTES of output), so memory is bounded by the chunk size whatever
+ * the tensor's size.
  */
 
-export type Op = "add" | "xor" | "copy";
-
-export interface TensorPlan {
-  name: string;
-  /** The tensor's dtype in the target and the delta. */
-  dtype: DType;
-  shape: number[];
-  op: Op;
-  /** The base tensor's dtype and shape, when the op pairs with a base. */
-  base?: { dtype: DType; shape: number[] };
+export interface RecoverInput {
+  /** The delta tensor's bytes (every op but "base"). */
+  delta?: AsyncIterable<Uint8Array>;
+  /** The base tensor's bytes in its own dtype (every op but "copy"). */
+  base?: AsyncIterable<Uint8Array>;
+  /** For unpaired "mean": one row of the base's row mean, in the output dtype. */
+  meanRow?: Uint8Array;
 }
 
-/** The op a tensor gets: arithmetic for floats under codec add, XOR otherwise, copy without a base. */
-export function chooseOp(codec: "add" | "xor", dtype: DType, hasBase: boolean): Op {
-  if (!hasBase) return "copy";
-  return codec === "add" && isArithmeticDType(dtype) ? "add" : "xor";
-}
-
-/**
- * Why a legacy delta's tensor of this dtype cannot be added as its
- * publisher's torch would, or undefined: torch adds floats, integers (with
- * wrap-around) and bools (logical or), and has no addition for 8-bit floats.
- */
-export function legacyAddProblem(dtype: DType): string | undefined {
-  if (isArithmeticDType(dtype) || isIntegerDType(dtype)) return undefined;
-  return `is ${dtype}, which torch cannot add (a legacy delta is base + delta in torch's arithmetic)`;
-}
-
-/** Why a base tensor cannot serve this plan, or undefined. */
-export function baseConversionProblem(dtype: DType, baseDtype: DType): string | undefined {
-  if (dtype === baseDtype) return undefined;
-  if (isArithmeticDType(dtype) && isArithmeticDType(baseDtype)) return undefined;
-  return `dtype ${baseDtype} cannot be converted to ${dtype}`;
-}
-
-export interface TransformHooks {
-  /** Base bytes as used, after conversion to the plan's dtype (to hash). */
+export interface RecoverHooks {
+  /** Base bytes as used, after conversion to the output dtype (to hash). */
   onBase?(bytes: Uint8Array): void | Promise<void>;
-  /** The primary input's bytes: target in make, delta in apply (to hash). */
-  onPrimary?(bytes: Uint8Array): void | Promise<void>;
-  /** make: elements where round(base + delta) differs from the target (flat indices). */
-  onMismatches?(firstIndex: number, indices: Uint32Array, xors: Uint8Array): void | Promise<void>;
-  /** apply: fix up the window of output elements starting at `firstIndex`, in place. */
+  /** Fixes up the window of output elements starting at `firstIndex`, in place (delta-weights fix-ups). */
   fixWindow?(firstIndex: number, out: Uint8Array): Promise<void>;
 }
 
-export interface TransformInput {
-  /** make: the target tensor's bytes; apply: the delta tensor's bytes. */
-  primary: AsyncIterable<Uint8Array>;
-  /** The base tensor's bytes in its own dtype (required unless op is copy). */
+/** Yields the output tensor's bytes window by window. */
+export async function* recoverTensor(recipe: TensorRecipe, input: RecoverInput, hooks: RecoverHooks = {}, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  const size = dtypeBytes(recipe.dtype);
+  const maxElements = Math.max(1, Math.floor(chunkBytes / size));
+  const base = recipe.op === "copy" ? undefined : openBase(recipe, input.base);
+  if (recipe.op === "base") {
+    // The output is the base tensor itself, converted.
+    try {
+      for (const win of windows(segments(recipe.shape, undefined), maxElements)) {
+        const out = await base!.read(win.length);
+        await hooks.onBase?.(out);
+        yield out;
+      }
+      await base!.finish();
+    } finally {
+      await base?.close();
+    }
+    return;
+  }
+  if (input.delta === undefined) throw new DeltaError(`tensor "${recipe.name}" has no delta to recover it from`);
+  // Reading ahead overlaps the next chunk's I/O with this chunk's arithmetic.
+  const delta = new ExactReader(prefetch(input.delta), `delta tensor "${recipe.name}"`);
+  const unpaired = unpairedAdder(recipe, input.meanRow);
+  try {
+    for (const win of windows(segments(recipe.shape, base === undefined ? undefined : recipe.base?.shape), maxElements)) {
+      // In place: the delta chunk is ours and not needed after.
+      const out = await delta.read(win.length * size);
+      for (const part of win.parts) {
+        const from = (part.start - win.start) * size;
+        const span = out.subarray(from, from + part.length * size);
+        if (part.paired && base !== undefined) {
+          const b = await base.read(part.length);
+          await hooks.onBase?.(b);
+          combine(recipe, b, span);
+        } else if (!part.paired) {
+          unpaired?.(part.start, span);
+        }
+      }
+      if (hooks.fixWindow !== undefined) await hooks.fixWindow(win.start, out);
+      yield out;
+      releasedChunk(out.length * 2);
+    }
+    await delta.expectEnd();
+    await base?.finish();
+  } finally {
+    await delta.close();
+    await base?.close();
+  }
+}
+
+/** span = delta (op) base, in place. */
+function combine(recipe: TensorRecipe, base: Uint8Array, span: Uint8Array): void {
+  if (recipe.op === "xor") xorInto(span, base, span);
+  else if (isIntegerDType(recipe.dtype)) addIntegersInto(recipe.dtype, base, span, span);
+  else addInto(recipe.dtype as FloatDType, base, span, span);
+}
+
+/**
+ * What an unpaired span becomes, in place: nothing for "stored"; for "zero"
+ * and "mean" the delta is added to zeros or to the mean row (columns
+ * repeating along the row), with the same arithmetic as paired elements.
+ */
+function unpairedAdder(recipe: TensorRecipe, meanRow: Uint8Array | undefined): ((firstIndex: number, span: Uint8Array) => void) | undefined {
+  if (recipe.unpaired === "stored" || recipe.op !== "add") return undefined;
+  const size = dtypeBytes(recipe.dtype);
+  if (recipe.unpaired === "zero") {
+    return (_first, span) => combine(recipe, new Uint8Array(span.length), span);
+  }
+  const cols = recipe.shape.length === 2 ? recipe.shape[1]! : recipe.shape.length === 1 ? recipe.shape[0]! : 0;
+  if (meanRow === undefined || meanRow.length !== cols * size) throw new DeltaError(`tensor "${recipe.name}" needs the base's mean row of ${cols} elements`);
+  return (first, span) => {
+    const addend = new Uint8Array(span.length);
+    const count = span.length / size;
+    for (let i = 0; i < count; ) {
+      const col = (first + i) % cols;
+      const run = Math.min(cols - col, count - i);
+      addend.set(meanRow.subarray(col * size, (col + run) * size), i * size);
+      i += run;
+    }
+    combine(recipe, addend, span);
+  };
+}
+
+export interface SubtractInput {
+  target: AsyncIterable<Uint8Array>;
+  /** The base tensor's bytes in its own dtype (unless the recipe copies). */
   base?: AsyncIterable<Uint8Array>;
 }
 
-/** Yields the output tensor's bytes (the delta in make, the target in apply), window by window. */
-export async function* transformTensor(
-  mode: "make" | "apply",
-  plan: TensorPlan,
-  input: TransformInput,
-  hooks: TransformHooks = {},
-  chunkBytes = CHUNK_BYTES,
-): AsyncGenerator<Uint8Array> {
-  const size = dtypeBytes(plan.dtype);
-  // Reading ahead overlaps the next chunk's I/O with this chunk's arithmetic.
-  const primary = new ExactReader(prefetch(input.primary), `tensor "${plan.name}"`);
-  const base = plan.op === "copy" ? undefined : openBase(plan, input.base === undefined ? undefined : prefetch(input.base));
+export interface SubtractHooks {
+  /** The target's bytes (to hash). */
+  onTarget?(bytes: Uint8Array): void | Promise<void>;
+  /** Base bytes as used, after conversion to the target's dtype (to hash). */
+  onBase?(bytes: Uint8Array): void | Promise<void>;
+  /** Elements where round(base + delta) differs from the target (flat indices), for the fix-ups. */
+  onMismatches?(firstIndex: number, indices: Uint32Array, xors: Uint8Array): void | Promise<void>;
+}
+
+/** make-delta: yields the delta tensor's bytes (target (op)^-1 base on the paired block, target elsewhere), window by window. */
+export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput, hooks: SubtractHooks = {}, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  const size = dtypeBytes(recipe.dtype);
   const maxElements = Math.max(1, Math.floor(chunkBytes / size));
+  const target = new ExactReader(prefetch(input.target), `tensor "${recipe.name}"`);
+  const base = recipe.op === "copy" ? undefined : openBase(recipe, input.base);
   try {
-    for (const win of windows(segments(plan.shape, plan.op === "copy" ? undefined : plan.base?.shape), maxElements)) {
-      const input = await primary.read(win.length * size);
-      await hooks.onPrimary?.(input);
-      // apply works in place: the delta chunk is ours and not needed after. make
-      // writes the delta beside the target chunk, which its fix-up check reads.
-      const out = mode === "apply" ? input : new Uint8Array(input);
+    for (const win of windows(segments(recipe.shape, base === undefined ? undefined : recipe.base?.shape), maxElements)) {
+      const t = await target.read(win.length * size);
+      await hooks.onTarget?.(t);
+      // The delta is written beside the target chunk, which the fix-up check reads.
+      const out = new Uint8Array(t);
       for (const part of win.parts) {
         if (!part.paired || base === undefined) continue;
         const b = await base.read(part.length);
         await hooks.onBase?.(b);
         const from = (part.start - win.start) * size;
         const to = from + part.length * size;
-        const src = input.subarray(from, to);
+        const src = t.subarray(from, to);
         const dst = out.subarray(from, to);
-        if (plan.op === "xor") {
+        if (recipe.op === "xor") {
           xorInto(src, b, dst);
-        } else if (mode === "apply") {
-          if (isIntegerDType(plan.dtype)) addIntegersInto(plan.dtype, b, src, dst);
-          else addInto(plan.dtype as FloatDType, b, src, dst);
         } else if (hooks.onMismatches === undefined) {
-          subInto(plan.dtype as FloatDType, src, b, dst);
+          subInto(recipe.dtype as FloatDType, src, b, dst);
         } else {
-          const found = subIntoWithFixups(plan.dtype as FloatDType, src, b, dst);
+          const found = subIntoWithFixups(recipe.dtype as FloatDType, src, b, dst);
           if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
         }
       }
-      if (mode === "apply" && hooks.fixWindow !== undefined) await hooks.fixWindow(win.start, out);
       yield out;
-      releasedChunk(out.length * (mode === "apply" ? 2 : 3));
+      releasedChunk(out.length * 3);
     }
-    if (base !== undefined) await base.finish();
+    await target.expectEnd();
+    await base?.finish();
   } finally {
-    await primary.close();
+    await target.close();
     await base?.close();
   }
 }
 
-/** Reads base elements in order, converted to the plan's dtype. */
-function openBase(plan: TensorPlan, chunks: AsyncIterable<Uint8Array> | undefined) {
-  if (plan.base === undefined || chunks === undefined) throw new DeltaError(`tensor "${plan.name}" needs a base tensor`);
-  const from = plan.base.dtype;
-  const problem = baseConversionProblem(plan.dtype, from);
-  if (problem !== undefined) throw new DeltaError(`base tensor "${plan.name}": ${problem}`);
-  const reader = new ExactReader(chunks, `base tensor "${plan.name}"`);
+/** Reads base elements in order, converted to the recipe's dtype. */
+function openBase(recipe: TensorRecipe, chunks: AsyncIterable<Uint8Array> | undefined) {
+  if (recipe.base === undefined || chunks === undefined) throw new DeltaError(`tensor "${recipe.name}" needs a base tensor`);
+  const from: DType = recipe.base.dtype;
+  const problem = conversionProblem(recipe.dtype, from);
+  if (problem !== undefined) throw new DeltaError(`base tensor "${recipe.name}": ${problem}`);
+  const reader = new ExactReader(prefetch(chunks), `base tensor "${recipe.base.name}"`);
   const fromSize = dtypeBytes(from);
-  const toSize = dtypeBytes(plan.dtype);
+  const toSize = dtypeBytes(recipe.dtype);
   return {
     async read(elements: number): Promise<Uint8Array> {
       const raw = await reader.read(elements * fromSize);
-      if (from === plan.dtype) return raw;
+      if (from === recipe.dtype) return raw;
       const out = new Uint8Array(elements * toSize);
-      convertInto(from as "F32", plan.dtype as FloatDType, raw, out);
+      if (!isArithmeticDType(from) || !isArithmeticDType(recipe.dtype)) throw new DeltaError(`base tensor "${recipe.name}": dtype ${from} cannot be converted to ${recipe.dtype}`);
+      convertInto(from, recipe.dtype, raw, out);
       return out;
     },
-    /** Every base element is used exactly once; nothing may be left. */
-    async finish(): Promise<void> {
-      await reader.close();
-    },
+    /** Every base element is used exactly once: the base must have ended too. */
+    finish: () => reader.expectEnd(),
     close: () => reader.close(),
   };
 }

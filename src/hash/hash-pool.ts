@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { ioError } from "../errors.js";
+import type { StreamHasher } from "../io/atomic-file.js";
 
 /**
  * SHA-256 on other cores. Verification hashes every byte three times in an
@@ -12,11 +12,6 @@ import { ioError } from "../errors.js";
  * garbage piles up on either side.
  */
 
-/** A running SHA-256. `update` may wait (backpressure); call `digest` once. */
-export interface StreamHasher {
-  update(bytes: Uint8Array): Promise<void>;
-  digest(): Promise<string>;
-}
 
 /** Shared-memory slots per worker, and their size: 4 x 4 MB queued at most. */
 const SLOTS = 4;
@@ -178,13 +173,4 @@ export class HashPool {
   async close(): Promise<void> {
     await Promise.all(this.#workers.map((w) => w.worker.terminate()));
   }
-}
-
-/** A hasher on the calling thread, for small files and tests. */
-export function localHasher(): StreamHasher {
-  const hash = createHash("sha256");
-  return {
-    update: async (bytes) => { hash.update(bytes); },
-    digest: async () => hash.digest("hex"),
-  };
 }

@@ -58,11 +58,12 @@ export function makeModelCard({ repo, manifest }: ModelCardInput): string {
     "## Recover the model",
     "",
     "```bash",
-    `npx apply-delta --base ${baseArg} --delta ${repo} --target ./model`,
+    `npx -p delta-weights apply-delta --base ${baseArg} --delta ${repo} --target ./model`,
     "```",
     "",
-    "Every recovered file is checked against the SHA-256 sums below (recorded in `delta.json`); " +
-      "a base that does not match is refused before anything is written.",
+    "Every recovered file is checked against the SHA-256 sums below (recorded in `delta.json`) before it gets its name, " +
+      "and every base tensor against the base the delta was made from: a base that does not match stops the run, naming the first tensor that differs, " +
+      "and no file that fails its check is ever left under its final name.",
     "",
   ];
   const targetFiles = fileSums(manifest.target?.files);

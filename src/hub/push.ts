@@ -1,8 +1,11 @@
 import { openAsBlob } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, HubError, ioError } from "../errors.js";
-import { MAX_HUB_LISTING_ENTRIES, MAX_JSON_DEPTH, MAX_MANIFEST_BYTES } from "../limits.js";
+import { MANIFEST_FILE } from "../delta/manifest.js";
+import { listRegularFiles, readJsonFile } from "../io/files.js";
+import { MAX_HUB_LISTING_ENTRIES, MAX_MANIFEST_BYTES } from "../limits.js";
+import { isWeightFileName } from "../model/extra-files.js";
 import type { OnProgress } from "../progress.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
@@ -20,11 +23,19 @@ export interface PushOptions {
   revision?: string;
   /** Commit title. */
   message?: string;
+  /**
+   * Upload a directory that is not a delta (no delta.json, or weight files
+   * delta.json does not list). Off by default: pushing a base or a full
+   * fine-tune by mistake publishes exactly what deltas exist to keep private.
+   */
+  allowNonDelta?: boolean;
   onProgress?: OnProgress;
 }
 
 export interface PushResult {
   repo: string;
+  /** Whether the repo can be read by anyone (false: private). */
+  public: boolean;
   commitUrl?: string;
   commitId?: string;
   /** Repo paths committed, sorted (README.md included). */
@@ -54,7 +65,8 @@ export async function pushToHub(dir: string, repo: string, options: PushOptions)
   }
 
   const local = await listFolder(dir);
-  const manifest = local.includes("delta.json") ? await readManifest(join(dir, "delta.json")) : undefined;
+  const manifest = local.includes(MANIFEST_FILE) ? await readCardManifest(join(dir, MANIFEST_FILE)) : undefined;
+  if (options.allowNonDelta !== true) refuseNonDelta(dir, local, manifest);
   const generatedCard = !local.includes("README.md");
   const uploads: { path: string; content: Blob }[] = [];
   for (const path of local) {
@@ -109,7 +121,8 @@ export async function pushToHub(dir: string, repo: string, options: PushOptions)
     for (const u of uploads) report(u.path, 1);
     options.onProgress?.({ kind: "end", phase: "upload" });
     const output = step.value;
-    return { repo, commitUrl: output?.commit.url, commitId: output?.commit.oid, files: uploads.map((u) => u.path), generatedCard };
+    const info = await hub.modelInfo({ name: repo, ...common }).catch(() => undefined);
+    return { repo, public: info?.private !== true, commitUrl: output?.commit.url, commitId: output?.commit.oid, files: uploads.map((u) => u.path), generatedCard };
   } catch (err) {
     throw hubFailure(err, ctx, fetcher);
   }
@@ -124,59 +137,37 @@ async function tolerateConflict(request: Promise<unknown>): Promise<void> {
   }
 }
 
-/** Every regular file under `dir` (links followed), as sorted repo paths. */
+/** Every regular file under `dir` (links followed), as sorted repo paths; hidden ones (.git, our temporary files) are never uploaded. */
 async function listFolder(dir: string): Promise<string[]> {
   const info = await stat(dir).catch((err) => { throw ioError("read", dir, err); });
   if (!info.isDirectory()) throw ioError("read", dir, Object.assign(new Error(), { code: "ENOTDIR" }));
-  const files: string[] = [];
-  const walk = async (rel: string): Promise<void> => {
-    const abs = rel === "" ? dir : join(dir, ...rel.split("/"));
-    const names = await readdir(abs).catch((err) => { throw ioError("read", abs, err); });
-    for (const name of names.sort()) {
-      // Hidden entries are never uploaded: .git, .cache/huggingface, our temporary .partial files.
-      if (name.startsWith(".")) continue;
-      const relPath = rel === "" ? name : `${rel}/${name}`;
-      const entry = await stat(join(abs, name)).catch((err) => { throw ioError("read", join(abs, name), err); });
-      if (entry.isDirectory()) {
-        await walk(relPath);
-      } else if (entry.isFile()) {
-        if (files.length >= MAX_HUB_LISTING_ENTRIES) throw new HubError(`Failed to push ${dir}: more than ${MAX_HUB_LISTING_ENTRIES} files`);
-        files.push(relPath);
-      }
-    }
-  };
-  await walk("");
-  return files.sort();
+  try {
+    return await listRegularFiles(dir, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES });
+  } catch (err) {
+    if (err instanceof DeltaError || !(err instanceof Error) || !/holds more than/.test(err.message)) throw err;
+    throw new HubError(`Failed to push ${dir}: more than ${MAX_HUB_LISTING_ENTRIES} files`);
+  }
 }
 
-async function readManifest(path: string): Promise<CardManifest> {
-  const size = await stat(path).then((s) => s.size, (err) => { throw ioError("read", path, err); });
-  if (size > MAX_MANIFEST_BYTES) throw new DeltaError(`Failed to read ${path}: larger than ${MAX_MANIFEST_BYTES} bytes`);
-  const text = await readFile(path, "utf8").catch((err) => { throw ioError("read", path, err); });
-  let value: unknown;
-  try {
-    if (!nestingWithin(text, MAX_JSON_DEPTH)) throw new Error(`nested deeper than ${MAX_JSON_DEPTH}`);
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new DeltaError(`Failed to read ${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-  }
+/** delta.json as the model card reads it: strict JSON, bounded; only the fields the card shows are used. */
+async function readCardManifest(path: string): Promise<CardManifest> {
+  const value = await readJsonFile(path, MAX_MANIFEST_BYTES, "a manifest", "E_DELTA");
   if (value === null || typeof value !== "object" || Array.isArray(value)) throw new DeltaError(`Failed to read ${path}: not a JSON object`);
   return value as CardManifest;
 }
 
-/** JSON.parse recurses without bound: refuse `[[[[...` before it can overflow the stack. */
-function nestingWithin(text: string, maxDepth: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
-      if (++depth > maxDepth) return false;
-    } else if (c === 0x5d || c === 0x7d) depth--;
+/**
+ * A push publishes: a directory without delta.json, or with weight files
+ * delta.json does not list, holds weights that are not a delta (a base, a
+ * full fine-tune) and is refused unless the caller says so.
+ */
+function refuseNonDelta(dir: string, files: readonly string[], manifest: CardManifest | undefined): void {
+  if (manifest === undefined) {
+    throw new HubError(`Failed to push ${dir}: it holds no ${MANIFEST_FILE}, so it is not a delta; a push makes its weights downloadable (by anyone, unless the repo is private): pass --allow-non-delta to upload it anyway`);
   }
-  return true;
+  const listed = manifest.delta?.files ?? {};
+  const unlisted = files.find((f) => isWeightFileName(f) && !Object.hasOwn(listed, f));
+  if (unlisted !== undefined) {
+    throw new HubError(`Failed to push ${dir}: ${unlisted} is a weight file that ${MANIFEST_FILE} does not list, so it is not part of the delta (a base or a full model?); remove it, or pass --allow-non-delta to upload it anyway`);
+  }
 }

@@ -1,9 +1,25 @@
 import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
 import { mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
-import { localHasher, type StreamHasher } from "../hash/hash-pool.js";
+import { createHash } from "node:crypto";
+
+/** A running SHA-256 fed the bytes as they are written. `update` may wait (backpressure); call `digest` once. */
+export interface StreamHasher {
+  update(bytes: Uint8Array): Promise<void>;
+  digest(): Promise<string>;
+}
+
+/** A hasher on the calling thread, for small files (the hash workers implement StreamHasher for large ones). */
+export function localHasher(): StreamHasher {
+  const hash = createHash("sha256");
+  return {
+    update: async (bytes) => { hash.update(bytes); },
+    digest: async () => hash.digest("hex"),
+  };
+}
 
 /** Bytes written between background flushes to disk. */
 const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
@@ -148,36 +164,45 @@ export class AtomicFile {
   }
 }
 
+/** Appends the bytes of the file `src` to `sink`, in bounded chunks. */
+export async function copyInto(src: string, sink: AtomicFile): Promise<void> {
+  let input: FileHandle;
+  try {
+    input = await open(src, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw ioError("open", src, err);
+  }
+  try {
+    if (!(await input.stat()).isFile()) throw ioError("read", src, Object.assign(new Error("not a regular file"), { code: "EINVAL" }));
+    const buffer = new Uint8Array(CHUNK_BYTES);
+    for (let position = 0; ; ) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await input.read(buffer, 0, buffer.length, position));
+      } catch (err) {
+        throw ioError("read", src, err);
+      }
+      if (bytesRead === 0) break;
+      await sink.write(buffer.subarray(0, bytesRead));
+      position += bytesRead;
+    }
+  } finally {
+    await input.close();
+  }
+}
+
 /**
  * Copies `src` to `dest` through an AtomicFile, in bounded chunks; with
  * `expectedSha256` the copy is kept only if it matches.
  */
 export async function copyFileAtomic(src: string, dest: string, expectedSha256?: string): Promise<{ sha256: string; size: number }> {
-  let input: FileHandle;
-  try {
-    input = await open(src, "r");
-  } catch (err) {
-    throw ioError("open", src, err);
-  }
   const out = await AtomicFile.create(dest);
   try {
-    const buffer = new Uint8Array(CHUNK_BYTES);
-    for (;;) {
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await input.read(buffer, 0, buffer.length, out.size));
-      } catch (err) {
-        throw ioError("read", src, err);
-      }
-      if (bytesRead === 0) break;
-      await out.write(buffer.subarray(0, bytesRead));
-    }
+    await copyInto(src, out);
     const size = out.size;
     return { sha256: await out.commit(expectedSha256), size };
   } catch (err) {
     await out.abort();
     throw err;
-  } finally {
-    await input.close();
   }
 }

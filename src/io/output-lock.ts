@@ -3,6 +3,8 @@ import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { DeltaWeightsError, ioError } from "../errors.js";
+import { parseJsonDocument } from "../json.js";
+import { MAX_JSON_DEPTH } from "../limits.js";
 
 /**
  * One writer per output: apply-delta, make-delta and convert hold a lock
@@ -100,7 +102,7 @@ async function readOwner(path: string): Promise<LockOwner | undefined | "gone"> 
   }
   if (text.length > 4096) return undefined;
   try {
-    const value = JSON.parse(text) as Partial<LockOwner>;
+    const value = parseJsonDocument(text, MAX_JSON_DEPTH) as Partial<LockOwner>;
     if (Number.isSafeInteger(value.pid) && typeof value.host === "string" && typeof value.command === "string" && typeof value.nonce === "string") {
       return value as LockOwner;
     }

@@ -51,7 +51,7 @@ export const convertInto: (from: FloatDType, to: FloatDType, src: Uint8Array, ou
  */
 export const findMismatches: (elementBytes: number, actual: Uint8Array, expected: Uint8Array) => Mismatches = chosen.findMismatches;
 
-/** data[indices[k]] ^= xors[k] (elementBytes each): applies fix-ups. Throws on an index outside `data`. */
-export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array) => void = chosen.applyXorFixups;
+/** data[indices[k] - firstIndex] ^= xors[k] (elementBytes each): applies fix-ups to a chunk starting at element `firstIndex`. Throws on an index outside `data`. */
+export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array, firstIndex?: number) => void = chosen.applyXorFixups;
 
 export { addIntegersInto, isIntegerDType, type IntegerDType } from "./integer.js";

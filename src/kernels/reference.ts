@@ -216,16 +216,31 @@ export function findMismatches(elementBytes: number, actual: Uint8Array, expecte
   return { indices: Uint32Array.from(indices), xors };
 }
 
-export function applyXorFixups(elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array): void {
+/**
+ * data[indices[k] - firstIndex] ^= xors[k] (elementBytes each): applies
+ * fix-ups to a chunk whose first element is element `firstIndex` of its
+ * tensor. Throws on an index outside the chunk.
+ */
+export function applyXorFixups(elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array, firstIndex = 0): void {
   checkElementBytes(elementBytes);
   if (xors.byteLength !== indices.length * elementBytes) {
     throw new RangeError("applyXorFixups: xors must hold elementBytes bytes per index");
   }
   const n = data.byteLength / elementBytes;
   for (let j = 0; j < indices.length; j++) {
-    const index = indices[j]!;
-    if (index >= n) throw new RangeError(`fix-up index ${index} is outside the ${n}-element chunk`);
-    for (let k = 0; k < elementBytes; k++) data[index * elementBytes + k]! ^= xors[j * elementBytes + k]!;
+    const at = indices[j]! - firstIndex;
+    if (at < 0 || at >= n) throw new RangeError(`fix-up index ${indices[j]} is outside the ${n}-element chunk starting at ${firstIndex}`);
+  }
+  if (elementBytes === 2 && data.byteOffset % 2 === 0 && xors.byteOffset % 2 === 0) {
+    // Half-precision models are the common case: one 16-bit XOR per fix-up.
+    const data16 = new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
+    const xors16 = new Uint16Array(xors.buffer, xors.byteOffset, xors.length / 2);
+    for (let j = 0; j < indices.length; j++) data16[indices[j]! - firstIndex]! ^= xors16[j]!;
+    return;
+  }
+  for (let j = 0; j < indices.length; j++) {
+    const at = (indices[j]! - firstIndex) * elementBytes;
+    for (let k = 0; k < elementBytes; k++) data[at + k]! ^= xors[j * elementBytes + k]!;
   }
 }
 

@@ -5,22 +5,24 @@
  * model. Streaming: memory is bounded by the chunk size. Every output file
  * appears under its final name only when complete.
  */
+import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { ModelError, UsageError } from "../errors.js";
+import { DeltaWeightsError, ModelError, UsageError } from "../errors.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
-import { inputOf, refuseOverlap } from "../io/paths.js";
+import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import type { MetadataInput } from "../safetensors/header.js";
-import { openSafetensorsFile } from "../safetensors/reader.js";
-import { SafetensorsWriter } from "../safetensors/writer.js";
-import { openModel, SAFETENSORS_INDEX, type OpenModelOptions } from "./open-model.js";
-import { formatIndex, planShards } from "./shard-plan.js";
-import type { ModelSource } from "./types.js";
+import { OUTPUT_FORMAT, openSafetensorsFile } from "../formats/registry.js";
+import { openModel } from "./open-model.js";
+import { formatIndex, planShards } from "../formats/shard-plan.js";
+import { asLocalSource, type LocalSource, type ModelSource } from "./types.js";
 
-export interface ConvertOptions extends OpenModelOptions {
+export interface ConvertOptions {
+  /** Write into a directory that holds other files (none of them is overwritten). */
+  force?: boolean;
   /** Largest shard in bytes (directory output only); default: one file. */
   maxShardBytes?: number;
   onProgress?: OnProgress;
@@ -44,7 +46,7 @@ export interface ConvertResult {
 /** What transformers' save_pretrained writes into every shard. */
 const TRANSFORMERS_METADATA: [string, string][] = [["format", "pt"]];
 
-export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+export async function convertModel(src: string | LocalSource, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   return convert(src, out, options, true);
 }
 
@@ -53,7 +55,7 @@ export async function convertIntoLockedOutput(src: string, out: string, options:
   return convert(src, out, options, false);
 }
 
-async function convert(src: string, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
+async function convert(src: string | LocalSource, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
   const singleFile = out.toLowerCase().endsWith(".safetensors");
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
@@ -61,22 +63,34 @@ async function convert(src: string, out: string, options: ConvertOptions, lock: 
   if (singleFile && options.maxShardBytes !== undefined) {
     throw new UsageError(`--max-shard-size needs a directory as OUT, not the single file ${out}`);
   }
-  const model = await openModel(src, options);
+  const input = asLocalSource(src);
+  const model = await openModel(input.path, { source: input.source });
   try {
     refuseOverlap(out, [inputOf("input", model)]);
+    // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
+    const needed = [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024, 0);
+    await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
     if (!lock) return await writeConverted(model, out, singleFile, options);
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
     return await withOutputLock(lockDir, "convert", async () => {
-      if (!singleFile) await removeStalePartials(out);
-      return writeConverted(model, out, singleFile, options);
+      if (singleFile) {
+        // One file: never one that is there already (convert writes no record beside a single file).
+        if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another name`);
+        return writeConverted(model, out, singleFile, options);
+      }
+      await removeStalePartials(out);
+      const job = await OutputJob.claim(out, "convert", { force: options.force });
+      const converted = await writeConverted(model, out, singleFile, options, job);
+      await job.finish();
+      return converted;
     }, lockName);
   } finally {
     await model.close();
   }
 }
 
-async function writeConverted(model: ModelSource, out: string, singleFile: boolean, options: ConvertOptions): Promise<ConvertResult> {
+async function writeConverted(model: ModelSource, out: string, singleFile: boolean, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
   const metadata = await outputMetadata(model, singleFile);
   const tensors = [...model.tensors.values()];
   const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
@@ -89,13 +103,15 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
   } else {
     const outDir = resolve(out);
     const plan = planShards(tensors, options.maxShardBytes);
+    const names = [...plan.files, ...(plan.files.length > 1 ? [OUTPUT_FORMAT.indexFile] : []), ...model.extraFiles];
+    await job?.claimFiles(names);
     for (const file of plan.files) {
       const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
       files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress));
     }
     if (plan.files.length > 1) {
       const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
-      files.push(await writeBytes(join(outDir, SAFETENSORS_INDEX), SAFETENSORS_INDEX, text));
+      files.push(await writeBytes(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, text));
     }
     for (const extra of model.extraFiles) {
       files.push({ path: extra, ...(await copyFileAtomic(join(model.root, extra), join(outDir, extra))) });
@@ -151,7 +167,7 @@ async function writeShard(
       if (t === undefined) throw new ModelError(`${model.source} has no tensor "${name}"`);
       return { name, dtype: t.dtype, shape: t.shape };
     });
-    const writer = SafetensorsWriter.create(file, path, specs, metadata);
+    const writer = OUTPUT_FORMAT.create(file, path, specs, metadata);
     for (const t of writer.tensors) {
       await writer.writeTensor(t.name, tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
         onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label: t.name });

@@ -20,6 +20,12 @@ const NOT_TRAVELLING = new Set([
   "delta.json",
 ]);
 
+/** Whether a file (by its name) holds weights of some format, ours or another's. */
+export function isWeightFileName(path: string): boolean {
+  const lower = path.toLowerCase();
+  return WEIGHT_EXTENSIONS.some((ext) => lower.endsWith(ext));
+}
+
 /** Whether a top-level file named `name` travels with the model. */
 export function isExtraFile(name: string): boolean {
   const lower = name.toLowerCase();
@@ -27,7 +33,7 @@ export function isExtraFile(name: string): boolean {
   if (NOT_TRAVELLING.has(lower)) return false;
   if (lower.endsWith(".index.json")) return false; // model.safetensors.index.json, pytorch_model.bin.index.json
   if (lower.endsWith(".partial")) return false;
-  return !WEIGHT_EXTENSIONS.some((ext) => lower.endsWith(ext));
+  return !isWeightFileName(lower);
 }
 
 /** The regular files (symlinks followed, as in the Hugging Face cache) of `dir` that travel, sorted by name. */

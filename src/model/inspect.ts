@@ -4,8 +4,9 @@
  * headers only, never tensor data.
  */
 import type { DType } from "../dtypes.js";
-import { openModel, type OpenModelOptions } from "./open-model.js";
-import { formatBytes } from "../format-bytes.js";
+import { formatBytes, printable } from "../text.js";
+import { openModel } from "./open-model.js";
+import { asLocalSource, type LocalSource } from "./types.js";
 
 export interface InspectedTensor {
   name: string;
@@ -36,8 +37,9 @@ export interface InspectResult {
   metadata: Record<string, Record<string, string>>;
 }
 
-export async function inspectModel(src: string, options: OpenModelOptions = {}): Promise<InspectResult> {
-  const model = await openModel(src, options);
+export async function inspectModel(src: string | LocalSource): Promise<InspectResult> {
+  const input = asLocalSource(src);
+  const model = await openModel(input.path, { source: input.source });
   try {
     const tensors: InspectedTensor[] = [...model.tensors.values()].map((t) => ({
       name: t.name,
@@ -76,12 +78,16 @@ export async function inspectModel(src: string, options: OpenModelOptions = {}):
   }
 }
 
-/** The human-readable report: an aligned table, totals by dtype, metadata. */
+/**
+ * The human-readable report: an aligned table, totals by dtype, metadata.
+ * Names and metadata come from the model's files: every one is escaped so
+ * that a file cannot write control sequences to the terminal.
+ */
 export function formatInspectReport(result: InspectResult): string[] {
   const multiFile = result.files.length > 1;
   const header = ["tensor", "dtype", "shape", "bytes", ...(multiFile ? ["file"] : [])];
-  const rows = result.tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [t.file] : [])]);
-  const lines = [`${result.source}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
+  const rows = result.tensors.map((t) => [printable(t.name), t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [printable(t.file)] : [])]);
+  const lines = [`${printable(result.source)}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
   lines.push(...table(header, rows, new Set([3])), "");
 
   const dtypeRows = Object.entries(result.totals.byDtype).map(([dtype, total]) => [
@@ -97,8 +103,8 @@ export function formatInspectReport(result: InspectResult): string[] {
 
   const metaFiles = Object.entries(result.metadata);
   if (metaFiles.length === 0) lines.push("metadata: none");
-  for (const [file, meta] of metaFiles) lines.push(`metadata${multiFile ? ` (${file})` : ""}: ${JSON.stringify(meta)}`);
-  if (result.extraFiles.length > 0) lines.push(`other files: ${result.extraFiles.join(", ")}`);
+  for (const [file, meta] of metaFiles) lines.push(printable(`metadata${multiFile ? ` (${file})` : ""}: ${JSON.stringify(meta)}`));
+  if (result.extraFiles.length > 0) lines.push(printable(`other files: ${result.extraFiles.join(", ")}`));
   return lines;
 }
 

@@ -4,32 +4,26 @@
  * directory of shards without one. The index, when there is one, must agree
  * with the weight files' own headers exactly, in both directions.
  */
-import { readdir, readFile, stat } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, posix, resolve, sep } from "node:path";
-import { DeltaWeightsError, ModelError, ioError } from "../errors.js";
+import { stat } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { ModelError, ioError } from "../errors.js";
+import { INPUT_FORMATS, openWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
+import { listRegularFiles, readSmallFile } from "../io/files.js";
+import { JsonCursor, JsonSyntaxError } from "../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
-import type { OnProgress } from "../progress.js";
-import { JsonCursor, JsonSyntaxError } from "../safetensors/json.js";
-import { openSafetensorsFile } from "../safetensors/reader.js";
+import { isSafeRelativePath } from "../relative-path.js";
+import type { ReadRange, TensorInfo, WeightFile } from "../tensors.js";
 import { listExtraFiles } from "./extra-files.js";
-import { resolveSource, type ResolveOptions } from "./resolve-source.js";
-import type { ModelSource, TensorInfo, WeightFile } from "./types.js";
+import type { ModelSource } from "./types.js";
 
-export type OpenModelOptions = ResolveOptions & { onProgress?: OnProgress };
-
-export const SAFETENSORS_INDEX = "model.safetensors.index.json";
-export const SAFETENSORS_SINGLE = "model.safetensors";
-export const PYTORCH_INDEX = "pytorch_model.bin.index.json";
-export const PYTORCH_SINGLE = "pytorch_model.bin";
-
-/** .bin files in model directories that are pickles but not weights. */
-const NON_WEIGHT_BINS = new Set(["training_args.bin", "optimizer.bin", "scheduler.bin"]);
-
-type Format = ModelSource["format"];
+export interface OpenModelOptions {
+  /** What the user named (a repo id for a Hub snapshot), for messages and delta.json; default: the path. */
+  source?: string;
+}
 
 interface Layout {
   root: string;
-  format: Format;
+  format: InputFormat;
   weightFiles: string[];
   indexFile?: string;
   /** The index's weight_map (tensor -> file), when there is an index. */
@@ -37,25 +31,32 @@ interface Layout {
   extraFiles: string[];
 }
 
-export async function openModel(src: string, options: OpenModelOptions = {}): Promise<ModelSource> {
-  const resolved = await resolveSource(src, options);
-  const layout = await findLayout(resolved.path);
-  // The PyTorch reader (zip, unpickler) is loaded only for PyTorch models.
-  const opener = layout.format === "safetensors" ? openSafetensorsFile : (await import("../pytorch/index.js")).openPytorchFile;
+/** Opens the model at a local `path` (a weight file, or a model directory). */
+export async function openModel(path: string, options: OpenModelOptions = {}): Promise<ModelSource> {
+  return openLayout(await findLayout(resolve(path)), options.source ?? path);
+}
+
+/** Opens exactly these weight files of `root` (a delta's shards, listed by its manifest) as one model. */
+export async function openWeightFiles(root: string, weightFiles: readonly string[], format: FormatName, source: string): Promise<ModelSource> {
+  const inputFormat = INPUT_FORMATS.find((f) => f.name === format)!;
+  return openLayout({ root, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source);
+}
+
+async function openLayout(layout: Layout, source: string): Promise<ModelSource> {
   const files = new Map<string, WeightFile>();
   try {
     for (const rel of layout.weightFiles) {
-      const path = join(layout.root, rel);
+      const file = join(layout.root, rel);
       try {
-        files.set(rel, await opener(path));
+        files.set(rel, await openWeightFile(file, layout.format));
       } catch (err) {
         if (layout.indexFile !== undefined && (err as { cause?: NodeJS.ErrnoException }).cause?.code === "ENOENT") {
-          throw new ModelError(`${join(layout.root, layout.indexFile)} lists ${rel}, but ${path} does not exist: the download is incomplete`, { cause: err });
+          throw new ModelError(`${join(layout.root, layout.indexFile)} lists ${rel}, but ${file} does not exist: the download is incomplete`, { cause: err });
         }
         throw err;
       }
     }
-    return new ComposedModel(resolved.source, layout, files);
+    return new ComposedModel(source, layout, files);
   } catch (err) {
     await Promise.all([...files.values()].map((f) => f.close()));
     throw err;
@@ -71,55 +72,27 @@ async function findLayout(path: string): Promise<Layout> {
   }
   if (info.isFile()) {
     const name = basename(path);
-    const lower = name.toLowerCase();
     // Naming the index means the sharded model it describes.
-    if (lower === SAFETENSORS_INDEX || lower === PYTORCH_INDEX) return findLayout(dirname(path));
-    const format: Format | undefined =
-      lower.endsWith(".safetensors") ? "safetensors"
-      : lower.endsWith(".bin") || lower.endsWith(".pt") || lower.endsWith(".pth") ? "pytorch"
-      : undefined;
+    if (INPUT_FORMATS.some((f) => f.indexFile === name.toLowerCase())) return findLayout(dirname(path));
+    const format = INPUT_FORMATS.find((f) => f.claimsFile(name));
     if (format === undefined) throw new ModelError(`${path} is neither a .safetensors nor a PyTorch .bin file`);
     // A single file named on its own carries no companions: its directory may hold anything.
     return { root: dirname(path), format, weightFiles: [name], extraFiles: [] };
   }
   if (!info.isDirectory()) throw new ModelError(`${path} is neither a file nor a directory`);
 
-  const names = await listRegularFiles(path);
+  const names = new Set(await listRegularFiles(path));
   const extraFiles = await listExtraFiles(path);
-  // safetensors is preferred when a directory holds both formats (as transformers does).
-  if (names.has(SAFETENSORS_INDEX)) {
-    const weightMap = await readIndex(path, SAFETENSORS_INDEX);
-    return { root: path, format: "safetensors", weightFiles: filesOf(weightMap), indexFile: SAFETENSORS_INDEX, weightMap, extraFiles };
+  for (const format of INPUT_FORMATS) {
+    if (names.has(format.indexFile)) {
+      const weightMap = await readIndex(path, format.indexFile);
+      return { root: path, format, weightFiles: filesOf(weightMap), indexFile: format.indexFile, weightMap, extraFiles };
+    }
+    if (names.has(format.singleFile)) return { root: path, format, weightFiles: [format.singleFile], extraFiles };
+    const weights = [...names].filter((n) => format.isWeightFile(n)).sort();
+    if (weights.length > 0) return { root: path, format, weightFiles: weights, extraFiles };
   }
-  if (names.has(SAFETENSORS_SINGLE)) return { root: path, format: "safetensors", weightFiles: [SAFETENSORS_SINGLE], extraFiles };
-  const safetensors = [...names].filter((n) => n.toLowerCase().endsWith(".safetensors")).sort();
-  if (safetensors.length > 0) return { root: path, format: "safetensors", weightFiles: safetensors, extraFiles };
-
-  if (names.has(PYTORCH_INDEX)) {
-    const weightMap = await readIndex(path, PYTORCH_INDEX);
-    return { root: path, format: "pytorch", weightFiles: filesOf(weightMap), indexFile: PYTORCH_INDEX, weightMap, extraFiles };
-  }
-  if (names.has(PYTORCH_SINGLE)) return { root: path, format: "pytorch", weightFiles: [PYTORCH_SINGLE], extraFiles };
-  const bins = [...names].filter((n) => n.toLowerCase().endsWith(".bin") && !NON_WEIGHT_BINS.has(n.toLowerCase())).sort();
-  if (bins.length > 0) return { root: path, format: "pytorch", weightFiles: bins, extraFiles };
-
   throw new ModelError(`${path} holds no weight files (model.safetensors, *.safetensors, pytorch_model.bin or an index)`);
-}
-
-async function listRegularFiles(dir: string): Promise<Set<string>> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    throw ioError("list", dir, err);
-  }
-  const files = new Set<string>();
-  for (const name of names) {
-    if (name.startsWith(".")) continue;
-    const info = await stat(join(dir, name)).catch(() => undefined);
-    if (info?.isFile() === true) files.add(name);
-  }
-  return files;
 }
 
 /** Shard files in name order (Hugging Face names sort in shard order). */
@@ -130,17 +103,9 @@ function filesOf(weightMap: Map<string, string>): string[] {
 /** Reads and checks an index: size bounded, strict JSON, weight_map of tensor -> safe relative path. */
 async function readIndex(root: string, indexName: string): Promise<Map<string, string>> {
   const path = join(root, indexName);
-  let text: string;
+  const text = await readSmallFile(path, MAX_INDEX_BYTES, "an index", "E_MODEL");
   try {
-    const info = await stat(path);
-    if (info.size > MAX_INDEX_BYTES) throw new ModelError(`${path} is ${info.size} bytes, over the ${MAX_INDEX_BYTES}-byte limit for an index`);
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    if (err instanceof DeltaWeightsError) throw err;
-    throw ioError("read", path, err);
-  }
-  try {
-    return readWeightMap(path, root, new JsonCursor(text, MAX_JSON_DEPTH));
+    return readWeightMap(path, new JsonCursor(text, MAX_JSON_DEPTH));
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new ModelError(`${path} is not valid JSON: ${err.message}`, { cause: err });
     throw err;
@@ -148,7 +113,7 @@ async function readIndex(root: string, indexName: string): Promise<Map<string, s
 }
 
 /** The index's weight_map, read with its schema in hand: everything else is checked as JSON and skipped. */
-function readWeightMap(path: string, root: string, cursor: JsonCursor): Map<string, string> {
+function readWeightMap(path: string, cursor: JsonCursor): Map<string, string> {
   if (cursor.peekKind() !== "object") throw new ModelError(`${path} is not a JSON object`);
   let weightMap: Map<string, string> | undefined;
   for (const key of cursor.objectKeys(1)) {
@@ -163,7 +128,7 @@ function readWeightMap(path: string, root: string, cursor: JsonCursor): Map<stri
       if (weightMap.has(tensor)) throw new ModelError(`${path} lists tensor "${tensor}" twice in weight_map`);
       if (cursor.peekKind() !== "string") throw new ModelError(`${path}: weight_map entry "${tensor}" is not a file name`);
       const file = cursor.readString();
-      checkShardPath(path, root, file);
+      checkShardPath(path, file);
       weightMap.set(tensor, file);
     }
   }
@@ -173,19 +138,14 @@ function readWeightMap(path: string, root: string, cursor: JsonCursor): Map<stri
 }
 
 /** A shard path from an index must name a file inside the model directory. */
-function checkShardPath(indexPath: string, root: string, file: string): void {
-  const normalized = posix.normalize(file.replaceAll("\\", "/"));
-  const escapes =
-    file === "" || isAbsolute(file) || /^[A-Za-z]:/.test(file) || file.startsWith("/") ||
-    normalized === ".." || normalized.startsWith("../") || normalized === "." ||
-    !resolve(root, file).startsWith(resolve(root) + sep);
-  if (escapes) throw new ModelError(`${indexPath} names the shard "${file}", which is outside the model directory: refused`);
+function checkShardPath(indexPath: string, file: string): void {
+  if (!isSafeRelativePath(file)) throw new ModelError(`${indexPath} names the shard "${file}", which is outside the model directory: refused`);
 }
 
 class ComposedModel implements ModelSource {
   readonly source: string;
   readonly root: string;
-  readonly format: Format;
+  readonly format: FormatName;
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   readonly weightFiles: readonly string[];
   readonly indexFile?: string;
@@ -196,7 +156,7 @@ class ComposedModel implements ModelSource {
   constructor(source: string, layout: Layout, files: Map<string, WeightFile>) {
     this.source = source;
     this.root = layout.root;
-    this.format = layout.format;
+    this.format = layout.format.name;
     this.weightFiles = layout.weightFiles;
     if (layout.indexFile !== undefined) this.indexFile = layout.indexFile;
     this.extraFiles = layout.extraFiles;
@@ -219,10 +179,10 @@ class ComposedModel implements ModelSource {
     this.metadata = metadata;
   }
 
-  readTensor(name: string, options?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array> {
+  readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array> {
     const info = this.tensors.get(name);
     if (info === undefined) throw new ModelError(`${this.source} has no tensor "${name}"`);
-    return (this.#files.get(info.file) as WeightFile).readTensor(name, options);
+    return (this.#files.get(info.file) as WeightFile).readTensor(name, range);
   }
 
   async close(): Promise<void> {

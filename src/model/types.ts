@@ -1,15 +1,6 @@
-import type { DType } from "../dtypes.js";
+import type { ReadRange, TensorInfo } from "../tensors.js";
 
-/** One tensor of a model, wherever and however it is stored. */
-export interface TensorInfo {
-  name: string;
-  dtype: DType;
-  shape: number[];
-  /** numel x dtype size: the tensor's bytes when laid out contiguously, row-major, little-endian. */
-  byteLength: number;
-  /** Path of the weight file holding it, relative to the model's root directory. */
-  file: string;
-}
+export type { TensorInfo };
 
 /**
  * A model, read-only, whatever its format: a safetensors file, a directory
@@ -38,22 +29,18 @@ export interface ModelSource {
    * as chunks of at most `chunkBytes` (default CHUNK_BYTES), in order.
    * The consumer owns each yielded buffer.
    */
-  readTensor(name: string, options?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array>;
+  readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
 }
 
-/**
- * One weight file, opened and validated, format-specific reader behind a
- * common face. `openModel` composes these into a ModelSource and checks
- * the index against them.
- */
-export interface WeightFile {
-  /** Path as shown in messages. */
-  readonly path: string;
-  /** Tensors in the file's own order (data-offset order for safetensors). */
-  readonly tensors: readonly Omit<TensorInfo, "file">[];
-  /** safetensors `__metadata__` (null when absent or not safetensors). */
-  readonly metadata: Record<string, string> | null;
-  readTensor(name: string, options?: { start?: number; end?: number; chunkBytes?: number }): AsyncIterable<Uint8Array>;
-  close(): Promise<void>;
+
+/** A local model or delta, and the name it was given by (a repo id for a Hub snapshot). */
+export interface LocalSource {
+  path: string;
+  source: string;
+}
+
+/** A plain string is a local path, named as itself. */
+export function asLocalSource(src: string | LocalSource): LocalSource {
+  return typeof src === "string" ? { path: src, source: src } : src;
 }

@@ -11,7 +11,7 @@
 import { DTYPES, dtypeBytes, dtypeRank, isDType, type DType } from "../dtypes.js";
 import { SafetensorsError } from "../errors.js";
 import { MAX_JSON_DEPTH, MAX_RANK, MAX_SAFETENSORS_HEADER_BYTES } from "../limits.js";
-import { JsonCursor, JsonSyntaxError } from "./json.js";
+import { JsonCursor, JsonSyntaxError } from "../json.js";
 
 export interface HeaderTensor {
   name: string;

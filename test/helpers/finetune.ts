@@ -10,7 +10,7 @@ import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../.
 import { addInto, convertInto } from "../../src/kernels/index.js";
 import { AtomicFile } from "../../src/io/atomic-file.js";
 import { openModel } from "../../src/model/open-model.js";
-import { formatIndex, planShards } from "../../src/model/shard-plan.js";
+import { formatIndex, planShards } from "../../src/formats/shard-plan.js";
 import { SafetensorsWriter } from "../../src/safetensors/writer.js";
 
 import { REALDATA } from "./realdata.js";

@@ -59,7 +59,7 @@ describe("delta-weights push (HF_ENDPOINT, HF_TOKEN, $HF_HOME/token)", () => {
     const hfHome = join(work, "hf");
     await mkdir(hfHome);
     await writeFile(join(hfHome, "token"), `${TOKEN}\n`);
-    const r = await run("delta-weights", ["push", dir, "alice/tiny", "--json", "--message", "first upload"], { HF_ENDPOINT: hub.url, HF_HOME: hfHome });
+    const r = await run("delta-weights", ["push", dir, "alice/tiny", "--json", "--message", "first upload", "--allow-non-delta"], { HF_ENDPOINT: hub.url, HF_HOME: hfHome });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const doc = JSON.parse(r.stdout) as { files: string[]; commitUrl: string; generatedCard: boolean };
@@ -73,7 +73,7 @@ describe("delta-weights push (HF_ENDPOINT, HF_TOKEN, $HF_HOME/token)", () => {
 
   it("without a token: exit 1, one line naming --token, HF_TOKEN and $HF_HOME/token, no request", async () => {
     const dir = await folder();
-    const r = await run("delta-weights", ["push", dir, "alice/tiny"], { HF_ENDPOINT: hub.url, HF_HOME: join(work, "empty-home") });
+    const r = await run("delta-weights", ["push", dir, "alice/tiny", "--allow-non-delta"], { HF_ENDPOINT: hub.url, HF_HOME: join(work, "empty-home") });
     expect(r.status).toBe(1);
     expect(r.stderr).toBe("error: Failed to push to alice/tiny: no Hugging Face token: pass --token, set HF_TOKEN, or save one in $HF_HOME/token\n");
     expect(hub.requests).toHaveLength(0);
@@ -98,7 +98,7 @@ describe("the Hub client is loaded lazily", () => {
     expect(local.stderr).toBe("");
     expect(local.status).toBe(0);
     const dir = await folder();
-    const push = await run("delta-weights", ["push", dir, "alice/tiny"], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN }, nodeArgs);
+    const push = await run("delta-weights", ["push", dir, "alice/tiny", "--allow-non-delta"], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN }, nodeArgs);
     expect(push.status).toBe(1);
     expect(push.stderr).toContain("the Hub client was loaded");
   });
@@ -127,7 +127,7 @@ describe("make-delta and apply-delta with Hub repo ids (end to end)", () => {
     for (const f of deltaFiles) expect(hub.file("alice/tiny-llama-delta", f)?.equals(await readFile(join(work, "delta", f))), f).toBe(true);
     const card = hub.file("alice/tiny-llama-delta", "README.md")!.toString();
     expect(card).toContain("base_model: acme/tiny-llama\n");
-    expect(card).toContain("npx apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
+    expect(card).toContain("npx -p delta-weights apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
 
     // A user with an empty cache recovers the target from repo ids alone.
     const user = { HF_ENDPOINT: hub.url, HF_HOME: join(work, "user-hf") };

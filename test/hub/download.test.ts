@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
 import { downloadSnapshot } from "../../src/hub/download.js";
-import { resolveSource } from "../../src/model/resolve-source.js";
+import { resolveSource } from "../../src/hub/resolve-source.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { FakeHub } from "./fake-hub-server.js";
 

@@ -7,7 +7,7 @@ describe("model card", () => {
   it("names a Hub base in the front matter and the apply command, as given (with revision)", () => {
     const card = makeModelCard({ repo: "me/delta", manifest: { codec: "add", base: { source: "hf://org/base@v2" }, target: { source: "org/tuned", files: {} } } });
     expect(card.split("\n").slice(0, 6)).toEqual(["---", "base_model: org/base", "license: other", "tags:", "- delta-weights", "---"]);
-    expect(card).toContain("npx apply-delta --base org/base@v2 --delta me/delta --target ./model");
+    expect(card).toContain("npx -p delta-weights apply-delta --base org/base@v2 --delta me/delta --target ./model");
   });
 
   it("leaves base_model out for a local base and says what to pass instead", () => {

@@ -57,7 +57,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
   it("uploads every file byte for byte in one commit, LFS for weights, plus a model card", async () => {
     const dir = await makeDeltaDir();
     const events: ProgressEvent[] = [];
-    const result = await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url, onProgress: (e) => events.push(e) });
+    const result = await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, onProgress: (e) => events.push(e) });
 
     const local = ["config.json", "delta.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json", "sub/notes.txt"];
     expect(result.files).toEqual(["README.md", ...local].sort());
@@ -79,7 +79,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
 
     const card = hub.file("alice/my-delta", "README.md")!.toString("utf8");
     expect(card.startsWith("---\nbase_model: acme/base-model\nlicense: other\ntags:\n- delta-weights\n---\n")).toBe(true);
-    expect(card).toContain("npx apply-delta --base acme/base-model@main --delta alice/my-delta --target ./model");
+    expect(card).toContain("npx -p delta-weights apply-delta --base acme/base-model@main --delta alice/my-delta --target ./model");
     const target = await readFile(join(realdata, "tiny-llama-bf16/model.safetensors"));
     expect(card).toContain(`| model.safetensors | ${target.length} | \`${sha256(target)}\` |`);
 
@@ -96,7 +96,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     await mkdir(dir);
     await writeFile(join(dir, "README.md"), "# mine\n");
     await writeFile(join(dir, "config.json"), "{}");
-    const result = await pushToHub(dir, "alice/plain", { accessToken: WRITE, hubUrl: hub.url });
+    const result = await pushToHub(dir, "alice/plain", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true });
     expect(result.generatedCard).toBe(false);
     expect(hub.file("alice/plain", "README.md")?.toString()).toBe("# mine\n");
   });
@@ -105,7 +105,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "plain");
     await mkdir(dir);
     await writeFile(join(dir, "config.json"), "{}");
-    await pushToHub(dir, "alice/plain", { accessToken: WRITE, hubUrl: hub.url });
+    await pushToHub(dir, "alice/plain", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true });
     const card = hub.file("alice/plain", "README.md")!.toString();
     expect(card).toMatch(/^---\nlicense: other\ntags:\n- delta-weights\n---\n/);
     expect(card).not.toContain("base_model");
@@ -113,7 +113,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
 
   it("fails without a token before any request, naming --token, HF_TOKEN and $HF_HOME/token", async () => {
     const dir = await makeDeltaDir();
-    const err = await pushToHub(dir, "alice/my-delta", { hubUrl: hub.url }).catch((e: unknown) => e);
+    const err = await pushToHub(dir, "alice/my-delta", { hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HubError);
     const message = (err as Error).message;
     expect(message).not.toContain("\n");
@@ -126,7 +126,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "d");
     await mkdir(dir);
     await writeFile(join(dir, "new.txt"), "new");
-    await pushToHub(dir, "alice/existing", { accessToken: WRITE, hubUrl: hub.url, message: "second" });
+    await pushToHub(dir, "alice/existing", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, message: "second" });
     expect(hub.file("alice/existing", "old.txt")?.toString()).toBe("old");
     expect(hub.file("alice/existing", "new.txt")?.toString()).toBe("new");
     expect(hub.headCommit("alice/existing")?.title).toBe("second");
@@ -137,16 +137,16 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "d");
     await mkdir(dir);
     await writeFile(join(dir, "new.txt"), "new");
-    await pushToHub(dir, "alice/existing", { accessToken: SCOPED, hubUrl: hub.url });
+    await pushToHub(dir, "alice/existing", { accessToken: SCOPED, hubUrl: hub.url, allowNonDelta: true });
     expect(hub.file("alice/existing", "new.txt")?.toString()).toBe("new");
-    await expect(pushToHub(dir, "alice/missing", { accessToken: SCOPED, hubUrl: hub.url })).rejects.toThrow(/^Failed to push alice\/missing: .*\(403\)/);
+    await expect(pushToHub(dir, "alice/missing", { accessToken: SCOPED, hubUrl: hub.url, allowNonDelta: true })).rejects.toThrow(/^Failed to push alice\/missing: .*\(403\)/);
   });
 
   it("creates a private repo when asked and commits to a new branch", async () => {
     const dir = join(work, "d");
     await mkdir(dir);
     await writeFile(join(dir, "a.txt"), "a");
-    await pushToHub(dir, "alice/secret", { accessToken: WRITE, hubUrl: hub.url, private: true, revision: "v1" });
+    await pushToHub(dir, "alice/secret", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, private: true, revision: "v1" });
     expect(hub.repos.get("alice/secret")?.private).toBe(true);
     expect(hub.file("alice/secret", "a.txt", "v1")?.toString()).toBe("a");
     expect(hub.file("alice/secret", "a.txt", "main")).toBeUndefined();
@@ -157,7 +157,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "d");
     await mkdir(dir);
     await writeFile(join(dir, "a.txt"), "a");
-    const err = (await pushToHub(dir, "alice/theirs", { accessToken: READ_ONLY, hubUrl: hub.url }).catch((e: unknown) => e)) as Error;
+    const err = (await pushToHub(dir, "alice/theirs", { accessToken: READ_ONLY, hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(HubError);
     expect(err.message).toMatch(/^Failed to push alice\/theirs: .*403.*write access/);
     expect(err.message).not.toContain("\n");
@@ -167,7 +167,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "d");
     await mkdir(dir);
     await writeFile(join(dir, "a.txt"), "a");
-    const err = (await pushToHub(dir, "alice/x", { accessToken: "hf_unknown", hubUrl: hub.url }).catch((e: unknown) => e)) as Error;
+    const err = (await pushToHub(dir, "alice/x", { accessToken: "hf_unknown", hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(HubError);
     expect(err.message).toMatch(/401.*--token/);
   });
@@ -175,7 +175,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
   it("a 500 mid-upload fails with one line and leaves no commit", async () => {
     const dir = await makeDeltaDir();
     hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT" });
-    const err = (await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url }).catch((e: unknown) => e)) as Error;
+    const err = (await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(HubError);
     expect(err.message).toMatch(/^Failed to push alice\/my-delta: the Hub failed \(500\)/);
     expect(err.message).not.toContain("\n");
@@ -189,7 +189,7 @@ describe("pushToHub against the loopback Hub through @huggingface/hub", () => {
     const dir = join(work, "d");
     await mkdir(dir);
     for (const bad of ["noslash", "a/b/c", "alice/../x", "alice/-x", "alice/x.", "al ice/x"]) {
-      await expect(pushToHub(dir, bad, { accessToken: WRITE, hubUrl: hub.url })).rejects.toThrow(/invalid Hub repo id/);
+      await expect(pushToHub(dir, bad, { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true })).rejects.toThrow(/invalid Hub repo id/);
     }
     expect(hub.requests).toHaveLength(0);
   });

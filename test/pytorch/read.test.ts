@@ -5,9 +5,9 @@
  */
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { openPytorchFile } from "../../src/pytorch/index.js";
+import { openPytorchFile } from "../../src/formats/registry.js";
 import { PytorchError } from "../../src/errors.js";
-import type { WeightFile } from "../../src/model/types.js";
+import type { WeightFile } from "../../src/tensors.js";
 import { dtypeBytes, type DType } from "../../src/dtypes.js";
 import { expected, fixture } from "./fixtures.js";
 

@@ -3,7 +3,7 @@ import { readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { SafetensorsError } from "../../src/errors.js";
-import { openSafetensorsFile } from "../../src/safetensors/reader.js";
+import { openSafetensorsFile } from "../../src/formats/registry.js";
 import { decodeElements } from "../helpers/decode.js";
 import { REAL_FILES, REFERENCE_VALUES, hasRealdata, realPath } from "../helpers/realdata.js";
 import { buildSafetensors, patternBytes } from "../helpers/safetensors-bytes.js";

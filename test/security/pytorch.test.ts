@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openPytorchFile } from "../../src/pytorch/index.js";
+import { openPytorchFile } from "../../src/formats/registry.js";
 import { PytorchError } from "../../src/errors.js";
 import { fixture } from "../pytorch/fixtures.js";
 

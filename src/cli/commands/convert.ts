@@ -1,25 +1,24 @@
-import { convertModel } from "../../model/convert.js";
+import { convertModel } from "../../api.js";
+import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
-import { parseSize } from "../parse-size.js";
-import { formatBytes } from "../../format-bytes.js";
+import type { ConvertArgs } from "../main.js";
 import { progressReporter } from "../progress.js";
 
-/** `delta-weights convert SRC OUT [--max-shard-size SIZE]` */
-export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
-  const maxShardBytes = typeof args.maxShardSize === "string" ? parseSize(args.maxShardSize) : undefined;
+/** `delta-weights convert SRC OUT [--max-shard-size SIZE] [--force]` */
+export default async function run(args: ConvertArgs, ctx: CliContext): Promise<void> {
   const progress = progressReporter(ctx);
   try {
-    const result = await convertModel(String(args.src), String(args.out), {
-      ...(maxShardBytes === undefined ? {} : { maxShardBytes }),
-      ...(ctx.token === undefined ? {} : { token: ctx.token }),
+    const result = await convertModel(args.src, args.out, {
+      ...ctx.sources,
+      ...(args.maxShardBytes === undefined ? {} : { maxShardBytes: args.maxShardBytes }),
+      force: args.force,
       onProgress: progress.onProgress,
     });
     progress.stop();
     if (ctx.json) {
       ctx.printJson(result);
     } else {
-      const count = result.files.length;
-      ctx.log(`wrote ${count} file${count === 1 ? "" : "s"} to ${result.out}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
+      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
       for (const f of result.files) ctx.log(`  ${f.sha256}  ${f.path}`);
     }
   } finally {

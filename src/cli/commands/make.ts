@@ -1,55 +1,58 @@
-import { makeDelta } from "../../delta/make-delta.js";
-import { parseSize } from "../parse-size.js";
-import { formatBytes } from "../../format-bytes.js";
-import { progressReporter } from "../progress.js";
-import type { CliContext } from "../context.js";
-import { hubSettings, sourceOptions } from "../hub-options.js";
-import { plural, requiredOption } from "../options.js";
+import { makeDelta } from "../../api.js";
 import { HubError } from "../../errors.js";
+import { formatBytes, plural } from "../../text.js";
+import type { CliContext } from "../context.js";
+import type { MakeArgs } from "../main.js";
+import { progressReporter } from "../progress.js";
 
 /** `make-delta --base SRC --target SRC --delta DIR [--codec add|xor] [--max-shard-size SIZE] [--push-to-hub REPO [--private]]` */
-export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
-  const base = requiredOption(args, "base", "baseModelPath");
-  const target = requiredOption(args, "target", "targetModelPath");
-  const delta = requiredOption(args, "delta", "deltaPath");
-  const maxShardBytes = typeof args.maxShardSize === "string" ? parseSize(args.maxShardSize) : undefined;
-  const pushTo = typeof args.pushToHub === "string" ? args.pushToHub : undefined;
-  const hub = hubSettings({ token: ctx.token });
-  if (pushTo !== undefined && hub.token === undefined) {
+export default async function run(args: MakeArgs, ctx: CliContext): Promise<void> {
+  if (args.pushToHub !== undefined) {
     // Fail before hours of work, not after.
-    throw new HubError(`Failed to push to ${pushTo}: no Hugging Face token; pass --token, set HF_TOKEN, or save one in $HF_HOME/token (huggingface-cli login)`);
+    if (ctx.hub.offline) throw new HubError(`Failed to push to ${args.pushToHub}: HF_HUB_OFFLINE is set; unset it to upload, or make the delta without --push-to-hub`);
+    if (ctx.hub.token === undefined) {
+      throw new HubError(`Failed to push to ${args.pushToHub}: no Hugging Face token; pass --token, set HF_TOKEN, or save one in $HF_HOME/token (huggingface-cli login)`);
+    }
   }
   const progress = progressReporter(ctx);
   try {
     const result = await makeDelta({
-      ...sourceOptions({ token: ctx.token }),
+      ...ctx.sources,
       threads: ctx.threads,
-      base, target, delta,
-      codec: args.codec === "xor" ? "xor" : "add",
-      maxShardBytes,
+      base: args.base,
+      target: args.target,
+      delta: args.delta,
+      codec: args.codec,
+      maxShardBytes: args.maxShardBytes,
+      force: args.force,
       onProgress: progress.onProgress,
     });
-    let pushed: { commitUrl?: string; files: string[] } | undefined;
-    if (pushTo !== undefined) {
+    let pushed: { commitUrl?: string; files: string[]; public: boolean } | undefined;
+    if (args.pushToHub !== undefined) {
       const { pushToHub } = await import("../../hub/push.js");
-      pushed = await pushToHub(delta, pushTo, {
-        accessToken: hub.token,
-        hubUrl: hub.hubUrl,
-        private: args.private === true,
+      pushed = await pushToHub(args.delta, args.pushToHub, {
+        accessToken: ctx.hub.token,
+        hubUrl: ctx.hub.hubUrl,
+        private: args.private,
         onProgress: progress.onProgress,
       });
     }
     progress.stop();
     if (ctx.json) {
-      ctx.printJson({ ...result, ...(pushed !== undefined ? { pushed: { repo: pushTo, ...pushed } } : {}) });
+      ctx.printJson({ ...result, ...(pushed !== undefined ? { pushed: { repo: args.pushToHub, ...pushed } } : {}) });
       return;
     }
     ctx.log(`wrote delta ${result.delta} (codec ${result.codec}): ${plural(result.tensors, "tensor")}, ${plural(Object.keys(result.files).length, "file")}, ${formatBytes(result.bytes)}`);
     if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in delta-fixups.safetensors)`);
     if (result.added.length > 0) ctx.log(`tensors only in the target, stored as they are: ${result.added.join(", ")}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
-    if (pushed !== undefined) ctx.log(`pushed ${pushed.files.length} files to ${pushTo}${pushed.commitUrl !== undefined ? `: ${pushed.commitUrl}` : ""}`);
+    if (pushed !== undefined) ctx.log(pushedLine(args.pushToHub!, pushed));
   } finally {
     progress.stop();
   }
+}
+
+/** One line that says what was published and who can read it. */
+export function pushedLine(repo: string, pushed: { commitUrl?: string; files: string[]; public: boolean }): string {
+  return `pushed ${plural(pushed.files.length, "file")} to ${repo} (${pushed.public ? "public: anyone can download them" : "private"})${pushed.commitUrl !== undefined ? `: ${pushed.commitUrl}` : ""}`;
 }

@@ -1,17 +1,17 @@
-import { verify } from "../../delta/verify.js";
-import { progressReporter } from "../progress.js";
+import { verifyModel } from "../../api.js";
 import type { CliContext } from "../context.js";
-import { sourceOptions } from "../hub-options.js";
+import type { VerifyArgs } from "../main.js";
+import { progressReporter } from "../progress.js";
 
 /** `delta-weights verify DIR (--manifest SRC | --checksums FILE)` */
-export default async function run(args: Record<string, unknown>, ctx: CliContext): Promise<void> {
+export default async function run(args: VerifyArgs, ctx: CliContext): Promise<void> {
   const progress = progressReporter(ctx);
   try {
-    const result = await verify(String(args.dir), {
-      ...sourceOptions({ token: ctx.token }),
+    const result = await verifyModel(args.dir, {
+      ...ctx.sources,
       threads: ctx.threads,
-      manifest: typeof args.manifest === "string" ? args.manifest : undefined,
-      checksums: typeof args.checksums === "string" ? args.checksums : undefined,
+      manifest: args.manifest,
+      checksums: args.checksums,
       onProgress: progress.onProgress,
     });
     progress.stop();

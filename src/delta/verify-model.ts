@@ -6,12 +6,11 @@ import { HashPool } from "../hash/hash-pool.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { OnProgress } from "../progress.js";
 import { firstDifferentTensor } from "./diagnose.js";
-import { resolveSource, type ResolveOptions } from "../model/resolve-source.js";
 import { MANIFEST_FILE, type Manifest } from "./manifest.js";
 import { readManifest } from "./read-manifest.js";
 
-export interface VerifyOptions extends ResolveOptions {
-  /** delta.json, a delta directory holding it, or a Hub repo id. */
+export interface VerifyOptions {
+  /** delta.json, or a local delta directory holding it (the library's Hub front end resolves repo ids). */
   manifest?: string;
   /** A sha256sum list. */
   checksums?: string;
@@ -31,15 +30,15 @@ export interface VerifyResult {
  * and sha256) or a sha256sum list. A mismatch names the file and, for a
  * safetensors file, the first tensor that differs.
  */
-export async function verify(dir: string, options: VerifyOptions): Promise<VerifyResult> {
+export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
   if ((options.manifest === undefined) === (options.checksums === undefined)) {
     throw new UsageError("verify needs exactly one of --manifest and --checksums");
   }
   const expected = new Map<string, { size?: number; sha256: string }>();
   let manifest: Manifest | undefined;
   if (options.manifest !== undefined) {
-    manifest = await loadManifest(options.manifest, options);
-    for (const [rel, entry] of Object.entries(manifest.target.files)) expected.set(rel, entry);
+    manifest = await loadManifest(options.manifest);
+    for (const [rel, entry] of manifest.target.files) expected.set(rel, entry);
   } else {
     for (const [rel, sha256] of await readChecksums(options.checksums!)) expected.set(rel, { sha256 });
   }
@@ -81,11 +80,9 @@ export async function verify(dir: string, options: VerifyOptions): Promise<Verif
   return { dir, verified: true, files };
 }
 
-async function loadManifest(src: string, options: ResolveOptions): Promise<Manifest> {
-  const resolved = await resolveSource(src, { ...options, files: [MANIFEST_FILE] });
-  const path = (await stat(resolved.path)).isDirectory() ? join(resolved.path, MANIFEST_FILE) : resolved.path;
-  const manifest = await readManifest(path);
-  if (manifest === undefined) throw new VerifyError(`${path} does not exist: --manifest takes delta.json or the delta holding it`);
+async function loadManifest(path: string): Promise<Manifest> {
+  const file = (await stat(path).catch(() => undefined))?.isDirectory() === true ? join(path, MANIFEST_FILE) : path;
+  const manifest = await readManifest(file);
+  if (manifest === undefined) throw new VerifyError(`${file} does not exist: --manifest takes delta.json or the delta holding it`);
   return manifest;
 }
-

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { HubError, ModelError } from "../errors.js";
+import type { LocalSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
 
 export interface ResolveOptions {
@@ -20,11 +21,7 @@ export interface ResolveOptions {
   files?: readonly string[];
 }
 
-export interface ResolvedSource {
-  /** Local file or directory. */
-  path: string;
-  /** What the user named, for messages and delta.json. */
-  source: string;
+export interface ResolvedSource extends LocalSource {
   /** For a Hub repo: which commit the snapshot directory holds. */
   hub?: { repo: string; revision: string; commit: string; files: string[]; downloaded: string[] };
 }
@@ -41,10 +38,10 @@ export function defaultHubCacheDir(): string {
  */
 export async function resolveSource(src: string, options: ResolveOptions = {}): Promise<ResolvedSource> {
   if (!src.startsWith("hf://") && existsSync(src)) return { path: resolve(src), source: src };
-  const { parseHubRef } = await import("../hub/repo-id.js");
+  const { parseHubRef } = await import("./repo-id.js");
   const ref = parseHubRef(src);
   if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
-  const { downloadSnapshot } = await import("../hub/download.js");
+  const { downloadSnapshot } = await import("./download.js");
   const snapshot = await downloadSnapshot(ref, {
     cacheDir: options.cacheDir ?? defaultHubCacheDir(),
     hubUrl: options.hubUrl,

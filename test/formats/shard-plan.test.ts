@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { formatIndex, planShards, pythonJsonString, shardFileName } from "../../src/model/shard-plan.js";
+import { formatIndex, planShards, pythonJsonString, shardFileName } from "../../src/formats/shard-plan.js";
 import { hasRealdata, realPath } from "../helpers/realdata.js";
 
 const GB = 1_000_000_000;

@@ -1,24 +1,31 @@
 import { DeltaError } from "../errors.js";
 
 /**
- * Which elements of a target (or delta) tensor pair with a base element.
+ * Which elements of an output tensor pair with a base element, when the
+ * output is larger than the base (a grown vocabulary: 32001x4096 against
+ * 32000x4096).
  *
- * FastChat's convention for vocabulary growth: when the target is larger than
- * the base (32001x4096 against 32000x4096), the operation covers the block
- * `[:b0, :b1]` and the rest of the tensor is stored as is. The base's elements
- * are consumed in order, so a base tensor is always read sequentially, whole.
+ * "block": the base covers the top-left block `[:b0, :b1]` of the output;
+ * every other element is unpaired (what it becomes is the recipe's choice:
+ * stored as the delta holds it, or added to zero or to the base's mean row).
+ * This is the rule of every published additive convention (FastChat, LLaVA,
+ * Alpaca), and ours. "same-shape": the base must have the output's shape.
+ * The base's elements are consumed in order, so a base tensor is always read
+ * sequentially, whole.
  */
+export type Pairing = "block" | "same-shape";
 
-/** A run of target elements [start, start+length); paired with base elements or not. */
+/** A run of output elements [start, start+length); paired with base elements or not. */
 export interface Segment {
   start: number;
   length: number;
   paired: boolean;
 }
 
-/** Checks that a base of `baseShape` can pair with a tensor of `shape`; returns a reason when not. */
-export function blockMismatch(shape: readonly number[], baseShape: readonly number[]): string | undefined {
+/** Why a base of `baseShape` cannot pair with a tensor of `shape` under `pairing`, or undefined. */
+export function pairingProblem(shape: readonly number[], baseShape: readonly number[], pairing: Pairing = "block"): string | undefined {
   if (sameShape(shape, baseShape)) return undefined;
+  if (pairing === "same-shape") return `shape [${baseShape}] differs from [${shape}]`;
   if (shape.length !== baseShape.length || shape.length === 0 || shape.length > 2) {
     return `shape [${baseShape}] cannot pair with [${shape}] (only the first two dimensions may grow)`;
   }
@@ -36,7 +43,7 @@ export function numel(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
 
-/** The segments of a tensor of `shape` in flat order, given the base's shape. */
+/** The segments of a tensor of `shape` in flat order, given the base's shape (block rule). */
 export function* segments(shape: readonly number[], baseShape: readonly number[] | undefined): Generator<Segment> {
   const total = numel(shape);
   if (total === 0) return;
@@ -44,7 +51,7 @@ export function* segments(shape: readonly number[], baseShape: readonly number[]
     yield { start: 0, length: total, paired: false };
     return;
   }
-  const reason = blockMismatch(shape, baseShape);
+  const reason = pairingProblem(shape, baseShape);
   if (reason !== undefined) throw new DeltaError(reason);
   const baseTotal = numel(baseShape);
   if (shape.length < 2 || shape[1] === baseShape[1]) {

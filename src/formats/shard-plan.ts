@@ -2,6 +2,7 @@
  * How a model is split into shard files, and the index that maps tensors to
  * them, as Hugging Face tools do it.
  */
+import { compareCodePoints } from "../text.js";
 
 export interface ShardPlan {
   /** Shard file names in order. */
@@ -90,14 +91,4 @@ export function pythonJsonString(value: string): string {
     else out += value[i];
   }
   return out + '"';
-}
-
-/** Python's str ordering: by code point (not UTF-16 unit, which differs above U+FFFF). */
-function compareCodePoints(a: string, b: string): number {
-  const ca = Array.from(a, (ch) => ch.codePointAt(0) as number);
-  const cb = Array.from(b, (ch) => ch.codePointAt(0) as number);
-  for (let i = 0; i < Math.min(ca.length, cb.length); i++) {
-    if (ca[i] !== cb[i]) return (ca[i] as number) - (cb[i] as number);
-  }
-  return ca.length - cb.length;
 }

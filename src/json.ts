@@ -1,5 +1,6 @@
 /**
- * Strict JSON reading for safetensors headers and model indexes.
+ * Strict JSON reading for every JSON file the tool reads: safetensors
+ * headers, model indexes, delta.json, configs and tokenizer files.
  *
  * Why not `JSON.parse`: it silently keeps the last of two duplicate keys (a
  * header could then describe a tensor twice and show a reviewer a different
@@ -198,6 +199,30 @@ export class JsonCursor {
     return this.fail(this.describe());
   }
 
+  /**
+   * Consumes and checks the next value without keeping it, refusing an
+   * object that has a key twice. Only the keys of the objects being read
+   * (one per nesting level) are held at once.
+   */
+  checkValue(depth: number): void {
+    switch (this.peekKind()) {
+      case "object": {
+        const keys = new Set<string>();
+        for (const key of this.objectKeys(depth + 1)) {
+          if (keys.has(key)) this.fail(`duplicate key ${JSON.stringify(key.slice(0, 100))}`);
+          keys.add(key);
+          this.checkValue(depth + 1);
+        }
+        return;
+      }
+      case "array":
+        for (const _i of this.arrayItems(depth + 1)) this.checkValue(depth + 1);
+        return;
+      default:
+        this.skipValue(depth);
+    }
+  }
+
   /** Consumes and checks the next value without keeping any of it. */
   skipValue(depth: number): void {
     switch (this.peekKind()) {
@@ -240,6 +265,20 @@ export class JsonCursor {
     this.skipWhitespace();
     if (this.pos < this.text.length) this.fail(`trailing characters after the JSON value (${this.describe()})`);
   }
+}
+
+/**
+ * A document as plain values, after the strict checks: duplicate keys, excess
+ * nesting and trailing text are refused (JSON.parse would keep the last of
+ * two keys, and overflow the stack on deep nesting). Objects come from
+ * JSON.parse, so their keys are own properties: look them up with
+ * Object.hasOwn, never `in` or plain indexing of untrusted names.
+ */
+export function parseJsonDocument(text: string, maxDepth: number): unknown {
+  const cursor = new JsonCursor(text, maxDepth);
+  cursor.checkValue(0);
+  cursor.expectEnd();
+  return JSON.parse(text) as unknown;
 }
 
 /** Parses a whole (small) document into a tree with ordered, duplicate-preserving objects. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { JsonSyntaxError, firstDuplicateKey, parseJson } from "../../src/safetensors/json.js";
+import { JsonSyntaxError, firstDuplicateKey, parseJson } from "../src/json.js";
 
 describe("strict JSON", () => {
   it("keeps duplicate keys and their order, which JSON.parse would merge", () => {

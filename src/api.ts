@@ -1,0 +1,73 @@
+/**
+ * The library's front door: every command of the CLI is one call here.
+ * Sources may be local paths or Hugging Face Hub repo ids (`org/name[@rev]`,
+ * `hf://org/name@rev`); these functions check the local paths first, resolve
+ * repo ids into the Hub cache, and hand local paths to the layers below,
+ * which never touch the network.
+ */
+import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
+import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
+import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
+import { MANIFEST_FILE } from "./delta/manifest.js";
+import { parseHubRef } from "./hub/repo-id.js";
+import { resolveSource, type ResolveOptions } from "./hub/resolve-source.js";
+import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
+import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
+import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
+
+/** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
+export type SourceOptions = Omit<ResolveOptions, "files">;
+
+export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & SourceOptions & { base: string; delta: string };
+export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target"> & SourceOptions & { base: string; target: string };
+export type VerifyOptions = LocalVerifyOptions & SourceOptions;
+export type ConvertOptions = LocalConvertOptions & SourceOptions;
+
+export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, InspectResult };
+
+/** base + delta -> target (see delta/apply-delta.ts). */
+export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  preflight([options.base, options.delta], options.target);
+  // The delta first: it is the smaller download, and the one that says which base it needs.
+  const delta = await resolveSource(options.delta, options);
+  const base = await resolveSource(options.base, options);
+  return applyLocalDelta({ ...options, base, delta });
+}
+
+/** target - base -> a delta directory (see delta/make-delta.ts). */
+export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
+  preflight([options.base, options.target], options.delta);
+  const base = await resolveSource(options.base, options);
+  const target = await resolveSource(options.target, options);
+  return makeLocalDelta({ ...options, base, target });
+}
+
+/** Re-checks a recovered model against delta.json (a file, a delta directory or a Hub repo) or a checksum list. */
+export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
+  checkInputExists(dir);
+  const manifest = options.manifest === undefined ? undefined : (await resolveSource(options.manifest, { ...options, files: [MANIFEST_FILE] })).path;
+  return verifyLocalModel(dir, { ...options, manifest });
+}
+
+/** A model's tensors, dtypes, shapes, files and metadata. */
+export async function inspectModel(src: string, options: SourceOptions = {}): Promise<InspectResult> {
+  preflight([src], undefined);
+  return inspectLocalModel(await resolveSource(src, options));
+}
+
+/** Any model to safetensors (see model/convert.ts). */
+export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  preflight([src], out);
+  return convertLocalModel(await resolveSource(src, options), out, options);
+}
+
+/**
+ * Local paths are checked before any download: a misspelt directory or an
+ * unwritable target should not cost a 26 GB download first.
+ */
+function preflight(sources: string[], output: string | undefined): void {
+  for (const src of sources) {
+    if (!src.startsWith("hf://") && parseHubRef(src) === undefined) checkInputExists(src);
+  }
+  if (output !== undefined) checkWritableOutput(output);
+}

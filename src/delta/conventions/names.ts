@@ -1,0 +1,8 @@
+/**
+ * The names --convention accepts, in the order the registry tries them. Kept
+ * apart from the registry so the CLI can list them without loading any
+ * convention (or the kernels they use).
+ */
+export const CONVENTION_NAMES = ["delta-weights", "fastchat"] as const;
+
+export type ConventionName = (typeof CONVENTION_NAMES)[number];

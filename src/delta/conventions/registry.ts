@@ -1,0 +1,32 @@
+import { DeltaError, UsageError } from "../../errors.js";
+import { deltaWeights } from "./delta-weights.js";
+import { fastchat } from "./fastchat.js";
+import type { Convention, DeltaView, Recognition } from "./types.js";
+
+/**
+ * Every convention apply-delta knows, in the order they are tried: the most
+ * specific evidence first (a manifest), the publishers' tensor rules after,
+ * FastChat's last (it asks least of the files).
+ */
+export const CONVENTIONS: readonly Convention[] = [deltaWeights, fastchat];
+
+/**
+ * The convention the delta's files follow, and why. With `forced` (the
+ * user's --convention) that one, unless the files contradict it.
+ */
+export async function chooseConvention(view: DeltaView, forced?: string): Promise<{ convention: Convention; recognition: Recognition }> {
+  if (forced !== undefined) {
+    const convention = CONVENTIONS.find((c) => c.name === forced);
+    if (convention === undefined) throw new UsageError(`--convention ${forced}: unknown; expected one of ${CONVENTIONS.map((c) => c.name).join(", ")}`);
+    const recognition = await convention.recognize(view);
+    if (!recognition.fits) throw new DeltaError(`--convention ${forced} does not fit ${view.source}: ${recognition.reason}`);
+    return { convention, recognition: { fits: true, reason: `--convention ${forced} (${recognition.reason})` } };
+  }
+  const reasons: string[] = [];
+  for (const convention of CONVENTIONS) {
+    const recognition = await convention.recognize(view);
+    if (recognition.fits) return { convention, recognition };
+    reasons.push(`${convention.name}: ${recognition.reason}`);
+  }
+  throw new DeltaError(`${view.source} follows no delta convention this tool knows (${reasons.join("; ")})`);
+}

@@ -1,0 +1,64 @@
+import type { ModelSource } from "../../model/types.js";
+import type { Manifest } from "../manifest.js";
+import type { RecoveryPlan } from "../recover.js";
+
+/**
+ * The convention seam. A delta convention is the publisher's rule for
+ * turning a base and a delta into the fine-tuned model: how to recognise its
+ * files, how each output file and tensor is made, which tensors are kept or
+ * dropped, and what check proves the result. Each convention is one module
+ * in this directory, listed in registry.ts; apply-delta asks the registry,
+ * it knows no convention by name.
+ */
+
+import type { ConventionName } from "./names.js";
+
+export type { ConventionName };
+
+/** What a convention may look at to recognise a delta and plan its recovery. Everything is read lazily and once. */
+export interface DeltaView {
+  /** The delta as the user named it (a directory, a repo id), for messages. */
+  readonly source: string;
+  /** Its local directory. */
+  readonly dir: string;
+  /** The base as the user named it. */
+  readonly baseSource: string;
+  /** Regular files of the delta directory, "/"-separated, sorted; hidden names left out. */
+  files(): Promise<readonly string[]>;
+  /** A small JSON file of the delta (config.json, added_tokens.json), strictly parsed; undefined when absent. */
+  json(file: string): Promise<unknown>;
+  /** delta.json, parsed and checked; undefined when the delta has none. */
+  manifest(): Promise<Manifest | undefined>;
+  /** The delta's weights, opened as a model. */
+  model(): Promise<ModelSource>;
+  /** The base, opened as a model. */
+  base(): Promise<ModelSource>;
+}
+
+export interface Recognition {
+  /** Whether the files follow the convention. */
+  fits: boolean;
+  /** Why (or why not), in words for the summary: "delta.json, format delta-weights/1". */
+  reason: string;
+}
+
+/** A recovery plan with what the summary reports besides the files. */
+export interface ConventionPlan extends RecoveryPlan {
+  tensors: number;
+  /** Base tensors the output leaves out. */
+  dropped: string[];
+  /** Decisions worth a line in the summary (a buffer dropped, a check that ran). */
+  notes: string[];
+  /** Elements restored by fix-ups (known once the files are written). */
+  fixups(): number;
+  /** Releases what the plan opened (delta shards, fix-ups). */
+  close(): Promise<void>;
+}
+
+export interface Convention {
+  readonly name: ConventionName;
+  /** One line for --help and the README. */
+  readonly summary: string;
+  recognize(view: DeltaView): Promise<Recognition>;
+  plan(view: DeltaView): Promise<ConventionPlan>;
+}

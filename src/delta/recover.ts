@@ -1,0 +1,179 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { VerifyError } from "../errors.js";
+import { HashPool } from "../hash/hash-pool.js";
+import { AtomicFile } from "../io/atomic-file.js";
+import { checkFreeSpace, type OutputJob } from "../io/output-guard.js";
+import type { OnProgress } from "../progress.js";
+
+/**
+ * Carries out a recovery plan, whatever convention made it: each output file
+ * is produced under a temporary name, checked against what the publisher gave
+ * for it (delta.json, a checksums list, an .enc header), and only then
+ * renamed into place. Files already in place and matching are kept (resume).
+ * The caller holds the target's lock.
+ */
+
+/** What an output file must hash to, and who said so (for the summary). */
+export interface Expected {
+  sha256: string;
+  /** "delta.json", "the checksums list", ... */
+  from: string;
+}
+
+export interface PlannedFile {
+  /** Relative to the target directory ("/"-separated, checked safe by whoever planned it). */
+  path: string;
+  /** Its size when known in advance (for the free-space check and progress). */
+  size: number;
+  expected?: Expected;
+  /**
+   * Writes the file's bytes into `sink`, reporting output bytes through
+   * `advance`. Returns a promise that settles once every check the producer
+   * started has settled (rejecting if one failed), so the file's commit can
+   * overlap the next file's work.
+   */
+  produce(sink: AtomicFile, context: ProduceContext): Promise<{ checks?: Promise<void> }>;
+}
+
+export interface ProduceContext {
+  pool: HashPool;
+  advance(bytes: number, label: string): void;
+}
+
+export interface RecoveryPlan {
+  files: PlannedFile[];
+  /**
+   * Why an output failed its check, when the convention can say better (a
+   * corrupted delta file, a tampered manifest): returns the error to throw.
+   */
+  explain?(err: unknown, context: { pool: HashPool; tempPath?: string }): Promise<unknown>;
+  /**
+   * A check of the whole output that only the end can decide (Alpaca's sum):
+   * files are then held under their temporary names until it passes.
+   */
+  finalCheck?(): Promise<void>;
+}
+
+export interface RecoveredFile {
+  size: number;
+  sha256: string;
+  status: "written" | "kept";
+  /** What the file was checked against, when anything. */
+  checkedAgainst?: string;
+}
+
+export interface RecoveryOptions {
+  target: string;
+  /** Which files of the target we may write (see OutputJob). */
+  job: OutputJob;
+  threads?: number;
+  onProgress?: OnProgress;
+}
+
+/**
+ * --checksums for any convention: every file the list names must be an
+ * output, with the same sha256 as the publisher's own record when there is
+ * one; both are refused before anything is written. Files the list names
+ * become checked against it.
+ */
+export function addChecksumList(plan: RecoveryPlan, list: Map<string, string>, listPath: string): void {
+  const byPath = new Map(plan.files.map((f) => [f.path, f]));
+  for (const [rel, sha256] of list) {
+    const file = byPath.get(rel);
+    if (file === undefined) throw new VerifyError(`${listPath} lists ${rel}, which this delta does not produce; nothing was written`);
+    if (file.expected !== undefined && file.expected.sha256 !== sha256) {
+      throw new VerifyError(`${listPath} says ${rel} has sha256 ${sha256.slice(0, 16)}..., ${file.expected.from} says ${file.expected.sha256.slice(0, 16)}...: the list and the delta disagree; nothing was written`);
+    }
+    file.expected ??= { sha256, from: "the checksums list" };
+  }
+}
+
+export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Promise<Map<string, RecoveredFile>> {
+  const out = options.target;
+  const results = new Map<string, RecoveredFile>();
+  const pool = new HashPool(options.threads);
+  const progress = options.onProgress;
+  const commits: Promise<void>[] = [];
+  const held: AtomicFile[] = [];
+  let started = false;
+  try {
+    // Resume: files already in place and matching what the publisher gave are kept.
+    const todo: PlannedFile[] = [];
+    for (const file of plan.files) {
+      if (file.expected !== undefined && (await matches(pool, join(out, file.path), file.size, file.expected.sha256))) {
+        results.set(file.path, { size: file.size, sha256: file.expected.sha256, status: "kept", checkedAgainst: file.expected.from });
+      } else {
+        todo.push(file);
+      }
+    }
+    // Nothing is written until every output is known to replace no file of anyone else's.
+    await options.job.claimFiles(todo.map((f) => f.path));
+    const needed = todo.reduce((n, f) => n + f.size, 0);
+    await checkFreeSpace(out, needed);
+    progress?.({ kind: "start", phase: "apply", totalBytes: needed });
+    started = true;
+    const explain = async (err: unknown, tempPath?: string): Promise<never> => {
+      throw plan.explain === undefined ? err : await plan.explain(err, { pool, tempPath });
+    };
+    for (const file of todo) {
+      const sink = await AtomicFile.create(join(out, file.path), pool.create());
+      let checks: Promise<void> | undefined;
+      try {
+        ({ checks } = await file.produce(sink, {
+          pool,
+          advance: (bytes, label) => progress?.({ kind: "advance", phase: "apply", bytes, label }),
+        }));
+      } catch (err) {
+        await sink.abort();
+        await Promise.allSettled(commits);
+        return await explain(err);
+      }
+      const size = sink.size;
+      // The last flush to disk, and the checks, go on while the next file is produced.
+      const committed = (async () => {
+        try {
+          await checks;
+          const digest = await sink.close();
+          if (file.expected !== undefined && digest !== file.expected.sha256) {
+            throw new VerifyError(
+              `recovered ${join(out, file.path)}: its sha256 ${digest} does not match ${file.expected.sha256} from ${file.expected.from}`,
+            );
+          }
+          results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
+          if (plan.finalCheck === undefined) await sink.publish();
+          else held.push(sink);
+        } catch (err) {
+          await explain(err, sink.tempPath).catch(async (explained: unknown) => {
+            await sink.abort();
+            throw explained;
+          });
+        }
+      })();
+      committed.catch(() => undefined); // awaited below; this only stops an early rejection counting as unhandled
+      commits.push(committed);
+    }
+    await Promise.all(commits);
+    if (plan.finalCheck !== undefined) {
+      await plan.finalCheck();
+      for (const sink of held.splice(0)) await sink.publish();
+    }
+  } finally {
+    await Promise.allSettled(commits);
+    await Promise.all(held.map((sink) => sink.abort()));
+    if (started) progress?.({ kind: "end", phase: "apply" });
+    await pool.close();
+  }
+  // In the plan's order, whatever order the commits finished in.
+  return new Map(plan.files.map((f) => [f.path, results.get(f.path)!]));
+}
+
+async function matches(pool: HashPool, path: string, size: number, sha256: string): Promise<boolean> {
+  try {
+    const info = await stat(path);
+    if (!info.isFile() || info.size !== size) return false;
+  } catch {
+    return false;
+  }
+  return (await pool.hashFile(path)).sha256 === sha256;
+}

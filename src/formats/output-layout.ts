@@ -1,0 +1,55 @@
+import type { DType } from "../dtypes.js";
+import { encodeHeader, parseHeaderJson, type HeaderTensor } from "../safetensors/header.js";
+import { formatIndex } from "./shard-plan.js";
+import { OUTPUT_FORMAT } from "./registry.js";
+
+/**
+ * The output files a model's tensors become: each file's exact header text
+ * and its tensors in data order, plus the index when there are several.
+ * Outputs are written from exactly these, so their bytes are known before
+ * the first one is written.
+ */
+export interface OutputFile {
+  file: string;
+  headerText: string;
+  /** In data-offset order. */
+  tensors: HeaderTensor[];
+  /** Header prefix + text + data. */
+  size: number;
+}
+
+export interface OutputLayout {
+  files: OutputFile[];
+  index?: { file: string; text: string };
+}
+
+/**
+ * One output file per source weight file, named as transformers names them
+ * (pytorch_model-00001-of-00002.bin -> model-00001-of-00002.safetensors),
+ * laid out by our serializer with `{"format":"pt"}` metadata as
+ * save_pretrained writes; the index, when there are several files, as
+ * transformers writes it.
+ */
+export function convertedLayout(weightFiles: readonly string[], tensors: Iterable<{ name: string; dtype: DType; shape: number[]; file: string }>): OutputLayout {
+  const byFile = new Map<string, { name: string; dtype: DType; shape: number[] }[]>();
+  for (const t of tensors) {
+    const list = byFile.get(t.file) ?? [];
+    list.push({ name: t.name, dtype: t.dtype, shape: t.shape });
+    byFile.set(t.file, list);
+  }
+  const files: OutputFile[] = [];
+  const weightMap = new Map<string, string>();
+  let totalSize = 0;
+  for (const rel of weightFiles) {
+    const name = OUTPUT_FORMAT.fileNameFor(rel);
+    const { bytes, tensors: placed } = encodeHeader(byFile.get(rel) ?? [], { format: "pt" });
+    const text = new TextDecoder().decode(bytes.subarray(8));
+    const header = parseHeaderJson(name, bytes.subarray(8));
+    const dataBytes = placed.length === 0 ? 0 : placed[placed.length - 1]!.end;
+    files.push({ file: name, headerText: text, tensors: header.tensors, size: bytes.length + dataBytes });
+    for (const t of placed) weightMap.set(t.name, name);
+    totalSize += dataBytes;
+  }
+  const index = files.length > 1 ? { file: OUTPUT_FORMAT.indexFile, text: formatIndex(totalSize, weightMap) } : undefined;
+  return { files, index };
+}

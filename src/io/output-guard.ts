@@ -1,0 +1,259 @@
+import { accessSync, constants, existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { readFile, rm, statfs } from "node:fs/promises";
+import { dirname, relative, resolve, isAbsolute, join } from "node:path";
+import { DeltaWeightsError, ioError } from "../errors.js";
+import { parseJsonDocument } from "../json.js";
+import { MAX_JSON_DEPTH } from "../limits.js";
+import { AtomicFile } from "./atomic-file.js";
+
+/** Whether `inner` is `outer` or lies inside it. */
+export function isInside(inner: string, outer: string): boolean {
+  const rel = relative(outer, inner);
+  return rel === "" || (rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel));
+}
+
+/** The real path of `path`, or of its nearest existing ancestor joined with the rest. */
+export function realpathOfNearest(path: string): string {
+  const abs = resolve(path);
+  try {
+    return realpathSync(abs);
+  } catch {
+    const parent = dirname(abs);
+    return parent === abs ? abs : join(realpathOfNearest(parent), relative(parent, abs));
+  }
+}
+
+export interface InputLocation {
+  label: string;
+  /** The input's root directory. */
+  root: string;
+  /** The input's files (absolute), for inputs named as single files. */
+  files?: string[];
+  /** When the input was named as one file, only that file is protected, not its directory. */
+  singleFile?: boolean;
+}
+
+/**
+ * Never write into an input: the output (a directory, or a file) may not be,
+ * or lie inside, an input directory, be an input file, nor hold an input file
+ * at its top level (where outputs are written). Symlinks (the Hugging Face
+ * cache) are followed.
+ */
+export function refuseOverlap(output: string, inputs: InputLocation[]): void {
+  const out = realpathOfNearest(output);
+  for (const input of inputs) {
+    const root = realpathOfNearest(input.root);
+    const inside = !input.singleFile && isInside(out, root);
+    const files = (input.files ?? []).map(realpathOfNearest);
+    const isInputFile = files.includes(out);
+    const holdsInput = files.some((f) => dirname(f) === out);
+    if (inside || isInputFile || holdsInput) {
+      throw new DeltaWeightsError("E_IO", `the output ${output} is, or is inside, the ${input.label} ${input.singleFile ? input.files?.[0] : input.root}; choose a directory outside every input`);
+    }
+  }
+}
+
+/** Fails early, before writing, when the disk holding `dir` has less than `bytes` free. */
+export async function checkFreeSpace(dir: string, bytes: number): Promise<void> {
+  let probe = resolve(dir);
+  for (;;) {
+    try {
+      const fs = await statfs(probe);
+      const free = fs.bavail * fs.bsize;
+      if (free < bytes) {
+        throw new DeltaWeightsError("E_IO",
+          `not enough free space for ${dir}: ${formatGB(bytes)} needed, ${formatGB(free)} free; free some space or choose another directory`);
+      }
+      return;
+    } catch (err) {
+      if (err instanceof DeltaWeightsError) throw err;
+      const parent = dirname(probe);
+      if (parent === probe) return; // cannot tell: let the writes report ENOSPC
+      probe = parent;
+    }
+  }
+}
+
+function formatGB(bytes: number): string {
+  return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+
+/** Where a model input lives, for refuseOverlap. */
+export function inputOf(label: string, model: { root: string; weightFiles: readonly string[]; extraFiles: readonly string[]; source: string }): InputLocation {
+  const files = [...model.weightFiles, ...model.extraFiles].map((rel) => join(model.root, rel));
+  let singleFile = false;
+  try {
+    singleFile = statSync(model.source).isFile();
+  } catch {
+    // a Hub repo id: its snapshot directory is the input
+  }
+  return { label, root: model.root, files, singleFile };
+}
+
+/** A local input must exist: named before anything else runs. */
+export function checkInputExists(path: string): void {
+  try {
+    statSync(path);
+  } catch (err) {
+    throw ioError("open", path, err);
+  }
+}
+
+/**
+ * An output path must be creatable and writable: it is a directory or does
+ * not exist yet, and its nearest existing ancestor is a writable directory.
+ * Checked before any work or download, so a read-only disk or a target that
+ * is a file is named at once.
+ */
+export function checkWritableOutput(path: string): void {
+  let probe = resolve(path);
+  for (;;) {
+    let info;
+    try {
+      info = statSync(probe);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("use", probe, err);
+      const parent = dirname(probe);
+      if (parent === probe) return;
+      probe = parent;
+      continue;
+    }
+    if (!info.isDirectory()) {
+      throw new DeltaWeightsError("E_IO", probe === resolve(path) && !path.toLowerCase().endsWith(".safetensors")
+        ? `Failed to write ${path}: it is a file, not a directory; choose a directory for the output`
+        : `Failed to write ${path}: ${probe} is a file, not a directory`);
+    }
+    try {
+      accessSync(probe, constants.W_OK | constants.X_OK);
+    } catch (err) {
+      throw ioError("write into", probe, err);
+    }
+    return;
+  }
+}
+
+/**
+ * Which files of an output directory this tool may replace. While a run
+ * writes, the directory holds its record (`.delta-weights-job.json`)
+ * naming the files it took; a run that was killed leaves it, so a rerun
+ * knows which half-written outputs are its own. A successful run removes it.
+ *
+ * A directory that holds files which are neither outputs of this job nor
+ * files this tool wrote is refused unless `force`; and whatever the flags,
+ * an output whose name is taken by a file this tool did not write (and that
+ * is not already the right file) is refused by name: never overwritten.
+ */
+export const JOB_FILE = ".delta-weights-job.json";
+
+interface JobRecordFile {
+  command: string;
+  written: string[];
+}
+
+export class OutputJob {
+  readonly #written: Set<string>;
+  #saving: Promise<void> = Promise.resolve();
+
+  private constructor(readonly dir: string, private readonly command: string, written: Iterable<string>) {
+    this.#written = new Set(written);
+  }
+
+  /**
+   * Claims `dir` for `command`. Call it holding the directory's lock.
+   * `outputs` are the job's own output names, when known in advance (a file
+   * there is not someone else's, though it may still not be overwritten);
+   * `ours` names files an earlier run left without a record (a delta
+   * directory's delta.json lists them): with them the directory is ours.
+   */
+  static async claim(dir: string, command: string, options: { force?: boolean; outputs?: readonly string[]; ours?: readonly string[] } = {}): Promise<OutputJob> {
+    const previous = await readRecord(join(dir, JOB_FILE));
+    const ours = [...(previous?.written ?? []), ...(options.ours ?? [])];
+    const known = new Set([...ours, ...(options.outputs ?? [])].map((p) => p.split("/")[0]!));
+    const foreign = visibleEntries(dir).filter((name) => !known.has(name));
+    if (foreign.length > 0 && options.force !== true && previous === undefined && (options.ours ?? []).length === 0) {
+      throw new DeltaWeightsError(
+        "E_IO",
+        `${dir} is not empty (it holds ${foreign.slice(0, 3).join(", ")}${foreign.length > 3 ? ", ..." : ""}) and no earlier run of this ${command}: ` +
+          "choose an empty or new directory, or pass --force to write beside its files (none of them is ever overwritten)",
+      );
+    }
+    return new OutputJob(dir, command, ours);
+  }
+
+  /** Whether an output may be written at `path` (relative): nothing is there, or this tool wrote what is. */
+  mayWrite(path: string): boolean {
+    return this.#written.has(path) || !existsSync(join(this.dir, ...path.split("/")));
+  }
+
+  /** Throws, naming the file, when `path` holds a file this tool did not write. */
+  checkMayWrite(path: string): void {
+    if (!this.mayWrite(path)) {
+      throw new DeltaWeightsError("E_IO", `${join(this.dir, path)} already exists and was not written by ${this.command}: it is not overwritten; move it away or choose another directory`);
+    }
+  }
+
+  /**
+   * Takes these output names for this job, before any of them is written:
+   * throws, naming the file, when one holds a file this tool did not write;
+   * otherwise records them all (a run killed half way is then resumed).
+   */
+  async claimFiles(paths: Iterable<string>): Promise<void> {
+    const all = [...paths];
+    for (const path of all) this.checkMayWrite(path);
+    await this.recordWritten(all);
+  }
+
+  /** Records files this run has just written (names not known in advance). */
+  async recordWritten(paths: Iterable<string>): Promise<void> {
+    const fresh = [...paths].filter((p) => !this.#written.has(p));
+    if (fresh.length === 0) return;
+    for (const path of fresh) this.#written.add(path);
+    await this.#save();
+  }
+
+  /** The run succeeded: every file is in place and nothing is half written; the record goes. */
+  async finish(): Promise<void> {
+    await this.#saving;
+    await rm(join(this.dir, JOB_FILE), { force: true });
+  }
+
+  /** Saves the record; saves run one after another, so the last one written holds every file. */
+  #save(): Promise<void> {
+    const save = this.#saving.then(async () => {
+      const file = await AtomicFile.create(join(this.dir, JOB_FILE));
+      try {
+        await file.write(new TextEncoder().encode(JSON.stringify({ command: this.command, written: [...this.#written] } satisfies JobRecordFile) + "\n"));
+        await file.commit();
+      } catch (err) {
+        await file.abort();
+        throw err;
+      }
+    });
+    this.#saving = save.catch(() => undefined);
+    return save;
+  }
+}
+
+async function readRecord(path: string): Promise<JobRecordFile | undefined> {
+  try {
+    const text = await readFile(path, "utf8");
+    if (text.length > 16 * 1024 * 1024) return undefined;
+    const value = parseJsonDocument(text, MAX_JSON_DEPTH) as Partial<JobRecordFile>;
+    if (typeof value.command === "string" && Array.isArray(value.written) && value.written.every((f) => typeof f === "string")) {
+      return value as JobRecordFile;
+    }
+  } catch {
+    // none, or not ours
+  }
+  return undefined;
+}
+
+/** Entries of `dir` a user would see (hidden ones, our lock and temporaries among them, left out). */
+function visibleEntries(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((n) => !n.startsWith(".")).sort();
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,86 @@
+import { constants, read } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+import { DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
+import type { RandomAccess } from "../tensors.js";
+
+/**
+ * Opens a regular file for positioned reads, as the RandomAccess the format
+ * readers take.
+ *
+ * The file is opened non-blocking and checked with fstat before anything is
+ * read: a FIFO (or device) where a weight file should be would otherwise
+ * block open() or read() for ever.
+ *
+ * Reads go through fs.read on the descriptor: a strided PyTorch view can need
+ * tens of thousands of small reads, and this costs about half of
+ * FileHandle.read's overhead per call. Because raw descriptor reads are not
+ * tracked by the FileHandle, close() waits for those in flight and later
+ * reads are refused: a descriptor number reused after close must never be
+ * read as if it were this file.
+ */
+export async function openRandomAccessFile(path: string): Promise<RandomAccess> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw ioError("open", path, err);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      throw new DeltaWeightsError("E_IO", `Failed to open ${path}: it is ${info.isDirectory() ? "a directory" : "not a regular file (a pipe or device?)"}`);
+    }
+    return new PositionedFile(handle, path, info.size);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+class PositionedFile implements RandomAccess {
+  #closed = false;
+  readonly #pending = new Set<Promise<number>>();
+
+  constructor(
+    private readonly handle: FileHandle,
+    readonly label: string,
+    readonly size: number,
+  ) {}
+
+  async read(position: number, length: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 || position + length > this.size) {
+      throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: bytes [${position}, ${position + length}) are past its end (${this.size} bytes; truncated?)`);
+    }
+    const buffer = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      if (this.#closed) throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: it was read after the file was closed`);
+      const pending = readAt(this.handle.fd, buffer, done, length - done, position + done);
+      this.#pending.add(pending);
+      let bytesRead: number;
+      try {
+        bytesRead = await pending;
+      } catch (err) {
+        throw ioError("read", this.label, err);
+      } finally {
+        this.#pending.delete(pending);
+      }
+      if (bytesRead === 0) throw new TruncatedError(this.label, position + done);
+      done += bytesRead;
+    }
+    return buffer;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled(this.#pending);
+    await this.handle.close().catch(() => undefined);
+  }
+}
+
+function readAt(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buffer, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+  });
+}
