@@ -25,8 +25,9 @@ import numpy as np
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "fixtures", "reduce")
 # ATEN_CPU_CAPABILITY value -> (what torch.__config__.show() then reports, the
-# name torch.backends.cpu.get_cpu_capability() gives it in torch 2.x).
-CAPABILITIES = {"default": ("NO AVX", "DEFAULT"), "avx2": ("AVX2", "AVX2"), "avx512": ("AVX512", "AVX512")}
+# name torch.backends.cpu.get_cpu_capability() gives it in torch 2.x). A mean
+# file is named after the first run that produced it: AVX2, the default here.
+CAPABILITIES = {"avx2": ("AVX2", "AVX2"), "avx512": ("AVX512", "AVX512"), "default": ("NO AVX", "DEFAULT")}
 THREADS = [1, 2, 3, 5, 8]
 
 # kind -> (lowest, highest unbiased exponent, signed): the magnitudes span
