@@ -56,10 +56,6 @@ const PYTORCH: InputFormat = {
 /** In order of preference: safetensors wins when a directory holds both (as transformers chooses). */
 export const INPUT_FORMATS: readonly InputFormat[] = [SAFETENSORS, PYTORCH];
 
-export function inputFormat(name: FormatName): InputFormat {
-  return INPUT_FORMATS.find((f) => f.name === name)!;
-}
-
 /** Opens and validates one weight file of `format`; a Git LFS pointer is named as such. */
 export async function openWeightFile(path: string, format: InputFormat): Promise<WeightFile> {
   const source = await openRandomAccessFile(path);

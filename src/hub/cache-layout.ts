@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { ioError } from "../errors.js";
 
@@ -89,12 +89,6 @@ export function repoFolderName(repo: string): string {
   return ["models", ...repo.split("/")].join("--");
 }
 
-/** Python's _normalize_etag: drop a weak `W/` prefix and the quotes. */
-export function normalizeEtag(etag: string | null): string | undefined {
-  if (etag === null) return undefined;
-  return etag.replace(/^W\//, "").replace(/^"|"$/g, "") || undefined;
-}
-
 /** True if the path exists and (following links) is a regular file. */
 export async function isCachedFile(path: string): Promise<boolean> {
   try {
@@ -102,9 +96,4 @@ export async function isCachedFile(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** True if something (even a dangling link) sits at the path. */
-export async function pathExists(path: string): Promise<boolean> {
-  return lstat(path).then(() => true, () => false);
 }

@@ -42,6 +42,7 @@ export function validateRepoId(repo: string, options: { requireNamespace?: boole
 /** Branch or tag names: git's rules, roughly; refuses path tricks and control characters. */
 function validateRevision(revision: string, src: string): void {
   const bad =
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
     revision.length === 0 || revision.length > 256 || /[\x00-\x20~^:?*[\\\x7f]/.test(revision) ||
     revision.includes("..") || revision.startsWith("/") || revision.endsWith("/") || revision.includes("//") ||
     revision.endsWith(".lock") || revision.split("/").some((p) => p.startsWith("."));

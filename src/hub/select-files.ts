@@ -45,6 +45,7 @@ export function selectModelFiles(listing: readonly RepoFile[]): string[] {
 /** Why a repo path (from the server, so untrusted) must not be joined onto the cache, or undefined. */
 export function repoPathProblem(path: string): string | undefined {
   if (path.length === 0 || path.length > 1024) return "has a bad length";
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
   if (path.startsWith("/") || path.includes("\\") || /[\x00-\x1f]/.test(path)) return "is not a relative repo path";
   if (path.split("/").some((part) => part === "" || part === "." || part === "..")) return "has an empty, '.' or '..' part";
   return undefined;

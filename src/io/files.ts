@@ -41,11 +41,6 @@ export async function readJsonFile(path: string, maxBytes: number, what: string,
   }
 }
 
-/** Whether `path` exists and is a regular file (links followed). */
-export async function isRegularFile(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined))?.isFile() === true;
-}
-
 /**
  * The regular files (links followed) of `dir`, sorted by name; hidden names
  * (a leading dot: .git, our temporary files) are left out. With `recursive`,

@@ -14,7 +14,7 @@ export type { Mismatches };
 
 // A JS engine without WebAssembly SIMD (none of Node 20's platforms lacks it)
 // gets the scalar kernels: the same results, only slower.
-type Kernels = Pick<typeof reference, "addInto" | "subInto" | "subIntoWithFixups" | "xorInto" | "convertInto" | "findMismatches" | "applyXorFixups">;
+type Kernels = Pick<typeof reference, "addInto" | "subInto" | "subIntoWithFixups" | "xorInto" | "convertInto" | "applyXorFixups">;
 const chosen: Kernels = await import("./fast.js").catch(() => reference);
 
 /** Which kernels run here: "wasm-simd", or "scalar" when WebAssembly SIMD is unavailable. */
@@ -44,14 +44,7 @@ export const xorInto: (a: Uint8Array, b: Uint8Array, out: Uint8Array) => void = 
  */
 export const convertInto: (from: FloatDType, to: FloatDType, src: Uint8Array, out: Uint8Array) => void = chosen.convertInto;
 
-/**
- * Element indices (0-based within the chunk) where the bits of `actual` and
- * `expected` differ, with actual XOR expected for each. Allocates nothing
- * when there is no difference (returns a shared, frozen, empty result).
- */
-export const findMismatches: (elementBytes: number, actual: Uint8Array, expected: Uint8Array) => Mismatches = chosen.findMismatches;
-
 /** data[indices[k] - firstIndex] ^= xors[k] (elementBytes each): applies fix-ups to a chunk starting at element `firstIndex`. Throws on an index outside `data`. */
 export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array, firstIndex?: number) => void = chosen.applyXorFixups;
 
-export { addIntegersInto, isIntegerDType, type IntegerDType } from "./integer.js";
+export { addIntegersInto, isIntegerDType } from "./integer.js";

@@ -70,7 +70,7 @@ describe("legacy deltas (no delta.json) give exactly PyTorch's delta + base", ()
     expect(ok.status).toBe(0);
     expect(ok.stdout).toMatch(/^verified against the checksum list/);
 
-    const wrong = listed.stdout.replace(/^[0-9a-f]{64}(?=  model-00002)/m, "0".repeat(64));
+    const wrong = listed.stdout.replace(/^[0-9a-f]{64}(?= {2}model-00002)/m, "0".repeat(64));
     expect(wrong).not.toBe(listed.stdout);
     await writeFile(join(work, "BAD256SUMS"), wrong);
     const bad = runCli(args(join(work, "third"), join(work, "BAD256SUMS")), "apply-delta");

@@ -108,8 +108,3 @@ export async function writeModel(dir: string, tensors: Tensor[], options: { maxS
   for (const [name, text] of Object.entries(options.companions ?? {})) await writeFile(join(dir, name), text);
   return dir;
 }
-
-export async function copyInto(dir: string, files: string[]): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const f of files) await copyFile(f, join(dir, f.split("/").pop()!));
-}

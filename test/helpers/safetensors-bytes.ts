@@ -47,10 +47,6 @@ export function entry(name: string, dtype: string, shape: unknown[], offsets: un
   return `${JSON.stringify(name)}:{"dtype":${JSON.stringify(dtype)},"shape":${JSON.stringify(shape)},"data_offsets":${JSON.stringify(offsets)}}`;
 }
 
-export function byteLength(dtype: DType, shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1) * dtypeBytes(dtype);
-}
-
 export function patternBytes(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + 11) & 0xff;

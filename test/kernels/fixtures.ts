@@ -35,7 +35,3 @@ export function fixtureU32(name: string): Uint32Array {
   return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 }
 
-export function fixtureU64(name: string): BigUint64Array {
-  const bytes = fixtureBytes(name);
-  return new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
-}
