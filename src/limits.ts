@@ -23,12 +23,20 @@ export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
  * never near this. */
 export const MAX_MANIFEST_BYTES = 256 * 1024 * 1024;
 
-/** Pickle streams of a state dict are small (metadata only; tensor bytes live
- * in separate zip entries). A larger data.pkl is refused before it is read. */
-export const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** data.pkl is read whole, so its size is memory: a state dict's pickle is
+ * metadata only (about 150 bytes a tensor; LLaMA-70B's is a few hundred KB),
+ * the tensor bytes live in their own zip entries. A larger one is refused
+ * before it is read: a forged pickle carrying a large non-tensor value (a
+ * 150 MB bytes object) must not fill the memory budget by its size alone. */
+export const MAX_PICKLE_BYTES = 32 * 1024 * 1024;
 
-/** Pickle memo / stack entries: bounds the unpickler's memory on hostile input. */
-export const MAX_PICKLE_STACK = 10_000_000;
+/** Estimated bytes of objects one pickle may make the unpickler build,
+ * counted cumulatively (every value, container, item, stack slot, mark and
+ * memo entry; the costs are in unpickler.ts). A pickle is a program: 6 MB of
+ * EMPTY_DICT APPEND builds 3 million dicts, about 700 MB. A torch.save state
+ * dict is charged about 2.7 KB a tensor: LLaMA-70B's ~1,000 tensors use 4 %
+ * of this. Spent in full, it costs at most about 80 MB of RSS. */
+export const MAX_PICKLE_ALLOCATION_BYTES = 64 * 1024 * 1024;
 
 /** Tensor rank: real models use <= 5 dimensions; a huge rank is a forged header. */
 export const MAX_RANK = 64;

@@ -168,3 +168,84 @@ export function tensorDictPickle(
   ops.push(P.setitems(), P.stop());
   return P.pickle(...ops);
 }
+
+/**
+ * The exact opcodes torch 1.13's torch.save (protocol 2, C pickler) writes
+ * for an OrderedDict of tensors, each with its own storage: every object
+ * memoized (BINPUT, LONG_BINPUT past 255), repeated globals and strings
+ * fetched back (BINGET), SETITEMS in batches of 1000. Budget tests use it to
+ * charge what a real checkpoint charges, memo and all.
+ */
+export function torchSaveStateDictPickle(
+  tensors: { name: string; storageType: string; numel: number; shape: number[]; strides: number[] }[],
+): Uint8Array {
+  const out: number[] = [];
+  const enc = new TextEncoder();
+  let memoSize = 0;
+  const memo = new Map<string, number>();
+  const u32 = (n: number) => [n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >>> 24];
+  const put = () => {
+    const i = memoSize++;
+    out.push(...(i < 256 ? [0x71, i] : [0x72, ...u32(i)]));
+    return i;
+  };
+  const get = (i: number) => out.push(...(i < 256 ? [0x68, i] : [0x6a, ...u32(i)]));
+  // the first use of a name writes it and memoizes it; later ones fetch it
+  const once = (id: string, write: () => void) => {
+    const at = memo.get(id);
+    if (at !== undefined) return get(at);
+    write();
+    memo.set(id, put());
+  };
+  const str = (s: string) => {
+    const b = enc.encode(s);
+    out.push(0x58, ...u32(b.length), ...b);
+  };
+  const int = (n: number) => {
+    if (n < 256) out.push(0x4b, n);
+    else if (n < 65536) out.push(0x4d, n & 0xff, n >> 8);
+    else if (n < 2 ** 31) out.push(0x4a, ...u32(n));
+    else out.push(...P.long1(BigInt(n)));
+  };
+  const tuple = (items: number[]) => {
+    if (items.length === 0) return out.push(0x29);
+    if (items.length > 3) out.push(0x28);
+    items.forEach(int);
+    out.push(items.length > 3 ? 0x74 : [0x85, 0x86, 0x87][items.length - 1]!);
+    put();
+  };
+  out.push(0x80, 2);
+  once("OrderedDict", () => out.push(...P.global("collections", "OrderedDict")));
+  out.push(0x29, 0x52);
+  put();
+  tensors.forEach((t, i) => {
+    if (i % 1000 === 0) out.push(0x28);
+    str(t.name);
+    put();
+    once("rebuild", () => out.push(...P.global("torch._utils", "_rebuild_tensor_v2")));
+    out.push(0x28, 0x28);
+    once("'storage'", () => str("storage"));
+    once(t.storageType, () => out.push(...P.global("torch", t.storageType)));
+    str(String(i));
+    put();
+    once("'cpu'", () => str("cpu"));
+    int(t.numel);
+    out.push(0x74);
+    put();
+    out.push(0x51);
+    int(0);
+    tuple(t.shape);
+    tuple(t.strides);
+    out.push(0x89);
+    get(memo.get("OrderedDict")!);
+    out.push(0x29, 0x52);
+    put();
+    out.push(0x74);
+    put();
+    out.push(0x52);
+    put();
+    if (i % 1000 === 999 || i === tensors.length - 1) out.push(0x75);
+  });
+  out.push(0x2e);
+  return Uint8Array.from(out);
+}

@@ -125,12 +125,34 @@ describe("unpickle refuses", () => {
     });
   }
 
-  it("a stack grown past MAX_PICKLE_STACK", async () => {
-    const { MAX_PICKLE_STACK } = await import("../../src/limits.js");
-    const bytes = new Uint8Array(MAX_PICKLE_STACK + 4).fill(0x4e); // NONE x (limit + 1)
-    bytes[0] = 0x80;
-    bytes[1] = 2;
+  it("a stack grown past the allocation budget", () => {
+    const count = 100_000;
+    const bytes = new Uint8Array(count + 3).fill(0x4e); // NONE x count
+    bytes.set([0x80, 2]);
     bytes[bytes.length - 1] = 0x2e;
-    expect(() => load(bytes)).toThrow(/stack grows past the limit/);
+    // each stack slot is charged 24 bytes: 100,000 of them are 2.4 MB
+    expect(() => unpickle(bytes, "t.pkl", refuseAll, { maxAllocationBytes: 2_000_000 })).toThrow(/builds more objects than the limit of 2000000 bytes/);
+  });
+});
+
+describe("unpickle's allocation budget", () => {
+  it("keeps a bytes value as a view into the pickle, never a copy", () => {
+    const payload = new Uint8Array(1 << 20).fill(7);
+    const bytes = P.pickle(P.proto(3), [0x42, 0, 0, 0x10, 0], payload, P.stop());
+    const value = unpickle(bytes, "t.pkl", refuseAll) as Uint8Array;
+    expect(value.length).toBe(1 << 20);
+    expect(value.buffer === bytes.buffer).toBe(true);
+  });
+
+  it("charges memo entries, marks, containers and strings", () => {
+    const cases: [string, Uint8Array][] = [
+      ["memo entries", P.pickle(P.proto(), P.none(), ...Array.from({ length: 30_000 }, (_, i) => [0x72, i & 0xff, i >> 8, 0, 0]), P.stop())],
+      ["marks", P.pickle(P.proto(), P.none(), new Uint8Array(100_000).fill(0x28), P.stop())],
+      ["empty dicts", P.pickle(P.proto(), P.emptyList(), ...Array.from({ length: 20_000 }, () => [0x7d, 0x61]), P.stop())],
+      ["long strings", P.pickle(P.proto(), P.emptyList(), ...Array.from({ length: 100 }, () => [...P.str("x".repeat(30_000)), 0x61]), P.stop())],
+    ];
+    for (const [what, bytes] of cases) {
+      expect(() => unpickle(bytes, "t.pkl", refuseAll, { maxAllocationBytes: 2_000_000 }), what).toThrow(/builds more objects than the limit/);
+    }
   });
 });
