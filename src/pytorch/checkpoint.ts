@@ -7,14 +7,15 @@
  *
  * Allow-listed callables are interpreted here, never called:
  *   collections.OrderedDict()                     -> an empty dict
- *   torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) -> a view
- *   torch._utils._rebuild_parameter[_with_state](tensor, ...)            -> the tensor
+ *   torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]) -> a view
+ *   torch._utils._rebuild_parameter(tensor, requires_grad, hooks)                 -> the tensor
+ *   torch._utils._rebuild_parameter_with_state(tensor, requires_grad, hooks, state) -> the tensor
  *   torch.<Dtype>Storage                          -> only inside a storage persistent id
  */
 import { PytorchError } from "../errors.js";
 import { dtypeBytes, type DType } from "../dtypes.js";
 import { MAX_PICKLE_BYTES, MAX_RANK } from "../limits.js";
-import { PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
+import { PickleFloat, PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
 import { locateEntryData, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
 
 /** torch storage class -> safetensors dtype name. */
@@ -151,7 +152,7 @@ function loadStorage(
     return fail(`data.pkl has a storage of type ${type instanceof PickleGlobal ? type.qualifiedName : typeof type}, which is not a supported torch storage`);
   }
   if (typeof key !== "string") return fail("data.pkl has a storage whose key is not a string");
-  if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an invalid element count`);
+  if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an element count that is ${describe(numel)}, not a non-negative integer`);
   const dtype = STORAGE_DTYPES[type.name]!;
   const existing = storages.get(key);
   if (existing !== undefined) {
@@ -176,15 +177,24 @@ function reduce(callable: PickleGlobal, args: readonly unknown[], fail: (problem
     case "collections.OrderedDict":
       if (args.length !== 0) return fail("data.pkl builds an OrderedDict from arguments, which torch.save does not write");
       return new Map();
-    case "torch._utils._rebuild_tensor_v2":
-      // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-      if (args.length < 4 || args.length > 7) return fail(`data.pkl calls _rebuild_tensor_v2 with ${args.length} arguments`);
+    case "torch._utils._rebuild_tensor_v2": {
+      // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]):
+      // torch 1.13 takes 6, torch >= 2.0 writes a 7th (a dict) for some tensors.
+      // backward_hooks may be anything (torch only stores it); the rest is checked as torch does.
+      if (args.length !== 6 && args.length !== 7) return fail(`data.pkl calls _rebuild_tensor_v2 with ${args.length} arguments; it takes 6 or 7`);
+      if (typeof args[4] !== "boolean") return fail(`data.pkl calls _rebuild_tensor_v2 with requires_grad ${describe(args[4])}; it must be a bool`);
+      if (args.length === 7 && !(args[6] instanceof Map)) return fail(`data.pkl calls _rebuild_tensor_v2 with metadata ${describe(args[6])}; it must be a dict`);
       return rebuildTensor(args[0], args[1], args[2], args[3], fail);
+    }
     case "torch._utils._rebuild_parameter":
-    case "torch._utils._rebuild_parameter_with_state":
+    case "torch._utils._rebuild_parameter_with_state": {
       // (data, requires_grad, backward_hooks[, state]): a Parameter is its data for us.
+      const arity = callable.name === "_rebuild_parameter" ? 3 : 4;
+      if (args.length !== arity) return fail(`data.pkl calls ${callable.name} with ${args.length} arguments; it takes ${arity}`);
       if (!(args[0] instanceof TensorView)) return fail(`data.pkl calls ${callable.name} on something that is not a tensor`);
+      if (typeof args[1] !== "boolean") return fail(`data.pkl calls ${callable.name} with requires_grad ${describe(args[1])}; it must be a bool`);
       return args[0];
+    }
     default:
       return fail(`data.pkl calls ${callable.qualifiedName}, which is not allowed: nothing in a checkpoint is ever executed`);
   }
@@ -192,11 +202,15 @@ function reduce(callable: PickleGlobal, args: readonly unknown[], fail: (problem
 
 function rebuildTensor(storage: unknown, offset: unknown, size: unknown, stride: unknown, fail: (problem: string) => never): TensorView {
   if (!(storage instanceof Storage)) return fail("data.pkl rebuilds a tensor from something that is not a storage");
-  if (!isCount(offset)) return fail("data.pkl rebuilds a tensor with an invalid storage offset");
+  if (!isCount(offset)) return fail(`data.pkl rebuilds a tensor whose storage offset is ${describe(offset)}, not a non-negative integer`);
   if (!(size instanceof PickleTuple) || !(stride instanceof PickleTuple)) return fail("data.pkl rebuilds a tensor whose size or stride is not a tuple");
   if (size.items.length !== stride.items.length) return fail("data.pkl rebuilds a tensor whose size and stride have different lengths");
   if (size.items.length > MAX_RANK) return fail(`data.pkl rebuilds a tensor of rank ${size.items.length}, more than the limit of ${MAX_RANK}`);
-  if (!size.items.every(isCount) || !stride.items.every(isCount)) return fail("data.pkl rebuilds a tensor with a negative or non-integer size or stride");
+  for (const [what, items] of [["size", size.items], ["stride", stride.items]] as const) {
+    const bad = items.findIndex((v) => !isCount(v));
+    // torch takes ints only: a float (2.0) or a bool is refused by Tensor.set_
+    if (bad >= 0) return fail(`data.pkl rebuilds a tensor whose ${what}[${bad}] is ${describe(items[bad])}, not a non-negative integer`);
+  }
   return new TensorView(storage, offset, size.items as number[], stride.items as number[]);
 }
 
@@ -257,7 +271,11 @@ function describe(value: unknown): string {
   if (value instanceof Storage) return "a storage";
   if (value instanceof PickleGlobal) return value.qualifiedName;
   if (value instanceof PickleTuple) return "a tuple";
+  if (value instanceof PickleFloat) return `the float ${Number.isInteger(value.value) ? value.value.toFixed(1) : value.value}`;
+  if (value instanceof Map) return "a dict";
   if (Array.isArray(value)) return "a list";
   if (value === null) return "None";
+  if (typeof value === "boolean") return value ? "True" : "False";
+  if (typeof value === "number" || typeof value === "bigint") return `the integer ${value}`;
   return `a ${typeof value}`;
 }

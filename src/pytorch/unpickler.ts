@@ -31,6 +31,12 @@ export class PickleTuple {
   constructor(readonly items: readonly unknown[]) {}
 }
 
+/** A Python float, kept apart from ints (plain numbers): torch refuses a
+ * float where it needs an int (a size of 2.0), and so must we. */
+export class PickleFloat {
+  constructor(readonly value: number) {}
+}
+
 export interface UnpickleOptions {
   /** Estimated bytes of objects the pickle may make us build (default MAX_PICKLE_ALLOCATION_BYTES). */
   maxAllocationBytes?: number;
@@ -61,6 +67,7 @@ const COST = {
   /** A Uint8Array view into the pickle (never a copy). */
   bytes: 96,
   bigint: 32,
+  float: 48,
   global: 64,
   /** What a hook builds: a Storage, a TensorView, an OrderedDict's Map (the largest). */
   hookResult: 200,
@@ -105,6 +112,8 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   let spent = 0;
   let pos = 0;
   let opAt = 0;
+  /** Where the current FRAME ends; none is open once pos reaches it. */
+  let frameEnd = 0;
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
@@ -120,6 +129,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   };
   const need = (n: number): number => {
     if (n > bytes.length - pos) fail("ends in the middle of an opcode (truncated pickle)");
+    if (pos < frameEnd && n > frameEnd - pos) fail(`has an opcode that runs past the end of its FRAME (at byte ${frameEnd}): the frame length is wrong`);
     const at = pos;
     pos += n;
     return at;
@@ -213,6 +223,8 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   // Python compares keys by value; our Map compares objects by identity, so
   // only immutable scalars may be keys (all a state dict uses).
   const dictKey = (key: unknown): unknown => {
+    // 1.0 and 1 are the same key in Python
+    if (key instanceof PickleFloat) return key.value;
     const kind = typeof key;
     if (key === null || kind === "string" || kind === "number" || kind === "bigint" || kind === "boolean") return key;
     return fail("uses a dict key that is not a string or number");
@@ -247,7 +259,18 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
         if (version < 2 || version > 5) fail(`declares pickle protocol ${version}, which is not supported`);
         break;
       }
-      case OP.FRAME: u64(); break;
+      case OP.FRAME: {
+        // Frames as Python's pickle.py reads them: one starts only where the
+        // previous one ended, and holds whole opcodes (opcodes after its end
+        // are read unframed). torch.load refuses the same: a frame longer
+        // than what follows, or one inside another, is "truncated" to it,
+        // and one ending inside an opcode makes it misread that opcode.
+        const length = data.getBigUint64(need(8), true);
+        if (pos < frameEnd) fail(`starts a FRAME ${frameEnd - pos} bytes before the previous one ends`);
+        if (length > BigInt(bytes.length - pos)) fail(`has a FRAME of ${length} bytes, but only ${bytes.length - pos} bytes follow`);
+        frameEnd = pos + Number(length);
+        break;
+      }
       case OP.STOP: {
         const result = pop();
         if (stack.length !== 0 || marks.length !== 0) fail("stops with values left on the stack");
@@ -275,7 +298,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
         push(signedLong(n));
         break;
       }
-      case OP.BINFLOAT: push(data.getFloat64(need(8), false)); break;
+      case OP.BINFLOAT: charge(COST.float); push(new PickleFloat(data.getFloat64(need(8), false))); break;
       case OP.BINUNICODE: push(text(u32())); break;
       case OP.SHORT_BINUNICODE: push(text(u8())); break;
       case OP.BINUNICODE8: push(text(u64())); break;

@@ -145,3 +145,83 @@ describe("forged pickles", () => {
     expect(Math.max(...reads)).toBeLessThan(100_000);
   });
 });
+
+/**
+ * Pickles the mutation fuzzer found that our reader took and torch 1.13's
+ * torch.load refuses (each checked against torch on the mutated file).
+ */
+describe("lenient pickles torch refuses", () => {
+  const tuple = (...items: number[][]) => [...P.mark(), ...items.flat(), ...P.tuple()];
+  const storage = (numel = P.int(4)) => [...tuple(P.str("storage"), P.global("torch", "FloatStorage"), P.str("0"), P.str("cpu"), numel), ...P.binpersid()];
+  const hooks = () => [...P.global("collections", "OrderedDict"), ...P.emptyTuple(), ...P.reduce()];
+  const float = (x: number) => {
+    const b = new DataView(new ArrayBuffer(8));
+    b.setFloat64(0, x, false);
+    return [0x47, ...new Uint8Array(b.buffer)];
+  };
+  /** {"weight": torch._utils.<callable>(*args)} */
+  const call = (callable: string, ...args: number[][]) =>
+    checkpointZip(P.pickle(P.proto(), P.emptyDict(), P.str("weight"), P.global("torch._utils", callable), tuple(...args), P.reduce(), P.setitem(), P.stop()), {
+      "0": f32(4),
+    });
+  const rebuild = (...args: number[][]) => call("_rebuild_tensor_v2", ...args);
+  const valid = () => [storage(), P.int(0), tuple(P.int(4)), tuple(P.int(1)), P.newFalse(), hooks()];
+  const loads = async (zip: Uint8Array) => (await readCheckpoint(memoryReader(zip), zip.length, FILE)).tensors.map((t) => [t.name, t.shape]);
+
+  it("loads the valid call these mutate, with 6 arguments or a 7th metadata dict", async () => {
+    expect(await loads(rebuild(...valid()))).toEqual([["weight", [4]]]);
+    expect(await loads(rebuild(...valid(), P.emptyDict()))).toEqual([["weight", [4]]]);
+  });
+
+  it("rejects a size, stride, offset or element count given as a float (BINFLOAT 2.0 is not the int 2)", async () => {
+    const [s, offset, size, stride, grad, h] = valid();
+    await refused(rebuild(s!, offset!, tuple(float(4)), stride!, grad!, h!), /rebuilds a tensor whose size\[0\] is the float 4\.0, not a non-negative integer/);
+    await refused(rebuild(s!, offset!, size!, tuple(float(1)), grad!, h!), /whose stride\[0\] is the float 1\.0/);
+    await refused(rebuild(s!, float(0), size!, stride!, grad!, h!), /whose storage offset is the float 0\.0/);
+    await refused(rebuild(storage(float(4)), offset!, size!, stride!, grad!, h!), /storage "0" has an element count that is the float 4\.0/);
+  });
+
+  it("rejects a size or offset given as a bool", async () => {
+    const [s, offset, , stride, grad, h] = valid();
+    await refused(rebuild(s!, offset!, tuple([0x88]), stride!, grad!, h!), /size\[0\] is True, not a non-negative integer/);
+    await refused(rebuild(s!, P.newFalse(), tuple(P.int(4)), stride!, grad!, h!), /storage offset is False/);
+  });
+
+  it("rejects _rebuild_tensor_v2 called with 5 arguments (it takes 6, or 7 with metadata)", async () => {
+    const args = valid();
+    await refused(rebuild(...args.slice(0, 5)), /calls _rebuild_tensor_v2 with 5 arguments; it takes 6 or 7/);
+    await refused(rebuild(...args.slice(0, 4)), /with 4 arguments/);
+    await refused(rebuild(...args, P.emptyDict(), P.none()), /with 8 arguments/);
+  });
+
+  it("rejects requires_grad that is not a bool, and metadata that is not a dict", async () => {
+    const [s, offset, size, stride, , h] = valid();
+    await refused(rebuild(s!, offset!, size!, stride!, P.int(1), h!), /requires_grad the integer 1; it must be a bool/);
+    await refused(rebuild(s!, offset!, size!, stride!, P.none(), h!), /requires_grad None; it must be a bool/);
+    await refused(rebuild(...valid(), P.int(5)), /metadata the integer 5; it must be a dict/);
+  });
+
+  it("rejects _rebuild_parameter with the wrong number of arguments", async () => {
+    const tensor = [...P.global("torch._utils", "_rebuild_tensor_v2"), ...tuple(...valid()), ...P.reduce()];
+    expect(await loads(call("_rebuild_parameter", tensor, [0x88], hooks()))).toEqual([["weight", [4]]]);
+    await refused(call("_rebuild_parameter", tensor, [0x88]), /calls _rebuild_parameter with 2 arguments; it takes 3/);
+    await refused(call("_rebuild_parameter", tensor, P.int(1), hooks()), /_rebuild_parameter with requires_grad the integer 1/);
+    await refused(call("_rebuild_parameter_with_state", tensor, [0x88], hooks()), /_rebuild_parameter_with_state with 3 arguments; it takes 4/);
+  });
+
+  it("rejects a FRAME whose length does not match the bytes that follow", async () => {
+    const body = weight().subarray(2); // after PROTO 2
+    const framed = (length: number) => {
+      const frame = new DataView(new ArrayBuffer(9));
+      frame.setUint8(0, 0x95);
+      frame.setBigUint64(1, BigInt(length), true);
+      return checkpointZip(P.pickle(P.proto(4), new Uint8Array(frame.buffer), body), { "0": f32(4) });
+    };
+    expect(await loads(framed(body.length))).toEqual([["weight", [4]]]);
+    // torch: "pickle data was truncated"
+    await refused(framed(body.length + 1), /data\.pkl has a FRAME of \d+ bytes, but only \d+ bytes follow/);
+    // a frame that ends inside an opcode (EMPTY_DICT, MARK, then half of BINUNICODE "weight"):
+    // Python's pickle.py refuses it; torch misreads the opcode and fails
+    await refused(framed(4), /has an opcode that runs past the end of its FRAME/);
+  });
+});
