@@ -39,6 +39,8 @@ const LOCAL_SIZE = 30;
 const ZIP64_EXTRA_ID = 0x0001;
 const MAX_COMMENT = 0xffff;
 const FLAG_ENCRYPTED = 0x0001;
+/** Encrypted (bit 0), strong encryption (bit 6), masked local headers (bit 13). */
+const FLAGS_ENCRYPTION = 0x0001 | 0x0040 | 0x2000;
 
 /**
  * Finds the end-of-central-directory record (and its ZIP64 counterpart) and
@@ -123,6 +125,9 @@ export async function readZipDirectory(read: ReadAt, fileSize: number, file: str
     } catch {
       return fail(`zip entry ${i} has a name that is not UTF-8`);
     }
+    // torch.save never encrypts; torch.load refuses any encrypted entry it
+    // reads, and we refuse one anywhere rather than trust the rest.
+    if ((flags & FLAGS_ENCRYPTION) !== 0) fail(`zip entry "${name}" is encrypted (flags 0x${flags.toString(16).padStart(4, "0")}), which torch.save never writes`);
     if (names.has(name)) fail(`zip archive has two entries named "${name}"`);
     names.add(name);
 

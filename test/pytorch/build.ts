@@ -12,6 +12,8 @@ export interface ZipInput {
   method?: number;
   centralSize?: number;
   localName?: string;
+  /** General-purpose flags, in the local and the central header. */
+  flags?: number;
 }
 
 function crc32(data: Uint8Array): number {
@@ -34,6 +36,7 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     const local = new DataView(new ArrayBuffer(30));
     local.setUint32(0, 0x04034b50, true);
     local.setUint16(4, 20, true);
+    local.setUint16(6, e.flags ?? 0, true);
     local.setUint16(8, e.method ?? 0, true);
     local.setUint32(14, crc32(e.data), true);
     local.setUint32(18, e.data.length, true);
@@ -45,6 +48,7 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     c.setUint32(0, 0x02014b50, true);
     c.setUint16(4, 20, true);
     c.setUint16(6, 20, true);
+    c.setUint16(8, e.flags ?? 0, true);
     c.setUint16(10, e.method ?? 0, true);
     c.setUint32(16, crc32(e.data), true);
     c.setUint32(20, size, true);
@@ -55,13 +59,31 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     offset += 30 + localName.length + e.data.length;
   }
   const centralSize = central.reduce((n, p) => n + p.length, 0);
+  // 65,535 entries or more need the ZIP64 end record, its locator, and a saturated end record
+  const zip64: Uint8Array[] = [];
+  if (entries.length >= 0xffff) {
+    const record = new DataView(new ArrayBuffer(56));
+    record.setUint32(0, 0x06064b50, true);
+    record.setBigUint64(4, 44n, true);
+    record.setUint16(12, 45, true);
+    record.setUint16(14, 45, true);
+    record.setBigUint64(24, BigInt(entries.length), true);
+    record.setBigUint64(32, BigInt(entries.length), true);
+    record.setBigUint64(40, BigInt(centralSize), true);
+    record.setBigUint64(48, BigInt(offset), true);
+    const locator = new DataView(new ArrayBuffer(20));
+    locator.setUint32(0, 0x07064b50, true);
+    locator.setBigUint64(8, BigInt(offset + centralSize), true);
+    locator.setUint32(16, 1, true);
+    zip64.push(new Uint8Array(record.buffer), new Uint8Array(locator.buffer));
+  }
   const end = new DataView(new ArrayBuffer(22));
   end.setUint32(0, 0x06054b50, true);
-  end.setUint16(8, entries.length, true);
-  end.setUint16(10, entries.length, true);
+  end.setUint16(8, Math.min(entries.length, 0xffff), true);
+  end.setUint16(10, Math.min(entries.length, 0xffff), true);
   end.setUint32(12, centralSize, true);
   end.setUint32(16, offset, true);
-  return concatBytes([...parts, ...central, new Uint8Array(end.buffer)]);
+  return concatBytes([...parts, ...central, ...zip64, new Uint8Array(end.buffer)]);
 }
 
 export function concatBytes(parts: Uint8Array[]): Uint8Array {

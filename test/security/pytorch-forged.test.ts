@@ -68,6 +68,23 @@ describe("forged zip structures", () => {
     await refused(zip, /local header whose name differs/);
   });
 
+  it("rejects the encryption flag on any entry, even one torch never reads", async () => {
+    // torch.load refuses it on data.pkl, a storage or version ("unsupported encryption")
+    for (const flagged of ["archive/data.pkl", "archive/data/0", "archive/version", "archive/extra"]) {
+      for (const flags of [0x0001, 0x0041, 0x2000]) {
+        const zip = storedZip(
+          [
+            { name: "archive/data.pkl", data: weight() },
+            { name: "archive/data/0", data: f32(4) },
+            { name: "archive/version", data: new TextEncoder().encode("3\n") },
+            { name: "archive/extra", data: new Uint8Array(3) },
+          ].map((e) => (e.name === flagged ? { ...e, flags } : e)),
+        );
+        await refused(zip, new RegExp(`zip entry "${flagged}" is encrypted \\(flags 0x${flags.toString(16).padStart(4, "0")}\\)`));
+      }
+    }
+  });
+
   it("rejects an archive without data.pkl, and one with two", async () => {
     await refused(storedZip([{ name: "archive/other.pkl", data: weight() }]), /without <folder>\/data\.pkl/);
     await refused(

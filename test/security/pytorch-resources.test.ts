@@ -6,10 +6,10 @@
  */
 import { describe, expect, it } from "vitest";
 import { PytorchError } from "../../src/errors.js";
-import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_BYTES } from "../../src/limits.js";
+import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_BYTES, MAX_ZIP_ENTRIES } from "../../src/limits.js";
 import { readCheckpoint } from "../../src/pytorch/checkpoint.js";
 import { PickleGlobal, unpickle, type UnpickleHooks } from "../../src/pytorch/unpickler.js";
-import { checkpointZip, concatBytes, memoryReader, P, tensorDictPickle, torchSaveStateDictPickle } from "../pytorch/build.js";
+import { checkpointZip, concatBytes, memoryReader, P, storedZip, tensorDictPickle, torchSaveStateDictPickle } from "../pytorch/build.js";
 
 const FILE = "hostile.bin";
 
@@ -96,6 +96,24 @@ describe("large non-tensor values", () => {
     const head = P.pickle(P.proto(3), P.emptyDict(), P.str("blob"), [0x42, size & 0xff, (size >> 8) & 0xff, (size >> 16) & 0xff, size >>> 24]);
     const pickle = concatBytes([head, new Uint8Array(size), P.pickle(P.setitem()), weightPickle.subarray(3, -1), P.pickle(P.stop())]);
     const zip = checkpointZip(pickle, { "0": f32(4) });
+    const checkpoint = await readCheckpoint(memoryReader(zip), zip.length, FILE);
+    expect(checkpoint.tensors.map((t) => t.name)).toEqual(["weight"]);
+  });
+});
+
+describe("zip archives of many entries", () => {
+  it("rejects more entries than MAX_ZIP_ENTRIES before reading the directory (500,000 empty entries took 259 MB)", async () => {
+    const extra = Array.from({ length: MAX_ZIP_ENTRIES - 1 }, (_, i) => ({ name: `archive/x/${i}`, data: new Uint8Array(0) }));
+    const zip = storedZip([{ name: "archive/data.pkl", data: weightPickle }, { name: "archive/data/0", data: f32(4) }, ...extra]);
+    const reads: number[] = [];
+    const error = await refusal(zip, reads);
+    expect(error.message).toMatch(new RegExp(`zip archive declares ${MAX_ZIP_ENTRIES + 1} entries, more than the limit of ${MAX_ZIP_ENTRIES}`));
+    expect(Math.max(...reads)).toBeLessThan(100_000);
+  });
+
+  it("reads an archive of exactly MAX_ZIP_ENTRIES entries", async () => {
+    const extra = Array.from({ length: MAX_ZIP_ENTRIES - 2 }, (_, i) => ({ name: `archive/x/${i}`, data: new Uint8Array(0) }));
+    const zip = storedZip([{ name: "archive/data.pkl", data: weightPickle }, { name: "archive/data/0", data: f32(4) }, ...extra]);
     const checkpoint = await readCheckpoint(memoryReader(zip), zip.length, FILE);
     expect(checkpoint.tensors.map((t) => t.name)).toEqual(["weight"]);
   });
