@@ -259,7 +259,38 @@ function describeTensor(name: string, view: TensorView, fail: (problem: string, 
   if (numel > 0 && lastIndex >= storage.numel) {
     return fail(`is a view past its storage: it needs element ${lastIndex} of storage "${storage.key}", which has ${storage.numel}`, name);
   }
+  const overlap = numel > 0 ? overlappingDimension(shape, strides) : undefined;
+  if (overlap !== undefined) {
+    return fail(
+      `is a view whose elements overlap in storage (shape [${shape.join(", ")}], strides [${strides.join(", ")}]: ${overlap}); ` +
+        "a state dict never holds one and safetensors refuses them: save tensor.clone() instead",
+      name,
+    );
+  }
   return { name, dtype: storage.dtype, shape: [...shape], byteLength, view };
+}
+
+/**
+ * Why two elements of a (non-empty) view may share a storage element, or
+ * undefined when they cannot: taken by increasing stride, each dimension
+ * longer than 1 must step past everything the smaller-stride ones reach.
+ * Every view torch makes by slicing, narrowing, transposing or permuting a
+ * tensor that owns its memory passes; an expanded view (stride 0), unfold or
+ * an overlapping as_strided does not. Such a view read as its own tensor
+ * repeats storage elements: a 4-byte storage "viewed" as 2^33 elements with
+ * stride 0 would make convert write 34 GB.
+ */
+function overlappingDimension(shape: readonly number[], strides: readonly number[]): string | undefined {
+  const dims = shape.map((_, d) => d).filter((d) => shape[d]! > 1).sort((a, b) => strides[a]! - strides[b]!);
+  // the largest index offset the dimensions seen so far reach
+  let reach = 0;
+  for (const d of dims) {
+    const stride = strides[d]!;
+    if (stride === 0) return `dimension ${d}, of size ${shape[d]}, has stride 0`;
+    if (stride <= reach) return `dimension ${d}'s stride ${stride} does not step past the ${reach + 1} elements the dimensions with smaller strides span`;
+    reach += (shape[d]! - 1) * stride;
+  }
+  return undefined;
 }
 
 function isCount(value: unknown): value is number {

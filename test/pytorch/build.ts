@@ -139,6 +139,7 @@ export const P = {
   binget: (i: number) => [0x68, i],
   int: (n: number): number[] => {
     if (n >= 0 && n < 256) return [0x4b, n];
+    if (n >= 2 ** 31 || n < -(2 ** 31)) return P.long1(BigInt(n));
     const b = new DataView(new ArrayBuffer(4));
     b.setInt32(0, n, true);
     return [0x4a, ...new Uint8Array(b.buffer)];

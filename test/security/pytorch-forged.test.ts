@@ -108,6 +108,33 @@ describe("forged pickles", () => {
     await refused(checkpointZip(weight({ shape: [2, 2], strides: [3, 1] }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
   });
 
+  it("rejects a 488-byte checkpoint whose one float is viewed as 2^33 elements with stride 0 (convert would write 34 GB)", async () => {
+    const zip = checkpointZip(weight({ numel: 1, shape: [2 ** 33], strides: [0] }), { "0": f32(1) });
+    expect(zip.length).toBeLessThan(1000);
+    await refused(zip, /tensor "weight" is a view whose elements overlap in storage \(shape \[8589934592\], strides \[0\]: dimension 0, of size 8589934592, has stride 0\)/);
+  });
+
+  it("rejects views whose strides alias: equal strides, or one inside another's span", async () => {
+    await refused(checkpointZip(weight({ shape: [2, 2], strides: [1, 1] }), { "0": f32(4) }), /dimension \d's stride 1 does not step past the 2 elements/);
+    await refused(checkpointZip(weight({ numel: 6, shape: [2, 3], strides: [2, 1] }), { "0": f32(6) }), /dimension 0's stride 2 does not step past the 3 elements/);
+  });
+
+  it("loads legitimate views: transposed, sliced, stepped, a stride-0 dimension of size 1, zero-size, and two tensors on one storage", async () => {
+    const views = [
+      { name: "transposed", shape: [3, 2], strides: [1, 3] },
+      { name: "sliced_cols", shape: [2, 2], strides: [3, 1], offset: 1 },
+      { name: "every_other", shape: [3], strides: [2] },
+      { name: "size_one_stride_zero", shape: [1, 6], strides: [0, 1] },
+      { name: "zero_size_any_strides", shape: [0, 5], strides: [0, 0] },
+      { name: "whole", shape: [6], strides: [1] },
+    ];
+    const pickle = tensorDictPickle(views.map((v) => ({ storageType: "FloatStorage", key: "0", numel: 6, offset: 0, ...v })));
+    const zip = checkpointZip(pickle, { "0": f32(6) });
+    const checkpoint = await readCheckpoint(memoryReader(zip), zip.length, FILE);
+    expect(checkpoint.tensors.map((t) => [t.name, t.shape])).toEqual(views.map((v) => [v.name, v.shape]));
+    expect(new Set(checkpoint.tensors.map((t) => t.view.storage)).size).toBe(1);
+  });
+
   it("rejects shapes whose size overflows", async () => {
     const pickle = weight({ shape: [2 ** 30, 2 ** 30, 2 ** 30], strides: [0, 0, 0] });
     await refused(checkpointZip(pickle, { "0": f32(4) }), /tensor "weight" has a shape too large to address/);
