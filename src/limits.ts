@@ -3,9 +3,29 @@
  * All are checked before the allocation they guard.
  */
 
-/** A safetensors header larger than this is refused (the reference
- * implementation's cap): a forged length must not make us allocate gigabytes. */
-export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
+/** A safetensors header larger than this is refused before it is read.
+ * Lower than the reference implementation's 100 MB on purpose: the header is
+ * read whole, decoded to a string (up to two bytes a character) and kept
+ * for the manifest, so a valid 99 MB header cost 465 MB; at 25 MB the worst
+ * header stays near 150 MB. 25 MB is the cap of Hugging Face's own JS
+ * reader (huggingface.js `parse-safetensors-metadata`, MAX_HEADER_LENGTH),
+ * which the Hub uses on every safetensors file, and a header needs about
+ * 150 bytes a tensor: MAX_TENSORS_PER_FILE tensors fit ten times over. */
+export const MAX_SAFETENSORS_HEADER_BYTES = 25_000_000;
+
+/** Tensors in one weight file (safetensors header or PyTorch state dict).
+ * Each costs the tools a few KB (header entry, reader and model tables,
+ * manifest and report rows), so a count must be bounded for memory to be:
+ * a 21 MB header of 360,000 zero-size tensors took 530 MB. Real files hold
+ * under 2,000 (a LLaMA-70B shard a few hundred; MoE models reach tens of
+ * thousands per model, but across shards of a few thousand at most). The
+ * writer refuses to write more, so nothing this tool writes is refused. */
+export const MAX_TENSORS_PER_FILE = 16_384;
+
+/** `__metadata__` entries in one safetensors header. Real files carry a
+ * handful ("format": "pt"), training tools a few hundred at most; 6.6 million
+ * tiny entries (98 MB) took 2.7 GB to read and report. */
+export const MAX_METADATA_ENTRIES = 16_384;
 
 /** JSON nesting deeper than this is refused before `JSON.parse`, which would
  * otherwise overflow the stack on `[[[[...` (a crash, not an error). */
