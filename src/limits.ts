@@ -6,26 +6,27 @@
 /** A safetensors header larger than this is refused before it is read.
  * Lower than the reference implementation's 100 MB on purpose: the header is
  * read whole, decoded to a string (up to two bytes a character) and kept
- * for the manifest, so a valid 99 MB header cost 465 MB; at 25 MB the worst
- * header stays near 150 MB. 25 MB is the cap of Hugging Face's own JS
+ * for the manifest, so a valid 99 MB header cost 465 MB to inspect; at 25 MB
+ * the worst costs under 190 MB. 25 MB is the cap of Hugging Face's own JS
  * reader (huggingface.js `parse-safetensors-metadata`, MAX_HEADER_LENGTH),
  * which the Hub uses on every safetensors file, and a header needs about
- * 150 bytes a tensor: MAX_TENSORS_PER_FILE tensors fit ten times over. */
+ * 150 bytes a tensor: MAX_TENSORS_PER_FILE tensors take about 1.2 MB. */
 export const MAX_SAFETENSORS_HEADER_BYTES = 25_000_000;
 
 /** Tensors in one weight file (safetensors header or PyTorch state dict).
- * Each costs the tools a few KB (header entry, reader and model tables,
- * manifest and report rows), so a count must be bounded for memory to be:
+ * Each costs the tools several KB (header entry, reader and model tables,
+ * pickle objects, manifest and report rows: make-delta on one file of 16,384
+ * tensors peaked at 232 MB), so the count must be bounded for memory to be;
  * a 21 MB header of 360,000 zero-size tensors took 530 MB. Real files hold
  * under 2,000 (a LLaMA-70B shard a few hundred; MoE models reach tens of
- * thousands per model, but across shards of a few thousand at most). The
+ * thousands per model, but sharded, a few thousand a file at most). The
  * writer refuses to write more, so nothing this tool writes is refused. */
-export const MAX_TENSORS_PER_FILE = 16_384;
+export const MAX_TENSORS_PER_FILE = 8_192;
 
 /** `__metadata__` entries in one safetensors header. Real files carry a
  * handful ("format": "pt"), training tools a few hundred at most; 6.6 million
  * tiny entries (98 MB) took 2.7 GB to read and report. */
-export const MAX_METADATA_ENTRIES = 16_384;
+export const MAX_METADATA_ENTRIES = 4_096;
 
 /** JSON nesting deeper than this is refused before `JSON.parse`, which would
  * otherwise overflow the stack on `[[[[...` (a crash, not an error). */
@@ -54,8 +55,9 @@ export const MAX_PICKLE_BYTES = 32 * 1024 * 1024;
  * counted cumulatively (every value, container, item, stack slot, mark and
  * memo entry; the costs are in unpickler.ts). A pickle is a program: 6 MB of
  * EMPTY_DICT APPEND builds 3 million dicts, about 700 MB. A torch.save state
- * dict is charged about 2.7 KB a tensor: LLaMA-70B's ~1,000 tensors use 4 %
- * of this. Spent in full, it costs at most about 80 MB of RSS. */
+ * dict is charged about 2.7 KB a tensor (3.6 KB as Parameters): LLaMA-70B's
+ * 723 tensors use 3 % of this, MAX_TENSORS_PER_FILE Parameters under half.
+ * Spent in full, it costs at most about 80 MB of RSS. */
 export const MAX_PICKLE_ALLOCATION_BYTES = 64 * 1024 * 1024;
 
 /** Tensor rank: real models use <= 5 dimensions; a huge rank is a forged header. */
@@ -64,8 +66,9 @@ export const MAX_RANK = 64;
 /** Entries in a PyTorch checkpoint's zip: torch.save writes one per storage
  * (at most one per tensor) plus a few (data.pkl, version, byteorder, ...),
  * under 2,000 for a real checkpoint file; this leaves room for a training
- * checkpoint's optimizer storages too. Each entry costs a few hundred bytes
- * to list: 500,000 empty entries (a 54 MB file) took 259 MB. */
+ * checkpoint's optimizer storages (several per parameter) too. Each entry
+ * costs a few hundred bytes to list: 500,000 empty entries (a 54 MB file)
+ * took 259 MB. */
 export const MAX_ZIP_ENTRIES = 65_536;
 
 /** The zip central directory is read whole. torch.save writes about 70 bytes

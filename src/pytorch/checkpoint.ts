@@ -14,7 +14,7 @@
  */
 import { PytorchError } from "../errors.js";
 import { dtypeBytes, type DType } from "../dtypes.js";
-import { MAX_PICKLE_BYTES, MAX_RANK } from "../limits.js";
+import { MAX_PICKLE_BYTES, MAX_RANK, MAX_TENSORS_PER_FILE } from "../limits.js";
 import { PickleFloat, PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
 import { locateEntryData, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
 
@@ -240,6 +240,9 @@ function collectTensors(root: unknown, fail: (problem: string, tensor?: string) 
     }
     if (!(value instanceof TensorView)) continue;
     if (typeof key !== "string") return fail(`has a tensor under the non-string key ${String(key)}`);
+    if (tensors.length >= MAX_TENSORS_PER_FILE) {
+      return fail(`holds more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file (real checkpoints hold under 2,000; a larger model is sharded)`);
+    }
     tensors.push(describeTensor(key, value, fail));
   }
   return tensors;

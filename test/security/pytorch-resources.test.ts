@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { PytorchError } from "../../src/errors.js";
-import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_BYTES, MAX_ZIP_ENTRIES } from "../../src/limits.js";
+import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_BYTES, MAX_TENSORS_PER_FILE, MAX_ZIP_ENTRIES } from "../../src/limits.js";
 import { readCheckpoint } from "../../src/pytorch/checkpoint.js";
 import { PickleGlobal, unpickle, type UnpickleHooks } from "../../src/pytorch/unpickler.js";
 import { checkpointZip, concatBytes, memoryReader, P, storedZip, tensorDictPickle, torchSaveStateDictPickle } from "../pytorch/build.js";
@@ -116,5 +116,27 @@ describe("zip archives of many entries", () => {
     const zip = storedZip([{ name: "archive/data.pkl", data: weightPickle }, { name: "archive/data/0", data: f32(4) }, ...extra]);
     const checkpoint = await readCheckpoint(memoryReader(zip), zip.length, FILE);
     expect(checkpoint.tensors.map((t) => t.name)).toEqual(["weight"]);
+  });
+});
+
+describe("tensors per file", () => {
+  const tensors = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `model.layers.${i >> 7}.experts.${i & 127}.weight`, storageType: "HalfStorage", numel: 1, shape: [1], strides: [1] }));
+  /** A torch.save-shaped state dict of n one-element tensors, each on its own storage. */
+  const stateDictZip = (n: number) =>
+    storedZip([
+      { name: "archive/data.pkl", data: torchSaveStateDictPickle(tensors(n)) },
+      ...Array.from({ length: n }, (_, i) => ({ name: `archive/data/${i}`, data: new Uint8Array(2) })),
+      { name: "archive/version", data: new TextEncoder().encode("3\n") },
+    ]);
+
+  it("reads MAX_TENSORS_PER_FILE tensors, as torch.save writes them, within the allocation budget", async () => {
+    const zip = stateDictZip(MAX_TENSORS_PER_FILE);
+    const checkpoint = await readCheckpoint(memoryReader(zip), zip.length, FILE);
+    expect(checkpoint.tensors.length).toBe(MAX_TENSORS_PER_FILE);
+  });
+
+  it("rejects a state dict of more than MAX_TENSORS_PER_FILE tensors", async () => {
+    const error = await refusal(stateDictZip(MAX_TENSORS_PER_FILE + 1));
+    expect(error.message).toMatch(new RegExp(`holds more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file`));
   });
 });

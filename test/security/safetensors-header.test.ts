@@ -293,7 +293,7 @@ describe("headers that cost far more than their size", () => {
     const text = `{${Array.from({ length: MAX_TENSORS_PER_FILE }, (_, i) => zeroSize(i)).join(",")}}`;
     expect(parse(rawSafetensors(text)).tensors.length).toBe(MAX_TENSORS_PER_FILE);
     const tensors = Array.from({ length: MAX_TENSORS_PER_FILE + 1 }, (_, i) => ({ name: `t${i}`, dtype: "F32" as const, shape: [0] }));
-    expect(() => encodeHeader(tensors)).toThrow(/would list 16385 tensors, more than the 16384 readers accept in one file/);
+    expect(() => encodeHeader(tensors)).toThrow(new RegExp(`would list ${MAX_TENSORS_PER_FILE + 1} tensors, more than the ${MAX_TENSORS_PER_FILE} readers accept in one file`));
   });
 
   it("rejects __metadata__ of more than MAX_METADATA_ENTRIES entries (6.6 million took 2.7 GB)", () => {
