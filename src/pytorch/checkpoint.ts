@@ -16,7 +16,7 @@ import { PytorchError } from "../errors.js";
 import { dtypeBytes, type DType } from "../dtypes.js";
 import { MAX_PICKLE_BYTES, MAX_RANK, MAX_TENSORS_PER_FILE } from "../limits.js";
 import { PickleFloat, PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
-import { locateEntryData, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
+import { locateEntryData, printable, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
 
 /** torch storage class -> safetensors dtype name. */
 const STORAGE_DTYPES: Record<string, DType> = {
@@ -81,7 +81,7 @@ const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20
 
 export async function readCheckpoint(read: ReadAt, fileSize: number, file: string): Promise<Checkpoint> {
   const fail = (problem: string, tensor?: string): never => {
-    throw new PytorchError(file, problem, tensor);
+    throw new PytorchError(file, printable(problem), tensor);
   };
   if (fileSize === 0) fail("is empty");
   const head = await read(0, Math.min(fileSize, LEGACY_MAGIC.length));

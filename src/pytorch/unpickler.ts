@@ -17,6 +17,7 @@
  */
 import { PytorchError } from "../errors.js";
 import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_LONG_BYTES } from "../limits.js";
+import { printable } from "./zip.js";
 
 /** A global name (module.name) the allow-list accepted. Not callable by itself. */
 export class PickleGlobal {
@@ -119,7 +120,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   const memo = new Map<number, unknown>();
 
   const fail = (problem: string): never => {
-    throw new PytorchError(file, `data.pkl ${problem} (at byte ${opAt})`);
+    throw new PytorchError(file, printable(`data.pkl ${problem} (at byte ${opAt})`));
   };
   const charge = (cost: number): void => {
     spent += cost;

@@ -49,7 +49,7 @@ const FLAGS_ENCRYPTION = 0x0001 | 0x0040 | 0x2000;
  */
 export async function readZipDirectory(read: ReadAt, fileSize: number, file: string): Promise<ZipEntry[]> {
   const fail = (problem: string): never => {
-    throw new PytorchError(file, problem);
+    throw new PytorchError(file, printable(problem));
   };
   if (fileSize < EOCD_SIZE) fail("is not a zip archive (too short for an end-of-central-directory record)");
 
@@ -166,7 +166,7 @@ export async function readZipDirectory(read: ReadAt, fileSize: number, file: str
  */
 export async function locateEntryData(read: ReadAt, fileSize: number, file: string, entry: ZipEntry): Promise<number> {
   const fail = (problem: string): never => {
-    throw new PytorchError(file, `zip entry "${entry.name}" ${problem}`);
+    throw new PytorchError(file, printable(`zip entry "${entry.name}" ${problem}`));
   };
   if ((entry.flags & FLAG_ENCRYPTED) !== 0) fail("is encrypted, which is not supported");
   if (entry.method !== 0) fail(`is compressed (method ${entry.method}); torch.save writes entries stored, so this checkpoint was re-zipped: re-save it with torch.save`);
@@ -207,8 +207,18 @@ function findExtra(dir: DataView, start: number, length: number, id: number): [n
 /** A little-endian u64 as a number, refused when it cannot be exact. */
 function u64(data: DataView, at: number, file: string, what: string): number {
   const value = data.getBigUint64(at, true);
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new PytorchError(file, `${what} ${value} is too large`);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new PytorchError(file, printable(`${what} ${value} is too large`));
   return Number(value);
+}
+
+/**
+ * A problem as one line: names and keys in an archive or a pickle are
+ * arbitrary strings, and a newline in one would split the error message
+ * (the CLI prints one line, and would cut the rule off). Control characters
+ * and line separators become \u escapes.
+ */
+export function printable(problem: string): string {
+  return problem.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function view(bytes: Uint8Array): DataView {

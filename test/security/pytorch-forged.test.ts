@@ -269,3 +269,25 @@ describe("lenient pickles torch refuses", () => {
     await refused(framed(4), /has an opcode that runs past the end of its FRAME/);
   });
 });
+
+describe("names that would split the error line", () => {
+  const oneLine = async (bytes: Uint8Array, message: RegExp) => {
+    const promise = readCheckpoint(memoryReader(bytes), bytes.length, FILE);
+    await expect(promise).rejects.toThrow(message);
+    await expect(promise).rejects.not.toThrow(/\n/);
+  };
+
+  it("escapes a newline in a zip entry name", async () => {
+    const zip = storedZip([
+      { name: "archive/data.pkl", data: weight() },
+      { name: "archive/x\ny", data: f32(1) },
+      { name: "archive/x\ny", data: f32(1) },
+    ]);
+    await oneLine(zip, /two entries named "archive\/x\\u000ay"/);
+  });
+
+  it("escapes a newline in a STACK_GLOBAL name and in a storage key", async () => {
+    await oneLine(checkpointZip(P.pickle(P.proto(4), P.str("os\nx"), P.str("system"), [0x93], P.stop())), /refers to os\\u000ax\.system, which is not allowed/);
+    await oneLine(checkpointZip(weight({ key: "0\r\n1" })), /refers to storage "0\\u000d\\u000a1" but the archive has no/);
+  });
+});
