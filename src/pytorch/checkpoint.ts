@@ -120,10 +120,16 @@ export async function readCheckpoint(read: ReadAt, fileSize: number, file: strin
       ALLOWED_CALLABLES.has(`${module}.${name}`) || (module === "torch" && Object.hasOwn(STORAGE_DTYPES, name)),
     persistentLoad: (pid) => loadStorage(pid, prefix, byName, storages, fail),
     reduce: (callable, args) => reduce(callable, args, fail),
-    build: (target, _state) => {
+    build: (target, state) => {
       // An OrderedDict from state_dict() carries `_metadata` (module versions)
       // as its state: irrelevant to the tensors, so it is dropped.
       if (!(target instanceof Map)) fail(`data.pkl applies BUILD to ${describe(target)}, which is not allowed (only a state dict's OrderedDict takes state)`);
+      // What Python's BUILD accepts without __setstate__: None or a dict, or
+      // a pair of those whose second (the slot state) is a dict.
+      const [main, slots] = state instanceof PickleTuple && state.items.length === 2 ? state.items : [state, new Map()];
+      if (!(main === null || main instanceof Map) || !(slots instanceof Map)) {
+        fail(`data.pkl applies BUILD with ${describe(state)} as state; it must be None or a dict (or a pair of them, the second a dict)`);
+      }
     },
   };
   const root = unpickle(pickle, file, hooks);
@@ -147,11 +153,13 @@ function loadStorage(
   if (!(pid instanceof PickleTuple) || pid.items.length !== 5 || pid.items[0] !== "storage") {
     return fail("data.pkl has a persistent id that is not a ('storage', type, key, location, numel) tuple");
   }
-  const [, type, key, , numel] = pid.items;
+  const [, type, key, location, numel] = pid.items;
   if (!(type instanceof PickleGlobal) || type.module !== "torch" || !Object.hasOwn(STORAGE_DTYPES, type.name)) {
     return fail(`data.pkl has a storage of type ${type instanceof PickleGlobal ? type.qualifiedName : typeof type}, which is not a supported torch storage`);
   }
   if (typeof key !== "string") return fail("data.pkl has a storage whose key is not a string");
+  // torch.load refuses a location that is not a string (it restores by its name)
+  if (typeof location !== "string") return fail(`data.pkl storage "${key}" has the location ${describe(location)}, not a device name`);
   if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an element count that is ${describe(numel)}, not a non-negative integer`);
   const dtype = STORAGE_DTYPES[type.name]!;
   const existing = storages.get(key);

@@ -291,3 +291,27 @@ describe("names that would split the error line", () => {
     await oneLine(checkpointZip(weight({ key: "0\r\n1" })), /refers to storage "0\\u000d\\u000a1" but the archive has no/);
   });
 });
+
+describe("state and storage details torch checks", () => {
+  it("rejects BUILD state that is not None or a dict, as Python's BUILD does", async () => {
+    const build = (...state: number[][]) => checkpointZip(P.pickle(P.proto(), P.global("collections", "OrderedDict"), P.emptyTuple(), P.reduce(), ...state, P.build(), P.stop()));
+    const loads = async (zip: Uint8Array) => (await readCheckpoint(memoryReader(zip), zip.length, FILE)).tensors;
+    expect(await loads(build(P.none()))).toEqual([]);
+    expect(await loads(build(P.emptyDict()))).toEqual([]);
+    expect(await loads(build(P.none(), P.emptyDict(), P.tuple2()))).toEqual([]);
+    // torch: "state is not a dictionary", "slot state is not a dictionary"
+    await refused(build(P.int(5)), /applies BUILD with the integer 5 as state; it must be None or a dict/);
+    await refused(build(P.emptyList()), /applies BUILD with a list as state/);
+    await refused(build(P.emptyDict(), P.none(), P.tuple2()), /applies BUILD with a tuple as state/);
+  });
+
+  it("rejects a storage location that is not a string", async () => {
+    const pickle = P.pickle(
+      P.proto(), P.emptyDict(), P.str("weight"), P.global("torch._utils", "_rebuild_tensor_v2"),
+      P.mark(), P.mark(), P.str("storage"), P.global("torch", "FloatStorage"), P.str("0"), P.int(5), P.int(4), P.tuple(), P.binpersid(),
+      P.int(0), P.int(4), P.tuple1(), P.int(1), P.tuple1(), P.newFalse(), P.global("collections", "OrderedDict"), P.emptyTuple(), P.reduce(), P.tuple(),
+      P.reduce(), P.setitem(), P.stop(),
+    );
+    await refused(checkpointZip(pickle, { "0": f32(4) }), /storage "0" has the location the integer 5, not a device name/);
+  });
+});
