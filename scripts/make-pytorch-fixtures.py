@@ -107,10 +107,10 @@ def make_views():
     sd["cols_1_to_3"] = rows[:, 1:3]  # offset and row stride 4: not contiguous
     sd["transposed"] = torch.randn(5, 7, generator=g).t()
     sd["permuted"] = torch.randn(2, 3, 4, generator=g, dtype=torch.bfloat16).permute(2, 0, 1)
-    sd["expanded"] = torch.randn(3, 1, generator=g).expand(3, 4)
+    # An expanded view (stride 0) repeats storage elements, which the reader
+    # refuses (hostile/expanded-view.bin); cloned, it owns its elements.
+    sd["expanded_then_cloned"] = torch.randn(3, 1, generator=g).expand(3, 4).clone()
     sd["every_other"] = torch.arange(20, dtype=torch.int32)[1::2]
-    # Overlapping strides (as_strided): storage order is not any walk order.
-    sd["overlapping"] = torch.arange(40, dtype=torch.int64).as_strided((4, 5), (3, 2), 1)
     # Large enough that small chunk sizes need many gather blocks and runs.
     sd["big_transposed"] = torch.randn(64, 48, generator=g).t()
     sd["big_transposed_f16"] = torch.randn(33, 17, generator=g, dtype=torch.float16).t()
@@ -377,6 +377,15 @@ def make_hostile():
             raise AssertionError(f"torch accepted {name}")
         except RuntimeError:
             pass
+
+    # Views whose elements overlap in storage: torch loads them (torch.save
+    # keeps the view), but a state dict never has one and safetensors
+    # refuses them; read, a 1-element storage could stand for 2^33 elements.
+    torch.save({"weight": torch.arange(3, dtype=torch.float32).reshape(3, 1).expand(3, 4)}, os.path.join(hostile, "expanded-view.bin"))
+    torch.save({"weight": torch.arange(40, dtype=torch.int64).as_strided((4, 5), (3, 2), 1)}, os.path.join(hostile, "overlapping-view.bin"))
+    torch.save({"weight": torch.arange(12, dtype=torch.float32).unfold(0, 4, 2)}, os.path.join(hostile, "unfolded-view.bin"))
+    for name in ("expanded-view.bin", "overlapping-view.bin", "unfolded-view.bin"):
+        torch.load(os.path.join(hostile, name))  # torch itself accepts these
 
     path = os.path.join(hostile, "empty-pickle.bin")
     torch.save({"weight": weight}, path)

@@ -3,9 +3,30 @@
  * All are checked before the allocation they guard.
  */
 
-/** A safetensors header larger than this is refused (the reference
- * implementation's cap): a forged length must not make us allocate gigabytes. */
-export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
+/** A safetensors header larger than this is refused before it is read.
+ * Lower than the reference implementation's 100 MB on purpose: the header is
+ * read whole, decoded to a string (up to two bytes a character) and kept
+ * for the manifest, so a valid 99 MB header cost 465 MB to inspect; at 25 MB
+ * the worst costs under 190 MB. 25 MB is the cap of Hugging Face's own JS
+ * reader (huggingface.js `parse-safetensors-metadata`, MAX_HEADER_LENGTH),
+ * which the Hub uses on every safetensors file, and a header needs about
+ * 150 bytes a tensor: MAX_TENSORS_PER_FILE tensors take about 1.2 MB. */
+export const MAX_SAFETENSORS_HEADER_BYTES = 25_000_000;
+
+/** Tensors in one weight file (safetensors header or PyTorch state dict).
+ * Each costs the tools several KB (header entry, reader and model tables,
+ * pickle objects, manifest and report rows: make-delta on one file of 16,384
+ * tensors peaked at 232 MB), so the count must be bounded for memory to be;
+ * a 21 MB header of 360,000 zero-size tensors took 530 MB. Real files hold
+ * under 2,000 (a LLaMA-70B shard a few hundred; MoE models reach tens of
+ * thousands per model, but sharded, a few thousand a file at most). The
+ * writer refuses to write more, so nothing this tool writes is refused. */
+export const MAX_TENSORS_PER_FILE = 8_192;
+
+/** `__metadata__` entries in one safetensors header. Real files carry a
+ * handful ("format": "pt"), training tools a few hundred at most; 6.6 million
+ * tiny entries (98 MB) took 2.7 GB to read and report. */
+export const MAX_METADATA_ENTRIES = 4_096;
 
 /** JSON nesting deeper than this is refused before `JSON.parse`, which would
  * otherwise overflow the stack on `[[[[...` (a crash, not an error). */
@@ -25,23 +46,37 @@ export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
  * before it is read, keeping memory under our 256 MB bound. */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
-/** Pickle streams of a state dict are small (metadata only; tensor bytes live
- * in separate zip entries). A larger data.pkl is refused before it is read. */
-export const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** data.pkl is read whole, so its size is memory: a state dict's pickle is
+ * metadata only (about 150 bytes a tensor; LLaMA-70B's is a few hundred KB),
+ * the tensor bytes live in their own zip entries. A larger one is refused
+ * before it is read: a forged pickle carrying a large non-tensor value (a
+ * 150 MB bytes object) must not fill the memory budget by its size alone. */
+export const MAX_PICKLE_BYTES = 32 * 1024 * 1024;
 
-/** Pickle memo / stack entries: bounds the unpickler's memory on hostile input. */
-export const MAX_PICKLE_STACK = 10_000_000;
+/** Estimated bytes of objects one pickle may make the unpickler build,
+ * counted cumulatively (every value, container, item, stack slot, mark and
+ * memo entry; the costs are in unpickler.ts). A pickle is a program: 6 MB of
+ * EMPTY_DICT APPEND builds 3 million dicts, about 700 MB. A torch.save state
+ * dict is charged about 2.7 KB a tensor (3.6 KB as Parameters): LLaMA-70B's
+ * 723 tensors use 3 % of this, MAX_TENSORS_PER_FILE Parameters under half.
+ * Spent in full, it costs at most about 80 MB of RSS. */
+export const MAX_PICKLE_ALLOCATION_BYTES = 64 * 1024 * 1024;
 
 /** Tensor rank: real models use <= 5 dimensions; a huge rank is a forged header. */
 export const MAX_RANK = 64;
 
-/** Entries in a PyTorch checkpoint's zip: one per storage plus a few; a forged
- * count must not make us allocate or loop without end. */
-export const MAX_ZIP_ENTRIES = 1_000_000;
+/** Entries in a PyTorch checkpoint's zip: torch.save writes one per storage
+ * (at most one per tensor) plus a few (data.pkl, version, byteorder, ...),
+ * under 2,000 for a real checkpoint file; this leaves room for a training
+ * checkpoint's optimizer storages (several per parameter) too. Each entry
+ * costs a few hundred bytes to list: 500,000 empty entries (a 54 MB file)
+ * took 259 MB. */
+export const MAX_ZIP_ENTRIES = 65_536;
 
-/** A zip central directory is ~100 bytes per entry; a larger one is refused
- * before it is read. */
-export const MAX_ZIP_DIRECTORY_BYTES = 128 * 1024 * 1024;
+/** The zip central directory is read whole. torch.save writes about 70 bytes
+ * an entry (100 with ZIP64 fields), so MAX_ZIP_ENTRIES fit in a quarter of
+ * this; a larger one is refused before it is read. */
+export const MAX_ZIP_DIRECTORY_BYTES = 16 * 1024 * 1024;
 
 /** Bytes of one pickled integer (LONG1/LONG4): shapes and offsets need 8; a
  * huge one would make BigInt parsing quadratic. */

@@ -51,17 +51,11 @@ const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u206
 /**
  * Untrusted text (tensor names, file names and metadata from a model file,
  * paths from a manifest) made safe to print on one terminal line: every
- * character a terminal would act on becomes a visible escape (\n, \x1b,
- * \u2028).
+ * character a terminal would act on becomes a visible \u escape (a newline
+ * is \u000a, ESC \u001b).
  */
 export function printable(text: string): string {
-  return text.replace(UNSAFE, (c) => {
-    if (c === "\n") return "\\n";
-    if (c === "\r") return "\\r";
-    if (c === "\t") return "\\t";
-    const code = c.charCodeAt(0);
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
-  });
+  return text.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /**

@@ -266,12 +266,13 @@ function printJsonError(code: string, message: string): void {
  * "unexpected failure".
  */
 function oneLine(err: unknown): string {
-  if (err instanceof DeltaWeightsError) return err.message.split("\n")[0]!;
+  // Escaped, not cut: a newline from an untrusted name would otherwise lose the rule after it.
+  if (err instanceof DeltaWeightsError) return err.message;
   const sys = err as NodeJS.ErrnoException;
   if (err instanceof Error && typeof sys.code === "string" && typeof sys.path === "string") {
     return ioError(sys.syscall ?? "use", sys.path, err).message;
   }
-  return `unexpected failure: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`;
+  return `unexpected failure: ${err instanceof Error ? err.message : String(err)}`;
 }
 
 function systemErrorCode(err: unknown): string {

@@ -7,14 +7,16 @@
  *
  * Allow-listed callables are interpreted here, never called:
  *   collections.OrderedDict()                     -> an empty dict
- *   torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...) -> a view
- *   torch._utils._rebuild_parameter[_with_state](tensor, ...)            -> the tensor
+ *   torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]) -> a view
+ *   torch._utils._rebuild_parameter(tensor, requires_grad, hooks)                 -> the tensor
+ *   torch._utils._rebuild_parameter_with_state(tensor, requires_grad, hooks, state) -> the tensor
  *   torch.<Dtype>Storage                          -> only inside a storage persistent id
  */
 import { PytorchError } from "../errors.js";
 import { dtypeBytes, type DType } from "../dtypes.js";
-import { MAX_PICKLE_BYTES, MAX_RANK } from "../limits.js";
-import { PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
+import { MAX_PICKLE_BYTES, MAX_RANK, MAX_TENSORS_PER_FILE } from "../limits.js";
+import { PickleFloat, PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "./unpickler.js";
+import { printable } from "../text.js";
 import { locateEntryData, readZipDirectory, type ReadAt, type ZipEntry } from "./zip.js";
 
 /** torch storage class -> safetensors dtype name. */
@@ -80,7 +82,7 @@ const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20
 
 export async function readCheckpoint(read: ReadAt, fileSize: number, file: string): Promise<Checkpoint> {
   const fail = (problem: string, tensor?: string): never => {
-    throw new PytorchError(file, problem, tensor);
+    throw new PytorchError(file, printable(problem), tensor);
   };
   if (fileSize === 0) fail("is empty");
   const head = await read(0, Math.min(fileSize, LEGACY_MAGIC.length));
@@ -119,10 +121,16 @@ export async function readCheckpoint(read: ReadAt, fileSize: number, file: strin
       ALLOWED_CALLABLES.has(`${module}.${name}`) || (module === "torch" && Object.hasOwn(STORAGE_DTYPES, name)),
     persistentLoad: (pid) => loadStorage(pid, prefix, byName, storages, fail),
     reduce: (callable, args) => reduce(callable, args, fail),
-    build: (target, _state) => {
+    build: (target, state) => {
       // An OrderedDict from state_dict() carries `_metadata` (module versions)
       // as its state: irrelevant to the tensors, so it is dropped.
       if (!(target instanceof Map)) fail(`data.pkl applies BUILD to ${describe(target)}, which is not allowed (only a state dict's OrderedDict takes state)`);
+      // What Python's BUILD accepts without __setstate__: None or a dict, or
+      // a pair of those whose second (the slot state) is a dict.
+      const [main, slots] = state instanceof PickleTuple && state.items.length === 2 ? state.items : [state, new Map()];
+      if (!(main === null || main instanceof Map) || !(slots instanceof Map)) {
+        fail(`data.pkl applies BUILD with ${describe(state)} as state; it must be None or a dict (or a pair of them, the second a dict)`);
+      }
     },
   };
   const root = unpickle(pickle, file, hooks);
@@ -146,12 +154,14 @@ function loadStorage(
   if (!(pid instanceof PickleTuple) || pid.items.length !== 5 || pid.items[0] !== "storage") {
     return fail("data.pkl has a persistent id that is not a ('storage', type, key, location, numel) tuple");
   }
-  const [, type, key, , numel] = pid.items;
+  const [, type, key, location, numel] = pid.items;
   if (!(type instanceof PickleGlobal) || type.module !== "torch" || !Object.hasOwn(STORAGE_DTYPES, type.name)) {
     return fail(`data.pkl has a storage of type ${type instanceof PickleGlobal ? type.qualifiedName : typeof type}, which is not a supported torch storage`);
   }
   if (typeof key !== "string") return fail("data.pkl has a storage whose key is not a string");
-  if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an invalid element count`);
+  // torch.load refuses a location that is not a string (it restores by its name)
+  if (typeof location !== "string") return fail(`data.pkl storage "${key}" has the location ${describe(location)}, not a device name`);
+  if (!isCount(numel)) return fail(`data.pkl storage "${key}" has an element count that is ${describe(numel)}, not a non-negative integer`);
   const dtype = STORAGE_DTYPES[type.name]!;
   const existing = storages.get(key);
   if (existing !== undefined) {
@@ -176,15 +186,24 @@ function reduce(callable: PickleGlobal, args: readonly unknown[], fail: (problem
     case "collections.OrderedDict":
       if (args.length !== 0) return fail("data.pkl builds an OrderedDict from arguments, which torch.save does not write");
       return new Map();
-    case "torch._utils._rebuild_tensor_v2":
-      // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-      if (args.length < 4 || args.length > 7) return fail(`data.pkl calls _rebuild_tensor_v2 with ${args.length} arguments`);
+    case "torch._utils._rebuild_tensor_v2": {
+      // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]):
+      // torch 1.13 takes 6, torch >= 2.0 writes a 7th (a dict) for some tensors.
+      // backward_hooks may be anything (torch only stores it); the rest is checked as torch does.
+      if (args.length !== 6 && args.length !== 7) return fail(`data.pkl calls _rebuild_tensor_v2 with ${args.length} arguments; it takes 6 or 7`);
+      if (typeof args[4] !== "boolean") return fail(`data.pkl calls _rebuild_tensor_v2 with requires_grad ${describe(args[4])}; it must be a bool`);
+      if (args.length === 7 && !(args[6] instanceof Map)) return fail(`data.pkl calls _rebuild_tensor_v2 with metadata ${describe(args[6])}; it must be a dict`);
       return rebuildTensor(args[0], args[1], args[2], args[3], fail);
+    }
     case "torch._utils._rebuild_parameter":
-    case "torch._utils._rebuild_parameter_with_state":
+    case "torch._utils._rebuild_parameter_with_state": {
       // (data, requires_grad, backward_hooks[, state]): a Parameter is its data for us.
+      const arity = callable.name === "_rebuild_parameter" ? 3 : 4;
+      if (args.length !== arity) return fail(`data.pkl calls ${callable.name} with ${args.length} arguments; it takes ${arity}`);
       if (!(args[0] instanceof TensorView)) return fail(`data.pkl calls ${callable.name} on something that is not a tensor`);
+      if (typeof args[1] !== "boolean") return fail(`data.pkl calls ${callable.name} with requires_grad ${describe(args[1])}; it must be a bool`);
       return args[0];
+    }
     default:
       return fail(`data.pkl calls ${callable.qualifiedName}, which is not allowed: nothing in a checkpoint is ever executed`);
   }
@@ -192,11 +211,15 @@ function reduce(callable: PickleGlobal, args: readonly unknown[], fail: (problem
 
 function rebuildTensor(storage: unknown, offset: unknown, size: unknown, stride: unknown, fail: (problem: string) => never): TensorView {
   if (!(storage instanceof Storage)) return fail("data.pkl rebuilds a tensor from something that is not a storage");
-  if (!isCount(offset)) return fail("data.pkl rebuilds a tensor with an invalid storage offset");
+  if (!isCount(offset)) return fail(`data.pkl rebuilds a tensor whose storage offset is ${describe(offset)}, not a non-negative integer`);
   if (!(size instanceof PickleTuple) || !(stride instanceof PickleTuple)) return fail("data.pkl rebuilds a tensor whose size or stride is not a tuple");
   if (size.items.length !== stride.items.length) return fail("data.pkl rebuilds a tensor whose size and stride have different lengths");
   if (size.items.length > MAX_RANK) return fail(`data.pkl rebuilds a tensor of rank ${size.items.length}, more than the limit of ${MAX_RANK}`);
-  if (!size.items.every(isCount) || !stride.items.every(isCount)) return fail("data.pkl rebuilds a tensor with a negative or non-integer size or stride");
+  for (const [what, items] of [["size", size.items], ["stride", stride.items]] as const) {
+    const bad = items.findIndex((v) => !isCount(v));
+    // torch takes ints only: a float (2.0) or a bool is refused by Tensor.set_
+    if (bad >= 0) return fail(`data.pkl rebuilds a tensor whose ${what}[${bad}] is ${describe(items[bad])}, not a non-negative integer`);
+  }
   return new TensorView(storage, offset, size.items as number[], stride.items as number[]);
 }
 
@@ -226,6 +249,9 @@ function collectTensors(root: unknown, fail: (problem: string, tensor?: string) 
     }
     if (!(value instanceof TensorView)) continue;
     if (typeof key !== "string") return fail(`has a tensor under the non-string key ${String(key)}`);
+    if (tensors.length >= MAX_TENSORS_PER_FILE) {
+      return fail(`holds more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file (real checkpoints hold under 2,000; a larger model is sharded)`);
+    }
     tensors.push(describeTensor(key, value, fail));
   }
   return tensors;
@@ -245,7 +271,38 @@ function describeTensor(name: string, view: TensorView, fail: (problem: string, 
   if (numel > 0 && lastIndex >= storage.numel) {
     return fail(`is a view past its storage: it needs element ${lastIndex} of storage "${storage.key}", which has ${storage.numel}`, name);
   }
+  const overlap = numel > 0 ? overlappingDimension(shape, strides) : undefined;
+  if (overlap !== undefined) {
+    return fail(
+      `is a view whose elements overlap in storage (shape [${shape.join(", ")}], strides [${strides.join(", ")}]: ${overlap}); ` +
+        "a state dict never holds one and safetensors refuses them: save tensor.clone() instead",
+      name,
+    );
+  }
   return { name, dtype: storage.dtype, shape: [...shape], byteLength, view };
+}
+
+/**
+ * Why two elements of a (non-empty) view may share a storage element, or
+ * undefined when they cannot: taken by increasing stride, each dimension
+ * longer than 1 must step past everything the smaller-stride ones reach.
+ * Every view torch makes by slicing, narrowing, transposing or permuting a
+ * tensor that owns its memory passes; an expanded view (stride 0), unfold or
+ * an overlapping as_strided does not. Such a view read as its own tensor
+ * repeats storage elements: a 4-byte storage "viewed" as 2^33 elements with
+ * stride 0 would make convert write 34 GB.
+ */
+function overlappingDimension(shape: readonly number[], strides: readonly number[]): string | undefined {
+  const dims = shape.map((_, d) => d).filter((d) => shape[d]! > 1).sort((a, b) => strides[a]! - strides[b]!);
+  // the largest index offset the dimensions seen so far reach
+  let reach = 0;
+  for (const d of dims) {
+    const stride = strides[d]!;
+    if (stride === 0) return `dimension ${d}, of size ${shape[d]}, has stride 0`;
+    if (stride <= reach) return `dimension ${d}'s stride ${stride} does not step past the ${reach + 1} elements the dimensions with smaller strides span`;
+    reach += (shape[d]! - 1) * stride;
+  }
+  return undefined;
 }
 
 function isCount(value: unknown): value is number {
@@ -257,7 +314,11 @@ function describe(value: unknown): string {
   if (value instanceof Storage) return "a storage";
   if (value instanceof PickleGlobal) return value.qualifiedName;
   if (value instanceof PickleTuple) return "a tuple";
+  if (value instanceof PickleFloat) return `the float ${Number.isInteger(value.value) ? value.value.toFixed(1) : value.value}`;
+  if (value instanceof Map) return "a dict";
   if (Array.isArray(value)) return "a list";
   if (value === null) return "None";
+  if (typeof value === "boolean") return value ? "True" : "False";
+  if (typeof value === "number" || typeof value === "bigint") return `the integer ${value}`;
   return `a ${typeof value}`;
 }

@@ -7,11 +7,17 @@
  * the few allow-listed callables themselves. Opcodes that create arbitrary
  * objects (INST, OBJ, NEWOBJ, EXT*, ...) are refused.
  *
- * Memory is bounded by the pickle's size (checked by the caller) and by
- * MAX_PICKLE_STACK for the stack, marks and memo.
+ * Memory is bounded by the pickle's size (checked by the caller) and by an
+ * allocation budget: every value, container, item, stack slot, mark and memo
+ * entry the pickle makes us create is charged its estimated size in V8 (see
+ * COST), cumulatively, and the load stops once MAX_PICKLE_ALLOCATION_BYTES is
+ * spent. A pickle is a program: a few bytes of opcodes can build objects a
+ * hundred times their size (EMPTY_DICT APPEND is two bytes for a 200-byte
+ * Map), so the pickle's size alone bounds nothing.
  */
 import { PytorchError } from "../errors.js";
-import { MAX_PICKLE_LONG_BYTES, MAX_PICKLE_STACK } from "../limits.js";
+import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_LONG_BYTES } from "../limits.js";
+import { printable } from "../text.js";
 
 /** A global name (module.name) the allow-list accepted. Not callable by itself. */
 export class PickleGlobal {
@@ -25,6 +31,48 @@ export class PickleGlobal {
 export class PickleTuple {
   constructor(readonly items: readonly unknown[]) {}
 }
+
+/** A Python float, kept apart from ints (plain numbers): torch refuses a
+ * float where it needs an int (a size of 2.0), and so must we. */
+export class PickleFloat {
+  constructor(readonly value: number) {}
+}
+
+export interface UnpickleOptions {
+  /** Estimated bytes of objects the pickle may make us build (default MAX_PICKLE_ALLOCATION_BYTES). */
+  maxAllocationBytes?: number;
+}
+
+/**
+ * What each thing the unpickler builds costs, in bytes, as measured with node
+ * 20 (heap over a million of each). Array and hash-table slots count three
+ * times their 8 bytes: while they grow, the old backing store and the new one
+ * (1.5x for arrays, 2x for hash tables) are alive together until the next GC.
+ * In a CLI run a spent budget shows as at most about 1.25x its size in RSS
+ * (the young generation's slack), whatever the pickle builds.
+ */
+const COST = {
+  /** A stack slot, list or tuple item (a pointer, or a heap number for an int past 2^31). */
+  slot: 24,
+  mark: 24,
+  /** An empty Map (a JSMap and its smallest hash table). */
+  dict: 200,
+  /** One key/value pair in a Map's hash table (dict items and memo entries). */
+  dictItem: 80,
+  memoEntry: 80,
+  /** An array: the first push grows it to 17 slots. */
+  list: 200,
+  tuple: 64,
+  /** A string's header; its characters are added (one or two bytes each). */
+  string: 24,
+  /** A Uint8Array view into the pickle (never a copy). */
+  bytes: 96,
+  bigint: 32,
+  float: 48,
+  global: 64,
+  /** What a hook builds: a Storage, a TensorView, an OrderedDict's Map (the largest). */
+  hookResult: 200,
+} as const;
 
 export interface UnpickleHooks {
   /** Whether GLOBAL module.name may be named at all. Anything refused here stops the load. */
@@ -58,20 +106,31 @@ const REFUSED: Record<number, string> = {
 };
 
 /** Loads one pickle; returns the value STOP leaves on the stack. */
-export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks): unknown {
+export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, options: UnpickleOptions = {}): unknown {
   const data = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const utf8 = new TextDecoder("utf-8", { fatal: true });
+  const budget = options.maxAllocationBytes ?? MAX_PICKLE_ALLOCATION_BYTES;
+  let spent = 0;
   let pos = 0;
   let opAt = 0;
+  /** Where the current FRAME ends; none is open once pos reaches it. */
+  let frameEnd = 0;
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
 
   const fail = (problem: string): never => {
-    throw new PytorchError(file, `data.pkl ${problem} (at byte ${opAt})`);
+    throw new PytorchError(file, printable(`data.pkl ${problem} (at byte ${opAt})`));
+  };
+  const charge = (cost: number): void => {
+    spent += cost;
+    if (spent > budget) {
+      fail(`builds more objects than the limit of ${budget} bytes allows (a state dict needs about 3 KB a tensor): it is not a state dict, or holds far more tensors than one checkpoint file should`);
+    }
   };
   const need = (n: number): number => {
     if (n > bytes.length - pos) fail("ends in the middle of an opcode (truncated pickle)");
+    if (pos < frameEnd && n > frameEnd - pos) fail(`has an opcode that runs past the end of its FRAME (at byte ${frameEnd}): the frame length is wrong`);
     const at = pos;
     pos += n;
     return at;
@@ -86,11 +145,22 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
   };
   const text = (n: number): string => {
     const at = need(n);
+    let value: string;
     try {
-      return utf8.decode(bytes.subarray(at, at + n));
+      value = utf8.decode(bytes.subarray(at, at + n));
     } catch {
       return fail("has a string that is not UTF-8");
     }
+    // As many UTF-16 units as UTF-8 bytes means ASCII: one byte per character in V8.
+    charge(COST.string + (value.length === n ? n : 2 * value.length));
+    return value;
+  };
+  const byteString = (n: number): Uint8Array => {
+    const at = need(n);
+    // A view, never a copy: a large bytes value is not a tensor, and the
+    // loader skips it, so it must cost nothing beyond the pickle itself.
+    charge(COST.bytes);
+    return bytes.subarray(at, at + n);
   };
   const line = (): string => {
     const end = bytes.indexOf(0x0a, pos);
@@ -98,7 +168,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
     return text(end - pos + 1).slice(0, -1);
   };
   const push = (value: unknown): void => {
-    if (stack.length >= MAX_PICKLE_STACK) fail(`stack grows past the limit of ${MAX_PICKLE_STACK} entries`);
+    charge(COST.slot);
     stack.push(value);
   };
   const pop = (): unknown => {
@@ -112,11 +182,24 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
   const popMark = (): unknown[] => {
     const mark = marks.pop();
     if (mark === undefined) fail("uses a MARK that was never set");
+    // the items were charged as stack slots; whoever keeps them charges again
     return stack.splice(mark!);
   };
   const put = (index: number): void => {
-    if (!memo.has(index) && memo.size >= MAX_PICKLE_STACK) fail(`memo grows past the limit of ${MAX_PICKLE_STACK} entries`);
+    charge(COST.memoEntry);
     memo.set(index, top());
+  };
+  const tuple = (items: unknown[]): PickleTuple => {
+    charge(COST.tuple + COST.slot * items.length);
+    return new PickleTuple(items);
+  };
+  const newDict = (): Map<unknown, unknown> => {
+    charge(COST.dict);
+    return new Map();
+  };
+  const newList = (items: unknown[]): unknown[] => {
+    charge(COST.list + COST.slot * items.length);
+    return items;
   };
   const get = (index: number): void => {
     if (!memo.has(index)) fail(`reads memo entry ${index}, which was never stored`);
@@ -130,13 +213,19 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
     if (!(value instanceof Map)) fail(`${op} on something that is not a dict`);
     return value as Map<unknown, unknown>;
   };
+  const setItem = (dict: Map<unknown, unknown>, key: unknown, value: unknown): void => {
+    charge(COST.dictItem);
+    dict.set(dictKey(key), value);
+  };
   const setItems = (dict: Map<unknown, unknown>, items: unknown[]): void => {
     if (items.length % 2 !== 0) fail("SETITEMS with an odd number of items");
-    for (let i = 0; i < items.length; i += 2) dict.set(dictKey(items[i]), items[i + 1]);
+    for (let i = 0; i < items.length; i += 2) setItem(dict, items[i], items[i + 1]);
   };
   // Python compares keys by value; our Map compares objects by identity, so
   // only immutable scalars may be keys (all a state dict uses).
   const dictKey = (key: unknown): unknown => {
+    // 1.0 and 1 are the same key in Python
+    if (key instanceof PickleFloat) return key.value;
     const kind = typeof key;
     if (key === null || kind === "string" || kind === "number" || kind === "bigint" || kind === "boolean") return key;
     return fail("uses a dict key that is not a string or number");
@@ -145,6 +234,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
     if (!hooks.allowGlobal(module, name)) {
       fail(`refers to ${module}.${name}, which is not allowed: only a state dict's tensors and storages may be loaded, nothing is ever executed`);
     }
+    charge(COST.global);
     push(new PickleGlobal(module, name));
   };
   const signedLong = (n: number): number | bigint => {
@@ -154,7 +244,9 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
     let value = 0n;
     for (let i = n - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[at + i]!);
     if ((bytes[at + n - 1]! & 0x80) !== 0) value -= 1n << BigInt(8 * n);
-    return Number.isSafeInteger(Number(value)) && BigInt(Number(value)) === value ? Number(value) : value;
+    if (Number.isSafeInteger(Number(value)) && BigInt(Number(value)) === value) return Number(value);
+    charge(COST.bigint + n);
+    return value;
   };
 
   // Protocol 2 and later start with PROTO; torch.save always writes one.
@@ -168,7 +260,18 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
         if (version < 2 || version > 5) fail(`declares pickle protocol ${version}, which is not supported`);
         break;
       }
-      case OP.FRAME: u64(); break;
+      case OP.FRAME: {
+        // Frames as Python's pickle.py reads them: one starts only where the
+        // previous one ended, and holds whole opcodes (opcodes after its end
+        // are read unframed). torch.load refuses the same: a frame longer
+        // than what follows, or one inside another, is "truncated" to it,
+        // and one ending inside an opcode makes it misread that opcode.
+        const length = data.getBigUint64(need(8), true);
+        if (pos < frameEnd) fail(`starts a FRAME ${frameEnd - pos} bytes before the previous one ends`);
+        if (length > BigInt(bytes.length - pos)) fail(`has a FRAME of ${length} bytes, but only ${bytes.length - pos} bytes follow`);
+        frameEnd = pos + Number(length);
+        break;
+      }
       case OP.STOP: {
         const result = pop();
         if (stack.length !== 0 || marks.length !== 0) fail("stops with values left on the stack");
@@ -176,7 +279,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
         return result;
       }
       case OP.MARK:
-        if (marks.length >= MAX_PICKLE_STACK) fail(`sets more than ${MAX_PICKLE_STACK} marks`);
+        charge(COST.mark);
         marks.push(stack.length);
         break;
       case OP.POP: pop(); break;
@@ -196,32 +299,33 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
         push(signedLong(n));
         break;
       }
-      case OP.BINFLOAT: push(data.getFloat64(need(8), false)); break;
+      case OP.BINFLOAT: charge(COST.float); push(new PickleFloat(data.getFloat64(need(8), false))); break;
       case OP.BINUNICODE: push(text(u32())); break;
       case OP.SHORT_BINUNICODE: push(text(u8())); break;
       case OP.BINUNICODE8: push(text(u64())); break;
-      case OP.SHORT_BINBYTES: { const n = u8(); const at = need(n); push(bytes.slice(at, at + n)); break; }
-      case OP.BINBYTES: { const n = u32(); const at = need(n); push(bytes.slice(at, at + n)); break; }
-      case OP.BINBYTES8: { const n = u64(); const at = need(n); push(bytes.slice(at, at + n)); break; }
+      case OP.SHORT_BINBYTES: push(byteString(u8())); break;
+      case OP.BINBYTES: push(byteString(u32())); break;
+      case OP.BINBYTES8: push(byteString(u64())); break;
 
-      case OP.EMPTY_DICT: push(new Map()); break;
-      case OP.EMPTY_LIST: push([]); break;
-      case OP.EMPTY_TUPLE: push(new PickleTuple([])); break;
-      case OP.DICT: { const dict = new Map(); setItems(dict, popMark()); push(dict); break; }
-      case OP.LIST: push(popMark()); break;
-      case OP.TUPLE: push(new PickleTuple(popMark())); break;
-      case OP.TUPLE1: { const a = pop(); push(new PickleTuple([a])); break; }
-      case OP.TUPLE2: { const b = pop(); const a = pop(); push(new PickleTuple([a, b])); break; }
-      case OP.TUPLE3: { const c = pop(); const b = pop(); const a = pop(); push(new PickleTuple([a, b, c])); break; }
-      case OP.APPEND: { const item = pop(); asList(top(), "APPEND").push(item); break; }
+      case OP.EMPTY_DICT: push(newDict()); break;
+      case OP.EMPTY_LIST: push(newList([])); break;
+      case OP.EMPTY_TUPLE: push(tuple([])); break;
+      case OP.DICT: { const items = popMark(); const dict = newDict(); setItems(dict, items); push(dict); break; }
+      case OP.LIST: push(newList(popMark())); break;
+      case OP.TUPLE: push(tuple(popMark())); break;
+      case OP.TUPLE1: { const a = pop(); push(tuple([a])); break; }
+      case OP.TUPLE2: { const b = pop(); const a = pop(); push(tuple([a, b])); break; }
+      case OP.TUPLE3: { const c = pop(); const b = pop(); const a = pop(); push(tuple([a, b, c])); break; }
+      case OP.APPEND: { const item = pop(); const list = asList(top(), "APPEND"); charge(COST.slot); list.push(item); break; }
       case OP.APPENDS: {
         const items = popMark();
         const list = asList(top(), "APPENDS");
+        charge(COST.slot * items.length);
         // one by one: spreading millions of arguments would overflow the call stack
         for (const item of items) list.push(item);
         break;
       }
-      case OP.SETITEM: { const value = pop(); const key = pop(); asDict(top(), "SETITEM").set(dictKey(key), value); break; }
+      case OP.SETITEM: { const value = pop(); const key = pop(); setItem(asDict(top(), "SETITEM"), key, value); break; }
       case OP.SETITEMS: { const items = popMark(); setItems(asDict(top(), "SETITEMS"), items); break; }
 
       case OP.BINPUT: put(u8()); break;
@@ -238,12 +342,13 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks):
         global(module as string, name as string);
         break;
       }
-      case OP.BINPERSID: push(hooks.persistentLoad(pop())); break;
+      case OP.BINPERSID: charge(COST.hookResult); push(hooks.persistentLoad(pop())); break;
       case OP.REDUCE: {
         const args = pop();
         const callable = pop();
         if (!(callable instanceof PickleGlobal)) fail("REDUCE calls something that is not an allowed global");
         if (!(args instanceof PickleTuple)) fail(`REDUCE calls ${(callable as PickleGlobal).qualifiedName} with arguments that are not a tuple`);
+        charge(COST.hookResult);
         push(hooks.reduce(callable as PickleGlobal, (args as PickleTuple).items));
         break;
       }

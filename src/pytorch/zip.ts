@@ -10,6 +10,7 @@
  * before anything is allocated or read.
  */
 import { PytorchError } from "../errors.js";
+import { printable } from "../text.js";
 import { MAX_ZIP_DIRECTORY_BYTES, MAX_ZIP_ENTRIES } from "../limits.js";
 
 /** Reads exactly `length` bytes at `position` (the caller checks bounds first). */
@@ -39,6 +40,8 @@ const LOCAL_SIZE = 30;
 const ZIP64_EXTRA_ID = 0x0001;
 const MAX_COMMENT = 0xffff;
 const FLAG_ENCRYPTED = 0x0001;
+/** Encrypted (bit 0), strong encryption (bit 6), masked local headers (bit 13). */
+const FLAGS_ENCRYPTION = 0x0001 | 0x0040 | 0x2000;
 
 /**
  * Finds the end-of-central-directory record (and its ZIP64 counterpart) and
@@ -47,7 +50,7 @@ const FLAG_ENCRYPTED = 0x0001;
  */
 export async function readZipDirectory(read: ReadAt, fileSize: number, file: string): Promise<ZipEntry[]> {
   const fail = (problem: string): never => {
-    throw new PytorchError(file, problem);
+    throw new PytorchError(file, printable(problem));
   };
   if (fileSize < EOCD_SIZE) fail("is not a zip archive (too short for an end-of-central-directory record)");
 
@@ -123,6 +126,9 @@ export async function readZipDirectory(read: ReadAt, fileSize: number, file: str
     } catch {
       return fail(`zip entry ${i} has a name that is not UTF-8`);
     }
+    // torch.save never encrypts; torch.load refuses any encrypted entry it
+    // reads, and we refuse one anywhere rather than trust the rest.
+    if ((flags & FLAGS_ENCRYPTION) !== 0) fail(`zip entry "${name}" is encrypted (flags 0x${flags.toString(16).padStart(4, "0")}), which torch.save never writes`);
     if (names.has(name)) fail(`zip archive has two entries named "${name}"`);
     names.add(name);
 
@@ -161,7 +167,7 @@ export async function readZipDirectory(read: ReadAt, fileSize: number, file: str
  */
 export async function locateEntryData(read: ReadAt, fileSize: number, file: string, entry: ZipEntry): Promise<number> {
   const fail = (problem: string): never => {
-    throw new PytorchError(file, `zip entry "${entry.name}" ${problem}`);
+    throw new PytorchError(file, printable(`zip entry "${entry.name}" ${problem}`));
   };
   if ((entry.flags & FLAG_ENCRYPTED) !== 0) fail("is encrypted, which is not supported");
   if (entry.method !== 0) fail(`is compressed (method ${entry.method}); torch.save writes entries stored, so this checkpoint was re-zipped: re-save it with torch.save`);
@@ -202,7 +208,7 @@ function findExtra(dir: DataView, start: number, length: number, id: number): [n
 /** A little-endian u64 as a number, refused when it cannot be exact. */
 function u64(data: DataView, at: number, file: string, what: string): number {
   const value = data.getBigUint64(at, true);
-  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new PytorchError(file, `${what} ${value} is too large`);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new PytorchError(file, printable(`${what} ${value} is too large`));
   return Number(value);
 }
 

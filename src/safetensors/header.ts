@@ -10,7 +10,8 @@
  */
 import { DTYPES, dtypeBytes, dtypeRank, isDType, type DType } from "../dtypes.js";
 import { SafetensorsError } from "../errors.js";
-import { MAX_JSON_DEPTH, MAX_RANK, MAX_SAFETENSORS_HEADER_BYTES } from "../limits.js";
+import { compareCodePoints } from "../text.js";
+import { MAX_JSON_DEPTH, MAX_METADATA_ENTRIES, MAX_RANK, MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSORS_PER_FILE } from "../limits.js";
 import { JsonCursor, JsonSyntaxError } from "../json.js";
 
 export interface HeaderTensor {
@@ -106,7 +107,7 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   let metadataEntries: [string, string][] | null;
   let tensors: HeaderTensor[];
   try {
-    ({ metadataEntries, tensors } = readHeaderDocument(file, new JsonCursor(text, MAX_JSON_DEPTH)));
+    ({ metadataEntries, tensors } = readHeaderDocument(file, new HeaderCursor(text, MAX_JSON_DEPTH)));
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new SafetensorsError(file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
     throw err;
@@ -157,6 +158,9 @@ function readHeaderDocument(file: string, cursor: JsonCursor): { metadataEntries
       metadataEntries = readMetadata(file, cursor);
     } else {
       if (names.has(key)) throw new SafetensorsError(file, "is listed twice in the header (duplicate tensor name)", key);
+      if (tensors.length >= MAX_TENSORS_PER_FILE) {
+        throw new SafetensorsError(file, `header lists more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file (real files hold under 2,000; a larger model is sharded)`);
+      }
       names.add(key);
       tensors.push(readEntry(file, key, cursor));
     }
@@ -164,6 +168,63 @@ function readHeaderDocument(file: string, cursor: JsonCursor): { metadataEntries
   cursor.expectEnd();
   return { metadataEntries, tensors };
 }
+
+/**
+ * A JsonCursor whose strings are decoded flat. json.ts's readString appends
+ * to the result once per escape, and V8 keeps every append as a rope node
+ * until the string is flattened: 12 million "\n" escapes in a 25 MB header
+ * made 400 MB of nodes. Here a string's extent and escapes are checked first,
+ * with json.ts's rules and messages (serde_json's: no control characters, no
+ * lone surrogates), then JSON.parse decodes it in one native pass.
+ */
+class HeaderCursor extends JsonCursor {
+  override readString(): string {
+    this.skipWhitespace();
+    const text = this.text;
+    const start = this.pos;
+    if (text[start] !== '"') this.fail(`${this.describe()}, expected a string`);
+    let pos = start + 1;
+    let escaped = false;
+    for (;;) {
+      if (pos >= text.length) this.fail("unterminated string", pos);
+      const c = text.charCodeAt(pos);
+      if (c === 0x22) break;
+      if (c < 0x20) this.fail("control character in string", pos);
+      if (c !== 0x5c) {
+        pos++;
+        continue;
+      }
+      escaped = true;
+      const e = text[pos + 1];
+      if (e === undefined) this.fail("unterminated string", pos);
+      if (e !== "u") {
+        if (!SIMPLE_ESCAPES.has(e as string)) this.fail("invalid escape in string", pos);
+        pos += 2;
+        continue;
+      }
+      const unit = this.hex4(pos + 2);
+      pos += 6;
+      if (unit >= 0xd800 && unit <= 0xdbff) {
+        if (text[pos] !== "\\" || text[pos + 1] !== "u") this.fail("lone surrogate in \\u escape", pos);
+        const low = this.hex4(pos + 2);
+        if (low < 0xdc00 || low > 0xdfff) this.fail("lone surrogate in \\u escape", pos);
+        pos += 6;
+      } else if (unit >= 0xdc00 && unit <= 0xdfff) {
+        this.fail("lone surrogate in \\u escape", pos);
+      }
+    }
+    this.pos = pos + 1;
+    return escaped ? (JSON.parse(text.slice(start, pos + 1)) as string) : text.slice(start + 1, pos);
+  }
+
+  private hex4(at: number): number {
+    const hex = this.text.slice(at, at + 4);
+    if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail("invalid \\u escape", at);
+    return parseInt(hex, 16);
+  }
+}
+
+const SIMPLE_ESCAPES = new Set(['"', "\\", "/", "b", "f", "n", "r", "t"]);
 
 function readMetadata(file: string, cursor: JsonCursor): [string, string][] | null {
   const kind = cursor.peekKind();
@@ -176,6 +237,7 @@ function readMetadata(file: string, cursor: JsonCursor): [string, string][] | nu
   const keys = new Set<string>();
   for (const key of cursor.objectKeys(2)) {
     if (keys.has(key)) throw new SafetensorsError(file, `__metadata__ has the key ${JSON.stringify(key)} twice`);
+    if (entries.length >= MAX_METADATA_ENTRIES) throw new SafetensorsError(file, `__metadata__ has more than ${MAX_METADATA_ENTRIES} entries, the limit`);
     keys.add(key);
     const valueKind = cursor.peekKind();
     if (valueKind !== "string") {
@@ -302,20 +364,6 @@ export function compareForWriting(a: { name: string; dtype: DType }, b: { name: 
   return dtypeRank(b.dtype) - dtypeRank(a.dtype) || compareCodePoints(a.name, b.name);
 }
 
-function compareCodePoints(a: string, b: string): number {
-  const ia = a[Symbol.iterator]();
-  const ib = b[Symbol.iterator]();
-  for (;;) {
-    const x = ia.next();
-    const y = ib.next();
-    if (x.done === true) return y.done === true ? 0 : -1;
-    if (y.done === true) return 1;
-    const cx = (x.value as string).codePointAt(0) as number;
-    const cy = (y.value as string).codePointAt(0) as number;
-    if (cx !== cy) return cx - cy;
-  }
-}
-
 /**
  * The header Hugging Face's serializer writes for these tensors: the 8-byte
  * length, compact JSON (`__metadata__` first, its keys in the given order;
@@ -327,6 +375,9 @@ export function encodeHeader(
   tensors: readonly { name: string; dtype: DType; shape: readonly number[] }[],
   metadata?: MetadataInput,
 ): { bytes: Uint8Array; tensors: HeaderTensor[] } {
+  if (tensors.length > MAX_TENSORS_PER_FILE) {
+    throw new SafetensorsError("(header being written)", `would list ${tensors.length} tensors, more than the ${MAX_TENSORS_PER_FILE} readers accept in one file: write more shards`);
+  }
   const ordered = [...tensors].sort(compareForWriting);
   const names = new Set<string>();
   const placed: HeaderTensor[] = [];

@@ -4,7 +4,7 @@
  * target made from a real base by adding fine-tune-like noise, optionally
  * in another dtype, with a grown vocabulary, in a chosen shard layout.
  */
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../../src/dtypes.js";
 import { addInto, convertInto } from "../../src/kernels/index.js";

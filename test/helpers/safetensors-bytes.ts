@@ -4,7 +4,6 @@
  * test says exactly what it breaks.
  */
 import type { DType } from "../../src/dtypes.js";
-import { dtypeBytes } from "../../src/dtypes.js";
 import { encodeHeader } from "../../src/safetensors/header.js";
 
 export interface TensorSpec {

@@ -12,6 +12,8 @@ export interface ZipInput {
   method?: number;
   centralSize?: number;
   localName?: string;
+  /** General-purpose flags, in the local and the central header. */
+  flags?: number;
 }
 
 function crc32(data: Uint8Array): number {
@@ -34,6 +36,7 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     const local = new DataView(new ArrayBuffer(30));
     local.setUint32(0, 0x04034b50, true);
     local.setUint16(4, 20, true);
+    local.setUint16(6, e.flags ?? 0, true);
     local.setUint16(8, e.method ?? 0, true);
     local.setUint32(14, crc32(e.data), true);
     local.setUint32(18, e.data.length, true);
@@ -45,6 +48,7 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     c.setUint32(0, 0x02014b50, true);
     c.setUint16(4, 20, true);
     c.setUint16(6, 20, true);
+    c.setUint16(8, e.flags ?? 0, true);
     c.setUint16(10, e.method ?? 0, true);
     c.setUint32(16, crc32(e.data), true);
     c.setUint32(20, size, true);
@@ -55,13 +59,31 @@ export function storedZip(entries: ZipInput[]): Uint8Array {
     offset += 30 + localName.length + e.data.length;
   }
   const centralSize = central.reduce((n, p) => n + p.length, 0);
+  // 65,535 entries or more need the ZIP64 end record, its locator, and a saturated end record
+  const zip64: Uint8Array[] = [];
+  if (entries.length >= 0xffff) {
+    const record = new DataView(new ArrayBuffer(56));
+    record.setUint32(0, 0x06064b50, true);
+    record.setBigUint64(4, 44n, true);
+    record.setUint16(12, 45, true);
+    record.setUint16(14, 45, true);
+    record.setBigUint64(24, BigInt(entries.length), true);
+    record.setBigUint64(32, BigInt(entries.length), true);
+    record.setBigUint64(40, BigInt(centralSize), true);
+    record.setBigUint64(48, BigInt(offset), true);
+    const locator = new DataView(new ArrayBuffer(20));
+    locator.setUint32(0, 0x07064b50, true);
+    locator.setBigUint64(8, BigInt(offset + centralSize), true);
+    locator.setUint32(16, 1, true);
+    zip64.push(new Uint8Array(record.buffer), new Uint8Array(locator.buffer));
+  }
   const end = new DataView(new ArrayBuffer(22));
   end.setUint32(0, 0x06054b50, true);
-  end.setUint16(8, entries.length, true);
-  end.setUint16(10, entries.length, true);
+  end.setUint16(8, Math.min(entries.length, 0xffff), true);
+  end.setUint16(10, Math.min(entries.length, 0xffff), true);
   end.setUint32(12, centralSize, true);
   end.setUint32(16, offset, true);
-  return concatBytes([...parts, ...central, new Uint8Array(end.buffer)]);
+  return concatBytes([...parts, ...central, ...zip64, new Uint8Array(end.buffer)]);
 }
 
 export function concatBytes(parts: Uint8Array[]): Uint8Array {
@@ -117,6 +139,7 @@ export const P = {
   binget: (i: number) => [0x68, i],
   int: (n: number): number[] => {
     if (n >= 0 && n < 256) return [0x4b, n];
+    if (n >= 2 ** 31 || n < -(2 ** 31)) return P.long1(BigInt(n));
     const b = new DataView(new ArrayBuffer(4));
     b.setInt32(0, n, true);
     return [0x4a, ...new Uint8Array(b.buffer)];
@@ -167,4 +190,85 @@ export function tensorDictPickle(
   }
   ops.push(P.setitems(), P.stop());
   return P.pickle(...ops);
+}
+
+/**
+ * The exact opcodes torch 1.13's torch.save (protocol 2, C pickler) writes
+ * for an OrderedDict of tensors, each with its own storage: every object
+ * memoized (BINPUT, LONG_BINPUT past 255), repeated globals and strings
+ * fetched back (BINGET), SETITEMS in batches of 1000. Budget tests use it to
+ * charge what a real checkpoint charges, memo and all.
+ */
+export function torchSaveStateDictPickle(
+  tensors: { name: string; storageType: string; numel: number; shape: number[]; strides: number[] }[],
+): Uint8Array {
+  const out: number[] = [];
+  const enc = new TextEncoder();
+  let memoSize = 0;
+  const memo = new Map<string, number>();
+  const u32 = (n: number) => [n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, n >>> 24];
+  const put = () => {
+    const i = memoSize++;
+    out.push(...(i < 256 ? [0x71, i] : [0x72, ...u32(i)]));
+    return i;
+  };
+  const get = (i: number) => out.push(...(i < 256 ? [0x68, i] : [0x6a, ...u32(i)]));
+  // the first use of a name writes it and memoizes it; later ones fetch it
+  const once = (id: string, write: () => void) => {
+    const at = memo.get(id);
+    if (at !== undefined) return get(at);
+    write();
+    memo.set(id, put());
+  };
+  const str = (s: string) => {
+    const b = enc.encode(s);
+    out.push(0x58, ...u32(b.length), ...b);
+  };
+  const int = (n: number) => {
+    if (n < 256) out.push(0x4b, n);
+    else if (n < 65536) out.push(0x4d, n & 0xff, n >> 8);
+    else if (n < 2 ** 31) out.push(0x4a, ...u32(n));
+    else out.push(...P.long1(BigInt(n)));
+  };
+  const tuple = (items: number[]) => {
+    if (items.length === 0) return out.push(0x29);
+    if (items.length > 3) out.push(0x28);
+    items.forEach(int);
+    out.push(items.length > 3 ? 0x74 : [0x85, 0x86, 0x87][items.length - 1]!);
+    put();
+  };
+  out.push(0x80, 2);
+  once("OrderedDict", () => out.push(...P.global("collections", "OrderedDict")));
+  out.push(0x29, 0x52);
+  put();
+  tensors.forEach((t, i) => {
+    if (i % 1000 === 0) out.push(0x28);
+    str(t.name);
+    put();
+    once("rebuild", () => out.push(...P.global("torch._utils", "_rebuild_tensor_v2")));
+    out.push(0x28, 0x28);
+    once("'storage'", () => str("storage"));
+    once(t.storageType, () => out.push(...P.global("torch", t.storageType)));
+    str(String(i));
+    put();
+    once("'cpu'", () => str("cpu"));
+    int(t.numel);
+    out.push(0x74);
+    put();
+    out.push(0x51);
+    int(0);
+    tuple(t.shape);
+    tuple(t.strides);
+    out.push(0x89);
+    get(memo.get("OrderedDict")!);
+    out.push(0x29, 0x52);
+    put();
+    out.push(0x74);
+    put();
+    out.push(0x52);
+    put();
+    if (i % 1000 === 999 || i === tensors.length - 1) out.push(0x75);
+  });
+  out.push(0x2e);
+  return Uint8Array.from(out);
 }

@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "../../src/pytorch/unpickler.js";
+import { PickleFloat, PickleGlobal, PickleTuple, unpickle, type UnpickleHooks } from "../../src/pytorch/unpickler.js";
 import { PytorchError } from "../../src/errors.js";
 import { P } from "./build.js";
 
@@ -36,7 +36,7 @@ describe("unpickle", () => {
       ),
     ) as Map<string, unknown>;
     expect(value.get("a")).toEqual([1, -2, 300, 70000, 2 ** 40, -(2n ** 63n)]);
-    expect(value.get("b")).toEqual(new PickleTuple([null, true, false, 1.5, "é"]));
+    expect(value.get("b")).toEqual(new PickleTuple([null, true, false, new PickleFloat(1.5), "é"]));
   });
 
   it("appends a million items at once without overflowing the call stack", () => {
@@ -45,6 +45,20 @@ describe("unpickle", () => {
     bytes.set([0x80, 2, 0x5d, 0x28]); // PROTO 2, EMPTY_LIST, MARK
     bytes.set([0x65, 0x2e], count + 4); // APPENDS, STOP
     expect((load(bytes) as unknown[]).length).toBe(count);
+  });
+
+  it("keeps floats apart from ints, even integral ones (2.0 is not 2), but as dict keys they are one", () => {
+    const value = load(P.pickle(P.proto(), P.int(2), [0x47, 0x40, 0, 0, 0, 0, 0, 0, 0], P.tuple2(), P.stop())) as PickleTuple;
+    expect(value.items).toEqual([2, new PickleFloat(2)]);
+    const dict = load(P.pickle(P.proto(), P.emptyDict(), [0x47, 0x40, 0, 0, 0, 0, 0, 0, 0], P.str("a"), P.setitem(), P.stop())) as Map<unknown, unknown>;
+    expect(dict.get(2)).toBe("a");
+  });
+
+  it("reads protocol 4 frames that hold whole opcodes", () => {
+    // FRAME 2: NONE STOP; and two frames back to back
+    const frame = (n: number) => [0x95, n, 0, 0, 0, 0, 0, 0, 0];
+    expect(load(P.pickle(P.proto(4), frame(2), P.none(), P.stop()))).toBe(null);
+    expect(load(P.pickle(P.proto(4), frame(1), P.none(), frame(1), P.stop()))).toBe(null);
   });
 
   it("shares memoized objects (BINPUT/BINGET) instead of copying them", () => {
@@ -117,6 +131,10 @@ describe("unpickle refuses", () => {
     ["EXT1", P.pickle(P.proto(), [0x82, 1], P.stop()), /opcode EXT1/],
     ["an unknown opcode", P.pickle(P.proto(), [0xff], P.stop()), /unknown opcode 0xff/],
     ["a non-UTF-8 string", P.pickle(P.proto(), [0x58, 2, 0, 0, 0, 0xc3, 0x28], P.stop()), /not UTF-8/],
+    ["a FRAME longer than the bytes that follow", P.pickle(P.proto(4), [0x95, 3, 0, 0, 0, 0, 0, 0, 0], P.none(), P.stop()), /FRAME of 3 bytes, but only 2 bytes follow/],
+    ["a FRAME of 2^64-1 bytes", P.pickle(P.proto(4), [0x95, 255, 255, 255, 255, 255, 255, 255, 255], P.none(), P.stop()), /FRAME of 18446744073709551615 bytes/],
+    ["a FRAME shorter than its opcodes", P.pickle(P.proto(4), [0x95, 2, 0, 0, 0, 0, 0, 0, 0], P.int(300), P.stop()), /runs past the end of its FRAME/],
+    ["a FRAME inside a FRAME", P.pickle(P.proto(4), [0x95, 12, 0, 0, 0, 0, 0, 0, 0], [0x95, 2, 0, 0, 0, 0, 0, 0, 0], P.none(), P.stop(), P.none()), /starts a FRAME 3 bytes before the previous one ends/],
   ];
   for (const [what, bytes, message] of cases) {
     it(what, () => {
@@ -125,12 +143,34 @@ describe("unpickle refuses", () => {
     });
   }
 
-  it("a stack grown past MAX_PICKLE_STACK", async () => {
-    const { MAX_PICKLE_STACK } = await import("../../src/limits.js");
-    const bytes = new Uint8Array(MAX_PICKLE_STACK + 4).fill(0x4e); // NONE x (limit + 1)
-    bytes[0] = 0x80;
-    bytes[1] = 2;
+  it("a stack grown past the allocation budget", () => {
+    const count = 100_000;
+    const bytes = new Uint8Array(count + 3).fill(0x4e); // NONE x count
+    bytes.set([0x80, 2]);
     bytes[bytes.length - 1] = 0x2e;
-    expect(() => load(bytes)).toThrow(/stack grows past the limit/);
+    // each stack slot is charged 24 bytes: 100,000 of them are 2.4 MB
+    expect(() => unpickle(bytes, "t.pkl", refuseAll, { maxAllocationBytes: 2_000_000 })).toThrow(/builds more objects than the limit of 2000000 bytes/);
+  });
+});
+
+describe("unpickle's allocation budget", () => {
+  it("keeps a bytes value as a view into the pickle, never a copy", () => {
+    const payload = new Uint8Array(1 << 20).fill(7);
+    const bytes = P.pickle(P.proto(3), [0x42, 0, 0, 0x10, 0], payload, P.stop());
+    const value = unpickle(bytes, "t.pkl", refuseAll) as Uint8Array;
+    expect(value.length).toBe(1 << 20);
+    expect(value.buffer === bytes.buffer).toBe(true);
+  });
+
+  it("charges memo entries, marks, containers and strings", () => {
+    const cases: [string, Uint8Array][] = [
+      ["memo entries", P.pickle(P.proto(), P.none(), ...Array.from({ length: 30_000 }, (_, i) => [0x72, i & 0xff, i >> 8, 0, 0]), P.stop())],
+      ["marks", P.pickle(P.proto(), P.none(), new Uint8Array(100_000).fill(0x28), P.stop())],
+      ["empty dicts", P.pickle(P.proto(), P.emptyList(), ...Array.from({ length: 20_000 }, () => [0x7d, 0x61]), P.stop())],
+      ["long strings", P.pickle(P.proto(), P.emptyList(), ...Array.from({ length: 100 }, () => [...P.str("x".repeat(30_000)), 0x61]), P.stop())],
+    ];
+    for (const [what, bytes] of cases) {
+      expect(() => unpickle(bytes, "t.pkl", refuseAll, { maxAllocationBytes: 2_000_000 }), what).toThrow(/builds more objects than the limit/);
+    }
   });
 });

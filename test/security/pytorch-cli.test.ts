@@ -61,6 +61,7 @@ describe("delta-weights inspect on hostile checkpoints", () => {
     ["not a pickle", async () => fixture("hostile/not-a-pickle.bin"), /data\.pkl is not a pickle/],
     ["an empty pickle", async () => fixture("hostile/empty-pickle.bin"), /data\.pkl is empty/],
     ["a view past its storage", async () => fixture("hostile/view-past-storage.bin"), /tensor "weight" is a view past its storage/],
+    ["an expanded view (stride 0)", async () => fixture("hostile/expanded-view.bin"), /tensor "weight" is a view whose elements overlap in storage/],
     ["a truncated zip", truncated, /not a zip archive|past the end of the file/],
     ["random bytes", randomBytes, /not a zip archive/],
   ];

@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { SafetensorsError } from "../../src/errors.js";
-import { MAX_SAFETENSORS_HEADER_BYTES } from "../../src/limits.js";
-import { parseHeader, readHeaderLength } from "../../src/safetensors/header.js";
+import { MAX_METADATA_ENTRIES, MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSORS_PER_FILE } from "../../src/limits.js";
+import { encodeHeader, parseHeader, readHeaderLength } from "../../src/safetensors/header.js";
 import { entry, rawSafetensors } from "../helpers/safetensors-bytes.js";
 
 function parse(bytes: Uint8Array) {
@@ -50,11 +50,21 @@ describe("header length", () => {
   });
 
   it("rejects a header length of 2^64-1 without converting it to a number", () => {
-    refused(rawSafetensors("{}", 0, 2n ** 64n - 1n), /header length 18446744073709551615 exceeds the 100000000-byte limit/);
+    refused(rawSafetensors("{}", 0, 2n ** 64n - 1n), /header length 18446744073709551615 exceeds the 25000000-byte limit/);
   });
 
-  it("rejects a header length over the 100 MB cap", () => {
-    refused(rawSafetensors("{}", 0, BigInt(MAX_SAFETENSORS_HEADER_BYTES) + 1n), /exceeds the 100000000-byte limit/);
+  it("rejects a header length over the 25 MB cap (Hugging Face's JS reader's)", () => {
+    refused(rawSafetensors("{}", 0, BigInt(MAX_SAFETENSORS_HEADER_BYTES) + 1n), /exceeds the 25000000-byte limit/);
+  });
+
+  it("rejects a valid 99 MB header by its length, before reading it (it took 465 MB)", () => {
+    // only the 8-byte length is given: the rule needs nothing else
+    refused(rawSafetensors("", 0, 99_000_000n), /header length 99000000 exceeds the 25000000-byte limit/);
+  });
+
+  it("accepts a header of exactly the cap", () => {
+    const text = "{}" + " ".repeat(MAX_SAFETENSORS_HEADER_BYTES - 2);
+    expect(parse(rawSafetensors(text)).headerLength).toBe(MAX_SAFETENSORS_HEADER_BYTES);
   });
 });
 
@@ -267,5 +277,56 @@ describe("layout of the data section", () => {
 
   it("rejects trailing bytes after an empty model", () => {
     refused(rawSafetensors("{}", 3), /3 trailing bytes/);
+  });
+});
+
+describe("headers that cost far more than their size", () => {
+  const zeroSize = (i: number) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`;
+
+  it("rejects a valid 21 MB header of 360,000 zero-size tensors (it took 530 MB) at tensor MAX_TENSORS_PER_FILE + 1", () => {
+    const text = `{${Array.from({ length: 360_000 }, (_, i) => zeroSize(i)).join(",")}}`;
+    expect(text.length).toBeGreaterThan(20_000_000);
+    refused(rawSafetensors(text), new RegExp(`header lists more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file`));
+  });
+
+  it("accepts MAX_TENSORS_PER_FILE tensors, and the writer refuses to write more", () => {
+    const text = `{${Array.from({ length: MAX_TENSORS_PER_FILE }, (_, i) => zeroSize(i)).join(",")}}`;
+    expect(parse(rawSafetensors(text)).tensors.length).toBe(MAX_TENSORS_PER_FILE);
+    const tensors = Array.from({ length: MAX_TENSORS_PER_FILE + 1 }, (_, i) => ({ name: `t${i}`, dtype: "F32" as const, shape: [0] }));
+    expect(() => encodeHeader(tensors)).toThrow(new RegExp(`would list ${MAX_TENSORS_PER_FILE + 1} tensors, more than the ${MAX_TENSORS_PER_FILE} readers accept in one file`));
+  });
+
+  it("rejects __metadata__ of more than MAX_METADATA_ENTRIES entries (6.6 million took 2.7 GB)", () => {
+    const entries = Array.from({ length: MAX_METADATA_ENTRIES + 1 }, (_, i) => `"k${i}":"v"`).join(",");
+    refused(rawSafetensors(`{"__metadata__":{${entries}}}`), new RegExp(`__metadata__ has more than ${MAX_METADATA_ENTRIES} entries, the limit`));
+  });
+
+  it("decodes a 24 MB metadata value of 12 million escapes as one flat string (it took 400 MB as appended pieces)", () => {
+    const text = `{"__metadata__":{"a":"${"\\n".repeat(12_000_000)}"}}`;
+    global.gc?.();
+    const before = process.memoryUsage().heapUsed;
+    const header = parse(rawSafetensors(text));
+    const value = header.metadata?.["a"] ?? "";
+    expect(value.length).toBe(12_000_000);
+    expect(value.slice(0, 3)).toBe("\n\n\n");
+    // the 24 MB text, the 12 MB value, and change
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(150_000_000);
+  });
+
+  it("decodes escaped names and metadata exactly as JSON does, and still refuses what serde refuses", () => {
+    // JSON source text: every escape JSON has, a surrogate pair, and plain text between
+    const name = String.raw`a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00z`;
+    const text = `{"__metadata__":{"k\\u0041":"${name}"},"${name}":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`;
+    const header = parse(rawSafetensors(text, 1));
+    const decoded = JSON.parse(`"${name}"`) as string;
+    expect(decoded).toBe('a"b\\c/d\b\f\n\r\té\u{1f600}z');
+    expect(header.tensors[0]!.name).toBe(decoded);
+    expect(header.metadataEntries).toEqual([["kA", decoded]]);
+    refused(rawSafetensors(String.raw`{"__metadata__":{"a":"\x"}}`), /invalid escape in string at character 22/);
+    refused(rawSafetensors(String.raw`{"__metadata__":{"a":"\u12G4"}}`), /invalid \\u escape/);
+    refused(rawSafetensors(String.raw`{"__metadata__":{"a":"\udc00"}}`), /lone surrogate/);
+    refused(rawSafetensors(String.raw`{"__metadata__":{"a":"\ud800x"}}`), /lone surrogate/);
+    refused(rawSafetensors('{"__metadata__":{"a":"x\ty"}}'), /control character in string/);
+    refused(rawSafetensors(String.raw`{"__metadata__":{"a":"\n`), /unterminated string/);
   });
 });
