@@ -8,6 +8,7 @@ import { makeContext, type CliContext, type GlobalFlags } from "./context.js";
 import { hubSettings } from "./hub-options.js";
 import { requiredOption } from "./options.js";
 import { parseSize } from "./parse-size.js";
+import type { ApplyArgs, ConvertArgs, InspectArgs, MakeArgs, PushArgs, VerifyArgs } from "./args.js";
 
 /**
  * The command-line program: commander definitions, and the one place where
@@ -54,15 +55,6 @@ function action<A>(load: () => Promise<{ default: (args: A, ctx: CliContext) => 
 
 const optionalString = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
-export interface ApplyArgs {
-  base: string;
-  delta: string;
-  target: string;
-  checksums?: string;
-  convention?: string;
-  force: boolean;
-}
-
 function applyCommand(name: string): Command {
   return addGlobalOptions(new Command(name))
     .description("recover a fine-tuned model: base + delta -> target, each output checked against what its publisher gave")
@@ -84,17 +76,6 @@ function applyCommand(name: string): Command {
       convention: optionalString(o.convention),
       force: o.force === true,
     })));
-}
-
-export interface MakeArgs {
-  base: string;
-  target: string;
-  delta: string;
-  codec: "add" | "xor";
-  maxShardBytes?: number;
-  pushToHub?: string;
-  private: boolean;
-  force: boolean;
 }
 
 function makeCommand(name: string): Command {
@@ -121,32 +102,6 @@ function makeCommand(name: string): Command {
       private: o.private === true,
       force: o.force === true,
     })));
-}
-
-export interface VerifyArgs {
-  dir: string;
-  manifest?: string;
-  checksums?: string;
-}
-
-export interface InspectArgs {
-  src: string;
-}
-
-export interface ConvertArgs {
-  src: string;
-  out: string;
-  maxShardBytes?: number;
-  force: boolean;
-}
-
-export interface PushArgs {
-  dir: string;
-  repo: string;
-  private: boolean;
-  revision?: string;
-  message?: string;
-  allowNonDelta: boolean;
 }
 
 export function buildProgram(): Command {

@@ -1,7 +1,7 @@
 import { applyDelta, type ApplyDeltaResult } from "../../api.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
-import type { ApplyArgs } from "../main.js";
+import type { ApplyArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 
 /** `apply-delta --base SRC --delta SRC --target DIR [--checksums FILE] [--convention NAME] [--force]` */

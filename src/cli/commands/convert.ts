@@ -1,7 +1,7 @@
 import { convertModel } from "../../api.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
-import type { ConvertArgs } from "../main.js";
+import type { ConvertArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 
 /** `delta-weights convert SRC OUT [--max-shard-size SIZE] [--force]` */

@@ -1,7 +1,7 @@
 import { inspectModel } from "../../api.js";
 import { formatInspectReport } from "../../model/inspect.js";
 import type { CliContext } from "../context.js";
-import type { InspectArgs } from "../main.js";
+import type { InspectArgs } from "../args.js";
 
 /** `delta-weights inspect SRC [--json]` */
 export default async function run(args: InspectArgs, ctx: CliContext): Promise<void> {

@@ -2,7 +2,7 @@ import { makeDelta } from "../../api.js";
 import { HubError } from "../../errors.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
-import type { MakeArgs } from "../main.js";
+import type { MakeArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 
 /** `make-delta --base SRC --target SRC --delta DIR [--codec add|xor] [--max-shard-size SIZE] [--push-to-hub REPO [--private]]` */

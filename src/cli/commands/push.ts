@@ -1,7 +1,7 @@
 import { HubError } from "../../errors.js";
 import { pushToHub } from "../../hub/push.js";
 import type { CliContext } from "../context.js";
-import type { PushArgs } from "../main.js";
+import type { PushArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 import { pushedLine } from "./make.js";
 

@@ -1,6 +1,6 @@
 import { verifyModel } from "../../api.js";
 import type { CliContext } from "../context.js";
-import type { VerifyArgs } from "../main.js";
+import type { VerifyArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 
 /** `delta-weights verify DIR (--manifest SRC | --checksums FILE)` */

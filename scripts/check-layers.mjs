@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// Fails when an import in src/ runs up a layer or closes a cycle.
+//
+// The layers, bottom to top; a module may import its own layer and those
+// below. This list is the architecture, written once: README's "How the code
+// is laid out" explains it. (A small script rather than dependency-cruiser:
+// the rule is one list, and a tool would add a configuration language and
+// forty dependencies to say the same.)
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+
+const LAYERS = [
+  ["errors.ts", "limits.ts", "dtypes.ts", "progress.ts", "json.ts", "text.ts", "tensors.ts", "relative-path.ts", "version.ts"],
+  ["kernels/", "io/"],
+  ["safetensors/", "pytorch/"],
+  ["formats/"],
+  ["model/"],
+  ["hash/", "delta/"],
+  ["hub/"],
+  ["api.ts"],
+  ["cli/", "index.ts"],
+];
+
+const root = resolve(dirname(new URL(import.meta.url).pathname), "..");
+const src = join(root, "src");
+
+function layerOf(file) {
+  const rel = relative(src, file).split("\\").join("/");
+  const index = LAYERS.findIndex((layer) => layer.some((entry) => (entry.endsWith("/") ? rel.startsWith(entry) : rel === entry)));
+  if (index < 0) throw new Error(`src/${rel} is in no layer: add it to scripts/check-layers.mjs`);
+  return index;
+}
+
+function sources(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sources(path);
+    return path.endsWith(".ts") && !path.endsWith(".d.ts") ? [path] : [];
+  });
+}
+
+// Static imports and re-exports, type-only ones included (they still couple
+// the layers), and dynamic import("...").
+const IMPORT = /(?:^|\s)(?:import|export)\s[^;]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g;
+
+const files = sources(src);
+const graph = new Map();
+const problems = [];
+for (const file of files) {
+  const text = readFileSync(file, "utf8");
+  const targets = [];
+  for (const match of text.matchAll(IMPORT)) {
+    const spec = match[1] ?? match[2];
+    if (!spec.startsWith(".")) continue;
+    const target = resolve(dirname(file), spec.replace(/\.js$/, ".ts"));
+    targets.push(target);
+    if (layerOf(target) > layerOf(file)) {
+      problems.push(`src/${relative(src, file)} imports ${spec}, a higher layer`);
+    }
+  }
+  graph.set(file, targets);
+}
+
+// Cycles: a depth-first search that reports each back edge's loop once.
+const state = new Map();
+const stack = [];
+function visit(file) {
+  state.set(file, "open");
+  stack.push(file);
+  for (const next of graph.get(file) ?? []) {
+    if (state.get(next) === "open") {
+      const loop = stack.slice(stack.indexOf(next)).concat(next).map((f) => relative(src, f));
+      problems.push(`import cycle: ${loop.join(" -> ")}`);
+    } else if (!state.has(next) && graph.has(next)) {
+      visit(next);
+    }
+  }
+  stack.pop();
+  state.set(file, "done");
+}
+for (const file of files) if (!state.has(file)) visit(file);
+
+if (problems.length > 0) {
+  for (const p of problems) console.error(p);
+  process.exit(1);
+}
+console.log(`layers: ${files.length} modules, no upward import, no cycle`);

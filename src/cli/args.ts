@@ -1,0 +1,47 @@
+/** Each command's arguments, typed: what main.ts makes of the command line, what the command module receives. */
+
+export interface ApplyArgs {
+  base: string;
+  delta: string;
+  target: string;
+  checksums?: string;
+  convention?: string;
+  force: boolean;
+}
+
+export interface MakeArgs {
+  base: string;
+  target: string;
+  delta: string;
+  codec: "add" | "xor";
+  maxShardBytes?: number;
+  pushToHub?: string;
+  private: boolean;
+  force: boolean;
+}
+
+export interface VerifyArgs {
+  dir: string;
+  manifest?: string;
+  checksums?: string;
+}
+
+export interface InspectArgs {
+  src: string;
+}
+
+export interface ConvertArgs {
+  src: string;
+  out: string;
+  maxShardBytes?: number;
+  force: boolean;
+}
+
+export interface PushArgs {
+  dir: string;
+  repo: string;
+  private: boolean;
+  revision?: string;
+  message?: string;
+  allowNonDelta: boolean;
+}
