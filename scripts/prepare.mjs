@@ -24,7 +24,10 @@ function compiler() {
 let tsc = compiler();
 if (tsc === undefined) {
   console.error("prepare: installing the TypeScript compiler to build dist/ (devDependencies are not installed here)");
-  execFileSync(npm, ["install", "--no-save", "--include=dev", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: root, stdio: "inherit" });
+  // Not the outer command's settings (a global install passes --global and a prefix through npm_config_*).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.toLowerCase().startsWith("npm_config_")));
+  execFileSync(npm, ["install", "--no-save", "--include=dev", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: root, stdio: "inherit", env });
   tsc = compiler();
+  if (tsc === undefined) throw new Error("prepare: the TypeScript compiler could not be installed; run npm ci, then npm run build");
 }
 execFileSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: root, stdio: "inherit" });
