@@ -5,7 +5,7 @@ import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
 import { sha256Bytes } from "../helpers/sha256.js";
 import { TINY_LLAMA, convert, finetune, readAll, writeModel } from "../helpers/finetune.js";
-import { REALDATA } from "../helpers/realdata.js";
+import { REALDATA, hasRealdata } from "../helpers/realdata.js";
 import { makeTempDir as tempDir } from "../helpers/temp-dir.js";
 
 const CONFIG = join(REALDATA, "tiny-llama-bf16/config.json");
@@ -16,7 +16,7 @@ async function filesOf(dir: string): Promise<Record<string, string>> {
   return out;
 }
 
-describe("make-delta then apply-delta recovers the target byte for byte", () => {
+describe.skipIf(!hasRealdata)("make-delta then apply-delta recovers the target byte for byte", () => {
   for (const dtype of ["BF16", "F16", "F32"] as const) {
     for (const codec of ["add", "xor"] as const) {
       it(`${dtype}, codec ${codec}, vocabulary +1, base in 3 shards, target in 2`, async () => {
@@ -90,7 +90,7 @@ describe("PyTorch .bin models in make-delta", () => {
   });
 });
 
-describe("every dtype, on real files written by Hugging Face's serializer", () => {
+describe.skipIf(!hasRealdata)("every dtype, on real files written by Hugging Face's serializer", () => {
   const JL = join(REALDATA, "safetensors-jl-dtypes");
 
   for (const codec of ["add", "xor"] as const) {
@@ -107,7 +107,7 @@ describe("every dtype, on real files written by Hugging Face's serializer", () =
   }
 });
 
-describe("make-delta into a directory holding an earlier delta", () => {
+describe.skipIf(!hasRealdata)("make-delta into a directory holding an earlier delta", () => {
   it("replaces the earlier delta's files (no stale shard left to push) and keeps the user's own", async () => {
     const work = await tempDir();
     const target = join(work, "target");
