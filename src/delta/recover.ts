@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { VerifyError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile } from "../io/atomic-file.js";
+import type { ChecksumList } from "../hash/checksums.js";
 import { checkFreeSpace, type OutputJob } from "../io/output-guard.js";
 import type { OnProgress } from "../progress.js";
 
@@ -14,12 +15,11 @@ import type { OnProgress } from "../progress.js";
  * The caller holds the target's lock.
  */
 
-/** What an output file must hash to, and who said so (for the summary). */
-export interface Expected {
-  sha256: string;
-  /** "delta.json", "the checksums list", ... */
-  from: string;
-}
+/**
+ * What an output file must hash to, and who said so (for the summary). Our
+ * own records give SHA-256; some publishers printed only MD5 (Open-Assistant).
+ */
+export type Expected = { from: string } & ({ sha256: string; md5?: string } | { sha256?: undefined; md5: string });
 
 export interface PlannedFile {
   /** Relative to the target directory ("/"-separated, checked safe by whoever planned it). */
@@ -77,15 +77,20 @@ export interface RecoveryOptions {
  * one; both are refused before anything is written. Files the list names
  * become checked against it.
  */
-export function addChecksumList(plan: RecoveryPlan, list: Map<string, string>, listPath: string): void {
+export function addChecksumList(plan: RecoveryPlan, list: ChecksumList, listPath: string): void {
   const byPath = new Map(plan.files.map((f) => [f.path, f]));
-  for (const [rel, sha256] of list) {
+  for (const [rel, digest] of list.digests) {
     const file = byPath.get(rel);
     if (file === undefined) throw new VerifyError(`${listPath} lists ${rel}, which this delta does not produce; nothing was written`);
-    if (file.expected !== undefined && file.expected.sha256 !== sha256) {
-      throw new VerifyError(`${listPath} says ${rel} has sha256 ${sha256.slice(0, 16)}..., ${file.expected.from} says ${file.expected.sha256.slice(0, 16)}...: the list and the delta disagree; nothing was written`);
+    const known = list.algorithm === "sha256" ? file.expected?.sha256 : file.expected?.md5;
+    if (known !== undefined && known !== digest) {
+      throw new VerifyError(`${listPath} says ${rel} has ${list.algorithm} ${digest.slice(0, 16)}..., ${file.expected!.from} says ${known.slice(0, 16)}...: the list and the delta disagree; nothing was written`);
     }
-    file.expected ??= { sha256, from: "the checksums list" };
+    if (known === undefined) {
+      file.expected = file.expected === undefined
+        ? (list.algorithm === "sha256" ? { sha256: digest, from: "the checksums list" } : { md5: digest, from: "the checksums list" })
+        : { ...file.expected, [list.algorithm]: digest };
+    }
   }
 }
 
@@ -101,11 +106,9 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     // Resume: files already in place and matching what the publisher gave are kept.
     const todo: PlannedFile[] = [];
     for (const file of plan.files) {
-      if (file.expected !== undefined && (await matches(pool, join(out, file.path), file.size, file.expected.sha256))) {
-        results.set(file.path, { size: file.size, sha256: file.expected.sha256, status: "kept", checkedAgainst: file.expected.from });
-      } else {
-        todo.push(file);
-      }
+      const kept = file.expected === undefined ? undefined : await matches(pool, join(out, file.path), file.size, file.expected);
+      if (kept !== undefined) results.set(file.path, { size: file.size, sha256: kept, status: "kept", checkedAgainst: file.expected!.from });
+      else todo.push(file);
     }
     // Nothing is written until every output is known to replace no file of anyone else's.
     await options.job.claimFiles(todo.map((f) => f.path));
@@ -117,7 +120,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
       throw plan.explain === undefined ? err : await plan.explain(err, { pool, tempPath });
     };
     for (const file of todo) {
-      const sink = await AtomicFile.create(join(out, file.path), pool.create());
+      const md5 = file.expected?.md5 === undefined ? undefined : pool.create("md5");
+      const sink = await AtomicFile.create(join(out, file.path), pool.create(), md5 === undefined ? [] : [md5]);
       let checks: Promise<void> | undefined;
       try {
         ({ checks } = await file.produce(sink, {
@@ -135,10 +139,13 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
         try {
           await checks;
           const digest = await sink.close();
-          if (file.expected !== undefined && digest !== file.expected.sha256) {
-            throw new VerifyError(
-              `recovered ${join(out, file.path)}: its sha256 ${digest} does not match ${file.expected.sha256} from ${file.expected.from}`,
-            );
+          const expected = file.expected;
+          if (expected?.sha256 !== undefined && digest !== expected.sha256) {
+            throw new VerifyError(`recovered ${join(out, file.path)}: its sha256 ${digest} does not match ${expected.sha256} from ${expected.from}`);
+          }
+          const md5Digest = await md5?.digest();
+          if (expected?.md5 !== undefined && md5Digest !== expected.md5) {
+            throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
           results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
           if (plan.finalCheck === undefined) await sink.publish();
@@ -168,12 +175,15 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
   return new Map(plan.files.map((f) => [f.path, results.get(f.path)!]));
 }
 
-async function matches(pool: HashPool, path: string, size: number, sha256: string): Promise<boolean> {
+/** The sha256 of the file at `path` when it is already the expected output, else undefined. */
+async function matches(pool: HashPool, path: string, size: number | undefined, expected: Expected): Promise<string | undefined> {
   try {
     const info = await stat(path);
-    if (!info.isFile() || info.size !== size) return false;
+    if (!info.isFile() || (size !== undefined && info.size !== size)) return undefined;
   } catch {
-    return false;
+    return undefined;
   }
-  return (await pool.hashFile(path)).sha256 === sha256;
+  const actual = await pool.hashFile(path, undefined, { md5: expected.md5 !== undefined });
+  const ok = (expected.sha256 === undefined || actual.sha256 === expected.sha256) && (expected.md5 === undefined || actual.md5 === expected.md5);
+  return ok ? actual.sha256 : undefined;
 }

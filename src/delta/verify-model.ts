@@ -34,13 +34,14 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   if ((options.manifest === undefined) === (options.checksums === undefined)) {
     throw new UsageError("verify needs exactly one of --manifest and --checksums");
   }
-  const expected = new Map<string, { size?: number; sha256: string }>();
+  const expected = new Map<string, { size?: number; sha256?: string; md5?: string }>();
   let manifest: Manifest | undefined;
   if (options.manifest !== undefined) {
     manifest = await loadManifest(options.manifest);
     for (const [rel, entry] of manifest.target.files) expected.set(rel, entry);
   } else {
-    for (const [rel, sha256] of await readChecksums(options.checksums!)) expected.set(rel, { sha256 });
+    const list = await readChecksums(options.checksums!);
+    for (const [rel, digest] of list.digests) expected.set(rel, { [list.algorithm]: digest });
   }
   const total = [...expected.values()].reduce((n, e) => n + (e.size ?? 0), 0);
   options.onProgress?.({ kind: "start", phase: "verify", totalBytes: total });
@@ -61,17 +62,18 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   // The main thread only waits here: every core can hash.
   const pool = new HashPool(options.threads ?? availableParallelism());
   try {
-    const hashed = await Promise.all([...expected.keys()].map((rel) =>
-      pool.hashFile(join(dir, rel), (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }))));
+    const hashed = await Promise.all([...expected].map(([rel, entry]) =>
+      pool.hashFile(join(dir, rel), (bytes) => options.onProgress?.({ kind: "advance", phase: "verify", bytes, label: rel }), { md5: entry.md5 !== undefined })));
     let i = 0;
     for (const [rel, entry] of expected) {
       const actual = hashed[i++]!;
-      if (actual.sha256 !== entry.sha256) {
+      const [algorithm, want, got] = entry.sha256 !== undefined ? ["sha256", entry.sha256, actual.sha256] : ["md5", entry.md5, actual.md5];
+      if (got !== want) {
         const path = join(dir, rel);
         const tensor = manifest === undefined ? undefined : await firstDifferentTensor(path, manifest);
-        throw new VerifyError(`${path} has sha256 ${actual.sha256.slice(0, 16)}..., expected ${entry.sha256.slice(0, 16)}...${tensor === undefined ? "" : `; tensor "${tensor}" differs`}`);
+        throw new VerifyError(`${path} has ${algorithm} ${got?.slice(0, 16)}..., expected ${want?.slice(0, 16)}...${tensor === undefined ? "" : `; tensor "${tensor}" differs`}`);
       }
-      files[rel] = actual;
+      files[rel] = { size: actual.size, sha256: actual.sha256 };
     }
   } finally {
     await pool.close();

@@ -31,11 +31,11 @@ parentPort.on("message", async (m) => {
     ring = m.buffer;
   } else if (m.op === "update") {
     let h = hashes.get(m.id);
-    if (h === undefined) { h = createHash("sha256"); hashes.set(m.id, h); }
+    if (h === undefined) { h = createHash(m.algorithm); hashes.set(m.id, h); }
     h.update(new Uint8Array(ring, m.slot * ${SLOT_BYTES_LITERAL}, m.length));
     parentPort.postMessage({ op: "ack", slot: m.slot });
   } else if (m.op === "digest") {
-    const h = hashes.get(m.id) ?? createHash("sha256");
+    const h = hashes.get(m.id) ?? createHash(m.algorithm);
     hashes.delete(m.id);
     parentPort.postMessage({ op: "digest", id: m.id, hex: h.digest("hex") });
   } else if (m.op === "file") {
@@ -43,16 +43,18 @@ parentPort.on("message", async (m) => {
     try {
       handle = await open(m.path, "r");
       const h = createHash("sha256");
+      const md5 = m.md5 ? createHash("md5") : undefined;
       const buffer = new Uint8Array(${8 * 1024 * 1024});
       let size = 0;
       for (;;) {
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
         if (bytesRead === 0) break;
         h.update(buffer.subarray(0, bytesRead));
+        md5?.update(buffer.subarray(0, bytesRead));
         size += bytesRead;
         parentPort.postMessage({ op: "progress", id: m.id, bytes: bytesRead });
       }
-      parentPort.postMessage({ op: "file", id: m.id, hex: h.digest("hex"), size });
+      parentPort.postMessage({ op: "file", id: m.id, hex: h.digest("hex"), md5: md5?.digest("hex"), size });
     } catch (err) {
       parentPort.postMessage({ op: "file", id: m.id, error: { message: String(err && err.message), code: err && err.code } });
     } finally {
@@ -62,8 +64,11 @@ parentPort.on("message", async (m) => {
 });
 `;
 
+/** The digests the workers compute: SHA-256 for our checks, MD5 for lists publishers printed in it. */
+export type HashAlgorithm = "sha256" | "md5";
+
 interface Pending {
-  resolve(value: { hex: string; size?: number }): void;
+  resolve(value: { hex: string; size?: number; md5?: string }): void;
   reject(err: unknown): void;
   onBytes?: (bytes: number) => void;
 }
@@ -80,7 +85,7 @@ class HashWorker {
     this.worker = new Worker(WORKER_SOURCE, { eval: true });
     this.worker.unref();
     this.worker.postMessage({ op: "ring", buffer: this.#ring });
-    this.worker.on("message", (m: { op: string; id: number; slot: number; bytes: number; hex: string; size?: number; error?: { message: string; code?: string } }) => {
+    this.worker.on("message", (m: { op: string; id: number; slot: number; bytes: number; hex: string; md5?: string; size?: number; error?: { message: string; code?: string } }) => {
       if (m.op === "ack") {
         this.#free.push(m.slot);
         this.#waiters.shift()?.();
@@ -93,7 +98,7 @@ class HashWorker {
       const p = this.#pending.get(m.id);
       this.#pending.delete(m.id);
       if (m.error !== undefined) p?.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
-      else p?.resolve({ hex: m.hex, size: m.size });
+      else p?.resolve({ hex: m.hex, size: m.size, md5: m.md5 });
     });
     this.worker.on("error", (err) => this.#fail(err));
     this.worker.on("exit", (code) => { if (code !== 0) this.#fail(new Error(`hash worker exited with code ${code}`)); });
@@ -106,18 +111,18 @@ class HashWorker {
     for (const w of this.#waiters.splice(0)) w();
   }
 
-  async send(id: number, bytes: Uint8Array): Promise<void> {
+  async send(id: number, algorithm: HashAlgorithm, bytes: Uint8Array): Promise<void> {
     for (let offset = 0; offset < bytes.length; offset += SLOT_BYTES) {
       if (this.#failure !== undefined) throw this.#failure;
       while (this.#free.length === 0) await new Promise<void>((r) => this.#waiters.push(r));
       const slot = this.#free.pop()!;
       const part = bytes.subarray(offset, offset + SLOT_BYTES);
       new Uint8Array(this.#ring, slot * SLOT_BYTES, part.length).set(part);
-      this.worker.postMessage({ op: "update", id, slot, length: part.length });
+      this.worker.postMessage({ op: "update", id, algorithm, slot, length: part.length });
     }
   }
 
-  request(message: { op: string; id: number; path?: string }, onBytes?: (bytes: number) => void): Promise<{ hex: string; size?: number }> {
+  request(message: { op: string; id: number; path?: string; algorithm?: HashAlgorithm; md5?: boolean }, onBytes?: (bytes: number) => void): Promise<{ hex: string; size?: number; md5?: string }> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
       this.#pending.set(message.id, { resolve, reject, onBytes });
@@ -142,29 +147,29 @@ export class HashPool {
     return w;
   }
 
-  /** A hasher whose work runs on one of the pool's workers. */
-  create(): StreamHasher {
+  /** A hasher (SHA-256 unless told) whose work runs on one of the pool's workers. */
+  create(algorithm: HashAlgorithm = "sha256"): StreamHasher {
     const worker = this.#pick();
     const id = this.#nextId++;
     let done = false;
     return {
       update: (bytes) => {
         if (done) throw new Error("hash already finished");
-        return bytes.length === 0 ? Promise.resolve() : worker.send(id, bytes);
+        return bytes.length === 0 ? Promise.resolve() : worker.send(id, algorithm, bytes);
       },
       digest: async () => {
         done = true;
-        return (await worker.request({ op: "digest", id })).hex;
+        return (await worker.request({ op: "digest", id, algorithm })).hex;
       },
     };
   }
 
-  /** sha256 of a whole file, read and hashed on a worker; `onBytes` reports progress. */
-  async hashFile(path: string, onBytes?: (bytes: number) => void): Promise<{ sha256: string; size: number }> {
+  /** sha256 (and with `md5`, md5 too, in the same pass) of a whole file, read and hashed on a worker; `onBytes` reports progress. */
+  async hashFile(path: string, onBytes?: (bytes: number) => void, options: { md5?: boolean } = {}): Promise<{ sha256: string; size: number; md5?: string }> {
     const id = this.#nextId++;
     try {
-      const result = await this.#pick().request({ op: "file", id, path }, onBytes);
-      return { sha256: result.hex, size: result.size ?? 0 };
+      const result = await this.#pick().request({ op: "file", id, path, md5: options.md5 === true }, onBytes);
+      return { sha256: result.hex, size: result.size ?? 0, ...(result.md5 === undefined ? {} : { md5: result.md5 }) };
     } catch (err) {
       throw ioError("read", path, err);
     }

@@ -54,16 +54,19 @@ export class AtomicFile {
   readonly tempPath: string;
   #handle: FileHandle;
   #hasher: StreamHasher;
+  /** Further digests fed the same bytes (an MD5 a publisher listed). */
+  #also: readonly StreamHasher[];
   #position = 0;
   #closed = false;
   #unflushed = 0;
   #flushing: Promise<void> | undefined;
 
-  private constructor(finalPath: string, tempPath: string, handle: FileHandle, hasher: StreamHasher) {
+  private constructor(finalPath: string, tempPath: string, handle: FileHandle, hasher: StreamHasher, also: readonly StreamHasher[]) {
     this.finalPath = finalPath;
     this.tempPath = tempPath;
     this.#handle = handle;
     this.#hasher = hasher;
+    this.#also = also;
   }
 
   /** A fresh temporary name beside `finalPath`, this process's own. */
@@ -71,13 +74,13 @@ export class AtomicFile {
     return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}-${randomBytes(4).toString("hex")}${PARTIAL_SUFFIX}`);
   }
 
-  /** `hasher` computes the file's sha256 as it is written (default: on this thread). */
-  static async create(finalPath: string, hasher: StreamHasher = localHasher()): Promise<AtomicFile> {
+  /** `hasher` computes the file's sha256 as it is written (default: on this thread); `also` are fed the same bytes. */
+  static async create(finalPath: string, hasher: StreamHasher = localHasher(), also: readonly StreamHasher[] = []): Promise<AtomicFile> {
     const tempPath = AtomicFile.tempPathFor(finalPath);
     try {
       await mkdir(dirname(finalPath), { recursive: true });
       const handle = await open(tempPath, "wx");
-      return new AtomicFile(finalPath, tempPath, handle, hasher);
+      return new AtomicFile(finalPath, tempPath, handle, hasher, also);
     } catch (err) {
       throw ioError("create", tempPath, err);
     }
@@ -89,7 +92,7 @@ export class AtomicFile {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    await this.#hasher.update(bytes);
+    await Promise.all([this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]);
     let done = 0;
     try {
       while (done < bytes.length) {
