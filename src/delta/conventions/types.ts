@@ -23,6 +23,8 @@ export interface DeltaView {
   readonly dir: string;
   /** The base as the user named it. */
   readonly baseSource: string;
+  /** The base's local path: a model directory or file (byte codecs read its files as bytes; a key file for .enc). */
+  readonly basePath: string;
   /** Regular files of the delta directory, "/"-separated, sorted; hidden names left out. */
   files(): Promise<readonly string[]>;
   /** A small JSON file of the delta (config.json, added_tokens.json), strictly parsed; undefined when absent. */

@@ -12,7 +12,7 @@ export class LocalDeltaView implements DeltaView {
   readonly source: string;
   readonly dir: string;
   readonly baseSource: string;
-  readonly #basePath: string;
+  readonly basePath: string;
   #files: Promise<string[]> | undefined;
   #manifest: Promise<Manifest | undefined> | undefined;
   #model: Promise<ModelSource> | undefined;
@@ -23,7 +23,7 @@ export class LocalDeltaView implements DeltaView {
     this.source = delta.source;
     this.dir = delta.path;
     this.baseSource = base.source;
-    this.#basePath = base.path;
+    this.basePath = base.path;
   }
 
   files(): Promise<readonly string[]> {
@@ -49,7 +49,7 @@ export class LocalDeltaView implements DeltaView {
   }
 
   base(): Promise<ModelSource> {
-    return (this.#base ??= openModel(this.#basePath, { source: this.baseSource }));
+    return (this.#base ??= openModel(this.basePath, { source: this.baseSource }));
   }
 
   async close(): Promise<void> {
