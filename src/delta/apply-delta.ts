@@ -64,7 +64,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const view = new LocalDeltaView(delta, base);
   try {
     const { convention, recognition } = await chooseConvention(view, options.convention);
-    const plan = await convention.plan(view);
+    const plan = await convention.plan(view, {});
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       refuseOverlap(options.target, [inputOf("base", await view.base()), { label: "delta", root: delta.path }]);

@@ -37,6 +37,8 @@ export interface TensorFileSpec {
   fixups?: FixupSource;
   /** Elements restored by fix-ups, reported as each tensor finishes. */
   onFixed?(count: number): void;
+  /** Every output byte of a tensor as it is written; `last` once the tensor is complete (integrity sums). */
+  onTensorBytes?(recipe: TensorRecipe, chunk: Uint8Array, last: boolean): void;
   /** Where the expected output sha256 comes from, when known. */
   expected?: PlannedFile["expected"];
 }
@@ -75,7 +77,11 @@ export function tensorFile(spec: TensorFileSpec): PlannedFile {
             onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
             fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
           });
-          await writer.writeTensor(t.name, tap(prefetch(chunks), (chunk) => advance(chunk.length, t.name)));
+          await writer.writeTensor(t.name, tap(prefetch(chunks), (chunk) => {
+            spec.onTensorBytes?.(recipe, chunk, false);
+            advance(chunk.length, t.name);
+          }));
+          spec.onTensorBytes?.(recipe, new Uint8Array(0), true);
           await checkBases();
           if (baseHash !== undefined) {
             const check = baseHash.digest().then((digest) => {

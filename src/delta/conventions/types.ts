@@ -1,6 +1,7 @@
 import type { ModelSource } from "../../model/types.js";
 import type { Manifest } from "../manifest.js";
 import type { RecoveryPlan } from "../recover.js";
+import type { ExpectedSum } from "./additive.js";
 
 /**
  * The convention seam. A delta convention is the publisher's rule for
@@ -57,10 +58,16 @@ export interface ConventionPlan extends RecoveryPlan {
   close(): Promise<void>;
 }
 
+/** What the user asked of a plan besides the files. */
+export interface PlanOptions {
+  /** A published integrity sum of the recovered model (Alpaca's check), from --expect-sum or a known table. */
+  expectSum?: ExpectedSum;
+}
+
 export interface Convention {
   readonly name: ConventionName;
   /** One line for --help and the README. */
   readonly summary: string;
   recognize(view: DeltaView): Promise<Recognition>;
-  plan(view: DeltaView): Promise<ConventionPlan>;
+  plan(view: DeltaView, options: PlanOptions): Promise<ConventionPlan>;
 }

@@ -1,0 +1,256 @@
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { convertInto } from "../../kernels/index.js";
+import { TorchColumnMeanAccumulator, TorchSumAccumulator } from "../../kernels/torch-reduce.js";
+import { DeltaError, VerifyError } from "../../errors.js";
+import { convertedLayout } from "../../formats/output-layout.js";
+import { CHUNK_BYTES } from "../../limits.js";
+import type { ModelSource } from "../../model/types.js";
+import type { TensorInfo } from "../../tensors.js";
+import { dtypeBytes, type FloatDType } from "../../dtypes.js";
+import { ExactReader } from "../exact-reader.js";
+import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
+import type { PlannedFile } from "../recover.js";
+import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
+import { similarity } from "./evidence.js";
+import type { ConventionPlan, DeltaView, PlanOptions } from "./types.js";
+
+/**
+ * The shape every published additive convention shares (FastChat, FastChat
+ * v0, Alpaca and its kin, LLaVA, Ziya): output tensors are made from the
+ * delta's tensors and the base's by a per-tensor rule, written as
+ * safetensors sharded like the delta, with the delta's side files. The
+ * conventions differ only in the rule, which state dict they walk, and
+ * where the config comes from; each says so in its own module.
+ */
+export interface AdditiveRules {
+  /** Whose tensors make the output: FastChat walks the base's state dict (delta-only tensors are dropped), the others the delta's. */
+  walk: "base" | "delta";
+  /** What one delta tensor becomes: added to its base tensor (the unpaired rows of a grown one as `unpaired` says), or copied as stored. */
+  rule(delta: TensorInfo, base: TensorInfo | undefined): { op: "add" | "copy"; unpaired?: Unpaired };
+  /** Where config.json and generation_config.json come from: the base (FastChat saves the base model) or the delta. */
+  configFrom: "base" | "delta";
+}
+
+/** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
+export function isRotaryBuffer(name: string): boolean {
+  return name.endsWith("rotary_emb.inv_freq");
+}
+
+const CONFIG_FILES = new Set(["config.json", "generation_config.json"]);
+
+export async function planAdditive(view: DeltaView, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
+  const [delta, base] = [await view.model(), await view.base()];
+  const notes: string[] = [];
+
+  // FastChat asserts that every base tensor has its delta; a delta without one
+  // would leave that tensor out of the model. Rotary buffers are not weights.
+  if (rules.walk === "base") {
+    const missing = [...base.tensors.keys()].find((n) => !delta.tensors.has(n) && !isRotaryBuffer(n));
+    if (missing !== undefined) {
+      throw new DeltaError(`the delta ${delta.source} has no tensor "${missing}", which the base ${base.source} has: the delta is incomplete or made from another base`);
+    }
+  }
+
+  const recipes = new Map<string, TensorRecipe>();
+  const dropped: string[] = [];
+  const rotary: string[] = [];
+  for (const t of delta.tensors.values()) {
+    // A zero buffer (FastChat, Alpaca) or a stored one (Ziya) would be written
+    // into the model as a weight; transformers >= 4.31 computes inv_freq itself
+    // and ignores a stored one, so it is left out.
+    if (isRotaryBuffer(t.name)) {
+      rotary.push(t.name);
+      continue;
+    }
+    const paired = base.tensors.get(t.name);
+    if (rules.walk === "base" && paired === undefined) {
+      dropped.push(t.name);
+      continue;
+    }
+    const rule = rules.rule(t, paired);
+    recipes.set(t.name, planTensor(t, paired, rule.op, { unpaired: rule.unpaired ?? "stored", baseSource: base.source, role: "delta" }));
+  }
+  if (rotary.length > 0) notes.push(`left out ${rotary.length} rotary_emb.inv_freq buffers the delta carries: they are not weights, transformers >= 4.31 computes them`);
+  if (dropped.length > 0) notes.push(`tensors only in the delta, left out as FastChat's apply_delta does: ${dropped.join(", ")}`);
+  await refuseFullWeights(view, delta, base, recipes);
+
+  const sums = options.expectSum === undefined ? undefined : sumCheck(delta, base, recipes, options.expectSum, ropeTheta(await view.json("config.json")));
+  const means = new Map<string, Promise<Uint8Array>>();
+  const layout = convertedLayout(delta.weightFiles, [...delta.tensors.values()].filter((t) => recipes.has(t.name)));
+  const files: PlannedFile[] = layout.files.map((f) => tensorFile({
+    path: f.file,
+    header: f.headerText,
+    recipes: new Map(f.tensors.map((t) => [t.name, recipes.get(t.name)!])),
+    delta,
+    base,
+    meanRow: (recipe) => {
+      let mean = means.get(recipe.name);
+      if (mean === undefined) {
+        mean = meanRow(base, recipe);
+        means.set(recipe.name, mean);
+      }
+      return mean;
+    },
+    ...(sums === undefined ? {} : { onTensorBytes: sums.add }),
+  }));
+  if (layout.index !== undefined) files.push(textFile(layout.index.file, layout.index.text));
+  for (const rel of delta.extraFiles) {
+    const fromBase = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel);
+    const root = fromBase ? base.root : delta.root;
+    files.push(copiedFile(rel, join(root, rel), (await stat(join(root, rel))).size));
+  }
+  if (rules.configFrom === "base") notes.push("config.json and generation_config.json come from the base, as FastChat's apply_delta saves the base model");
+  if (sums !== undefined) notes.push(sums.note);
+  return {
+    files,
+    tensors: recipes.size,
+    dropped: [...base.tensors.keys()].filter((n) => !recipes.has(n)),
+    notes,
+    fixups: () => 0,
+    ...(sums === undefined ? {} : { finalCheck: sums.check }),
+    close: async () => undefined,
+  };
+}
+
+/**
+ * Full weights published as if they were a delta (the WizardVicunaLM 13B
+ * release): added to the base they would double it. A stored difference
+ * points nowhere in particular (cosine near 0) and is about a thousandth of
+ * the base's norm; a whole tensor points the same way with the same norm.
+ * Checked on a sample of the tensors the rule adds, before anything is written.
+ */
+async function refuseFullWeights(view: DeltaView, delta: ModelSource, base: ModelSource, recipes: Map<string, TensorRecipe>): Promise<void> {
+  const added = [...recipes.values()].filter((r) => r.op === "add");
+  // Norm weights show it most clearly (about 1 in a model, about 0 in a difference); then the largest matrices.
+  const sample = [...added.filter((r) => r.shape.length === 1).slice(0, 3), ...added.filter((r) => r.shape.length === 2).slice(0, 2)];
+  let whole = 0;
+  let example: { name: string; cosine: number; normRatio: number } | undefined;
+  for (const r of sample) {
+    const s = await similarity(delta, base, r.name);
+    if (s !== undefined && s.cosine > 0.9 && s.normRatio > 0.5 && s.normRatio < 2) {
+      whole++;
+      example ??= { name: r.name, ...s };
+    }
+  }
+  if (example !== undefined && whole * 2 > sample.length) {
+    throw new DeltaError(
+      `${view.source} is already a model, not a delta: its tensor "${example.name}" points the same way as the base's (cosine ${example.cosine.toFixed(5)}, norm ratio ${example.normRatio.toFixed(4)}), ` +
+        `so adding it to the base would double the weights; use it as it is (delta-weights convert ${view.source} OUT gives safetensors), or publish a delta of it with make-delta --target ${view.source}`,
+    );
+  }
+}
+
+/**
+ * Alpaca's `smart_tokenizer_and_embedding_resize`: the base's new rows are
+ * the mean of its existing rows, `mean(dim=0)` of the float32 matrix as
+ * torch computes it on CPU (kernels/torch-reduce.ts), in the output dtype.
+ */
+async function meanRow(base: ModelSource, recipe: TensorRecipe): Promise<Uint8Array> {
+  const b = recipe.base!;
+  const [rows, cols] = [b.shape[0] ?? 1, b.shape[1] ?? 1];
+  const accumulator = new TorchColumnMeanAccumulator(rows, cols);
+  const from = b.dtype as FloatDType;
+  const rowBytes = cols * dtypeBytes(from);
+  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, rowBytes)));
+  const reader = new ExactReader(base.readTensor(b.name), `base tensor "${b.name}"`);
+  try {
+    for (let row = 0; row < rows; row += rowsPerChunk) {
+      const n = Math.min(rowsPerChunk, rows - row);
+      const raw = await reader.read(n * rowBytes);
+      const f32 = new Uint8Array(n * cols * 4);
+      convertInto(from, "F32", raw, f32);
+      accumulator.push(new Float32Array(f32.buffer, 0, n * cols));
+    }
+  } finally {
+    await reader.close();
+  }
+  const mean = new Uint8Array(accumulator.means().buffer);
+  if (recipe.dtype === "F32") return mean;
+  const out = new Uint8Array(cols * dtypeBytes(recipe.dtype));
+  convertInto("F32", recipe.dtype as FloatDType, mean, out);
+  return out;
+}
+
+/** What a published integrity sum is compared with, and who published it. */
+export interface ExpectedSum {
+  value: number;
+  /** Absolute tolerance: Alpaca's check is np.allclose with atol 1e-2, rtol 0. */
+  tolerance: number;
+  from: string;
+}
+
+/**
+ * Alpaca's integrity check (weight_diff.py `recover`): the sum of every
+ * tensor of the recovered state dict, each tensor summed on its own as torch
+ * sums a float32 tensor, the sums added in float32 in state-dict order, must
+ * be within the tolerance of a published constant. The delta's state dict
+ * holds rotary inv_freq buffers when it was made with transformers 4.28-4.30,
+ * and so did the publisher's recovered model: their values (the base's, or
+ * transformers' formula) count, although they are not written.
+ */
+function sumCheck(delta: ModelSource, base: ModelSource, recipes: Map<string, TensorRecipe>, expected: ExpectedSum, theta: number) {
+  for (const r of recipes.values()) {
+    if (r.dtype !== "F32") throw new DeltaError(`an integrity sum is defined for float32 models; tensor "${r.name}" is ${r.dtype}`);
+  }
+  const accumulators = new Map<string, TorchSumAccumulator>();
+  const sums = new Map<string, number>();
+  return {
+    note: `integrity sum checked against ${expected.value} (${expected.from}), tolerance ${expected.tolerance}`,
+    add(recipe: TensorRecipe, chunk: Uint8Array, last: boolean): void {
+      let acc = accumulators.get(recipe.name);
+      if (acc === undefined) {
+        acc = new TorchSumAccumulator(recipe.shape.reduce((n, d) => n * d, 1));
+        accumulators.set(recipe.name, acc);
+      }
+      const aligned = chunk.byteOffset % 4 === 0 ? chunk : new Uint8Array(chunk);
+      acc.push(new Float32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4));
+      if (last) {
+        sums.set(recipe.name, acc.result());
+        accumulators.delete(recipe.name);
+      }
+    },
+    async check(): Promise<void> {
+      // Python's sum(): starts at 0, one float32 addition per tensor, in state-dict order.
+      let total = 0;
+      for (const t of delta.tensors.values()) {
+        const s = isRotaryBuffer(t.name) ? await rotarySum(base, t, theta) : sums.get(t.name);
+        if (s === undefined) continue;
+        total = Math.fround(total + s);
+      }
+      if (!(Math.abs(total - expected.value) <= expected.tolerance)) {
+        throw new VerifyError(`the recovered model sums to ${total}, ${expected.from} says ${expected.value} (tolerance ${expected.tolerance}): the base or the delta is not the one the publisher used; nothing was written under a final name`);
+      }
+    },
+  };
+}
+
+/**
+ * The sum of a rotary inv_freq buffer as the publisher's model held it: the
+ * base's stored one, else what transformers computes when it builds the
+ * model, `1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))` in float32.
+ */
+async function rotarySum(base: ModelSource, t: TensorInfo, theta: number): Promise<number> {
+  const stored = base.tensors.get(t.name);
+  if (stored !== undefined && stored.dtype === "F32" && stored.shape.length === 1) {
+    const acc = new TorchSumAccumulator(stored.shape[0]!);
+    for await (const chunk of base.readTensor(t.name)) {
+      const aligned = chunk.byteOffset % 4 === 0 ? chunk : new Uint8Array(chunk);
+      acc.push(new Float32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4));
+    }
+    return acc.result();
+  }
+  const half = t.shape[0] ?? 0;
+  const dim = 2 * half;
+  const values = new Float32Array(half);
+  for (let i = 0; i < half; i++) values[i] = Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / dim)));
+  const acc = new TorchSumAccumulator(half);
+  acc.push(values);
+  return acc.result();
+}
+
+/** The rotary base of a LLaMA config (`rope_theta`, 10000 before it was configurable). */
+function ropeTheta(config: unknown): number {
+  const theta = typeof config === "object" && config !== null && Object.hasOwn(config, "rope_theta") ? (config as { rope_theta: unknown }).rope_theta : undefined;
+  return typeof theta === "number" && theta > 0 ? theta : 10000;
+}
