@@ -53,6 +53,7 @@ class BlobJob {
   }
 
   covers(start: number, end: number): boolean {
+    if (this.failure !== undefined) return false; // its bytes were not what the Hub promised, or are gone
     return this.complete || (this.partial?.done.covers(start, end) ?? false);
   }
 
@@ -60,8 +61,8 @@ class BlobJob {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > this.spec.size) {
       return Promise.reject(new RangeError(`bytes [${start}, ${end}) are not inside ${this.label} (${this.spec.size} bytes)`));
     }
-    if (this.covers(start, end)) return Promise.resolve();
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.covers(start, end)) return Promise.resolve();
     return new Promise((resolve, reject) => this.#waiters.push({ start, end, resolve, reject }));
   }
 

@@ -18,8 +18,10 @@ import {
  * yet written, after a backoff; a Retry-After pauses every connection.
  */
 
-/** Bytes gathered from the socket before one positioned write (writev, no copy). */
+/** Bytes gathered from the socket before one positioned write (writev, no copy)... */
 const WRITE_BYTES = 1024 * 1024;
+/** ...or fewer, once the first of them has waited this long: readers of a slow download see bytes soon. */
+const WRITE_DELAY_MS = 50;
 /** The shortest range requested near the end of the download. */
 const TAIL_RANGE_BYTES = 1024 * 1024;
 
@@ -160,8 +162,9 @@ export class Transfer {
               due = Math.min(due, gap.notBefore);
               continue;
             }
-            let end = Math.min(gap.end, gap.start + this.#rangeBytes());
-            if (gap.end - end < TAIL_RANGE_BYTES) end = gap.end; // no sliver left behind
+            const size = this.#rangeBytes();
+            let end = Math.min(gap.end, gap.start + size);
+            if (gap.end - end < size / 4) end = gap.end; // no sliver left behind for a request of its own
             const piece: Piece = { task, start: gap.start, end, failures: gap.failures };
             gap.start = end;
             if (gap.start >= gap.end) task.gaps.splice(i, 1);
@@ -202,6 +205,7 @@ export class Transfer {
     let end = piece.end;
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
+    let pendingSince = 0;
     const flush = async () => {
       if (pendingBytes === 0) return;
       const chunks = pending;
@@ -243,6 +247,7 @@ export class Transfer {
           chunk = chunk.subarray(0, room);
         }
         if (chunk.byteLength > 0) {
+          if (pendingBytes === 0) pendingSince = Date.now();
           pending.push(chunk);
           pendingBytes += chunk.byteLength;
         }
@@ -252,7 +257,7 @@ export class Transfer {
           await reader.cancel().catch(() => undefined);
           break;
         }
-        if (pendingBytes >= WRITE_BYTES) await flush();
+        if (pendingBytes >= WRITE_BYTES || (pendingBytes > 0 && Date.now() - pendingSince >= WRITE_DELAY_MS)) await flush();
       }
       await flush();
       if (position < end) throw new TransientError("the connection closed early");
