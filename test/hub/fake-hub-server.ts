@@ -102,7 +102,9 @@ export type Injection =
   /** Send this many body bytes, then reset the connection (ECONNRESET). */
   | { kind: "reset"; afterBytes: number }
   /** Flip one byte in the middle of the body. */
-  | { kind: "corrupt" };
+  | { kind: "corrupt" }
+  /** Send this many body bytes (none: not even the headers), then nothing more, keeping the connection open. */
+  | { kind: "stall"; afterBytes?: number };
 
 interface PendingInjection {
   method?: string;
@@ -146,6 +148,9 @@ export class FakeHub {
   readonly options: Required<FakeHubOptions>;
   /** Pacing of every body (change it at any time; undefined: as fast as possible). */
   readonly throttle: { bytesPerSecondPerConnection?: number } = {};
+  /** Most bodies sent at once: per path, and of distinct paths. */
+  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0 };
+  #sending = new Map<string, number>();
   #server: Server;
   #injections: PendingInjection[] = [];
   #multipart = new Map<string, MultipartUpload>();
@@ -331,6 +336,10 @@ export class FakeHub {
     this.requests.push(logged);
 
     const injection = this.#takeInjection(method, url.pathname, req.headers.range);
+    if (injection?.kind === "stall" && injection.afterBytes === undefined) {
+      req.resume(); // and never answer
+      return;
+    }
     if (injection?.kind === "status") {
       req.resume();
       this.#send(res, injection.status, { error: `injected ${injection.status}` }, {
@@ -660,21 +669,22 @@ export class FakeHub {
       res.end();
       return;
     }
-    const cut = injection?.kind === "truncate" || injection?.kind === "reset" ? Math.min(injection.afterBytes, body.length) : body.length;
-    const slice = 16 * 1024;
+    const cut = injection?.kind === "truncate" || injection?.kind === "reset" || injection?.kind === "stall" ? Math.min(injection.afterBytes ?? 0, body.length) : body.length;
     const began = Date.now();
-    for (let at = 0; at < cut; ) {
-      if (res.destroyed) return;
-      const part = body.subarray(at, Math.min(cut, at + slice));
-      at += part.length;
-      logged.sent += part.length;
-      if (!res.write(part)) await new Promise<void>((resolve) => { res.once("drain", resolve); res.once("close", resolve); });
-      const rate = this.throttle.bytesPerSecondPerConnection;
-      if (rate !== undefined) {
-        const due = began + (at / rate) * 1000;
-        const wait = due - Date.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-      }
+    const path = logged.url.split("?")[0]!;
+    this.#sending.set(path, (this.#sending.get(path) ?? 0) + 1);
+    this.peak.perPath.set(path, Math.max(this.peak.perPath.get(path) ?? 0, this.#sending.get(path)!));
+    this.peak.distinctPaths = Math.max(this.peak.distinctPaths, this.#sending.size);
+    try {
+      await this.#sendBody(res, body, cut, began, logged);
+    } finally {
+      const left = this.#sending.get(path)! - 1;
+      if (left === 0) this.#sending.delete(path);
+      else this.#sending.set(path, left);
+    }
+    if (injection?.kind === "stall") {
+      await new Promise<void>((resolve) => res.once("close", resolve));
+      return;
     }
     if (injection?.kind === "truncate" || injection?.kind === "reset") {
       // Part of the body, then the connection goes: the client sees a short read or a reset.
@@ -684,5 +694,32 @@ export class FakeHub {
       return;
     }
     res.end();
+  }
+
+  async #sendBody(res: ServerResponse, body: Buffer, cut: number, began: number, logged: LoggedRequest): Promise<void> {
+    const slice = 16 * 1024;
+    for (let at = 0; at < cut; ) {
+      if (res.destroyed) return;
+      const part = body.subarray(at, Math.min(cut, at + slice));
+      at += part.length;
+      logged.sent += part.length;
+      if (!res.write(part)) {
+        await new Promise<void>((resolve) => {
+          const go = () => {
+            res.off("drain", go);
+            res.off("close", go);
+            resolve();
+          };
+          res.on("drain", go);
+          res.on("close", go);
+        });
+      }
+      const rate = this.throttle.bytesPerSecondPerConnection;
+      if (rate !== undefined) {
+        const due = began + (at / rate) * 1000;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
   }
 }
