@@ -194,7 +194,7 @@ export async function startSnapshotDownload(ref: HubRef, options: DownloadOption
   const run = new SnapshotRun({
     ref, commit, cache, hubUrl, ctx, options, settings,
     files: wanted.map((path) => byPath.get(path)!),
-    fetch: options.fetch ?? globalThis.fetch,
+    fetch: options.fetch,
   });
   await run.prepare();
   run.start();

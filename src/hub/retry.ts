@@ -73,6 +73,8 @@ export function networkFailure(err: unknown): string | undefined {
   for (let e: unknown = err; e !== undefined && e !== null && chain.length < 5; e = (e as { cause?: unknown }).cause) chain.push(e);
   for (const e of chain) {
     const code = (e as { code?: unknown }).code;
+    // node:http says "aborted" (ECONNRESET) when the peer closes before the body's end.
+    if (code === "ECONNRESET" && (e as Error).message === "aborted") return "connection closed";
     if (typeof code === "string" && NETWORK_CODES.has(code)) return describeCode(code);
   }
   const top = chain[0];

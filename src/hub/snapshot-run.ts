@@ -11,6 +11,7 @@ import { PartialBlob, blobHasher, blobPaths, type BlobPaths, type BlobSpec } fro
 import type { HubRef } from "./repo-id.js";
 import { formatSeconds } from "./retry.js";
 import type { RepoFile } from "./select-files.js";
+import { fetchClient, nodeHttpClient } from "./range-client.js";
 import { BlobTransfer, Transfer } from "./transfer.js";
 
 /**
@@ -136,7 +137,8 @@ export interface RunInit {
   options: DownloadOptions;
   settings: TransferSettingsResolved;
   files: ListedFile[];
-  fetch: typeof fetch;
+  /** The caller's fetch, if any: then the data path uses it too. */
+  fetch: typeof fetch | undefined;
 }
 
 export class SnapshotRun implements SnapshotDownload {
@@ -257,7 +259,7 @@ export class SnapshotRun implements SnapshotDownload {
         rangeBytes: settings.rangeBytes,
         readTimeoutMs: settings.downloadTimeoutMs,
         retry: settings.retry,
-        fetch: this.#init.fetch,
+        client: this.#init.fetch !== undefined ? fetchClient(this.#init.fetch) : nodeHttpClient(settings.connections),
         hubUrl,
         ...(options.accessToken !== undefined ? { accessToken: options.accessToken } : {}),
         ctx,

@@ -2,6 +2,7 @@ import { DeltaWeightsError, HubError } from "../errors.js";
 import { MAX_DOWNLOAD_REDIRECTS, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
 import { httpFailure, type FailureContext } from "./hub-errors.js";
 import type { PartialBlob } from "./partial-blob.js";
+import type { RangeClient, RangeResponse } from "./range-client.js";
 import {
   ReadTimeoutError, TransientError, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong,
   type RetryPolicy,
@@ -33,7 +34,8 @@ export interface TransferSettings {
   /** Abort a request when no byte arrives for this long (HF_HUB_DOWNLOAD_TIMEOUT). */
   readTimeoutMs: number;
   retry: RetryPolicy;
-  fetch: typeof fetch;
+  /** The data path (closed when the transfer stops). */
+  client: RangeClient;
   hubUrl: string;
   accessToken?: string;
   ctx: FailureContext;
@@ -131,6 +133,7 @@ export class Transfer {
       this.#wake();
     }
     await Promise.all(this.#workers);
+    this.#settings.client.close();
     for (const task of this.#tasks) task.settle(this.#failure ?? new HubError("the download was stopped"));
   }
 
@@ -196,10 +199,13 @@ export class Transfer {
     const { readTimeoutMs } = this.#settings;
     const controller = new AbortController();
     this.#controllers.add(controller);
+    // One timer per request, not one per chunk: it looks at when the last byte came.
+    let lastData = Date.now();
     let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(new ReadTimeoutError(readTimeoutMs)), readTimeoutMs);
+    const watch = () => {
+      const idle = Date.now() - lastData;
+      if (idle >= readTimeoutMs) controller.abort(new ReadTimeoutError(readTimeoutMs));
+      else timer = setTimeout(watch, readTimeoutMs - idle);
     };
     let position = piece.start;
     let end = piece.end;
@@ -216,23 +222,22 @@ export class Transfer {
       position += n;
       this.#settings.onBytes(task.label, n);
     };
+    let res: RangeResponse | undefined;
     try {
-      arm();
-      const res = await this.#request(task, piece, controller.signal);
+      timer = setTimeout(watch, readTimeoutMs);
+      res = await this.#request(task, piece, controller.signal);
       let skip = 0;
-      if (res.status === 206) end = this.#checkContentRange(task, piece, res.headers.get("content-range"));
+      if (res.status === 206) end = this.#checkContentRange(task, piece, res.header("content-range"));
       else {
-        const length = res.headers.get("content-length");
+        const length = res.header("content-length");
         if (length !== null && Number(length) !== task.size) throw this.#sizeMismatch(task, Number(length));
         skip = piece.start; // a 200 is the whole file, whatever range we asked for
       }
-      if (res.body === null) throw new TransientError("an empty answer");
-      const reader = res.body.getReader();
       let received = 0;
       for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        arm();
+        const value = await res.read();
+        if (value === undefined) break;
+        lastData = Date.now();
         let chunk = value;
         received += chunk.byteLength;
         if (res.status === 200 && received > task.size) throw this.#sizeMismatch(task, received);
@@ -254,7 +259,7 @@ export class Transfer {
         if (res.status === 200 && end < task.size && position + pendingBytes >= end) {
           // Everything this range needs is here; the rest of a 200 is other ranges' bytes.
           // (A 206 is read to its end instead, so its connection can be reused.)
-          await reader.cancel().catch(() => undefined);
+          res.cancel();
           break;
         }
         if (pendingBytes >= WRITE_BYTES || (pendingBytes > 0 && Date.now() - pendingSince >= WRITE_DELAY_MS)) await flush();
@@ -264,6 +269,7 @@ export class Transfer {
       if (end < piece.end) this.#requeue(task, { start: end, end: piece.end, failures: 0, notBefore: 0 });
     } catch (caught) {
       clearTimeout(timer);
+      res?.cancel();
       let err = caught;
       try {
         await flush(); // bytes that arrived before the failure are as good as any
@@ -280,7 +286,7 @@ export class Transfer {
     }
   }
 
-  async #request(task: BlobTransfer, piece: Piece, signal: AbortSignal): Promise<Response> {
+  async #request(task: BlobTransfer, piece: Piece, signal: AbortSignal): Promise<RangeResponse> {
     const { ctx, hubUrl, accessToken } = this.#settings;
     let url = task.downloadUrl ?? task.resolveUrl;
     for (let hop = 0; hop <= MAX_DOWNLOAD_REDIRECTS; hop++) {
@@ -290,10 +296,10 @@ export class Transfer {
       }
       // The token goes to the Hub only, never to the CDN it redirects to.
       if (accessToken !== undefined && sameOrigin(url, hubUrl)) headers.Authorization = `Bearer ${accessToken}`;
-      const res = await this.#settings.fetch(url, { headers, redirect: "manual", signal });
-      const location = res.headers.get("location");
+      const res = await this.#settings.client.get(url, headers, signal);
+      const location = res.header("location");
       if (res.status >= 300 && res.status < 400 && location !== null) {
-        await res.body?.cancel().catch(() => undefined);
+        await res.discard();
         url = new URL(location, url).href;
         continue;
       }
@@ -301,7 +307,7 @@ export class Transfer {
         if (url !== task.resolveUrl) task.downloadUrl = url;
         return res;
       }
-      await res.body?.cancel().catch(() => undefined);
+      await res.discard();
       if (url === task.downloadUrl && !sameOrigin(url, hubUrl) && [401, 403, 404, 410].includes(res.status)) {
         // A presigned CDN link expires: ask the Hub for a fresh one.
         task.downloadUrl = undefined;
@@ -309,9 +315,9 @@ export class Transfer {
       }
       if (isTransientStatus(res.status)) {
         const reason = res.status === 429 ? "rate limited by the Hub (429)" : `the Hub failed (${res.status})`;
-        throw new TransientError(reason, parseRetryAfter(res.headers.get("retry-after")));
+        throw new TransientError(reason, parseRetryAfter(res.header("retry-after")));
       }
-      throw httpFailure(res.status, res.headers.get("X-Error-Code") ?? undefined, { ...ctx, file: task.label });
+      throw httpFailure(res.status, res.header("X-Error-Code") ?? undefined, { ...ctx, file: task.label });
     }
     throw new HubError(`Failed to download ${ctx.repo}: ${task.label}: more than ${MAX_DOWNLOAD_REDIRECTS} redirects`);
   }

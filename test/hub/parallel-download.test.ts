@@ -131,6 +131,18 @@ describe("parallel ranged downloads", () => {
     expect((await readdir(blobs("alice/par"))).filter((n) => n.includes("incomplete"))).toEqual([]);
   });
 
+  it("carries the bytes through the caller's fetch when one is given", async () => {
+    const files = seedModel("alice/own-fetch", [1 * MiB, 256 * KiB]);
+    const seen: string[] = [];
+    const spy: typeof fetch = (input, init) => {
+      seen.push(String(input));
+      return fetch(input, init);
+    };
+    const snap = await downloadSnapshot({ repo: "alice/own-fetch", revision: "main" }, options({ fetch: spy }));
+    await expectSnapshotEquals(snap.dir, files);
+    expect(seen.filter((u) => u.includes("/__lfs/download/")).length).toBeGreaterThanOrEqual(4);
+  });
+
   it("sends the token to the Hub but not to the CDN host it redirects to", async () => {
     await hub.close();
     hub = await FakeHub.start({ tokens: { hf_owner: { user: "alice", write: true } } });
