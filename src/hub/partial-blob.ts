@@ -54,6 +54,14 @@ const HASH_READ_BYTES = 2 * 1024 * 1024;
 const SIDECAR_SAVE_INTERVAL_MS = 500;
 /** Ranges a sidecar may list (ours list a handful; more is damage). */
 const MAX_SIDECAR_RANGES = 10_000;
+/**
+ * Bytes written between background flushes to disk. The blob is fsynced
+ * before it is renamed into place; left to that moment, the disk would
+ * start on a 10 GB shard only when its last byte arrived (the kernel's own
+ * writeback waits for gigabytes of dirty pages), and the download would
+ * stall there for seconds.
+ */
+const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
 
 export interface BlobSpec {
   /** LFS sha256 or git blob sha1: the blob's name in the cache. */
@@ -110,6 +118,8 @@ export class PartialBlob {
   #saveTimer: NodeJS.Timeout | undefined;
   #dirty = false;
   #lastSave = 0;
+  #unflushed = 0;
+  #flushing: Promise<void> | undefined;
   #onChange: () => void;
 
   private constructor(readonly spec: BlobSpec, readonly paths: BlobPaths, handle: FileHandle, done: RangeSet, hasher: StreamHasher, onChange: () => void) {
@@ -191,6 +201,12 @@ export class PartialBlob {
       throw ioError("write", this.paths.partial, err);
     }
     this.done.add(position, position + length);
+    this.#unflushed += length;
+    if (this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined && !this.#closed) {
+      this.#unflushed = 0;
+      // Errors surface at the final sync in finish().
+      this.#flushing = this.#handle.datasync().catch(() => undefined).finally(() => { this.#flushing = undefined; });
+    }
     this.#scheduleSave();
     this.#pump();
     this.#onChange();
@@ -263,6 +279,7 @@ export class PartialBlob {
       throw new HubError(describe(this.spec.etag, actual));
     }
     try {
+      await this.#flushing;
       await this.#handle.truncate(this.spec.size); // never longer than the listing
       await this.#handle.sync();
     } catch (err) {
@@ -298,6 +315,7 @@ export class PartialBlob {
     this.#saveTimer = undefined;
     while (this.#pumping !== undefined) await this.#pumping.catch(() => undefined);
     while (this.#saving !== undefined) await this.#saving;
+    await this.#flushing;
     await this.#handle.close().catch(() => undefined);
   }
 }
