@@ -180,7 +180,15 @@ export class SnapshotRun implements SnapshotDownload {
       this.#jobs.push(job);
       for (const f of group) this.#handles.set(f.path, new FileDownloadHandle(job, f, init.cache.snapshotPath(init.commit, f.path)));
     });
-    init.options.signal?.addEventListener("abort", () => this.#fail(this.#stopped()), { once: true });
+    const signal = init.options.signal;
+    if (signal !== undefined) {
+      const onAbort = () => this.#fail(this.#stopped());
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener("abort", onAbort, { once: true });
+        void this.done.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
+      }
+    }
   }
 
   file(path: string): FileDownload {

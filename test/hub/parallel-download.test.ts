@@ -242,6 +242,14 @@ describe("transient failures", () => {
     expect(events).toContainEqual(expect.objectContaining({ kind: "retry", reason: "rate limited by the Hub (429)", delayMs: 1000 }));
   });
 
+  it("retries a metadata call the Hub answers with a 503", async () => {
+    const files = seedModel("alice/meta", [256 * KiB, 256 * KiB]);
+    hub.inject(/^\/api\/models\/alice\/meta\/tree\//, { kind: "status", status: 503 });
+    const snap = await downloadSnapshot({ repo: "alice/meta", revision: "main" }, options());
+    await expectSnapshotEquals(snap.dir, files);
+    expect(hub.requests.filter((r) => r.url.includes("/tree/")).length).toBe(2);
+  });
+
   it("stops at once when Retry-After asks for longer than we wait, saying so", async () => {
     const files = seedModel("alice/later", [1 * MiB, 256 * KiB]);
     hub.inject(lfsPath(files["model-00001-of-00002.safetensors"]!), { kind: "status", status: 429, retryAfter: "3600" });
