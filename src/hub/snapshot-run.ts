@@ -1,4 +1,4 @@
-import { mkdir, open, realpath, stat, type FileHandle } from "node:fs/promises";
+import { mkdir, open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import { HubError, ioError } from "../errors.js";
 import { checkFreeSpace } from "../io/paths.js";
@@ -88,8 +88,9 @@ class FileDownloadHandle implements FileDownload {
   readonly blobPath: string;
   readonly partialPath: string;
   readonly complete: Promise<string>;
-  resolve!: (path: string) => void;
-  reject!: (err: unknown) => void;
+  settled = false;
+  #resolve!: (path: string) => void;
+  #reject!: (err: unknown) => void;
 
   constructor(readonly job: BlobJob, file: { path: string; size: number }, readonly snapshotPath: string) {
     this.path = file.path;
@@ -97,10 +98,20 @@ class FileDownloadHandle implements FileDownload {
     this.blobPath = job.paths.blob;
     this.partialPath = job.paths.partial;
     this.complete = new Promise<string>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
+      this.#resolve = resolve;
+      this.#reject = reject;
     });
     this.complete.catch(() => undefined); // callers may watch `done` only
+  }
+
+  resolve(path: string): void {
+    this.settled = true;
+    this.#resolve(path);
+  }
+
+  reject(err: unknown): void {
+    this.settled = true;
+    this.#reject(err);
   }
 
   waitForRange(start: number, end: number): Promise<void> {
@@ -224,7 +235,13 @@ export class SnapshotRun implements SnapshotDownload {
         ...(options.hashPool !== undefined && job.spec.lfs ? { hashPool: options.hashPool } : {}),
         onBytes: (bytes) => options.onProgress?.({ kind: "advance", phase: "check cache", bytes, label: job.label }),
       });
-      if (checked.state === "ok") continue;
+      if (checked.state === "ok") {
+        // A partial download of a blob that is complete (a run killed while cleaning up, or
+        // fetched since by Python): no one can use it now. Whoever writes a blob holds its
+        // lock and only ever does so while the blob is missing, so this races with nobody.
+        for (const stale of [job.paths.partial, job.paths.sidecar]) await rm(stale, { force: true }).catch(() => undefined);
+        continue;
+      }
       job.fetch = true;
       if (checked.state === "corrupt") job.corrupt = { problem: checked.problem, identity: checked.identity };
     }
@@ -245,8 +262,9 @@ export class SnapshotRun implements SnapshotDownload {
 
   start(): void {
     this.#run().then(this.#resolveDone, (err: unknown) => {
-      for (const job of this.#jobs) job.fail(err);
-      for (const h of this.#handles.values()) h.reject(err);
+      // Files already verified and linked stay usable; the rest fail with the run.
+      for (const job of this.#jobs) if (!job.complete) job.fail(err);
+      for (const h of this.#handles.values()) if (!h.settled) h.reject(err);
       this.#rejectDone(err);
     });
   }
