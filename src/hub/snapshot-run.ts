@@ -356,7 +356,8 @@ export class SnapshotRun implements SnapshotDownload {
       job.notify();
       await this.#link(job);
     } catch (err) {
-      this.#fail(err);
+      // Disk and lock failures too reach callers as one HubError line (the cause is kept).
+      this.#fail(err instanceof HubError ? err : new HubError(`Failed to download ${this.repo}: ${lowerFirst(err instanceof Error ? err.message : String(err))}`, { cause: err }));
       job.fail(this.#failure);
       for (const f of job.files) this.#handles.get(f.path)!.reject(this.#failure);
     } finally {
@@ -425,4 +426,8 @@ export async function completedDownload(snapshot: Snapshot, cache: RepoCache): P
     done: Promise.resolve(snapshot),
     cancel: async () => undefined,
   };
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
