@@ -85,3 +85,23 @@ export const MAX_PICKLE_LONG_BYTES = 64;
 /** Entries in one Hub repo listing: a hostile or broken server must not make
  * us collect an endless tree. Real model repos have tens of files. */
 export const MAX_HUB_LISTING_ENTRIES = 100_000;
+
+/** Simultaneous HTTP connections of one download: a huge count from a flag
+ * would open thousands of sockets against the Hub and get us rate-limited. */
+export const MAX_DOWNLOAD_CONNECTIONS = 64;
+
+/** The smallest byte range requested from the Hub (except a file's last bytes):
+ * smaller ranges would spend more time on requests than on bytes. */
+export const MIN_DOWNLOAD_RANGE_BYTES = 256 * 1024;
+
+/** Redirects followed by one download request (the Hub sends one, to its CDN):
+ * a redirect loop must end. */
+export const MAX_DOWNLOAD_REDIRECTS = 10;
+
+/** The longest `Retry-After` we wait for: a server asking for more is not
+ * waited on for hours; the download stops and says to run again later. */
+export const MAX_RETRY_AFTER_MS = 5 * 60 * 1000;
+
+/** The sidecar that records a download's finished byte ranges is read before
+ * it is trusted: a larger one is damage, not ours (ours hold a few ranges). */
+export const MAX_RANGES_SIDECAR_BYTES = 1024 * 1024;

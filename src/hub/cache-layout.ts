@@ -10,12 +10,17 @@ import { ioError } from "../errors.js";
  *   <cache>/models--org--name/blobs/<etag>.incomplete      a download in progress
  *   <cache>/models--org--name/snapshots/<commit>/<path>    relative symlink to ../../blobs/<etag>
  *   <cache>/models--org--name/refs/<revision>              the commit id a branch or tag resolved to
+ *   <cache>/.locks/models--org--name/<etag>.lock           flock(2)ed around writing a blob
+ *
+ * Our own partial downloads sit beside the blobs as `<etag>.dw.incomplete`
+ * and `<etag>.dw-ranges.incomplete` (partial-blob.ts says why not
+ * `<etag>.incomplete`).
  *
  * The etag is the LFS sha256 for LFS files and the git blob sha1 otherwise.
  */
 export class RepoCache {
   readonly root: string;
-  constructor(cacheDir: string, readonly repo: string) {
+  constructor(readonly cacheDir: string, readonly repo: string) {
     this.root = join(cacheDir, repoFolderName(repo));
   }
 
@@ -25,6 +30,11 @@ export class RepoCache {
 
   incompletePath(etag: string): string {
     return `${this.blobPath(etag)}.incomplete`;
+  }
+
+  /** Python's lock around writing a blob: `<cache>/.locks/models--org--name/<etag>.lock` (file_download.py). */
+  lockPath(etag: string): string {
+    return join(this.cacheDir, ".locks", repoFolderName(this.repo), `${etag}.lock`);
   }
 
   snapshotDir(commit: string): string {

@@ -1,16 +1,28 @@
-import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
-import { HubError, ioError } from "../errors.js";
-import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../limits.js";
+import type { FileHandle } from "node:fs/promises";
+import { readdir, readFile, realpath, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { HubError, UsageError, ioError } from "../errors.js";
+import type { HashPool } from "../hash/hash-pool.js";
+import { MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
-import { RepoCache, isCachedFile } from "./cache-layout.js";
+import type { LockMode } from "./blob-lock.js";
+import { checkCachedBlob } from "./cache-check.js";
+import { RepoCache } from "./cache-layout.js";
 import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
-import { repoPathProblem, selectModelFiles, type RepoFile } from "./select-files.js";
+import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
+import { repoPathProblem, selectModelFiles } from "./select-files.js";
+import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
 
 export const DEFAULT_HUB_URL = "https://huggingface.co";
+
+/** Defaults of the transfer settings below (the CLI maps flags and HF_* variables onto them). */
+export const DOWNLOAD_DEFAULTS = {
+  connections: 8,
+  rangeBytes: 32 * 1024 * 1024,
+  downloadTimeoutMs: 10_000,
+  etagTimeoutMs: 10_000,
+} as const;
 
 export interface DownloadOptions {
   /** The Hub cache (HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub: the CLI decides). */
@@ -20,10 +32,43 @@ export interface DownloadOptions {
   fetch?: typeof fetch;
   /** Cache only (HF_HUB_OFFLINE=1): never touch the network. */
   offline?: boolean;
+  /** One `start` (total bytes to fetch), `advance` as bytes land (label: the file), one `end`: phase "download". */
   onProgress?: OnProgress;
   /** Exact repo paths wanted, instead of the model's files (e.g. ["delta.json"]). */
   files?: readonly string[];
+  /** Simultaneous HTTP connections over all files (default 8, at most MAX_DOWNLOAD_CONNECTIONS). */
+  connections?: number;
+  /** The longest byte range one request asks for (default 32 MiB; ranges shrink near the end). */
+  rangeBytes?: number;
+  /** A download request with no byte for this long is abandoned and retried (HF_HUB_DOWNLOAD_TIMEOUT; default 10 s). */
+  downloadTimeoutMs?: number;
+  /** Each metadata call (model info, file listing) may take this long (HF_HUB_ETAG_TIMEOUT; default 10 s). */
+  etagTimeoutMs?: number;
+  /** Tries without progress per byte range (and per metadata call), and the backoff between them. */
+  retry?: Partial<RetryPolicy>;
+  /**
+   * Hash blobs found in the cache before using them (LFS: sha256; others: git
+   * blob id). Their size is always checked. A wrong blob is moved aside and
+   * fetched again (offline: refused).
+   */
+  verifyCache?: boolean;
+  /** Hash LFS blobs on these workers instead of the main thread. */
+  hashPool?: HashPool;
+  /** One-line notices: retries, waits for a lock, corrupt blobs moved aside, resumed downloads. */
+  onEvent?: (event: DownloadEvent) => void;
+  /** How blobs are locked against other writers (default "auto": huggingface_hub's flock, see blob-lock.ts). */
+  lockMode?: LockMode;
+  /** Aborting stops the download, leaving the cache consistent and resumable. */
+  signal?: AbortSignal;
 }
+
+/** Things worth one line to the user; `message` is that line. */
+export type DownloadEvent =
+  | { kind: "retry"; file: string; attempt: number; attempts: number; delayMs: number; reason: string; message: string }
+  | { kind: "waiting-for-lock"; file: string; message: string }
+  | { kind: "lock-fallback"; message: string }
+  | { kind: "corrupt-blob"; file: string; movedTo: string; message: string }
+  | { kind: "resumed"; file: string; bytes: number; fromPython: boolean; message: string };
 
 export interface Snapshot {
   repo: string;
@@ -37,28 +82,84 @@ export interface Snapshot {
   downloaded: string[];
 }
 
-interface ListedFile extends RepoFile {
-  /** Blob name: LFS sha256, else git blob sha1. */
-  etag: string;
-  lfs: boolean;
+/**
+ * A download under way, for code that starts using files before all of them
+ * (or all of one) are there: see `startSnapshotDownload`.
+ */
+export interface SnapshotDownload {
+  readonly repo: string;
+  readonly revision: string;
+  readonly commit: string;
+  /** `<cache>/models--org--name/snapshots/<commit>`: each file appears there once complete and verified. */
+  readonly dir: string;
+  /** Repo paths, sorted. */
+  readonly files: readonly string[];
+  /** The handle of one file; throws for a path not in `files`. */
+  file(path: string): FileDownload;
+  /** Resolves when every file is verified and linked; rejects with a one-line HubError (the cache stays resumable). */
+  readonly done: Promise<Snapshot>;
+  /** Stops, keeping every byte fetched for the next run; resolves once the cache is consistent. */
+  cancel(): Promise<void>;
+}
+
+/** One file of a SnapshotDownload. */
+export interface FileDownload {
+  /** Repo path. */
+  readonly path: string;
+  readonly size: number;
+  /** `snapshots/<commit>/<path>`: a link to the blob once `complete` resolves. */
+  readonly snapshotPath: string;
+  /** `blobs/<etag>`: the verified bytes, once complete. */
+  readonly blobPath: string;
+  /**
+   * `blobs/<etag>.dw.incomplete`: where the bytes are written while the file
+   * downloads, each at its offset. Bytes read from it after `waitForRange`
+   * resolved are what the Hub sent but are NOT YET VERIFIED: only `complete`
+   * says that the whole file matched its sha256. When verified, this file is
+   * renamed to `blobPath` (a descriptor opened before keeps working). Use
+   * `open()` rather than opening this path yourself.
+   */
+  readonly partialPath: string;
+  /** Resolves when bytes [start, end) are on disk; rejects if the file fails. */
+  waitForRange(start: number, end: number): Promise<void>;
+  /** waitForRange(0, length). */
+  waitForPrefix(length: number): Promise<void>;
+  /** Opens the file's bytes for reading wherever they are now (partial file, else blob). */
+  open(): Promise<FileHandle>;
+  /** Resolves with `snapshotPath` once the file is verified and linked; rejects with a one-line HubError. */
+  readonly complete: Promise<string>;
 }
 
 /**
  * Makes a Hub repo's model files available in the HF cache and returns the
  * snapshot directory. Files already cached (by us or by Python) are reused
- * without a request; the rest are streamed to `blobs/<etag>.incomplete`,
- * checked (LFS: sha256; regular: git blob sha1; both: size), renamed and linked.
- * An interrupted download resumes from its `.incomplete` file on the next run.
+ * without a request once their size checks out; the rest are fetched in
+ * parallel byte ranges (see transfer.ts, partial-blob.ts), checked (LFS:
+ * sha256; regular: git blob sha1; both: size), renamed and linked. An
+ * interrupted download resumes on the next run, keeping every finished range.
  */
 export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): Promise<Snapshot> {
+  const download = await startSnapshotDownload(ref, options);
+  return download.done;
+}
+
+/**
+ * Starts downloading a snapshot and returns as soon as the Hub said which
+ * files it has (one metadata round trip), with a handle per file to wait for
+ * byte ranges, read them while the rest arrives, and learn when the file is
+ * verified. Killed at any moment, the cache stays consistent: a rerun
+ * resumes.
+ */
+export async function startSnapshotDownload(ref: HubRef, options: DownloadOptions): Promise<SnapshotDownload> {
   // Repo and revision become cache paths: refuse anything that could climb out.
   checkHubRef(ref);
-  if (options.offline === true) return cachedSnapshot(ref, options);
+  const settings = transferSettings(options);
+  const cache = new RepoCache(options.cacheDir, ref.repo);
+  if (options.offline === true) return completedDownload(await cachedSnapshot(ref, options), cache);
   const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
-  const fetcher = new HubFetch(options.fetch);
+  const fetcher = new HubFetch(metadataFetch(options.fetch ?? globalThis.fetch, settings.etagTimeoutMs, settings.retry));
   const ctx: FailureContext = { action: "download", repo: ref.repo, revision: ref.revision, hubUrl, hasToken: options.accessToken !== undefined };
   checkToken(options.accessToken, ctx);
-  const cache = new RepoCache(options.cacheDir, ref.repo);
 
   let commit: string;
   let listing: ListedFile[];
@@ -78,7 +179,7 @@ export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): P
     // Like Python: when the Hub cannot be reached, a cached snapshot still serves.
     if (failure instanceof HubUnreachableError) {
       const cached = await cachedSnapshot(ref, options).catch(() => undefined);
-      if (cached !== undefined) return cached;
+      if (cached !== undefined) return completedDownload(cached, cache);
     }
     throw failure;
   }
@@ -90,20 +191,83 @@ export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): P
   }
   if (ref.revision !== commit) await cache.writeRef(ref.revision, commit);
 
-  const downloaded: string[] = [];
-  for (const path of wanted) {
-    const file = byPath.get(path)!;
-    const pointer = cache.snapshotPath(commit, path);
-    if (await isCachedFile(pointer)) continue;
-    const blob = cache.blobPath(file.etag);
-    if (!(await isCachedFile(blob))) {
-      const url = `${hubUrl}/${ref.repo}/resolve/${commit}/${path.split("/").map(encodeURIComponent).join("/")}`;
-      await downloadBlob(url, file, cache, { ...options, ctx: { ...ctx, file: path }, fetcher });
-      downloaded.push(path);
-    }
-    await cache.linkSnapshotFile(commit, path, file.etag);
+  const run = new SnapshotRun({
+    ref, commit, cache, hubUrl, ctx, options, settings,
+    files: wanted.map((path) => byPath.get(path)!),
+    fetch: options.fetch,
+  });
+  await run.prepare();
+  run.start();
+  return run;
+}
+
+export interface TransferSettingsResolved {
+  connections: number;
+  rangeBytes: number;
+  downloadTimeoutMs: number;
+  etagTimeoutMs: number;
+  retry: RetryPolicy;
+}
+
+function transferSettings(options: DownloadOptions): TransferSettingsResolved {
+  const int = (name: string, value: number | undefined, fallback: number, min: number, max: number): number => {
+    if (value === undefined) return fallback;
+    if (!Number.isSafeInteger(value) || value < min || value > max) throw new UsageError(`${name} must be an integer from ${min} to ${max}, not ${value}`);
+    return value;
+  };
+  const retry = { ...DEFAULT_RETRY, ...options.retry };
+  return {
+    connections: int("connections", options.connections, DOWNLOAD_DEFAULTS.connections, 1, MAX_DOWNLOAD_CONNECTIONS),
+    rangeBytes: int("rangeBytes", options.rangeBytes, DOWNLOAD_DEFAULTS.rangeBytes, MIN_DOWNLOAD_RANGE_BYTES, Number.MAX_SAFE_INTEGER),
+    downloadTimeoutMs: int("downloadTimeoutMs", options.downloadTimeoutMs, DOWNLOAD_DEFAULTS.downloadTimeoutMs, 1, 24 * 3600_000),
+    etagTimeoutMs: int("etagTimeoutMs", options.etagTimeoutMs, DOWNLOAD_DEFAULTS.etagTimeoutMs, 1, 24 * 3600_000),
+    retry: {
+      attempts: int("retry.attempts", retry.attempts, DEFAULT_RETRY.attempts, 1, 100),
+      baseDelayMs: int("retry.baseDelayMs", retry.baseDelayMs, DEFAULT_RETRY.baseDelayMs, 0, 3600_000),
+      maxDelayMs: int("retry.maxDelayMs", retry.maxDelayMs, DEFAULT_RETRY.maxDelayMs, 0, 3600_000),
+    },
+  };
+}
+
+/** No answer to a metadata call within HF_HUB_ETAG_TIMEOUT: the Hub counts as unreachable (the cache may serve). */
+class MetadataTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${formatSeconds(ms)}`);
+    this.name = "TimeoutError";
   }
-  return { repo: ref.repo, revision: ref.revision, commit, dir: cache.snapshotDir(commit), files: wanted, downloaded };
+}
+
+/**
+ * The fetch the Hub client uses for metadata: each call bounded by the etag
+ * timeout, and 429 / 5xx answers to GETs retried with backoff (Retry-After
+ * honoured), as huggingface_hub's http_backoff does. A Hub that cannot be
+ * reached is not retried: the cache may serve instead.
+ */
+function metadataFetch(base: typeof fetch, timeoutMs: number, retry: RetryPolicy): typeof fetch {
+  return async (input, init) => {
+    const method = (init?.method ?? "GET").toUpperCase();
+    for (let attempt = 1; ; attempt++) {
+      const timeout = new AbortController();
+      const timer = setTimeout(() => timeout.abort(new MetadataTimeoutError(timeoutMs)), timeoutMs);
+      timer.unref();
+      const signal = init?.signal != null ? AbortSignal.any([init.signal, timeout.signal]) : timeout.signal;
+      let res: Response;
+      try {
+        res = await base(input, { ...init, signal });
+      } catch (err) {
+        clearTimeout(timer);
+        throw timeout.signal.aborted ? timeout.signal.reason : err;
+      }
+      const wait = parseRetryAfter(res.headers.get("retry-after")) ?? backoffMs(retry, attempt);
+      if ((method !== "GET" && method !== "HEAD") || !isTransientStatus(res.status) || attempt >= retry.attempts || retryAfterTooLong(wait)) {
+        // The body is read after we return: the timer keeps bounding it.
+        return res;
+      }
+      clearTimeout(timer);
+      await res.body?.cancel().catch(() => undefined);
+      await sleep(wait);
+    }
+  };
 }
 
 function checkToken(token: string | undefined, ctx: FailureContext): void {
@@ -133,113 +297,12 @@ function toListedFile(entry: { path: string; size: number; oid?: string; lfs?: {
   return { path: entry.path, size, etag, lfs };
 }
 
-/** Hashes a file's first `length` bytes into `hash` (resuming a download), chunk by chunk. */
-async function hashPrefix(path: string, length: number, hash: Hash): Promise<void> {
-  if (length === 0) return;
-  for await (const chunk of createReadStream(path, { start: 0, end: length - 1 })) hash.update(chunk as Buffer);
-}
-
-/** LFS files are checked against their sha256; regular files against their git blob sha1. */
-function newDigest(file: ListedFile): Hash {
-  if (file.lfs) return createHash("sha256");
-  return createHash("sha1").update(`blob ${file.size}\0`);
-}
-
-async function downloadBlob(
-  url: string,
-  file: ListedFile,
-  cache: RepoCache,
-  options: DownloadOptions & { ctx: FailureContext; fetcher: HubFetch },
-): Promise<void> {
-  const { ctx, onProgress } = options;
-  const incomplete = cache.incompletePath(file.etag);
-  const blob = cache.blobPath(file.etag);
-  await mkdir(cache.blobPath(""), { recursive: true }).catch((err) => { throw ioError("create", cache.blobPath(""), err); });
-
-  let have = await stat(incomplete).then((s) => s.size, () => 0);
-  if (have > file.size) {
-    await rm(incomplete, { force: true });
-    have = 0;
-  }
-  let digest = newDigest(file);
-  await hashPrefix(incomplete, have, digest);
-  onProgress?.({ kind: "start", phase: "download", totalBytes: file.size, label: file.path });
-  if (have > 0) onProgress?.({ kind: "advance", phase: "download", bytes: have, label: file.path });
-
-  const handle = await open(incomplete, have > 0 ? "r+" : "w").catch((err) => { throw ioError("create", incomplete, err); });
-  let position = have;
-  try {
-    if (have < file.size) {
-      const headers: Record<string, string> = { "Accept-Encoding": "identity" };
-      if (options.accessToken !== undefined) headers.Authorization = `Bearer ${options.accessToken}`;
-      if (have > 0) headers.Range = `bytes=${have}-`;
-      let res: Response;
-      try {
-        res = await options.fetcher.fetch(url, { headers, redirect: "follow" });
-      } catch (err) {
-        throw hubFailure(err, ctx, options.fetcher);
-      }
-      if (res.status === 200 && have > 0) {
-        // The server ignored the Range: start over.
-        position = 0;
-        digest = newDigest(file);
-      } else if (res.status === 206) {
-        const start = /^bytes (\d+)-/.exec(res.headers.get("Content-Range") ?? "")?.[1];
-        if (start === undefined || Number(start) !== have) throw new HubError(`Failed to download ${ctx.repo}: the Hub answered a resumed download of ${file.path} with the wrong range`);
-      } else if (!res.ok) {
-        await res.body?.cancel();
-        throw httpFailure(res.status, res.headers.get("X-Error-Code") ?? undefined, ctx);
-      }
-      if (res.body === null) throw new HubError(`Failed to download ${ctx.repo}: empty answer for ${file.path}`);
-      try {
-        for await (const chunk of res.body) {
-          if (position + chunk.byteLength > file.size) {
-            throw new HubError(`Failed to download ${ctx.repo}: ${file.path} is larger than the ${file.size} bytes the Hub listed`);
-          }
-          await handle.write(chunk, 0, chunk.byteLength, position);
-          position += chunk.byteLength;
-          digest.update(chunk);
-          onProgress?.({ kind: "advance", phase: "download", bytes: chunk.byteLength, label: file.path });
-        }
-      } catch (err) {
-        if (err instanceof HubError) throw err;
-        throw interrupted(ctx, file, position, err);
-      }
-      if (position < file.size) throw interrupted(ctx, file, position);
-      await handle.truncate(position);
-      await handle.sync();
-    }
-  } finally {
-    await handle.close();
-  }
-
-  const actual = digest.digest("hex");
-  if (actual !== file.etag) {
-    await rm(incomplete, { force: true });
-    throw new HubError(
-      `Failed to download ${ctx.repo}: ${file.path} does not match its ${file.lfs ? "sha256" : "git oid"} ` +
-        `(expected ${file.etag}, got ${actual}); the corrupt download was deleted: run again`,
-    );
-  }
-  try {
-    await rename(incomplete, blob);
-  } catch (err) {
-    throw ioError("rename", incomplete, err);
-  }
-  onProgress?.({ kind: "end", phase: "download" });
-}
-
-function interrupted(ctx: FailureContext, file: ListedFile, position: number, cause?: unknown): HubError {
-  return new HubError(
-    `Failed to download ${ctx.repo}: ${file.path} was interrupted after ${position} of ${file.size} bytes: run again to resume`,
-    { cause },
-  );
-}
-
 /**
  * The cached snapshot of a repo, without the network (HF_HUB_OFFLINE=1):
  * refs/<revision> gives the commit, snapshots/<commit> the files. Refuses a
- * snapshot whose model files are missing (e.g. a shard never downloaded).
+ * snapshot whose model files are missing (e.g. a shard never downloaded),
+ * and, with `verifyCache`, one whose blobs do not match their names: offline
+ * there is no listing to check sizes against, and no way to fetch again.
  */
 export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Promise<Snapshot> {
   const cache = new RepoCache(options.cacheDir, ref.repo);
@@ -264,6 +327,17 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
     for (const index of files.filter((f) => f.endsWith(".index.json"))) {
       for (const shard of await indexShards(cache.snapshotPath(commit, index), index)) {
         if (!present.includes(shard)) throw notCached(`${shard} (listed in ${index}) is not`);
+      }
+    }
+  }
+  if (options.verifyCache === true) {
+    for (const file of files) {
+      const blob = await realpath(cache.snapshotPath(commit, file)).catch((err: unknown) => { throw ioError("read", cache.snapshotPath(commit, file), err); });
+      const etag = basename(blob);
+      if (!/^([0-9a-f]{64}|[0-9a-f]{40})$/.test(etag)) continue; // not a blob of the cache layout: nothing to compare with
+      const checked = await checkCachedBlob(blob, etag, undefined, { digest: true, ...(options.hashPool !== undefined ? { hashPool: options.hashPool } : {}) });
+      if (checked.state === "corrupt") {
+        throw new HubError(`Failed to open ${name} offline: ${file} in the cache is corrupt (its blob ${checked.problem}): unset HF_HUB_OFFLINE and run again to fetch it again`);
       }
     }
   }
@@ -297,3 +371,4 @@ async function indexShards(path: string, name: string): Promise<string[]> {
     throw new HubError(`Failed to read ${name}: not a JSON index (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
 }
+

@@ -108,6 +108,7 @@ export function hubFailure(err: unknown, ctx: FailureContext, fetcher?: HubFetch
 
 /** fetch() rejects with a TypeError when no HTTP answer came (refused, DNS, reset). */
 export function isNetworkFailure(err: unknown): boolean {
+  if (err instanceof Error && err.name === "TimeoutError") return true; // no answer within the etag timeout
   return err instanceof TypeError && /fetch failed|terminated|network/i.test(err.message);
 }
 

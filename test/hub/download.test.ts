@@ -78,10 +78,16 @@ describe("downloadSnapshot into the Hugging Face cache layout", () => {
     // LFS files come through the "CDN" redirect, with the token-less presigned path
     expect(hub.requests.filter((r) => r.url.startsWith("/__lfs/download/"))).toHaveLength(2);
 
+    // One bar for the whole download: one start with the total, advances as bytes land, one end.
     const starts = events.filter((e) => e.kind === "start");
-    expect(starts.map((e) => e.kind === "start" && e.label).sort()).toEqual([...snap.files].sort());
+    expect(starts).toHaveLength(1);
+    const total = Object.values(files).reduce((n, b) => n + b.length, 0) + 2; // + tokenizer_config.json "{}"
+    expect(starts[0]).toMatchObject({ phase: "download", totalBytes: total });
     const advanced = events.reduce((s, e) => s + (e.kind === "advance" ? e.bytes : 0), 0);
-    expect(advanced).toBe(starts.reduce((s, e) => s + (e.kind === "start" ? e.totalBytes : 0), 0));
+    expect(advanced).toBe(total);
+    expect(events.at(-1)).toEqual({ kind: "end", phase: "download" });
+    const labels = new Set(events.flatMap((e) => (e.kind === "advance" && e.label !== undefined ? [e.label] : [])));
+    expect([...labels].sort()).toEqual(snap.files);
   });
 
   it("round-trips through resolveSource: the path is the snapshot directory", async () => {
@@ -327,24 +333,39 @@ describe("private and gated repos, and the Hub's errors", () => {
 });
 
 describe("interrupted and corrupted downloads", () => {
-  it("resumes a truncated download from blobs/<etag>.incomplete with a Range request", async () => {
+  it("retries a download cut short, asking for the rest with a Range request", async () => {
     const files = await tinyLlamaFiles();
     hub.seed("alice/tiny-llama", files);
     const shard = files["model-00001-of-00002.safetensors"]!;
     const etag = sha256(shard);
     hub.inject(new RegExp(`^/__lfs/download/${etag}$`), { kind: "truncate", afterBytes: 100_000 });
-    const err = (await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, { cacheDir: cache, hubUrl: hub.url }).catch((e: unknown) => e)) as Error;
-    expect(err).toBeInstanceOf(HubError);
-    expect(err.message).toMatch(/model-00001-of-00002\.safetensors was interrupted after \d+ of 176744 bytes: run again to resume/);
-    const incomplete = join(cache, "models--alice--tiny-llama/blobs", `${etag}.incomplete`);
-    const partial = (await stat(incomplete)).size;
-    expect(partial).toBeGreaterThan(0);
-    expect(partial).toBeLessThan(shard.length);
-
-    const snap = await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, { cacheDir: cache, hubUrl: hub.url });
-    expect(hub.requests.some((r) => r.url === `/__lfs/download/${etag}` && r.range === `bytes=${partial}-`)).toBe(true);
+    const snap = await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, { cacheDir: cache, hubUrl: hub.url, retry: { baseDelayMs: 1 } });
+    expect(hub.requests.some((r) => r.url === `/__lfs/download/${etag}` && r.range === "bytes=100000-")).toBe(true);
     expect((await readFile(join(snap.dir, "model-00001-of-00002.safetensors"))).equals(shard)).toBe(true);
-    await expect(stat(incomplete)).rejects.toThrow();
+  });
+
+  it("after the last try says what failed and that a rerun resumes; the rerun asks only for the rest", async () => {
+    const files = await tinyLlamaFiles();
+    hub.seed("alice/tiny-llama", files);
+    const shard = files["model-00001-of-00002.safetensors"]!;
+    const etag = sha256(shard);
+    hub.inject(new RegExp(`^/__lfs/download/${etag}$`), { kind: "truncate", afterBytes: 100_000 });
+    hub.inject(new RegExp(`^/__lfs/download/${etag}$`), { kind: "truncate", afterBytes: 0 }, { times: 2 });
+    const options = { cacheDir: cache, hubUrl: hub.url, retry: { attempts: 3, baseDelayMs: 1 } };
+    const err = (await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, options).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(HubError);
+    expect(err.message).toBe(
+      "Failed to download alice/tiny-llama: model-00001-of-00002.safetensors was interrupted (connection closed; 3 tries) with 100000 of 176744 bytes kept: run again to resume",
+    );
+    const blobs = join(cache, "models--alice--tiny-llama/blobs");
+    expect((await stat(join(blobs, `${etag}.dw.incomplete`))).size).toBe(100_000);
+    await expect(stat(join(blobs, etag))).rejects.toThrow();
+
+    hub.requests.length = 0;
+    const snap = await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, { cacheDir: cache, hubUrl: hub.url });
+    expect(hub.requests.filter((r) => r.url === `/__lfs/download/${etag}`).map((r) => r.range)).toEqual(["bytes=100000-"]);
+    expect((await readFile(join(snap.dir, "model-00001-of-00002.safetensors"))).equals(shard)).toBe(true);
+    expect((await readdir(blobs)).filter((n) => n.includes("incomplete"))).toEqual([]);
   });
 
   it("refuses LFS bytes that do not match their sha256: deletes them, places no blob", async () => {
@@ -371,11 +392,18 @@ describe("interrupted and corrupted downloads", () => {
     await expect(downloadSnapshot({ repo: "alice/one", revision: "main" }, { cacheDir: cache, hubUrl: hub.url })).rejects.toThrow(/config\.json does not match its git oid/);
   });
 
-  it("a 500 on a file download is one line saying to try again", async () => {
+  it("a 500 on a file download is tried again", async () => {
     hub.seed("alice/one", { "model.safetensors": Buffer.from("w") });
     hub.inject(/^\/__lfs\/download\//, { kind: "status", status: 500 });
-    await expect(downloadSnapshot({ repo: "alice/one", revision: "main" }, { cacheDir: cache, hubUrl: hub.url }))
-      .rejects.toThrow("Failed to download alice/one: the Hub failed (500) on model.safetensors: try again later");
+    const snap = await downloadSnapshot({ repo: "alice/one", revision: "main" }, { cacheDir: cache, hubUrl: hub.url, retry: { baseDelayMs: 1 } });
+    expect(await readFile(join(snap.dir, "model.safetensors"), "utf8")).toBe("w");
+  });
+
+  it("500s until the last try are one line saying to run again", async () => {
+    hub.seed("alice/one", { "model.safetensors": Buffer.from("w") });
+    hub.inject(/^\/__lfs\/download\//, { kind: "status", status: 500 }, { times: 10 });
+    await expect(downloadSnapshot({ repo: "alice/one", revision: "main" }, { cacheDir: cache, hubUrl: hub.url, retry: { attempts: 2, baseDelayMs: 1 } }))
+      .rejects.toThrow("Failed to download alice/one: model.safetensors was interrupted (the Hub failed (500); 2 tries) with 0 of 1 bytes kept: run again to resume");
   });
 });
 

@@ -19,8 +19,15 @@
  *                                                   X-Linked-Size, ETag; LFS files redirected to
  *   GET|HEAD /__lfs/download/{sha256}               the "CDN" (same server)
  *
- * Failure injection (`inject`): a status on a matching request, a body cut
- * short (connection closed), or corrupted bytes.
+ * Byte ranges are answered as the Hub's CDN answers them: `Range: bytes=a-b`
+ * or `bytes=a-` gives 206 with `Content-Range: bytes a-b/size` (b clamped to
+ * the last byte), a start past the end gives 416 with `bytes * /size`.
+ * `throttle.bytesPerSecondPerConnection` paces every body per connection.
+ *
+ * Failure injection (`inject`): a status on a matching request (with
+ * `Retry-After` if asked), a body cut short (connection closed cleanly) or
+ * reset (TCP RST) after some bytes, or corrupted bytes; optionally only for
+ * requests whose Range header matches.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -82,16 +89,27 @@ export interface LoggedRequest {
   url: string;
   authorization?: string;
   range?: string;
+  /** When the request arrived (Date.now()). */
+  at: number;
+  /** Body bytes sent so far in the answer. */
+  sent: number;
 }
 
 export type Injection =
-  | { kind: "status"; status: number; errorCode?: string }
+  | { kind: "status"; status: number; errorCode?: string; retryAfter?: string }
+  /** Send this many body bytes, then close the connection (a short read). */
   | { kind: "truncate"; afterBytes: number }
-  | { kind: "corrupt" };
+  /** Send this many body bytes, then reset the connection (ECONNRESET). */
+  | { kind: "reset"; afterBytes: number }
+  /** Flip one byte in the middle of the body. */
+  | { kind: "corrupt" }
+  /** Send this many body bytes (none: not even the headers), then nothing more, keeping the connection open. */
+  | { kind: "stall"; afterBytes?: number };
 
 interface PendingInjection {
   method?: string;
   match: RegExp;
+  range?: RegExp;
   times: number;
   action: Injection;
 }
@@ -128,6 +146,11 @@ export class FakeHub {
   readonly lfsObjects = new Map<string, Buffer>();
   readonly requests: LoggedRequest[] = [];
   readonly options: Required<FakeHubOptions>;
+  /** Pacing of every body (change it at any time; undefined: as fast as possible). */
+  readonly throttle: { bytesPerSecondPerConnection?: number } = {};
+  /** Most bodies sent at once: per path, and of distinct paths. */
+  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0 };
+  #sending = new Map<string, number>();
   #server: Server;
   #injections: PendingInjection[] = [];
   #multipart = new Map<string, MultipartUpload>();
@@ -163,9 +186,14 @@ export class FakeHub {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
-  /** The next `times` requests matching `match` (on the path) get `action`. */
-  inject(match: RegExp, action: Injection, options: { method?: string; times?: number } = {}): void {
-    this.#injections.push({ match, action, method: options.method, times: options.times ?? 1 });
+  /** The next `times` requests matching `match` (on the path; and `range`, on the Range header) get `action`. */
+  inject(match: RegExp, action: Injection, options: { method?: string; times?: number; range?: RegExp } = {}): void {
+    this.#injections.push({ match, action, method: options.method, range: options.range, times: options.times ?? 1 });
+  }
+
+  /** Body bytes sent so far in answers to requests whose path matches. */
+  bytesSent(match: RegExp): number {
+    return this.requests.filter((r) => match.test(r.url.split("?")[0]!)).reduce((n, r) => n + r.sent, 0);
   }
 
   /** Creates a repo directly (test setup), with one commit holding `files`. Returns the commit id. */
@@ -304,16 +332,24 @@ export class FakeHub {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", this.url);
     const method = req.method ?? "GET";
-    this.requests.push({ method, url: url.pathname + url.search, authorization: req.headers.authorization, range: req.headers.range });
+    const logged: LoggedRequest = { method, url: url.pathname + url.search, authorization: req.headers.authorization, range: req.headers.range, at: Date.now(), sent: 0 };
+    this.requests.push(logged);
 
-    const injection = this.#takeInjection(method, url.pathname);
+    const injection = this.#takeInjection(method, url.pathname, req.headers.range);
+    if (injection?.kind === "stall" && injection.afterBytes === undefined) {
+      req.resume(); // and never answer
+      return;
+    }
     if (injection?.kind === "status") {
       req.resume();
-      this.#send(res, injection.status, { error: `injected ${injection.status}` }, injection.errorCode !== undefined ? { "X-Error-Code": injection.errorCode } : {});
+      this.#send(res, injection.status, { error: `injected ${injection.status}` }, {
+        ...(injection.errorCode !== undefined ? { "X-Error-Code": injection.errorCode } : {}),
+        ...(injection.retryAfter !== undefined ? { "Retry-After": injection.retryAfter } : {}),
+      });
       return;
     }
     try {
-      await this.#route(req, res, method, url, injection);
+      await this.#route(req, res, method, url, injection, logged);
     } catch (err) {
       if (!(err instanceof HttpError)) throw err;
       req.resume();
@@ -321,15 +357,16 @@ export class FakeHub {
     }
   }
 
-  #takeInjection(method: string, path: string): Injection | undefined {
-    const i = this.#injections.findIndex((inj) => (inj.method === undefined || inj.method === method) && inj.match.test(path));
+  #takeInjection(method: string, path: string, range: string | undefined): Injection | undefined {
+    const i = this.#injections.findIndex((inj) =>
+      (inj.method === undefined || inj.method === method) && inj.match.test(path) && (inj.range === undefined || inj.range.test(range ?? "")));
     if (i === -1) return undefined;
     const inj = this.#injections[i]!;
     if (--inj.times <= 0) this.#injections.splice(i, 1);
     return inj.action;
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse, method: string, url: URL, injection: Injection | undefined): Promise<void> {
+  async #route(req: IncomingMessage, res: ServerResponse, method: string, url: URL, injection: Injection | undefined, logged: LoggedRequest): Promise<void> {
     const path = url.pathname;
     let m: RegExpExecArray | null;
     const seg = "([^/]+/[^/]+)";
@@ -360,12 +397,12 @@ export class FakeHub {
       return this.#pathsInfo(req, res, m[1]!, decodeURIComponent(m[2]!));
     }
     if ((method === "GET" || method === "HEAD") && (m = new RegExp(`^/${seg}/resolve/([^/]+)/(.+)$`).exec(path))) {
-      return this.#resolve(req, res, method, m[1]!, decodeURIComponent(m[2]!), m[3]!.split("/").map(decodeURIComponent).join("/"), injection);
+      return this.#resolve(req, res, method, m[1]!, decodeURIComponent(m[2]!), m[3]!.split("/").map(decodeURIComponent).join("/"), injection, logged);
     }
     if ((method === "GET" || method === "HEAD") && (m = /^\/__lfs\/download\/([0-9a-f]{64})$/.exec(path))) {
       const bytes = this.lfsObjects.get(m[1]!);
       if (bytes === undefined) throw new HttpError(404, "no such object");
-      return this.#serveBytes(req, res, method, bytes, { ETag: `"${m[1]}"` }, injection);
+      return this.#serveBytes(req, res, method, bytes, { ETag: `"${m[1]}"` }, injection, logged);
     }
     throw new HttpError(404, `fake hub: no route for ${method} ${path}`);
   }
@@ -580,7 +617,7 @@ export class FakeHub {
     this.#send(res, 200, out);
   }
 
-  #resolve(req: IncomingMessage, res: ServerResponse, method: string, repoId: string, rev: string, path: string, injection: Injection | undefined): void {
+  #resolve(req: IncomingMessage, res: ServerResponse, method: string, repoId: string, rev: string, path: string, injection: Injection | undefined, logged: LoggedRequest): Promise<void> | void {
     const repo = this.#readableRepo(req, repoId);
     this.#checkGate(req, repo);
     const commit = this.#resolveRevision(repo, rev);
@@ -594,12 +631,12 @@ export class FakeHub {
         res.end();
         return;
       }
-      return this.#serveBytes(req, res, method, file.content, { ...linked, ETag: `"${file.sha256}"` }, injection);
+      return this.#serveBytes(req, res, method, file.content, { ...linked, ETag: `"${file.sha256}"` }, injection, logged);
     }
-    return this.#serveBytes(req, res, method, file.content, { ...common, ETag: `"${file.oid}"` }, injection);
+    return this.#serveBytes(req, res, method, file.content, { ...common, ETag: `"${file.oid}"` }, injection, logged);
   }
 
-  #serveBytes(req: IncomingMessage, res: ServerResponse, method: string, bytes: Buffer, headers: Record<string, string>, injection: Injection | undefined): void {
+  async #serveBytes(req: IncomingMessage, res: ServerResponse, method: string, bytes: Buffer, headers: Record<string, string>, injection: Injection | undefined, logged: LoggedRequest): Promise<void> {
     let start = 0;
     let end = bytes.length - 1;
     let status = 200;
@@ -609,7 +646,7 @@ export class FakeHub {
       if (m === null) throw new HttpError(416, "bad range");
       start = Number(m[1]);
       end = m[2] !== "" ? Math.min(Number(m[2]), bytes.length - 1) : bytes.length - 1;
-      if (start >= bytes.length) {
+      if (start >= bytes.length || end < start) {
         res.writeHead(416, { "Content-Range": `bytes */${bytes.length}` });
         res.end();
         return;
@@ -632,13 +669,57 @@ export class FakeHub {
       res.end();
       return;
     }
-    if (injection?.kind === "truncate") {
-      // Send part of the body, then drop the connection: the client sees a short read.
-      res.write(body.subarray(0, injection.afterBytes), () => {
-        res.socket?.destroy();
-      });
+    const cut = injection?.kind === "truncate" || injection?.kind === "reset" || injection?.kind === "stall" ? Math.min(injection.afterBytes ?? 0, body.length) : body.length;
+    const began = Date.now();
+    const path = logged.url.split("?")[0]!;
+    this.#sending.set(path, (this.#sending.get(path) ?? 0) + 1);
+    this.peak.perPath.set(path, Math.max(this.peak.perPath.get(path) ?? 0, this.#sending.get(path)!));
+    this.peak.distinctPaths = Math.max(this.peak.distinctPaths, this.#sending.size);
+    try {
+      await this.#sendBody(res, body, cut, began, logged);
+    } finally {
+      const left = this.#sending.get(path)! - 1;
+      if (left === 0) this.#sending.delete(path);
+      else this.#sending.set(path, left);
+    }
+    if (injection?.kind === "stall") {
+      await new Promise<void>((resolve) => res.once("close", resolve));
       return;
     }
-    res.end(body);
+    if (injection?.kind === "truncate" || injection?.kind === "reset") {
+      // Part of the body, then the connection goes: the client sees a short read or a reset.
+      await new Promise<void>((resolve) => res.write(Buffer.alloc(0), () => resolve()));
+      if (injection.kind === "reset") res.socket?.resetAndDestroy();
+      else res.socket?.destroy();
+      return;
+    }
+    res.end();
+  }
+
+  async #sendBody(res: ServerResponse, body: Buffer, cut: number, began: number, logged: LoggedRequest): Promise<void> {
+    const slice = 16 * 1024;
+    for (let at = 0; at < cut; ) {
+      if (res.destroyed) return;
+      const part = body.subarray(at, Math.min(cut, at + slice));
+      at += part.length;
+      logged.sent += part.length;
+      if (!res.write(part)) {
+        await new Promise<void>((resolve) => {
+          const go = () => {
+            res.off("drain", go);
+            res.off("close", go);
+            resolve();
+          };
+          res.on("drain", go);
+          res.on("close", go);
+        });
+      }
+      const rate = this.throttle.bytesPerSecondPerConnection;
+      if (rate !== undefined) {
+        const due = began + (at / rate) * 1000;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
   }
 }
