@@ -1,4 +1,4 @@
-import { mkdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { ioError } from "../errors.js";
 
@@ -97,13 +97,4 @@ export class RepoCache {
 /** `org/name` -> `models--org--name` (Python: repo_folder_name). */
 export function repoFolderName(repo: string): string {
   return ["models", ...repo.split("/")].join("--");
-}
-
-/** True if the path exists and (following links) is a regular file. */
-export async function isCachedFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
 }

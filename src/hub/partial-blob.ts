@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { open, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { HubError, ioError } from "../errors.js";
-import { localHasher, type HashPool, type StreamHasher } from "../hash/hash-pool.js";
+import type { HashPool } from "../hash/hash-pool.js";
+import { localHasher, type StreamHasher } from "../io/atomic-file.js";
 import { MAX_RANGES_SIDECAR_BYTES } from "../limits.js";
 import { RangeSet } from "./range-set.js";
 

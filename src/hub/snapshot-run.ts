@@ -1,11 +1,11 @@
 import { mkdir, open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import { HubError, ioError } from "../errors.js";
-import { checkFreeSpace } from "../io/paths.js";
+import { checkFreeSpace } from "../io/output-guard.js";
 import { acquireBlobLock, type BlobLock } from "./blob-lock.js";
 import { checkCachedBlob, moveAside, sameBlob, type BlobIdentity } from "./cache-check.js";
 import type { RepoCache } from "./cache-layout.js";
-import type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload, TransferSettingsResolved } from "./download.js";
+import type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload, TransferSettingsResolved } from "./download-types.js";
 import type { FailureContext } from "./hub-errors.js";
 import { PartialBlob, blobHasher, blobPaths, type BlobPaths, type BlobSpec } from "./partial-blob.js";
 import type { HubRef } from "./repo-id.js";

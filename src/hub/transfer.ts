@@ -1,5 +1,5 @@
 import { DeltaWeightsError, HubError } from "../errors.js";
-import { MAX_DOWNLOAD_REDIRECTS, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
+import { MAX_DOWNLOAD_REDIRECTS } from "../limits.js";
 import { httpFailure, type FailureContext } from "./hub-errors.js";
 import type { PartialBlob } from "./partial-blob.js";
 import type { RangeClient, RangeResponse } from "./range-client.js";

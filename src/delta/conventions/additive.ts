@@ -13,7 +13,7 @@ import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
 import { similarity } from "./evidence.js";
-import type { ConventionPlan, DeltaView, PlanOptions } from "./types.js";
+import type { ConventionPlan, DeltaView, ExpectedSum, PlanOptions } from "./types.js";
 
 /**
  * The shape every published additive convention shares (FastChat, FastChat
@@ -170,14 +170,6 @@ async function meanRow(base: ModelSource, recipe: TensorRecipe): Promise<Uint8Ar
   const out = new Uint8Array(cols * dtypeBytes(recipe.dtype));
   convertInto("F32", recipe.dtype as FloatDType, mean, out);
   return out;
-}
-
-/** What a published integrity sum is compared with, and who published it. */
-export interface ExpectedSum {
-  value: number;
-  /** Absolute tolerance: Alpaca's check is np.allclose with atol 1e-2, rtol 0. */
-  tolerance: number;
-  from: string;
 }
 
 /**

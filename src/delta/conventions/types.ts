@@ -1,7 +1,6 @@
 import type { ModelSource } from "../../model/types.js";
 import type { Manifest } from "../manifest.js";
 import type { RecoveryPlan } from "../recover.js";
-import type { ExpectedSum } from "./additive.js";
 
 /**
  * The convention seam. A delta convention is the publisher's rule for
@@ -56,6 +55,14 @@ export interface ConventionPlan extends RecoveryPlan {
   fixups(): number;
   /** Releases what the plan opened (delta shards, fix-ups). */
   close(): Promise<void>;
+}
+
+/** What a published integrity sum is compared with, and who published it. */
+export interface ExpectedSum {
+  value: number;
+  /** Absolute tolerance: Alpaca's check is np.allclose with atol 1e-2, rtol 0. */
+  tolerance: number;
+  from: string;
 }
 
 /** What the user asked of a plan besides the files. */
