@@ -6,6 +6,7 @@ export interface ApplyArgs {
   target: string;
   checksums?: string;
   convention?: string;
+  expectSum?: number;
   force: boolean;
 }
 

@@ -26,6 +26,11 @@ function parseThreads(value: string): number {
   return Number(value);
 }
 
+function parseSum(value: string): number {
+  if (!/^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$/.test(value.trim())) throw new InvalidArgumentError("expected a number, e.g. 50637.1836");
+  return Number(value);
+}
+
 /** Flags every command takes, before or after the subcommand's name. */
 function addGlobalOptions(cmd: Command): Command {
   return cmd
@@ -66,6 +71,7 @@ function applyCommand(name: string): Command {
     .addOption(new Option("--target-model-path <dir>", "FastChat's name for --target"))
     .option("--checksums <file>", "also check the outputs against a sha256sum list the publisher gave")
     .addOption(new Option("--convention <name>", "apply by this convention instead of recognising it from the files").choices(CONVENTION_NAMES))
+    .option("--expect-sum <value>", "check the recovered model against the integrity sum its publisher printed (Alpaca's check)", parseSum)
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
@@ -74,6 +80,7 @@ function applyCommand(name: string): Command {
       target: requiredOption(o, "target", "targetModelPath"),
       checksums: optionalString(o.checksums),
       convention: optionalString(o.convention),
+      expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
     })));
 }

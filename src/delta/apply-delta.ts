@@ -9,6 +9,7 @@ import type { OnProgress } from "../progress.js";
 import { chooseConvention } from "./conventions/registry.js";
 import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
+import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
 
@@ -25,6 +26,12 @@ export interface ApplyDeltaOptions {
   convention?: string;
   /** Write into a target that holds other files (none of them is overwritten). */
   force?: boolean;
+  /**
+   * The integrity sum the publisher printed for the recovered model
+   * (Alpaca's check: every tensor summed, within 1e-2). Known deltas' sums
+   * apply without it.
+   */
+  expectSum?: number;
   /** Hashing threads (default: one per core but one). */
   threads?: number;
   onProgress?: OnProgress;
@@ -64,7 +71,10 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const view = new LocalDeltaView(delta, base);
   try {
     const { convention, recognition } = await chooseConvention(view, options.convention);
-    const plan = await convention.plan(view, {});
+    const expectSum = options.expectSum !== undefined
+      ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
+      : publishedSum(delta.source);
+    const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       refuseOverlap(options.target, [inputOf("base", await view.base()), { label: "delta", root: delta.path }]);

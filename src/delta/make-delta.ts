@@ -199,6 +199,8 @@ async function claimOutputNames(job: OutputJob, layout: OutputLayout, target: Mo
   const names = [FIXUPS_FILE, MANIFEST_FILE, ...target.extraFiles];
   if (!resharded) names.push(...layout.files.map((f) => f.file), ...(layout.index === undefined ? [] : [layout.index.file]));
   else names.push(...visibleFiles(job.dir).filter((n) => /^model(-\d+-of-\d+)?\.safetensors$/.test(n) || n === OUTPUT_FORMAT.indexFile));
+  // make-delta writes its files straight into place: a file of anyone else's under one of their names is refused up front.
+  for (const name of names) job.checkMayWrite(name);
   await job.claimFiles(names);
 }
 

@@ -1,7 +1,7 @@
 import { isArithmeticDType, type DType } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { isIntegerDType } from "../kernels/index.js";
-import { pairingProblem, type Pairing } from "./pairing.js";
+import { pairingProblem, sameShape, type Pairing } from "./pairing.js";
 
 /**
  * How one output tensor is made: the one description every convention gives
@@ -66,6 +66,8 @@ export function planTensor(
     throw new DeltaError(`base ${rules.baseSource}: tensor "${output.name}" cannot pair with the ${rules.role}'s ${output.dtype} [${output.shape}]: ${problem}`);
   }
   recipe.base = { name: base.name, dtype: base.dtype, shape: base.shape };
+  // Only a grown tensor has unpaired elements.
+  if (sameShape(output.shape, base.shape)) recipe.unpaired = "stored";
   return recipe;
 }
 

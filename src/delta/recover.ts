@@ -100,7 +100,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
   const pool = new HashPool(options.threads);
   const progress = options.onProgress;
   const commits: Promise<void>[] = [];
-  const held: AtomicFile[] = [];
+  const held: { sink: AtomicFile; path: string; digest: string }[] = [];
   let started = false;
   try {
     // Resume: files already in place and matching what the publisher gave are kept.
@@ -148,8 +148,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
             throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
           results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
-          if (plan.finalCheck === undefined) await sink.publish();
-          else held.push(sink);
+          if (plan.finalCheck === undefined) await options.job.publish(file.path, sink, digest);
+          else held.push({ sink, path: file.path, digest });
         } catch (err) {
           await explain(err, sink.tempPath).catch(async (explained: unknown) => {
             await sink.abort();
@@ -163,11 +163,11 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     await Promise.all(commits);
     if (plan.finalCheck !== undefined) {
       await plan.finalCheck();
-      for (const sink of held.splice(0)) await sink.publish();
+      for (const { sink, path, digest } of held.splice(0)) await options.job.publish(path, sink, digest);
     }
   } finally {
     await Promise.allSettled(commits);
-    await Promise.all(held.map((sink) => sink.abort()));
+    await Promise.all(held.map(({ sink }) => sink.abort()));
     if (started) progress?.({ kind: "end", phase: "apply" });
     await pool.close();
   }

@@ -1,4 +1,5 @@
-import { accessSync, constants, existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { accessSync, constants, createReadStream, existsSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { readFile, rm, statfs } from "node:fs/promises";
 import { dirname, relative, resolve, isAbsolute, join } from "node:path";
 import { DeltaWeightsError, ioError } from "../errors.js";
@@ -140,9 +141,10 @@ export function checkWritableOutput(path: string): void {
  * knows which half-written outputs are its own. A successful run removes it.
  *
  * A directory that holds files which are neither outputs of this job nor
- * files this tool wrote is refused unless `force`; and whatever the flags,
- * an output whose name is taken by a file this tool did not write (and that
- * is not already the right file) is refused by name: never overwritten.
+ * files this tool wrote is refused unless `force`. And whatever the flags,
+ * a file this tool did not write is never overwritten with other bytes: an
+ * output whose name it holds is put in place only when the two are
+ * identical (a rerun of a finished job); otherwise the run stops, naming it.
  */
 export const JOB_FILE = ".delta-weights-job.json";
 
@@ -189,19 +191,36 @@ export class OutputJob {
   /** Throws, naming the file, when `path` holds a file this tool did not write. */
   checkMayWrite(path: string): void {
     if (!this.mayWrite(path)) {
-      throw new DeltaWeightsError("E_IO", `${join(this.dir, path)} already exists and was not written by ${this.command}: it is not overwritten; move it away or choose another directory`);
+      throw new DeltaWeightsError("E_IO", `${join(this.dir, path)} already exists, with other bytes, and was not written by ${this.command}: it is not overwritten; move it away or choose another directory`);
     }
   }
 
   /**
-   * Takes these output names for this job, before any of them is written:
-   * throws, naming the file, when one holds a file this tool did not write;
-   * otherwise records them all (a run killed half way is then resumed).
+   * Takes these output names for this job before any of them is written, so
+   * a run killed half way is resumed: names nothing holds yet are recorded as
+   * ours; a name that holds a file we did not write stays that file's, to be
+   * replaced only by identical bytes (see `publish`).
    */
   async claimFiles(paths: Iterable<string>): Promise<void> {
-    const all = [...paths];
-    for (const path of all) this.checkMayWrite(path);
-    await this.recordWritten(all);
+    await this.recordWritten([...paths].filter((p) => this.mayWrite(p)));
+  }
+
+  /**
+   * Puts a closed output in place at `path`: at once when nothing is there or
+   * this tool wrote what is; when another's file is there, only if it holds
+   * the same bytes (`sha256` is the output's), else the output is discarded
+   * and the run stops, naming the file.
+   */
+  async publish(path: string, sink: AtomicFile, sha256: string): Promise<void> {
+    if (!this.mayWrite(path)) {
+      const existing = await sha256OfFile(join(this.dir, ...path.split("/")));
+      if (existing !== sha256) {
+        await sink.abort();
+        this.checkMayWrite(path);
+      }
+    }
+    await sink.publish();
+    await this.recordWritten([path]);
   }
 
   /** Records files this run has just written (names not known in advance). */
@@ -232,6 +251,16 @@ export class OutputJob {
     });
     this.#saving = save.catch(() => undefined);
     return save;
+  }
+}
+
+async function sha256OfFile(path: string): Promise<string | undefined> {
+  try {
+    const hash = createHash("sha256");
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+    return hash.digest("hex");
+  } catch {
+    return undefined;
   }
 }
 

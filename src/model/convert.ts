@@ -8,7 +8,7 @@
 import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { DeltaWeightsError, ModelError, UsageError } from "../errors.js";
-import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
+import { AtomicFile, copyInto, removeStalePartials } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
@@ -107,14 +107,14 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
     await job?.claimFiles(names);
     for (const file of plan.files) {
       const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
-      files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress));
+      files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress, job));
     }
     if (plan.files.length > 1) {
       const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
-      files.push(await writeBytes(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, text));
+      files.push(await writeOutput(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, job, (sink) => sink.write(text)));
     }
     for (const extra of model.extraFiles) {
-      files.push({ path: extra, ...(await copyFileAtomic(join(model.root, extra), join(outDir, extra))) });
+      files.push(await writeOutput(join(outDir, extra), extra, job, (sink) => copyInto(join(model.root, extra), sink)));
     }
   }
   onProgress?.({ kind: "end", phase: "convert" });
@@ -159,9 +159,9 @@ async function writeShard(
   names: string[],
   metadata: MetadataInput,
   onProgress: OnProgress | undefined,
+  job?: OutputJob,
 ): Promise<ConvertedFile> {
-  const file = await AtomicFile.create(path);
-  try {
+  return writeOutput(path, label, job, async (file) => {
     const specs = names.map((name) => {
       const t = model.tensors.get(name);
       if (t === undefined) throw new ModelError(`${model.source} has no tensor "${name}"`);
@@ -174,8 +174,22 @@ async function writeShard(
       }));
     }
     await writer.finish();
+  });
+}
+
+/**
+ * One output file, written by `write` under a temporary name and put in
+ * place: through the job, which never overwrites another's file with other
+ * bytes, when the output is a directory.
+ */
+async function writeOutput(path: string, label: string, job: OutputJob | undefined, write: (sink: AtomicFile) => Promise<void>): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(path);
+  try {
+    await write(file);
     const size = file.size;
-    const sha256 = await file.commit();
+    const sha256 = await file.close();
+    if (job === undefined) await file.publish();
+    else await job.publish(label, file, sha256);
     return { path: label, size, sha256 };
   } catch (err) {
     await file.abort();
@@ -183,14 +197,3 @@ async function writeShard(
   }
 }
 
-async function writeBytes(path: string, label: string, bytes: Uint8Array): Promise<ConvertedFile> {
-  const file = await AtomicFile.create(path);
-  try {
-    await file.write(bytes);
-    const size = file.size;
-    return { path: label, size, sha256: await file.commit() };
-  } catch (err) {
-    await file.abort();
-    throw err;
-  }
-}

@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { DeltaError, VerifyError } from "../../errors.js";
+import { DeltaError, UsageError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
@@ -33,7 +33,10 @@ export const deltaWeights: Convention = {
       : { fits: true, reason: `${MANIFEST_FILE}, format ${manifest.format}, codec ${manifest.codec}` };
   },
 
-  async plan(view) {
+  async plan(view, options) {
+    if (options.expectSum !== undefined) {
+      throw new UsageError(`--expect-sum: ${view.source} is a delta-weights delta, whose every file is checked against delta.json; an integrity sum would add nothing`);
+    }
     const manifest = (await view.manifest())!;
     await checkDeltaSizes(view.dir, manifest);
     const base = await view.base();

@@ -22,7 +22,6 @@ export interface Evidence {
 }
 
 export const EMBEDDING = "model.embed_tokens.weight";
-export const LM_HEAD = "lm_head.weight";
 
 export async function gatherEvidence(view: DeltaView): Promise<Evidence> {
   const [delta, base] = [await view.model(), await view.base()];

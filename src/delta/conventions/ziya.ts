@@ -1,0 +1,42 @@
+import { isRotaryBuffer, planAdditive } from "./additive.js";
+import { EMBEDDING, gatherEvidence, similarity } from "./evidence.js";
+import { opensAsTensors } from "./fastchat.js";
+import type { Convention } from "./types.js";
+
+/** Ziya's make_delta stores these whole (its vocabulary is its own). */
+function storedWhole(name: string): boolean {
+  return name.includes("embed_tokens") || name.includes("lm_head.weight") || isRotaryBuffer(name);
+}
+
+/**
+ * Ziya's `apply_delta` (Ziya-LLaMA-13B v1/v1.1): embed_tokens, lm_head and
+ * the rotary buffers are stored whole (a vocabulary of 39424 rows against
+ * LLaMA's 32000) and copied; every other tensor of the delta is delta + base
+ * in half precision. Recognised by a grown vocabulary whose first rows point
+ * the same way as the base's: they are values, not differences.
+ */
+export const ziya: Convention = {
+  name: "ziya",
+  summary: "Ziya's apply_delta: embed_tokens and lm_head stored whole, the rest added",
+
+  async recognize(view) {
+    const opened = await opensAsTensors(view);
+    if (opened !== undefined) return opened;
+    const evidence = await gatherEvidence(view);
+    const vocab = evidence.vocab;
+    if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return { fits: false, reason: "its vocabulary does not grow beyond the base's" };
+    const s = await similarity(await view.model(), await view.base(), EMBEDDING, vocab.baseRows * 64);
+    if (s === undefined || !(s.cosine > 0.9)) {
+      return { fits: false, reason: `its ${EMBEDDING} rows are differences, not whole values (cosine ${s?.cosine.toFixed(3) ?? "?"} with the base's)` };
+    }
+    return { fits: true, reason: `no delta.json; the vocabulary grown from ${vocab.baseRows} to ${vocab.deltaRows} rows, stored whole (cosine ${s.cosine.toFixed(4)} with the base's rows): Ziya's rule` };
+  },
+
+  plan(view, options) {
+    return planAdditive(view, {
+      walk: "delta",
+      configFrom: "delta",
+      rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
+    }, options);
+  },
+};
