@@ -8,6 +8,7 @@
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
+import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
 import { parseHubRef } from "./hub/repo-id.js";
 import { resolveSource, type ResolveOptions } from "./hub/resolve-source.js";
@@ -23,7 +24,7 @@ export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target"> & Sourc
 export type VerifyOptions = LocalVerifyOptions & SourceOptions;
 export type ConvertOptions = LocalConvertOptions & SourceOptions;
 
-export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, InspectResult };
+export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
 
 /** base + delta -> target (see delta/apply-delta.ts). */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
@@ -53,6 +54,12 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
 export async function inspectModel(src: string, options: SourceOptions = {}): Promise<InspectResult> {
   preflight([src], undefined);
   return inspectLocalModel(await resolveSource(src, options));
+}
+
+/** Which known base conversion a model is, by its files' SHA-256 (see delta/identify.ts). */
+export async function identifyModel(src: string, options: SourceOptions & { threads?: number } = {}): Promise<IdentifyResult> {
+  preflight([src], undefined);
+  return identifyLocalModel((await resolveSource(src, options)).path, options);
 }
 
 /** Any model to safetensors (see model/convert.ts). */

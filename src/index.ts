@@ -11,9 +11,9 @@ export type { ModelSource, LocalSource } from "./model/types.js";
 
 // commands: one call each, Hub repo ids resolved
 export {
-  applyDelta, makeDelta, verifyModel, inspectModel, convertModel,
+  applyDelta, makeDelta, verifyModel, inspectModel, convertModel, identifyModel,
   type ApplyDeltaOptions, type ApplyDeltaResult, type MakeDeltaOptions, type MakeDeltaResult,
-  type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type SourceOptions,
+  type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type IdentifyResult, type SourceOptions,
 } from "./api.js";
 export { pushToHub, type PushOptions, type PushResult } from "./hub/push.js";
 

@@ -31,6 +31,10 @@ export interface InspectArgs {
   src: string;
 }
 
+export interface IdentifyArgs {
+  src: string;
+}
+
 export interface ConvertArgs {
   src: string;
   out: string;

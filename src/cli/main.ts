@@ -8,7 +8,7 @@ import { makeContext, type CliContext, type GlobalFlags } from "./context.js";
 import { hubSettings } from "./hub-options.js";
 import { requiredOption } from "./options.js";
 import { parseSize } from "./parse-size.js";
-import type { ApplyArgs, ConvertArgs, InspectArgs, MakeArgs, PushArgs, VerifyArgs } from "./args.js";
+import type { ApplyArgs, ConvertArgs, IdentifyArgs, InspectArgs, MakeArgs, PushArgs, VerifyArgs } from "./args.js";
 
 /**
  * The command-line program: commander definitions, and the one place where
@@ -130,6 +130,12 @@ export function buildProgram(): Command {
       .description("list a model's tensors, dtypes, shapes, files and metadata")
       .argument("<src>", "file, directory or Hub repo id")
       .action(action(() => import("./commands/inspect.js"), (_o, [src]): InspectArgs => ({ src: src! }))),
+  );
+  program.addCommand(
+    addGlobalOptions(new Command("identify"))
+      .description("say which known base conversion a model is, by its files' SHA-256 (the Hugging Face cache's blob names are used as they are)")
+      .argument("<src>", "file, directory or Hub repo id")
+      .action(action(() => import("./commands/identify.js"), (_o, [src]): IdentifyArgs => ({ src: src! }))),
   );
   program.addCommand(
     addGlobalOptions(new Command("convert"))

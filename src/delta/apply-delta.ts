@@ -9,6 +9,7 @@ import type { OnProgress } from "../progress.js";
 import { chooseConvention } from "./conventions/registry.js";
 import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
+import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
 import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
@@ -78,6 +79,11 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       refuseOverlap(options.target, [inputOf("base", await view.base()), { label: "delta", root: delta.path }]);
+      // A publisher's script cannot check its result; which base the user holds is the next best thing to say.
+      const baseModel = await view.base();
+      const identity = convention.name !== "delta-weights" && mayBeKnownConversion(baseModel.weightFiles)
+        ? identifyModel(baseModel.root, { threads: 1 }).then(describeIdentity, () => undefined)
+        : Promise.resolve(undefined);
       const files = await withOutputLock(options.target, "apply-delta", async () => {
         await removeStalePartials(options.target);
         const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs: plan.files.map((f) => f.path) });
@@ -96,7 +102,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
         files: Object.fromEntries(files),
         tensors: plan.tensors,
         dropped: plan.dropped,
-        notes: plan.notes,
+        notes: [...plan.notes, ...[await identity].filter((n): n is string => n !== undefined)],
         fixups: plan.fixups(),
         bytes: [...files.values()].reduce((n, f) => n + f.size, 0),
       };
