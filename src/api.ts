@@ -17,7 +17,7 @@ import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertO
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
-export type SourceOptions = Omit<ResolveOptions, "files">;
+export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
 
 export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & SourceOptions & { base: string; delta: string };
 export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target"> & SourceOptions & { base: string; target: string };
@@ -30,7 +30,7 @@ export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, In
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   preflight([options.base, options.delta], options.target);
   // The delta first: it is the smaller download, and the one that says which base it needs.
-  const delta = await resolveSource(options.delta, options);
+  const delta = await resolveSource(options.delta, { ...options, select: "delta" });
   const base = await resolveSource(options.base, options);
   return applyLocalDelta({ ...options, base, delta });
 }

@@ -16,8 +16,10 @@ export interface CliContext {
   sources: SourceOptions;
   /** Print one line (a summary) unless --quiet or --json; untrusted text in it is escaped. */
   log(line: string): void;
-  /** Print the --json result document. */
+  /** Print the --json result document (with the notices that came up, under "events"). */
   printJson(value: unknown): void;
+  /** A notice while working (a retried download, a corrupt cached file moved aside): one line on stderr unless --quiet or --json. */
+  notice(line: string): void;
 }
 
 export interface GlobalFlags {
@@ -27,11 +29,17 @@ export interface GlobalFlags {
   debug?: boolean;
   threads?: number;
   token?: string;
+  connections?: number;
 }
 
 export function makeContext(flags: GlobalFlags, hub: HubSettings, stdout: NodeJS.WritableStream = process.stdout): CliContext {
   const json = flags.json === true;
   const quiet = flags.quiet === true;
+  const events: string[] = [];
+  const notice = (line: string) => {
+    events.push(line);
+    if (!quiet && !json) process.stderr.write(`note: ${printable(line)}\n`);
+  };
   return {
     json,
     quiet,
@@ -44,8 +52,18 @@ export function makeContext(flags: GlobalFlags, hub: HubSettings, stdout: NodeJS
       ...(hub.hubUrl !== undefined ? { hubUrl: hub.hubUrl } : {}),
       cacheDir: hub.cacheDir,
       offline: hub.offline,
+      transfer: {
+        ...(flags.connections === undefined ? {} : { connections: flags.connections }),
+        ...(hub.downloadTimeoutMs === undefined ? {} : { downloadTimeoutMs: hub.downloadTimeoutMs }),
+        ...(hub.etagTimeoutMs === undefined ? {} : { etagTimeoutMs: hub.etagTimeoutMs }),
+        onEvent: (event) => notice(event.message),
+      },
     },
+    notice,
     log: (line) => { if (!quiet && !json) stdout.write(printable(line) + "\n"); },
-    printJson: (value) => { stdout.write(terminalSafeJson(JSON.stringify(value, null, 2)) + "\n"); },
+    printJson: (value) => {
+      const document = events.length > 0 && typeof value === "object" && value !== null ? { ...value, events } : value;
+      stdout.write(terminalSafeJson(JSON.stringify(document, null, 2)) + "\n");
+    },
   };
 }

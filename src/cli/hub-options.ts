@@ -16,6 +16,10 @@ export interface HubSettings {
   cacheDir: string;
   /** HF_HUB_OFFLINE=1: cache only. */
   offline: boolean;
+  /** HF_HUB_DOWNLOAD_TIMEOUT (seconds, as huggingface_hub reads it): a download request silent this long is retried. */
+  downloadTimeoutMs?: number;
+  /** HF_HUB_ETAG_TIMEOUT (seconds): how long a metadata call may take. */
+  etagTimeoutMs?: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -41,7 +45,17 @@ export function hubSettings(flags: { token?: string }, env: Env = process.env, h
     ...(endpoint !== undefined ? { hubUrl: endpoint } : {}),
     cacheDir: nonEmpty(env.HF_HUB_CACHE) ?? nonEmpty(env.HUGGINGFACE_HUB_CACHE) ?? join(hfHomeDir, "hub"),
     offline: TRUTHY.has((env.HF_HUB_OFFLINE ?? "").trim().toUpperCase()),
+    ...seconds("downloadTimeoutMs", env.HF_HUB_DOWNLOAD_TIMEOUT),
+    ...seconds("etagTimeoutMs", env.HF_HUB_ETAG_TIMEOUT),
   };
+}
+
+/** A timeout variable in seconds (huggingface_hub accepts fractions) as milliseconds; unset or unusable: none. */
+function seconds<K extends string>(key: K, value: string | undefined): { [P in K]?: number } {
+  const text = nonEmpty(value);
+  if (text === undefined || !/^[0-9]+(\.[0-9]+)?$/.test(text)) return {};
+  const ms = Math.round(Number(text) * 1000);
+  return ms >= 1 ? ({ [key]: ms } as { [P in K]?: number }) : {};
 }
 
 /** The token `huggingface-cli login` / `hf auth login` saved: one line. */

@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { CONVENTION_NAMES } from "../delta/conventions/names.js";
 import { DeltaWeightsError, UsageError, ioError } from "../errors.js";
 import { enableChunkCollections } from "../io/memory.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS } from "../limits.js";
 import { printable, terminalSafeJson } from "../text.js";
 import { VERSION } from "../version.js";
 import { makeContext, type CliContext, type GlobalFlags } from "./context.js";
@@ -21,6 +22,11 @@ import type { ApplyArgs, ConvertArgs, IdentifyArgs, InspectArgs, MakeArgs, PushA
 /** More hashing threads than this only adds memory: hashing is bound by the disk long before. */
 const MAX_THREADS = 64;
 
+function parseConnections(value: string): number {
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_DOWNLOAD_CONNECTIONS) throw new InvalidArgumentError(`expected a whole number from 1 to ${MAX_DOWNLOAD_CONNECTIONS}`);
+  return Number(value);
+}
+
 function parseThreads(value: string): number {
   if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_THREADS) throw new InvalidArgumentError(`expected a whole number from 1 to ${MAX_THREADS}`);
   return Number(value);
@@ -39,6 +45,7 @@ function addGlobalOptions(cmd: Command): Command {
     .option("--no-progress", "no progress bars")
     .option("--threads <n>", `hashing threads (1-${MAX_THREADS})`, parseThreads)
     .option("--token <token>", "Hugging Face token (else HF_TOKEN or $HF_HOME/token)")
+    .option("--connections <n>", `simultaneous downloads from the Hub, across files and byte ranges (1-${MAX_DOWNLOAD_CONNECTIONS}; default ${DEFAULT_DOWNLOAD_CONNECTIONS})`, parseConnections)
     .option("--debug", "print stack traces");
 }
 

@@ -21,6 +21,8 @@ export interface DownloadOptions {
   onProgress?: OnProgress;
   /** Exact repo paths wanted, instead of the model's files (e.g. ["delta.json"]). */
   files?: readonly string[];
+  /** Without `files`: a model's files (one weight format and what travels with it), or every file of a delta repo. */
+  select?: "model" | "delta";
   /** Simultaneous HTTP connections over all files (default 8, at most MAX_DOWNLOAD_CONNECTIONS). */
   connections?: number;
   /** The longest byte range one request asks for (default 32 MiB; ranges shrink near the end). */

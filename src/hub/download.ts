@@ -1,13 +1,13 @@
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { HubError, UsageError, ioError } from "../errors.js";
-import { MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
 import { checkCachedBlob } from "./cache-check.js";
 import { RepoCache } from "./cache-layout.js";
 import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
 import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
-import { repoPathProblem, selectModelFiles } from "./select-files.js";
+import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "./select-files.js";
 import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
 
 export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "./download-types.js";
@@ -17,7 +17,7 @@ export const DEFAULT_HUB_URL = "https://huggingface.co";
 
 /** Defaults of the transfer settings below (the CLI maps flags and HF_* variables onto them). */
 export const DOWNLOAD_DEFAULTS = {
-  connections: 16,
+  connections: DEFAULT_DOWNLOAD_CONNECTIONS,
   rangeBytes: 32 * 1024 * 1024,
   downloadTimeoutMs: 10_000,
   etagTimeoutMs: 10_000,
@@ -78,7 +78,7 @@ export async function startSnapshotDownload(ref: HubRef, options: DownloadOption
   }
 
   const byPath = new Map(listing.map((f) => [f.path, f]));
-  const wanted = options.files !== undefined ? [...options.files].sort() : selectModelFiles(listing);
+  const wanted = options.files !== undefined ? [...options.files].sort() : options.select === "delta" ? selectDeltaFiles(listing) : selectModelFiles(listing);
   for (const path of wanted) {
     if (!byPath.has(path)) throw httpFailure(404, "EntryNotFound", { ...ctx, file: path });
   }
@@ -206,9 +206,10 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
     const missing = files.find((f) => !present.includes(f));
     if (missing !== undefined) throw notCached(`${missing} is not`);
   } else {
-    files = selectModelFiles(present.map((path) => ({ path, size: 0 })));
+    const listing = present.map((path) => ({ path, size: 0 }));
+    files = options.select === "delta" ? selectDeltaFiles(listing) : selectModelFiles(listing);
     const weights = files.filter((f) => /\.(safetensors|bin)$/.test(f) && f !== "delta-fixups.safetensors");
-    if (weights.length === 0) throw notCached("no weight file is");
+    if (files.length === 0 || (options.select !== "delta" && weights.length === 0)) throw notCached("no weight file is");
     for (const index of files.filter((f) => f.endsWith(".index.json"))) {
       for (const shard of await indexShards(cache.snapshotPath(commit, index), index)) {
         if (!present.includes(shard)) throw notCached(`${shard} (listed in ${index}) is not`);

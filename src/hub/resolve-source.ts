@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { HubError, ModelError } from "../errors.js";
 import type { LocalSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
+import type { DownloadOptions } from "./download-types.js";
 
 export interface ResolveOptions {
   /** Hugging Face token (the CLI reads --token, HF_TOKEN, $HF_HOME/token). */
@@ -19,6 +20,10 @@ export interface ResolveOptions {
   onProgress?: OnProgress;
   /** Download exactly these repo paths instead of the model's files (e.g. ["delta.json"]). */
   files?: readonly string[];
+  /** Without `files`: a model's files, or every file of a delta repo. */
+  select?: "model" | "delta";
+  /** How downloads run (connections, timeouts, retries, notices): see DownloadOptions. */
+  transfer?: Pick<DownloadOptions, "connections" | "rangeBytes" | "downloadTimeoutMs" | "etagTimeoutMs" | "retry" | "verifyCache" | "onEvent" | "signal">;
 }
 
 export interface ResolvedSource extends LocalSource {
@@ -50,6 +55,8 @@ export async function resolveSource(src: string, options: ResolveOptions = {}): 
     offline: options.offline,
     onProgress: options.onProgress,
     files: options.files,
+    select: options.select,
+    ...options.transfer,
   }).catch((err: unknown) => {
     // `org/name` may have been meant as a local path: say that it was looked for.
     if (!src.startsWith("hf://") && err instanceof HubError && /repository not found/.test(err.message)) {

@@ -42,6 +42,15 @@ export function selectModelFiles(listing: readonly RepoFile[]): string[] {
   return [...new Set([...weights, ...top.filter(isExtraFile)])].sort();
 }
 
+/**
+ * A delta repo's files: all of them but the model card and hidden files. A
+ * delta's convention decides which of its files matter (XOR payloads of
+ * every file, .enc files, a manifest's whole list), so none is left behind.
+ */
+export function selectDeltaFiles(listing: readonly RepoFile[]): string[] {
+  return listing.map((f) => f.path).filter((p) => p !== "README.md" && !p.split("/").some((part) => part.startsWith("."))).sort();
+}
+
 /** Why a repo path (from the server, so untrusted) must not be joined onto the cache, or undefined. */
 export function repoPathProblem(path: string): string | undefined {
   if (path.length === 0 || path.length > 1024) return "has a bad length";
