@@ -19,6 +19,8 @@ interface PhaseBar {
   total: number;
   done: number;
   started: number;
+  /** Starts not yet ended: several downloads (the delta's, the base's) share one bar. */
+  open: number;
 }
 
 export function progressReporter(ctx: CliContext): ProgressReporter {
@@ -49,8 +51,16 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
 
   const onProgress = (event: ProgressEvent): void => {
     if (event.kind === "start") {
+      const running = bars.get(event.phase);
+      if (running !== undefined && running.open > 0) {
+        // One bar per phase: another source of the same phase adds its bytes to it.
+        running.open++;
+        running.total += event.totalBytes;
+        running.bar.setTotal(Math.max(running.total, 1));
+        return;
+      }
       const total = Math.max(event.totalBytes, 1);
-      const p: PhaseBar = { bar: undefined as unknown as cliProgress.SingleBar, total: event.totalBytes, done: 0, started: Date.now() };
+      const p: PhaseBar = { bar: undefined as unknown as cliProgress.SingleBar, total: event.totalBytes, done: 0, started: Date.now(), open: 1 };
       p.bar = multi.create(total, 0, payload(p, event.phase, event.label));
       bars.set(event.phase, p);
     } else if (event.kind === "advance") {
@@ -60,7 +70,7 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
       p.bar.update(p.done, payload(p, event.phase, event.label));
     } else {
       const p = bars.get(event.phase);
-      if (p === undefined) return;
+      if (p === undefined || --p.open > 0) return;
       p.bar.update(Math.max(p.total, 1), payload(p, event.phase, "done"));
       p.bar.stop();
     }

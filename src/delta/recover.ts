@@ -67,6 +67,13 @@ export interface RecoveryOptions {
   target: string;
   /** Which files of the target we may write (see OutputJob). */
   job: OutputJob;
+  /**
+   * Resolves when every input byte read was verified (a download's sha256),
+   * rejects if one was not. Inputs read while still downloading are checked
+   * only when their download ends: an output nothing else checks waits for
+   * this before it gets its name.
+   */
+  inputsSettled?: Promise<void>;
   threads?: number;
   onProgress?: OnProgress;
 }
@@ -148,6 +155,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
             throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
           results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
+          if (expected === undefined) await options.inputsSettled;
           if (plan.finalCheck === undefined) await options.job.publish(file.path, sink, digest);
           else held.push({ sink, path: file.path, digest });
         } catch (err) {

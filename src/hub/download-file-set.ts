@@ -1,0 +1,66 @@
+import { DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
+import type { FileSet } from "../io/file-set.js";
+import type { RandomAccess } from "../tensors.js";
+import type { FileDownload, SnapshotDownload } from "./download-types.js";
+
+/**
+ * A snapshot download as a FileSet: files are listed at once, their bytes
+ * read as they arrive (each read waits for its range), and `whole` waits
+ * for a file to be verified and linked into the snapshot.
+ */
+export function downloadFileSet(download: SnapshotDownload): FileSet {
+  const files = [...download.files].sort();
+  const handle = (path: string): FileDownload => {
+    if (!files.includes(path)) throw new DeltaWeightsError("E_IO", `${download.repo}: the download has no file ${path}`);
+    return download.file(path);
+  };
+  return {
+    root: download.dir,
+    list: async () => files,
+    size: async (path) => handle(path).size,
+    open: async (path) => new ArrivingFile(handle(path), `${download.dir}/${path}`),
+    whole: (path) => handle(path).complete,
+    settled: download.done.then(() => undefined),
+  };
+}
+
+/** Reads of a file still downloading: each waits for its bytes, then reads them from wherever they are now. */
+class ArrivingFile implements RandomAccess {
+  readonly size: number;
+  #handle: ReturnType<FileDownload["open"]> | undefined;
+  #closed = false;
+
+  constructor(private readonly download: FileDownload, readonly label: string) {
+    this.size = download.size;
+  }
+
+  async read(position: number, length: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 || position + length > this.size) {
+      throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: bytes [${position}, ${position + length}) are past its end (${this.size} bytes)`);
+    }
+    if (this.#closed) throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: it was read after the file was closed`);
+    await this.download.waitForRange(position, position + length);
+    // Opened once the first bytes are there: the partial file (renamed to the blob when verified; the descriptor stays valid).
+    const handle = await (this.#handle ??= this.download.open());
+    const buffer = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await handle.read(buffer, done, length - done, position + done));
+      } catch (err) {
+        throw ioError("read", this.label, err);
+      }
+      if (bytesRead === 0) throw new TruncatedError(this.label, position + done);
+      done += bytesRead;
+    }
+    return buffer;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const handle = await this.#handle?.catch(() => undefined);
+    await handle?.close().catch(() => undefined);
+  }
+}
