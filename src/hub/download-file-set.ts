@@ -1,5 +1,6 @@
-import { DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
+import { DeltaWeightsError } from "../errors.js";
 import type { FileSet } from "../io/file-set.js";
+import { readExactly } from "../io/random-access-file.js";
 import type { RandomAccess } from "../tensors.js";
 import type { FileDownload, SnapshotDownload } from "./download-types.js";
 
@@ -42,19 +43,7 @@ class ArrivingFile implements RandomAccess {
     await this.download.waitForRange(position, position + length);
     // Opened once the first bytes are there: the partial file (renamed to the blob when verified; the descriptor stays valid).
     const handle = await (this.#handle ??= this.download.open());
-    const buffer = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await handle.read(buffer, done, length - done, position + done));
-      } catch (err) {
-        throw ioError("read", this.label, err);
-      }
-      if (bytesRead === 0) throw new TruncatedError(this.label, position + done);
-      done += bytesRead;
-    }
-    return buffer;
+    return readExactly(this.label, position, length, async (buffer, offset, count, at) => (await handle.read(buffer, offset, count, at)).bytesRead);
   }
 
   async close(): Promise<void> {

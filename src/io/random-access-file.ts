@@ -51,24 +51,16 @@ class PositionedFile implements RandomAccess {
     if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 || position + length > this.size) {
       throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: bytes [${position}, ${position + length}) are past its end (${this.size} bytes; truncated?)`);
     }
-    const buffer = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
+    return readExactly(this.label, position, length, async (buffer, offset, count, at) => {
       if (this.#closed) throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: it was read after the file was closed`);
-      const pending = readAt(this.handle.fd, buffer, done, length - done, position + done);
+      const pending = readAt(this.handle.fd, buffer, offset, count, at);
       this.#pending.add(pending);
-      let bytesRead: number;
       try {
-        bytesRead = await pending;
-      } catch (err) {
-        throw ioError("read", this.label, err);
+        return await pending;
       } finally {
         this.#pending.delete(pending);
       }
-      if (bytesRead === 0) throw new TruncatedError(this.label, position + done);
-      done += bytesRead;
-    }
-    return buffer;
+    });
   }
 
   async close(): Promise<void> {
@@ -77,6 +69,32 @@ class PositionedFile implements RandomAccess {
     await Promise.allSettled(this.#pending);
     await this.handle.close().catch(() => undefined);
   }
+}
+
+/**
+ * Exactly `length` bytes at `position`, by as many reads as it takes: a
+ * read of zero bytes before the end means the file was cut short.
+ */
+export async function readExactly(
+  label: string,
+  position: number,
+  length: number,
+  read: (buffer: Uint8Array, offset: number, length: number, position: number) => Promise<number>,
+): Promise<Uint8Array> {
+  const buffer = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    let bytesRead: number;
+    try {
+      bytesRead = await read(buffer, done, length - done, position + done);
+    } catch (err) {
+      if (err instanceof DeltaWeightsError) throw err;
+      throw ioError("read", label, err);
+    }
+    if (bytesRead === 0) throw new TruncatedError(label, position + done);
+    done += bytesRead;
+  }
+  return buffer;
 }
 
 function readAt(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {

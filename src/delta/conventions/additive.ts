@@ -12,8 +12,8 @@ import { ExactReader } from "../exact-reader.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
-import { similarity } from "./evidence.js";
-import type { ConventionPlan, DeltaView, ExpectedSum, PlanOptions } from "./types.js";
+import { gatherEvidence, similarity, type Evidence } from "./evidence.js";
+import type { Convention, ConventionName, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "./types.js";
 
 /**
  * The shape every published additive convention shares (FastChat, FastChat
@@ -32,6 +32,33 @@ export interface AdditiveRules {
   configFrom: "base" | "delta";
 }
 
+/**
+ * A convention of this shape: how it recognises a delta from what its files
+ * show (after the checks every tensor convention makes: no delta.json, the
+ * weights read as tensors), and its rules.
+ */
+export function additiveConvention(spec: {
+  name: ConventionName;
+  summary: string;
+  recognize(evidence: Evidence, view: DeltaView): Promise<Recognition> | Recognition;
+  rules: AdditiveRules;
+}): Convention {
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    async recognize(view) {
+      if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json (delta-weights' own format)" };
+      try {
+        await view.model();
+      } catch (err) {
+        return { fits: false, reason: `its weights cannot be read as tensors (${err instanceof Error ? err.message : String(err)})` };
+      }
+      return spec.recognize(await gatherEvidence(view), view);
+    },
+    plan: (view, options) => planAdditive(view, spec.rules, options),
+  };
+}
+
 /** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
 export function isRotaryBuffer(name: string): boolean {
   return name.endsWith("rotary_emb.inv_freq");
@@ -39,7 +66,7 @@ export function isRotaryBuffer(name: string): boolean {
 
 const CONFIG_FILES = new Set(["config.json", "generation_config.json"]);
 
-export async function planAdditive(view: DeltaView, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
+async function planAdditive(view: DeltaView, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
   const [delta, base] = [await view.model(), await view.base()];
   const notes: string[] = [];
 

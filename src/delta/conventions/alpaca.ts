@@ -1,7 +1,5 @@
-import { planAdditive } from "./additive.js";
-import { gatherEvidence } from "./evidence.js";
-import { newRowToken, opensAsTensors } from "./fastchat.js";
-import type { Convention } from "./types.js";
+import { additiveConvention } from "./additive.js";
+import { newRowToken } from "./evidence.js";
 
 /**
  * Stanford Alpaca's `weight_diff.py` and its kin (WizardLM, Tulu, UltraLM,
@@ -13,14 +11,10 @@ import type { Convention } from "./types.js";
  * stored (as AlpacaFarm does; Alpaca's own script would stop on them).
  * Alpaca publishes an integrity sum of the recovered model (--expect-sum).
  */
-export const alpaca: Convention = {
+export const alpaca = additiveConvention({
   name: "alpaca",
   summary: "Alpaca's weight_diff.py family: float32 diff, base grown by a mean [PAD] row; --expect-sum checks the published sum",
-
-  async recognize(view) {
-    const opened = await opensAsTensors(view);
-    if (opened !== undefined) return opened;
-    const evidence = await gatherEvidence(view);
+  recognize(evidence) {
     if (evidence.dtype !== "F32") return { fits: false, reason: `its tensors are ${evidence.dtype ?? "not floats"}; Alpaca's diffs are float32` };
     const vocab = evidence.vocab;
     if (vocab === undefined || vocab.deltaRows === vocab.baseRows) {
@@ -30,12 +24,9 @@ export const alpaca: Convention = {
     if (token === undefined || vocab.deltaRows !== vocab.baseRows + 1) return { fits: false, reason: `its vocabulary grows from ${vocab.baseRows} to ${vocab.deltaRows} rows without one added token for the new row` };
     return { fits: true, reason: `no delta.json; float32 diff, the vocabulary grown by ${JSON.stringify(token)} at row ${vocab.baseRows} (Alpaca's weight_diff.py: the base grown by its mean row)` };
   },
-
-  plan(view, options) {
-    return planAdditive(view, {
-      walk: "delta",
-      configFrom: "delta",
-      rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add", unpaired: "mean" }),
-    }, options);
+  rules: {
+    walk: "delta",
+    configFrom: "delta",
+    rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add", unpaired: "mean" }),
   },
-};
+});

@@ -38,6 +38,13 @@ export async function gatherEvidence(view: DeltaView): Promise<Evidence> {
   return { dtype, config, addedTokens, vocab };
 }
 
+/** The added token that names the delta's first new vocabulary row (`[PAD]` at 32000), if any. */
+export function newRowToken(evidence: Evidence): string | undefined {
+  const vocab = evidence.vocab;
+  if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return undefined;
+  return [...evidence.addedTokens].find(([, id]) => id === vocab.baseRows)?.[0];
+}
+
 function asObject(value: unknown): Record<string, unknown> | undefined {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }

@@ -1,7 +1,5 @@
-import { planAdditive } from "./additive.js";
-import { gatherEvidence } from "./evidence.js";
-import { newRowToken, opensAsTensors } from "./fastchat.js";
-import type { Convention } from "./types.js";
+import { additiveConvention } from "./additive.js";
+import { newRowToken } from "./evidence.js";
 
 /**
  * FastChat before v0.2 (Vicuna v0, StableVicuna): the base's tokenizer gets
@@ -10,14 +8,10 @@ import type { Convention } from "./types.js";
  * the delta's own (0 + delta: a -0.0 there comes out +0.0). Half-precision
  * deltas whose vocabulary is the base's plus one added token.
  */
-export const fastchatV0: Convention = {
+export const fastchatV0 = additiveConvention({
   name: "fastchat-v0",
   summary: "FastChat v0 / StableVicuna: like fastchat, the base grown by a zero [PAD] row",
-
-  async recognize(view) {
-    const opened = await opensAsTensors(view);
-    if (opened !== undefined) return opened;
-    const evidence = await gatherEvidence(view);
+  recognize(evidence) {
     const token = newRowToken(evidence);
     if (evidence.dtype !== "F16" && evidence.dtype !== "BF16") return { fits: false, reason: `its tensors are ${evidence.dtype ?? "not floats"}, FastChat v0's deltas are half precision` };
     if (token === undefined || evidence.vocab!.deltaRows !== evidence.vocab!.baseRows + 1) {
@@ -25,12 +19,9 @@ export const fastchatV0: Convention = {
     }
     return { fits: true, reason: `no delta.json; ${evidence.dtype} tensors, the vocabulary grown by ${JSON.stringify(token)} at row ${evidence.vocab!.baseRows} (FastChat v0: the base grown by a zero row)` };
   },
-
-  plan(view, options) {
-    return planAdditive(view, {
-      walk: "base",
-      configFrom: "delta",
-      rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add", unpaired: "zero" }),
-    }, options);
+  rules: {
+    walk: "base",
+    configFrom: "delta",
+    rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add", unpaired: "zero" }),
   },
-};
+});

@@ -1,6 +1,5 @@
-import { planAdditive } from "./additive.js";
-import { gatherEvidence, type Evidence } from "./evidence.js";
-import type { Convention, DeltaView, Recognition } from "./types.js";
+import { additiveConvention } from "./additive.js";
+import { newRowToken } from "./evidence.js";
 
 /**
  * FastChat's `apply_delta` (v1.1: Vicuna v1.1, Gorilla, HuatuoGPT and the
@@ -13,14 +12,10 @@ import type { Convention, DeltaView, Recognition } from "./types.js";
  * taken as stored. config.json and generation_config.json come from the
  * base, the tokenizer from the delta, as FastChat saves them.
  */
-export const fastchat: Convention = {
+export const fastchat = additiveConvention({
   name: "fastchat",
   summary: "FastChat's apply_delta (Vicuna v1.1 and kin): base + delta per base tensor, in the delta's dtype; unverified without --checksums",
-
-  async recognize(view) {
-    const opened = await opensAsTensors(view);
-    if (opened !== undefined) return opened;
-    const evidence = await gatherEvidence(view);
+  recognize(evidence) {
     const grown = newRowToken(evidence);
     if (grown !== undefined) {
       return { fits: false, reason: `the vocabulary grows to ${evidence.vocab!.deltaRows} rows with ${JSON.stringify(grown)} at row ${evidence.vocab!.baseRows}, which FastChat's apply_delta refuses (FastChat v0 and Alpaca grow the base for it)` };
@@ -28,30 +23,9 @@ export const fastchat: Convention = {
     const rows = evidence.vocab === undefined || evidence.vocab.deltaRows === evidence.vocab.baseRows ? "the base's shapes" : `the vocabulary grown from ${evidence.vocab.baseRows} to ${evidence.vocab.deltaRows} rows (the new rows taken as stored)`;
     return { fits: true, reason: `no delta.json; ${evidence.dtype ?? "weight"} tensors with ${rows}, added onto the base's (FastChat's rule)` };
   },
-
-  plan(view, options) {
-    return planAdditive(view, {
-      walk: "base",
-      configFrom: "base",
-      rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
-    }, options);
+  rules: {
+    walk: "base",
+    configFrom: "base",
+    rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
   },
-};
-
-/** Why the delta cannot be a tensor delta at all (delta.json, unreadable weights), or undefined. */
-export async function opensAsTensors(view: DeltaView): Promise<Recognition | undefined> {
-  if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json (delta-weights' own format)" };
-  try {
-    await view.model();
-  } catch (err) {
-    return { fits: false, reason: `its weights cannot be read as tensors (${err instanceof Error ? err.message : String(err)})` };
-  }
-  return undefined;
-}
-
-/** The added token that names the delta's first new vocabulary row (`[PAD]` at 32000), if any. */
-export function newRowToken(evidence: Evidence): string | undefined {
-  const vocab = evidence.vocab;
-  if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return undefined;
-  return [...evidence.addedTokens].find(([, id]) => id === vocab.baseRows)?.[0];
-}
+});

@@ -1,7 +1,4 @@
-import { planAdditive } from "./additive.js";
-import { gatherEvidence } from "./evidence.js";
-import { opensAsTensors } from "./fastchat.js";
-import type { Convention } from "./types.js";
+import { additiveConvention } from "./additive.js";
 
 /** Config fields and tensors only a LLaVA model has. */
 const LLAVA_CONFIG = ["mm_vision_tower", "use_mm_proj", "mm_hidden_size"];
@@ -14,25 +11,18 @@ const PROJECTOR = "model.mm_projector.";
  * into its own rows only, the new rows stored; tensors only in the delta
  * (the multimodal projector) stored. config and tokenizer from the delta.
  */
-export const llava: Convention = {
+export const llava = additiveConvention({
   name: "llava",
   summary: "LLaVA's apply_delta: the delta's tensors, mm_projector and the image-token rows stored",
-
-  async recognize(view) {
-    const opened = await opensAsTensors(view);
-    if (opened !== undefined) return opened;
-    const evidence = await gatherEvidence(view);
+  async recognize(evidence, view) {
     const fields = LLAVA_CONFIG.filter((f) => evidence.config !== undefined && Object.hasOwn(evidence.config, f));
     const projector = [...(await view.model()).tensors.keys()].some((n) => n.startsWith(PROJECTOR));
     if (fields.length === 0 && !projector) return { fits: false, reason: `its config has none of ${LLAVA_CONFIG.join(", ")} and it has no ${PROJECTOR}* tensors` };
     return { fits: true, reason: `no delta.json; a LLaVA model (${[...fields, ...(projector ? [`${PROJECTOR}*`] : [])].join(", ")})` };
   },
-
-  plan(view, options) {
-    return planAdditive(view, {
-      walk: "delta",
-      configFrom: "delta",
-      rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
-    }, options);
+  rules: {
+    walk: "delta",
+    configFrom: "delta",
+    rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
   },
-};
+});

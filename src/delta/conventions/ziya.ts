@@ -1,7 +1,5 @@
-import { isRotaryBuffer, planAdditive } from "./additive.js";
-import { EMBEDDING, gatherEvidence, similarity } from "./evidence.js";
-import { opensAsTensors } from "./fastchat.js";
-import type { Convention } from "./types.js";
+import { additiveConvention, isRotaryBuffer } from "./additive.js";
+import { EMBEDDING, similarity } from "./evidence.js";
 
 /** Ziya's make_delta stores these whole (its vocabulary is its own). */
 function storedWhole(name: string): boolean {
@@ -15,14 +13,10 @@ function storedWhole(name: string): boolean {
  * in half precision. Recognised by a grown vocabulary whose first rows point
  * the same way as the base's: they are values, not differences.
  */
-export const ziya: Convention = {
+export const ziya = additiveConvention({
   name: "ziya",
   summary: "Ziya's apply_delta: embed_tokens and lm_head stored whole, the rest added",
-
-  async recognize(view) {
-    const opened = await opensAsTensors(view);
-    if (opened !== undefined) return opened;
-    const evidence = await gatherEvidence(view);
+  async recognize(evidence, view) {
     const vocab = evidence.vocab;
     if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return { fits: false, reason: "its vocabulary does not grow beyond the base's" };
     const s = await similarity(await view.model(), await view.base(), EMBEDDING, vocab.baseRows * 64);
@@ -31,12 +25,9 @@ export const ziya: Convention = {
     }
     return { fits: true, reason: `no delta.json; the vocabulary grown from ${vocab.baseRows} to ${vocab.deltaRows} rows, stored whole (cosine ${s.cosine.toFixed(4)} with the base's rows): Ziya's rule` };
   },
-
-  plan(view, options) {
-    return planAdditive(view, {
-      walk: "delta",
-      configFrom: "delta",
-      rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
-    }, options);
+  rules: {
+    walk: "delta",
+    configFrom: "delta",
+    rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
   },
-};
+});
