@@ -1,14 +1,17 @@
 import { DeltaError, UsageError } from "../../errors.js";
 import { deltaWeights } from "./delta-weights.js";
+import { enc } from "./enc.js";
 import { fastchat } from "./fastchat.js";
 import type { Convention, DeltaView, Recognition } from "./types.js";
+import { xorPayload } from "./xor-payload.js";
 
 /**
- * Every convention apply-delta knows, in the order they are tried: the most
- * specific evidence first (a manifest), the publishers' tensor rules after,
- * FastChat's last (it asks least of the files).
+ * Every convention apply-delta knows, in the order they are tried: byte
+ * codecs first (their files are not checkpoints, so no tensor rule could
+ * read them), then the most specific evidence (a manifest), the publishers'
+ * tensor rules after, FastChat's last (it asks least of the files).
  */
-export const CONVENTIONS: readonly Convention[] = [deltaWeights, fastchat];
+export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, fastchat];
 
 /**
  * The convention the delta's files follow, and why. With `forced` (the
