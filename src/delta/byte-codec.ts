@@ -22,8 +22,8 @@ export const ENC_KEY_CHUNK = 10 * 1024 * 1024;
 /** Bytes of a .enc file before the XORed body: the sha256 of the plain file. */
 export const ENC_HEADER_BYTES = 32;
 
-/** `<name>.<64 hex>.enc`: the plain file's name and its sha256. */
-const ENC_NAME = /^(.*)\.([0-9a-fA-F]{64})\.enc$/;
+/** `<name>.<64 hex>.enc`: the plain file's name (any characters: the planner refuses unsafe ones by name) and its sha256. */
+const ENC_NAME = /^([\s\S]*)\.([0-9a-fA-F]{64})\.enc$/;
 
 /** The plain name and the sha256 (lower case) an .enc file's name carries, or undefined. */
 export function parseEncName(fileName: string): { name: string; sha256: string } | undefined {

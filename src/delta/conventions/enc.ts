@@ -134,6 +134,8 @@ async function findKey(view: DeltaView): Promise<{ path: string; size: number }>
 /** An .enc file's name and header must agree, and name a plain file we may write; checked before any output. */
 async function checkEncFile(view: DeltaView, rel: string, path: string, fileName: string, parsed: { name: string; sha256: string }): Promise<EncEntry> {
   const { name, sha256 } = parsed;
+  // Delta listings leave hidden files out, so "" and ".x" come only from
+  // other listings; a name with a control character comes from any.
   if (name === "" || name.startsWith(".") || name.includes("/") || !isSafeRelativePath(name)) {
     throw new DeltaError(`${path}: the output name its name gives, ${JSON.stringify(name)}, is not a plain file name (empty, hidden or escaping the target); refusing it`);
   }
