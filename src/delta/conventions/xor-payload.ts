@@ -130,13 +130,14 @@ export async function planXor(view: DeltaView, lists: readonly PublishedList[] =
   if (missing.length > 0 || plainUnknown.length > 0) {
     const needs = [...missing, ...plainUnknown];
     throw new DeltaError(
-      `the base ${view.baseSource} has no ${needs.join(", ")}, which the payload ${plural(needs.length, "file")} ${needs.length === 1 ? "is" : "are"} XORed with` +
+      `the base ${view.baseSource} has no ${needs.join(", ")}, which the payload's ${needs.length === 1 ? "file of that name is" : "files of those names are"} XORed with` +
         `${plainUnknown.length > 0 ? ` (${plainUnknown.join(", ")}: not recognisably plain, so XORed like the rest)` : ""}; ` +
         `the base must be ${list?.baseHint ?? "the exact conversion of the base model that the publisher XORed with"}; nothing was written`,
     );
   }
 
   const records = new Map<string, XorRecord>();
+  const baseChecks: BaseChecks = { last: Promise.resolve() };
   const notes: string[] = [];
   const files: PlannedFile[] = [];
   const expectedFor = (name: string): Expected | undefined => {
@@ -154,7 +155,7 @@ export async function planXor(view: DeltaView, lists: readonly PublishedList[] =
       continue;
     }
     const baseListed = list?.base?.[e.name];
-    files.push(xorFile({ name: e.name, payloadPath, basePath: basePathOf(e.name), size: e.size, expected, baseListed, algorithm: list?.algorithm ?? "sha256", list: matched, records, notes }));
+    files.push(xorFile({ name: e.name, payloadPath, basePath: basePathOf(e.name), size: e.size, expected, baseListed, algorithm: list?.algorithm ?? "sha256", list: matched, records, baseChecks }));
   }
 
   const plain = entries.filter((e) => e.kind === "plain").map((e) => e.name);
@@ -190,15 +191,28 @@ interface XorFileSpec {
   algorithm: HashAlgorithm;
   list: MatchedList | undefined;
   records: Map<string, XorRecord>;
-  notes: string[];
+  baseChecks: BaseChecks;
+}
+
+/**
+ * The base checks of a plan, in order. A base file that is not the
+ * publisher's conversion means the whole base is the wrong one: each file
+ * waits for the previous file's check (a few milliseconds: the workers only
+ * finish its last chunks), and none is decoded after one failed.
+ */
+interface BaseChecks {
+  last: Promise<void>;
+  failure?: DeltaError;
 }
 
 function xorFile(spec: XorFileSpec): PlannedFile {
-  const file: PlannedFile = {
+  return {
     path: spec.name,
     size: spec.size,
     ...(spec.expected === undefined ? {} : { expected: spec.expected }),
     async produce(sink, { pool, advance }) {
+      await spec.baseChecks.last.catch(() => undefined);
+      if (spec.baseChecks.failure !== undefined) throw spec.baseChecks.failure;
       const record: XorRecord = { name: spec.name, payloadPath: spec.payloadPath, basePath: spec.basePath, ...(spec.baseListed === undefined ? {} : { baseListed: spec.baseListed }) };
       spec.records.set(sink.tempPath, record);
       // The base is hashed on the workers as it is read for the XOR: no extra pass over it.
@@ -208,19 +222,17 @@ function xorFile(spec: XorFileSpec): PlannedFile {
         advance: (bytes) => advance(bytes, spec.name),
       });
       if (baseHash === undefined) return {};
+      // The publisher says the base must match their list ("if the checksums
+      // above do not match yours, there is a problem"): a mismatch fails the
+      // file whatever its output hashes to, and stops the run.
       const checks = baseHash.digest().then((digest) => {
         record.baseDigest = digest;
-        if (digest === spec.baseListed) return;
-        // The output's own check decides when there is one (explainXor names
-        // the base if it fails); without one, a base of another conversion is
-        // a failure by itself.
-        if (file.expected === undefined) throw wrongBase(record, spec.list);
-        spec.notes.push(`the base's ${spec.name} differs from ${spec.list!.list.printedIn}, but the recovered file matches the published one`);
+        if (digest !== spec.baseListed) throw (spec.baseChecks.failure ??= wrongBase(record, spec.list));
       });
+      spec.baseChecks.last = checks;
       return { checks };
     },
   };
-  return file;
 }
 
 function wrongBase(record: XorRecord, list: MatchedList | undefined): DeltaError {
@@ -234,7 +246,6 @@ function wrongBase(record: XorRecord, list: MatchedList | undefined): DeltaError
 /** A recovered file that failed its check: say which input is to blame, when the base's own list can tell. */
 function explainXor(err: unknown, record: XorRecord | undefined, list: MatchedList | undefined): unknown {
   if (!(err instanceof VerifyError) || record === undefined) return err;
-  if (record.baseDigest !== undefined && record.baseDigest !== record.baseListed) return wrongBase(record, list);
   if (record.baseDigest !== undefined) {
     return new VerifyError(`${err.message}; the base's ${record.name} matches ${list?.list.printedIn ?? "the publisher's base list"}, so the payload file ${record.payloadPath} is damaged: download it again (nothing wrong was written)`);
   }
