@@ -259,9 +259,11 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
     if (missing !== undefined) throw notCached(`${missing} is not`);
   } else {
     files = selectModelFiles(present.map((path) => ({ path, size: 0 })));
-    const weights = files.filter((f) => /\.(safetensors|bin)$/.test(f) && f !== "delta-fixups.safetensors");
+    // .enc files are point-alpaca-style releases' weights.
+    const weights = files.filter((f) => /\.(safetensors|bin|enc)$/.test(f) && f !== "delta-fixups.safetensors");
     if (weights.length === 0) throw notCached("no weight file is");
-    for (const index of files.filter((f) => f.endsWith(".index.json"))) {
+    // Top-level indexes only: an XOR release's index (in its payload folder) is XORed data, not JSON.
+    for (const index of files.filter((f) => f.endsWith(".index.json") && !f.includes("/"))) {
       for (const shard of await indexShards(cache.snapshotPath(commit, index), index)) {
         if (!present.includes(shard)) throw notCached(`${shard} (listed in ${index}) is not`);
       }
