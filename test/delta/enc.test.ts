@@ -39,7 +39,7 @@ describe("point-alpaca .enc files", () => {
     expect(result.verified).toBe(true);
     expect(new Set(Object.values(result.files).map((f) => f.checkedAgainst))).toEqual(new Set(["its .enc header (SHA-256)"]));
     await expectPlainFiles(out);
-    expect(result.notes.join("\n")).toMatch(/key: .*consolidated\.00\.pth is not Meta's LLaMA-7B consolidated\.00\.pth \(123457 bytes; that one has 13476939516\).*each file's own sha256 decides/);
+    expect(result.notes.join("\n")).toMatch(/key: .*consolidated\.00\.pth is not Meta's LLaMA-7B consolidated\.00\.pth \(123,457 bytes; Meta's has 13,476,939,516 bytes\).*each file's own sha256 decides/);
 
     const again = await applyDelta({ base: KEY, delta: join(ENC, "enc"), target: out });
     expect(Object.values(again.files).every((f) => f.status === "kept")).toBe(true);
@@ -63,7 +63,7 @@ describe("point-alpaca .enc files", () => {
     expect(run.stderr.split("\n")).toHaveLength(2);
     expect(run.stderr).toContain(`error: ${join(ENC, "bad/flipped-byte", bad.file)} does not decrypt to the sha256 in its name and header`);
     expect(run.stderr).toContain(`its sha256 ${bad.decrypted_sha256} does not match`);
-    expect(run.stderr).toMatch(/the key .*consolidated\.00\.pth is not Meta's LLaMA-7B consolidated\.00\.pth \(123457 bytes.*either it is not the key this file was made with, or the \.enc file is damaged/);
+    expect(run.stderr).toMatch(/the key .*consolidated\.00\.pth is not Meta's LLaMA-7B consolidated\.00\.pth \(123,457 bytes.*either it is not the key this file was made with, or the \.enc file is damaged/);
     expect(await finalFiles(out)).toEqual([]);
   });
 

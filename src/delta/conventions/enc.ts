@@ -87,8 +87,8 @@ export async function planEnc(view: DeltaView, lists: readonly PublishedList[] =
     sha256: new Map(entries.map((e) => [e.name, e.sha256])),
   }, lists);
 
-  const notes = [`decrypted ${plural(entries.length, ".enc file")} with the key ${key.path}${plain.length > 0 ? `; copied as published (not encrypted): ${plain.map((p) => p.name).join(", ")}` : ""}`];
-  const identity = keyIdentity(key.path, key.size, notes);
+  const notes = [`decrypted ${plural(entries.length, ".enc file")} with the key ${key.label}${plain.length > 0 ? `; copied as published (not encrypted): ${plain.map((p) => p.name).join(", ")}` : ""}`];
+  const identity = keyIdentity(key.path, key.label, key.size, notes);
   const records = new Map<string, EncEntry>();
   const files: PlannedFile[] = entries.map((e) => encFile(e, key.path, expectedFor(e, matched), identity, records));
   for (const p of plain) {
@@ -109,7 +109,7 @@ export async function planEnc(view: DeltaView, lists: readonly PublishedList[] =
     fixups: () => 0,
     explain: async (err, { pool, tempPath }) => {
       const entry = tempPath === undefined ? undefined : records.get(tempPath);
-      return entry === undefined || !(err instanceof VerifyError) ? err : explainEnc(err, entry, key.path, await identity.settle(pool), matched, pool);
+      return entry === undefined || !(err instanceof VerifyError) ? err : explainEnc(err, entry, key.label, await identity.settle(pool), matched, pool);
     },
     close: async () => undefined,
     baseFiles: [key.path],
@@ -117,9 +117,12 @@ export async function planEnc(view: DeltaView, lists: readonly PublishedList[] =
 }
 
 /** The key file: --base names it, or a directory holding consolidated.00.pth. */
-async function findKey(view: DeltaView): Promise<{ path: string; size: number }> {
+async function findKey(view: DeltaView): Promise<{ path: string; label: string; size: number }> {
   const info = await stat(view.basePath).catch(() => undefined);
-  const path = info?.isDirectory() === true ? join(view.basePath, KEY_FILE) : view.basePath;
+  const inDir = info?.isDirectory() === true;
+  const path = inDir ? join(view.basePath, KEY_FILE) : view.basePath;
+  // Messages name the key as the user named it.
+  const label = inDir ? join(view.baseSource, KEY_FILE) : view.baseSource;
   const key = await stat(path).catch(() => undefined);
   if (key?.isFile() !== true) {
     throw new DeltaError(
@@ -127,8 +130,8 @@ async function findKey(view: DeltaView): Promise<{ path: string; size: number }>
         `for point-alpaca ${META_LLAMA_7B_KEY.name}; pass that file (or the directory holding it) as --base`,
     );
   }
-  if (key.size === 0) throw new DeltaError(`the key ${path} is empty: .enc files are decrypted with a key file such as ${META_LLAMA_7B_KEY.name}`);
-  return { path, size: key.size };
+  if (key.size === 0) throw new DeltaError(`the key ${label} is empty: .enc files are decrypted with a key file such as ${META_LLAMA_7B_KEY.name}`);
+  return { path, label, size: key.size };
 }
 
 /** An .enc file's name and header must agree, and name a plain file we may write; checked before any output. */
@@ -185,12 +188,13 @@ function encFile(entry: EncEntry, keyPath: string, expected: Expected, identity:
  * not on the critical path). The result is a note, never a failure: other
  * releases use other keys, and each file's own sha256 decides.
  */
-function keyIdentity(path: string, size: number, notes: string[]): { settle(pool: HashPool): Promise<KeyIdentity> } {
+function keyIdentity(path: string, label: string, size: number, notes: string[]): { settle(pool: HashPool): Promise<KeyIdentity> } {
   const known = META_LLAMA_7B_KEY;
+  const bytes = (n: number) => `${n.toLocaleString("en-US")} bytes`;
   let result: Promise<KeyIdentity> | undefined;
   if (size !== known.size) {
-    const identity = { known: false, how: `${size} bytes; that one has ${known.size}` };
-    notes.push(`key: ${path} is not ${known.name} (${identity.how}); releases other than point-alpaca use other keys, and each file's own sha256 decides`);
+    const identity = { known: false, how: `${bytes(size)}; Meta's has ${bytes(known.size)}` };
+    notes.push(`key: ${label} is not ${known.name} (${identity.how}); releases other than point-alpaca use other keys, and each file's own sha256 decides`);
     result = Promise.resolve(identity);
   }
   return {
@@ -198,14 +202,14 @@ function keyIdentity(path: string, size: number, notes: string[]): { settle(pool
       result ??= pool.hashFile(path).then(({ sha256 }) => {
         const identity = sha256 === known.sha256
           ? { known: true, how: "its sha256 matches" }
-          : { known: false, how: `sha256 ${sha256}; that one has ${known.sha256}` };
+          : { known: false, how: `sha256 ${sha256}; Meta's has ${known.sha256}` };
         notes.push(identity.known
-          ? `key: ${path} is ${known.name} (sha256 ${known.sha256.slice(0, 16)}...)`
-          : `key: ${path} has the size of ${known.name} but not its sha256 (${sha256}); each file's own sha256 decides`);
+          ? `key: ${label} is ${known.name} (sha256 ${known.sha256.slice(0, 16)}...)`
+          : `key: ${label} has the size of ${known.name} but not its sha256 (${sha256}); each file's own sha256 decides`);
         return identity;
       }, (err: unknown) => {
         const identity = { known: false, how: `it could not be hashed: ${err instanceof Error ? err.message : String(err)}` };
-        notes.push(`key: ${path} could not be hashed to compare it with ${known.name} (${identity.how})`);
+        notes.push(`key: ${label} could not be hashed to compare it with ${known.name} (${identity.how})`);
         return identity;
       });
       return result;

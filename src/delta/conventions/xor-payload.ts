@@ -37,7 +37,8 @@ export const xorPayload: Convention = {
     const checkpoints = entries.filter((e) => isCheckpointName(e.name));
     const xored = checkpoints.filter((e) => e.kind === "xor");
     if (xored.length > 0) {
-      return { fits: true, reason: `${xored.map((e) => e.name).join(", ")} ${xored.length === 1 ? "is not a checkpoint" : "are not checkpoints"} (no zip, pickle or safetensors header): XOR payloads` };
+      const which = `${xored[0]!.name}${xored.length > 1 ? `, and ${xored.length - 1} more` : ""}`;
+      return { fits: true, reason: `checkpoint files with no zip, pickle or safetensors header (${which}): XOR payloads (Open-Assistant / Pygmalion)` };
     }
     const json = entries.filter((e) => e.name.endsWith(".json") && e.kind === "xor");
     if (checkpoints.length === 0 && json.length > 0) {
