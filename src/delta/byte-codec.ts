@@ -8,10 +8,13 @@
  */
 import { constants } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
+import * as zlib from "node:zlib";
 import { DeltaError, DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
 import type { AtomicFile } from "../io/atomic-file.js";
 import { xorInto } from "../kernels/index.js";
-import { CHUNK_BYTES } from "../limits.js";
+import { readJsonFile } from "../io/files.js";
+import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../limits.js";
+import { locateEntryData, readZipDirectory } from "../pytorch/zip.js";
 
 /**
  * point-alpaca's encrypt.py reads plain file and key in lockstep, 10 MiB at a
@@ -310,3 +313,56 @@ export async function writeDecryptedFile(sink: AtomicFile, encPath: string, keyP
     await Promise.all([enc.close(), key.close()]);
   }
 }
+
+/**
+ * What is wrong with a recovered file that no list checks, as far as its own
+ * structure tells: a checkpoint whose zip members fail the CRC-32s torch.save
+ * wrote, JSON that does not parse. XOR with the wrong base, or a damaged
+ * payload byte, garbles exactly these; undefined when the file is sound (which
+ * proves less than a published digest would: headers and tokenizer files are
+ * not covered).
+ */
+export async function structuralProblem(path: string, name: string): Promise<string | undefined> {
+  const lower = name.toLowerCase();
+  if (lower.endsWith(".json")) {
+    return readJsonFile(path, MAX_INDEX_BYTES, "a JSON file", "E_DELTA").then(() => undefined, () => "is not valid JSON");
+  }
+  if (!/\.(bin|pt|pth|ckpt)$/.test(lower)) return undefined;
+  const file = await ByteFile.open(path);
+  try {
+    const read = (position: number, length: number) => file.readInto(new Uint8Array(length), length, position);
+    const entries = await readZipDirectory(read, file.size, path).catch(() => undefined);
+    if (entries === undefined) return "is not a zip archive (torch.save's format): its end record is garbled";
+    const buffer = new Uint8Array(CHUNK_BYTES);
+    for (const entry of entries) {
+      const start = await locateEntryData(read, file.size, path, entry).catch(() => undefined);
+      if (start === undefined) return `has a garbled zip header for member "${entry.name}"`;
+      let crc = 0;
+      for (let done = 0; done < entry.uncompressedSize;) {
+        const length = Math.min(buffer.length, entry.uncompressedSize - done);
+        crc = crc32(await file.readInto(buffer, length, start + done), crc);
+        done += length;
+      }
+      if (crc !== entry.crc32 >>> 0) return `has a zip member "${entry.name}" whose bytes fail the CRC-32 torch.save recorded for them`;
+    }
+    return undefined;
+  } finally {
+    await file.close();
+  }
+}
+
+/** zlib's CRC-32 (Node >= 20.15), else a table-driven one with the same result. */
+const crc32: (data: Uint8Array, value: number) => number = typeof (zlib as { crc32?: unknown }).crc32 === "function"
+  ? (data, value) => zlib.crc32(data, value) >>> 0
+  : (() => {
+    const table = new Uint32Array(256).map((_, n) => {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      return c >>> 0;
+    });
+    return (data: Uint8Array, value: number) => {
+      let c = ~value >>> 0;
+      for (const byte of data) c = table[(c ^ byte) & 0xff]! ^ (c >>> 8);
+      return ~c >>> 0;
+    };
+  })();

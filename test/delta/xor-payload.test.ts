@@ -38,6 +38,23 @@ describe("Open-Assistant XOR payloads", () => {
     expect(result.verified).toBe(false);
     expect(result.unchecked.sort()).toEqual([...oaOutputs].sort());
     expect(result.notes).toContainEqual("payload: 9 files XORed with the base's same-named files, 1 copied as published (plain): added_tokens.json");
+    // Without a list, each XORed checkpoint and JSON file is still checked as a file of its kind.
+    expect(result.notes.join("\n")).toMatch(/unverified but sound as files of their kind \(torch\.save's zip CRC-32s, JSON syntax; .*\): .* and 5 more$/m);
+  });
+
+  it("without any list, still refuses a wrong base and a damaged payload by the files' own structure (zip CRC-32s, JSON syntax)", async () => {
+    const out = join(work, "oa-wrong-base-no-list");
+    await expect(applyDelta({ base: join(OA, "wrong-base"), delta: join(OA, "payload"), target: out }))
+      .rejects.toThrow(/^recovered pytorch_model-00002-of-00003\.bin has a zip member "[^"]+" whose bytes fail the CRC-32 torch\.save recorded for them: either the payload file .*payload\/pytorch_model-00002-of-00003\.bin is damaged .* or the base's .*wrong-base\/pytorch_model-00002-of-00003\.bin is not the file it was XORed with/);
+    expect(await finalFiles(out)).not.toContain("pytorch_model-00002-of-00003.bin");
+
+    const payload = join(work, "oa-damaged-json");
+    await cp(join(OA, "payload"), payload, { recursive: true });
+    const config = await readFile(join(payload, "config.json"));
+    config[3]! ^= 0x22;
+    await writeFile(join(payload, "config.json"), config);
+    await expect(applyDelta({ base: join(OA, "base"), delta: payload, target: join(work, "oa-damaged-json-out") }))
+      .rejects.toThrow(/^recovered config\.json is not valid JSON: either the payload file .*oa-damaged-json\/config\.json is damaged/);
   });
 
   it("are checked against an md5sum list and a sha256sum list, and rerun keeps what is done", async () => {
@@ -194,6 +211,9 @@ describe("apply-delta on XOR payloads (CLI)", () => {
     expect(wrong.status).toBe(1);
     expect(wrong.stderr).toMatch(/^error: recovered .*pytorch_model-00002-of-00003\.bin: .*wrong-base\/pytorch_model-00002-of-00003\.bin is not the file it was XORed with.*\n$/);
     expect(wrong.stderr.split("\n")).toHaveLength(2);
+    const unlisted = runCli(["--base", join(OA, "wrong-base"), "--delta", join(OA, "payload"), "--target", join(work, "cli-wrong-unlisted")], "apply-delta");
+    expect(unlisted.status).toBe(1);
+    expect(unlisted.stderr).toMatch(/^error: recovered pytorch_model-00002-of-00003\.bin has a zip member .* fail the CRC-32 .*wrong-base\/pytorch_model-00002-of-00003\.bin is not the file it was XORed with.*\n$/);
 
     const forced = runCli(["--base", join(OA, "base"), "--delta", join(OA, "payload"), "--target", join(work, "cli-forced"), "--convention", "enc"], "apply-delta");
     expect(forced.status).toBe(1);
