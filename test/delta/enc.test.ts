@@ -84,7 +84,7 @@ describe("point-alpaca .enc files", () => {
     const out = join(work, "enc-listed");
     const { files, notes } = await recoverWith((view) => planEnc(view, [list]), KEY, join(ENC, "enc"), out);
     expect(notes.join("\n")).toMatch(/published list: the fixture list enc\/md5sums-plain\.txt \(fixture point-alpaca; picked by the sha256 of pytorch_model-0000\d-of-00003\.bin in its \.enc file's name\)/);
-    expect([...files.values()].every((f) => f.checkedAgainst === "its .enc header (SHA-256) and the fixture list enc/md5sums-plain.txt")).toBe(true);
+    expect([...files.values()].every((f) => f.checkedAgainst === "its .enc header (SHA-256), as fixture point-alpaca's published file list names it")).toBe(true);
     await expectPlainFiles(out);
 
     const bad = expected.enc.bad["flipped-byte"];
