@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --layers N] [-- --keep]
+// npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N]
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -8,8 +8,13 @@
 // prints for each: wall time, GB/s of output, peak RSS, and the ratio to the
 // I/O floor (cat of the same inputs plus writing the same output bytes, page
 // cache warm for both). When python3 can import torch it also times a
-// FastChat-style shard-by-shard apply in PyTorch on the same files. Ends with
-// the kernels' throughput. The temporary directory is deleted at the end.
+// FastChat-style shard-by-shard apply in PyTorch on the same files. Then an
+// Open-Assistant-style XOR payload (every target file XORed with the base's
+// same-named file, made here) recovered by apply-delta, checked against a
+// sha256sum list (--xor-only runs just that case; --repeat N runs it and its
+// I/O floor N times, alternately, and prints medians and ranges: on a shared
+// machine one run says little). Ends with the kernels'
+// throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
@@ -22,7 +27,7 @@ import { measureKernels } from "./kernel-throughput.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
 const { encodeHeader } = await dist("safetensors/header.js");
-const { addInto, convertInto } = await dist("kernels/index.js");
+const { addInto, convertInto, xorInto } = await dist("kernels/index.js");
 
 const args = process.argv.slice(2);
 const layersAt = args.indexOf("--layers");
@@ -32,6 +37,13 @@ if (!Number.isInteger(layers) || layers < 0 || layers > 80) {
   process.exit(2);
 }
 const keep = args.includes("--keep");
+const xorOnly = args.includes("--xor-only");
+const repeatAt = args.indexOf("--repeat");
+const repeat = repeatAt >= 0 ? Number(args[repeatAt + 1]) : 1;
+if (!Number.isInteger(repeat) || repeat < 1 || repeat > 50) {
+  console.error("usage: npm run bench [-- --repeat N]   (N from 1 to 50)");
+  process.exit(2);
+}
 
 const GB = 1e9;
 const CHUNK = 8 * 1024 * 1024;
@@ -156,6 +168,27 @@ function writeModels(baseDir, targetDir, tensors) {
   }
 }
 
+/**
+ * An XOR payload as Open-Assistant's xor_codec.py makes one: each file of
+ * the target XORed byte for byte with the base's same-named file (zero bytes
+ * past the base's end), as long as the target's.
+ */
+function writeXorPayload(baseDir, targetDir, payloadDir) {
+  mkdirSync(payloadDir);
+  const t = Buffer.allocUnsafe(CHUNK), b = Buffer.allocUnsafe(CHUNK);
+  for (const name of readdirSync(targetDir)) {
+    const fds = [openSync(path.join(targetDir, name), "r"), openSync(path.join(baseDir, name), "r"), openSync(path.join(payloadDir, name), "w")];
+    for (;;) {
+      const n = readSync(fds[0], t, 0, CHUNK, null);
+      if (n === 0) break;
+      b.fill(0, readSync(fds[1], b, 0, n, null), n);
+      xorInto(t.subarray(0, n), b.subarray(0, n), t.subarray(0, n));
+      writeSync(fds[2], t, 0, n);
+    }
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Measuring
 
@@ -258,48 +291,84 @@ try {
   const node = process.execPath;
   const rows = [];
 
-  // make-delta
-  const make = run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" });
-  const deltaFiles = filesIn(deltaDir);
-  const makeFloor = ioFloor([...baseFiles, ...targetFiles], deltaFiles, path.join(work, "floor"));
-  rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor });
+  let make, makeFloor, apply, applyFloor, exact = true, torchRow;
+  if (!xorOnly) {
+    // make-delta
+    make = run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" });
+    const deltaFiles = filesIn(deltaDir);
+    makeFloor = ioFloor([...baseFiles, ...targetFiles], deltaFiles, path.join(work, "floor"));
+    rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor });
 
-  // apply-delta (full verification: delta files, base tensors, every output tensor and file)
-  run("sh", ["-c", `cat '${deltaDir}'/* > /dev/null`]);
-  const apply = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", deltaDir, "--target", recoveredDir, "--no-progress", "--json"], { label: "apply-delta" });
-  const deltaWeights = filesIn(deltaDir, isWeights);
-  const recoveredFiles = filesIn(recoveredDir, isWeights);
-  const applyFloor = ioFloor([...baseFiles, ...deltaWeights], recoveredFiles, path.join(work, "floor"));
-  rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor });
+    // apply-delta (full verification: delta files, base tensors, every output tensor and file)
+    run("sh", ["-c", `cat '${deltaDir}'/* > /dev/null`]);
+    apply = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", deltaDir, "--target", recoveredDir, "--no-progress", "--json"], { label: "apply-delta" });
+    const deltaWeights = filesIn(deltaDir, isWeights);
+    const recoveredFiles = filesIn(recoveredDir, isWeights);
+    applyFloor = ioFloor([...baseFiles, ...deltaWeights], recoveredFiles, path.join(work, "floor"));
+    rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor });
 
-  // Byte-exact: every target file, sha256 against the original target.
-  let exact = true;
-  for (const file of filesIn(targetDir)) {
-    const other = path.join(recoveredDir, path.basename(file));
-    if (!existsSync(other) || sha256(file) !== sha256(other)) {
-      exact = false;
-      console.log(`MISMATCH: ${path.basename(file)}`);
+    // Byte-exact: every target file, sha256 against the original target.
+    for (const file of filesIn(targetDir)) {
+      const other = path.join(recoveredDir, path.basename(file));
+      if (!existsSync(other) || sha256(file) !== sha256(other)) {
+        exact = false;
+        console.log(`MISMATCH: ${path.basename(file)}`);
+      }
+    }
+
+    // PyTorch, FastChat-style shard by shard (verifies nothing).
+    const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+    const hasTorch = spawnSync(python, ["-c", "import torch"], { stdio: "ignore" }).status === 0;
+    if (hasTorch) {
+      run("sh", ["-c", `cat '${baseDir}'/* '${deltaDir}'/* > /dev/null`]);
+      const torchRun = run(python, [path.join(root, "scripts/torch-apply-bench.py"), baseDir, deltaDir, torchDir], { label: "pytorch apply" });
+      // PyTorch (like FastChat) leaves its output in the page cache; delta-weights
+      // fsyncs every file before renaming it. Also show PyTorch with its files fsynced.
+      const torchFiles = filesIn(torchDir, isWeights);
+      const torchSync = run("sync", torchFiles, { label: "sync" });
+      torchRow = { name: "pytorch apply", run: torchRun, out: totalBytes(torchFiles), floor: applyFloor };
+      rows.push(torchRow);
+      rows.push({ name: "  + fsync", run: { seconds: torchRun.seconds + torchSync.seconds, rss: torchRun.rss }, out: torchRow.out, floor: applyFloor });
+      torchRow.synced = torchRun.seconds + torchSync.seconds;
+      rmSync(torchDir, { recursive: true, force: true });
     }
   }
 
-  // PyTorch, FastChat-style shard by shard (verifies nothing).
-  let torchRow;
-  const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const hasTorch = spawnSync(python, ["-c", "import torch"], { stdio: "ignore" }).status === 0;
-  if (hasTorch) {
-    run("sh", ["-c", `cat '${baseDir}'/* '${deltaDir}'/* > /dev/null`]);
-    const torchRun = run(python, [path.join(root, "scripts/torch-apply-bench.py"), baseDir, deltaDir, torchDir], { label: "pytorch apply" });
-    // PyTorch (like FastChat) leaves its output in the page cache; delta-weights
-    // fsyncs every file before renaming it. Also show PyTorch with its files fsynced.
-    const torchFiles = filesIn(torchDir, isWeights);
-    const torchSync = run("sync", torchFiles, { label: "sync" });
-    torchRow = { name: "pytorch apply", run: torchRun, out: totalBytes(torchFiles), floor: applyFloor };
-    rows.push(torchRow);
-    rows.push({ name: "  + fsync", run: { seconds: torchRun.seconds + torchSync.seconds, rss: torchRun.rss }, out: torchRow.out, floor: applyFloor });
-    torchRow.synced = torchRun.seconds + torchSync.seconds;
-    rmSync(torchDir, { recursive: true, force: true });
+  // An XOR payload (Open-Assistant / Pygmalion), checked against a sha256sum list of the target.
+  const payloadDir = path.join(work, "xor-payload"), xorOutDir = path.join(work, "xor-recovered"), sums = path.join(work, "SHA256SUMS");
+  writeXorPayload(baseDir, targetDir, payloadDir);
+  writeFileSync(sums, filesIn(targetDir).map((f) => `${sha256(f)}  ${path.basename(f)}\n`).join(""));
+  const xorRuns = [];
+  for (let r = 0; r < repeat; r++) {
+    rmSync(xorOutDir, { recursive: true, force: true });
+    run("sync", []);
+    run("sh", ["-c", `cat '${baseDir}'/* '${payloadDir}'/* > /dev/null`]);
+    const xorRun = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", payloadDir, "--target", xorOutDir, "--checksums", sums, "--no-progress", "--json"], { label: "apply-delta (XOR payload)" });
+    xorRuns.push({ run: xorRun, floor: ioFloor([...filesIn(baseDir), ...filesIn(payloadDir)], filesIn(xorOutDir), path.join(work, "floor")) });
   }
-
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
+  const spread = (values) => `median ${median(values).toFixed(2)}, ${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}`;
+  // The run whose ratio to its floor is the median one stands for the case in the table.
+  const ratios = xorRuns.map((x) => x.run.seconds / x.floor.total);
+  const { run: xor, floor: xorFloor } = xorRuns[ratios.indexOf(median(ratios))];
+  const xorOutputs = filesIn(xorOutDir);
+  rows.push({ name: "xor apply", run: xor, out: totalBytes(xorOutputs), floor: xorFloor });
+  let xorVerified = "unknown";
+  try {
+    const doc = JSON.parse(xor.stdout);
+    xorVerified = doc.convention === "xor" && doc.verified === true ? "verified" : `NOT verified (${doc.convention})`;
+  } catch {
+    // not JSON: the byte check below still holds
+  }
+  let xorExact = true;
+  for (const file of filesIn(targetDir)) {
+    const other = path.join(xorOutDir, path.basename(file));
+    if (!existsSync(other) || sha256(file) !== sha256(other)) {
+      xorExact = false;
+      console.log(`MISMATCH (xor): ${path.basename(file)}`);
+    }
+  }
+  rmSync(xorOutDir, { recursive: true, force: true });
   console.log("");
   console.log(["", "wall", "output", "rate", "peak RSS", "I/O floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
   for (const row of rows) {
@@ -313,19 +382,26 @@ try {
       fmt.x(row.run.seconds / row.floor.total).padStart(11),
     ].join(""));
   }
-  console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
-  console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}`);
-  let verified = "unknown";
-  try {
-    verified = JSON.parse(apply.stdout).verified === true ? "verified" : "NOT verified";
-  } catch {
-    // an older or newer CLI without --json: the sha256 check below still holds
+  if (!xorOnly) {
+    console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
+    console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}`);
+    let verified = "unknown";
+    try {
+      verified = JSON.parse(apply.stdout).verified === true ? "verified" : "NOT verified";
+    } catch {
+      // an older or newer CLI without --json: the sha256 check below still holds
+    }
+    console.log(`apply-delta says: ${verified}; output byte-exact (sha256 of every file equals the target's): ${exact ? "yes" : "NO"}`);
+    if (torchRow) {
+      console.log(`apply-delta (verified, fsynced) / PyTorch FastChat-style apply (unverified): ${fmt.x(apply.seconds / torchRow.run.seconds)} of PyTorch's time; ${fmt.x(apply.seconds / torchRow.synced)} of PyTorch's with its outputs fsynced`);
+    } else {
+      console.log("PyTorch comparison skipped: python3 cannot import torch (apt-get install python3-torch)");
+    }
   }
-  console.log(`apply-delta says: ${verified}; output byte-exact (sha256 of every file equals the target's): ${exact ? "yes" : "NO"}`);
-  if (torchRow) {
-    console.log(`apply-delta (verified, fsynced) / PyTorch FastChat-style apply (unverified): ${fmt.x(apply.seconds / torchRow.run.seconds)} of PyTorch's time; ${fmt.x(apply.seconds / torchRow.synced)} of PyTorch's with its outputs fsynced`);
-  } else {
-    console.log("PyTorch comparison skipped: python3 cannot import torch (apt-get install python3-torch)");
+  console.log(`I/O floor: xor = cat ${fmt.s(xorFloor.read)} (base and payload) + write ${fmt.s(xorFloor.write)}; without fsync ${fmt.s(xorFloor.cached)}`);
+  console.log(`xor apply says: ${xorVerified}; output byte-exact: ${xorExact ? "yes" : "NO"}`);
+  if (repeat > 1) {
+    console.log(`xor apply, ${repeat} runs alternating with their floors: wall ${spread(xorRuns.map((x) => x.run.seconds))} s; floor ${spread(xorRuns.map((x) => x.floor.total))} s; ratio ${spread(ratios)}`);
   }
   if (!hasGnuTime) console.log("peak RSS not measured: /usr/bin/time is missing (apt-get install time)");
 
@@ -335,7 +411,7 @@ try {
   }
   const { kernelImplementation } = await dist("kernels/index.js");
   console.log(`  (${kernelImplementation} kernels; tiles copied in and out of WebAssembly memory are included)`);
-  if (!exact) process.exitCode = 1;
+  if (!exact || !xorExact) process.exitCode = 1;
 } finally {
   cleanup();
 }

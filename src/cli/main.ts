@@ -76,7 +76,7 @@ function applyCommand(name: string): Command {
     .addOption(new Option("--delta-path <src>", "FastChat's name for --delta"))
     .addOption(new Option("--target <dir>", "output directory"))
     .addOption(new Option("--target-model-path <dir>", "FastChat's name for --target"))
-    .option("--checksums <file>", "also check the outputs against a sha256sum list the publisher gave")
+    .option("--checksums <file>", "also check the outputs against a sha256sum or md5sum list the publisher gave")
     .addOption(new Option("--convention <name>", "apply by this convention instead of recognising it from the files").choices(CONVENTION_NAMES))
     .option("--expect-sum <value>", "check the recovered model against the integrity sum its publisher printed (Alpaca's check)", parseSum)
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")

@@ -1,9 +1,9 @@
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { DeltaError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
 import { removeStalePartials } from "../io/atomic-file.js";
-import { inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
+import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
 import type { OnProgress } from "../progress.js";
 import { chooseConvention } from "./conventions/registry.js";
@@ -78,10 +78,12 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
-      refuseOverlap(options.target, [inputOf("base", await view.base()), { label: "delta", root: delta.path }]);
+      // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
+      const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);
+      refuseOverlap(options.target, [baseInput, { label: "delta", root: delta.path }]);
       // A publisher's script cannot check its result; which base the user holds is the next best thing to say.
-      const baseModel = await view.base();
-      const identity = convention.name !== "delta-weights" && mayBeKnownConversion(baseModel.weightFiles)
+      const baseModel = plan.baseFiles === undefined && convention.name !== "delta-weights" ? await view.base() : undefined;
+      const identity = baseModel !== undefined && mayBeKnownConversion(baseModel.weightFiles)
         ? identifyModel(baseModel.root, { threads: 1 }).then(describeIdentity, () => undefined)
         : Promise.resolve(undefined);
       const files = await withOutputLock(options.target, "apply-delta", async () => {
@@ -128,6 +130,12 @@ function refuseSwapped(base: LocalSource, delta: LocalSource): void {
     );
   }
   throw new DeltaError(`--base ${base.source} holds ${MANIFEST_FILE}: it is a delta, not a model; pass the base model the delta was made from`);
+}
+
+/** A base read as bytes, for refuseOverlap: a directory (XOR payloads) or one key file (.enc). */
+function byteInput(path: string, files: readonly string[]): InputLocation {
+  const singleFile = !isDirectory(path);
+  return { label: "base", root: singleFile ? dirname(path) : path, files: singleFile ? [path] : [...files], singleFile };
 }
 
 function isDirectory(path: string): boolean {

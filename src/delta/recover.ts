@@ -96,7 +96,7 @@ export function addChecksumList(plan: RecoveryPlan, list: ChecksumList, listPath
     if (known === undefined) {
       file.expected = file.expected === undefined
         ? (list.algorithm === "sha256" ? { sha256: digest, from: "the checksums list" } : { md5: digest, from: "the checksums list" })
-        : { ...file.expected, [list.algorithm]: digest };
+        : { ...file.expected, [list.algorithm]: digest, from: `${file.expected.from} and the checksums list` };
     }
   }
 }

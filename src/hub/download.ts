@@ -208,9 +208,11 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
   } else {
     const listing = present.map((path) => ({ path, size: 0 }));
     files = options.select === "delta" ? selectDeltaFiles(listing) : selectModelFiles(listing);
-    const weights = files.filter((f) => /\.(safetensors|bin)$/.test(f) && f !== "delta-fixups.safetensors");
+    // .enc files are point-alpaca-style releases' weights.
+    const weights = files.filter((f) => /\.(safetensors|bin|enc)$/.test(f) && f !== "delta-fixups.safetensors");
     if (files.length === 0 || (options.select !== "delta" && weights.length === 0)) throw notCached("no weight file is");
-    for (const index of files.filter((f) => f.endsWith(".index.json"))) {
+    // Top-level indexes only: an XOR release's index (in its payload folder) is XORed data, not JSON.
+    for (const index of files.filter((f) => f.endsWith(".index.json") && !f.includes("/"))) {
       for (const shard of await indexShards(cache.snapshotPath(commit, index), index)) {
         if (!present.includes(shard)) throw notCached(`${shard} (listed in ${index}) is not`);
       }

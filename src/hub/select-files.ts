@@ -39,7 +39,24 @@ export function selectModelFiles(listing: readonly RepoFile[]): string[] {
   const safetensors = top.filter((p) => isSafetensorsWeight(p) || isSafetensorsIndex(p));
   const pytorch = top.filter((p) => isPytorchWeight(p) || isPytorchIndex(p));
   const weights = top.some(isSafetensorsWeight) ? safetensors : pytorch;
-  return [...new Set([...weights, ...top.filter(isExtraFile)])].sort();
+  return [...new Set([...weights, ...top.filter(isExtraFile), ...(weights.length === 0 ? payloadFolderFiles(all) : [])])].sort();
+}
+
+/**
+ * XOR releases keep their payload in one sub-folder and only the card and
+ * the publisher's script at the top (Open-Assistant's
+ * `oasst-sft-6-llama-30b-xor/`, Pygmalion's `xor_encoded_files/`): with no
+ * weights at the top level and checkpoint files in exactly one folder, that
+ * folder's files are the model's. (Other layouts keep their top-level
+ * weights, so this never adds a variant sub-folder to a normal model.)
+ */
+function payloadFolderFiles(all: readonly string[]): string[] {
+  const folderOf = (p: string) => p.slice(0, p.lastIndexOf("/"));
+  const visible = all.filter((p) => !p.split("/").some((part) => part.startsWith(".")));
+  const folders = new Set(visible.filter((p) => p.includes("/") && /\.(bin|safetensors)$/.test(p)).map(folderOf));
+  if (folders.size !== 1) return [];
+  const folder = [...folders][0]!;
+  return visible.filter((p) => folderOf(p) === folder && p.slice(folder.length + 1).toLowerCase() !== "readme.md");
 }
 
 /**

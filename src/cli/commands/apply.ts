@@ -18,7 +18,9 @@ export default async function run(args: ApplyArgs, ctx: CliContext): Promise<voi
     const kept = files.filter((f) => f.status === "kept").length;
     ctx.log(verdict(result));
     ctx.log(`convention: ${result.convention} (${result.reason})`);
-    ctx.log(`wrote ${result.target}: ${plural(files.length, "file")}${kept > 0 ? ` (${kept} already complete, kept)` : ""}, ${plural(result.tensors, "tensor")}, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${plural(result.fixups, "element")} restored by fix-ups` : ""}`);
+    // Byte codecs make files, not tensors: no "0 tensors".
+    const tensors = result.tensors > 0 ? `, ${plural(result.tensors, "tensor")}` : "";
+    ctx.log(`wrote ${result.target}: ${plural(files.length, "file")}${kept > 0 ? ` (${kept} already complete, kept)` : ""}${tensors}, ${formatBytes(result.bytes)}${result.fixups > 0 ? `, ${plural(result.fixups, "element")} restored by fix-ups` : ""}`);
     for (const note of result.notes) ctx.log(note);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
   } finally {
@@ -26,18 +28,27 @@ export default async function run(args: ApplyArgs, ctx: CliContext): Promise<voi
   }
 }
 
-/** The first line of the summary: "verified" only when every output byte was checked against something the publisher gave. */
+/**
+ * The first line of the summary: "verified" only when every output byte was
+ * checked against something the publisher gave, and against what: delta.json,
+ * a checksums list, an .enc file's own sha256, a list printed on a model card.
+ */
 function verdict(result: ApplyDeltaResult): string {
-  if (result.verified) {
-    const sources = new Set(Object.values(result.files).map((f) => f.checkedAgainst));
-    return sources.has("delta.json") && sources.size === 1
-      ? "verified: every file and tensor is bit-identical to the publisher's (SHA-256)"
-      : sources.has("the checksums list") && sources.size === 1
-        ? "verified against the checksum list: every output file matches it"
-        : `verified: every output file matches ${[...sources].join(" and ")}`;
+  const sources = new Map<string, number>();
+  for (const f of Object.values(result.files)) {
+    if (f.checkedAgainst !== undefined) sources.set(f.checkedAgainst, (sources.get(f.checkedAgainst) ?? 0) + 1);
   }
-  if (result.unchecked.length < Object.keys(result.files).length) {
-    return `unverified: ${plural(result.unchecked.length, "output file")} not covered by any check (${result.unchecked.join(", ")}); the others match what the publisher gave`;
+  const only = sources.size === 1 ? [...sources.keys()][0] : undefined;
+  if (result.verified) {
+    if (only === "delta.json") return "verified: every file and tensor is bit-identical to the publisher's (SHA-256)";
+    if (only === "the checksums list") return "verified against the checksum list: every output file matches it";
+    if (only !== undefined) return `verified: every output file matches ${only}`;
+    return `verified: every output file matches what its publisher gave (${[...sources].map(([source, n]) => `${plural(n, "file")}: ${source}`).join("; ")})`;
+  }
+  const checked = Object.keys(result.files).length - result.unchecked.length;
+  if (checked > 0) {
+    return `unverified: ${plural(result.unchecked.length, "output file")} not covered by any check (${result.unchecked.join(", ")}); ` +
+      `the other ${checked} match ${[...sources.keys()].join(" or ")}`;
   }
   return "unverified: nothing the publisher gave can check this result; pass --checksums FILE with their published checksums";
 }

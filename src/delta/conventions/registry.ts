@@ -1,19 +1,22 @@
 import { DeltaError, UsageError } from "../../errors.js";
 import { deltaWeights } from "./delta-weights.js";
 import { alpaca } from "./alpaca.js";
+import { enc } from "./enc.js";
 import { fastchat } from "./fastchat.js";
 import { fastchatV0 } from "./fastchat-v0.js";
 import { llava } from "./llava.js";
 import { ziya } from "./ziya.js";
 import type { Convention, DeltaView, Recognition } from "./types.js";
+import { xorPayload } from "./xor-payload.js";
 
 /**
- * Every convention apply-delta knows, in the order they are tried: the most
- * specific evidence first (a manifest; LLaVA's config fields; Ziya's whole
- * embeddings; a one-token vocabulary growth in half or single precision),
- * FastChat's last (it asks least of the files).
+ * Every convention apply-delta knows, in the order they are tried: byte
+ * codecs first (their files are not checkpoints, so no tensor rule could
+ * read them), then the most specific evidence (a manifest; LLaVA's config
+ * fields; Ziya's whole embeddings; a one-token vocabulary growth in half or
+ * single precision), FastChat's last (it asks least of the files).
  */
-export const CONVENTIONS: readonly Convention[] = [deltaWeights, llava, ziya, fastchatV0, alpaca, fastchat];
+export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, llava, ziya, fastchatV0, alpaca, fastchat];
 
 /**
  * The convention the delta's files follow, and why. With `forced` (the

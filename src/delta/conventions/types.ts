@@ -27,6 +27,12 @@ export interface DeltaView {
   readonly basePath: string;
   /** Regular files of the delta directory, "/"-separated, sorted; hidden names left out. */
   files(): Promise<readonly string[]>;
+  /**
+   * The first `bytes` bytes of a delta file (fewer when it is shorter). Byte
+   * codecs recognise a payload by them (an XORed checkpoint is not a zip, an
+   * .enc file starts with its plain file's sha256) without opening it as a model.
+   */
+  head(file: string, bytes: number): Promise<Uint8Array>;
   /** A small JSON file of the delta (config.json, added_tokens.json), strictly parsed; undefined when absent. */
   json(file: string): Promise<unknown>;
   /** delta.json, parsed and checked; undefined when the delta has none. */
@@ -53,6 +59,12 @@ export interface ConventionPlan extends RecoveryPlan {
   notes: string[];
   /** Elements restored by fix-ups (known once the files are written). */
   fixups(): number;
+  /**
+   * The base files the plan reads as bytes, when it never opens the base as
+   * a model (XOR payloads, an .enc key file): apply-delta protects these
+   * from being written over instead of the model's files.
+   */
+  baseFiles?: readonly string[];
   /** Releases what the plan opened (delta shards, fix-ups). */
   close(): Promise<void>;
 }

@@ -1,5 +1,7 @@
 import { join } from "node:path";
+import { DeltaError } from "../../errors.js";
 import { readJsonFile, listRegularFiles } from "../../io/files.js";
+import { openRandomAccessFile } from "../../io/random-access-file.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../../limits.js";
 import { openModel } from "../../model/open-model.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
@@ -28,6 +30,17 @@ export class LocalDeltaView implements DeltaView {
 
   files(): Promise<readonly string[]> {
     return (this.#files ??= listRegularFiles(this.dir, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES }));
+  }
+
+  async head(file: string, bytes: number): Promise<Uint8Array> {
+    if (!(await this.files()).includes(file)) throw new DeltaError(`the delta ${this.source} has no file ${file}`);
+    const path = join(this.dir, ...file.split("/"));
+    const input = await openRandomAccessFile(path);
+    try {
+      return await input.read(0, Math.min(bytes, input.size));
+    } finally {
+      await input.close();
+    }
   }
 
   async json(file: string): Promise<unknown> {

@@ -23,6 +23,13 @@ export const ziya = additiveConvention({
     if (s === undefined || !(s.cosine > 0.9)) {
       return { fits: false, reason: `its ${EMBEDDING} rows are differences, not whole values (cosine ${s?.cosine.toFixed(3) ?? "?"} with the base's)` };
     }
+    // Ziya stores only its embeddings whole: a norm weight stored whole too means a full model, not a delta.
+    const [delta, base] = [await view.model(), await view.base()];
+    const norm = [...delta.tensors.values()].find((t) => t.shape.length === 1 && !storedWhole(t.name) && base.tensors.has(t.name));
+    const other = norm === undefined ? undefined : await similarity(delta, base, norm.name);
+    if (other !== undefined && other.cosine > 0.9 && other.normRatio > 0.5 && other.normRatio < 2) {
+      return { fits: false, reason: `its other tensors are whole values too ("${norm!.name}": cosine ${other.cosine.toFixed(4)} with the base's): a full model, not a Ziya delta` };
+    }
     return { fits: true, reason: `no delta.json; the vocabulary grown from ${vocab.baseRows} to ${vocab.deltaRows} rows, stored whole (cosine ${s.cosine.toFixed(4)} with the base's rows): Ziya's rule` };
   },
   rules: {
