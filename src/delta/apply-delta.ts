@@ -75,6 +75,8 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     const expectSum = options.expectSum !== undefined
       ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
       : publishedSum(delta.source);
+    // Conventions that read files by path wait for downloads to finish; the others read bytes as they arrive.
+    if (convention.streams !== true) await view.settled();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
@@ -84,12 +86,12 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       // A publisher's script cannot check its result; which base the user holds is the next best thing to say.
       const baseModel = plan.baseFiles === undefined && convention.name !== "delta-weights" ? await view.base() : undefined;
       const identity = baseModel !== undefined && mayBeKnownConversion(baseModel.weightFiles)
-        ? identifyModel(baseModel.root, { threads: 1 }).then(describeIdentity, () => undefined)
+        ? view.settled().then(() => identifyModel(baseModel.root, { threads: 1 })).then(describeIdentity, () => undefined)
         : Promise.resolve(undefined);
       const files = await withOutputLock(options.target, "apply-delta", async () => {
         await removeStalePartials(options.target);
         const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs: plan.files.map((f) => f.path) });
-        const files = await recover(plan, { target: options.target, job, threads: options.threads, onProgress: options.onProgress });
+        const files = await recover(plan, { target: options.target, job, threads: options.threads, onProgress: options.onProgress, inputsSettled: view.settled() });
         await job.finish();
         return files;
       });

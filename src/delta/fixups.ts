@@ -3,8 +3,9 @@ import { join } from "node:path";
 import type { DType } from "../dtypes.js";
 import { DeltaError, ioError } from "../errors.js";
 import { AtomicFile } from "../io/atomic-file.js";
-import type { SafetensorsFile } from "../safetensors/reader.js";
-import { OUTPUT_FORMAT, openSafetensorsFile } from "../formats/registry.js";
+import { readSafetensors, type SafetensorsFile } from "../safetensors/reader.js";
+import type { RandomAccess } from "../tensors.js";
+import { OUTPUT_FORMAT } from "../formats/registry.js";
 import { ExactReader } from "./exact-reader.js";
 import { applyXorFixups } from "../kernels/index.js";
 
@@ -179,8 +180,9 @@ async function* readSpill(handle: FileHandle, offset: number, bytes: number, chu
 export class FixupSource {
   private constructor(private readonly file: SafetensorsFile | undefined) {}
 
-  static async open(path: string | undefined): Promise<FixupSource> {
-    return new FixupSource(path === undefined ? undefined : await openSafetensorsFile(path));
+  /** The sidecar in `source` (owned from here on), or none. */
+  static async open(source: RandomAccess | undefined): Promise<FixupSource> {
+    return new FixupSource(source === undefined ? undefined : await readSafetensors(source));
   }
 
   /**

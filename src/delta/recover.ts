@@ -109,6 +109,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
   const commits: Promise<void>[] = [];
   const held: { sink: AtomicFile; path: string; digest: string }[] = [];
   let started = false;
+  // Awaited where an output needs it; a download failing before then must not count as unhandled.
+  options.inputsSettled?.catch(() => undefined);
   try {
     // Resume: files already in place and matching what the publisher gave are kept.
     const todo: PlannedFile[] = [];

@@ -106,14 +106,17 @@ export function tensorFile(spec: TensorFileSpec): PlannedFile {
   };
 }
 
-/** A planned file copied from `from` (config, tokenizer), checked like every output. */
-export function copiedFile(path: string, from: string, size: number, expected?: PlannedFile["expected"]): PlannedFile {
+/**
+ * A planned file copied from `from` (config, tokenizer), checked like every
+ * output; `from` may be a promise of the path (a file still downloading).
+ */
+export function copiedFile(path: string, from: string | (() => Promise<string>), size: number, expected?: PlannedFile["expected"]): PlannedFile {
   return {
     path,
     size,
     ...(expected === undefined ? {} : { expected }),
     async produce(sink, { advance }) {
-      await copyInto(from, sink);
+      await copyInto(typeof from === "string" ? from : await from(), sink);
       advance(sink.size, path);
       return {};
     },

@@ -58,7 +58,12 @@ export const INPUT_FORMATS: readonly InputFormat[] = [SAFETENSORS, PYTORCH];
 
 /** Opens and validates one weight file of `format`; a Git LFS pointer is named as such. */
 export async function openWeightFile(path: string, format: InputFormat): Promise<WeightFile> {
-  const source = await openRandomAccessFile(path);
+  return readWeightFile(await openRandomAccessFile(path), format);
+}
+
+/** Validates the weight file in `source` (owned from here on: closed with the file, or on failure). */
+export async function readWeightFile(source: RandomAccess, format: InputFormat): Promise<WeightFile> {
+  const path = source.label;
   try {
     if (source.size < LFS_POINTER_MAX_BYTES && isLfsPointer(await source.read(0, source.size))) {
       throw new ModelError(`${path} is a Git LFS pointer, not the file: run git lfs pull (or download the file again)`);

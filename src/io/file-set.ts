@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { RandomAccess } from "../tensors.js";
+import { MAX_HUB_LISTING_ENTRIES } from "../limits.js";
 import { listRegularFiles } from "./files.js";
 import { openRandomAccessFile } from "./random-access-file.js";
 
@@ -33,7 +34,7 @@ export function localFileSet(root: string): FileSet {
   let listing: Promise<string[]> | undefined;
   return {
     root,
-    list: () => (listing ??= listRegularFiles(root, { recursive: true })),
+    list: () => (listing ??= listRegularFiles(root, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES })),
     size: async (path) => (await stat(join(root, ...path.split("/")))).size,
     open: (path) => openRandomAccessFile(join(root, ...path.split("/"))),
     whole: async (path) => join(root, ...path.split("/")),

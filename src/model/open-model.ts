@@ -7,13 +7,14 @@
 import { stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
-import { INPUT_FORMATS, openWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
-import { listRegularFiles, readSmallFile } from "../io/files.js";
+import { INPUT_FORMATS, readWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
+import { localFileSet, type FileSet } from "../io/file-set.js";
+import { readSmallFile } from "../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
 import { isSafeRelativePath } from "../relative-path.js";
 import type { ReadRange, TensorInfo, WeightFile } from "../tensors.js";
-import { listExtraFiles } from "./extra-files.js";
+import { isExtraFile } from "./extra-files.js";
 import type { ModelSource } from "./types.js";
 
 export interface OpenModelOptions {
@@ -23,6 +24,8 @@ export interface OpenModelOptions {
 
 interface Layout {
   root: string;
+  /** Where the files are (a directory, or a download still arriving). */
+  files: FileSet;
   format: InputFormat;
   weightFiles: string[];
   indexFile?: string;
@@ -31,15 +34,20 @@ interface Layout {
   extraFiles: string[];
 }
 
-/** Opens the model at a local `path` (a weight file, or a model directory). */
-export async function openModel(path: string, options: OpenModelOptions = {}): Promise<ModelSource> {
-  return openLayout(await findLayout(resolve(path)), options.source ?? path);
+/**
+ * Opens the model at a local `path` (a weight file, or a model directory),
+ * or in a FileSet (a directory's files, or a download still arriving: its
+ * weight files are then read as their bytes come).
+ */
+export async function openModel(where: string | FileSet, options: OpenModelOptions = {}): Promise<ModelSource> {
+  if (typeof where !== "string") return openLayout(await layoutOf(where), options.source ?? where.root);
+  return openLayout(await findLayout(resolve(where)), options.source ?? where);
 }
 
-/** Opens exactly these weight files of `root` (a delta's shards, listed by its manifest) as one model. */
-export async function openWeightFiles(root: string, weightFiles: readonly string[], format: FormatName, source: string): Promise<ModelSource> {
+/** Opens exactly these weight files (a delta's shards, listed by its manifest) as one model. */
+export async function openWeightFiles(files: FileSet, weightFiles: readonly string[], format: FormatName, source: string): Promise<ModelSource> {
   const inputFormat = INPUT_FORMATS.find((f) => f.name === format)!;
-  return openLayout({ root, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source);
+  return openLayout({ root: files.root, files, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source);
 }
 
 async function openLayout(layout: Layout, source: string): Promise<ModelSource> {
@@ -48,7 +56,7 @@ async function openLayout(layout: Layout, source: string): Promise<ModelSource> 
     for (const rel of layout.weightFiles) {
       const file = join(layout.root, rel);
       try {
-        files.set(rel, await openWeightFile(file, layout.format));
+        files.set(rel, await readWeightFile(await layout.files.open(rel), layout.format));
       } catch (err) {
         if (layout.indexFile !== undefined && (err as { cause?: NodeJS.ErrnoException }).cause?.code === "ENOENT") {
           throw new ModelError(`${join(layout.root, layout.indexFile)} lists ${rel}, but ${file} does not exist: the download is incomplete`, { cause: err });
@@ -77,22 +85,27 @@ async function findLayout(path: string): Promise<Layout> {
     const format = INPUT_FORMATS.find((f) => f.claimsFile(name));
     if (format === undefined) throw new ModelError(`${path} is neither a .safetensors nor a PyTorch .bin file`);
     // A single file named on its own carries no companions: its directory may hold anything.
-    return { root: dirname(path), format, weightFiles: [name], extraFiles: [] };
+    return { root: dirname(path), files: localFileSet(dirname(path)), format, weightFiles: [name], extraFiles: [] };
   }
   if (!info.isDirectory()) throw new ModelError(`${path} is neither a file nor a directory`);
+  return layoutOf(localFileSet(path));
+}
 
-  const names = new Set(await listRegularFiles(path));
-  const extraFiles = await listExtraFiles(path);
+/** Which files of a model directory are its weights, its index and its companions (top level only). */
+async function layoutOf(files: FileSet): Promise<Omit<Layout, "root"> & { root: string }> {
+  const root = files.root;
+  const names = new Set((await files.list()).filter((n) => !n.includes("/")));
+  const extraFiles = [...names].filter(isExtraFile).sort();
   for (const format of INPUT_FORMATS) {
     if (names.has(format.indexFile)) {
-      const weightMap = await readIndex(path, format.indexFile);
-      return { root: path, format, weightFiles: filesOf(weightMap), indexFile: format.indexFile, weightMap, extraFiles };
+      const weightMap = await readIndex(join(root, format.indexFile), await files.whole(format.indexFile));
+      return { root, files, format, weightFiles: filesOf(weightMap), indexFile: format.indexFile, weightMap, extraFiles };
     }
-    if (names.has(format.singleFile)) return { root: path, format, weightFiles: [format.singleFile], extraFiles };
+    if (names.has(format.singleFile)) return { root, files, format, weightFiles: [format.singleFile], extraFiles };
     const weights = [...names].filter((n) => format.isWeightFile(n)).sort();
-    if (weights.length > 0) return { root: path, format, weightFiles: weights, extraFiles };
+    if (weights.length > 0) return { root, files, format, weightFiles: weights, extraFiles };
   }
-  throw new ModelError(`${path} holds no weight files (model.safetensors, *.safetensors, pytorch_model.bin or an index)`);
+  throw new ModelError(`${root} holds no weight files (model.safetensors, *.safetensors, pytorch_model.bin or an index)`);
 }
 
 /** Shard files in name order (Hugging Face names sort in shard order). */
@@ -100,10 +113,9 @@ function filesOf(weightMap: Map<string, string>): string[] {
   return [...new Set(weightMap.values())].sort();
 }
 
-/** Reads and checks an index: size bounded, strict JSON, weight_map of tensor -> safe relative path. */
-async function readIndex(root: string, indexName: string): Promise<Map<string, string>> {
-  const path = join(root, indexName);
-  const text = await readSmallFile(path, MAX_INDEX_BYTES, "an index", "E_MODEL");
+/** Reads and checks an index (named `path` in messages, read from `local`): size bounded, strict JSON, weight_map of tensor -> safe relative path. */
+async function readIndex(path: string, local: string): Promise<Map<string, string>> {
+  const text = await readSmallFile(local, MAX_INDEX_BYTES, "an index", "E_MODEL");
   try {
     return readWeightMap(path, new JsonCursor(text, MAX_JSON_DEPTH));
   } catch (err) {
@@ -145,6 +157,7 @@ function checkShardPath(indexPath: string, file: string): void {
 class ComposedModel implements ModelSource {
   readonly source: string;
   readonly root: string;
+  readonly files: FileSet;
   readonly format: FormatName;
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   readonly weightFiles: readonly string[];
@@ -156,6 +169,7 @@ class ComposedModel implements ModelSource {
   constructor(source: string, layout: Layout, files: Map<string, WeightFile>) {
     this.source = source;
     this.root = layout.root;
+    this.files = layout.files;
     this.format = layout.format.name;
     this.weightFiles = layout.weightFiles;
     if (layout.indexFile !== undefined) this.indexFile = layout.indexFile;

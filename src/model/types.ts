@@ -1,3 +1,4 @@
+import type { FileSet } from "../io/file-set.js";
 import type { ReadRange, TensorInfo } from "../tensors.js";
 
 export type { TensorInfo };
@@ -12,6 +13,8 @@ export interface ModelSource {
   readonly source: string;
   /** Local root directory (the file's directory for a single file). */
   readonly root: string;
+  /** The files of that directory (perhaps still downloading): companions are read through it. */
+  readonly files: FileSet;
   /** "safetensors" or "pytorch". */
   readonly format: "safetensors" | "pytorch";
   /** Every tensor, in a stable order (file order for safetensors). */
@@ -38,6 +41,8 @@ export interface ModelSource {
 export interface LocalSource {
   path: string;
   source: string;
+  /** Its files when they are still arriving (a Hub download); absent: the directory at `path`, all there. */
+  files?: FileSet;
 }
 
 /** A plain string is a local path, named as itself. */

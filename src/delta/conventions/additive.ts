@@ -1,5 +1,3 @@
-import { stat } from "node:fs/promises";
-import { join } from "node:path";
 import { convertInto } from "../../kernels/index.js";
 import { TorchColumnMeanAccumulator, TorchSumAccumulator } from "../../kernels/torch-reduce.js";
 import { DeltaError, VerifyError } from "../../errors.js";
@@ -56,6 +54,7 @@ export function additiveConvention(spec: {
       return spec.recognize(await gatherEvidence(view), view);
     },
     plan: (view, options) => planAdditive(view, spec.rules, options),
+    streams: true,
   };
 }
 
@@ -123,9 +122,8 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
   }));
   if (layout.index !== undefined) files.push(textFile(layout.index.file, layout.index.text));
   for (const rel of delta.extraFiles) {
-    const fromBase = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel);
-    const root = fromBase ? base.root : delta.root;
-    files.push(copiedFile(rel, join(root, rel), (await stat(join(root, rel))).size));
+    const from = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel) ? base.files : delta.files;
+    files.push(copiedFile(rel, () => from.whole(rel), await from.size(rel)));
   }
   if (rules.configFrom === "base") notes.push("config.json and generation_config.json come from the base, as FastChat's apply_delta saves the base model");
   if (sums !== undefined) notes.push(sums.note);

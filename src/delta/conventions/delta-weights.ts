@@ -1,4 +1,3 @@
-import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, UsageError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
@@ -25,6 +24,7 @@ import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 export const deltaWeights: Convention = {
   name: "delta-weights",
   summary: "delta-weights' own format (delta.json): exact, every file and tensor checked by SHA-256",
+  streams: true,
 
   async recognize(view) {
     const manifest = await view.manifest();
@@ -38,13 +38,13 @@ export const deltaWeights: Convention = {
       throw new UsageError(`--expect-sum: ${view.source} is a delta-weights delta, whose every file is checked against delta.json; an integrity sum would add nothing`);
     }
     const manifest = (await view.manifest())!;
-    await checkDeltaSizes(view.dir, manifest);
+    await checkDeltaSizes(view, manifest);
     const base = await view.base();
     checkBaseShapes(base, manifest);
-    const deltaShards = await openWeightFiles(view.dir, manifest.delta.weights, "safetensors", view.source);
+    const deltaShards = await openWeightFiles(view.deltaFiles, manifest.delta.weights, "safetensors", view.source);
     let fixups: FixupSource | undefined;
     try {
-      fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(view.dir, manifest.delta.fixups));
+      fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : await view.deltaFiles.open(manifest.delta.fixups));
       return planRecovery(view, manifest, base, deltaShards, fixups);
     } catch (err) {
       await deltaShards.close();
@@ -77,7 +77,7 @@ function planRecovery(view: DeltaView, manifest: Manifest, base: ModelSource, de
       files.push(textFile(rel, manifest.target.index.text, expected));
     } else {
       if (!manifest.delta.files.has(rel)) throw new DeltaError(`${join(view.dir, MANIFEST_FILE)} lists the target file ${rel}, which the delta does not carry`);
-      files.push(copiedFile(rel, join(view.dir, ...rel.split("/")), entry.size, expected));
+      files.push(copiedFile(rel, () => view.deltaFiles.whole(rel), entry.size, expected));
     }
   }
   return {
@@ -86,7 +86,7 @@ function planRecovery(view: DeltaView, manifest: Manifest, base: ModelSource, de
     dropped: [...base.tensors.keys()].filter((n) => !manifest.base.tensors.has(n)),
     notes: [],
     fixups: () => fixed,
-    explain: (err, { pool, tempPath }) => explainFailure(err, pool, view.dir, manifest, tempPath),
+    explain: (err, { pool, tempPath }) => explainFailure(err, pool, view, manifest, tempPath),
     async close() {
       await deltaShards.close();
       await fixups.close();
@@ -125,17 +125,12 @@ export function opFor(codec: Codec, dtype: DType, hasBase: boolean): Op {
  * Every delta file the manifest lists must be there and whole: a truncated
  * download is named before any work.
  */
-async function checkDeltaSizes(dir: string, manifest: Manifest): Promise<void> {
+async function checkDeltaSizes(view: DeltaView, manifest: Manifest): Promise<void> {
+  const present = new Set(await view.deltaFiles.list());
   for (const [rel, entry] of manifest.delta.files) {
-    const path = join(dir, ...rel.split("/"));
-    let size: number;
-    try {
-      const info = await stat(path);
-      if (!info.isFile()) throw new Error("not a regular file");
-      size = info.size;
-    } catch (err) {
-      throw new DeltaError(`delta file ${path} is missing; download the delta again`, { cause: err });
-    }
+    const path = join(view.dir, ...rel.split("/"));
+    if (!present.has(rel)) throw new DeltaError(`delta file ${path} is missing; download the delta again`);
+    const size = await view.deltaFiles.size(rel);
     if (size !== entry.size) {
       throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
     }
@@ -169,11 +164,12 @@ function wrongBase(base: ModelSource, manifest: Manifest, name: string, problem:
  * A corrupted delta file is named; when every delta file matches (and every
  * base tensor did), delta.json itself disagrees with the delta.
  */
-async function explainFailure(err: unknown, pool: HashPool, dir: string, manifest: Manifest, tempPath: string | undefined): Promise<unknown> {
+async function explainFailure(err: unknown, pool: HashPool, view: DeltaView, manifest: Manifest, tempPath: string | undefined): Promise<unknown> {
   if (!(err instanceof VerifyError)) return err;
+  const dir = view.dir;
   for (const [rel, entry] of manifest.delta.files) {
     const path = join(dir, ...rel.split("/"));
-    const { sha256 } = await pool.hashFile(path);
+    const { sha256 } = await pool.hashFile(await view.deltaFiles.whole(rel));
     if (sha256 !== entry.sha256) {
       return new DeltaError(`delta file ${path} has sha256 ${sha256.slice(0, 16)}..., delta.json says ${entry.sha256.slice(0, 16)}...: it is corrupted; download it again`);
     }

@@ -1,3 +1,4 @@
+import type { FileSet } from "../../io/file-set.js";
 import type { ModelSource } from "../../model/types.js";
 import type { Manifest } from "../manifest.js";
 import type { RecoveryPlan } from "../recover.js";
@@ -19,8 +20,10 @@ export type { ConventionName };
 export interface DeltaView {
   /** The delta as the user named it (a directory, a repo id), for messages. */
   readonly source: string;
-  /** Its local directory. */
+  /** Its local directory (where its files are, or will be once downloaded). */
   readonly dir: string;
+  /** Its files: read through this, since they may still be arriving. */
+  readonly deltaFiles: FileSet;
   /** The base as the user named it. */
   readonly baseSource: string;
   /** The base's local path: a model directory or file (byte codecs read its files as bytes; a key file for .enc). */
@@ -85,6 +88,11 @@ export interface PlanOptions {
 
 export interface Convention {
   readonly name: ConventionName;
+  /**
+   * Whether its plan reads inputs still downloading (each read waits for its
+   * bytes). Conventions that read files by path need them complete first.
+   */
+  readonly streams?: boolean;
   /** One line for --help and the README. */
   readonly summary: string;
   recognize(view: DeltaView): Promise<Recognition>;

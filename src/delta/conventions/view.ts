@@ -1,21 +1,21 @@
-import { join } from "node:path";
 import { DeltaError } from "../../errors.js";
-import { readJsonFile, listRegularFiles } from "../../io/files.js";
-import { openRandomAccessFile } from "../../io/random-access-file.js";
-import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../../limits.js";
+import { localFileSet, type FileSet } from "../../io/file-set.js";
+import { readJsonFile } from "../../io/files.js";
+import { MAX_INDEX_BYTES } from "../../limits.js";
 import { openModel } from "../../model/open-model.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
 import { readManifest } from "../read-manifest.js";
 import type { DeltaView } from "./types.js";
 
-/** A DeltaView over local directories; close() closes whatever it opened. */
+/** A DeltaView over local directories, or downloads still arriving; close() closes whatever it opened. */
 export class LocalDeltaView implements DeltaView {
   readonly source: string;
   readonly dir: string;
+  readonly deltaFiles: FileSet;
   readonly baseSource: string;
   readonly basePath: string;
-  #files: Promise<string[]> | undefined;
+  readonly #baseFiles: FileSet | undefined;
   #manifest: Promise<Manifest | undefined> | undefined;
   #model: Promise<ModelSource> | undefined;
   #base: Promise<ModelSource> | undefined;
@@ -24,18 +24,24 @@ export class LocalDeltaView implements DeltaView {
   constructor(delta: LocalSource, base: LocalSource) {
     this.source = delta.source;
     this.dir = delta.path;
+    this.deltaFiles = delta.files ?? localFileSet(delta.path);
     this.baseSource = base.source;
     this.basePath = base.path;
+    this.#baseFiles = base.files;
   }
 
   files(): Promise<readonly string[]> {
-    return (this.#files ??= listRegularFiles(this.dir, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES }));
+    return this.deltaFiles.list();
+  }
+
+  /** Resolves once every input file is complete and verified (at once, for local ones). */
+  async settled(): Promise<void> {
+    await Promise.all([this.deltaFiles.settled, this.#baseFiles?.settled]);
   }
 
   async head(file: string, bytes: number): Promise<Uint8Array> {
     if (!(await this.files()).includes(file)) throw new DeltaError(`the delta ${this.source} has no file ${file}`);
-    const path = join(this.dir, ...file.split("/"));
-    const input = await openRandomAccessFile(path);
+    const input = await this.deltaFiles.open(file);
     try {
       return await input.read(0, Math.min(bytes, input.size));
     } finally {
@@ -47,22 +53,22 @@ export class LocalDeltaView implements DeltaView {
     if (!(await this.files()).includes(file)) return undefined;
     let parsed = this.#json.get(file);
     if (parsed === undefined) {
-      parsed = readJsonFile(join(this.dir, ...file.split("/")), MAX_INDEX_BYTES, "a JSON file of a delta", "E_DELTA");
+      parsed = this.deltaFiles.whole(file).then((path) => readJsonFile(path, MAX_INDEX_BYTES, "a JSON file of a delta", "E_DELTA"));
       this.#json.set(file, parsed);
     }
     return parsed;
   }
 
   manifest(): Promise<Manifest | undefined> {
-    return (this.#manifest ??= readManifest(join(this.dir, MANIFEST_FILE)));
+    return (this.#manifest ??= this.files().then(async (files) => (files.includes(MANIFEST_FILE) ? readManifest(await this.deltaFiles.whole(MANIFEST_FILE)) : undefined)));
   }
 
   model(): Promise<ModelSource> {
-    return (this.#model ??= openModel(this.dir, { source: this.source }));
+    return (this.#model ??= openModel(this.deltaFiles, { source: this.source }));
   }
 
   base(): Promise<ModelSource> {
-    return (this.#base ??= openModel(this.basePath, { source: this.baseSource }));
+    return (this.#base ??= openModel(this.#baseFiles ?? this.basePath, { source: this.baseSource }));
   }
 
   async close(): Promise<void> {
