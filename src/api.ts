@@ -11,7 +11,7 @@ import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptio
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
 import { parseHubRef } from "./hub/repo-id.js";
-import { resolveSource, type ResolveOptions } from "./hub/resolve-source.js";
+import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
 import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
@@ -29,10 +29,19 @@ export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, In
 /** base + delta -> target (see delta/apply-delta.ts). */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   preflight([options.base, options.delta], options.target);
-  // The delta first: it is the smaller download, and the one that says which base it needs.
-  const delta = await resolveSource(options.delta, { ...options, select: "delta" });
-  const base = await resolveSource(options.base, options);
-  return applyLocalDelta({ ...options, base, delta });
+  // Both downloads start at once and the apply reads their bytes as they arrive: the
+  // time to a verified model is the download's, not the download's plus the apply's.
+  const delta = await startSource(options.delta, { ...options, select: "delta" });
+  let base: ArrivingSource | undefined;
+  try {
+    base = await startSource(options.base, options);
+    const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source });
+    await Promise.all([delta.settled, base.settled]);
+    return result;
+  } catch (err) {
+    await Promise.all([delta.cancel(), base?.cancel()]);
+    throw err;
+  }
 }
 
 /** target - base -> a delta directory (see delta/make-delta.ts). */

@@ -47,7 +47,45 @@ export async function resolveSource(src: string, options: ResolveOptions = {}): 
   const ref = parseHubRef(src);
   if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
   const { downloadSnapshot } = await import("./download.js");
-  const snapshot = await downloadSnapshot(ref, {
+  const snapshot = await downloadSnapshot(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
+  return {
+    path: snapshot.dir,
+    source: src,
+    hub: { repo: snapshot.repo, revision: snapshot.revision, commit: snapshot.commit, files: snapshot.files, downloaded: snapshot.downloaded },
+  };
+}
+
+/** A source being resolved: its local directory now, its files as they arrive, and a way to stop the download. */
+export interface ArrivingSource {
+  source: LocalSource;
+  /** Resolves once every file is complete and verified (at once for a local path or a cached snapshot). */
+  settled: Promise<void>;
+  /** Stops a download under way (the cache stays resumable). */
+  cancel(): Promise<void>;
+}
+
+/**
+ * Like resolveSource, but a Hub repo's files are not waited for: the
+ * download starts and the source's files are read as they arrive (see
+ * FileSet). Local paths and offline snapshots are returned as they are.
+ */
+export async function startSource(src: string, options: ResolveOptions = {}): Promise<ArrivingSource> {
+  const ready = async (source: LocalSource): Promise<ArrivingSource> => ({ source, settled: Promise.resolve(), cancel: async () => undefined });
+  if (!src.startsWith("hf://") && existsSync(src)) return ready({ path: resolve(src), source: src });
+  if (options.offline === true || options.files !== undefined) return ready(await resolveSource(src, options));
+  const { parseHubRef } = await import("./repo-id.js");
+  const ref = parseHubRef(src);
+  if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
+  const { startSnapshotDownload } = await import("./download.js");
+  const { downloadFileSet } = await import("./download-file-set.js");
+  const download = await startSnapshotDownload(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
+  const files = downloadFileSet(download);
+  files.settled.catch(() => undefined); // observed by whoever reads the files
+  return { source: { path: download.dir, source: src, files }, settled: files.settled, cancel: () => download.cancel() };
+}
+
+function downloadOptions(options: ResolveOptions): DownloadOptions {
+  return {
     cacheDir: options.cacheDir ?? defaultHubCacheDir(),
     hubUrl: options.hubUrl,
     accessToken: options.token,
@@ -57,16 +95,13 @@ export async function resolveSource(src: string, options: ResolveOptions = {}): 
     files: options.files,
     select: options.select,
     ...options.transfer,
-  }).catch((err: unknown) => {
-    // `org/name` may have been meant as a local path: say that it was looked for.
-    if (!src.startsWith("hf://") && err instanceof HubError && /repository not found/.test(err.message)) {
-      throw new HubError(`${err.message} (no local path ${src} exists either)`, { cause: err });
-    }
-    throw err;
-  });
-  return {
-    path: snapshot.dir,
-    source: src,
-    hub: { repo: snapshot.repo, revision: snapshot.revision, commit: snapshot.commit, files: snapshot.files, downloaded: snapshot.downloaded },
   };
+}
+
+/** `org/name` may have been meant as a local path: say that it was looked for. */
+function notFoundLocally(src: string, err: unknown): never {
+  if (!src.startsWith("hf://") && err instanceof HubError && /repository not found/.test(err.message)) {
+    throw new HubError(`${err.message} (no local path ${src} exists either)`, { cause: err });
+  }
+  throw err;
 }

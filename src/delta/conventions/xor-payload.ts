@@ -68,7 +68,7 @@ async function classify(view: DeltaView): Promise<PayloadFile[]> {
   for (const rel of layout.files) {
     const name = rel.slice(prefix.length);
     if (isReleaseDocument(name)) continue;
-    const { size } = await stat(join(view.dir, ...rel.split("/")));
+    const size = await view.deltaFiles.size(rel);
     const head = await view.head(rel, KIND_PROBE_BYTES);
     const kind = await plainKind(name, head, size, () => view.json(rel).then(() => true, () => false));
     entries.push({ rel, name, size, kind });
