@@ -273,6 +273,7 @@ export class SnapshotRun implements SnapshotDownload {
     const { options, settings, ctx, hubUrl } = this.#init;
     for (const job of this.#jobs.filter((j) => !j.fetch)) {
       job.complete = true;
+      job.notify(); // readers may already be waiting for its bytes
       await this.#link(job);
     }
     const fetching = this.#jobs.filter((j) => j.fetch);
@@ -282,6 +283,7 @@ export class SnapshotRun implements SnapshotDownload {
       options.onProgress?.({ kind: "start", phase: "download", totalBytes: total, label: `${this.repo}: ${fetching.length} file${fetching.length === 1 ? "" : "s"}` });
       this.#transfer = new Transfer({
         connections: settings.connections,
+        ...(options.connectionBudget !== undefined ? { budget: options.connectionBudget } : {}),
         rangeBytes: settings.rangeBytes,
         readTimeoutMs: settings.downloadTimeoutMs,
         retry: settings.retry,

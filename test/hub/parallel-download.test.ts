@@ -391,6 +391,25 @@ describe("startSnapshotDownload: using a file while it downloads", () => {
     await expect(file.waitForRange(0, big.length + 1)).rejects.toThrow(RangeError);
   });
 
+  it("the bytes of files already in the cache can be awaited at once (a rerun reads them as soon as it starts)", async () => {
+    const files = seedModel("alice/cached", [1 * MiB, 256 * KiB]);
+    await downloadSnapshot({ repo: "alice/cached", revision: "main" }, options());
+    const download = await startSnapshotDownload({ repo: "alice/cached", revision: "main" }, options());
+    for (const path of ["model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"]) {
+      const file = download.file(path);
+      await file.waitForRange(0, file.size); // never notified before the fix: the apply hung
+      const handle = await file.open();
+      try {
+        const bytes = Buffer.alloc(file.size);
+        await handle.read(bytes, 0, bytes.length, 0);
+        expect(bytes.equals(files[path]!), path).toBe(true);
+      } finally {
+        await handle.close();
+      }
+    }
+    expect((await download.done).downloaded).toEqual([]);
+  });
+
   it("a file that fails rejects its waits and its completion with the one-line error", async () => {
     const files = seedModel("alice/fails", [1 * MiB, 256 * KiB]);
     const big = files["model-00001-of-00002.safetensors"]!;
