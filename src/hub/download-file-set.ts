@@ -41,6 +41,8 @@ class ArrivingFile implements RandomAccess {
     }
     if (this.#closed) throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: it was read after the file was closed`);
     await this.download.waitForRange(position, position + length);
+    // Closed while waiting: opening now would leave a descriptor nobody closes.
+    if (this.#closed) throw new DeltaWeightsError("E_IO", `Failed to read ${this.label}: it was read after the file was closed`);
     // Opened once the first bytes are there: the partial file (renamed to the blob when verified; the descriptor stays valid).
     const handle = await (this.#handle ??= this.download.open());
     return readExactly(this.label, position, length, async (buffer, offset, count, at) => (await handle.read(buffer, offset, count, at)).bytesRead);
