@@ -51,6 +51,8 @@ import { RangeSet } from "./range-set.js";
 const SIDECAR_FORMAT = "delta-weights-ranges/1";
 /** Bytes read back per hashing step. */
 const HASH_READ_BYTES = 2 * 1024 * 1024;
+/** Bytes a hash worker reads and hashes per request (it reads them in its own chunks). */
+const HASH_FROM_FILE_BYTES = 64 * 1024 * 1024;
 /** The sidecar is rewritten at most this often while bytes arrive. */
 const SIDECAR_SAVE_INTERVAL_MS = 500;
 /** Ranges a sidecar may list (ours list a handful; more is damage). */
@@ -218,6 +220,16 @@ export class PartialBlob {
     if (this.#pumping !== undefined || this.#closed || this.#hashFailure !== undefined) return;
     if (this.#hashed >= this.done.prefix()) return;
     this.#pumping = (async () => {
+      const fromFile = this.#hasher.updateFromFile?.bind(this.#hasher);
+      if (fromFile !== undefined) {
+        // The hash worker reads the bytes itself: nothing passes through this thread.
+        while (!this.#closed && this.#hashed < this.done.prefix()) {
+          const end = Math.min(this.done.prefix(), this.#hashed + HASH_FROM_FILE_BYTES);
+          await fromFile(this.paths.partial, this.#hashed, end);
+          this.#hashed = end;
+        }
+        return;
+      }
       const buffer = Buffer.allocUnsafe(Math.min(HASH_READ_BYTES, Math.max(1, this.spec.size)));
       while (!this.#closed && this.#hashed < this.done.prefix()) {
         const want = Math.min(buffer.length, this.done.prefix() - this.#hashed);

@@ -9,6 +9,8 @@ import { createHash } from "node:crypto";
 /** A running SHA-256 fed the bytes as they are written. `update` may wait (backpressure); call `digest` once. */
 export interface StreamHasher {
   update(bytes: Uint8Array): Promise<void>;
+  /** Hashes bytes [start, end) of a file as the next bytes, reading them where the hashing runs (the hash workers do). */
+  updateFromFile?(path: string, start: number, end: number): Promise<void>;
   digest(): Promise<string>;
 }
 

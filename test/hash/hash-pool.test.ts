@@ -1,0 +1,45 @@
+/**
+ * The hash workers: a stream hashed from memory and from a file's ranges
+ * (read on the worker, as a download's bytes are) is Node's own sha256 of
+ * the same bytes.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HashPool } from "../../src/hash/hash-pool.js";
+
+let dir: string;
+let pool: HashPool;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "dw-hash-pool-"));
+  pool = new HashPool(2);
+});
+
+afterAll(async () => {
+  await pool.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("HashPool", () => {
+  it("hashes a file's ranges read on the worker, mixed with bytes from memory, as one stream", async () => {
+    const bytes = randomBytes(19 * 1024 * 1024 + 123); // more than one worker read buffer
+    const path = join(dir, "blob");
+    await writeFile(path, bytes);
+    const hasher = pool.create();
+    const cuts = [0, 1, 4096, 9 * 1024 * 1024 + 7, 9 * 1024 * 1024 + 7, 17 * 1024 * 1024, bytes.length - 10];
+    for (let i = 0; i + 1 < cuts.length; i++) await hasher.updateFromFile!(path, cuts[i]!, cuts[i + 1]!);
+    await hasher.update(bytes.subarray(bytes.length - 10));
+    expect(await hasher.digest()).toBe(createHash("sha256").update(bytes).digest("hex"));
+  });
+
+  it("refuses a range past the end of the file", async () => {
+    const path = join(dir, "short");
+    await writeFile(path, randomBytes(1000));
+    const hasher = pool.create();
+    await expect(hasher.updateFromFile!(path, 0, 2000)).rejects.toThrow(/ends at byte 1000, before 2000/);
+    await hasher.digest();
+  });
+});
