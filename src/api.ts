@@ -10,7 +10,11 @@ import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions,
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
+import { existsSync } from "node:fs";
+import { HashPool } from "./hash/hash-pool.js";
+import { ConnectionBudget } from "./hub/connection-budget.js";
 import { parseHubRef } from "./hub/repo-id.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
 import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
@@ -31,16 +35,31 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   preflight([options.base, options.delta], options.target);
   // Both downloads start at once and the apply reads their bytes as they arrive: the
   // time to a verified model is the download's, not the download's plus the apply's.
-  const delta = await startSource(options.delta, { ...options, select: "delta" });
+  // They share the connections (--connections N is N in all) and one set of hash workers.
+  const given = options.hashPool ?? options.transfer?.hashPool;
+  const ownPool = given === undefined && [options.base, options.delta].some(isHubRef) ? new HashPool(options.threads) : undefined;
+  const hashPool = given ?? ownPool;
+  const sources = {
+    ...options,
+    transfer: {
+      ...options.transfer,
+      connectionBudget: options.transfer?.connectionBudget ?? new ConnectionBudget(options.transfer?.connections ?? DEFAULT_DOWNLOAD_CONNECTIONS),
+      ...(hashPool !== undefined ? { hashPool } : {}),
+    },
+  };
+  let delta: ArrivingSource | undefined;
   let base: ArrivingSource | undefined;
   try {
-    base = await startSource(options.base, options);
-    const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source });
+    delta = await startSource(options.delta, { ...sources, select: "delta" });
+    base = await startSource(options.base, sources);
+    const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source, ...(hashPool !== undefined ? { hashPool } : {}) });
     await Promise.all([delta.settled, base.settled]);
     return result;
   } catch (err) {
-    await Promise.all([delta.cancel(), base?.cancel()]);
+    await Promise.all([delta?.cancel(), base?.cancel()]);
     throw err;
+  } finally {
+    await ownPool?.close();
   }
 }
 
@@ -86,4 +105,9 @@ function preflight(sources: string[], output: string | undefined): void {
     if (!src.startsWith("hf://") && parseHubRef(src) === undefined) checkInputExists(src);
   }
   if (output !== undefined) checkWritableOutput(output);
+}
+
+/** Will this source be downloaded? (An existing local path wins over a repo id, as in resolveSource.) */
+function isHubRef(src: string): boolean {
+  return src.startsWith("hf://") || (!existsSync(src) && parseHubRef(src) !== undefined);
 }

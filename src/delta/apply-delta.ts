@@ -2,6 +2,7 @@ import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { DeltaError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
+import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
 import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
@@ -35,6 +36,8 @@ export interface ApplyDeltaOptions {
   expectSum?: number;
   /** Hashing threads (default: one per core but one). */
   threads?: number;
+  /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
+  hashPool?: HashPool;
   onProgress?: OnProgress;
 }
 
@@ -91,7 +94,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       const files = await withOutputLock(options.target, "apply-delta", async () => {
         await removeStalePartials(options.target);
         const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs: plan.files.map((f) => f.path) });
-        const files = await recover(plan, { target: options.target, job, threads: options.threads, onProgress: options.onProgress, inputsSettled: view.settled() });
+        const files = await recover(plan, { target: options.target, job, threads: options.threads, hashPool: options.hashPool, onProgress: options.onProgress, inputsSettled: view.settled() });
         await job.finish();
         return files;
       });

@@ -75,6 +75,8 @@ export interface RecoveryOptions {
    */
   inputsSettled?: Promise<void>;
   threads?: number;
+  /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
+  hashPool?: HashPool;
   onProgress?: OnProgress;
 }
 
@@ -104,7 +106,7 @@ export function addChecksumList(plan: RecoveryPlan, list: ChecksumList, listPath
 export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Promise<Map<string, RecoveredFile>> {
   const out = options.target;
   const results = new Map<string, RecoveredFile>();
-  const pool = new HashPool(options.threads);
+  const pool = options.hashPool ?? new HashPool(options.threads);
   const progress = options.onProgress;
   const commits: Promise<void>[] = [];
   const held: { sink: AtomicFile; path: string; digest: string }[] = [];
@@ -179,7 +181,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     await Promise.allSettled(commits);
     await Promise.all(held.map(({ sink }) => sink.abort()));
     if (started) progress?.({ kind: "end", phase: "apply" });
-    await pool.close();
+    if (options.hashPool === undefined) await pool.close();
   }
   // In the plan's order, whatever order the commits finished in.
   return new Map(plan.files.map((f) => [f.path, results.get(f.path)!]));

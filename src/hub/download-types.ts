@@ -1,5 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import type { HashPool } from "../hash/hash-pool.js";
+import type { ConnectionBudget } from "./connection-budget.js";
 import type { OnProgress } from "../progress.js";
 import type { LockMode } from "./blob-lock.js";
 import type { RetryPolicy } from "./retry.js";
@@ -23,8 +24,10 @@ export interface DownloadOptions {
   files?: readonly string[];
   /** Without `files`: a model's files (one weight format and what travels with it), or every file of a delta repo. */
   select?: "model" | "delta";
-  /** Simultaneous HTTP connections over all files (default 8, at most MAX_DOWNLOAD_CONNECTIONS). */
+  /** Simultaneous HTTP connections over all files (default DEFAULT_DOWNLOAD_CONNECTIONS, at most MAX_DOWNLOAD_CONNECTIONS). */
   connections?: number;
+  /** Connections shared with downloads running beside this one (apply-delta's base and delta): at most its size in all. */
+  connectionBudget?: ConnectionBudget;
   /** The longest byte range one request asks for (default 32 MiB; ranges shrink near the end). */
   rangeBytes?: number;
   /** A download request with no byte for this long is abandoned and retried (HF_HUB_DOWNLOAD_TIMEOUT; default 10 s). */

@@ -1,5 +1,7 @@
+import { setMaxListeners } from "node:events";
 import { DeltaWeightsError, HubError } from "../errors.js";
 import { MAX_DOWNLOAD_REDIRECTS } from "../limits.js";
+import { ConnectionBudget } from "./connection-budget.js";
 import { httpFailure, type FailureContext } from "./hub-errors.js";
 import type { PartialBlob } from "./partial-blob.js";
 import type { RangeClient, RangeResponse } from "./range-client.js";
@@ -25,10 +27,25 @@ const WRITE_BYTES = 1024 * 1024;
 const WRITE_DELAY_MS = 50;
 /** The shortest range requested near the end of the download. */
 const TAIL_RANGE_BYTES = 1024 * 1024;
+/**
+ * Every file's first and last bytes are fetched before the bulk of any:
+ * readers open all headers (safetensors) and zip directories (PyTorch, at
+ * the end) before they read a tensor, so an apply can plan at once instead
+ * of waiting for every file before the last to arrive.
+ */
+const EDGE_BYTES = 1024 * 1024;
+/**
+ * Ranges start this small and grow with their offset up to `rangeBytes`:
+ * a reader's first bytes come sooner, and connections turn over quickly at
+ * the start, when another download sharing them still needs its headers.
+ */
+const RAMP_BYTES = 4 * 1024 * 1024;
 
 export interface TransferSettings {
   /** Simultaneous HTTP requests, over all files. */
   connections: number;
+  /** Shared with other downloads running at once (else this transfer's own `connections`). */
+  budget?: ConnectionBudget;
   /** The longest byte range one request asks for. */
   rangeBytes: number;
   /** Abort a request when no byte arrives for this long (HF_HUB_DOWNLOAD_TIMEOUT). */
@@ -94,6 +111,9 @@ export class Transfer {
   readonly #settings: TransferSettings;
   readonly #tasks: BlobTransfer[] = [];
   readonly #controllers = new Set<AbortController>();
+  readonly #budget: ConnectionBudget;
+  /** Aborted by stop(): wakes workers waiting for a connection. */
+  readonly #stopping = new AbortController();
   readonly #workers: Promise<void>[];
   #wakers: (() => void)[] = [];
   #stopped = false;
@@ -102,6 +122,8 @@ export class Transfer {
 
   constructor(settings: TransferSettings) {
     this.#settings = settings;
+    this.#budget = settings.budget ?? new ConnectionBudget(settings.connections);
+    setMaxListeners(settings.connections + 1, this.#stopping.signal); // each worker may wait on it for a connection
     this.#workers = Array.from({ length: settings.connections }, () => this.#worker());
   }
 
@@ -130,6 +152,7 @@ export class Transfer {
       this.#stopped = true;
       this.#failure = failure;
       for (const c of this.#controllers) c.abort(new HubError("stopped"));
+      this.#stopping.abort();
       this.#wake();
     }
     await Promise.all(this.#workers);
@@ -143,47 +166,84 @@ export class Transfer {
 
   async #worker(): Promise<void> {
     for (;;) {
-      const piece = await this.#next();
-      if (piece === undefined) return;
-      await this.#fetch(piece);
+      // Work first, then a connection, then the range: a range is picked when it can be
+      // fetched at once, so a download sharing the budget gets its headers without
+      // waiting for ranges another reserved, and a worker with nothing to do holds no
+      // place in the budget's queue.
+      const due = this.#due();
+      if (due === undefined) return;
+      if (due > Date.now()) {
+        await this.#idle(due);
+        continue;
+      }
+      if (!(await this.#budget.acquire(this.#stopping.signal))) return;
+      const next = this.#stopped ? undefined : this.#take();
+      if (typeof next === "object") {
+        try {
+          await this.#fetch(next);
+        } finally {
+          this.#budget.release();
+        }
+        continue;
+      }
+      this.#budget.release();
+      if (next === undefined) return;
+      await this.#idle(next);
     }
   }
 
-  /** The next range to fetch; waits while none is due; undefined once stopped. */
-  async #next(): Promise<Piece | undefined> {
-    for (;;) {
-      if (this.#stopped) return undefined;
-      const now = Date.now();
-      let due = Infinity;
-      if (now < this.#pauseUntil) due = this.#pauseUntil;
-      else {
-        for (const task of this.#tasks) {
-          if (task.settled) continue;
-          for (let i = 0; i < task.gaps.length; i++) {
-            const gap = task.gaps[i]!;
-            if (gap.notBefore > now) {
-              due = Math.min(due, gap.notBefore);
-              continue;
-            }
-            const size = this.#rangeBytes();
-            let end = Math.min(gap.end, gap.start + size);
-            if (gap.end - end < size / 4) end = gap.end; // no sliver left behind for a request of its own
-            const piece: Piece = { task, start: gap.start, end, failures: gap.failures };
-            gap.start = end;
-            if (gap.start >= gap.end) task.gaps.splice(i, 1);
-            task.inflight++;
-            return piece;
-          }
-        }
-      }
-      await new Promise<void>((resolve) => {
-        const timer = due === Infinity ? undefined : setTimeout(resolve, Math.max(1, due - now));
-        this.#wakers.push(() => {
-          if (timer !== undefined) clearTimeout(timer);
-          resolve();
-        });
-      });
+  /** When a range will be due (now or earlier: one is; Infinity: none queued); undefined once stopped. */
+  #due(): number | undefined {
+    if (this.#stopped) return undefined;
+    if (Date.now() < this.#pauseUntil) return this.#pauseUntil;
+    let due = Infinity;
+    for (const task of this.#tasks) {
+      if (task.settled) continue;
+      for (const gap of task.gaps) due = Math.min(due, gap.notBefore);
     }
+    return due;
+  }
+
+  /** The next range due now, else when one will be (Infinity: none queued); undefined once stopped. */
+  #take(): Piece | number | undefined {
+    if (this.#stopped) return undefined;
+    const now = Date.now();
+    if (now < this.#pauseUntil) return this.#pauseUntil;
+    for (const task of this.#tasks) {
+      const edge = task.settled ? undefined : takeEdge(task, now, Math.min(EDGE_BYTES, this.#settings.rangeBytes));
+      if (edge !== undefined) return edge;
+    }
+    let due = Infinity;
+    for (const task of this.#tasks) {
+      if (task.settled) continue;
+      for (let i = 0; i < task.gaps.length; i++) {
+        const gap = task.gaps[i]!;
+        if (gap.notBefore > now) {
+          due = Math.min(due, gap.notBefore);
+          continue;
+        }
+        const size = Math.min(this.#rangeBytes(), Math.max(RAMP_BYTES, gap.start / 2));
+        let end = Math.min(gap.end, gap.start + size);
+        if (gap.end - end < size / 4) end = gap.end; // no sliver left behind for a request of its own
+        const piece: Piece = { task, start: gap.start, end, failures: gap.failures };
+        gap.start = end;
+        if (gap.start >= gap.end) task.gaps.splice(i, 1);
+        task.inflight++;
+        return piece;
+      }
+    }
+    return due;
+  }
+
+  /** Waits until `due` (a time), or until woken: a range was added, requeued or finished, or the transfer stopped. */
+  async #idle(due: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = due === Infinity ? undefined : setTimeout(resolve, Math.max(1, due - Date.now()));
+      this.#wakers.push(() => {
+        if (timer !== undefined) clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** A share of what is left per connection, between the tail size and `rangeBytes`. */
@@ -380,6 +440,27 @@ export class Transfer {
     this.#requeue(task, { start: position, end: piece.end, failures, notBefore });
     this.#settings.onRetry({ file: task.label, attempt: failures + 1, attempts: retry.attempts, delayMs, reason: transient.reason });
   }
+}
+
+/** The first or last `edge` bytes of a large file, if still to fetch and due. */
+function takeEdge(task: BlobTransfer, now: number, edge: number): Piece | undefined {
+  if (task.size <= 4 * edge) return undefined;
+  const first = task.gaps[0];
+  if (first !== undefined && first.start === 0 && first.notBefore <= now) {
+    const end = Math.min(first.end, edge);
+    first.start = end;
+    if (first.start >= first.end) task.gaps.shift();
+    task.inflight++;
+    return { task, start: 0, end, failures: first.failures };
+  }
+  const last = task.gaps[task.gaps.length - 1];
+  if (last !== undefined && last.end === task.size && last.end - last.start > edge && last.notBefore <= now) {
+    const start = task.size - edge;
+    last.end = start;
+    task.inflight++;
+    return { task, start, end: task.size, failures: last.failures };
+  }
+  return undefined;
 }
 
 function sameOrigin(a: string, b: string): boolean {

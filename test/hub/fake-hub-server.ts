@@ -148,8 +148,9 @@ export class FakeHub {
   readonly options: Required<FakeHubOptions>;
   /** Pacing of every body (change it at any time; undefined: as fast as possible). */
   readonly throttle: { bytesPerSecondPerConnection?: number } = {};
-  /** Most bodies sent at once: per path, and of distinct paths. */
-  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0 };
+  /** Most bodies sent at once: per path, of distinct paths, and in all. */
+  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0, total: 0 };
+  #inFlight = 0;
   #sending = new Map<string, number>();
   #server: Server;
   #injections: PendingInjection[] = [];
@@ -675,9 +676,17 @@ export class FakeHub {
     this.#sending.set(path, (this.#sending.get(path) ?? 0) + 1);
     this.peak.perPath.set(path, Math.max(this.peak.perPath.get(path) ?? 0, this.#sending.get(path)!));
     this.peak.distinctPaths = Math.max(this.peak.distinctPaths, this.#sending.size);
+    this.peak.total = Math.max(this.peak.total, ++this.#inFlight);
+    let counted = true;
+    // Out of the count once the last byte is handed over: the client may ask again before a drain.
+    const handedOver = () => {
+      if (counted) this.#inFlight--;
+      counted = false;
+    };
     try {
-      await this.#sendBody(res, body, cut, began, logged);
+      await this.#sendBody(res, body, cut, began, logged, handedOver);
     } finally {
+      handedOver();
       const left = this.#sending.get(path)! - 1;
       if (left === 0) this.#sending.delete(path);
       else this.#sending.set(path, left);
@@ -696,14 +705,16 @@ export class FakeHub {
     res.end();
   }
 
-  async #sendBody(res: ServerResponse, body: Buffer, cut: number, began: number, logged: LoggedRequest): Promise<void> {
+  async #sendBody(res: ServerResponse, body: Buffer, cut: number, began: number, logged: LoggedRequest, handedOver: () => void): Promise<void> {
     const slice = 16 * 1024;
     for (let at = 0; at < cut; ) {
       if (res.destroyed) return;
       const part = body.subarray(at, Math.min(cut, at + slice));
       at += part.length;
       logged.sent += part.length;
-      if (!res.write(part)) {
+      const written = res.write(part);
+      if (at >= cut) handedOver();
+      if (!written) {
         await new Promise<void>((resolve) => {
           const go = () => {
             res.off("drain", go);
@@ -715,7 +726,7 @@ export class FakeHub {
         });
       }
       const rate = this.throttle.bytesPerSecondPerConnection;
-      if (rate !== undefined) {
+      if (rate !== undefined && at < cut) { // no pause after the last byte: the body is done for the client too
         const due = began + (at / rate) * 1000;
         const wait = due - Date.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
+import { ConnectionBudget } from "../../src/hub/connection-budget.js";
 import { downloadSnapshot, startSnapshotDownload, type DownloadEvent, type DownloadOptions } from "../../src/hub/download.js";
 import { FakeHub } from "./fake-hub-server.js";
 
@@ -129,6 +130,41 @@ describe("parallel ranged downloads", () => {
     // each byte fetched once
     expect(hub.bytesSent(lfsPath(big))).toBe(big.length);
     expect((await readdir(blobs("alice/par"))).filter((n) => n.includes("incomplete"))).toEqual([]);
+  });
+
+  it("asks for every large file's first and last bytes (headers, zip directories) before the bulk of any", async () => {
+    const files = seedModel("alice/edges");
+    const shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].map((name) => files[name]!);
+    const snap = await downloadSnapshot({ repo: "alice/edges", revision: "main" }, options({ connections: 1 }));
+    await expectSnapshotEquals(snap.dir, files);
+    const lfs = hub.requests.filter((r) => shards.some((b) => lfsPath(b).test(r.url)));
+    const edge = 256 * KiB; // the edges are no longer than a range
+    const edges = shards.flatMap((b) => [`${sha256(b)} bytes=0-${edge - 1}`, `${sha256(b)} bytes=${b.length - edge}-`]);
+    const first = lfs.slice(0, 4).map((r) => `${r.url.split("/").pop()!.split("?")[0]} ${r.range}`);
+    expect(first.sort()).toEqual(edges.sort());
+  });
+
+  it("downloads sharing a ConnectionBudget never have more than its size in flight in all", async () => {
+    const a = seedModel("alice/share-a");
+    const b = seedModel("alice/share-b");
+    hub.throttle.bytesPerSecondPerConnection = 8 * MiB; // keeps ranges in flight long enough to overlap
+    const connectionBudget = new ConnectionBudget(3);
+    const [snapA, snapB] = await Promise.all([
+      downloadSnapshot({ repo: "alice/share-a", revision: "main" }, options({ connections: 3, connectionBudget })),
+      downloadSnapshot({ repo: "alice/share-b", revision: "main" }, options({ connections: 3, connectionBudget })),
+    ]);
+    await expectSnapshotEquals(snapA.dir, a);
+    await expectSnapshotEquals(snapB.dir, b);
+    expect(hub.peak.total).toBeLessThanOrEqual(3);
+    expect(hub.peak.total).toBeGreaterThan(1);
+    // Without the shared budget the same two downloads run 3 + 3.
+    hub.peak.total = 0;
+    await rm(cache, { recursive: true, force: true });
+    await Promise.all([
+      downloadSnapshot({ repo: "alice/share-a", revision: "main" }, options({ connections: 3 })),
+      downloadSnapshot({ repo: "alice/share-b", revision: "main" }, options({ connections: 3 })),
+    ]);
+    expect(hub.peak.total).toBeGreaterThan(3);
   });
 
   it("carries the bytes through the caller's fetch when one is given", async () => {
