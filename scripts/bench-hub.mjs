@@ -1,27 +1,32 @@
 #!/usr/bin/env node
-// node scripts/bench-hub.mjs [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single]
-// (after `npm run build`)
+// npm run bench -- --hub [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single]
+// (or node scripts/bench-hub.mjs ..., after `npm run build`)
 //
-// Measures Hub downloads against a loopback "Hub" that lives in this script
-// (a child process): it serves a LLaMA-7B-shaped model of about 1.3 GB (two
-// 32001x4096 F16 embeddings and two full 4096/11008 layers in two safetensors
-// shards with an index, plus config and tokenizer files, generated once under
-// .bench/hub/) through the endpoints our client calls: model info with the
-// commit sha, the recursive tree listing with LFS sha256s and sizes, and
-// resolve, which redirects LFS files to a "CDN" path answering Range
-// requests with 206. Every connection is capped (40 MB/s by default) and so
-// is the server as a whole (400 MB/s), like a CDN edge and a home link.
+// Measures recovering a model from the Hub against a loopback "Hub" that
+// lives in this script (a child process). It serves two repos generated once
+// under .bench/hub/: a LLaMA-7B-shaped base of about 1.3 GB (two 32001x4096
+// F16 embeddings and two full 4096/11008 layers in two safetensors shards
+// with an index, plus config and tokenizer files) and the delta make-delta
+// makes of a fine-tune of it (about as large), through the endpoints our
+// client calls: model info with the commit sha, the recursive tree listing
+// with LFS sha256s and sizes, and resolve, which redirects LFS files to a
+// "CDN" path answering Range requests with 206. Every connection is capped
+// (40 MB/s by default) and so is the server as a whole (400 MB/s), like a CDN
+// edge and a home link.
 //
-// Each download runs in a fresh process into an empty HF cache:
-//   single connection: one request per file, one file at a time (the
-//                      behaviour before parallel downloads)
-//   ours:              the library's defaults (8 connections, ranges)
-// and prints wall time, MB/s, the fraction of the total cap reached and the
-// process's peak RSS. Downloaded bytes are verified by the library (sha256).
+// Each run is a fresh process with an empty HF cache:
+//   single connection:   both repos, one request per file, one file at a time
+//                        (the behaviour before parallel downloads)
+//   ours, download only: both repos at once, the library's defaults
+//   time to verified:    apply-delta from the two repo ids: downloads, apply
+//                        while downloading, every output checked
+//   apply only:          apply-delta from the cached snapshots (no network)
+// and prints wall time, MB/s, the fraction of the total cap and peak RSS,
+// and the ratio of time to a verified model over the download alone.
 import { spawn } from "node:child_process";
-import { createHash, randomFillSync } from "node:crypto";
+import { createHash } from "node:crypto";
 import { createServer } from "node:http";
-import { mkdirSync, existsSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync, openSync, writeSync, closeSync } from "node:fs";
+import { mkdirSync, existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync, openSync, writeSync, closeSync } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -31,8 +36,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const benchDir = path.join(root, ".bench", "hub");
 const filesDir = path.join(benchDir, "files");
 const MB = 1e6;
-const REPO = "bench/llama-7b-shaped";
-const COMMIT = "0123456789abcdef0123456789abcdef01234567";
+const BASE_REPO = "bench/llama-7b-shaped";
+const DELTA_REPO = "bench/llama-7b-shaped-delta";
+const COMMITS = { [BASE_REPO]: "0123456789abcdef0123456789abcdef01234567", [DELTA_REPO]: "89abcdef0123456789abcdef0123456789abcdef" };
 
 const args = process.argv.slice(2);
 const flag = (name, fallback) => {
@@ -52,37 +58,40 @@ const flag = (name, fallback) => {
 async function main() {
   const perConnection = flag("--per-connection", 40) * MB;
   const total = flag("--total", 400) * MB;
-  const connections = args.includes("--connections") ? flag("--connections", 8) : undefined;
+  const connections = args.includes("--connections") ? flag("--connections", 16) : undefined;
   const rangeBytes = args.includes("--range-mb") ? Math.round(flag("--range-mb", 32) * 1024 * 1024) : undefined;
   const rounds = flag("--rounds", 1);
-  if (!existsSync(path.join(root, "dist", "hub", "download.js"))) {
+  if (!existsSync(path.join(root, "dist", "api.js"))) {
     console.error("run `npm run build` first: the bench uses dist/");
     process.exit(2);
   }
-  const manifest = await ensureFiles();
-  const bytes = Object.values(manifest.files).reduce((n, f) => n + f.size, 0);
-  // The cache of one run at a time, beside the files.
-  needFree(bytes * 1.1, "for the downloaded copy");
+  const repos = await ensureRepos();
+  const bytes = [repos[BASE_REPO], repos[DELTA_REPO]].reduce((n, r) => n + Object.values(r.files).reduce((m, f) => m + f.size, 0), 0);
+  const outputBytes = Object.values(repos[BASE_REPO].files).reduce((m, f) => m + f.size, 0);
+  // The cache of one run at a time and its output, beside the files.
+  needFree(bytes * 1.1 + outputBytes * 1.1, "for the downloaded copy and the recovered model");
 
-  const server = await startServer({ perConnection, total, manifest });
+  const server = await startServer({ perConnection, total, repos });
+  const transfer = { ...(connections !== undefined ? { connections } : {}), ...(rangeBytes !== undefined ? { rangeBytes } : {}) };
   try {
-    console.log(`loopback Hub: ${Object.keys(manifest.files).length} files, ${(bytes / 1e9).toFixed(2)} GB; cap ${perConnection / MB} MB/s per connection, ${total / MB} MB/s in total`);
-    const runs = [
-      ...(args.includes("--skip-single") ? [] : [{ name: "single connection", options: { connections: 1, rangeBytes: Number.MAX_SAFE_INTEGER } }]),
-      { name: `ours (${connections ?? "default"} connections${rangeBytes !== undefined ? `, ${rangeBytes / 1024 / 1024} MiB ranges` : ""})`, options: { ...(connections !== undefined ? { connections } : {}), ...(rangeBytes !== undefined ? { rangeBytes } : {}) } },
-    ];
+    console.log(`loopback Hub: ${BASE_REPO} and ${DELTA_REPO}, ${(bytes / 1e9).toFixed(2)} GB; cap ${perConnection / MB} MB/s per connection, ${total / MB} MB/s in total`);
+    const line = (name, r) => console.log(
+      `${name.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s  ${((bytes / r.seconds) / MB).toFixed(0).padStart(4)} MB/s  ` +
+        `${(((bytes / r.seconds) / total) * 100).toFixed(0).padStart(3)} % of the total cap  peak RSS ${(r.maxRSS / 1024).toFixed(0)} MB`);
     for (let round = 0; round < rounds; round++) {
-      for (const run of runs) {
-        const result = await runClient(server.url, run.options);
-        const rate = bytes / result.seconds;
-        console.log(
-          `${run.name.padEnd(36)} ${result.seconds.toFixed(2).padStart(7)} s  ${(rate / MB).toFixed(0).padStart(4)} MB/s  ` +
-            `${((rate / total) * 100).toFixed(0).padStart(3)} % of the total cap  peak RSS ${(result.maxRSS / 1024).toFixed(0)} MB`,
-        );
-      }
+      if (!args.includes("--skip-single")) line("single connection, download only", await runClient(server.url, { kind: "download", transfer: { connections: 1, rangeBytes: Number.MAX_SAFE_INTEGER }, sequential: true }));
+      const download = await runClient(server.url, { kind: "download", transfer });
+      line(`ours (${connections ?? "default"} connections), download`, download);
+      const verified = await runClient(server.url, { kind: "apply", transfer, keepCache: true }, repos);
+      line("ours, time to a verified model", verified);
+      const applyOnly = await runClient(server.url, { kind: "apply", transfer, offline: true, reuseCache: true }, repos);
+      console.log(`${"apply only (cached, offline)".padEnd(34)} ${applyOnly.seconds.toFixed(2).padStart(7)} s  ${" ".repeat(40)}peak RSS ${(applyOnly.maxRSS / 1024).toFixed(0)} MB`);
+      console.log(`time to a verified model / download alone: ${(verified.seconds / download.seconds).toFixed(2)}x (target 1.15x); apply alone ${applyOnly.seconds.toFixed(2)} s`);
     }
   } finally {
     server.child.kill();
+    rmSync(path.join(benchDir, "cache"), { recursive: true, force: true });
+    rmSync(path.join(benchDir, "out"), { recursive: true, force: true });
   }
 }
 
@@ -104,32 +113,55 @@ function startServer(config) {
   });
 }
 
-async function runClient(hubUrl, options) {
+async function runClient(hubUrl, job, repos) {
   const cacheDir = path.join(benchDir, "cache");
-  rmSync(cacheDir, { recursive: true, force: true });
+  const out = path.join(benchDir, "out");
+  if (job.reuseCache !== true) rmSync(cacheDir, { recursive: true, force: true });
+  rmSync(out, { recursive: true, force: true });
   try {
-    const out = await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, options })], { stdio: ["ignore", "pipe", "inherit"] });
-      let text = "";
-      child.stdout.on("data", (d) => { text += d; });
-      child.once("exit", (code) => (code === 0 ? resolve(text) : reject(new Error(`download failed (${code}): ${text}`))));
+    const text = await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })], { stdio: ["ignore", "pipe", "inherit"] });
+      let stdout = "";
+      child.stdout.on("data", (d) => { stdout += d; });
+      child.once("exit", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${job.kind} failed (${code}): ${stdout}`))));
     });
-    return JSON.parse(out);
+    const result = JSON.parse(text);
+    if (job.kind === "apply") {
+      // Byte-exact: every recovered file is the fine-tune's.
+      for (const [name, f] of Object.entries(repos.target)) {
+        const digest = createHash("sha256").update(readFileSync(path.join(out, name))).digest("hex");
+        if (digest !== f.sha256) throw new Error(`the recovered ${name} differs from the fine-tune's`);
+      }
+      if (!result.verified) throw new Error("apply-delta did not say verified");
+    }
+    return result;
   } finally {
-    rmSync(cacheDir, { recursive: true, force: true });
+    if (job.keepCache !== true) rmSync(cacheDir, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
   }
 }
 
-async function client({ hubUrl, cacheDir, options }) {
-  const { downloadSnapshot } = await import(pathToFileURL(path.join(root, "dist", "hub", "download.js")).href);
+async function client({ hubUrl, cacheDir, out, job }) {
   const started = performance.now();
-  await downloadSnapshot({ repo: REPO, revision: "main" }, { cacheDir, hubUrl, ...options });
+  let verified;
+  if (job.kind === "download") {
+    const { downloadSnapshot } = await import(pathToFileURL(path.join(root, "dist", "hub", "download.js")).href);
+    const one = (repo) => downloadSnapshot({ repo, revision: "main" }, { cacheDir, hubUrl, select: repo === DELTA_REPO ? "delta" : "model", ...job.transfer });
+    if (job.sequential) for (const repo of [DELTA_REPO, BASE_REPO]) await one(repo);
+    else await Promise.all([one(DELTA_REPO), one(BASE_REPO)]);
+  } else {
+    const { applyDelta } = await import(pathToFileURL(path.join(root, "dist", "api.js")).href);
+    const { enableChunkCollections } = await import(pathToFileURL(path.join(root, "dist", "io", "memory.js")).href);
+    enableChunkCollections(); // as the CLI does
+    const result = await applyDelta({ base: BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer });
+    verified = result.verified;
+  }
   const seconds = (performance.now() - started) / 1000;
-  process.stdout.write(JSON.stringify({ seconds, maxRSS: process.resourceUsage().maxRSS }));
+  process.stdout.write(JSON.stringify({ seconds, maxRSS: process.resourceUsage().maxRSS, verified }));
 }
 
 // ---------------------------------------------------------------------------
-// The model: safetensors shards shaped like LLaMA-7B's first two layers
+// The repos: a LLaMA-7B-shaped base (its first two layers), a fine-tune, and the delta
 
 function llamaTensors(layers) {
   const hidden = 4096, intermediate = 11008, vocab = 32001;
@@ -148,68 +180,100 @@ function llamaTensors(layers) {
   return tensors.map((t) => ({ ...t, dtype: "F16", bytes: t.shape.reduce((a, b) => a * b, 1) * 2 }));
 }
 
-function ensureFiles() {
-  const manifestPath = path.join(benchDir, "manifest.json");
-  if (existsSync(manifestPath)) {
-    const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
-    const intact = Object.entries(manifest.files).every(([name, f]) => existsSync(path.join(filesDir, name)) && statSync(path.join(filesDir, name)).size === f.size);
-    if (intact) return manifest;
+/** Which files a repo directory holds, for the server: size, and sha256 (LFS) or git blob id. */
+function describeRepo(dir) {
+  const files = {};
+  for (const name of readdirSync(dir)) {
+    const bytes = readFileSync(path.join(dir, name));
+    const lfs = name.endsWith(".safetensors") || name === "tokenizer.model";
+    files[name] = lfs
+      ? { size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex"), lfs: true }
+      : { size: bytes.length, oid: createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex"), lfs: false };
   }
-  needFree(1.5e9, "for the model files");
+  return { dir, files };
+}
+
+async function ensureRepos() {
+  const manifestPath = path.join(benchDir, "repos.json");
+  if (existsSync(manifestPath)) {
+    const repos = JSON.parse(readFileSync(manifestPath, "utf8"));
+    const intact = [BASE_REPO, DELTA_REPO].every((r) => Object.entries(repos[r].files).every(([name, f]) => existsSync(path.join(repos[r].dir, name)) && statSync(path.join(repos[r].dir, name)).size === f.size));
+    if (intact) return repos;
+  }
+  needFree(4.5e9, "for the base, the fine-tune and the delta");
   rmSync(filesDir, { recursive: true, force: true });
-  mkdirSync(filesDir, { recursive: true });
-  console.log(`generating the model under ${path.relative(root, filesDir)} (once)...`);
-  return import(pathToFileURL(path.join(root, "dist", "safetensors", "header.js")).href).then(({ encodeHeader }) => {
-    const tensors = llamaTensors(2);
-    const shards = [[], []];
-    let size = 0;
-    for (const t of tensors) {
-      shards[size + t.bytes > 1e9 ? 1 : 0].push(t);
-      size += t.bytes;
-    }
-    const files = {};
-    const weightMap = {};
-    const chunk = Buffer.allocUnsafe(8 * 1024 * 1024);
+  console.log(`generating the base, a fine-tune and its delta under ${path.relative(root, filesDir)} (once)...`);
+  const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
+  const { encodeHeader } = await dist("safetensors/header.js");
+  const { convertInto, addInto } = await dist("kernels/index.js");
+  const { makeDelta } = await dist("delta/make-delta.js");
+  const tensors = llamaTensors(2);
+  const shards = [[], []];
+  let size = 0;
+  for (const t of tensors) {
+    shards[size + t.bytes > 1e9 ? 1 : 0].push(t);
+    size += t.bytes;
+  }
+  // Weights like a model's (small normals in F16) and a fine-tune's (1e-3 relative steps), rounded as torch would.
+  let seed = 12345;
+  const random = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+  const f32 = new Float32Array(4 * 1024 * 1024);
+  const fill = (scale) => { for (let i = 0; i < f32.length; i++) f32[i] = (random() - 0.5) * 2 * scale; };
+  const weightMap = {};
+  for (const kind of ["base", "target"]) {
+    const dir = path.join(filesDir, kind);
+    mkdirSync(dir, { recursive: true });
+    seed = 12345;
+    let noiseSeed = 777;
     shards.forEach((shard, s) => {
       const name = `model-0000${s + 1}-of-00002.safetensors`;
       const header = encodeHeader(shard, { format: "pt" });
-      const fd = openSync(path.join(filesDir, name), "w");
-      const hash = createHash("sha256");
+      const fd = openSync(path.join(dir, name), "w");
       writeSync(fd, header.bytes);
-      hash.update(header.bytes);
-      let bytes = header.bytes.length;
-      for (const t of shard) {
+      for (const t of header.tensors) {
         weightMap[t.name] = name;
-        for (let done = 0; done < t.bytes; done += chunk.length) {
-          const part = chunk.subarray(0, Math.min(chunk.length, t.bytes - done));
-          randomFillSync(part);
-          writeSync(fd, part);
-          hash.update(part);
-          bytes += part.length;
+        for (let done = 0; done < t.end - t.begin; ) {
+          const n = Math.min(f32.length * 2, t.end - t.begin - done);
+          fill(0.02);
+          const half = new Uint8Array(n);
+          convertInto("F32", "F16", new Uint8Array(f32.buffer, 0, n * 2), half);
+          if (kind === "target") {
+            const keep = seed;
+            seed = noiseSeed;
+            fill(0.02 * 1e-2);
+            noiseSeed = seed;
+            seed = keep;
+            const noise = new Uint8Array(n);
+            convertInto("F32", "F16", new Uint8Array(f32.buffer, 0, n * 2), noise);
+            addInto("F16", half, noise, half);
+          }
+          writeSync(fd, half);
+          done += n;
         }
       }
       closeSync(fd);
-      files[name] = { size: bytes, sha256: hash.digest("hex"), lfs: true };
     });
     const small = {
       "config.json": JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_hidden_layers: 2, vocab_size: 32001, torch_dtype: "float16" }, null, 2),
       "generation_config.json": JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2),
       "special_tokens_map.json": JSON.stringify({ bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>" }, null, 2),
       "tokenizer_config.json": JSON.stringify({ model_max_length: 2048, tokenizer_class: "LlamaTokenizer" }, null, 2),
-      "model.safetensors.index.json": JSON.stringify({ metadata: { total_size: Object.values(files).reduce((n, f) => n + f.size, 0) }, weight_map: weightMap }, null, 2),
+      "model.safetensors.index.json": JSON.stringify({ metadata: { total_size: size }, weight_map: weightMap }, null, 2),
     };
-    for (const [name, text] of Object.entries(small)) {
-      const bytes = Buffer.from(text);
-      writeFileSync(path.join(filesDir, name), bytes);
-      files[name] = { size: bytes.length, oid: createHash("sha1").update(`blob ${bytes.length}\0`).update(bytes).digest("hex"), lfs: false };
-    }
-    const tokenizer = randomFillSync(Buffer.allocUnsafe(499_723)); // tokenizer.model: binary, so LFS
-    writeFileSync(path.join(filesDir, "tokenizer.model"), tokenizer);
-    files["tokenizer.model"] = { size: tokenizer.length, sha256: createHash("sha256").update(tokenizer).digest("hex"), lfs: true };
-    const manifest = { files };
-    writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
-    return manifest;
-  });
+    for (const [name, text] of Object.entries(small)) writeFileSync(path.join(dir, name), text);
+    let tokSeed = 99;
+    const tokenizer = Buffer.alloc(499_723, 0).map(() => { tokSeed = (tokSeed * 1103515245 + 12345) >>> 0; return tokSeed >>> 24; });
+    writeFileSync(path.join(dir, "tokenizer.model"), tokenizer);
+  }
+  await makeDelta({ base: path.join(filesDir, "base"), target: path.join(filesDir, "target"), delta: path.join(filesDir, "delta") });
+  const repos = {
+    [BASE_REPO]: describeRepo(path.join(filesDir, "base")),
+    [DELTA_REPO]: describeRepo(path.join(filesDir, "delta")),
+    target: Object.fromEntries(Object.entries(describeRepo(path.join(filesDir, "target")).files).map(([name]) => [name, { sha256: createHash("sha256").update(readFileSync(path.join(filesDir, "target", name))).digest("hex") }])),
+  };
+  rmSync(path.join(filesDir, "target"), { recursive: true, force: true }); // only its hashes are needed
+  writeFileSync(manifestPath, JSON.stringify(repos, null, 2));
+  return repos;
 }
 
 // ---------------------------------------------------------------------------
@@ -232,16 +296,17 @@ class Bucket {
   }
 }
 
-async function serve({ perConnection, total, manifest }) {
+async function serve({ perConnection, total, repos }) {
   const SLICE = 256 * 1024;
   const global = new Bucket(total, SLICE * 4);
   const perSocket = new WeakMap();
   const bySha = new Map();
-  for (const [name, f] of Object.entries(manifest.files)) if (f.lfs) bySha.set(f.sha256, name);
+  for (const repo of [BASE_REPO, DELTA_REPO]) for (const [name, f] of Object.entries(repos[repo].files)) if (f.lfs) bySha.set(f.sha256, { repo, name });
   const handles = new Map();
-  const handleOf = async (name) => {
-    if (!handles.has(name)) handles.set(name, await open(path.join(filesDir, name), "r"));
-    return handles.get(name);
+  const handleOf = async (file) => {
+    const key = path.join(file.repo.dir, file.name);
+    if (!handles.has(key)) handles.set(key, await open(key, "r"));
+    return handles.get(key);
   };
   const json = (res, body) => {
     const text = JSON.stringify(body);
@@ -250,8 +315,8 @@ async function serve({ perConnection, total, manifest }) {
   };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  async function sendFile(req, res, name) {
-    const size = manifest.files[name].size;
+  async function sendFile(req, res, repo, name) {
+    const size = repo.files[name].size;
     let start = 0, end = size - 1, status = 200;
     const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     if (m !== null) {
@@ -271,7 +336,7 @@ async function serve({ perConnection, total, manifest }) {
     });
     let bucket = perSocket.get(req.socket);
     if (bucket === undefined) perSocket.set(req.socket, (bucket = new Bucket(perConnection, SLICE)));
-    const handle = await handleOf(name);
+    const handle = await handleOf({ repo, name });
     for (let at = start; at <= end && !res.destroyed; ) {
       const n = Math.min(SLICE, end + 1 - at);
       const wait = Math.max(bucket.take(n), global.take(n));
@@ -294,27 +359,33 @@ async function serve({ perConnection, total, manifest }) {
     const url = new URL(req.url, "http://x");
     const p = decodeURIComponent(url.pathname);
     (async () => {
-      if (p === `/api/models/${REPO}/revision/main` || p === `/api/models/${REPO}`) {
-        return json(res, { id: REPO, sha: COMMIT, siblings: Object.keys(manifest.files).map((rfilename) => ({ rfilename })) });
-      }
-      if (p.startsWith(`/api/models/${REPO}/tree/`)) {
-        return json(res, Object.entries(manifest.files).map(([name, f]) => ({
-          type: "file", path: name, size: f.size,
-          oid: f.lfs ? createHash("sha1").update(name).digest("hex") : f.oid,
-          ...(f.lfs ? { lfs: { oid: f.sha256, size: f.size, pointerSize: 134 } } : {}),
-        })));
-      }
-      const resolve = new RegExp(`^/${REPO}/resolve/[^/]+/(.+)$`).exec(p);
-      if (resolve !== null && manifest.files[resolve[1]] !== undefined) {
-        const f = manifest.files[resolve[1]];
-        if (f.lfs) {
-          res.writeHead(302, { Location: `/cdn/${f.sha256}`, "X-Linked-Etag": `"${f.sha256}"`, "X-Linked-Size": String(f.size), "X-Repo-Commit": COMMIT, "Content-Length": 0 });
-          return res.end();
+      for (const id of [BASE_REPO, DELTA_REPO]) {
+        const repo = repos[id];
+        if (p === `/api/models/${id}/revision/main` || p === `/api/models/${id}`) {
+          return json(res, { id, sha: COMMITS[id], siblings: Object.keys(repo.files).map((rfilename) => ({ rfilename })) });
         }
-        return sendFile(req, res, resolve[1]);
+        if (p.startsWith(`/api/models/${id}/tree/`)) {
+          return json(res, Object.entries(repo.files).map(([name, f]) => ({
+            type: "file", path: name, size: f.size,
+            oid: f.lfs ? createHash("sha1").update(name).digest("hex") : f.oid,
+            ...(f.lfs ? { lfs: { oid: f.sha256, size: f.size, pointerSize: 134 } } : {}),
+          })));
+        }
+        const resolve = new RegExp(`^/${id}/resolve/[^/]+/(.+)$`).exec(p);
+        if (resolve !== null && repo.files[resolve[1]] !== undefined) {
+          const f = repo.files[resolve[1]];
+          if (f.lfs) {
+            res.writeHead(302, { Location: `/cdn/${f.sha256}`, "X-Linked-Etag": `"${f.sha256}"`, "X-Linked-Size": String(f.size), "X-Repo-Commit": COMMITS[id], "Content-Length": 0 });
+            return res.end();
+          }
+          return sendFile(req, res, repo, resolve[1]);
+        }
       }
       const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(p);
-      if (cdn !== null && bySha.has(cdn[1])) return sendFile(req, res, bySha.get(cdn[1]));
+      if (cdn !== null && bySha.has(cdn[1])) {
+        const { repo, name } = bySha.get(cdn[1]);
+        return sendFile(req, res, repos[repo], name);
+      }
       res.writeHead(404, { "Content-Length": 0 });
       res.end();
     })().catch(() => res.destroy());

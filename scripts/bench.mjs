@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N]
+// npm run bench -- --hub [...]   (the Hub download bench: scripts/bench-hub.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -30,6 +31,10 @@ const { encodeHeader } = await dist("safetensors/header.js");
 const { addInto, convertInto, xorInto } = await dist("kernels/index.js");
 
 const args = process.argv.slice(2);
+if (args.includes("--hub")) {
+  const hub = spawnSync(process.execPath, [path.join(root, "scripts/bench-hub.mjs"), ...args.filter((arg) => arg !== "--hub")], { stdio: "inherit" });
+  process.exit(hub.status ?? 1);
+}
 const layersAt = args.indexOf("--layers");
 const layers = layersAt >= 0 ? Number(args[layersAt + 1]) : 2;
 if (!Number.isInteger(layers) || layers < 0 || layers > 80) {
