@@ -1,9 +1,11 @@
 import { constants, type Stats } from "node:fs";
-import { open, readdir, stat } from "node:fs/promises";
+import { open, readdir, realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaWeightsError, ioError, type ErrorCode } from "../errors.js";
 import { JsonSyntaxError, parseJsonDocument } from "../json.js";
 import { MAX_JSON_DEPTH } from "../limits.js";
+import { Confinement } from "./confine.js";
+import { releasedChunk } from "./memory.js";
 
 /**
  * Small files read whole (JSON, checksum lists, tokens): checked to be a
@@ -21,7 +23,11 @@ export async function readSmallFile(path: string, maxBytes: number, what: string
     const info = await handle.stat();
     if (!info.isFile()) throw new DeltaWeightsError(code, `Failed to read ${path}: it is not a regular file`);
     if (info.size > maxBytes) throw new DeltaWeightsError(code, `Failed to read ${path}: ${info.size} bytes is more than the ${maxBytes}-byte limit for ${what}`);
-    return await handle.readFile("utf8");
+    const text = await handle.readFile("utf8");
+    // The bytes read are garbage now, but V8 frees them only at its next collection,
+    // after the parse of the text has grown the heap: a 55 MB file would count twice.
+    releasedChunk(info.size);
+    return text;
   } catch (err) {
     if (err instanceof DeltaWeightsError) throw err;
     throw ioError("read", path, err);
@@ -45,14 +51,32 @@ export async function readJsonFile(path: string, maxBytes: number, what: string,
  * The regular files (links followed) of `dir`, sorted by name; hidden names
  * (a leading dot: .git, our temporary files) are left out. With `recursive`,
  * files of sub-directories too, as "/"-separated relative paths, at most
- * `maxFiles` of them.
+ * `maxFiles` of them; a recursive listing is of what a directory holds (a
+ * delta to apply, a folder to upload), so a link that leads outside it
+ * (but for a Hugging Face snapshot's links into its blobs) is refused by
+ * name, and a directory reached twice (a link loop) is listed once.
  */
 export async function listRegularFiles(dir: string, options: { recursive?: boolean; maxFiles?: number } = {}): Promise<string[]> {
   const files: string[] = [];
+  const recursive = options.recursive === true;
+  let confine: Confinement | undefined;
+  if (recursive) {
+    try {
+      confine = Confinement.of(dir, "only what lies inside a directory is read from it", "E_IO");
+    } catch (err) {
+      throw ioError("list", dir, err);
+    }
+  }
+  const visited = new Set<string>();
   const walk = async (rel: string): Promise<void> => {
     const abs = rel === "" ? dir : join(dir, ...rel.split("/"));
     let names: string[];
     try {
+      if (confine !== undefined) {
+        const real = await realpath(abs);
+        if (visited.has(real)) return;
+        visited.add(real);
+      }
       names = await readdir(abs);
     } catch (err) {
       throw ioError("list", abs, err);
@@ -60,10 +84,13 @@ export async function listRegularFiles(dir: string, options: { recursive?: boole
     for (const name of names.sort()) {
       if (name.startsWith(".")) continue;
       const relPath = rel === "" ? name : `${rel}/${name}`;
-      const info: Stats | undefined = await stat(join(abs, name)).catch(() => undefined);
-      if (info?.isDirectory() === true && options.recursive === true) {
+      const path = join(abs, name);
+      const info: Stats | undefined = await stat(path).catch(() => undefined);
+      if (info === undefined || (!info.isFile() && !(recursive && info.isDirectory()))) continue;
+      confine?.check(path);
+      if (info.isDirectory()) {
         await walk(relPath);
-      } else if (info?.isFile() === true) {
+      } else {
         if (options.maxFiles !== undefined && files.length >= options.maxFiles) {
           throw new DeltaWeightsError("E_IO", `${dir} holds more than ${options.maxFiles} files`);
         }

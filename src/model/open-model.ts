@@ -8,9 +8,10 @@ import { stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
 import { INPUT_FORMATS, openWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
+import type { Confinement } from "../io/confine.js";
 import { listRegularFiles, readSmallFile } from "../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../json.js";
-import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
+import { MAX_INDEX_BYTES, MAX_JSON_DEPTH, MAX_TENSORS_PER_MODEL } from "../limits.js";
 import { isSafeRelativePath } from "../relative-path.js";
 import type { ReadRange, TensorInfo, WeightFile } from "../tensors.js";
 import { listExtraFiles } from "./extra-files.js";
@@ -19,6 +20,12 @@ import type { ModelSource } from "./types.js";
 export interface OpenModelOptions {
   /** What the user named (a repo id for a Hub snapshot), for messages and delta.json; default: the path. */
   source?: string;
+  /**
+   * Read only files that lie inside the model's directory (or, for a Hub
+   * snapshot, its repo's blobs): for a delta, whose publisher chose its
+   * links. Its weight files, index and companions are checked before any is read.
+   */
+  confine?: Confinement;
 }
 
 interface Layout {
@@ -33,17 +40,20 @@ interface Layout {
 
 /** Opens the model at a local `path` (a weight file, or a model directory). */
 export async function openModel(path: string, options: OpenModelOptions = {}): Promise<ModelSource> {
-  return openLayout(await findLayout(resolve(path)), options.source ?? path);
+  return openLayout(await findLayout(resolve(path), options.confine), options.source ?? path, options.confine);
 }
 
 /** Opens exactly these weight files of `root` (a delta's shards, listed by its manifest) as one model. */
-export async function openWeightFiles(root: string, weightFiles: readonly string[], format: FormatName, source: string): Promise<ModelSource> {
+export async function openWeightFiles(root: string, weightFiles: readonly string[], format: FormatName, source: string, confine?: Confinement): Promise<ModelSource> {
   const inputFormat = INPUT_FORMATS.find((f) => f.name === format)!;
-  return openLayout({ root, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source);
+  return openLayout({ root, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source, confine);
 }
 
-async function openLayout(layout: Layout, source: string): Promise<ModelSource> {
+async function openLayout(layout: Layout, source: string, confine: Confinement | undefined): Promise<ModelSource> {
   const files = new Map<string, WeightFile>();
+  if (confine !== undefined) {
+    for (const rel of [...layout.weightFiles, ...layout.extraFiles]) confine.check(join(layout.root, rel));
+  }
   try {
     for (const rel of layout.weightFiles) {
       const file = join(layout.root, rel);
@@ -63,7 +73,7 @@ async function openLayout(layout: Layout, source: string): Promise<ModelSource> 
   }
 }
 
-async function findLayout(path: string): Promise<Layout> {
+async function findLayout(path: string, confine: Confinement | undefined): Promise<Layout> {
   let info;
   try {
     info = await stat(path);
@@ -73,7 +83,7 @@ async function findLayout(path: string): Promise<Layout> {
   if (info.isFile()) {
     const name = basename(path);
     // Naming the index means the sharded model it describes.
-    if (INPUT_FORMATS.some((f) => f.indexFile === name.toLowerCase())) return findLayout(dirname(path));
+    if (INPUT_FORMATS.some((f) => f.indexFile === name.toLowerCase())) return findLayout(dirname(path), confine);
     const format = INPUT_FORMATS.find((f) => f.claimsFile(name));
     if (format === undefined) throw new ModelError(`${path} is neither a .safetensors nor a PyTorch .bin file`);
     // A single file named on its own carries no companions: its directory may hold anything.
@@ -85,6 +95,7 @@ async function findLayout(path: string): Promise<Layout> {
   const extraFiles = await listExtraFiles(path);
   for (const format of INPUT_FORMATS) {
     if (names.has(format.indexFile)) {
+      confine?.check(join(path, format.indexFile));
       const weightMap = await readIndex(path, format.indexFile);
       return { root: path, format, weightFiles: filesOf(weightMap), indexFile: format.indexFile, weightMap, extraFiles };
     }
@@ -126,6 +137,7 @@ function readWeightMap(path: string, cursor: JsonCursor): Map<string, string> {
     weightMap = new Map();
     for (const tensor of cursor.objectKeys(2)) {
       if (weightMap.has(tensor)) throw new ModelError(`${path} lists tensor "${tensor}" twice in weight_map`);
+      if (weightMap.size >= MAX_TENSORS_PER_MODEL) throw new ModelError(`${path} lists more than ${MAX_TENSORS_PER_MODEL} tensors, the limit for one model`);
       if (cursor.peekKind() !== "string") throw new ModelError(`${path}: weight_map entry "${tensor}" is not a file name`);
       const file = cursor.readString();
       checkShardPath(path, file);

@@ -2,6 +2,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
+import { Confinement } from "../../io/confine.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { firstDifferentTensor } from "../diagnose.js";
@@ -35,10 +36,11 @@ export const deltaWeights: Convention = {
 
   async plan(view) {
     const manifest = (await view.manifest())!;
-    await checkDeltaSizes(view.dir, manifest);
+    const confine = Confinement.of(view.dir, "a delta's files must lie inside it", "E_DELTA");
+    await checkDeltaFiles(view.dir, manifest, confine);
     const base = await view.base();
     checkBaseShapes(base, manifest);
-    const deltaShards = await openWeightFiles(view.dir, manifest.delta.weights, "safetensors", view.source);
+    const deltaShards = await openWeightFiles(view.dir, manifest.delta.weights, "safetensors", view.source, confine);
     let fixups: FixupSource | undefined;
     try {
       fixups = await FixupSource.open(manifest.delta.fixups === undefined ? undefined : join(view.dir, manifest.delta.fixups));
@@ -119,12 +121,15 @@ export function opFor(codec: Codec, dtype: DType, hasBase: boolean): Op {
 }
 
 /**
- * Every delta file the manifest lists must be there and whole: a truncated
- * download is named before any work.
+ * Every delta file the manifest lists must be there, whole, and inside the
+ * delta (not a link out of it): a truncated download is named before any
+ * work, and every file read later (shards, fix-ups, copied files, the
+ * hashes that explain a failure) is one of these.
  */
-async function checkDeltaSizes(dir: string, manifest: Manifest): Promise<void> {
+async function checkDeltaFiles(dir: string, manifest: Manifest, confine: Confinement): Promise<void> {
   for (const [rel, entry] of manifest.delta.files) {
     const path = join(dir, ...rel.split("/"));
+    confine.check(path);
     let size: number;
     try {
       const info = await stat(path);

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { Confinement } from "../../io/confine.js";
 import { readJsonFile, listRegularFiles } from "../../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../../limits.js";
 import { openModel } from "../../model/open-model.js";
@@ -18,12 +19,21 @@ export class LocalDeltaView implements DeltaView {
   #model: Promise<ModelSource> | undefined;
   #base: Promise<ModelSource> | undefined;
   readonly #json = new Map<string, Promise<unknown>>();
+  #confinement: Confinement | undefined;
 
   constructor(delta: LocalSource, base: LocalSource) {
     this.source = delta.source;
     this.dir = delta.path;
     this.baseSource = base.source;
     this.basePath = base.path;
+  }
+
+  /**
+   * What the delta's files may resolve to: the delta's publisher chose its
+   * links, so none may lead outside its directory (see io/confine.ts).
+   */
+  get confinement(): Confinement {
+    return (this.#confinement ??= Confinement.of(this.dir, "a delta's files must lie inside it", "E_DELTA"));
   }
 
   files(): Promise<readonly string[]> {
@@ -34,18 +44,24 @@ export class LocalDeltaView implements DeltaView {
     if (!(await this.files()).includes(file)) return undefined;
     let parsed = this.#json.get(file);
     if (parsed === undefined) {
-      parsed = readJsonFile(join(this.dir, ...file.split("/")), MAX_INDEX_BYTES, "a JSON file of a delta", "E_DELTA");
+      const path = join(this.dir, ...file.split("/"));
+      this.confinement.check(path);
+      parsed = readJsonFile(path, MAX_INDEX_BYTES, "a JSON file of a delta", "E_DELTA");
       this.#json.set(file, parsed);
     }
     return parsed;
   }
 
   manifest(): Promise<Manifest | undefined> {
-    return (this.#manifest ??= readManifest(join(this.dir, MANIFEST_FILE)));
+    return (this.#manifest ??= (async () => {
+      const path = join(this.dir, MANIFEST_FILE);
+      this.confinement.check(path);
+      return readManifest(path);
+    })());
   }
 
   model(): Promise<ModelSource> {
-    return (this.#model ??= openModel(this.dir, { source: this.source }));
+    return (this.#model ??= openModel(this.dir, { source: this.source, confine: this.confinement }));
   }
 
   base(): Promise<ModelSource> {
