@@ -75,6 +75,7 @@ async function expectContained(delta: string): Promise<void> {
   const err = await applyDelta({ base: made.base, delta, target }).then(() => undefined, (e: unknown) => e);
   if (err !== undefined) {
     expect(err).toBeInstanceOf(DeltaWeightsError);
+    // eslint-disable-next-line no-control-regex
     expect((err as Error).message).not.toMatch(/[\n\r\u001b\u2028\u009b]/);
     expect((err as Error).message).not.toContain(outside);
   }
@@ -93,6 +94,7 @@ async function expectRefused(delta: string, rule?: RegExp): Promise<string> {
   const err = await applyDelta({ base: made.base, delta, target }).then(() => undefined, (e: unknown) => e);
   expect(err, `${delta} was applied`).toBeInstanceOf(DeltaWeightsError);
   const message = (err as Error).message;
+  // eslint-disable-next-line no-control-regex
   expect(message).not.toMatch(/[\n\r\u0000\u001b\u007f\u2028]/);
   expect(message).not.toContain(outside);
   expect(message).not.toContain("hunter2");
