@@ -4,7 +4,7 @@
  * directory of shards without one. The index, when there is one, must agree
  * with the weight files' own headers exactly, in both directions.
  */
-import { stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
 import { INPUT_FORMATS, openWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
@@ -91,6 +91,7 @@ async function findLayout(path: string, confine: Confinement | undefined): Promi
   }
   if (!info.isDirectory()) throw new ModelError(`${path} is neither a file nor a directory`);
 
+  await refuseSpecialWeightFiles(path);
   const names = new Set(await listRegularFiles(path));
   const extraFiles = await listExtraFiles(path);
   for (const format of INPUT_FORMATS) {
@@ -104,6 +105,27 @@ async function findLayout(path: string, confine: Confinement | undefined): Promi
     if (weights.length > 0) return { root: path, format, weightFiles: weights, extraFiles };
   }
   throw new ModelError(`${path} holds no weight files (model.safetensors, *.safetensors, pytorch_model.bin or an index)`);
+}
+
+/**
+ * A pipe or device where a weight file or an index should be would be
+ * passed over by the listing of regular files (the model then "holds no
+ * weight files", or its index is ignored): it is refused by name.
+ */
+async function refuseSpecialWeightFiles(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw ioError("list", dir, err);
+  }
+  for (const name of names) {
+    if (name.startsWith(".") || !INPUT_FORMATS.some((f) => f.indexFile === name || f.isWeightFile(name))) continue;
+    const info = await stat(join(dir, name)).catch(() => undefined);
+    if (info !== undefined && !info.isFile() && !info.isDirectory()) {
+      throw new ModelError(`${join(dir, name)} is not a regular file (a pipe, socket or device?): refused`);
+    }
+  }
 }
 
 /** Shard files in name order (Hugging Face names sort in shard order). */

@@ -130,14 +130,14 @@ async function checkDeltaFiles(dir: string, manifest: Manifest, confine: Confine
   for (const [rel, entry] of manifest.delta.files) {
     const path = join(dir, ...rel.split("/"));
     confine.check(path);
-    let size: number;
+    let info;
     try {
-      const info = await stat(path);
-      if (!info.isFile()) throw new Error("not a regular file");
-      size = info.size;
+      info = await stat(path);
     } catch (err) {
       throw new DeltaError(`delta file ${path} is missing; download the delta again`, { cause: err });
     }
+    if (!info.isFile()) throw new DeltaError(`delta file ${path} is not a regular file (${info.isDirectory() ? "a directory" : "a pipe, socket or device?"}): refused`);
+    const size = info.size;
     if (size !== entry.size) {
       throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
     }
