@@ -2,7 +2,9 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
+import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import { Confinement } from "../../io/confine.js";
+import { openRandomAccessFile } from "../../io/random-access-file.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { firstDifferentTensor } from "../diagnose.js";
@@ -139,8 +141,21 @@ async function checkDeltaFiles(dir: string, manifest: Manifest, confine: Confine
     if (!info.isFile()) throw new DeltaError(`delta file ${path} is not a regular file (${info.isDirectory() ? "a directory" : "a pipe, socket or device?"}): refused`);
     const size = info.size;
     if (size !== entry.size) {
+      if (size < LFS_POINTER_MAX_BYTES && await isLfsPointerFile(path)) {
+        throw new DeltaError(`delta file ${path} is a Git LFS pointer, not the file: run git lfs pull (or download the delta again)`);
+      }
       throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
     }
+  }
+}
+
+/** Whether the small file at `path` is a Git LFS pointer (a clone made without git-lfs). */
+async function isLfsPointerFile(path: string): Promise<boolean> {
+  const file = await openRandomAccessFile(path);
+  try {
+    return isLfsPointer(await file.read(0, file.size));
+  } finally {
+    await file.close();
   }
 }
 
