@@ -183,6 +183,25 @@ describe("--checksums", () => {
   });
 });
 
+describe("a tampered delta.json", () => {
+  it("says delta.json itself disagrees with the delta when every delta file and base tensor match but a target sha256 was altered", async () => {
+    const dir = await makeTempDir();
+    const tampered = join(dir, "delta");
+    await cp(delta, tampered, { recursive: true });
+    const manifest = JSON.parse(await readFile(join(tampered, "delta.json"), "utf8")) as { target: { files: Record<string, { sha256: string }> } };
+    const shard = Object.keys(manifest.target.files).find((f) => f.endsWith(".safetensors"))!;
+    manifest.target.files[shard]!.sha256 = "f".repeat(64);
+    await writeFile(join(tampered, "delta.json"), JSON.stringify(manifest, null, 1));
+    const out = join(dir, "out");
+    const run = runCli(["--base", base, "--delta", tampered, "--target", out], "apply-delta");
+    expect(run.status).toBe(1);
+    const line = oneErrorLine(run.stderr);
+    expect(line).toContain(shard);
+    expect(line).toMatch(/although every delta file and base tensor matched: .*delta\.json disagrees with the delta it came with \(altered, or from another delta\)/);
+    expect(await visibleFiles(out)).not.toContain(shard);
+  });
+});
+
 describe("swapped inputs", () => {
   it("refuses --base and --delta given the wrong way round, saying they look swapped", async () => {
     const out = join(await makeTempDir(), "out");
