@@ -113,7 +113,9 @@ export function checkWritableOutput(path: string): void {
     try {
       info = statSync(probe);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("use", probe, err);
+      // ENOTDIR: a file on the way, named once the walk up reaches it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ENOTDIR") throw ioError("use", probe, err);
       const parent = dirname(probe);
       if (parent === probe) return;
       probe = parent;

@@ -122,7 +122,7 @@ describe("two applies into one target", () => {
     const deadPid = Number(dead.stdout);
     await writeFile(join(out, ".delta-weights.lock"), JSON.stringify({ pid: deadPid, host: hostname(), command: "apply-delta", nonce: "x" }));
     // and a temporary file that run left behind
-    await writeFile(join(out, `.model.safetensors.${deadPid}-0000.partial`), "half a file");
+    await writeFile(join(out, `.model.safetensors.${deadPid}-00000000.partial`), "half a file");
     const run = runCli(["--base", base, "--delta", delta, "--target", out], "apply-delta");
     expect(run.status, run.stderr).toBe(0);
     expect((await readdir(out)).filter((f) => f.startsWith("."))).toEqual([]);

@@ -18,6 +18,8 @@ export interface CliOptions {
   /** Run as this user id (only root may). */
   uid?: number;
   gid?: number;
+  /** Working directory (default: the repository). */
+  cwd?: string;
 }
 
 /** Runs the built CLI (`npm test` builds dist/ first) as a user would. */
@@ -25,7 +27,7 @@ export function runCli(args: string[], bin = "delta-weights", options: CliOption
   const env: Record<string, string | undefined> = { ...process.env, HF_HUB_OFFLINE: "1", NO_COLOR: "1", ...options.env };
   for (const [key, value] of Object.entries(env)) if (value === undefined) delete env[key];
   const result = spawnSync(process.execPath, [join(REPO_ROOT, "bin", bin), ...args], {
-    cwd: REPO_ROOT,
+    cwd: options.cwd ?? REPO_ROOT,
     encoding: "utf8",
     env,
     timeout: options.timeout ?? 60_000,
