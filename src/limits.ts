@@ -44,6 +44,12 @@ export const CHUNK_BYTES = 4 * 1024 * 1024;
  * cap: a 58 MB index took 320 MB before it was refused. */
 export const MAX_INDEX_BYTES = 32 * 1024 * 1024;
 
+/** A checksum list (sha256sum or md5sum form) needs about 100 bytes a file:
+ * a model's list is a few KB. It is read whole and split into lines, and an
+ * empty line costs far more than its one byte: 33 MB of newlines took
+ * 1.2 GB. */
+export const MAX_CHECKSUM_LIST_BYTES = 1024 * 1024;
+
 /** delta.json holds about 600 bytes a tensor (two entries with their
  * sha256, and the tensor's line in its file's header): 0.5 MB for LLaMA-70B,
  * 11 MB for an 18,000-tensor mixture of experts (Qwen3-30B-A3B). It is read

@@ -11,6 +11,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { makeDelta } from "../../src/delta/make-delta.js";
+import { MAX_CHECKSUM_LIST_BYTES } from "../../src/limits.js";
 import { VERSION } from "../../src/version.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
@@ -43,6 +44,16 @@ describe("exit codes", () => {
     const verified = runCli(["verify", made.target, "--checksums", list]);
     expect(verified.status).toBe(1);
     expect(oneErrorLine(verified)).toMatch(/SHA256SUMS-bad:1: not a sha256sum or md5sum line/);
+  });
+
+  it("refuses a checksum list over MAX_CHECKSUM_LIST_BYTES before reading it (33 MB of newlines took 1.2 GB to split)", async () => {
+    const list = join(work, "SHA256SUMS-huge");
+    await writeFile(list, "\n".repeat(MAX_CHECKSUM_LIST_BYTES + 1));
+    for (const [args, bin] of [[["--base", made.base, "--delta", made.delta, "--target", out(), "--checksums", list], "apply-delta"], [["verify", made.target, "--checksums", list], "delta-weights"]] as const) {
+      const run = runCli([...args], bin);
+      expect(run.status).toBe(1);
+      expect(oneErrorLine(run)).toMatch(new RegExp(`SHA256SUMS-huge: ${MAX_CHECKSUM_LIST_BYTES + 1} bytes is more than the ${MAX_CHECKSUM_LIST_BYTES}-byte limit for a checksum list`));
+    }
   });
 
   it("exits 2 for usage errors: a missing required flag, an unknown command, an unknown option", () => {
