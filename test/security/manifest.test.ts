@@ -13,6 +13,7 @@ import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
+import { verifyModel } from "../../src/delta/verify-model.js";
 import { DeltaWeightsError } from "../../src/errors.js";
 import { listRegularFiles } from "../../src/io/files.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";
@@ -282,6 +283,9 @@ describe("symbolic links in a delta", () => {
     await rm(join(delta, "delta.json"));
     await symlink(join(outside, "delta.json"), join(delta, "delta.json"));
     await expectRefused(delta, /delta\.json is a symbolic link that leads outside/);
+    // verify --manifest DIR reads it too
+    const err = await verifyModel(made.target, { manifest: delta }).then(() => undefined, (e: unknown) => e);
+    expect((err as Error).message).toMatch(/delta\.json is a symbolic link that leads outside/);
   });
 
   it("refuses a manifest path through a sub-directory that links outside (sub/secret.json)", async () => {

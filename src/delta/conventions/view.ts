@@ -53,11 +53,7 @@ export class LocalDeltaView implements DeltaView {
   }
 
   manifest(): Promise<Manifest | undefined> {
-    return (this.#manifest ??= (async () => {
-      const path = join(this.dir, MANIFEST_FILE);
-      this.confinement.check(path);
-      return readManifest(path);
-    })());
+    return (this.#manifest ??= readManifest(join(this.dir, MANIFEST_FILE)));
   }
 
   model(): Promise<ModelSource> {
