@@ -368,4 +368,17 @@ describe("symbolic links in a target", () => {
     expect((err as Error).message).toMatch(/sub is a symbolic link \(or not a directory\): apply-delta does not write sub\/notes\.txt through it/);
     expect(readdirSync(elsewhere)).toEqual([]);
   });
+
+  it("does not remove a file through a symlinked sub-directory that an earlier delta.json in make-delta's output lists", async () => {
+    const elsewhere = join(work, "elsewhere-make");
+    await mkdir(elsewhere);
+    await writeFile(join(elsewhere, "victim.txt"), "keep me\n");
+    const out = await editedDelta(made.delta, join(work, "remade"), (m) => {
+      setOwn(m.delta.files, "sub/victim.txt", { size: 8, sha256: "0".repeat(64) });
+    });
+    await symlink(elsewhere, join(out, "sub"));
+    await makeDelta({ base: made.base, target: made.target, delta: out });
+    expect(readFileSync(join(elsewhere, "victim.txt"), "utf8")).toBe("keep me\n");
+    expect(readdirSync(elsewhere)).toEqual(["victim.txt"]);
+  });
 });
