@@ -1,6 +1,6 @@
 import { existsSync, realpathSync } from "node:fs";
 import { basename, dirname, join, relative, isAbsolute } from "node:path";
-import { DeltaWeightsError, type ErrorCode } from "../errors.js";
+import { DeltaWeightsError, ioError, type ErrorCode } from "../errors.js";
 
 /**
  * The files of a downloaded directory (a delta: its delta.json, shards,
@@ -24,7 +24,12 @@ export class Confinement {
 
   /** The confinement of `dir` (which must exist); `rule` ends a refusal ("a delta's files must lie inside it"). */
   static of(dir: string, rule: string, code: ErrorCode): Confinement {
-    const real = realpathSync(dir);
+    let real: string;
+    try {
+      real = realpathSync(dir);
+    } catch (err) {
+      throw ioError("open", dir, err);
+    }
     const roots = [real];
     const snapshots = dirname(real);
     const repo = dirname(snapshots);

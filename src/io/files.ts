@@ -60,13 +60,7 @@ export async function listRegularFiles(dir: string, options: { recursive?: boole
   const files: string[] = [];
   const recursive = options.recursive === true;
   let confine: Confinement | undefined;
-  if (recursive) {
-    try {
-      confine = Confinement.of(dir, "only what lies inside a directory is read from it", "E_IO");
-    } catch (err) {
-      throw ioError("list", dir, err);
-    }
-  }
+  if (recursive) confine = Confinement.of(dir, "only what lies inside a directory is read from it", "E_IO");
   const visited = new Set<string>();
   const walk = async (rel: string): Promise<void> => {
     const abs = rel === "" ? dir : join(dir, ...rel.split("/"));
