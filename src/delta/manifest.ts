@@ -410,6 +410,8 @@ function checkManifest(raw: RawManifest, fail: (what: string) => never, quoted: 
   if (target.files === undefined) return fail("target.files must be an object");
   if (target.headers === undefined) return fail("target.headers must be an object");
   const targetFiles = target.files;
+  // A delta recovers at least one file; with none, "verified" would be said of nothing.
+  if (targetFiles.size === 0) return fail("target.files is empty: there is nothing to recover");
   const headers = target.headers;
   for (const path of headers.keys()) {
     if (!targetFiles.has(path)) fail(`target.headers names ${quoted(path)}, which target.files lacks`);

@@ -64,6 +64,12 @@ describe("delta.json text", () => {
     expect(() => parseManifest("delta.json", text.replace('"b": [1', '"a": 2, "b": [1'))).toThrow(/not valid JSON \(duplicate key "a"/);
   });
 
+  it("refuses a manifest whose target has no files (it would be 'verified' having recovered nothing)", () => {
+    const m = sample("{}");
+    const empty: Manifest = { ...m, target: { ...m.target, files: new Map(), tensors: new Map(), headers: new Map(), index: undefined }, delta: { files: new Map(), weights: [] } };
+    expect(() => parseManifest("delta.json", serializeManifest(empty))).toThrow(/target\.files is empty: there is nothing to recover/);
+  });
+
   it.each([["1.0"], ["1e2"], ["-1"], ["9007199254740993"]])("refuses a size written as %s (only a whole number as written)", (size) => {
     const text = serializeManifest(sample("{}")).replace('"size": 123', `"size": ${size}`);
     expect(() => parseManifest("delta.json", text)).toThrow(/files\["model\.safetensors"\] needs a size and a sha256/);
