@@ -3,6 +3,7 @@
  * The CLI prints `error: ${message}` on one line; messages name the file
  * (and tensor) and the rule broken, so they must stand alone.
  */
+import { printable } from "./text.js";
 
 export type ErrorCode =
   | "E_SAFETENSORS"   // a safetensors file breaks the format
@@ -16,8 +17,13 @@ export type ErrorCode =
 
 export class DeltaWeightsError extends Error {
   readonly code: ErrorCode;
+  /**
+   * Messages quote names from files we did not write (tensors, paths from a
+   * manifest): escaped here, once for every error, so a message is one line
+   * and sends nothing to a terminal whoever prints it.
+   */
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(printable(message), options);
     this.code = code;
     this.name = new.target.name;
   }
@@ -73,10 +79,16 @@ export class TruncatedError extends DeltaWeightsError {
   }
 }
 
+/**
+ * The file and tensor names, and the values a problem quotes, come from
+ * files we did not write (a header, a manifest, an archive's entry names):
+ * every control character is escaped here, so the message is one line
+ * whoever prints it (a program using the library, a log), not only the CLI.
+ */
 export function formatReadError(file: string, problem: string, tensor?: string): string {
-  return tensor === undefined
+  return printable(tensor === undefined
     ? `Failed to read ${file}: ${problem}`
-    : `Failed to read ${file}: tensor "${tensor}" ${problem}`;
+    : `Failed to read ${file}: tensor "${tensor}" ${problem}`);
 }
 
 /** What a Node system error code means, in words. */

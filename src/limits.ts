@@ -36,15 +36,39 @@ export const MAX_JSON_DEPTH = 64;
  * of this, never by tensor or model size. */
 export const CHUNK_BYTES = 4 * 1024 * 1024;
 
-/** A model index (model.safetensors.index.json) or config file larger than this
- * is refused: these are small JSON files, a huge one is an attack or a mistake. */
-export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+/** A model index (model.safetensors.index.json), config or checksum list
+ * larger than this is refused before it is read: these are small JSON or
+ * text files (an index needs about 100 bytes a tensor: 9 MB for the
+ * 91,000 tensors of DeepSeek-V3), a huge one is an attack or a mistake. An
+ * index is read whole and its text kept for delta.json, which has the same
+ * cap: a 58 MB index took 320 MB before it was refused. */
+export const MAX_INDEX_BYTES = 32 * 1024 * 1024;
 
-/** delta.json holds a header line and two hashes per tensor: about 0.5 MB for
- * a 70B model, some 45 MB for a 90,000-tensor mixture of experts. Parsing
- * costs a few times the file's size, so a larger (hostile) one is refused
- * before it is read, keeping memory under our 256 MB bound. */
-export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+/** A checksum list (sha256sum or md5sum form) needs about 100 bytes a file:
+ * a model's list is a few KB. It is read whole and split into lines, and an
+ * empty line costs far more than its one byte: 33 MB of newlines took
+ * 1.2 GB. */
+export const MAX_CHECKSUM_LIST_BYTES = 1024 * 1024;
+
+/** delta.json holds about 600 bytes a tensor (two entries with their
+ * sha256, and the tensor's line in its file's header): 0.5 MB for LLaMA-70B,
+ * 11 MB for an 18,000-tensor mixture of experts (Qwen3-30B-A3B). It is read
+ * whole and kept while apply-delta runs, and each header in it is decoded,
+ * encoded and checked again as its file is written: a hostile 54 MB one
+ * took 280 MB to refuse, a valid delta of one 25 MB header 315 MB to apply.
+ * At 16 MB the worst of either stays under 230 MB. make-delta refuses,
+ * before any work, a target whose delta.json would be larger (a model of
+ * more than about 25,000 tensors, or headers of that size), so everything
+ * it makes can be applied. */
+export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
+
+/** Tensors in one model: entries of an index's weight_map, and of each table
+ * of delta.json (tensors, files, dropped names). Each costs a few hundred
+ * bytes once read, and a list of short names costs more than its text: an
+ * index of 5 million two-character names (64 MB) took 630 MB. The largest
+ * open models hold about 91,000 tensors (DeepSeek-V3); dense LLaMA-family
+ * models a few hundred to about a thousand. */
+export const MAX_TENSORS_PER_MODEL = 131_072;
 
 /** data.pkl is read whole, so its size is memory: a state dict's pickle is
  * metadata only (about 150 bytes a tensor; LLaMA-70B's is a few hundred KB),

@@ -9,18 +9,20 @@ import type { OutputFile, OutputLayout } from "../formats/output-layout.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
 import { prefetch } from "../io/chunk-streams.js";
-import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
+import { releasedChunk } from "../io/memory.js";
+import { checkFreeSpace, inputOf, linkOnTheWay, OutputJob, refuseOverlap } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { convertIntoLockedOutput } from "../model/convert.js";
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
-import { encodeHeaderVerbatim } from "../safetensors/header.js";
+import { MAX_MANIFEST_BYTES, MAX_TENSORS_PER_MODEL } from "../limits.js";
+import { formatBytes } from "../text.js";
 import { VERSION } from "../version.js";
 import { opFor } from "./conventions/delta-weights.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 import { FixupCollector } from "./fixups.js";
-import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, serializeManifest, type Codec, type FileEntry, type Manifest, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
+import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, manifestPieces, type Codec, type FileEntry, type Manifest, type ManifestText, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
 import { numel } from "./pairing.js";
 import { planTensor, type TensorRecipe } from "./recipe.js";
 import { readManifest } from "./read-manifest.js";
@@ -119,6 +121,9 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
     recipes.set(t.name, planTensor(t, paired, opFor(codec, t.dtype, paired !== undefined), { baseSource: base.source, role: "target" }));
   }
   const layout = await layoutOf(target);
+  // layoutOf read every header again; what it decoded on the way is garbage now.
+  releasedChunk(layout.files.reduce((n, f) => n + f.headerText.length * 2, 0));
+  checkManifestSize(layout, recipes, base, target, options.delta);
   const totalBytes = layout.files.reduce((n, f) => n + f.size, 0);
   await checkFreeSpace(out, totalBytes);
   await claimOutputNames(job, layout, target, options.maxShardBytes !== undefined);
@@ -164,9 +169,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
   }
   await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined);
   await job.recordWritten(manifest.delta.files.keys());
-  const manifestFile = await AtomicFile.create(join(out, MANIFEST_FILE));
-  await manifestFile.write(new TextEncoder().encode(serializeManifest(manifest)));
-  await manifestFile.commit();
+  await writeManifest(join(out, MANIFEST_FILE), manifest);
 
   return {
     delta: out,
@@ -228,7 +231,9 @@ async function removeEarlierDelta(out: string): Promise<void> {
     // not a manifest we can read: only our own fixed names are removed
   }
   await rm(manifestPath, { force: true });
-  await Promise.all(earlier.map((rel) => rm(join(out, ...rel.split("/")), { force: true })));
+  // Never through a link: a path from that delta.json may not reach outside the directory.
+  const removable = earlier.filter((rel) => linkOnTheWay(out, rel) === undefined);
+  await Promise.all(removable.map((rel) => rm(join(out, ...rel.split("/")), { force: true })));
 }
 
 /**
@@ -244,11 +249,14 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
     digests.push(p);
   };
   const targetHash = pool.create();
-  await targetHash.update(encodeHeaderVerbatim(file.headerText));
   const path = join(context.weightsDir, file.file);
   const sink = await AtomicFile.create(path, pool.create());
   try {
     const writer = OUTPUT_FORMAT.verbatim(sink, path, file.headerText);
+    // The delta shard has the target file's header: the same bytes start the target's hash.
+    await targetHash.update(writer.headerBytes);
+    // Checking the header text parsed it again: a large header leaves tens of MB for the collector.
+    releasedChunk(writer.headerBytes.length * 2);
     for (const t of writer.tensors) {
       const recipe = recipes.get(t.name);
       if (recipe === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
@@ -323,5 +331,104 @@ async function reshard(staging: string, layout: OutputLayout, maxShardBytes: num
   for (const f of converted.files) {
     manifest.delta.files.set(f.path, { size: f.size, sha256: f.sha256 });
     if (f.path.endsWith(".safetensors")) manifest.delta.weights.push(f.path);
+  }
+}
+
+/** A digest of the right length, for measuring a manifest before its hashes exist. */
+const PLACEHOLDER_SHA256 = "0".repeat(64);
+
+/**
+ * Before any work: the delta.json this make would write must be one that
+ * apply-delta reads (MAX_MANIFEST_BYTES, MAX_TENSORS_PER_MODEL), or hours of
+ * work would end in a delta nobody can apply. It is measured from the plan:
+ * every name, header and index text is known now, only the hashes are not
+ * (they have a fixed length), and sizes are counted at their widest.
+ */
+function checkManifestSize(layout: OutputLayout, recipes: ReadonlyMap<string, TensorRecipe>, base: ModelSource, target: ModelSource, out: string): void {
+  const tensorCount = layout.files.reduce((n, f) => n + f.tensors.length, 0);
+  if (tensorCount > MAX_TENSORS_PER_MODEL) {
+    throw new DeltaError(`target ${target.source} has ${tensorCount} tensors, more than the ${MAX_TENSORS_PER_MODEL} a delta may describe; nothing was written to ${out}`);
+  }
+  const widest: FileEntry = { size: Number.MAX_SAFE_INTEGER, sha256: PLACEHOLDER_SHA256 };
+  const lazy = <T>(entries: () => Generator<T>): Iterable<T> => ({ [Symbol.iterator]: entries });
+  const fileEntries = lazy(function* () {
+    for (const f of layout.files) yield [f.file, widest] as const;
+    for (const rel of target.extraFiles) yield [rel, widest] as const;
+    if (layout.index !== undefined) yield [layout.index.file, widest] as const;
+  });
+  const planned: ManifestText = {
+    format: MANIFEST_FORMAT,
+    codec: "add",
+    tool: `delta-weights ${VERSION}`,
+    base: {
+      source: base.source,
+      tensors: lazy(function* () {
+        for (const f of layout.files) {
+          for (const t of f.tensors) {
+            const paired = recipes.get(t.name)?.base;
+            if (paired !== undefined) yield [t.name, { dtype: t.dtype, shape: paired.shape, sha256: PLACEHOLDER_SHA256 }] as const;
+          }
+        }
+      }),
+      dropped: lazy(function* () {
+        for (const name of base.tensors.keys()) if (!target.tensors.has(name)) yield name;
+      }),
+    },
+    target: {
+      source: target.source,
+      files: fileEntries,
+      tensors: lazy(function* () {
+        for (const f of layout.files) for (const t of f.tensors) yield [t.name, { dtype: t.dtype, shape: t.shape, sha256: PLACEHOLDER_SHA256, file: f.file }] as const;
+      }),
+      headers: lazy(function* () {
+        for (const f of layout.files) yield [f.file, f.headerText] as const;
+      }),
+      index: layout.index,
+    },
+    delta: {
+      files: lazy(function* () {
+        yield* fileEntries;
+        yield [FIXUPS_FILE, widest] as const;
+      }),
+      weights: layout.files.map((f) => f.file),
+      fixups: FIXUPS_FILE,
+    },
+  };
+  let bytes = 0;
+  // The source names are the public ones (chosen later, and short); a resharded delta lists its new shard names instead of the target's.
+  const slack = 64 * 1024;
+  for (const piece of manifestPieces(planned)) bytes += Buffer.byteLength(piece, "utf8");
+  if (bytes + slack > MAX_MANIFEST_BYTES) {
+    throw new DeltaError(
+      `the delta.json for target ${target.source} would be about ${formatBytes(bytes)}, more than the ${formatBytes(MAX_MANIFEST_BYTES)} apply-delta reads ` +
+        "(its tensor names and safetensors headers are recorded in it); nothing was written",
+    );
+  }
+}
+
+/** delta.json, written piece by piece through a temporary file: a large one is never one string in memory. */
+async function writeManifest(path: string, manifest: Manifest): Promise<void> {
+  const file = await AtomicFile.create(path);
+  const encoder = new TextEncoder();
+  try {
+    let pending: string[] = [];
+    let pendingLength = 0;
+    const flush = async () => {
+      await file.write(encoder.encode(pending.join("")));
+      pending = [];
+      pendingLength = 0;
+    };
+    for (const piece of manifestPieces(manifest)) {
+      pending.push(piece);
+      pendingLength += piece.length;
+      if (pendingLength >= 1 << 20) await flush();
+    }
+    await flush();
+    // checkManifestSize measured the plan; a resharded delta may list more files than that plan had.
+    if (file.size > MAX_MANIFEST_BYTES) throw new DeltaError(`${path} would be ${formatBytes(file.size)}, more than the ${formatBytes(MAX_MANIFEST_BYTES)} apply-delta reads; the delta is incomplete`);
+    await file.commit();
+  } catch (err) {
+    await file.abort();
+    throw err;
   }
 }

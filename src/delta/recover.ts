@@ -114,6 +114,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
   // Awaited where an output needs it; a download failing before then must not count as unhandled.
   options.inputsSettled?.catch(() => undefined);
   try {
+    // Output paths come from the delta: none is read or written through a link in the target.
+    for (const file of plan.files) options.job.refuseLinkOnTheWay(file.path);
     // Resume: files already in place and matching what the publisher gave are kept.
     const todo: PlannedFile[] = [];
     for (const file of plan.files) {
@@ -121,7 +123,10 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
       if (kept !== undefined) results.set(file.path, { size: file.size, sha256: kept, status: "kept", checkedAgainst: file.expected!.from });
       else todo.push(file);
     }
-    // Nothing is written until every output is known to replace no file of anyone else's.
+    // Nothing is written until every output is known to replace no file of anyone else's: one
+    // whose bytes are known and differ from what is there (the check above) is refused now;
+    // one whose bytes are not known is compared when it is done (see OutputJob.publish).
+    for (const file of todo) if (file.expected !== undefined) options.job.checkMayWrite(file.path);
     await options.job.claimFiles(todo.map((f) => f.path));
     const needed = todo.reduce((n, f) => n + f.size, 0);
     await checkFreeSpace(out, needed);

@@ -94,6 +94,8 @@ export interface TensorFileWriter {
   readonly tensors: readonly HeaderTensor[];
   /** Total file size once complete. */
   readonly fileSize: number;
+  /** The bytes that come before the first tensor's (length prefix and header). */
+  readonly headerBytes: Uint8Array;
   writeTensor(name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void>;
   /** Checks that every tensor was written (and writes the header of an empty file). */
   finish(): Promise<void>;

@@ -2,6 +2,7 @@
  * How a model is split into shard files, and the index that maps tensors to
  * them, as Hugging Face tools do it.
  */
+import { MAX_TENSORS_PER_FILE } from "../limits.js";
 import { compareCodePoints } from "../text.js";
 
 export interface ShardPlan {
@@ -22,7 +23,9 @@ export const SINGLE_FILE_NAME = "model.safetensors";
  * gets a shard of its own, inserted before the shard being filled (which
  * stays open). No optimisation: [6, 6, 2, 6, 2, 2] with a limit of 10 gives
  * [6], [6+2], [6+2+2]. One shard is named `model.safetensors`; several are
- * `model-00001-of-0000N.safetensors`. Without a limit, everything goes in one file.
+ * `model-00001-of-0000N.safetensors`. Without a limit, everything goes in one
+ * file. Either way a shard is also closed at MAX_TENSORS_PER_FILE tensors,
+ * the most a file we write may hold.
  */
 export function planShards(tensors: readonly { name: string; byteLength: number }[], maxShardBytes: number | undefined): ShardPlan {
   const shards: string[][] = [];
@@ -33,7 +36,8 @@ export function planShards(tensors: readonly { name: string; byteLength: number 
       shards.push([t.name]);
       continue;
     }
-    if (maxShardBytes !== undefined && currentSize + t.byteLength > maxShardBytes) {
+    // The writer refuses a file of more than MAX_TENSORS_PER_FILE tensors (and so does every reader of ours).
+    if ((maxShardBytes !== undefined && currentSize + t.byteLength > maxShardBytes) || current.length >= MAX_TENSORS_PER_FILE) {
       shards.push(current);
       current = [];
       currentSize = 0;

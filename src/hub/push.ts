@@ -3,6 +3,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, HubError, ioError } from "../errors.js";
 import { MANIFEST_FILE } from "../delta/manifest.js";
+import { Confinement } from "../io/confine.js";
 import { listRegularFiles, readJsonFile } from "../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_MANIFEST_BYTES } from "../limits.js";
 import { isWeightFileName } from "../model/extra-files.js";
@@ -142,7 +143,9 @@ async function listFolder(dir: string): Promise<string[]> {
   const info = await stat(dir).catch((err) => { throw ioError("read", dir, err); });
   if (!info.isDirectory()) throw ioError("read", dir, Object.assign(new Error(), { code: "ENOTDIR" }));
   try {
-    return await listRegularFiles(dir, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES });
+    // Links out of the folder are refused: they would upload files from elsewhere.
+    const confine = Confinement.of(dir, "only what lies inside a directory is read from it", "E_IO");
+    return await listRegularFiles(dir, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES, confine });
   } catch (err) {
     if (err instanceof DeltaError || !(err instanceof Error) || !/holds more than/.test(err.message)) throw err;
     throw new HubError(`Failed to push ${dir}: more than ${MAX_HUB_LISTING_ENTRIES} files`);

@@ -28,6 +28,9 @@ const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
 
 const PARTIAL_SUFFIX = ".partial";
 
+/** `.<name>.<pid>-<8 hex digits>.partial`, as tempPathFor names them. */
+const OUR_PARTIAL = /^\..+\.[0-9]+-[0-9a-f]{8}\.partial$/;
+
 /**
  * Deletes temporary files (and scratch directories) that runs which failed
  * or were killed left in `dir`. Call it only while holding the directory's OutputLock: then no
@@ -35,8 +38,9 @@ const PARTIAL_SUFFIX = ".partial";
  */
 export async function removeStalePartials(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[]);
+  // Only names of the form tempPathFor gives: a user's own ".notes.partial" in a target is not ours to delete.
   await Promise.all(names
-    .filter((name) => name.startsWith(".") && name.endsWith(PARTIAL_SUFFIX))
+    .filter((name) => OUR_PARTIAL.test(name))
     .map((name) => rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined)));
 }
 

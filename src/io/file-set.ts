@@ -1,6 +1,8 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { DeltaWeightsError, ioError } from "../errors.js";
 import type { RandomAccess } from "../tensors.js";
+import type { Confinement } from "./confine.js";
 import { MAX_HUB_LISTING_ENTRIES } from "../limits.js";
 import { listRegularFiles } from "./files.js";
 import { openRandomAccessFile } from "./random-access-file.js";
@@ -29,15 +31,30 @@ export interface FileSet {
   readonly settled: Promise<void>;
 }
 
-/** The files of a local directory: all there, nothing to wait for. */
-export function localFileSet(root: string): FileSet {
+/**
+ * The files of a local directory: all there, nothing to wait for. With
+ * `confine` (a delta, whose publisher chose its links), no file is listed
+ * or read through a link that leads outside what it allows.
+ */
+export function localFileSet(root: string, options: { confine?: Confinement } = {}): FileSet {
+  const { confine } = options;
   let listing: Promise<string[]> | undefined;
+  const pathOf = (path: string): string => {
+    const abs = join(root, ...path.split("/"));
+    confine?.check(abs);
+    return abs;
+  };
   return {
     root,
-    list: () => (listing ??= listRegularFiles(root, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES })),
-    size: async (path) => (await stat(join(root, ...path.split("/")))).size,
-    open: (path) => openRandomAccessFile(join(root, ...path.split("/"))),
-    whole: async (path) => join(root, ...path.split("/")),
+    list: () => (listing ??= listRegularFiles(root, { recursive: true, maxFiles: MAX_HUB_LISTING_ENTRIES, refuseSpecial: true, ...(confine !== undefined ? { confine } : {}) })),
+    size: async (path) => {
+      const abs = pathOf(path);
+      const info = await stat(abs).catch((err: unknown) => { throw ioError("read", abs, err); });
+      if (!info.isFile()) throw new DeltaWeightsError("E_IO", `${abs} is not a regular file (${info.isDirectory() ? "a directory" : "a pipe, socket or device?"}): refused`);
+      return info.size;
+    },
+    open: async (path) => openRandomAccessFile(pathOf(path)),
+    whole: async (path) => pathOf(path),
     settled: Promise.resolve(),
   };
 }

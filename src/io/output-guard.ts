@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { accessSync, constants, createReadStream, existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { accessSync, constants, createReadStream, existsSync, lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { readFile, rm, statfs } from "node:fs/promises";
 import { dirname, relative, resolve, isAbsolute, join } from "node:path";
 import { DeltaWeightsError, ioError } from "../errors.js";
@@ -114,7 +114,9 @@ export function checkWritableOutput(path: string): void {
     try {
       info = statSync(probe);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("use", probe, err);
+      // ENOTDIR: a file on the way, named once the walk up reaches it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ENOTDIR") throw ioError("use", probe, err);
       const parent = dirname(probe);
       if (parent === probe) return;
       probe = parent;
@@ -188,8 +190,9 @@ export class OutputJob {
     return this.#written.has(path) || !existsSync(join(this.dir, ...path.split("/")));
   }
 
-  /** Throws, naming the file, when `path` holds a file this tool did not write. */
+  /** Throws, naming the file, when `path` holds a file this tool did not write, or lies beyond a link. */
   checkMayWrite(path: string): void {
+    this.refuseLinkOnTheWay(path);
     if (!this.mayWrite(path)) {
       throw new DeltaWeightsError("E_IO", `${join(this.dir, path)} already exists, with other bytes, and was not written by ${this.command}: it is not overwritten; move it away or choose another directory`);
     }
@@ -202,7 +205,17 @@ export class OutputJob {
    * replaced only by identical bytes (see `publish`).
    */
   async claimFiles(paths: Iterable<string>): Promise<void> {
-    await this.recordWritten([...paths].filter((p) => this.mayWrite(p)));
+    const all = [...paths];
+    for (const path of all) this.refuseLinkOnTheWay(path);
+    await this.recordWritten(all.filter((p) => this.mayWrite(p)));
+  }
+
+  /** Output paths come from files we did not write (delta.json, an index): none is written through a link. */
+  refuseLinkOnTheWay(path: string): void {
+    const link = linkOnTheWay(this.dir, path);
+    if (link !== undefined) {
+      throw new DeltaWeightsError("E_IO", `${join(this.dir, link)} is a symbolic link (or not a directory): ${this.command} does not write ${path} through it, which could put it outside ${this.dir}; remove it or choose another directory`);
+    }
   }
 
   /**
@@ -262,6 +275,28 @@ async function sha256OfFile(path: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The first directory on the way from `dir` to its relative `path` that is a
+ * symbolic link or not a directory, if any. Output paths come from files we
+ * did not write (delta.json, an index): `sub/model.safetensors` must not
+ * land wherever a link named `sub` in the target leads. Parts that do not
+ * exist yet are created as plain directories.
+ */
+export function linkOnTheWay(dir: string, path: string): string | undefined {
+  const parts = path.split("/").slice(0, -1);
+  for (let i = 0; i < parts.length; i++) {
+    const rel = parts.slice(0, i + 1).join("/");
+    let info;
+    try {
+      info = lstatSync(join(dir, ...parts.slice(0, i + 1)));
+    } catch {
+      return undefined; // missing from here on: created fresh
+    }
+    if (!info.isDirectory()) return rel;
+  }
+  return undefined;
 }
 
 async function readRecord(path: string): Promise<JobRecordFile | undefined> {

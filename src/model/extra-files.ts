@@ -7,7 +7,7 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { ioError } from "../errors.js";
+import { ModelError, ioError } from "../errors.js";
 
 /** Weight formats: ours are rebuilt, the others are not this model's bytes to carry. */
 const WEIGHT_EXTENSIONS = [".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".pkl"];
@@ -36,7 +36,11 @@ export function isExtraFile(name: string): boolean {
   return !isWeightFileName(lower);
 }
 
-/** The regular files (symlinks followed, as in the Hugging Face cache) of `dir` that travel, sorted by name. */
+/**
+ * The regular files (symlinks followed, as in the Hugging Face cache) of
+ * `dir` that travel, sorted by name. A companion that is a pipe or a device
+ * is refused by name.
+ */
 export async function listExtraFiles(dir: string): Promise<string[]> {
   let names: string[];
   try {
@@ -49,6 +53,8 @@ export async function listExtraFiles(dir: string): Promise<string[]> {
     if (!isExtraFile(name)) continue;
     const info = await stat(join(dir, name)).catch(() => undefined);
     if (info?.isFile() === true) extras.push(name);
+    // A pipe or device named like a companion would block its copy, or be left out without a word.
+    else if (info !== undefined && !info.isDirectory()) throw new ModelError(`${join(dir, name)} is not a regular file (a pipe, socket or device?): refused`);
   }
   return extras;
 }

@@ -88,7 +88,9 @@ export function formatInspectReport(result: InspectResult): string[] {
   const header = ["tensor", "dtype", "shape", "bytes", ...(multiFile ? ["file"] : [])];
   const rows = result.tensors.map((t) => [printable(t.name), t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [printable(t.file)] : [])]);
   const lines = [`${printable(result.source)}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
-  lines.push(...table(header, rows, new Set([3])), "");
+  // Row by row: push(...rows) spreads every row as an argument, too many for the stack past about 120,000.
+  for (const line of table(header, rows, new Set([3]))) lines.push(line);
+  lines.push("");
 
   const dtypeRows = Object.entries(result.totals.byDtype).map(([dtype, total]) => [
     dtype,
@@ -109,7 +111,13 @@ export function formatInspectReport(result: InspectResult): string[] {
 }
 
 function table(header: string[], rows: string[][], rightAligned: Set<number>): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // A loop, not Math.max(...column), for the same reason.
+  const widths = header.map((h) => h.length);
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      if (cell.length > (widths[i] ?? 0)) widths[i] = cell.length;
+    });
+  }
   const format = (cells: string[]): string =>
     cells.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd();
   return [format(header), format(widths.map((w) => "-".repeat(w))), ...rows.map(format)];

@@ -11,7 +11,7 @@ import { INPUT_FORMATS, readWeightFile, type FormatName, type InputFormat } from
 import { localFileSet, type FileSet } from "../io/file-set.js";
 import { readSmallFile } from "../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../json.js";
-import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../limits.js";
+import { MAX_INDEX_BYTES, MAX_JSON_DEPTH, MAX_TENSORS_PER_MODEL } from "../limits.js";
 import { isSafeRelativePath } from "../relative-path.js";
 import type { ReadRange, TensorInfo, WeightFile } from "../tensors.js";
 import { isExtraFile } from "./extra-files.js";
@@ -138,6 +138,7 @@ function readWeightMap(path: string, cursor: JsonCursor): Map<string, string> {
     weightMap = new Map();
     for (const tensor of cursor.objectKeys(2)) {
       if (weightMap.has(tensor)) throw new ModelError(`${path} lists tensor "${tensor}" twice in weight_map`);
+      if (weightMap.size >= MAX_TENSORS_PER_MODEL) throw new ModelError(`${path} lists more than ${MAX_TENSORS_PER_MODEL} tensors, the limit for one model`);
       if (cursor.peekKind() !== "string") throw new ModelError(`${path}: weight_map entry "${tensor}" is not a file name`);
       const file = cursor.readString();
       checkShardPath(path, file);

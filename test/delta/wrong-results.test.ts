@@ -122,7 +122,7 @@ describe("two applies into one target", () => {
     const deadPid = Number(dead.stdout);
     await writeFile(join(out, ".delta-weights.lock"), JSON.stringify({ pid: deadPid, host: hostname(), command: "apply-delta", nonce: "x" }));
     // and a temporary file that run left behind
-    await writeFile(join(out, `.model.safetensors.${deadPid}-0000.partial`), "half a file");
+    await writeFile(join(out, `.model.safetensors.${deadPid}-00000000.partial`), "half a file");
     const run = runCli(["--base", base, "--delta", delta, "--target", out], "apply-delta");
     expect(run.status, run.stderr).toBe(0);
     expect((await readdir(out)).filter((f) => f.startsWith("."))).toEqual([]);
@@ -180,6 +180,25 @@ describe("--checksums", () => {
     const extra = runCli(["--base", base, "--delta", delta, "--target", join(dir, "extra"), "--checksums", join(dir, "EXTRA")], "apply-delta");
     expect(extra.status).toBe(1);
     expect(oneErrorLine(extra.stderr)).toMatch(/lists not-in-the-delta\.bin, which this delta does not produce/);
+  });
+});
+
+describe("a tampered delta.json", () => {
+  it("says delta.json itself disagrees with the delta when every delta file and base tensor match but a target sha256 was altered", async () => {
+    const dir = await makeTempDir();
+    const tampered = join(dir, "delta");
+    await cp(delta, tampered, { recursive: true });
+    const manifest = JSON.parse(await readFile(join(tampered, "delta.json"), "utf8")) as { target: { files: Record<string, { sha256: string }> } };
+    const shard = Object.keys(manifest.target.files).find((f) => f.endsWith(".safetensors"))!;
+    manifest.target.files[shard]!.sha256 = "f".repeat(64);
+    await writeFile(join(tampered, "delta.json"), JSON.stringify(manifest, null, 1));
+    const out = join(dir, "out");
+    const run = runCli(["--base", base, "--delta", tampered, "--target", out], "apply-delta");
+    expect(run.status).toBe(1);
+    const line = oneErrorLine(run.stderr);
+    expect(line).toContain(shard);
+    expect(line).toMatch(/although every delta file and base tensor matched: .*delta\.json disagrees with the delta it came with \(altered, or from another delta\)/);
+    expect(await visibleFiles(out)).not.toContain(shard);
   });
 });
 

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { formatIndex, planShards, pythonJsonString, shardFileName } from "../../src/formats/shard-plan.js";
+import { MAX_TENSORS_PER_FILE } from "../../src/limits.js";
 import { hasRealdata, realPath } from "../helpers/realdata.js";
 
 const GB = 1_000_000_000;
@@ -31,6 +32,16 @@ describe("planShards follows huggingface_hub's split_state_dict_into_shards_fact
       "model-00002-of-00002.safetensors",
     ]);
     expect(shardFileName(12, 345)).toBe("model-00012-of-00345.safetensors");
+  });
+
+  it("closes a shard at MAX_TENSORS_PER_FILE tensors, with or without a size limit (the writer refuses more)", () => {
+    const tensors = Array.from({ length: 2 * MAX_TENSORS_PER_FILE + 1 }, (_, i) => ({ name: `t${i}`, byteLength: 2 }));
+    for (const max of [undefined, 10 * GB]) {
+      const plan = planShards(tensors, max);
+      const counts = plan.files.map((f) => [...plan.assignment.values()].filter((file) => file === f).length);
+      expect(counts).toEqual([MAX_TENSORS_PER_FILE, MAX_TENSORS_PER_FILE, 1]);
+    }
+    expect(planShards(tensors.slice(0, MAX_TENSORS_PER_FILE), undefined).files).toEqual(["model.safetensors"]);
   });
 
   it("puts everything in one file without a limit, and an empty model in model.safetensors", () => {

@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
+import { MAX_TENSORS_PER_FILE } from "../../src/limits.js";
+import { formatIndex } from "../../src/formats/shard-plan.js";
 import { convertModel } from "../../src/model/convert.js";
 import { openModel } from "../../src/model/open-model.js";
 import type { ProgressEvent } from "../../src/progress.js";
@@ -130,5 +132,32 @@ describe("metadata", () => {
     } finally {
       await model.close();
     }
+  });
+});
+
+describe("convert keeps every file it writes within the writer's tensor limit", () => {
+  it("splits a model of 10,000 tensors (two shards of 5,000) into files of at most MAX_TENSORS_PER_FILE, not one file the writer refuses", async () => {
+    const dir = await makeTempDir();
+    const src = join(dir, "src");
+    mkdirSync(src);
+    const weightMap = new Map<string, string>();
+    for (const shard of [1, 2]) {
+      const file = `model-0000${shard}-of-00002.safetensors`;
+      const tensors = Array.from({ length: 5000 }, (_, i) => ({ name: `s${shard}.t${i}`, dtype: "U8" as const, shape: [1] }));
+      writeFileSync(join(src, file), buildSafetensors(tensors));
+      for (const t of tensors) weightMap.set(t.name, file);
+    }
+    writeFileSync(join(src, "model.safetensors.index.json"), formatIndex(10_000, weightMap));
+    const result = await convertModel(src, join(dir, "out"));
+    const model = await openModel(join(dir, "out"));
+    try {
+      expect(model.tensors.size).toBe(10_000);
+      const perFile = new Map<string, number>();
+      for (const t of model.tensors.values()) perFile.set(t.file, (perFile.get(t.file) ?? 0) + 1);
+      expect([...perFile.values()]).toEqual([MAX_TENSORS_PER_FILE, 10_000 - MAX_TENSORS_PER_FILE]);
+    } finally {
+      await model.close();
+    }
+    expect(result.files.map((f) => f.path)).toContain("model.safetensors.index.json");
   });
 });

@@ -1,6 +1,7 @@
 import { join } from "node:path";
-import { DeltaError, UsageError, VerifyError } from "../../errors.js";
+import { DeltaError, DeltaWeightsError, UsageError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
+import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { firstDifferentTensor } from "../diagnose.js";
@@ -38,7 +39,7 @@ export const deltaWeights: Convention = {
       throw new UsageError(`--expect-sum: ${view.source} is a delta-weights delta, whose every file is checked against delta.json; an integrity sum would add nothing`);
     }
     const manifest = (await view.manifest())!;
-    await checkDeltaSizes(view, manifest);
+    await checkDeltaFiles(view, manifest);
     const base = await view.base();
     checkBaseShapes(base, manifest);
     const deltaShards = await openWeightFiles(view.deltaFiles, manifest.delta.weights, "safetensors", view.source);
@@ -122,18 +123,40 @@ export function opFor(codec: Codec, dtype: DType, hasBase: boolean): Op {
 }
 
 /**
- * Every delta file the manifest lists must be there and whole: a truncated
- * download is named before any work.
+ * Every delta file the manifest lists must be there, whole, and inside the
+ * delta (not a link out of it): a truncated download is named before any
+ * work, and every file read later (shards, fix-ups, copied files, the
+ * hashes that explain a failure) is one of these.
  */
-async function checkDeltaSizes(view: DeltaView, manifest: Manifest): Promise<void> {
-  const present = new Set(await view.deltaFiles.list());
+async function checkDeltaFiles(view: DeltaView, manifest: Manifest): Promise<void> {
+  const present = new Set(await view.deltaFiles.list()); // refuses links out of the delta, pipes and devices
   for (const [rel, entry] of manifest.delta.files) {
     const path = join(view.dir, ...rel.split("/"));
-    if (!present.has(rel)) throw new DeltaError(`delta file ${path} is missing; download the delta again`);
+    if (!present.has(rel)) {
+      // A directory of that name is named as one; anything else is missing.
+      await view.deltaFiles.size(rel).then(
+        () => undefined,
+        (err: unknown) => { if (err instanceof DeltaWeightsError && /not a regular file/.test(err.message)) throw new DeltaError(`delta file ${err.message}`, { cause: err }); },
+      );
+      throw new DeltaError(`delta file ${path} is missing; download the delta again`);
+    }
     const size = await view.deltaFiles.size(rel);
     if (size !== entry.size) {
+      if (size < LFS_POINTER_MAX_BYTES && await isLfsPointerFile(view, rel)) {
+        throw new DeltaError(`delta file ${path} is a Git LFS pointer, not the file: run git lfs pull (or download the delta again)`);
+      }
       throw new DeltaError(`delta file ${path} is ${size} bytes, delta.json says ${entry.size}: it is truncated or corrupted; download it again`);
     }
+  }
+}
+
+/** Whether a small delta file is a Git LFS pointer (a clone made without git-lfs). */
+async function isLfsPointerFile(view: DeltaView, rel: string): Promise<boolean> {
+  const file = await view.deltaFiles.open(rel);
+  try {
+    return isLfsPointer(await file.read(0, file.size));
+  } finally {
+    await file.close();
   }
 }
 

@@ -1,4 +1,5 @@
 import { DeltaError } from "../../errors.js";
+import { Confinement } from "../../io/confine.js";
 import { localFileSet, type FileSet } from "../../io/file-set.js";
 import { readJsonFile } from "../../io/files.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
@@ -24,7 +25,8 @@ export class LocalDeltaView implements DeltaView {
   constructor(delta: LocalSource, base: LocalSource) {
     this.source = delta.source;
     this.dir = delta.path;
-    this.deltaFiles = delta.files ?? localFileSet(delta.path);
+    // The delta's publisher chose its links: none may lead outside it (see io/confine.ts).
+    this.deltaFiles = delta.files ?? localFileSet(delta.path, { confine: Confinement.of(delta.path, "a delta's files must lie inside it", "E_DELTA") });
     this.baseSource = base.source;
     this.basePath = base.path;
     this.#baseFiles = base.files;
