@@ -11,6 +11,7 @@ import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptio
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
 import { existsSync } from "node:fs";
+import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/connection-budget.js";
 import { parseHubRef } from "./hub/repo-id.js";
@@ -33,6 +34,8 @@ export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, In
 /** base + delta -> target (see delta/apply-delta.ts). */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   preflight([options.base, options.delta], options.target);
+  // A checksum list that cannot be used should not cost a download first.
+  if (options.checksums !== undefined) await readChecksums(options.checksums);
   // Both downloads start at once and the apply reads their bytes as they arrive: the
   // time to a verified model is the download's, not the download's plus the apply's.
   // They share the connections (--connections N is N in all) and one set of hash workers.

@@ -1,6 +1,6 @@
 import { VerifyError } from "../errors.js";
 import { readSmallFile } from "../io/files.js";
-import { MAX_INDEX_BYTES } from "../limits.js";
+import { MAX_CHECKSUM_LIST_BYTES } from "../limits.js";
 import { isSafeRelativePath } from "../relative-path.js";
 import type { HashAlgorithm } from "./hash-pool.js";
 
@@ -42,5 +42,5 @@ export function parseChecksums(file: string, text: string): ChecksumList {
 
 /** A checksum list is bad input when malformed: exit 1, like any other. */
 export async function readChecksums(file: string): Promise<ChecksumList> {
-  return parseChecksums(file, await readSmallFile(file, MAX_INDEX_BYTES, "a checksum list", "E_VERIFY"));
+  return parseChecksums(file, await readSmallFile(file, MAX_CHECKSUM_LIST_BYTES, "a checksum list (a model's is a few KB)", "E_VERIFY"));
 }

@@ -76,6 +76,16 @@ describe("local paths are checked before any Hub request", () => {
     expect(requests).toEqual([]);
   });
 
+  it("names a malformed --checksums list before downloading the Hub --base and --delta", async () => {
+    requests = [];
+    const list = join(work, "SHA256SUMS-malformed");
+    await writeFile(list, "this is not a sha256sum line\n");
+    const result = await run("apply-delta", ["--base", "some-org/some-base", "--delta", "some-org/some-delta", "--target", join(work, "out-sums"), "--checksums", list], { HF_ENDPOINT: endpoint });
+    expect(result.status).toBe(1);
+    expect(oneErrorLine(result)).toMatch(/SHA256SUMS-malformed/);
+    expect(requests).toEqual([]);
+  });
+
   it("names a target that cannot be written before downloading anything", async () => {
     requests = [];
     const file = join(work, "a-file");

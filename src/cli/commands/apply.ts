@@ -2,12 +2,10 @@ import { applyDelta, type ApplyDeltaResult } from "../../api.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
 import type { ApplyArgs } from "../args.js";
-import { checkChecksumListSize } from "../checksum-list.js";
 import { progressReporter } from "../progress.js";
 
 /** `apply-delta --base SRC --delta SRC --target DIR [--checksums FILE] [--convention NAME] [--force]` */
 export default async function run(args: ApplyArgs, ctx: CliContext): Promise<void> {
-  checkChecksumListSize(args.checksums);
   const progress = progressReporter(ctx);
   try {
     const result = await applyDelta({ ...ctx.sources, ...args, threads: ctx.threads, onProgress: progress.onProgress });

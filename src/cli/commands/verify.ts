@@ -1,12 +1,10 @@
 import { verifyModel } from "../../api.js";
 import type { CliContext } from "../context.js";
 import type { VerifyArgs } from "../args.js";
-import { checkChecksumListSize } from "../checksum-list.js";
 import { progressReporter } from "../progress.js";
 
 /** `delta-weights verify DIR (--manifest SRC | --checksums FILE)` */
 export default async function run(args: VerifyArgs, ctx: CliContext): Promise<void> {
-  checkChecksumListSize(args.checksums);
   const progress = progressReporter(ctx);
   try {
     const result = await verifyModel(args.dir, {
