@@ -107,7 +107,7 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   let metadataEntries: [string, string][] | null;
   let tensors: HeaderTensor[];
   try {
-    ({ metadataEntries, tensors } = readHeaderDocument(file, new HeaderCursor(text, MAX_JSON_DEPTH)));
+    ({ metadataEntries, tensors } = readHeaderDocument(file, new JsonCursor(text, MAX_JSON_DEPTH)));
   } catch (err) {
     if (err instanceof JsonSyntaxError) throw new SafetensorsError(file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
     throw err;
@@ -168,63 +168,6 @@ function readHeaderDocument(file: string, cursor: JsonCursor): { metadataEntries
   cursor.expectEnd();
   return { metadataEntries, tensors };
 }
-
-/**
- * A JsonCursor whose strings are decoded flat. json.ts's readString appends
- * to the result once per escape, and V8 keeps every append as a rope node
- * until the string is flattened: 12 million "\n" escapes in a 25 MB header
- * made 400 MB of nodes. Here a string's extent and escapes are checked first,
- * with json.ts's rules and messages (serde_json's: no control characters, no
- * lone surrogates), then JSON.parse decodes it in one native pass.
- */
-class HeaderCursor extends JsonCursor {
-  override readString(): string {
-    this.skipWhitespace();
-    const text = this.text;
-    const start = this.pos;
-    if (text[start] !== '"') this.fail(`${this.describe()}, expected a string`);
-    let pos = start + 1;
-    let escaped = false;
-    for (;;) {
-      if (pos >= text.length) this.fail("unterminated string", pos);
-      const c = text.charCodeAt(pos);
-      if (c === 0x22) break;
-      if (c < 0x20) this.fail("control character in string", pos);
-      if (c !== 0x5c) {
-        pos++;
-        continue;
-      }
-      escaped = true;
-      const e = text[pos + 1];
-      if (e === undefined) this.fail("unterminated string", pos);
-      if (e !== "u") {
-        if (!SIMPLE_ESCAPES.has(e as string)) this.fail("invalid escape in string", pos);
-        pos += 2;
-        continue;
-      }
-      const unit = this.hex4(pos + 2);
-      pos += 6;
-      if (unit >= 0xd800 && unit <= 0xdbff) {
-        if (text[pos] !== "\\" || text[pos + 1] !== "u") this.fail("lone surrogate in \\u escape", pos);
-        const low = this.hex4(pos + 2);
-        if (low < 0xdc00 || low > 0xdfff) this.fail("lone surrogate in \\u escape", pos);
-        pos += 6;
-      } else if (unit >= 0xdc00 && unit <= 0xdfff) {
-        this.fail("lone surrogate in \\u escape", pos);
-      }
-    }
-    this.pos = pos + 1;
-    return escaped ? (JSON.parse(text.slice(start, pos + 1)) as string) : text.slice(start + 1, pos);
-  }
-
-  private hex4(at: number): number {
-    const hex = this.text.slice(at, at + 4);
-    if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail("invalid \\u escape", at);
-    return parseInt(hex, 16);
-  }
-}
-
-const SIMPLE_ESCAPES = new Set(['"', "\\", "/", "b", "f", "n", "r", "t"]);
 
 function readMetadata(file: string, cursor: JsonCursor): [string, string][] | null {
   const kind = cursor.peekKind();
