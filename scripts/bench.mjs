@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N]
+// npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N] [-- --conventions]
 // npm run bench -- --hub [...]   (the Hub download bench: scripts/bench-hub.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
@@ -14,8 +14,10 @@
 // same-named file, made here) recovered by apply-delta, checked against a
 // sha256sum list (--xor-only runs just that case; --repeat N runs it and its
 // I/O floor N times, alternately, and prints medians and ranges: on a shared
-// machine one run says little). Ends with the kernels'
-// throughput. The temporary directory is deleted at the end.
+// machine one run says little). With --conventions, also applies a delta laid
+// out by each published convention (FastChat v1.1 and v0, Alpaca's float32
+// diff, LLaVA, Ziya) made from the same base, for time and peak RSS. Ends with
+// the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
@@ -43,6 +45,7 @@ if (!Number.isInteger(layers) || layers < 0 || layers > 80) {
 }
 const keep = args.includes("--keep");
 const xorOnly = args.includes("--xor-only");
+const conventions = args.includes("--conventions");
 const repeatAt = args.indexOf("--repeat");
 const repeat = repeatAt >= 0 ? Number(args[repeatAt + 1]) : 1;
 if (!Number.isInteger(repeat) || repeat < 1 || repeat > 50) {
@@ -192,6 +195,96 @@ function writeXorPayload(baseDir, targetDir, payloadDir) {
     }
     for (const fd of fds) closeSync(fd);
   }
+}
+
+/**
+ * Deltas laid out as the LLaMA-era publishers laid theirs out (see
+ * src/delta/conventions/), made from the bench's tensor list: the values are
+ * small noise (these runs measure time and memory; the conventions' exactness
+ * is tested against PyTorch in test/delta/conventions.test.ts).
+ */
+const PUBLISHED_CONVENTIONS = [
+  { name: "fastchat", dtype: "F16", vocab: (v) => v },
+  { name: "fastchat-v0", dtype: "F16", vocab: (v) => v + 1 },
+  { name: "alpaca", dtype: "F32", vocab: (v) => v + 1 },
+  { name: "llava", dtype: "F16", vocab: (v) => v + 3, extra: [{ name: "model.mm_projector.weight", shape: [4096, 1024] }, { name: "model.mm_projector.bias", shape: [4096] }] },
+  // Ziya stores its grown embedding and lm_head whole (the base's rows as they are), the rest as differences.
+  { name: "ziya", dtype: "F16", vocab: () => 39424, wholeEmbeddings: true },
+];
+
+/** Where a tensor's bytes are in the bench's base: its file and byte range. */
+function baseTensorBytes(baseDir, name) {
+  const indexPath = path.join(baseDir, "model.safetensors.index.json");
+  const file = existsSync(indexPath) ? JSON.parse(readFileSync(indexPath, "utf8")).weight_map[name] : "model.safetensors";
+  const fd = openSync(path.join(baseDir, file), "r");
+  const lengthBytes = Buffer.alloc(8);
+  readSync(fd, lengthBytes, 0, 8, 0);
+  const headerLength = Number(lengthBytes.readBigUInt64LE(0));
+  const header = Buffer.alloc(headerLength);
+  readSync(fd, header, 0, headerLength, 8);
+  const [begin, end] = JSON.parse(header.toString("utf8"))[name].data_offsets;
+  return { fd, start: 8 + headerLength + begin, length: end - begin };
+}
+
+function writeConventionDelta(convention, tensors, baseDir, dir) {
+  mkdirSync(dir);
+  const size = convention.dtype === "F32" ? 4 : 2;
+  const grown = tensors.map((t) => {
+    const shape = t.name.endsWith("embed_tokens.weight") || t.name === "lm_head.weight" ? [convention.vocab(t.shape[0]), t.shape[1]] : t.shape;
+    return { name: t.name, shape, dtype: convention.dtype, bytes: shape.reduce((a, b) => a * b, 1) * size };
+  });
+  const all = [...grown, ...(convention.extra ?? []).map((t) => ({ ...t, dtype: convention.dtype, bytes: t.shape.reduce((a, b) => a * b, 1) * size }))];
+  const table = gaussianTable(0, 0.0005, 7);
+  const next = makeRandom(7);
+  const f32 = new Float32Array(CHUNK / 4);
+  const f32Bytes = new Uint8Array(f32.buffer);
+  const half = new Uint8Array(CHUNK / 2);
+  const shards = shardTensors(all);
+  const weightMap = {};
+  let totalSize = 0;
+  shards.forEach((shard, s) => {
+    const file = shards.length === 1 ? "model.safetensors" : `model-${String(s + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
+    const header = encodeHeader(shard, { format: "pt" });
+    const fd = openSync(path.join(dir, file), "w");
+    writeSync(fd, header.bytes);
+    for (const placed of header.tensors) {
+      const info = shard.find((t) => t.name === placed.name);
+      weightMap[placed.name] = file;
+      totalSize += info.bytes;
+      let done = 0;
+      if (convention.wholeEmbeddings && (placed.name.endsWith("embed_tokens.weight") || placed.name === "lm_head.weight")) {
+        const whole = baseTensorBytes(baseDir, placed.name);
+        for (let at = 0; at < whole.length; ) {
+          const n = readSync(whole.fd, half, 0, Math.min(half.length, whole.length - at), whole.start + at);
+          writeSync(fd, half, 0, n);
+          at += n;
+        }
+        closeSync(whole.fd);
+        done = whole.length;
+      }
+      while (done < info.bytes) {
+        const elements = Math.min(f32.length, (info.bytes - done) / size);
+        fill(f32, table, next);
+        if (size === 4) writeSync(fd, f32Bytes, 0, elements * 4);
+        else {
+          convertInto("F32", "F16", f32Bytes.subarray(0, elements * 4), half.subarray(0, elements * 2));
+          writeSync(fd, half, 0, elements * 2);
+        }
+        done += elements * size;
+      }
+    }
+    closeSync(fd);
+  });
+  const vocab = convention.vocab(32001);
+  const config = { architectures: ["LlamaForCausalLM"], hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: layers,
+    num_attention_heads: 32, vocab_size: vocab, torch_dtype: convention.dtype === "F32" ? "float32" : "float16", model_type: "llama",
+    ...(convention.name === "llava" ? { mm_hidden_size: 1024, mm_use_im_start_end: true, mm_vision_tower: "openai/clip-vit-large-patch14" } : {}) };
+  writeFileSync(path.join(dir, "config.json"), JSON.stringify(config, null, 2));
+  if (vocab > 32001 && vocab - 32001 <= 3) {
+    const added = ["[PAD]", "<im_patch>", "<im_start>", "<im_end>"].slice(0, vocab - 32001);
+    writeFileSync(path.join(dir, "added_tokens.json"), JSON.stringify(Object.fromEntries(added.map((t, i) => [t, 32001 + i]))));
+  }
+  if (shards.length > 1) writeFileSync(path.join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
 }
 
 // ---------------------------------------------------------------------------
@@ -374,6 +467,20 @@ try {
     }
   }
   rmSync(xorOutDir, { recursive: true, force: true });
+
+  // The published conventions (legacy deltas: unverified without a list; time and memory only).
+  if (conventions) {
+    for (const convention of PUBLISHED_CONVENTIONS) {
+      const conventionDelta = path.join(work, `delta-${convention.name}`), conventionOut = path.join(work, `out-${convention.name}`);
+      writeConventionDelta(convention, tensors, baseDir, conventionDelta);
+      run("sync", []);
+      run("sh", ["-c", `cat '${baseDir}'/* '${conventionDelta}'/* > /dev/null`]);
+      const conventionRun = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", conventionDelta, "--target", conventionOut, "--convention", convention.name, "--no-progress", "--json"], { label: `apply-delta (${convention.name})` });
+      rows.push({ name: convention.name, run: conventionRun, out: totalBytes(filesIn(conventionOut, isWeights)) });
+      rmSync(conventionOut, { recursive: true, force: true });
+      rmSync(conventionDelta, { recursive: true, force: true });
+    }
+  }
   console.log("");
   console.log(["", "wall", "output", "rate", "peak RSS", "I/O floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
   for (const row of rows) {
@@ -383,8 +490,8 @@ try {
       `${(row.out / GB).toFixed(2)} GB`.padStart(11),
       fmt.gbs(row.out, row.run.seconds).padStart(11),
       fmt.mb(row.run.rss).padStart(11),
-      fmt.s(row.floor.total).padStart(11),
-      fmt.x(row.run.seconds / row.floor.total).padStart(11),
+      (row.floor === undefined ? "-" : fmt.s(row.floor.total)).padStart(11),
+      (row.floor === undefined ? "-" : fmt.x(row.run.seconds / row.floor.total)).padStart(11),
     ].join(""));
   }
   if (!xorOnly) {
