@@ -119,18 +119,26 @@ async function runClient(hubUrl, job, repos) {
   if (job.reuseCache !== true) rmSync(cacheDir, { recursive: true, force: true });
   rmSync(out, { recursive: true, force: true });
   try {
+    // Peak RSS from GNU time when there is one: a child's own getrusage can report the
+    // high-water mark it inherited from this process at fork.
+    const timeFile = path.join(benchDir, "client-time.txt");
+    const gnuTime = existsSync("/usr/bin/time");
+    const argv = [process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })];
     const text = await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })], { stdio: ["ignore", "pipe", "inherit"] });
+      const child = spawn(gnuTime ? "/usr/bin/time" : argv[0], gnuTime ? ["-f", "%M", "-o", timeFile, ...argv] : argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
       let stdout = "";
       child.stdout.on("data", (d) => { stdout += d; });
       child.once("exit", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${job.kind} failed (${code}): ${stdout}`))));
     });
     const result = JSON.parse(text);
+    if (gnuTime) {
+      result.maxRSS = Number(readFileSync(timeFile, "utf8").trim().split("\n").pop());
+      rmSync(timeFile, { force: true });
+    }
     if (job.kind === "apply") {
-      // Byte-exact: every recovered file is the fine-tune's.
+      // Byte-exact: every recovered file is the fine-tune's (hashed in chunks: this process stays small).
       for (const [name, f] of Object.entries(repos.target)) {
-        const digest = createHash("sha256").update(readFileSync(path.join(out, name))).digest("hex");
-        if (digest !== f.sha256) throw new Error(`the recovered ${name} differs from the fine-tune's`);
+        if (await sha256OfFile(path.join(out, name)) !== f.sha256) throw new Error(`the recovered ${name} differs from the fine-tune's`);
       }
       if (!result.verified) throw new Error("apply-delta did not say verified");
     }
@@ -139,6 +147,23 @@ async function runClient(hubUrl, job, repos) {
     if (job.keepCache !== true) rmSync(cacheDir, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });
   }
+}
+
+async function sha256OfFile(file) {
+  const hash = createHash("sha256");
+  const handle = await open(file, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(8 * 1024 * 1024);
+    for (let at = 0; ; ) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      at += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest("hex");
 }
 
 async function client({ hubUrl, cacheDir, out, job }) {
