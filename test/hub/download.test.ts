@@ -9,7 +9,6 @@ import { resolveSource } from "../../src/hub/resolve-source.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { FakeHub } from "./fake-hub-server.js";
 
-const realdata = resolve(import.meta.dirname, "../../../shared/realdata");
 const OWNER = "hf_owner_alice";
 const OTHER = "hf_other_bob";
 const GRANTED = "hf_granted_carol";
@@ -37,13 +36,14 @@ const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 /** git's blob id, as `git hash-object` computes it (the oracle: git's object format). */
 const gitOid = (b: Buffer) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
 
+/** A small sharded model as a Hub repo holds one (the committed tiny LLaMA of the convention fixtures: no ../shared needed). */
 async function tinyLlamaFiles(): Promise<Record<string, Buffer>> {
-  const d = join(realdata, "tiny-llama-bf16");
+  const d = resolve(import.meta.dirname, "../fixtures/conventions/base/safetensors");
   return {
     "config.json": await readFile(join(d, "config.json")),
-    "model-00001-of-00002.safetensors": await readFile(join(d, "sharded/model-00001-of-00002.safetensors")),
-    "model-00002-of-00002.safetensors": await readFile(join(d, "sharded/model-00002-of-00002.safetensors")),
-    "model.safetensors.index.json": await readFile(join(d, "sharded/model.safetensors.index.json")),
+    "model-00001-of-00002.safetensors": await readFile(join(d, "model-00001-of-00002.safetensors")),
+    "model-00002-of-00002.safetensors": await readFile(join(d, "model-00002-of-00002.safetensors")),
+    "model.safetensors.index.json": await readFile(join(d, "model.safetensors.index.json")),
   };
 }
 
@@ -355,7 +355,7 @@ describe("interrupted and corrupted downloads", () => {
     const err = (await downloadSnapshot({ repo: "alice/tiny-llama", revision: "main" }, options).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(HubError);
     expect(err.message).toBe(
-      "Failed to download alice/tiny-llama: model-00001-of-00002.safetensors was interrupted (connection closed; 3 tries) with 100000 of 176744 bytes kept: run again to resume",
+      `Failed to download alice/tiny-llama: model-00001-of-00002.safetensors was interrupted (connection closed; 3 tries) with 100000 of ${shard.length} bytes kept: run again to resume`,
     );
     const blobs = join(cache, "models--alice--tiny-llama/blobs");
     expect((await stat(join(blobs, `${etag}.dw.incomplete`))).size).toBe(100_000);
