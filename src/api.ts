@@ -5,19 +5,19 @@
  * repo ids into the Hub cache, and hand local paths to the layers below,
  * which never touch the network.
  */
+import { existsSync } from "node:fs";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
-import { existsSync } from "node:fs";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/connection-budget.js";
 import { parseHubRef } from "./hub/repo-id.js";
-import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
 import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
 
