@@ -45,7 +45,7 @@ function addGlobalOptions(cmd: Command): Command {
     .option("--no-progress", "no progress bars")
     .option("--threads <n>", `hashing threads (1-${MAX_THREADS})`, parseThreads)
     .option("--token <token>", "Hugging Face token (else HF_TOKEN or $HF_HOME/token)")
-    .option("--connections <n>", `simultaneous downloads from the Hub, across files and byte ranges (1-${MAX_DOWNLOAD_CONNECTIONS}; default ${DEFAULT_DOWNLOAD_CONNECTIONS})`, parseConnections)
+    .option("--connections <n>", `simultaneous downloads from the Hub in all, across files, byte ranges and repos (1-${MAX_DOWNLOAD_CONNECTIONS}; default ${DEFAULT_DOWNLOAD_CONNECTIONS})`, parseConnections)
     .option("--debug", "print stack traces");
 }
 
