@@ -42,7 +42,7 @@ parentPort.on("message", async (m) => {
   } else if (m.op === "range") {
     // Bytes [start, end) of a file, read here: a download's bytes are hashed without passing through the main thread.
     let handle;
-    const buffer = buffers.pop() ?? new Uint8Array(${8 * 1024 * 1024});
+    const buffer = buffers.pop() ?? new Uint8Array(${2 * 1024 * 1024}); // one per range in flight: kept small
     try {
       let h = hashes.get(m.id);
       if (h === undefined) { h = createHash(m.algorithm); hashes.set(m.id, h); }
