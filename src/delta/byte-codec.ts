@@ -6,13 +6,13 @@
  * file's size, and the buffers are reused, so nothing piles up for the
  * garbage collector.
  */
-import { constants } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import * as zlib from "node:zlib";
-import { DeltaError, DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
+import { DeltaError, TruncatedError } from "../errors.js";
 import type { AtomicFile } from "../io/atomic-file.js";
 import { xorInto } from "../kernels/index.js";
 import { readJsonFile } from "../io/files.js";
+import { openRegularFile, readExactly } from "../io/random-access-file.js";
 import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../limits.js";
 import { locateEntryData, readZipDirectory } from "../pytorch/zip.js";
 
@@ -137,36 +137,13 @@ export class ByteFile {
   private constructor(private readonly handle: FileHandle, readonly path: string, readonly size: number) {}
 
   static async open(path: string): Promise<ByteFile> {
-    let handle: FileHandle;
-    try {
-      handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    } catch (err) {
-      throw ioError("open", path, err);
-    }
-    try {
-      const info = await handle.stat();
-      if (!info.isFile()) throw new DeltaWeightsError("E_IO", `Failed to open ${path}: it is ${info.isDirectory() ? "a directory" : "not a regular file (a pipe or device?)"}`);
-      return new ByteFile(handle, path, info.size);
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      throw err;
-    }
+    const { handle, size } = await openRegularFile(path);
+    return new ByteFile(handle, path, size);
   }
 
   /** Fills `buffer[0, length)` from `position`; the file ending first means it shrank while open. */
-  async readInto(buffer: Uint8Array, length: number, position: number): Promise<Uint8Array> {
-    let done = 0;
-    while (done < length) {
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await this.handle.read(buffer, done, length - done, position + done));
-      } catch (err) {
-        throw ioError("read", this.path, err);
-      }
-      if (bytesRead === 0) throw new TruncatedError(this.path, position + done);
-      done += bytesRead;
-    }
-    return buffer.subarray(0, length);
+  readInto(buffer: Uint8Array, length: number, position: number): Promise<Uint8Array> {
+    return readExactly(this.path, position, length, async (b, offset, count, at) => (await this.handle.read(b, offset, count, at)).bytesRead, buffer);
   }
 
   async close(): Promise<void> {

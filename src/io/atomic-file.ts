@@ -1,10 +1,9 @@
-import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
-import { createHash } from "node:crypto";
+import { openRegularFile } from "./random-access-file.js";
 
 /** A running SHA-256 fed the bytes as they are written. `update` may wait (backpressure); call `digest` once. */
 export interface StreamHasher {
@@ -175,14 +174,8 @@ export class AtomicFile {
 
 /** Appends the bytes of the file `src` to `sink`, in bounded chunks. */
 export async function copyInto(src: string, sink: AtomicFile): Promise<void> {
-  let input: FileHandle;
+  const { handle: input } = await openRegularFile(src, { refuse: () => ioError("read", src, Object.assign(new Error("not a regular file"), { code: "EINVAL" })) });
   try {
-    input = await open(src, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (err) {
-    throw ioError("open", src, err);
-  }
-  try {
-    if (!(await input.stat()).isFile()) throw ioError("read", src, Object.assign(new Error("not a regular file"), { code: "EINVAL" }));
     const buffer = new Uint8Array(CHUNK_BYTES);
     for (let position = 0; ; ) {
       let bytesRead: number;

@@ -1,11 +1,12 @@
-import { constants, type Stats } from "node:fs";
-import { open, readdir, realpath, stat } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaWeightsError, ioError, type ErrorCode } from "../errors.js";
 import { JsonSyntaxError, parseJsonDocument } from "../json.js";
 import { MAX_JSON_DEPTH } from "../limits.js";
 import type { Confinement } from "./confine.js";
 import { releasedChunk } from "./memory.js";
+import { openRegularFile } from "./random-access-file.js";
 
 /**
  * Small files read whole (JSON, checksum lists, tokens): checked to be a
@@ -13,20 +14,13 @@ import { releasedChunk } from "./memory.js";
  * most `maxBytes` before any byte is read.
  */
 export async function readSmallFile(path: string, maxBytes: number, what: string, code: ErrorCode = "E_IO"): Promise<string> {
-  let handle;
+  const { handle, size } = await openRegularFile(path, { verb: "read", refuse: () => new DeltaWeightsError(code, `Failed to read ${path}: it is not a regular file`) });
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (err) {
-    throw ioError("read", path, err);
-  }
-  try {
-    const info = await handle.stat();
-    if (!info.isFile()) throw new DeltaWeightsError(code, `Failed to read ${path}: it is not a regular file`);
-    if (info.size > maxBytes) throw new DeltaWeightsError(code, `Failed to read ${path}: ${info.size} bytes is more than the ${maxBytes}-byte limit for ${what}`);
+    if (size > maxBytes) throw new DeltaWeightsError(code, `Failed to read ${path}: ${size} bytes is more than the ${maxBytes}-byte limit for ${what}`);
     const text = await handle.readFile("utf8");
     // The bytes read are garbage now, but V8 frees them only at its next collection,
     // after the parse of the text has grown the heap: a 55 MB file would count twice.
-    releasedChunk(info.size);
+    releasedChunk(size);
     return text;
   } catch (err) {
     if (err instanceof DeltaWeightsError) throw err;

@@ -1,4 +1,4 @@
-import { constants, read } from "node:fs";
+import { constants, read, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
 import type { RandomAccess } from "../tensors.js";
@@ -19,18 +19,33 @@ import type { RandomAccess } from "../tensors.js";
  * read as if it were this file.
  */
 export async function openRandomAccessFile(path: string): Promise<RandomAccess> {
+  const { handle, size } = await openRegularFile(path);
+  return new PositionedFile(handle, path, size);
+}
+
+/**
+ * Opens `path` for reading, non-blocking, and checks with fstat that it is a
+ * regular file (a FIFO or device would block open() or read() for ever).
+ * `verb` names the action in a failed open's message; `refuse` makes the
+ * error for what is not a regular file. On any failure the descriptor is closed.
+ */
+export async function openRegularFile(
+  path: string,
+  options: { verb?: string; refuse?: (info: Stats) => Error } = {},
+): Promise<{ handle: FileHandle; size: number }> {
   let handle: FileHandle;
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
-    throw ioError("open", path, err);
+    throw ioError(options.verb ?? "open", path, err);
   }
   try {
     const info = await handle.stat();
     if (!info.isFile()) {
-      throw new DeltaWeightsError("E_IO", `Failed to open ${path}: it is ${info.isDirectory() ? "a directory" : "not a regular file (a pipe or device?)"}`);
+      throw options.refuse?.(info)
+        ?? new DeltaWeightsError("E_IO", `Failed to open ${path}: it is ${info.isDirectory() ? "a directory" : "not a regular file (a pipe or device?)"}`);
     }
-    return new PositionedFile(handle, path, info.size);
+    return { handle, size: info.size };
   } catch (err) {
     await handle.close().catch(() => undefined);
     throw err;
@@ -80,8 +95,10 @@ export async function readExactly(
   position: number,
   length: number,
   read: (buffer: Uint8Array, offset: number, length: number, position: number) => Promise<number>,
+  into?: Uint8Array,
 ): Promise<Uint8Array> {
-  const buffer = new Uint8Array(length);
+  // Into the caller's buffer when given one (its first `length` bytes), else a new one.
+  const buffer = into === undefined ? new Uint8Array(length) : into.subarray(0, length);
   let done = 0;
   while (done < length) {
     let bytesRead: number;
