@@ -20,10 +20,16 @@ export interface SafetensorsFile extends WeightFile {
 /** Validates the header of `source`; the reader owns `source` from here on (close() closes it). */
 export async function readSafetensors(source: RandomAccess): Promise<SafetensorsFile> {
   const path = source.label;
-  const first8 = await source.read(0, Math.min(8, source.size));
-  const headerLength = readHeaderLength(path, first8, source.size);
-  const header = parseHeader(path, await source.read(8, headerLength), source.size);
-  return new SafetensorsFileReader(source, header);
+  try {
+    const first8 = await source.read(0, Math.min(8, source.size));
+    const headerLength = readHeaderLength(path, first8, source.size);
+    const header = parseHeader(path, await source.read(8, headerLength), source.size);
+    return new SafetensorsFileReader(source, header);
+  } catch (err) {
+    // Owned from the call on: a refused file is closed here, not left for the garbage collector.
+    await source.close();
+    throw err;
+  }
 }
 
 class SafetensorsFileReader implements SafetensorsFile {

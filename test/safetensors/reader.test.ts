@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { SafetensorsError } from "../../src/errors.js";
 import { openSafetensorsFile } from "../../src/formats/registry.js";
+import { readSafetensors } from "../../src/safetensors/reader.js";
+import type { RandomAccess } from "../../src/tensors.js";
 import { decodeElements } from "../helpers/decode.js";
 import { REAL_FILES, REFERENCE_VALUES, hasRealdata, realPath } from "../helpers/realdata.js";
 import { buildSafetensors, patternBytes } from "../helpers/safetensors-bytes.js";
@@ -115,5 +117,22 @@ describe("chunked reads", () => {
 
   it("reports a missing file as an I/O error naming it", async () => {
     await expect(openSafetensorsFile("/nonexistent/x.safetensors")).rejects.toThrow(/Failed to open \/nonexistent\/x\.safetensors: no such file/);
+  });
+});
+
+describe("a refused file", () => {
+  it("is closed by readSafetensors, which owns its source from the call on (the fix-ups sidecar's descriptor was left to the garbage collector)", async () => {
+    const good = buildSafetensors([{ name: "a", dtype: "F32", shape: [2], data: patternBytes(8, 0) }]);
+    const bad = good.slice();
+    new DataView(bad.buffer).setBigUint64(0, BigInt(bad.length), true); // a header length past the end
+    let closed = 0;
+    const source: RandomAccess = {
+      label: "fixups.safetensors",
+      size: bad.length,
+      read: async (position, length) => bad.slice(position, position + length),
+      close: async () => { closed++; },
+    };
+    await expect(readSafetensors(source)).rejects.toThrow(SafetensorsError);
+    expect(closed).toBe(1);
   });
 });
