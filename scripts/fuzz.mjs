@@ -104,7 +104,7 @@ function truncate(bytes, r) {
 function extend(bytes, r) {
   const extra = new Uint8Array(1 + r.int(4096));
   for (let i = 0; i < extra.length; i++) extra[i] = r.int(256);
-  return concat([bytes, extra]);
+  return Buffer.concat([bytes, extra]);
 }
 
 function splice(bytes, r) {
@@ -114,8 +114,8 @@ function splice(bytes, r) {
   const to = r.int(bytes.length);
   const chunk = bytes.subarray(from, from + length);
   return r.next() < 0.5
-    ? concat([bytes.subarray(0, to), chunk, bytes.subarray(to)])
-    : concat([bytes.subarray(0, to), chunk, bytes.subarray(Math.min(bytes.length, to + length))]);
+    ? Buffer.concat([bytes.subarray(0, to), chunk, bytes.subarray(to)])
+    : Buffer.concat([bytes.subarray(0, to), chunk, bytes.subarray(Math.min(bytes.length, to + length))]);
 }
 
 /** Overwrites an 8-, 4- or 2-byte little-endian field with an interesting value: at `at`, or at a random aligned offset. */
@@ -209,10 +209,10 @@ function headerJson(bytes, r) {
   const length = Number(view.getBigUint64(0, true));
   if (length > bytes.length - 8) return bitFlips(bytes, r);
   const text = jsonMutation(bytes.subarray(8, 8 + length), r);
-  const padded = concat([text, new Uint8Array((8 - (text.length % 8)) % 8).fill(0x20)]);
+  const padded = Buffer.concat([text, new Uint8Array((8 - (text.length % 8)) % 8).fill(0x20)]);
   const prefix = new Uint8Array(8);
   new DataView(prefix.buffer).setBigUint64(0, BigInt(padded.length), true);
-  return concat([prefix, padded, bytes.subarray(8 + length)]);
+  return Buffer.concat([prefix, padded, bytes.subarray(8 + length)]);
 }
 
 const sizeFieldAnywhere = (b, r) => sizeField(b, r);
@@ -243,16 +243,6 @@ const TARGETS = [
 ];
 
 // ---------------------------------------------------------------------------
-
-function concat(parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 function runCase(argv, cwd) {
   return new Promise((resolveRun) => {
