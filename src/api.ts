@@ -6,6 +6,9 @@
  * which never touch the network.
  */
 import { existsSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { DeltaWeightsError, HubError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
@@ -24,7 +27,21 @@ import { inspectModel as inspectLocalModel, type InspectResult } from "./model/i
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
 
-export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & SourceOptions & { base: string; delta: string };
+export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & SourceOptions & {
+  base: string;
+  delta: string;
+  /**
+   * false: a delta from the Hub is not kept in the HF cache. It is fetched
+   * into a scratch folder in the target (`.delta-weights-download`), a file
+   * at a time as the apply reads it, each file deleted once the outputs made
+   * from it are done; the folder goes when the apply succeeds. A rerun after
+   * success downloads the delta again.
+   */
+  cacheDelta?: boolean;
+};
+
+/** Where apply-delta fetches a delta it keeps no copy of (see ApplyDeltaOptions.cacheDelta). */
+export const STREAMED_DELTA_DIR = ".delta-weights-download";
 export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target"> & SourceOptions & { base: string; target: string };
 export type VerifyOptions = LocalVerifyOptions & SourceOptions;
 export type ConvertOptions = LocalConvertOptions & SourceOptions;
@@ -50,13 +67,19 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       ...(hashPool !== undefined ? { hashPool } : {}),
     },
   };
+  const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   let delta: ArrivingSource | undefined;
   let base: ArrivingSource | undefined;
   try {
-    delta = await startSource(options.delta, { ...sources, select: "delta" });
+    delta = await startSource(options.delta, {
+      ...sources,
+      select: "delta",
+      ...(scratch === undefined ? {} : { cacheDir: scratch, transfer: { ...sources.transfer, stream: true } }),
+    });
     base = await startSource(options.base, sources);
     const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source, ...(hashPool !== undefined ? { hashPool } : {}) });
     await Promise.all([delta.settled, base.settled]);
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
     return result;
   } catch (err) {
     await Promise.all([delta?.cancel(), base?.cancel()]);
@@ -64,6 +87,23 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   } finally {
     await ownPool?.close();
   }
+}
+
+/**
+ * The scratch folder a delta kept nowhere is fetched into (left behind by a
+ * failed run, it lets the next one resume). Only a delta from the Hub can be
+ * fetched so: the flag is refused, not ignored, for a local one.
+ */
+async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<string> {
+  if (!isHubRef(options.delta)) {
+    throw new DeltaWeightsError("E_USAGE", `--no-cache-delta: the delta ${options.delta} is a local path, not a Hub repo; it is read where it is (drop the flag)`);
+  }
+  if (options.offline === true) {
+    throw new HubError(`--no-cache-delta: the delta ${options.delta} must be downloaded, and HF_HUB_OFFLINE is set; unset it, or drop the flag to use a cached copy`);
+  }
+  const dir = join(options.target, STREAMED_DELTA_DIR);
+  await mkdir(dir, { recursive: true }).catch((err: unknown) => { throw ioError("create", dir, err); });
+  return dir;
 }
 
 /** target - base -> a delta directory (see delta/make-delta.ts). */

@@ -8,6 +8,8 @@ export interface ApplyArgs {
   convention?: string;
   expectSum?: number;
   force: boolean;
+  /** false: --no-cache-delta. */
+  cacheDelta: boolean;
 }
 
 export interface MakeArgs {

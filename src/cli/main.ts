@@ -81,6 +81,7 @@ function applyCommand(name: string): Command {
     .option("--expect-sum <value>", "check the recovered model against the integrity sum its publisher printed (Alpaca's check)", parseSum)
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
+    .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
       delta: requiredOption(o, "delta", "deltaPath"),
@@ -89,6 +90,7 @@ function applyCommand(name: string): Command {
       convention: optionalString(o.convention),
       expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
+      cacheDelta: o.cacheDelta !== false,
     })));
 }
 

@@ -79,7 +79,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
       : publishedSum(delta.source);
     // Conventions that read files by path wait for downloads to finish; the others read bytes as they arrive.
-    if (convention.streams !== true) await view.settled();
+    if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
@@ -94,9 +94,13 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       const files = await withOutputLock(options.target, "apply-delta", async () => {
         await removeStalePartials(options.target);
         const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs: plan.files.map((f) => f.path) });
-        const files = await recover(plan, { target: options.target, job, threads: options.threads, hashPool: options.hashPool, onProgress: options.onProgress, inputsSettled: view.settled() });
-        await job.finish();
-        return files;
+        try {
+          const files = await recover(plan, { target: options.target, job, threads: options.threads, hashPool: options.hashPool, onProgress: options.onProgress, inputsSettled: view.settled() });
+          await job.finish();
+          return files;
+        } finally {
+          view.deltaFiles.stream?.finish(); // a streamed delta's files nobody read are not fetched
+        }
       });
       const unchecked = [...files].filter(([, f]) => f.checkedAgainst === undefined).map(([path]) => path);
       return {

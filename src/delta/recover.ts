@@ -6,6 +6,7 @@ import { AtomicFile } from "../io/atomic-file.js";
 import type { ChecksumList } from "../hash/checksums.js";
 import { checkFreeSpace, type OutputJob } from "../io/output-guard.js";
 import type { OnProgress } from "../progress.js";
+import type { FileSet } from "../io/file-set.js";
 
 /**
  * Carries out a recovery plan, whatever convention made it: each output file
@@ -21,9 +22,21 @@ import type { OnProgress } from "../progress.js";
  */
 export type Expected = { from: string } & ({ sha256: string; md5?: string } | { sha256?: undefined; md5: string });
 
+/** One input file an output is made from. */
+export interface InputFile {
+  files: FileSet;
+  path: string;
+}
+
 export interface PlannedFile {
   /** Relative to the target directory ("/"-separated, checked safe by whoever planned it). */
   path: string;
+  /**
+   * The input files `produce` reads, when the planner knows them all: a
+   * delta streamed without a copy lets each file go once every output that
+   * reads it is made. An input no output declares is kept to the end.
+   */
+  reads?: readonly InputFile[];
   /** Its size when known in advance (for the free-space check and progress). */
   size: number;
   expected?: Expected;
@@ -132,6 +145,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     await checkFreeSpace(out, needed);
     progress?.({ kind: "start", phase: "apply", totalBytes: needed });
     started = true;
+    const streamed = new StreamedInputs(plan.files, todo);
     const explain = async (err: unknown, tempPath?: string): Promise<never> => {
       throw plan.explain === undefined ? err : await plan.explain(err, { pool, tempPath });
     };
@@ -149,6 +163,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
         await Promise.allSettled(commits);
         return await explain(err);
       }
+      streamed.made(file);
       const size = sink.size;
       // The last flush to disk, and the checks, go on while the next file is produced.
       const committed = (async () => {
@@ -177,6 +192,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
       committed.catch(() => undefined); // awaited below; this only stops an early rejection counting as unhandled
       commits.push(committed);
     }
+    streamed.finish();
     await Promise.all(commits);
     if (plan.finalCheck !== undefined) {
       await plan.finalCheck();
@@ -190,6 +206,53 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
   }
   // In the plan's order, whatever order the commits finished in.
   return new Map(plan.files.map((f) => [f.path, results.get(f.path)!]));
+}
+
+/**
+ * Tells streamed input files (a delta downloaded without a copy) in which
+ * order the outputs read them, and lets each go once every output reading
+ * it is made. Inputs of files kept on resume are never read.
+ */
+class StreamedInputs {
+  readonly #readers = new Map<FileSet, Map<string, number>>();
+
+  constructor(all: readonly PlannedFile[], todo: readonly PlannedFile[]) {
+    // Every streamed file set is told when reads end, even one only kept files read.
+    for (const file of all) for (const files of streamedReads(file).keys()) this.#readers.set(files, new Map());
+    for (const file of todo) {
+      for (const [files, paths] of streamedReads(file)) {
+        const counts = this.#readers.get(files) ?? new Map<string, number>();
+        for (const path of paths) counts.set(path, (counts.get(path) ?? 0) + 1);
+        this.#readers.set(files, counts);
+      }
+    }
+    for (const [files, counts] of this.#readers) files.stream!.plan([...counts.keys()]);
+  }
+
+  /** `file` was produced: what no later output reads may go (deleted once verified, in the background). */
+  made(file: PlannedFile): void {
+    for (const [files, paths] of streamedReads(file)) {
+      const counts = this.#readers.get(files)!;
+      for (const path of paths) {
+        const left = counts.get(path)! - 1;
+        counts.set(path, left);
+        if (left === 0) void files.stream!.release(path).catch(() => undefined);
+      }
+    }
+  }
+
+  finish(): void {
+    for (const files of this.#readers.keys()) files.stream!.finish();
+  }
+}
+
+/** A file's declared inputs that are streamed, each path once. */
+function streamedReads(file: PlannedFile): Map<FileSet, Set<string>> {
+  const reads = new Map<FileSet, Set<string>>();
+  for (const { files, path } of file.reads ?? []) {
+    if (files.stream !== undefined) reads.set(files, (reads.get(files) ?? new Set<string>()).add(path));
+  }
+  return reads;
 }
 
 /** The sha256 of the file at `path` when it is already the expected output, else undefined. */

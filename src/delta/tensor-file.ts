@@ -8,12 +8,15 @@ import type { ReadRange } from "../tensors.js";
 import type { FixupSource } from "./fixups.js";
 import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
-import type { PlannedFile } from "./recover.js";
+import type { InputFile, PlannedFile } from "./recover.js";
+import type { FileSet } from "../io/file-set.js";
 import { recoverTensor } from "./tensor-transform.js";
 
 /** Where tensors are read from: a model, a delta's shards. */
 export interface TensorReader {
-  readonly tensors: ReadonlyMap<string, { dtype: string; shape: number[] }>;
+  /** Each tensor, with the file of `files` that holds it. */
+  readonly tensors: ReadonlyMap<string, { dtype: string; shape: number[]; file: string }>;
+  readonly files: FileSet;
   readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
 }
 
@@ -54,6 +57,7 @@ export function tensorFile(spec: TensorFileSpec): PlannedFile {
   return {
     path: spec.path,
     size: headerBytes.length + [...spec.recipes.values()].reduce((n, r) => n + numel(r.shape) * dtypeBytes(r.dtype), 0),
+    reads: tensorReads(spec),
     ...(spec.expected === undefined ? {} : { expected: spec.expected }),
     async produce(sink, { pool, advance }) {
       const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.header);
@@ -106,17 +110,32 @@ export function tensorFile(spec: TensorFileSpec): PlannedFile {
   };
 }
 
+/** The files a tensor file reads its tensors from (the fix-ups, read by every file, are not declared: they are kept to the end). */
+function tensorReads(spec: TensorFileSpec): InputFile[] {
+  const reads = new Map<string, InputFile>();
+  const add = (reader: TensorReader | undefined, role: string, name: string) => {
+    const file = reader?.tensors.get(name)?.file;
+    if (reader !== undefined && file !== undefined) reads.set(`${role}:${file}`, { files: reader.files, path: file });
+  };
+  for (const recipe of spec.recipes.values()) {
+    if (recipe.op !== "base") add(spec.delta, "delta", recipe.name);
+    if (recipe.base !== undefined) add(spec.base, "base", recipe.base.name);
+  }
+  return [...reads.values()];
+}
+
 /**
  * A planned file copied from `from` (config, tokenizer), checked like every
- * output; `from` may be a promise of the path (a file still downloading).
+ * output: a local path, or a file of a file set (perhaps still downloading).
  */
-export function copiedFile(path: string, from: string | (() => Promise<string>), size: number, expected?: PlannedFile["expected"]): PlannedFile {
+export function copiedFile(path: string, from: string | InputFile, size: number, expected?: PlannedFile["expected"]): PlannedFile {
   return {
     path,
     size,
+    ...(typeof from === "string" ? {} : { reads: [from] }),
     ...(expected === undefined ? {} : { expected }),
     async produce(sink, { advance }) {
-      await copyInto(typeof from === "string" ? from : await from(), sink);
+      await copyInto(typeof from === "string" ? from : await from.files.whole(from.path), sink);
       advance(sink.size, path);
       return {};
     },

@@ -15,13 +15,36 @@ export function downloadFileSet(download: SnapshotDownload): FileSet {
     if (!files.includes(path)) throw new DeltaWeightsError("E_IO", `${download.repo}: the download has no file ${path}`);
     return download.file(path);
   };
+  // Streamed: a released file is closed by every reader before it is deleted (an open descriptor would keep its disk space).
+  const opened = new Map<string, Set<ArrivingFile>>();
+  const stream = download.stream;
   return {
     root: download.dir,
     list: async () => files,
     size: async (path) => handle(path).size,
-    open: async (path) => new ArrivingFile(handle(path), `${download.dir}/${path}`),
-    whole: (path) => handle(path).complete,
+    open: async (path) => {
+      const file = new ArrivingFile(handle(path), `${download.dir}/${path}`);
+      if (stream !== undefined) opened.set(path, (opened.get(path) ?? new Set()).add(file));
+      return file;
+    },
+    // Streamed, a file is fetched only when read: reading all of it is what asks for all of it.
+    whole: async (path) => {
+      const file = handle(path);
+      if (stream !== undefined) await file.waitForRange(0, file.size);
+      return file.complete;
+    },
     settled: download.done.then(() => undefined),
+    ...(stream === undefined ? {} : {
+      stream: {
+        plan: (paths: readonly string[]) => stream.plan(paths),
+        release: async (path: string) => {
+          await Promise.all([...(opened.get(path) ?? [])].map((f) => f.close()));
+          opened.delete(path);
+          await stream.release(path);
+        },
+        finish: () => stream.finish(),
+      },
+    }),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
+import type { StreamedFiles } from "../io/file-set.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import type { ConnectionBudget } from "./connection-budget.js";
 import type { OnProgress } from "../progress.js";
@@ -50,6 +51,12 @@ export interface DownloadOptions {
   lockMode?: LockMode;
   /** Aborting stops the download, leaving the cache consistent and resumable. */
   signal?: AbortSignal;
+  /**
+   * Keep no copy (apply-delta --no-cache-delta): `cacheDir` is a scratch
+   * directory, large files are fetched as readers plan and ask for them, and
+   * deleted once released (see StreamedFiles).
+   */
+  stream?: boolean;
 }
 
 /** Things worth one line to the user; `message` is that line. */
@@ -90,6 +97,8 @@ export interface SnapshotDownload {
   readonly done: Promise<Snapshot>;
   /** Stops, keeping every byte fetched for the next run; resolves once the cache is consistent. */
   cancel(): Promise<void>;
+  /** With DownloadOptions.stream: how readers steer the download. */
+  readonly stream?: StreamedFiles;
 }
 
 /** One file of a SnapshotDownload. */

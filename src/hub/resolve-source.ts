@@ -23,7 +23,7 @@ export interface ResolveOptions {
   /** Without `files`: a model's files, or every file of a delta repo. */
   select?: "model" | "delta";
   /** How downloads run (connections, timeouts, retries, notices): see DownloadOptions. */
-  transfer?: Pick<DownloadOptions, "connections" | "rangeBytes" | "downloadTimeoutMs" | "etagTimeoutMs" | "retry" | "verifyCache" | "onEvent" | "signal" | "connectionBudget" | "hashPool">;
+  transfer?: Pick<DownloadOptions, "connections" | "rangeBytes" | "downloadTimeoutMs" | "etagTimeoutMs" | "retry" | "verifyCache" | "onEvent" | "signal" | "connectionBudget" | "hashPool" | "stream">;
 }
 
 export interface ResolvedSource extends LocalSource {

@@ -12,7 +12,8 @@ import type { HubRef } from "./repo-id.js";
 import { formatSeconds } from "./retry.js";
 import type { RepoFile } from "./select-files.js";
 import { fetchClient, nodeHttpClient } from "./range-client.js";
-import { BlobTransfer, Transfer } from "./transfer.js";
+import { BlobTransfer, Transfer, withinEdges } from "./transfer.js";
+import type { StreamedFiles } from "../io/file-set.js";
 
 /**
  * One snapshot download: which blobs are cached (and sound), which to fetch,
@@ -27,6 +28,8 @@ export interface ListedFile extends RepoFile {
 
 /** Files up to this size are fetched first: configs and indexes are read before weights. */
 const SMALL_FILE_BYTES = 8 * 1024 * 1024;
+/** A streamed download fetches a read this small on its own; a larger one is the reader starting on the file. */
+const FEW_BYTES = 64 * 1024;
 
 interface Waiter {
   start: number;
@@ -46,6 +49,15 @@ class BlobJob {
   failure: unknown;
   /** Progress bytes reported for this blob so far. */
   advanced = 0;
+  /** Streamed downloads: whether its bulk may be fetched, which of its paths readers let go, and whether it was let go unfetched. */
+  admitted = true;
+  readonly released = new Set<string>();
+  dropped = false;
+  task: BlobTransfer | undefined;
+  /** Ranges readers asked for before its transfer existed (see Transfer.hurry). */
+  readonly hurry: [number, number][] = [];
+  /** Called when a reader waits for bytes not yet here (a streamed download admits the file then). */
+  onWait: ((start: number, end: number) => void) | undefined;
   #waiters: Waiter[] = [];
 
   constructor(readonly spec: BlobSpec, readonly files: ListedFile[], readonly lockPath: string, blobPath: string, readonly priority: number) {
@@ -64,6 +76,7 @@ class BlobJob {
     }
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.covers(start, end)) return Promise.resolve();
+    this.onWait?.(start, end);
     return new Promise((resolve, reject) => this.#waiters.push({ start, end, resolve, reject }));
   }
 
@@ -168,6 +181,9 @@ export class SnapshotRun implements SnapshotDownload {
   #transfer: Transfer | undefined;
   #failure: unknown;
   readonly #downloaded: string[] = [];
+  /** Streamed: the large blobs in the order readers will read them. */
+  #planned: BlobJob[] = [];
+  readonly stream?: StreamedFiles;
 
   constructor(init: RunInit) {
     this.#init = init;
@@ -191,6 +207,18 @@ export class SnapshotRun implements SnapshotDownload {
       this.#jobs.push(job);
       for (const f of group) this.#handles.set(f.path, new FileDownloadHandle(job, f, init.cache.snapshotPath(init.commit, f.path)));
     });
+    if (init.options.stream === true) {
+      for (const job of this.#jobs) {
+        if (job.spec.size <= SMALL_FILE_BYTES) continue;
+        job.admitted = false;
+        job.onWait = (start, end) => this.#demand(job, start, end);
+      }
+      this.stream = {
+        plan: (paths) => this.#plan(paths),
+        release: (path) => this.#release(path),
+        finish: () => this.#finishReads(),
+      };
+    }
     const signal = init.options.signal;
     if (signal !== undefined) {
       const onAbort = () => this.#fail(this.#stopped());
@@ -215,6 +243,75 @@ export class SnapshotRun implements SnapshotDownload {
 
   #stopped(): HubError {
     return new HubError(`Failed to download ${this.repo}: stopped before the end; run again to resume`);
+  }
+
+  // Streamed downloads (no copy kept): one large file's bulk is fetched at a time, in
+  // the readers' order, and the next one starts when it is complete and at most one
+  // complete file waits for its readers. A reader waiting for bytes of another file
+  // gets that file at once (its bytes before any other's), so no order of reads can
+  // wait forever. Peak disk: about two files, plus any a reader jumps to.
+
+  #plan(paths: readonly string[]): void {
+    const jobs = paths.map((p) => this.#handles.get(p)?.job).filter((j): j is BlobJob => j !== undefined && !j.admitted);
+    this.#planned = [...new Set([...this.#planned, ...jobs])];
+    this.#admitNext();
+  }
+
+  #demand(job: BlobJob, start: number, end: number): void {
+    if (job.admitted || job.dropped || withinEdges(job.spec.size, start, end, this.#init.settings.rangeBytes)) return;
+    if (end - start > FEW_BYTES) {
+      this.#admit(job, true);
+      return;
+    }
+    // A few bytes (a PyTorch zip entry's local header, read while planning): fetched alone.
+    const range: [number, number] = [start, Math.min(job.spec.size, Math.max(end, start + FEW_BYTES))];
+    if (job.task !== undefined) this.#transfer?.hurry(job.task, ...range);
+    else job.hurry.push(range);
+  }
+
+  #admit(job: BlobJob, first: boolean): void {
+    job.admitted = true;
+    if (job.task !== undefined) this.#transfer?.admit(job.task, first);
+  }
+
+  #admitNext(): void {
+    const large = this.#jobs.filter((j) => j.spec.size > SMALL_FILE_BYTES && !j.dropped);
+    const fetching = large.some((j) => j.admitted && !j.complete && j.failure === undefined);
+    const waiting = large.filter((j) => j.complete && j.released.size < j.files.length).length;
+    if (fetching || waiting > 1) return;
+    const next = this.#planned.find((j) => !j.admitted && !j.complete && !j.dropped);
+    if (next !== undefined) this.#admit(next, false);
+  }
+
+  async #release(path: string): Promise<void> {
+    const job = this.#handles.get(path)?.job;
+    if (job === undefined) return;
+    job.released.add(path);
+    if (job.released.size < job.files.length) return;
+    if (!job.admitted && !job.complete) {
+      this.#drop(job);
+    } else {
+      // Its bytes were read: they are verified before they go (an output nothing else checks relies on that).
+      const verified = await this.#handles.get(job.files[0]!.path)!.complete.then(() => true, () => false);
+      if (verified) {
+        await rm(job.paths.blob, { force: true }).catch(() => undefined);
+        for (const f of job.files) await rm(this.#init.cache.snapshotPath(this.commit, f.path), { force: true }).catch(() => undefined);
+      }
+    }
+    this.#admitNext();
+  }
+
+  /** Nobody needs this file's bulk: stop fetching it (what the run waits for, it no longer waits for). */
+  #drop(job: BlobJob): void {
+    job.dropped = true;
+    if (job.task !== undefined) this.#transfer?.drop(job.task);
+    const err = new HubError(`Failed to read ${job.label}: it was not downloaded (no reader needed it)`);
+    job.fail(err);
+    for (const f of job.files) this.#handles.get(f.path)!.reject(err);
+  }
+
+  #finishReads(): void {
+    for (const job of this.#jobs) if (!job.admitted && !job.complete && !job.dropped) this.#drop(job);
   }
 
   #event(event: DownloadEvent): void {
@@ -246,11 +343,14 @@ export class SnapshotRun implements SnapshotDownload {
       if (checked.state === "corrupt") job.corrupt = { problem: checked.problem, identity: checked.identity };
     }
     if (present > 0) options.onProgress?.({ kind: "end", phase: "check cache" });
-    let needed = 0;
+    const missing: number[] = [];
     for (const job of this.#jobs.filter((j) => j.fetch)) {
       const have = await stat(job.paths.partial).then((s) => s.blocks * 512, () => 0);
-      needed += Math.max(0, job.spec.size - have);
+      missing.push(Math.max(0, job.spec.size - have));
     }
+    // Streamed, about two large files are on disk at a time (see #admitNext).
+    const held = options.stream === true ? missing.sort((a, b) => b - a).slice(0, 2) : missing;
+    const needed = held.reduce((n, m) => n + m, 0);
     if (needed > 0) await checkFreeSpace(blobs, needed);
   }
 
@@ -352,12 +452,15 @@ export class SnapshotRun implements SnapshotDownload {
           });
         }
         await this.#download(job);
+        if (job.dropped) return;
         for (const f of job.files) this.#downloaded.push(f.path);
       }
       job.complete = true;
       job.notify();
       await this.#link(job);
+      if (this.stream !== undefined) this.#admitNext();
     } catch (err) {
+      if (job.dropped) return; // its lock wait or fetch was cut short on purpose
       // Disk and lock failures too reach callers as one HubError line (the cause is kept).
       this.#fail(err instanceof HubError ? err : new HubError(`Failed to download ${this.repo}: ${lowerFirst(err instanceof Error ? err.message : String(err))}`, { cause: err }));
       job.fail(this.#failure);
@@ -370,6 +473,7 @@ export class SnapshotRun implements SnapshotDownload {
 
   async #download(job: BlobJob): Promise<void> {
     const { options, hubUrl, ref } = this.#init;
+    if (job.dropped) return;
     const hasher = blobHasher(job.spec, job.spec.lfs ? options.hashPool : undefined);
     const { blob, from } = await PartialBlob.open(job.spec, job.paths, hasher, () => job.notify());
     job.partial = blob;
@@ -383,8 +487,12 @@ export class SnapshotRun implements SnapshotDownload {
     job.notify();
     const url = `${hubUrl}/${ref.repo}/resolve/${this.commit}/${job.label.split("/").map(encodeURIComponent).join("/")}`;
     const task = new BlobTransfer(job.label, url, blob, job.priority);
+    task.admitted = job.admitted;
+    job.task = task;
     this.#transfer!.add(task);
+    for (const range of job.hurry.splice(0)) this.#transfer!.hurry(task, ...range);
     await task.written;
+    if (job.dropped) return;
     await blob.finish((expected, actual) =>
       `Failed to download ${ref.repo}: ${job.label} does not match its ${job.spec.lfs ? "sha256" : "git oid"} ` +
         `(expected ${expected}, got ${actual}); the corrupt download was deleted: run again`);

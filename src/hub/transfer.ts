@@ -66,6 +66,8 @@ interface Gap {
   /** Failed tries of this range that brought no byte. */
   failures: number;
   notBefore: number;
+  /** A reader waits for these few bytes of a file not admitted (see `hurry`). */
+  urgent?: boolean;
 }
 
 interface Piece {
@@ -73,12 +75,19 @@ interface Piece {
   start: number;
   end: number;
   failures: number;
+  urgent?: boolean;
 }
 
 /** One blob to fetch: where from, where to, and what is left. */
 export class BlobTransfer {
   readonly gaps: Gap[];
   inflight = 0;
+  /**
+   * Whether the bulk of the file may be fetched (its edges always may): a
+   * streamed download admits a file when a reader asks for its bytes or it
+   * is next in the readers' order (see SnapshotRun).
+   */
+  admitted = true;
   /** Where the Hub redirected us (its CDN): later ranges go straight there. */
   downloadUrl: string | undefined;
   readonly written: Promise<void>;
@@ -146,6 +155,42 @@ export class Transfer {
     this.#wake();
   }
 
+  /** Lets the bulk of `task` be fetched: before every other file's when `first` (a reader waits for it), else after those admitted before it. */
+  admit(task: BlobTransfer, first: boolean): void {
+    if (task.admitted && !first) return;
+    task.admitted = true;
+    const at = this.#tasks.indexOf(task);
+    if (at === -1) return;
+    this.#tasks.splice(at, 1);
+    const after = first ? -1 : this.#tasks.findLastIndex((t) => t.admitted);
+    this.#tasks.splice(after + 1, 0, task);
+    this.#wake();
+  }
+
+  /**
+   * Fetches bytes [start, end) of `task` before any bulk, admitted or not: a
+   * reader planning from a file waits for a few of its bytes (a zip entry's
+   * local header), not for the file.
+   */
+  hurry(task: BlobTransfer, start: number, end: number): void {
+    for (let i = 0; i < task.gaps.length; i++) {
+      const gap = task.gaps[i]!;
+      if (gap.end <= start || gap.start >= end || gap.urgent === true) continue;
+      const from = Math.max(gap.start, start);
+      const to = Math.min(gap.end, end);
+      const parts = [{ ...gap, end: from }, { ...gap, start: from, end: to, urgent: true }, { ...gap, start: to }].filter((g) => g.end > g.start);
+      task.gaps.splice(i, 1, ...parts);
+      i += parts.length - 1;
+    }
+    this.#wake();
+  }
+
+  /** Fetches nothing more of `task` (no reader needs it); settles it once its ranges in flight are written. */
+  drop(task: BlobTransfer): void {
+    task.gaps.splice(0);
+    if (task.inflight === 0) task.settle();
+  }
+
   /** Stops every connection (`failure`: why, or undefined when all is done) and waits for them. */
   async stop(failure?: unknown): Promise<void> {
     if (!this.#stopped) {
@@ -197,9 +242,10 @@ export class Transfer {
     if (this.#stopped) return undefined;
     if (Date.now() < this.#pauseUntil) return this.#pauseUntil;
     let due = Infinity;
+    const edge = this.#edgeBytes();
     for (const task of this.#tasks) {
       if (task.settled) continue;
-      for (const gap of task.gaps) due = Math.min(due, gap.notBefore);
+      for (const gap of task.admitted ? task.gaps : [...edgeGaps(task, edge), ...task.gaps.filter((g) => g.urgent === true)]) due = Math.min(due, gap.notBefore);
     }
     return due;
   }
@@ -210,12 +256,19 @@ export class Transfer {
     const now = Date.now();
     if (now < this.#pauseUntil) return this.#pauseUntil;
     for (const task of this.#tasks) {
-      const edge = task.settled ? undefined : takeEdge(task, now, Math.min(EDGE_BYTES, this.#settings.rangeBytes));
+      const urgent = task.settled ? -1 : task.gaps.findIndex((g) => g.urgent === true && g.notBefore <= now);
+      if (urgent === -1) continue;
+      const [gap] = task.gaps.splice(urgent, 1);
+      task.inflight++;
+      return { task, start: gap!.start, end: gap!.end, failures: gap!.failures, urgent: true };
+    }
+    for (const task of this.#tasks) {
+      const edge = task.settled ? undefined : takeEdge(task, now, this.#edgeBytes());
       if (edge !== undefined) return edge;
     }
     let due = Infinity;
     for (const task of this.#tasks) {
-      if (task.settled) continue;
+      if (task.settled || !task.admitted) continue;
       for (let i = 0; i < task.gaps.length; i++) {
         const gap = task.gaps[i]!;
         if (gap.notBefore > now) {
@@ -244,6 +297,10 @@ export class Transfer {
         resolve();
       });
     });
+  }
+
+  #edgeBytes(): number {
+    return Math.min(EDGE_BYTES, this.#settings.rangeBytes);
   }
 
   /** A share of what is left per connection, between the tail size and `rangeBytes`. */
@@ -326,7 +383,7 @@ export class Transfer {
       }
       await flush();
       if (position < end) throw new TransientError("the connection closed early");
-      if (end < piece.end) this.#requeue(task, { start: end, end: piece.end, failures: 0, notBefore: 0 });
+      if (end < piece.end) this.#requeue(task, { start: end, end: piece.end, failures: 0, notBefore: 0, ...(piece.urgent === true ? { urgent: true } : {}) });
     } catch (caught) {
       clearTimeout(timer);
       res?.cancel();
@@ -437,9 +494,26 @@ export class Transfer {
     const delayMs = transient.retryAfterMs ?? backoffMs(retry, failures);
     const notBefore = Date.now() + delayMs;
     if (transient.retryAfterMs !== undefined) this.#pauseUntil = Math.max(this.#pauseUntil, notBefore);
-    this.#requeue(task, { start: position, end: piece.end, failures, notBefore });
+    this.#requeue(task, { start: position, end: piece.end, failures, notBefore, ...(piece.urgent === true ? { urgent: true } : {}) });
     this.#settings.onRetry({ file: task.label, attempt: failures + 1, attempts: retry.attempts, delayMs, reason: transient.reason });
   }
+}
+
+/** Whether bytes [start, end) of a file of `size` bytes lie in its edges (fetched whether or not the file is admitted). */
+export function withinEdges(size: number, start: number, end: number, rangeBytes: number): boolean {
+  const edge = Math.min(EDGE_BYTES, rangeBytes);
+  return size > 4 * edge && (end <= edge || start >= size - edge);
+}
+
+/** The gaps that still hold a large file's first or last `edge` bytes. */
+function edgeGaps(task: BlobTransfer, edge: number): Gap[] {
+  if (task.size <= 4 * edge) return [];
+  const gaps: Gap[] = [];
+  const first = task.gaps[0];
+  const last = task.gaps[task.gaps.length - 1];
+  if (first !== undefined && first.start === 0) gaps.push(first);
+  if (last !== undefined && last !== first && last.end === task.size && last.end - last.start > edge) gaps.push(last);
+  return gaps;
 }
 
 /** The first or last `edge` bytes of a large file, if still to fetch and due. */

@@ -29,6 +29,23 @@ export interface FileSet {
   whole(path: string): Promise<string>;
   /** Resolves once every file is complete and verified; rejects with the first failure. */
   readonly settled: Promise<void>;
+  /** Present when the files are downloaded without keeping a copy: readers then say what they read, and when they are done. */
+  readonly stream?: StreamedFiles;
+}
+
+/**
+ * Files downloaded without keeping a copy (apply-delta --no-cache-delta):
+ * readers say in which order they will read the files and when they are
+ * done with one, so that only a file or two is on disk at a time. A file
+ * nobody plans or releases is fetched and kept like any other.
+ */
+export interface StreamedFiles {
+  /** The files readers will read, in this order: their bulk is fetched one file after another. */
+  plan(paths: readonly string[]): void;
+  /** No reader reads `path` again: it is deleted once verified, or never fetched if none of its bulk was asked for. */
+  release(path: string): Promise<void>;
+  /** Readers are done: large files nobody asked for are not fetched. */
+  finish(): void;
 }
 
 /**

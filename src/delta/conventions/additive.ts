@@ -123,7 +123,7 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
   if (layout.index !== undefined) files.push(textFile(layout.index.file, layout.index.text));
   for (const rel of delta.extraFiles) {
     const from = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel) ? base.files : delta.files;
-    files.push(copiedFile(rel, () => from.whole(rel), await from.size(rel)));
+    files.push(copiedFile(rel, { files: from, path: rel }, await from.size(rel)));
   }
   if (rules.configFrom === "base") notes.push("config.json and generation_config.json come from the base, as FastChat's apply_delta saves the base model");
   if (sums !== undefined) notes.push(sums.note);

@@ -41,6 +41,12 @@ export class LocalDeltaView implements DeltaView {
     await Promise.all([this.deltaFiles.settled, this.#baseFiles?.settled]);
   }
 
+  /** Every input file complete and verified; a delta streamed without a copy is fetched whole for this. */
+  async complete(): Promise<void> {
+    if (this.deltaFiles.stream !== undefined) await Promise.all((await this.files()).map((f) => this.deltaFiles.whole(f)));
+    await this.settled();
+  }
+
   async head(file: string, bytes: number): Promise<Uint8Array> {
     if (!(await this.files()).includes(file)) throw new DeltaError(`the delta ${this.source} has no file ${file}`);
     const input = await this.deltaFiles.open(file);

@@ -1,0 +1,119 @@
+/**
+ * apply-delta --no-cache-delta (cacheDelta: false): a delta from the Hub is
+ * fetched into a scratch folder in the target a file at a time, each file
+ * deleted once the outputs made from it are done, and never enters the HF
+ * cache. Disk use is sampled while the apply runs; the bytes the loopback Hub
+ * sent say which files were fetched at all.
+ */
+import { readdir, readFile, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
+import { makeDelta } from "../../src/delta/make-delta.js";
+import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
+import { sha256Bytes } from "../helpers/sha256.js";
+import { makeTempDir } from "../helpers/temp-dir.js";
+import { FakeHub } from "./fake-hub-server.js";
+
+let hub: FakeHub;
+beforeEach(async () => { hub = await FakeHub.start(); });
+afterEach(async () => { await hub.close().catch(() => undefined); });
+
+const SHARDS = 6;
+/** One 8 MiB F16 tensor per shard: every shard is a large file (over the 8 MiB a download fetches whole and first). */
+function model(seed: number): Tensor[] {
+  const next = rng(seed);
+  return Array.from({ length: SHARDS }, (_, i) => ({ name: `layers.${i}.weight`, dtype: "F16" as const, shape: [1024, 4096], data: noise("F16", 1024 * 4096, 0.02, next) }));
+}
+
+async function filesOf(dir: string): Promise<Record<string, Buffer>> {
+  const out: Record<string, Buffer> = {};
+  for (const name of await readdir(dir)) out[name] = await readFile(join(dir, name));
+  return out;
+}
+
+/** Bytes on disk (allocated blocks: partial downloads are sparse) under `dir`. */
+async function diskBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])) {
+    if (!entry.isFile()) continue;
+    n += await stat(join(entry.parentPath, entry.name)).then((s) => s.blocks * 512, () => 0);
+  }
+  return n;
+}
+
+async function setUp() {
+  const work = await makeTempDir();
+  const base = model(1);
+  await writeModel(join(work, "base"), base, { maxShardBytes: 9 * 1024 * 1024 });
+  await writeModel(join(work, "target"), finetune(base, { seed: 2 }), { maxShardBytes: 9 * 1024 * 1024 });
+  await makeDelta({ base: join(work, "base"), target: join(work, "target"), delta: join(work, "delta") });
+  const delta = await filesOf(join(work, "delta"));
+  hub.seed("acme/delta", delta);
+  return { work, delta };
+}
+
+async function expectTargetExact(work: string, out: string): Promise<void> {
+  const expected = await filesOf(join(work, "target"));
+  expect((await readdir(out)).sort()).toEqual(Object.keys(expected).sort()); // the scratch folder is gone too
+  for (const [name, bytes] of Object.entries(expected)) expect(sha256Bytes(await readFile(join(out, name))), name).toBe(sha256Bytes(bytes));
+}
+
+describe("apply-delta --no-cache-delta", () => {
+  it("holds about two delta files on disk at a time, keeps none in the HF cache, and recovers the target byte for byte", async () => {
+    const { work, delta } = await setUp();
+    const shard = Math.max(...Object.values(delta).map((b) => b.length));
+    const whole = Object.values(delta).reduce((n, b) => n + b.length, 0);
+    // Slow enough that the disk is sampled many times while the delta streams.
+    hub.throttle.bytesPerSecondPerConnection = 6 * 1024 * 1024;
+    const out = join(work, "out");
+    const scratch = join(out, STREAMED_DELTA_DIR);
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, await diskBytes(scratch));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const result = await applyDelta({
+      base: join(work, "base"), delta: "acme/delta", target: out, cacheDelta: false,
+      cacheDir: join(work, "cache"), hubUrl: hub.url,
+      transfer: { connections: 3, rangeBytes: 1024 * 1024 },
+    }).finally(() => { sampling = false; });
+    await sampler;
+    expect(result.verified).toBe(true);
+    await expectTargetExact(work, out);
+    // Two files (the one being read, the next arriving) and the first and last MiB of the others.
+    expect(peak).toBeGreaterThan(shard);
+    expect(peak).toBeLessThanOrEqual(2 * shard + (SHARDS - 2) * 2 * 1024 * 1024 + 1024 * 1024);
+    expect(peak).toBeLessThan(whole);
+    expect(await readdir(join(work, "cache")).catch(() => [])).not.toContain("models--acme--delta");
+  });
+
+  it("a rerun fetches only the delta files of outputs still missing", async () => {
+    const { work, delta } = await setUp();
+    const out = join(work, "out");
+    const options = { base: join(work, "base"), delta: "acme/delta", target: out, cacheDelta: false, cacheDir: join(work, "cache"), hubUrl: hub.url };
+    await applyDelta(options);
+    const lost = "model-00003-of-00006.safetensors";
+    await rm(join(out, lost));
+    const sentBefore = new Map(Object.entries(delta).map(([name, bytes]) => [name, hub.bytesSent(new RegExp(sha256Bytes(bytes)))]));
+
+    const result = await applyDelta(options);
+    expect(result.files[lost]?.status).toBe("written");
+    expect(Object.values(result.files).filter((f) => f.status === "kept")).toHaveLength(Object.keys(result.files).length - 1);
+    await expectTargetExact(work, out);
+    for (const [name, bytes] of Object.entries(delta)) {
+      const sent = hub.bytesSent(new RegExp(sha256Bytes(bytes))) - sentBefore.get(name)!;
+      if (name === lost) expect(sent, name).toBeGreaterThanOrEqual(bytes.length);
+      else if (bytes.length > 8 * 1024 * 1024) expect(sent, name).toBeLessThanOrEqual(2 * 1024 * 1024); // its first and last MiB, for planning
+    }
+  });
+
+  it("is refused, not ignored, for a local delta", async () => {
+    const { work } = await setUp();
+    await expect(applyDelta({ base: join(work, "base"), delta: join(work, "delta"), target: join(work, "out"), cacheDelta: false }))
+      .rejects.toThrow(/--no-cache-delta: the delta .* is a local path/);
+  });
+});
