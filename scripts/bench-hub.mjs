@@ -20,6 +20,8 @@
 //   ours, download only: both repos at once, the library's defaults
 //   time to verified:    apply-delta from the two repo ids: downloads, apply
 //                        while downloading, every output checked
+//   --no-cache-delta:    the same, keeping no copy of the delta (and the most of
+//                        it on disk at once, sampled)
 //   apply only:          apply-delta from the cached snapshots (no network)
 // and prints wall time, MB/s, the fraction of the total cap and peak RSS,
 // and the ratio of time to a verified model over the download alone.
@@ -68,6 +70,7 @@ async function main() {
   const repos = await ensureRepos();
   const bytes = [repos[BASE_REPO], repos[DELTA_REPO]].reduce((n, r) => n + Object.values(r.files).reduce((m, f) => m + f.size, 0), 0);
   const outputBytes = Object.values(repos[BASE_REPO].files).reduce((m, f) => m + f.size, 0);
+  const deltaBytes = Object.values(repos[DELTA_REPO].files).reduce((m, f) => m + f.size, 0);
   // The cache of one run at a time and its output, beside the files.
   needFree(bytes * 1.1 + outputBytes * 1.1, "for the downloaded copy and the recovered model");
 
@@ -84,6 +87,11 @@ async function main() {
       line(`ours (${connections ?? "default"} connections), download`, download);
       const verified = await runClient(server.url, { kind: "apply", transfer, keepCache: true }, repos);
       line("ours, time to a verified model", verified);
+      if (!args.includes("--skip-no-cache")) {
+        const streamed = await runClient(server.url, { kind: "apply", transfer, noCacheDelta: true }, repos);
+        line("ours, --no-cache-delta, verified", streamed);
+        console.log(`${"  delta on disk at most".padEnd(34)} ${(streamed.peakScratch / 1e6).toFixed(0).padStart(7)} MB of ${(deltaBytes / 1e6).toFixed(0)} MB (sampled every 50 ms)`);
+      }
       const applyOnly = await runClient(server.url, { kind: "apply", transfer, offline: true, reuseCache: true }, repos);
       console.log(`${"apply only (cached, offline)".padEnd(34)} ${applyOnly.seconds.toFixed(2).padStart(7)} s  ${" ".repeat(40)}peak RSS ${(applyOnly.maxRSS / 1024).toFixed(0)} MB`);
       console.log(`time to a verified model / download alone: ${(verified.seconds / download.seconds).toFixed(2)}x (target 1.15x); apply alone ${applyOnly.seconds.toFixed(2)} s`);
@@ -166,9 +174,29 @@ async function sha256OfFile(file) {
   return hash.digest("hex");
 }
 
+function diskBytes(dir) {
+  let n = 0;
+  let entries = [];
+  try {
+    entries = readdirSync(dir, { recursive: true, withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    try {
+      n += statSync(path.join(e.parentPath, e.name)).blocks * 512;
+    } catch {
+      // deleted meanwhile
+    }
+  }
+  return n;
+}
+
 async function client({ hubUrl, cacheDir, out, job }) {
   const started = performance.now();
   let verified;
+  let peakScratch = 0;
   if (job.kind === "download") {
     const { downloadSnapshot } = await import(pathToFileURL(path.join(root, "dist", "hub", "download.js")).href);
     const one = (repo) => downloadSnapshot({ repo, revision: "main" }, { cacheDir, hubUrl, select: repo === DELTA_REPO ? "delta" : "model", ...job.transfer });
@@ -178,11 +206,21 @@ async function client({ hubUrl, cacheDir, out, job }) {
     const { applyDelta } = await import(pathToFileURL(path.join(root, "dist", "api.js")).href);
     const { enableChunkCollections } = await import(pathToFileURL(path.join(root, "dist", "io", "memory.js")).href);
     enableChunkCollections(); // as the CLI does
-    const result = await applyDelta({ base: BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer });
-    verified = result.verified;
+    // --no-cache-delta: how much of the delta is on disk, sampled (allocated blocks: partial downloads are sparse).
+    const scratch = path.join(out, ".delta-weights-download");
+    const sampler = job.noCacheDelta === true ? setInterval(() => { peakScratch = Math.max(peakScratch, diskBytes(scratch)); }, 50) : undefined;
+    try {
+      const result = await applyDelta({
+        base: BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer,
+        ...(job.noCacheDelta === true ? { cacheDelta: false } : {}),
+      });
+      verified = result.verified;
+    } finally {
+      clearInterval(sampler);
+    }
   }
   const seconds = (performance.now() - started) / 1000;
-  process.stdout.write(JSON.stringify({ seconds, maxRSS: process.resourceUsage().maxRSS, verified }));
+  process.stdout.write(JSON.stringify({ seconds, maxRSS: process.resourceUsage().maxRSS, verified, peakScratch }));
 }
 
 // ---------------------------------------------------------------------------

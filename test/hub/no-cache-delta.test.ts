@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
+import { startSnapshotDownload } from "../../src/hub/download.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { sha256Bytes } from "../helpers/sha256.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
@@ -109,6 +110,30 @@ describe("apply-delta --no-cache-delta", () => {
       if (name === lost) expect(sent, name).toBeGreaterThanOrEqual(bytes.length);
       else if (bytes.length > 8 * 1024 * 1024) expect(sent, name).toBeLessThanOrEqual(2 * 1024 * 1024); // its first and last MiB, for planning
     }
+  });
+
+  it("a few bytes read from a file not yet fetched (a zip entry's header) are fetched alone; readers done, the rest is never fetched", async () => {
+    const work = await makeTempDir();
+    const big = Buffer.alloc(12 * 1024 * 1024, 7);
+    big.writeUInt32LE(0xdeadbeef, 5 * 1024 * 1024);
+    hub.seed("acme/blob", { "pytorch_model.bin": big, "config.json": "{}" });
+    const download = await startSnapshotDownload({ repo: "acme/blob", revision: "main" }, {
+      cacheDir: join(work, "scratch"), hubUrl: hub.url, select: "delta", stream: true, connections: 2,
+    });
+    const file = download.file("pytorch_model.bin");
+    await file.waitForRange(5 * 1024 * 1024, 5 * 1024 * 1024 + 4);
+    const handle = await file.open();
+    const four = Buffer.alloc(4);
+    await handle.read(four, 0, 4, 5 * 1024 * 1024);
+    await handle.close();
+    expect(four.readUInt32LE(0)).toBe(0xdeadbeef);
+    download.stream!.finish();
+    await download.done;
+    const sent = hub.bytesSent(new RegExp(sha256Bytes(big)));
+    // Its first and last MiB, and the 64 KiB around the read.
+    expect(sent).toBeGreaterThanOrEqual(4);
+    expect(sent).toBeLessThanOrEqual(2 * 1024 * 1024 + 64 * 1024);
+    await expect(file.complete).rejects.toThrow(/not downloaded \(no reader needed it\)/);
   });
 
   it("is refused, not ignored, for a local delta", async () => {
