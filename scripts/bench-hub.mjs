@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench -- --hub [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single]
+// npm run bench -- --hub [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache]
 // (or node scripts/bench-hub.mjs ..., after `npm run build`)
 //
 // Measures recovering a model from the Hub against a loopback "Hub" that
