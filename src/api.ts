@@ -8,7 +8,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { DeltaWeightsError, HubError, ioError } from "./errors.js";
+import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
@@ -96,7 +96,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
  */
 async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<string> {
   if (!isHubRef(options.delta)) {
-    throw new DeltaWeightsError("E_USAGE", `--no-cache-delta: the delta ${options.delta} is a local path, not a Hub repo; it is read where it is (drop the flag)`);
+    throw new UsageError(`--no-cache-delta: the delta ${options.delta} is a local path, not a Hub repo; it is read where it is (drop the flag)`);
   }
   if (options.offline === true) {
     throw new HubError(`--no-cache-delta: the delta ${options.delta} must be downloaded, and HF_HUB_OFFLINE is set; unset it, or drop the flag to use a cached copy`);

@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
 import { startSnapshotDownload } from "../../src/hub/download.js";
+import { oneErrorLine, runCli } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { sha256Bytes } from "../helpers/sha256.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
@@ -136,9 +137,13 @@ describe("apply-delta --no-cache-delta", () => {
     await expect(file.complete).rejects.toThrow(/not downloaded \(no reader needed it\)/);
   });
 
-  it("is refused, not ignored, for a local delta", async () => {
+  it("is refused, not ignored, for a local delta: a usage error (exit 2), one line", async () => {
     const { work } = await setUp();
     await expect(applyDelta({ base: join(work, "base"), delta: join(work, "delta"), target: join(work, "out"), cacheDelta: false }))
       .rejects.toThrow(/--no-cache-delta: the delta .* is a local path/);
+    const cli = runCli(["--base", join(work, "base"), "--delta", join(work, "delta"), "--target", join(work, "out"), "--no-cache-delta"], "apply-delta");
+    expect(cli.status).toBe(2);
+    expect(oneErrorLine(cli)).toMatch(/--no-cache-delta: the delta .* is a local path, not a Hub repo/);
+    expect(await readdir(work)).not.toContain("out");
   });
 });
