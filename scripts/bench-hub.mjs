@@ -366,9 +366,12 @@ async function serve({ perConnection, total, repos }) {
   const bySha = new Map();
   for (const repo of [BASE_REPO, DELTA_REPO]) for (const [name, f] of Object.entries(repos[repo].files)) if (f.lfs) bySha.set(f.sha256, { repo, name });
   const handles = new Map();
-  const handleOf = async (file) => {
+  // One descriptor per file, kept for the server's life. The promise is cached, not the
+  // handle: two requests racing for a file would otherwise each open one, and the one
+  // overwritten would be closed by the garbage collector with a warning.
+  const handleOf = (file) => {
     const key = path.join(file.repo.dir, file.name);
-    if (!handles.has(key)) handles.set(key, await open(key, "r"));
+    if (!handles.has(key)) handles.set(key, open(key, "r"));
     return handles.get(key);
   };
   const json = (res, body) => {
