@@ -246,10 +246,12 @@ export class SnapshotRun implements SnapshotDownload {
   }
 
   // Streamed downloads (no copy kept): one large file's bulk is fetched at a time, in
-  // the readers' order, and the next one starts when it is complete and at most one
-  // complete file waits for its readers. A reader waiting for bytes of another file
-  // gets that file at once (its bytes before any other's), so no order of reads can
-  // wait forever. Peak disk: about two files, plus any a reader jumps to.
+  // the readers' order, and the next one starts once the readers let it go. The apply
+  // reads a file as it arrives, so it lets go soon after the last byte; the link
+  // waits that long. A reader waiting for bytes of another file gets that file at
+  // once (its bytes before any other's), so no order of reads can wait forever.
+  // Peak disk: the largest file, plus the first and last MiB of the others, plus any
+  // a reader jumps to.
 
   #plan(paths: readonly string[]): void {
     const jobs = paths.map((p) => this.#handles.get(p)?.job).filter((j): j is BlobJob => j !== undefined && !j.admitted);
@@ -275,10 +277,8 @@ export class SnapshotRun implements SnapshotDownload {
   }
 
   #admitNext(): void {
-    const large = this.#jobs.filter((j) => j.spec.size > SMALL_FILE_BYTES && !j.dropped);
-    const fetching = large.some((j) => j.admitted && !j.complete && j.failure === undefined);
-    const waiting = large.filter((j) => j.complete && j.released.size < j.files.length).length;
-    if (fetching || waiting > 1) return;
+    const held = this.#planned.some((j) => j.admitted && j.released.size < j.files.length && j.failure === undefined);
+    if (held) return;
     const next = this.#planned.find((j) => !j.admitted && !j.complete && !j.dropped);
     if (next !== undefined) this.#admit(next, false);
   }
@@ -348,8 +348,8 @@ export class SnapshotRun implements SnapshotDownload {
       const have = await stat(job.paths.partial).then((s) => s.blocks * 512, () => 0);
       missing.push(Math.max(0, job.spec.size - have));
     }
-    // Streamed, about two large files are on disk at a time (see #admitNext).
-    const held = options.stream === true ? missing.sort((a, b) => b - a).slice(0, 2) : missing;
+    // Streamed, about one large file is on disk at a time (see #admitNext).
+    const held = options.stream === true ? missing.sort((a, b) => b - a).slice(0, 1) : missing;
     const needed = held.reduce((n, m) => n + m, 0);
     if (needed > 0) await checkFreeSpace(blobs, needed);
   }
