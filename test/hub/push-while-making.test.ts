@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeDelta, type MakeDeltaOptions } from "../../src/api.js";
 import type { WrittenFile } from "../../src/delta/make-delta.js";
 import { HubError } from "../../src/errors.js";
+import { pushToHub } from "../../src/hub/push.js";
 import { UPLOAD_FILES_AT_ONCE } from "../../src/limits.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { FakeHub, type FakeHubOptions } from "./fake-hub-server.js";
@@ -181,6 +182,22 @@ describe("make-delta --push-to-hub", () => {
     expect(hub.requests.slice(requestsBefore).some((r) => r.url === `/__lfs/upload/${first.sha256}`)).toBe(false);
     expect(commits()).toHaveLength(1);
     for (const f of Object.keys(result.files)) expect(hub.file(REPO, f)?.equals(await readFile(join(result.delta, f))), f).toBe(true);
+  });
+
+  it("the push command sends no object the Hub already holds (a rerun after a failure)", async () => {
+    await startHub();
+    const { base, target } = await models();
+    const made = await makeDelta({ base, target, delta: join(work, "delta") });
+    const shards = Object.keys(made.files).filter(isShard).sort();
+    const kept = made.files[shards[0]!]!.sha256;
+    // an earlier push got this far
+    hub.lfsObjects.set(kept, await readFile(join(made.delta, shards[0]!)));
+    const pushed = await pushToHub(made.delta, REPO, { accessToken: TOKEN, hubUrl: hub.url });
+    expect(hub.uploadActions).not.toContain(kept);
+    expect(hub.uploadActions).toHaveLength(Object.keys(made.files).filter((f) => f.endsWith(".safetensors")).length - 1);
+    expect(hub.requests.some((r) => r.url === `/__lfs/upload/${kept}`)).toBe(false);
+    for (const f of Object.keys(made.files)) expect(hub.file(REPO, f)?.equals(await readFile(join(made.delta, f))), f).toBe(true);
+    expect(pushed.files).toContain(shards[0]);
   });
 
   it("the CLI exits 1 with one line when an upload fails, and commits nothing", async () => {
