@@ -10,15 +10,17 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
-import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult } from "./delta/make-delta.js";
+import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult as LocalMakeResult } from "./delta/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
 import { MANIFEST_FILE } from "./delta/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/connection-budget.js";
+import { commitDelta, type PushResult } from "./hub/push.js";
 import { parseHubRef } from "./hub/repo-id.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
+import { UploadSession } from "./hub/upload-session.js";
 import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
@@ -42,11 +44,27 @@ export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & Sour
 
 /** Where apply-delta fetches a delta it keeps no copy of (see ApplyDeltaOptions.cacheDelta). */
 export const STREAMED_DELTA_DIR = ".delta-weights-download";
-export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target"> & SourceOptions & { base: string; target: string };
+export type MakeDeltaOptions = Omit<LocalMakeOptions, "base" | "target" | "signal"> & SourceOptions & { base: string; target: string; push?: PushTarget };
+
+/** Where make-delta publishes the delta as it makes it (token, endpoint and fetch default to the source options'). */
+export interface PushTarget {
+  /** The Hub model repo, `org/name`; created if missing. */
+  repo: string;
+  private?: boolean;
+  /** Branch to commit to (created from main if missing); default main. */
+  revision?: string;
+  /** Commit title; default "Upload delta weights". */
+  message?: string;
+  accessToken?: string;
+  hubUrl?: string;
+  fetch?: typeof fetch;
+}
+
+export type MakeDeltaResult = LocalMakeResult & { pushed?: PushResult };
 export type VerifyOptions = LocalVerifyOptions & SourceOptions;
 export type ConvertOptions = LocalConvertOptions & SourceOptions;
 
-export type { ApplyDeltaResult, MakeDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
+export type { ApplyDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
 
 /** base + delta -> target (see delta/apply-delta.ts). */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
@@ -106,12 +124,45 @@ async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<string> {
   return dir;
 }
 
-/** target - base -> a delta directory (see delta/make-delta.ts). */
+/**
+ * target - base -> a delta directory (see delta/make-delta.ts). With `push`,
+ * the repo is created first (a bad token fails in seconds, not after the
+ * make), each delta file is uploaded while the next is made, and one commit
+ * follows the make. A failed upload stops the make; a failed make commits
+ * nothing.
+ */
 export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   preflight([options.base, options.target], options.delta);
-  const base = await resolveSource(options.base, options);
-  const target = await resolveSource(options.target, options);
-  return makeLocalDelta({ ...options, base, target });
+  const push = options.push;
+  const session = push === undefined ? undefined : await UploadSession.begin(push.repo, {
+    accessToken: push.accessToken ?? options.token,
+    hubUrl: push.hubUrl ?? options.hubUrl,
+    fetch: push.fetch ?? options.fetch,
+    private: push.private,
+    revision: push.revision,
+    onProgress: options.onProgress,
+  });
+  try {
+    const base = await resolveSource(options.base, options);
+    const target = await resolveSource(options.target, options);
+    const made = await makeLocalDelta({
+      ...options,
+      base,
+      target,
+      ...(session === undefined ? {} : {
+        signal: session.signal,
+        onFileWritten: async (file) => {
+          session.add(file.path, file.absPath, { size: file.size, sha256: file.sha256 });
+          await options.onFileWritten?.(file);
+        },
+      }),
+    });
+    if (session === undefined) return made;
+    return { ...made, pushed: await commitDelta(session, made.delta, push?.message) };
+  } catch (err) {
+    await session?.cancel();
+    throw err;
+  }
 }
 
 /** Re-checks a recovered model against delta.json (a file, a delta directory or a Hub repo) or a checksum list. */

@@ -13,7 +13,7 @@ export type { ModelSource, LocalSource } from "./model/types.js";
 export {
   applyDelta, makeDelta, verifyModel, inspectModel, convertModel, identifyModel,
   type ApplyDeltaOptions, type ApplyDeltaResult, type MakeDeltaOptions, type MakeDeltaResult,
-  type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type IdentifyResult, type SourceOptions,
+  type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type IdentifyResult, type SourceOptions, type PushTarget,
 } from "./api.js";
 export { pushToHub, type PushOptions, type PushResult } from "./hub/push.js";
 

@@ -117,6 +117,24 @@ export const MAX_DOWNLOAD_CONNECTIONS = 64;
 /** Connections a download opens by default: a single connection to the Hub's CDN is capped far below most links, and 16 fill a 400 MB/s link capped at 40 MB/s per connection with room to spare. */
 export const DEFAULT_DOWNLOAD_CONNECTIONS = 16;
 
+/** Files uploaded to the Hub at once: one upload rarely fills a link (S3
+ * paces each connection), and a few more overlap their requests' round trips;
+ * many more would only compete for the same link. */
+export const UPLOAD_FILES_AT_ONCE = 4;
+
+/** Parts of one multipart LFS upload sent at once (each streams from disk, so
+ * memory does not grow with the part size). */
+export const UPLOAD_PARTS_AT_ONCE = 4;
+
+/** A file the Hub wants inside the commit request (base64 in its body, not
+ * through LFS): the Hub asks that only of small text files, so a server that
+ * asks it of a large one must not make us read the file into memory. */
+export const UPLOAD_INLINE_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Files hashed for an upload on the hash workers from this size on (smaller
+ * ones on the calling thread: a worker round trip costs more than the hash). */
+export const UPLOAD_HASH_ON_WORKERS_BYTES = 16 * 1024 * 1024;
+
 /** The smallest byte range requested from the Hub (except a file's last bytes):
  * smaller ranges would spend more time on requests than on bytes. */
 export const MIN_DOWNLOAD_RANGE_BYTES = 256 * 1024;

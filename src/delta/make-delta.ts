@@ -45,6 +45,24 @@ export interface MakeDeltaOptions {
   /** Hashing threads (default: one per core but one). */
   threads?: number;
   onProgress?: OnProgress;
+  /**
+   * Called, and awaited, once per delta file as soon as it is final on disk
+   * under its final name: each shard, the fix-ups, the resharded shards and
+   * index, the companions, delta.json last. `make-delta --push-to-hub`
+   * uploads each file while the next is made. A rejection stops the make.
+   */
+  onFileWritten?: (file: WrittenFile) => void | Promise<void>;
+  /** Stops the make between tensors, failing with the signal's reason (an upload that failed need not wait for hours of work). */
+  signal?: AbortSignal;
+}
+
+/** A delta file in its final place. */
+export interface WrittenFile {
+  /** Relative to the delta directory, with "/" separators. */
+  path: string;
+  absPath: string;
+  size: number;
+  sha256: string;
 }
 
 export interface MakeDeltaResult {
@@ -111,6 +129,7 @@ interface MakeContext {
   progress: OnProgress | undefined;
   /** Where the delta's weight files are written (the delta directory, or a staging directory to reshard from). */
   weightsDir: string;
+  signal: AbortSignal | undefined;
 }
 
 async function make(base: ModelSource, target: ModelSource, codec: Codec, job: OutputJob, options: MakeDeltaOptions): Promise<MakeDeltaResult> {
@@ -144,7 +163,11 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
   // With --max-shard-size the shards are first written in the target's layout
   // (so the target's file hashes come out of the same pass), then resharded.
   const weightsDir = options.maxShardBytes === undefined ? out : AtomicFile.tempPathFor(join(out, "staging"));
-  const context: MakeContext = { base, target, recipes, fixups, manifest, pool, progress, weightsDir };
+  const context: MakeContext = { base, target, recipes, fixups, manifest, pool, progress, weightsDir, signal: options.signal };
+  const written = async (rel: string, entry: FileEntry) => {
+    options.signal?.throwIfAborted();
+    await options.onFileWritten?.({ path: rel, absPath: join(out, ...rel.split("/")), size: entry.size, sha256: entry.sha256 });
+  };
   try {
     for (const file of layout.files) {
       const { targetFile, deltaFile } = await writeDeltaFile(file, context);
@@ -152,13 +175,16 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
       manifest.target.headers.set(file.file, file.headerText);
       manifest.delta.files.set(file.file, deltaFile);
       manifest.delta.weights.push(file.file);
+      // A staged shard is not a delta file yet: the resharded ones are reported as they are written.
+      if (weightsDir === out) await written(file.file, deltaFile);
     }
     const fixupFile = await fixups.finish(join(out, FIXUPS_FILE));
     if (fixupFile !== undefined) {
       manifest.delta.files.set(FIXUPS_FILE, fixupFile);
       manifest.delta.fixups = FIXUPS_FILE;
+      await written(FIXUPS_FILE, fixupFile);
     }
-    if (options.maxShardBytes !== undefined) await reshard(weightsDir, layout, options.maxShardBytes, manifest, out);
+    if (options.maxShardBytes !== undefined) await reshard(weightsDir, layout, options.maxShardBytes, manifest, out, written);
   } catch (err) {
     await fixups.discard();
     throw err;
@@ -167,9 +193,9 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
     await pool.close();
     if (weightsDir !== out) await rm(weightsDir, { recursive: true, force: true });
   }
-  await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined);
+  await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined, written);
   await job.recordWritten(manifest.delta.files.keys());
-  await writeManifest(join(out, MANIFEST_FILE), manifest);
+  await written(MANIFEST_FILE, await writeManifest(join(out, MANIFEST_FILE), manifest));
 
   return {
     delta: out,
@@ -258,6 +284,7 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
     // Checking the header text parsed it again: a large header leaves tens of MB for the collector.
     releasedChunk(writer.headerBytes.length * 2);
     for (const t of writer.tensors) {
+      context.signal?.throwIfAborted();
       const recipe = recipes.get(t.name);
       if (recipe === undefined) throw new DeltaError(`target ${target.source}: ${file.file} lists tensor "${t.name}" that the model does not`);
       const tensorHash = pool.create();
@@ -301,11 +328,12 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
 }
 
 /** Config, tokenizer and the target's index travel in the delta and are recorded as target files. */
-async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string, mirrored: boolean): Promise<void> {
+async function copyCompanions(target: ModelSource, layout: OutputLayout, manifest: Manifest, out: string, mirrored: boolean, written: OnWritten): Promise<void> {
   for (const rel of target.extraFiles) {
     const entry = await copyFileAtomic(join(target.root, rel), join(out, rel));
     manifest.target.files.set(rel, entry);
     manifest.delta.files.set(rel, entry);
+    await written(rel, entry);
   }
   if (layout.index !== undefined) {
     const bytes = new TextEncoder().encode(layout.index.text);
@@ -318,15 +346,19 @@ async function copyCompanions(target: ModelSource, layout: OutputLayout, manifes
       await file.write(bytes);
       await file.commit();
       manifest.delta.files.set(layout.index.file, entry);
+      await written(layout.index.file, entry);
     }
   }
 }
 
+/** Tells the caller a delta file is final (MakeDeltaOptions.onFileWritten). */
+type OnWritten = (rel: string, entry: FileEntry) => Promise<void>;
+
 /** Rewrites the staged delta shards at `maxShardBytes` each, with Hugging Face shard names and index. */
-async function reshard(staging: string, layout: OutputLayout, maxShardBytes: number, manifest: Manifest, out: string): Promise<void> {
+async function reshard(staging: string, layout: OutputLayout, maxShardBytes: number, manifest: Manifest, out: string, written: OnWritten): Promise<void> {
   if (layout.index !== undefined) await writeFile(join(staging, layout.index.file), layout.index.text);
   for (const rel of manifest.delta.weights) manifest.delta.files.delete(rel);
-  const converted = await convertIntoLockedOutput(staging, out, { maxShardBytes });
+  const converted = await convertIntoLockedOutput(staging, out, { maxShardBytes, onFileWritten: (f) => written(f.path, f) });
   manifest.delta.weights = [];
   for (const f of converted.files) {
     manifest.delta.files.set(f.path, { size: f.size, sha256: f.sha256 });
@@ -407,7 +439,7 @@ function checkManifestSize(layout: OutputLayout, recipes: ReadonlyMap<string, Te
 }
 
 /** delta.json, written piece by piece through a temporary file: a large one is never one string in memory. */
-async function writeManifest(path: string, manifest: Manifest): Promise<void> {
+async function writeManifest(path: string, manifest: Manifest): Promise<FileEntry> {
   const file = await AtomicFile.create(path);
   const encoder = new TextEncoder();
   try {
@@ -426,7 +458,8 @@ async function writeManifest(path: string, manifest: Manifest): Promise<void> {
     await flush();
     // checkManifestSize measured the plan; a resharded delta may list more files than that plan had.
     if (file.size > MAX_MANIFEST_BYTES) throw new DeltaError(`${path} would be ${formatBytes(file.size)}, more than the ${formatBytes(MAX_MANIFEST_BYTES)} apply-delta reads; the delta is incomplete`);
-    await file.commit();
+    const size = file.size;
+    return { size, sha256: await file.commit() };
   } catch (err) {
     await file.abort();
     throw err;

@@ -1,17 +1,15 @@
-import { openAsBlob } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, HubError, ioError } from "../errors.js";
 import { MANIFEST_FILE } from "../delta/manifest.js";
 import { Confinement } from "../io/confine.js";
 import { listRegularFiles, readJsonFile } from "../io/files.js";
-import { MAX_HUB_LISTING_ENTRIES, MAX_MANIFEST_BYTES } from "../limits.js";
+import { MAX_HUB_LISTING_ENTRIES, MAX_MANIFEST_BYTES, UPLOAD_HASH_ON_WORKERS_BYTES } from "../limits.js";
 import { isWeightFileName } from "../model/extra-files.js";
+import { HashPool } from "../hash/hash-pool.js";
 import type { OnProgress } from "../progress.js";
-import { DEFAULT_HUB_URL } from "./download.js";
-import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
 import { makeModelCard, type CardManifest } from "./model-card.js";
-import { validateRepoId } from "./repo-id.js";
+import { UploadSession, checkPushRequest } from "./upload-session.js";
 
 export interface PushOptions {
   /** A write token. Without one the push fails before any request. */
@@ -55,87 +53,55 @@ export interface PushResult {
  * (`.git`, `.cache`, temporary `.partial` files) are not uploaded.
  */
 export async function pushToHub(dir: string, repo: string, options: PushOptions): Promise<PushResult> {
-  validateRepoId(repo, { requireNamespace: true });
-  const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
-  const token = options.accessToken;
-  if (token === undefined || token === "") {
-    throw new HubError(`Failed to push to ${repo}: no Hugging Face token: pass --token, set HF_TOKEN, or save one in $HF_HOME/token`);
-  }
-  if (!token.startsWith("hf_")) {
-    throw new HubError(`Failed to push to ${repo}: the token does not look like a Hugging Face token (they start with "hf_"): check ${TOKEN_HOWTO}`);
-  }
-
+  // The repo id and token are checked before the folder is read: nothing is read or sent for a push that cannot happen.
+  checkPushRequest(repo, options.accessToken);
   const local = await listFolder(dir);
   const manifest = local.includes(MANIFEST_FILE) ? await readCardManifest(join(dir, MANIFEST_FILE)) : undefined;
   if (options.allowNonDelta !== true) refuseNonDelta(dir, local, manifest);
   const generatedCard = !local.includes("README.md");
-  const uploads: { path: string; content: Blob }[] = [];
+  const uploads: { path: string; source: string | Uint8Array; size: number }[] = [];
   for (const path of local) {
     const abs = join(dir, ...path.split("/"));
-    uploads.push({ path, content: await openAsBlob(abs).catch((err) => { throw ioError("read", abs, err); }) });
+    const info = await stat(abs).catch((err) => { throw ioError("read", abs, err); });
+    uploads.push({ path, source: abs, size: info.size });
   }
-  if (generatedCard) uploads.push({ path: "README.md", content: new Blob([makeModelCard({ repo, manifest })]) });
-  uploads.sort((a, b) => (a.path < b.path ? -1 : 1));
-
-  const fetcher = new HubFetch(options.fetch);
-  const ctx: FailureContext = { action: "push", repo, revision: options.revision, hubUrl, hasToken: true };
-  const common = { hubUrl, accessToken: token, fetch: fetcher.fetch };
-  const totalBytes = uploads.reduce((sum, u) => sum + u.content.size, 0);
+  if (generatedCard) {
+    const card = new TextEncoder().encode(makeModelCard({ repo, manifest }));
+    uploads.push({ path: "README.md", source: card, size: card.length });
+  }
+  const large = uploads.some((u) => u.size >= UPLOAD_HASH_ON_WORKERS_BYTES);
+  // Nobody told us these files' sha256: large ones are hashed on the hash workers, which read them themselves.
+  const hashPool = large ? new HashPool() : undefined;
   try {
-    const hub = await import("@huggingface/hub");
+    const totalBytes = uploads.reduce((sum, u) => sum + u.size, 0);
+    const session = await UploadSession.begin(repo, { ...options, totalBytes, ...(hashPool !== undefined ? { hashPool } : {}) });
     try {
-      await hub.createRepo({ repo: { type: "model", name: repo }, ...(options.private === true ? { private: true } : {}), ...common });
+      for (const u of uploads) session.add(u.path, u.source, { size: u.size });
     } catch (err) {
-      const status = (err as { statusCode?: unknown }).statusCode;
-      // 409: it exists. 403: a token scoped to one repo may write to it but not create repos (huggingface_hub checks the same way).
-      const exists = status === 409 || (status === 403 && (await hub.modelInfo({ name: repo, ...common }).then(() => true, () => false)));
-      if (!exists) throw err;
+      await session.cancel();
+      throw err;
     }
-    const branch = options.revision ?? "main";
-    if (branch !== "main") await tolerateConflict(hub.createBranch({ repo: { type: "model", name: repo }, branch, ...common }));
-
-    const sizes = new Map(uploads.map((u) => [u.path, u.content.size]));
-    const reported = new Map<string, number>();
-    const report = (path: string, fraction: number) => {
-      const size = sizes.get(path) ?? 0;
-      const bytes = Math.min(size, Math.round(fraction * size)) - (reported.get(path) ?? 0);
-      if (bytes <= 0) return;
-      reported.set(path, (reported.get(path) ?? 0) + bytes);
-      options.onProgress?.({ kind: "advance", phase: "upload", bytes, label: path });
-    };
-    options.onProgress?.({ kind: "start", phase: "upload", totalBytes, label: repo });
-    const commits = hub.commitIter({
-      repo: { type: "model", name: repo },
-      operations: uploads.map((u) => ({ operation: "addOrUpdate" as const, path: u.path, content: u.content })),
-      title: options.message ?? (manifest !== undefined ? "Upload delta weights" : `Upload ${uploads.length} files`),
-      branch,
-      ...common,
-    });
-    let step = await commits.next();
-    while (step.done !== true) {
-      const event = step.value;
-      if (event.event === "fileProgress" && event.state === "uploading") report(event.path, event.progress);
-      if (event.event === "fileProgress" && event.state === "error") throw new HubError(`Failed to push to ${repo}: the Hub refused ${event.path}`);
-      step = await commits.next();
-    }
-    // Regular files go inside the commit request itself: done when it is.
-    for (const u of uploads) report(u.path, 1);
-    options.onProgress?.({ kind: "end", phase: "upload" });
-    const output = step.value;
-    const info = await hub.modelInfo({ name: repo, ...common }).catch(() => undefined);
-    return { repo, public: info?.private !== true, commitUrl: output?.commit.url, commitId: output?.commit.oid, files: uploads.map((u) => u.path), generatedCard };
-  } catch (err) {
-    throw hubFailure(err, ctx, fetcher);
+    const title = options.message ?? (manifest !== undefined ? "Upload delta weights" : `Upload ${uploads.length} files`);
+    const committed = await session.commit(title);
+    return { repo, ...committed, generatedCard };
+  } finally {
+    await hashPool?.close();
   }
 }
 
-/** "Already exists" (409) is success for repo and branch creation. */
-async function tolerateConflict(request: Promise<unknown>): Promise<void> {
-  try {
-    await request;
-  } catch (err) {
-    if ((err as { statusCode?: unknown }).statusCode !== 409) throw err;
+/**
+ * The end of a make-delta --push-to-hub: every delta file is in the session
+ * already; the model card is made from the delta.json just written (unless a
+ * README.md travelled with the delta), then the one commit.
+ */
+export async function commitDelta(session: UploadSession, dir: string, message: string | undefined): Promise<PushResult> {
+  const generatedCard = !session.has("README.md");
+  if (generatedCard) {
+    const card = new TextEncoder().encode(makeModelCard({ repo: session.repo, manifest: await readCardManifest(join(dir, MANIFEST_FILE)) }));
+    session.add("README.md", card, { size: card.length });
   }
+  const committed = await session.commit(message ?? "Upload delta weights");
+  return { repo: session.repo, ...committed, generatedCard };
 }
 
 /** Every regular file under `dir` (links followed), as sorted repo paths; hidden ones (.git, our temporary files) are never uploaded. */

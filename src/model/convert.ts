@@ -26,6 +26,8 @@ export interface ConvertOptions {
   /** Largest shard in bytes (directory output only); default: one file. */
   maxShardBytes?: number;
   onProgress?: OnProgress;
+  /** Called, and awaited, as each file of a directory output is in its final place (make-delta uploads resharded shards as they come). */
+  onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
 }
 
 export interface ConvertedFile {
@@ -105,16 +107,20 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
     const plan = planShards(tensors, options.maxShardBytes);
     const names = [...plan.files, ...(plan.files.length > 1 ? [OUTPUT_FORMAT.indexFile] : []), ...model.extraFiles];
     await job?.claimFiles(names);
+    const done = async (file: ConvertedFile) => {
+      files.push(file);
+      await options.onFileWritten?.(file);
+    };
     for (const file of plan.files) {
       const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
-      files.push(await writeShard(model, join(outDir, file), file, names, metadata, onProgress, job));
+      await done(await writeShard(model, join(outDir, file), file, names, metadata, onProgress, job));
     }
     if (plan.files.length > 1) {
       const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
-      files.push(await writeOutput(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, job, (sink) => sink.write(text)));
+      await done(await writeOutput(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, job, (sink) => sink.write(text)));
     }
     for (const extra of model.extraFiles) {
-      files.push(await writeOutput(join(outDir, extra), extra, job, (sink) => copyInto(join(model.root, extra), sink)));
+      await done(await writeOutput(join(outDir, extra), extra, job, (sink) => copyInto(join(model.root, extra), sink)));
     }
   }
   onProgress?.({ kind: "end", phase: "convert" });

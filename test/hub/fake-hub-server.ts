@@ -22,7 +22,11 @@
  * Byte ranges are answered as the Hub's CDN answers them: `Range: bytes=a-b`
  * or `bytes=a-` gives 206 with `Content-Range: bytes a-b/size` (b clamped to
  * the last byte), a start past the end gives 416 with `bytes * /size`.
- * `throttle.bytesPerSecondPerConnection` paces every body per connection.
+ * `throttle.bytesPerSecondPerConnection` paces every body per connection;
+ * `throttle.uploadBytesPerSecondPerConnection` paces the reading of every LFS
+ * upload body (basic PUT or part), as a slow uplink would. `peak.uploads`
+ * counts LFS upload bodies received at once; `uploadActions` lists the
+ * objects the LFS batch asked a client to upload (those not stored yet).
  *
  * Failure injection (`inject`): a status on a matching request (with
  * `Retry-After` if asked), a body cut short (connection closed cleanly) or
@@ -147,10 +151,13 @@ export class FakeHub {
   readonly requests: LoggedRequest[] = [];
   readonly options: Required<FakeHubOptions>;
   /** Pacing of every body (change it at any time; undefined: as fast as possible). */
-  readonly throttle: { bytesPerSecondPerConnection?: number } = {};
-  /** Most bodies sent at once: per path, of distinct paths, and in all. */
-  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0, total: 0 };
+  readonly throttle: { bytesPerSecondPerConnection?: number; uploadBytesPerSecondPerConnection?: number } = {};
+  /** Most bodies sent at once: per path, of distinct paths, and in all; most LFS upload bodies received at once. */
+  readonly peak = { perPath: new Map<string, number>(), distinctPaths: 0, total: 0, uploads: 0 };
+  /** Oids the LFS batch answered with an upload action, in order. */
+  readonly uploadActions: string[] = [];
   #inFlight = 0;
+  #uploading = 0;
   #sending = new Map<string, number>();
   #server: Server;
   #injections: PendingInjection[] = [];
@@ -467,6 +474,7 @@ export class FakeHub {
     const objects = body.objects.map((o) => {
       if (!/^[0-9a-f]{64}$/.test(o.oid)) return { oid: o.oid, size: o.size, error: { code: 422, message: "invalid oid" } };
       if (this.lfsObjects.has(o.oid)) return { oid: o.oid, size: o.size }; // already uploaded: no action
+      this.uploadActions.push(o.oid);
       if (useMultipart && o.size >= this.options.multipartThreshold) {
         const id = randomBytes(8).toString("hex");
         const chunkSize = this.options.multipartChunkSize;
@@ -483,8 +491,28 @@ export class FakeHub {
     res.end(text);
   }
 
+  /** An LFS upload body, read at the upload throttle's pace, counted while it arrives. */
+  async #uploadBody(req: IncomingMessage): Promise<Buffer> {
+    this.peak.uploads = Math.max(this.peak.uploads, ++this.#uploading);
+    try {
+      const began = Date.now();
+      const chunks: Buffer[] = [];
+      let received = 0;
+      for await (const chunk of req) {
+        chunks.push(chunk as Buffer);
+        received += (chunk as Buffer).length;
+        const rate = this.throttle.uploadBytesPerSecondPerConnection;
+        const wait = rate === undefined ? 0 : began + (received / rate) * 1000 - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+      return Buffer.concat(chunks);
+    } finally {
+      this.#uploading--;
+    }
+  }
+
   async #lfsBasicUpload(req: IncomingMessage, res: ServerResponse, oid: string): Promise<void> {
-    const bytes = await this.#body(req);
+    const bytes = await this.#uploadBody(req);
     if (sha256Hex(bytes) !== oid) throw new HttpError(400, "sha256 mismatch");
     this.lfsObjects.set(oid, bytes);
     res.writeHead(200, { ETag: `"${createHash("md5").update(bytes).digest("hex")}"` });
@@ -493,7 +521,7 @@ export class FakeHub {
 
   async #lfsPart(req: IncomingMessage, res: ServerResponse, id: string, n: number): Promise<void> {
     const upload = this.#multipart.get(id);
-    const bytes = await this.#body(req);
+    const bytes = await this.#uploadBody(req);
     if (upload === undefined) throw new HttpError(404, "no such upload");
     const expected = Math.min(upload.chunkSize, upload.size - (n - 1) * upload.chunkSize);
     if (bytes.length !== expected) throw new HttpError(400, `part ${n}: ${bytes.length} bytes, expected ${expected}`);

@@ -26,27 +26,19 @@ export default async function run(args: MakeArgs, ctx: CliContext): Promise<void
       maxShardBytes: args.maxShardBytes,
       force: args.force,
       onProgress: progress.onProgress,
+      ...(args.pushToHub !== undefined ? { push: { repo: args.pushToHub, private: args.private, accessToken: ctx.hub.token, hubUrl: ctx.hub.hubUrl } } : {}),
     });
-    let pushed: { commitUrl?: string; files: string[]; public: boolean } | undefined;
-    if (args.pushToHub !== undefined) {
-      const { pushToHub } = await import("../../hub/push.js");
-      pushed = await pushToHub(args.delta, args.pushToHub, {
-        accessToken: ctx.hub.token,
-        hubUrl: ctx.hub.hubUrl,
-        private: args.private,
-        onProgress: progress.onProgress,
-      });
-    }
+    const pushed = result.pushed;
     progress.stop();
     if (ctx.json) {
-      ctx.printJson({ ...result, ...(pushed !== undefined ? { pushed: { repo: args.pushToHub, ...pushed } } : {}) });
+      ctx.printJson(result);
       return;
     }
     ctx.log(`wrote delta ${result.delta} (codec ${result.codec}): ${plural(result.tensors, "tensor")}, ${plural(Object.keys(result.files).length, "file")}, ${formatBytes(result.bytes)}`);
     if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in delta-fixups.safetensors)`);
     if (result.added.length > 0) ctx.log(`tensors only in the target, stored as they are: ${result.added.join(", ")}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
-    if (pushed !== undefined) ctx.log(pushedLine(args.pushToHub!, pushed));
+    if (pushed !== undefined) ctx.log(pushedLine(pushed.repo, pushed));
   } finally {
     progress.stop();
   }
