@@ -104,7 +104,8 @@ class HashWorker {
   #failure: unknown;
 
   constructor() {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true });
+    // Its source is CommonJS: the parent's flags (`node --input-type=module -e ...`) would make it ESM.
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     this.worker.unref();
     this.worker.postMessage({ op: "ring", buffer: this.#ring });
     this.worker.on("message", (m: { op: string; id: number; slot: number; bytes: number; hex: string; md5?: string; size?: number; error?: { message: string; code?: string } }) => {

@@ -3,12 +3,15 @@
  * (read on the worker, as a download's bytes are) is Node's own sha256 of
  * the same bytes.
  */
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HashPool } from "../../src/hash/hash-pool.js";
+import { REPO_ROOT } from "../helpers/realdata.js";
 
 let dir: string;
 let pool: HashPool;
@@ -33,6 +36,14 @@ describe("HashPool", () => {
     for (let i = 0; i + 1 < cuts.length; i++) await hasher.updateFromFile!(path, cuts[i]!, cuts[i + 1]!);
     await hasher.update(bytes.subarray(bytes.length - 10));
     expect(await hasher.digest()).toBe(createHash("sha256").update(bytes).digest("hex"));
+  });
+
+  it("works in a process started with flags that would make its CommonJS source ESM (node --input-type=module -e)", () => {
+    const script = `const { HashPool } = await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist/hash/hash-pool.js")).href)});
+      const pool = new HashPool(1); const h = pool.create(); await h.update(new Uint8Array([1, 2, 3])); console.log(await h.digest()); await pool.close();`;
+    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 30_000 });
+    expect(run.stderr).toBe("");
+    expect(run.stdout.trim()).toBe(createHash("sha256").update(new Uint8Array([1, 2, 3])).digest("hex"));
   });
 
   it("refuses a range past the end of the file", async () => {
