@@ -17,7 +17,7 @@ import { MANIFEST_FILE } from "./delta/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/connection-budget.js";
-import { commitDelta, type PushResult } from "./hub/push.js";
+import { commitDelta, type PushOptions, type PushResult } from "./hub/push.js";
 import { parseHubRef } from "./hub/repo-id.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
 import { UploadSession } from "./hub/upload-session.js";
@@ -58,6 +58,10 @@ export interface PushTarget {
   accessToken?: string;
   hubUrl?: string;
   fetch?: typeof fetch;
+  /** How often a transient failure of one upload request is tried again (default: 5 tries, 1 s to 8 s apart). */
+  retry?: PushOptions["retry"];
+  /** One line per retried request. */
+  onNotice?: (message: string) => void;
 }
 
 export type MakeDeltaResult = LocalMakeResult & { pushed?: PushResult };
@@ -140,6 +144,8 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     fetch: push.fetch ?? options.fetch,
     private: push.private,
     revision: push.revision,
+    retry: push.retry,
+    onNotice: push.onNotice,
     onProgress: options.onProgress,
   });
   try {

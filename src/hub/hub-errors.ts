@@ -84,7 +84,7 @@ export function httpFailure(status: number, errorCode: string | undefined, ctx: 
   if (status === 409) return line(`conflict (409): the branch moved or the repo is busy; try again`);
   if (status === 429) return line(`rate limited by the Hub (429): wait and try again`);
   if (status >= 500) return line(`the Hub failed (${status})${ctx.file !== undefined ? ` on ${ctx.file}` : ""}: try again later`);
-  return line(`the Hub answered ${status}`);
+  return line(`the Hub answered ${status}${ctx.file !== undefined ? ` on ${ctx.file}` : ""}`);
 }
 
 /** Any failure of a Hub operation (HubApiError, network error, ours) as one HubError line. */

@@ -9,7 +9,7 @@ import { isWeightFileName } from "../model/extra-files.js";
 import { HashPool } from "../hash/hash-pool.js";
 import type { OnProgress } from "../progress.js";
 import { makeModelCard, type CardManifest } from "./model-card.js";
-import { UploadSession, checkPushRequest } from "./upload-session.js";
+import { UploadSession, type UploadSessionOptions, checkPushRequest } from "./upload-session.js";
 
 export interface PushOptions {
   /** A write token. Without one the push fails before any request. */
@@ -28,6 +28,9 @@ export interface PushOptions {
    * fine-tune by mistake publishes exactly what deltas exist to keep private.
    */
   allowNonDelta?: boolean;
+  /** How often a transient failure of one upload request is tried again (see UploadSessionOptions). */
+  retry?: UploadSessionOptions["retry"];
+  onNotice?: (message: string) => void;
   onProgress?: OnProgress;
 }
 

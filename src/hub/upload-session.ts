@@ -27,6 +27,7 @@ import { ConnectionBudget } from "./connection-budget.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
 import { validateRepoId } from "./repo-id.js";
+import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
 
 export interface UploadSessionOptions {
   /** A write token. Without one the session fails before any request. */
@@ -41,6 +42,10 @@ export interface UploadSessionOptions {
   totalBytes?: number;
   /** Hashes large files whose sha256 the caller does not know on worker threads. */
   hashPool?: HashPool;
+  /** How often a transient failure (5xx, 429, a reset) of one upload request is tried again; default as downloads. */
+  retry?: Partial<RetryPolicy>;
+  /** One line per retried request ("... trying again in 2 s (try 2 of 5)"). */
+  onNotice?: (message: string) => void;
   onProgress?: OnProgress;
 }
 
@@ -65,6 +70,8 @@ interface Entry {
   lfs?: { oid: string };
   /** Settles when the file is uploaded or has failed (failures go to the session, never reject here). */
   done: Promise<void>;
+  /** Bytes reported to progress so far. */
+  advanced: number;
 }
 
 interface LfsAction {
@@ -80,7 +87,7 @@ const LFS_JSON = "application/vnd.git-lfs+json";
 
 /** A failed answer to one of our own requests, shaped as hubFailure reads `@huggingface/hub`'s errors. */
 class HttpFailure extends Error {
-  constructor(readonly statusCode: number, readonly url: string, message: string) {
+  constructor(readonly statusCode: number, readonly url: string, message: string, readonly retryAfterMs?: number) {
     super(message);
   }
 }
@@ -189,9 +196,9 @@ export class UploadSession {
       this.#progress({ kind: "start", phase: "upload", totalBytes: known.size, label: path });
       this.#progress({ kind: "end", phase: "upload" });
     }
-    const entry: Entry = { path, source, size: known.size, sha256: known.sha256, done: Promise.resolve() };
-    entry.done = this.#upload(entry);
+    const entry: Entry = { path, source, size: known.size, sha256: known.sha256, done: Promise.resolve(), advanced: 0 };
     this.#files.set(path, entry);
+    entry.done = this.#upload(entry);
   }
 
   /**
@@ -256,8 +263,13 @@ export class UploadSession {
     this.#options.onProgress?.(event);
   }
 
+  /** Progress, never past a file's size: a retried upload sends some bytes twice. */
   #advance(path: string, bytes: number): void {
-    if (bytes > 0) this.#progress({ kind: "advance", phase: "upload", bytes, label: path });
+    const entry = this.#files.get(path);
+    const room = entry === undefined ? bytes : entry.size - entry.advanced;
+    const counted = Math.min(bytes, room);
+    if (entry !== undefined) entry.advanced += counted;
+    if (counted > 0) this.#progress({ kind: "advance", phase: "upload", bytes: counted, label: path });
   }
 
   async #upload(entry: Entry): Promise<void> {
@@ -277,22 +289,22 @@ export class UploadSession {
   /** The Hub decides from the path, size and first 512 bytes whether a file goes through LFS. */
   async #uploadMode(entry: Entry): Promise<"lfs" | "regular"> {
     const sample = await readSample(entry.source);
-    const res = await this.#request(`${this.#hubUrl}/api/models/${this.repo}/preupload/${encodeURIComponent(this.#branch)}`, {
+    const res = await this.#retried(`the upload check of ${entry.path}`, () => this.#request(`${this.#hubUrl}/api/models/${this.repo}/preupload/${encodeURIComponent(this.#branch)}`, {
       method: "POST",
       headers: { Authorization: `Bearer ${this.#token}`, "Content-Type": "application/json" },
       body: JSON.stringify({ files: [{ path: entry.path, size: entry.size, sample: Buffer.from(sample).toString("base64") }] }),
-    });
+    }));
     const answer = (await res.json()) as { files?: { path?: string; uploadMode?: string }[] };
     return answer.files?.find((f) => f.path === entry.path)?.uploadMode === "lfs" ? "lfs" : "regular";
   }
 
   async #uploadLfs(entry: Entry): Promise<void> {
     const oid = entry.sha256 ?? (await this.#sha256(entry));
-    const res = await this.#request(`${this.#hubUrl}/${this.repo}.git/info/lfs/objects/batch`, {
+    const res = await this.#retried(`the LFS request for ${entry.path}`, () => this.#request(`${this.#hubUrl}/${this.repo}.git/info/lfs/objects/batch`, {
       method: "POST",
       headers: { Authorization: `Bearer ${this.#token}`, Accept: LFS_JSON, "Content-Type": LFS_JSON },
       body: JSON.stringify({ operation: "upload", transfers: ["basic", "multipart"], hash_algo: "sha_256", ref: { name: this.#branch }, objects: [{ oid, size: entry.size }] }),
-    });
+    }));
     const requestId = res.headers.get("X-Request-Id") ?? undefined;
     const object = ((await res.json()) as LfsBatchAnswer).objects?.find((o) => o.oid === oid);
     if (object === undefined) throw new HubError(`Failed to push to ${this.repo}: the Hub's LFS answer for ${entry.path} does not name its object`);
@@ -303,7 +315,7 @@ export class UploadSession {
     } else if (action.header?.chunk_size !== undefined) {
       await this.#multipart(entry, oid, action);
     } else {
-      await this.#request(action.href, { method: "PUT", headers: requestId !== undefined ? { "X-Request-Id": requestId } : {}, body: await this.#body(entry, 0, entry.size) });
+      await this.#retried(entry.path, async () => this.#request(action.href, { method: "PUT", headers: requestId !== undefined ? { "X-Request-Id": requestId } : {}, body: await this.#body(entry, 0, entry.size) }));
     }
     entry.lfs = { oid };
   }
@@ -321,7 +333,8 @@ export class UploadSession {
     const sendParts = async () => {
       while (next < parts.length) {
         const i = next++;
-        const res = await this.#request(header[parts[i]!]!, { method: "PUT", body: await this.#body(entry, i * chunkSize, Math.min(entry.size, (i + 1) * chunkSize)) }, `part ${parts[i]} of ${entry.path}`);
+        const what = `part ${parts[i]} of ${entry.path}`;
+        const res = await this.#retried(what, async () => this.#request(header[parts[i]!]!, { method: "PUT", body: await this.#body(entry, i * chunkSize, Math.min(entry.size, (i + 1) * chunkSize)) }, what));
         const etag = res.headers.get("ETag");
         if (etag === null) throw new HubError(`Failed to push to ${this.repo}: the LFS storage gave no ETag for part ${parts[i]} of ${entry.path}`);
         etags[i] = etag;
@@ -362,12 +375,37 @@ export class UploadSession {
     return hash.digest("hex");
   }
 
+  /**
+   * `send` again after a transient failure (a reset, a timeout, 5xx, 429 with
+   * its Retry-After), with backoff, as downloads are; a body is streamed from
+   * disk afresh each time. Requests that change the repo (the commit, a
+   * multipart completion) are not retried: a second one may not mean the same.
+   */
+  async #retried(what: string, send: () => Promise<Response>): Promise<Response> {
+    const policy = { ...DEFAULT_RETRY, ...this.#options.retry };
+    for (let failures = 1; ; failures++) {
+      try {
+        return await send();
+      } catch (err) {
+        if (this.#abort.signal.aborted) throw err;
+        const status = err instanceof HttpFailure ? err.statusCode : undefined;
+        const transient = status !== undefined ? isTransientStatus(status) : networkFailure(err) !== undefined;
+        const retryAfterMs = err instanceof HttpFailure ? err.retryAfterMs : undefined;
+        if (!transient || failures >= policy.attempts || retryAfterTooLong(retryAfterMs)) throw err;
+        const delayMs = retryAfterMs ?? backoffMs(policy, failures);
+        const reason = status !== undefined ? `the Hub failed (${status})` : networkFailure(err)!;
+        this.#options.onNotice?.(`${what}: ${reason}; trying again in ${formatSeconds(Math.round(delayMs / 100) * 100)} (try ${failures + 1} of ${policy.attempts})`);
+        await sleep(delayMs, this.#abort.signal);
+      }
+    }
+  }
+
   /** fetch through the session's abort signal; an answer that is not 2xx throws (its body read, so the connection is free). */
   async #request(url: string, init: RequestInit, what?: string): Promise<Response> {
     const res = await this.#fetcher.fetch(url, { ...init, signal: this.#abort.signal });
     if (!res.ok) {
       const text = await res.text().catch(() => "");
-      throw new HttpFailure(res.status, res.url, `${what ?? "request"} failed with ${res.status}: ${text.slice(0, 200)}`);
+      throw new HttpFailure(res.status, res.url, `${what ?? "request"} failed with ${res.status}: ${text.slice(0, 200)}`, parseRetryAfter(res.headers.get("retry-after")));
     }
     return res;
   }

@@ -103,7 +103,7 @@ export type Injection =
   | { kind: "status"; status: number; errorCode?: string; retryAfter?: string }
   /** Send this many body bytes, then close the connection (a short read). */
   | { kind: "truncate"; afterBytes: number }
-  /** Send this many body bytes, then reset the connection (ECONNRESET). */
+  /** Send this many body bytes, then reset the connection (ECONNRESET); on an upload, reset once this many have arrived. */
   | { kind: "reset"; afterBytes: number }
   /** Flip one byte in the middle of the body. */
   | { kind: "corrupt" }
@@ -197,6 +197,11 @@ export class FakeHub {
   /** The next `times` requests matching `match` (on the path; and `range`, on the Range header) get `action`. */
   inject(match: RegExp, action: Injection, options: { method?: string; times?: number; range?: RegExp } = {}): void {
     this.#injections.push({ match, action, method: options.method, range: options.range, times: options.times ?? 1 });
+  }
+
+  /** Drops every pending injection (the Hub is healthy again). */
+  clearInjections(): void {
+    this.#injections = [];
   }
 
   /** Body bytes sent so far in answers to requests whose path matches. */
@@ -346,6 +351,16 @@ export class FakeHub {
     const injection = this.#takeInjection(method, url.pathname, req.headers.range);
     if (injection?.kind === "stall" && injection.afterBytes === undefined) {
       req.resume(); // and never answer
+      return;
+    }
+    if (injection?.kind === "reset" && method !== "GET" && method !== "HEAD") {
+      // An upload cut off: the connection is reset once this many body bytes have arrived.
+      const reset = () => req.socket.resetAndDestroy();
+      if (injection.afterBytes <= 0) reset();
+      else {
+        let seen = 0;
+        req.on("data", (chunk: Buffer) => { if ((seen += chunk.length) >= injection.afterBytes) reset(); });
+      }
       return;
     }
     if (injection?.kind === "status") {

@@ -48,8 +48,11 @@ async function models(): Promise<{ base: string; target: string }> {
   return { base, target };
 }
 
+/** Two tries, a millisecond apart: a failure that persists fails fast. */
+const FAST_RETRY = { attempts: 2, baseDelayMs: 1, maxDelayMs: 2 };
+
 function options(base: string, target: string, extra: Partial<MakeDeltaOptions> = {}): MakeDeltaOptions {
-  return { base, target, delta: join(work, "delta"), push: { repo: REPO, accessToken: TOKEN, hubUrl: hub.url }, ...extra };
+  return { base, target, delta: join(work, "delta"), push: { repo: REPO, accessToken: TOKEN, hubUrl: hub.url, retry: FAST_RETRY }, ...extra };
 }
 
 /** Waits until the Hub stores the object `sha256`; fails the test after `ms`. */
@@ -151,8 +154,8 @@ describe("make-delta --push-to-hub", () => {
         written.push(f);
         if (written.length === 1) {
           await stored(f.sha256);
-          // from now on the LFS storage fails the next upload
-          hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT" });
+          // from now on the LFS storage fails every upload (each is tried twice)
+          hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT", times: 100 });
         } else if (written.length === 2) {
           // Let the second shard's upload meet the 500 before the make goes on.
           const until = Date.now() + 10_000;
@@ -172,7 +175,8 @@ describe("make-delta --push-to-hub", () => {
     const first = written[0]!;
     expect(hub.lfsObjects.has(first.sha256)).toBe(true);
 
-    // The same command again: the object the Hub holds is not sent again.
+    // The same command again, the Hub healthy: the object it holds is not sent again.
+    hub.clearInjections();
     const actionsBefore = hub.uploadActions.length;
     const requestsBefore = hub.requests.length;
     const result = await makeDelta(options(base, target));
@@ -203,10 +207,11 @@ describe("make-delta --push-to-hub", () => {
   it("the CLI exits 1 with one line when an upload fails, and commits nothing", async () => {
     await startHub();
     const { base, target } = await models();
-    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT", times: 100 });
+    // Refused (400), not failed: nothing to try again, so no note comes before the one line.
+    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 400 }, { method: "PUT", times: 100 });
     const r = await runCli("make-delta", ["--base", base, "--target", target, "--delta", join(work, "delta"), "--push-to-hub", REPO], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN, HF_HOME: join(work, "hf") });
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^error: Failed to push ${REPO}: the Hub failed \\(500\\) on model-\\d+-of-\\d+\\.safetensors: try again later\\n$`));
+    expect(r.stderr).toMatch(new RegExp(`^error: Failed to push ${REPO}: the Hub answered 400 on model-\\d+-of-\\d+\\.safetensors\\n$`));
     expect(commits()).toHaveLength(0);
   });
 });

@@ -175,15 +175,36 @@ describe.skipIf(!hasRealdata)("pushToHub against the loopback Hub through @huggi
 
   it("a 500 mid-upload fails with one line and leaves no commit", async () => {
     const dir = await makeDeltaDir();
-    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT" });
-    const err = (await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e)) as Error;
+    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT", times: 100 });
+    const notices: string[] = [];
+    const err = (await pushToHub(dir, "alice/my-delta", {
+      accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 }, onNotice: (m) => notices.push(m),
+    }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(HubError);
     expect(err.message).toMatch(/^Failed to push alice\/my-delta: the Hub failed \(500\)/);
     expect(err.message).not.toContain("\n");
+    // each try but the last was announced
+    expect(notices.filter((n) => /the Hub failed \(500\); trying again in .* \(try [23] of 3\)$/.test(n)).length).toBeGreaterThanOrEqual(2);
     expect(hub.requests.filter((r) => r.url.includes("/commit/"))).toHaveLength(0);
     // only the creation commit: nothing half-committed
     expect(hub.headCommit("alice/my-delta")?.title).toBe("initial commit");
     expect(hub.file("alice/my-delta", "delta.json")).toBeUndefined();
+  });
+
+  it("tries a failed upload again: a 500, then a reset mid-body, then the object is stored and committed", async () => {
+    const dir = await makeDeltaDir();
+    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT" });
+    hub.inject(/^\/__lfs\/upload\//, { kind: "reset", afterBytes: 64 * 1024 }, { method: "PUT" });
+    const notices: string[] = [];
+    const result = await pushToHub(dir, "alice/my-delta", {
+      accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 }, onNotice: (m) => notices.push(m),
+    });
+    expect(notices.some((n) => /the Hub failed \(500\); trying again/.test(n))).toBe(true);
+    expect(notices.some((n) => /(connection (reset|closed)|the connection failed); trying again/.test(n))).toBe(true);
+    expect(hub.headCommit("alice/my-delta")?.id).toBe(result.commitId);
+    for (const f of ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "sub/notes.txt"]) {
+      expect(hub.file("alice/my-delta", f)?.equals(await readFile(join(dir, f))), f).toBe(true);
+    }
   });
 
   it("refuses an invalid repo id before any request", async () => {
