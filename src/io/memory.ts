@@ -43,7 +43,7 @@ export function enableChunkCollections(): void {
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       const detail = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail;
-      if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) collectedSince = true;
+      if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR || detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) collectedSince = true;
     }
   }).observe({ entryTypes: ["gc"] });
 }
