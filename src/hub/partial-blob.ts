@@ -125,7 +125,15 @@ export class PartialBlob {
   #flushing: Promise<void> | undefined;
   #onChange: () => void;
 
-  private constructor(readonly spec: BlobSpec, readonly paths: BlobPaths, handle: FileHandle, done: RangeSet, hasher: StreamHasher, onChange: () => void) {
+  /**
+   * Flushed to disk as it grows and before it gets its name, so a power cut
+   * leaves no torn blob in the cache. A scratch copy deleted once read (a
+   * streamed delta) skips that: its bytes never need to reach the disk.
+   */
+  readonly #durable: boolean;
+
+  private constructor(readonly spec: BlobSpec, readonly paths: BlobPaths, handle: FileHandle, done: RangeSet, hasher: StreamHasher, onChange: () => void, durable: boolean) {
+    this.#durable = durable;
     this.#handle = handle;
     this.done = done;
     this.#hasher = hasher;
@@ -136,7 +144,7 @@ export class PartialBlob {
    * Opens (or starts) the partial download of a blob. Call it holding the
    * blob's lock. `onChange` runs whenever more bytes are on disk.
    */
-  static async open(spec: BlobSpec, paths: BlobPaths, hasher: StreamHasher, onChange: () => void): Promise<{ blob: PartialBlob; from: OpenedFrom }> {
+  static async open(spec: BlobSpec, paths: BlobPaths, hasher: StreamHasher, onChange: () => void, options: { durable?: boolean } = {}): Promise<{ blob: PartialBlob; from: OpenedFrom }> {
     let done = await readSidecar(paths, spec);
     const partialSize = await stat(paths.partial).then((s) => s.size, () => undefined);
     let adoptedPython = false;
@@ -171,7 +179,7 @@ export class PartialBlob {
     } catch (err) {
       throw ioError("create", paths.partial, err);
     }
-    const blob = new PartialBlob(spec, paths, handle, done, hasher, onChange);
+    const blob = new PartialBlob(spec, paths, handle, done, hasher, onChange, options.durable !== false);
     blob.#pump();
     return { blob, from: { resumed: done.size(), adoptedPython } };
   }
@@ -205,7 +213,7 @@ export class PartialBlob {
     }
     this.done.add(position, position + length);
     this.#unflushed += length;
-    if (this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined && !this.#closed) {
+    if (this.#durable && this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined && !this.#closed) {
       this.#unflushed = 0;
       // Errors surface at the final sync in finish().
       this.#flushing = this.#handle.datasync().catch(() => undefined).finally(() => { this.#flushing = undefined; });
@@ -294,7 +302,7 @@ export class PartialBlob {
     try {
       await this.#flushing;
       await this.#handle.truncate(this.spec.size); // never longer than the listing
-      await this.#handle.sync();
+      if (this.#durable) await this.#handle.sync();
     } catch (err) {
       await this.#stop();
       throw ioError("write", this.paths.partial, err);

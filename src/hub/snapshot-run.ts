@@ -475,7 +475,7 @@ export class SnapshotRun implements SnapshotDownload {
     const { options, hubUrl, ref } = this.#init;
     if (job.dropped) return;
     const hasher = blobHasher(job.spec, job.spec.lfs ? options.hashPool : undefined);
-    const { blob, from } = await PartialBlob.open(job.spec, job.paths, hasher, () => job.notify());
+    const { blob, from } = await PartialBlob.open(job.spec, job.paths, hasher, () => job.notify(), { durable: options.stream !== true });
     job.partial = blob;
     if (from.resumed > 0) {
       this.#advance(job, from.resumed, `${job.label} (resumed)`);
