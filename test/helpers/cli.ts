@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { REPO_ROOT } from "./realdata.js";
 
@@ -44,4 +44,24 @@ export function oneErrorLine(run: CliRun): string {
     throw new Error(`expected one error line, got status ${run.status} (signal ${run.signal ?? "none"}), stderr:\n${run.stderr}`);
   }
   return lines[0]!;
+}
+
+/**
+ * Runs the built CLI without blocking this process (a loopback Hub in the
+ * test must go on answering), with no HF_* or HUGGING* variable of the
+ * test's own environment: only `env`'s.
+ */
+export function runCliAsync(bin: string, args: string[], env: Record<string, string | undefined>, nodeArgs: string[] = []): Promise<CliRun> {
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("HF_") && !k.startsWith("HUGGING")) clean[k] = v;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [...nodeArgs, join(REPO_ROOT, "bin", bin), ...args], { cwd: REPO_ROOT, env: { ...clean, NO_COLOR: "1" } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
+    child.on("error", fail);
+    child.on("close", (status, signal) => done({ status, stdout, stderr, signal }));
+  });
 }

@@ -5,12 +5,12 @@
  * dist/ first). The server lives in this process, so the CLI is spawned
  * asynchronously.
  */
-import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile, copyFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeHub } from "./fake-hub-server.js";
+import { runCliAsync } from "../helpers/cli.js";
 import { hasRealdata } from "../helpers/realdata.js";
 
 const repoRoot = resolve(import.meta.dirname, "../..");
@@ -29,22 +29,7 @@ afterEach(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-interface Run { status: number | null; stdout: string; stderr: string }
-
-function run(bin: string, args: string[], env: Record<string, string | undefined>, nodeArgs: string[] = []): Promise<Run> {
-  const clean: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("HF_") && !k.startsWith("HUGGING")) clean[k] = v;
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [...nodeArgs, join(repoRoot, "bin", bin), ...args], { cwd: repoRoot, env: { ...clean, NO_COLOR: "1" } });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
-    child.on("error", fail);
-    child.on("close", (status) => done({ status, stdout, stderr }));
-  });
-}
+const run = runCliAsync;
 
 async function folder(): Promise<string> {
   const dir = join(work, "upload");

@@ -4,23 +4,22 @@
  * the make. Pipelining is shown by the order of events (the make's file hook
  * and the server's state), not by timing.
  */
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeDelta, type MakeDeltaOptions } from "../../src/api.js";
 import type { WrittenFile } from "../../src/delta/make-delta.js";
 import { HubError } from "../../src/errors.js";
 import { pushToHub } from "../../src/hub/push.js";
 import { UPLOAD_FILES_AT_ONCE } from "../../src/limits.js";
+import { runCliAsync } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { FakeHub, type FakeHubOptions } from "./fake-hub-server.js";
 
 const TOKEN = "hf_maker_alice";
 const REPO = "alice/pipelined-delta";
-const repoRoot = resolve(import.meta.dirname, "../..");
 
 let hub: FakeHub;
 let work: string;
@@ -209,23 +208,9 @@ describe("make-delta --push-to-hub", () => {
     const { base, target } = await models();
     // Refused (400), not failed: nothing to try again, so no note comes before the one line.
     hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 400 }, { method: "PUT", times: 100 });
-    const r = await runCli("make-delta", ["--base", base, "--target", target, "--delta", join(work, "delta"), "--push-to-hub", REPO], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN, HF_HOME: join(work, "hf") });
+    const r = await runCliAsync("make-delta", ["--base", base, "--target", target, "--delta", join(work, "delta"), "--push-to-hub", REPO], { HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN, HF_HOME: join(work, "hf") });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^error: Failed to push ${REPO}: the Hub answered 400 on model-\\d+-of-\\d+\\.safetensors\\n$`));
     expect(commits()).toHaveLength(0);
   });
 });
-
-function runCli(bin: string, args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const clean: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("HF_") && !k.startsWith("HUGGING")) clean[k] = v;
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(repoRoot, "bin", bin), ...args], { cwd: repoRoot, env: { ...clean, ...env, NO_COLOR: "1" } });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
-    child.on("error", fail);
-    child.on("close", (status) => done({ status, stdout, stderr }));
-  });
-}
