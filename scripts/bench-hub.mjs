@@ -36,6 +36,7 @@ import { open } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { numberFlags } from "./bench-flags.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const benchDir = path.join(root, ".bench", "hub");
@@ -46,16 +47,7 @@ const DELTA_REPO = "bench/llama-7b-shaped-delta";
 const COMMITS = { [BASE_REPO]: "0123456789abcdef0123456789abcdef01234567", [DELTA_REPO]: "89abcdef0123456789abcdef0123456789abcdef" };
 
 const args = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = args.indexOf(name);
-  if (i === -1) return fallback;
-  const value = Number(args[i + 1]);
-  if (!Number.isFinite(value) || value <= 0) {
-    console.error(`usage: node scripts/bench-hub.mjs [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single]\n${name} needs a positive number`);
-    process.exit(2);
-  }
-  return value;
-};
+const flag = numberFlags(args, "node scripts/bench-hub.mjs [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache]");
 
 // ---------------------------------------------------------------------------
 // Orchestration

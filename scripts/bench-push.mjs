@@ -17,6 +17,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSy
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { numberFlags } from "./bench-flags.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const benchDir = path.join(root, ".bench", "push");
@@ -24,16 +25,7 @@ const MB = 1e6;
 const TOKEN = "hf_bench_publisher";
 
 const args = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = args.indexOf(name);
-  if (i === -1) return fallback;
-  const value = Number(args[i + 1]);
-  if (!Number.isFinite(value) || value <= 0) {
-    console.error(`usage: node scripts/bench-push.mjs [--mb N] [--upload MB/s]\n${name} needs a positive number`);
-    process.exit(2);
-  }
-  return value;
-};
+const flag = numberFlags(args, "node scripts/bench-push.mjs [--mb N] [--upload MB/s]");
 const modelMb = flag("--mb", 1024);
 const uploadRate = flag("--upload", 100) * MB;
 
