@@ -88,6 +88,8 @@ export class BlobTransfer {
    * is next in the readers' order (see SnapshotRun).
    */
   admitted = true;
+  /** Nothing more of it is wanted (see Transfer.drop): a range in flight that fails is not asked again. */
+  dropped = false;
   /** Where the Hub redirected us (its CDN): later ranges go straight there. */
   downloadUrl: string | undefined;
   readonly written: Promise<void>;
@@ -187,6 +189,7 @@ export class Transfer {
 
   /** Fetches nothing more of `task` (no reader needs it); settles it once its ranges in flight are written. */
   drop(task: BlobTransfer): void {
+    task.dropped = true;
     task.gaps.splice(0);
     if (task.inflight === 0) task.settle();
   }
@@ -459,7 +462,7 @@ export class Transfer {
   }
 
   #requeue(task: BlobTransfer, gap: Gap): void {
-    if (gap.end <= gap.start) return;
+    if (gap.end <= gap.start || task.dropped) return;
     const at = task.gaps.findIndex((g) => g.start > gap.start);
     task.gaps.splice(at === -1 ? task.gaps.length : at, 0, gap);
   }
