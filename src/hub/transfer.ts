@@ -470,6 +470,7 @@ export class Transfer {
   #failed(piece: Piece, position: number, abortReason: unknown, err: unknown): void {
     if (this.#stopped) return; // the bytes written are recorded; nothing else to do
     const { task } = piece;
+    if (task.dropped) return; // nobody needs its bytes any more
     const { retry, ctx } = this.#settings;
     let transient: TransientError | undefined;
     if (abortReason instanceof ReadTimeoutError) transient = abortReason;
