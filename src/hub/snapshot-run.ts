@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { mkdir, open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import { HubError, ioError } from "../errors.js";
@@ -207,6 +208,8 @@ export class SnapshotRun implements SnapshotDownload {
       this.#jobs.push(job);
       for (const f of group) this.#handles.set(f.path, new FileDownloadHandle(job, f, init.cache.snapshotPath(init.commit, f.path)));
     });
+    // Every blob's lock wait listens to it at once: no leak, a fan-out of one per blob.
+    setMaxListeners(Math.max(10, 2 * this.#jobs.length + 2), this.#stop.signal);
     if (init.options.stream === true) {
       for (const job of this.#jobs) {
         if (job.spec.size <= SMALL_FILE_BYTES) continue;

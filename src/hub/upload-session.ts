@@ -17,6 +17,7 @@
  * never commits stay unreferenced on the Hub (as in Python), which is harmless.
  */
 import { createHash } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { createReadStream, openAsBlob } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { HubError, ioError } from "../errors.js";
@@ -139,6 +140,8 @@ export class UploadSession {
     this.#fetcher = fetcher;
     this.#ctx = ctx;
     this.#options = options;
+    // Each queued file and each request in flight listens to it: a fan-out, not a leak.
+    setMaxListeners(0, this.#abort.signal);
   }
 
   /**

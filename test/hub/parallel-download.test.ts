@@ -479,3 +479,22 @@ describe("startSnapshotDownload: using a file while it downloads", () => {
     expect(hub.bytesSent(lfsPath(big))).toBeLessThanOrEqual(big.length - kept);
   });
 });
+
+describe("a repo of many files", () => {
+  it("locks and fetches every blob at once without a process warning (a warning would break the CLI's one-line output)", async () => {
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 24; i++) files[`shard-${String(i).padStart(2, "0")}.bin`] = randomBytes(64 * KiB + i);
+    hub.seed("alice/many", files);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on("warning", onWarning);
+    try {
+      const snap = await downloadSnapshot({ repo: "alice/many", revision: "main" }, options({ select: "delta", signal: new AbortController().signal }));
+      await expectSnapshotEquals(snap.dir, files);
+      await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on the next tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+});

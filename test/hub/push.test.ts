@@ -216,3 +216,28 @@ describe.skipIf(!hasRealdata)("pushToHub against the loopback Hub through @huggi
     expect(hub.requests).toHaveLength(0);
   });
 });
+
+describe("pushToHub of a folder of many files", () => {
+  it("uploads them all, several at once, without a process warning (a warning would break the CLI's one-line output)", async () => {
+    const dir = join(work, "many");
+    await mkdir(dir, { recursive: true });
+    // LFS by size (over the loopback Hub's threshold), some in several parts
+    const lfs = await FakeHub.start({ tokens: { [WRITE]: { user: "alice", write: true } }, lfsThreshold: 1024, multipartThreshold: 200_000, multipartChunkSize: 64 * 1024 });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on("warning", onWarning);
+    try {
+      for (let i = 0; i < 24; i++) await writeFile(join(dir, `part-${String(i).padStart(2, "0")}.bin`), Buffer.alloc(i % 3 === 0 ? 300_000 : 4096 + i, i));
+      await pushToHub(dir, "alice/many", { accessToken: WRITE, hubUrl: lfs.url, allowNonDelta: true });
+      for (let i = 0; i < 24; i++) {
+        const name = `part-${String(i).padStart(2, "0")}.bin`;
+        expect(lfs.file("alice/many", name)?.equals(await readFile(join(dir, name))), name).toBe(true);
+      }
+      await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on the next tick
+    } finally {
+      process.off("warning", onWarning);
+      await lfs.close();
+    }
+    expect(warnings).toEqual([]);
+  });
+});
