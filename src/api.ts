@@ -6,7 +6,7 @@
  * which never touch the network.
  */
 import { existsSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
@@ -21,7 +21,8 @@ import { commitDelta, type PushOptions, type PushResult } from "./hub/push.js";
 import { parseHubRef } from "./hub/repo-id.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
 import { UploadSession } from "./hub/upload-session.js";
-import { checkInputExists, checkWritableOutput } from "./io/output-guard.js";
+import { JOB_FILE, checkInputExists, checkWritableOutput } from "./io/output-guard.js";
+import { LOCK_FILE } from "./io/output-lock.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
@@ -96,15 +97,16 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     delta = await startSource(options.delta, {
       ...sources,
       select: "delta",
-      ...(scratch === undefined ? {} : { cacheDir: scratch, transfer: { ...sources.transfer, stream: true } }),
+      ...(scratch === undefined ? {} : { cacheDir: scratch.dir, transfer: { ...sources.transfer, stream: true } }),
     });
     base = await startSource(options.base, sources);
     const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source, ...(hashPool !== undefined ? { hashPool } : {}) });
     await Promise.all([delta.settled, base.settled]);
-    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
+    await scratch?.remove();
     return result;
   } catch (err) {
     await Promise.all([delta?.cancel(), base?.cancel()]);
+    await scratch?.discardUnlessClaimed();
     throw err;
   } finally {
     await ownPool?.close();
@@ -112,11 +114,13 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
 }
 
 /**
- * The scratch folder a delta kept nowhere is fetched into (left behind by a
- * failed run, it lets the next one resume). Only a delta from the Hub can be
+ * The scratch folder a delta kept nowhere is fetched into. Left behind by a
+ * run that failed after it took the target, it lets the next run resume; a
+ * run refused before that (a target of someone else's files) leaves nothing
+ * in the target, nor a target it created. Only a delta from the Hub can be
  * fetched so: the flag is refused, not ignored, for a local one.
  */
-async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<string> {
+async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<{ dir: string; remove(): Promise<void>; discardUnlessClaimed(): Promise<void> }> {
   if (!isHubRef(options.delta)) {
     throw new UsageError(`--no-cache-delta: the delta ${options.delta} is a local path, not a Hub repo; it is read where it is (drop the flag)`);
   }
@@ -124,8 +128,20 @@ async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<string> {
     throw new HubError(`--no-cache-delta: the delta ${options.delta} must be downloaded, and HF_HUB_OFFLINE is set; unset it, or drop the flag to use a cached copy`);
   }
   const dir = join(options.target, STREAMED_DELTA_DIR);
+  const createdTarget = !existsSync(options.target);
+  const createdDir = !existsSync(dir);
   await mkdir(dir, { recursive: true }).catch((err: unknown) => { throw ioError("create", dir, err); });
-  return dir;
+  const remove = () => rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  return {
+    dir,
+    remove,
+    async discardUnlessClaimed() {
+      // Another run's record or lock: the folder may be theirs now.
+      if (!createdDir || existsSync(join(options.target, JOB_FILE)) || existsSync(join(options.target, LOCK_FILE))) return;
+      await remove();
+      if (createdTarget) await rmdir(options.target).catch(() => undefined); // only if nothing else is in it
+    },
+  };
 }
 
 /**

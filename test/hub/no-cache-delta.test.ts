@@ -5,7 +5,7 @@
  * cache. Disk use is sampled while the apply runs; the bytes the loopback Hub
  * sent say which files were fetched at all.
  */
-import { readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
@@ -135,6 +135,20 @@ describe("apply-delta --no-cache-delta", () => {
     expect(sent).toBeGreaterThanOrEqual(4);
     expect(sent).toBeLessThanOrEqual(2 * 1024 * 1024 + 64 * 1024);
     await expect(file.complete).rejects.toThrow(/not downloaded \(no reader needed it\)/);
+  });
+
+  it("into a directory of someone else's files: refused, and leaves nothing there", async () => {
+    const { work } = await setUp();
+    const out = join(work, "theirs");
+    await mkdir(out);
+    await writeFile(join(out, "notes.txt"), "mine\n");
+    await expect(applyDelta({ base: join(work, "base"), delta: "acme/delta", target: out, cacheDelta: false, cacheDir: join(work, "cache"), hubUrl: hub.url }))
+      .rejects.toThrow(/is not empty/);
+    expect(await readdir(out)).toEqual(["notes.txt"]);
+    // and a target it created itself goes again (here: the delta repo does not exist)
+    await expect(applyDelta({ base: join(work, "base"), delta: "acme/no-such-delta", target: join(work, "new"), cacheDelta: false, cacheDir: join(work, "cache"), hubUrl: hub.url }))
+      .rejects.toThrow(/not found/);
+    expect(await readdir(work)).not.toContain("new");
   });
 
   it("is refused, not ignored, for a local delta: a usage error (exit 2), one line", async () => {
