@@ -88,10 +88,13 @@ const LFS_JSON = "application/vnd.git-lfs+json";
 
 /** A failed answer to one of our own requests, shaped as hubFailure reads `@huggingface/hub`'s errors. */
 class HttpFailure extends Error {
-  constructor(readonly statusCode: number, readonly url: string, message: string, readonly retryAfterMs?: number) {
+  constructor(readonly statusCode: number, readonly url: string, message: string, readonly retryAfterMs?: number, readonly fromStorage = false) {
     super(message);
   }
 }
+
+/** Requests to the LFS storage the Hub's answer pointed at (presigned links), not to the Hub itself. */
+const STORAGE = { storage: true };
 
 /**
  * A Blob over the same bytes (no copy: a file-backed Blob stays on disk)
@@ -258,8 +261,20 @@ export class UploadSession {
   /** The first failure wins; the uploads it aborts fail too, but say nothing new. */
   #fail(err: unknown, file: string): void {
     if (this.#failure !== undefined) return;
-    this.#failure = hubFailure(err, { ...this.#ctx, file }, this.#fetcher);
+    this.#failure = this.#describe(err, file);
     this.#abort.abort(this.#failure);
+  }
+
+  /** One line for a failed upload, naming the file. */
+  #describe(err: unknown, file: string): Error {
+    const rerun = "run again: objects the Hub already holds are not sent twice";
+    // The storage's presigned link is not the token: a 403 there means the link was refused or expired.
+    if (err instanceof HttpFailure && err.fromStorage && [401, 403, 404].includes(err.statusCode)) {
+      return new HubError(`Failed to push ${this.repo}: the LFS storage refused ${file} (${err.statusCode}; its upload link may have expired): ${rerun}`, { cause: err });
+    }
+    const network = err instanceof HttpFailure || this.#abort.signal.aborted ? undefined : networkFailure(err);
+    if (network !== undefined) return new HubError(`Failed to push ${this.repo}: ${file}: ${network}, every try: ${rerun}`, { cause: err });
+    return hubFailure(err, { ...this.#ctx, file }, this.#fetcher);
   }
 
   #progress(event: Parameters<OnProgress>[0]): void {
@@ -318,7 +333,7 @@ export class UploadSession {
     } else if (action.header?.chunk_size !== undefined) {
       await this.#multipart(entry, oid, action);
     } else {
-      await this.#retried(entry.path, async () => this.#request(action.href, { method: "PUT", headers: requestId !== undefined ? { "X-Request-Id": requestId } : {}, body: await this.#body(entry, 0, entry.size) }));
+      await this.#retried(entry.path, async () => this.#request(action.href, { method: "PUT", headers: requestId !== undefined ? { "X-Request-Id": requestId } : {}, body: await this.#body(entry, 0, entry.size) }, entry.path, STORAGE));
     }
     entry.lfs = { oid };
   }
@@ -337,7 +352,7 @@ export class UploadSession {
       while (next < parts.length) {
         const i = next++;
         const what = `part ${parts[i]} of ${entry.path}`;
-        const res = await this.#retried(what, async () => this.#request(header[parts[i]!]!, { method: "PUT", body: await this.#body(entry, i * chunkSize, Math.min(entry.size, (i + 1) * chunkSize)) }, what));
+        const res = await this.#retried(what, async () => this.#request(header[parts[i]!]!, { method: "PUT", body: await this.#body(entry, i * chunkSize, Math.min(entry.size, (i + 1) * chunkSize)) }, what, STORAGE));
         const etag = res.headers.get("ETag");
         if (etag === null) throw new HubError(`Failed to push to ${this.repo}: the LFS storage gave no ETag for part ${parts[i]} of ${entry.path}`);
         etags[i] = etag;
@@ -348,7 +363,7 @@ export class UploadSession {
       method: "POST",
       headers: { Accept: LFS_JSON, "Content-Type": LFS_JSON },
       body: JSON.stringify({ oid, parts: parts.map((p, i) => ({ partNumber: Number(p), etag: etags[i] })) }),
-    }, `completion of ${entry.path}`);
+    }, `completion of ${entry.path}`, STORAGE);
   }
 
   /** Bytes [start, end) of the file, streamed from disk as fetch sends them, counted for progress. */
@@ -404,11 +419,11 @@ export class UploadSession {
   }
 
   /** fetch through the session's abort signal; an answer that is not 2xx throws (its body read, so the connection is free). */
-  async #request(url: string, init: RequestInit, what?: string): Promise<Response> {
+  async #request(url: string, init: RequestInit, what?: string, to: { storage?: boolean } = {}): Promise<Response> {
     const res = await this.#fetcher.fetch(url, { ...init, signal: this.#abort.signal });
     if (!res.ok) {
       const text = await res.text().catch(() => "");
-      throw new HttpFailure(res.status, res.url, `${what ?? "request"} failed with ${res.status}: ${text.slice(0, 200)}`, parseRetryAfter(res.headers.get("retry-after")));
+      throw new HttpFailure(res.status, res.url, `${what ?? "request"} failed with ${res.status}: ${text.slice(0, 200)}`, parseRetryAfter(res.headers.get("retry-after")), to.storage === true);
     }
     return res;
   }

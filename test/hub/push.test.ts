@@ -207,6 +207,27 @@ describe.skipIf(!hasRealdata)("pushToHub against the loopback Hub through @huggi
     }
   });
 
+  it("a storage that refuses an upload (403: a presigned link expired) is named as such, not as the token", async () => {
+    const dir = await makeDeltaDir();
+    hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 403 }, { method: "PUT", times: 100 });
+    const err = (await pushToHub(dir, "alice/my-delta", { accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true }).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(HubError);
+    expect(err.message).toMatch(/^Failed to push alice\/my-delta: the LFS storage refused model-0000[12]-of-00002\.safetensors \(403; its upload link may have expired\): run again/);
+    expect(err.message).not.toMatch(/token/);
+    expect(hub.requests.filter((r) => r.url.includes("/commit/"))).toHaveLength(0);
+  });
+
+  it("a connection reset on every try names the file and says a rerun skips what is stored", async () => {
+    const dir = await makeDeltaDir();
+    hub.inject(/^\/__lfs\/upload\//, { kind: "reset", afterBytes: 1024 }, { method: "PUT", times: 100 });
+    const err = (await pushToHub(dir, "alice/my-delta", {
+      accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 2 },
+    }).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(HubError);
+    expect(err.message).toMatch(/^Failed to push alice\/my-delta: model-0000[12]-of-00002\.safetensors: (connection (reset|closed)|the connection failed), every try: run again: objects the Hub already holds are not sent twice$/);
+    expect(hub.requests.filter((r) => r.url.includes("/commit/"))).toHaveLength(0);
+  });
+
   it("refuses an invalid repo id before any request", async () => {
     const dir = join(work, "d");
     await mkdir(dir);
