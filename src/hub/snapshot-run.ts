@@ -307,6 +307,8 @@ export class SnapshotRun implements SnapshotDownload {
   /** Nobody needs this file's bulk: stop fetching it (what the run waits for, it no longer waits for). */
   #drop(job: BlobJob): void {
     job.dropped = true;
+    // The download bar counted it: it ends full, not short by what was never needed.
+    if (job.fetch) this.#advance(job, job.spec.size - job.advanced, `${job.label} (not needed)`);
     if (job.task !== undefined) this.#transfer?.drop(job.task);
     const err = new HubError(`Failed to read ${job.label}: it was not downloaded (no reader needed it)`);
     job.fail(err);
@@ -410,9 +412,11 @@ export class SnapshotRun implements SnapshotDownload {
   }
 
   #advance(job: BlobJob | undefined, bytes: number, label: string): void {
-    if (job === undefined || bytes <= 0) return;
-    job.advanced += bytes;
-    this.#init.options.onProgress?.({ kind: "advance", phase: "download", bytes, label });
+    // Never past the file's size: a dropped file was counted whole, and its ranges in flight still land.
+    const counted = job === undefined ? 0 : Math.min(bytes, job.spec.size - job.advanced);
+    if (job === undefined || counted <= 0) return;
+    job.advanced += counted;
+    this.#init.options.onProgress?.({ kind: "advance", phase: "download", bytes: counted, label });
   }
 
   #fail(err: unknown): void {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
 import { makeDelta } from "../../src/delta/make-delta.js";
+import type { ProgressEvent } from "../../src/progress.js";
 import { startSnapshotDownload } from "../../src/hub/download.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
@@ -102,8 +103,14 @@ describe("apply-delta --no-cache-delta", () => {
     await rm(join(out, lost));
     const sentBefore = new Map(Object.entries(delta).map(([name, bytes]) => [name, hub.bytesSent(new RegExp(sha256Bytes(bytes)))]));
 
-    const result = await applyDelta(options);
+    const events: ProgressEvent[] = [];
+    const result = await applyDelta({ ...options, onProgress: (e) => events.push(e) });
     expect(result.files[lost]?.status).toBe("written");
+    // One download bar, and it ends full: the files never fetched count as done, not as missing.
+    const total = events.reduce((n, e) => n + (e.kind === "start" && e.phase === "download" ? e.totalBytes : 0), 0);
+    const advanced = events.reduce((n, e) => n + (e.kind === "advance" && e.phase === "download" ? e.bytes : 0), 0);
+    expect(total).toBeGreaterThan(0);
+    expect(advanced).toBe(total);
     expect(Object.values(result.files).filter((f) => f.status === "kept")).toHaveLength(Object.keys(result.files).length - 1);
     await expectTargetExact(work, out);
     for (const [name, bytes] of Object.entries(delta)) {
