@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { VerifyError } from "../errors.js";
-import { HashPool } from "../hash/hash-pool.js";
+import { HashPool, type HashAlgorithm } from "../hash/hash-pool.js";
 import { AtomicFile } from "../io/atomic-file.js";
 import type { ChecksumList } from "../hash/checksums.js";
 import { checkFreeSpace, type OutputJob } from "../io/output-guard.js";
@@ -21,6 +21,11 @@ import type { FileSet } from "../io/file-set.js";
  * own records give SHA-256; some publishers printed only MD5 (Open-Assistant).
  */
 export type Expected = { from: string } & ({ sha256: string; md5?: string } | { sha256?: undefined; md5: string });
+
+/** A listed digest (a checksums list, a published table) as what an output must hash to. */
+export function expectedDigest(algorithm: HashAlgorithm, digest: string, from: string): Expected {
+  return algorithm === "md5" ? { md5: digest, from } : { sha256: digest, from };
+}
 
 /** One input file an output is made from. */
 export interface InputFile {
@@ -110,7 +115,7 @@ export function addChecksumList(plan: RecoveryPlan, list: ChecksumList, listPath
     }
     if (known === undefined) {
       file.expected = file.expected === undefined
-        ? (list.algorithm === "sha256" ? { sha256: digest, from: "the checksums list" } : { md5: digest, from: "the checksums list" })
+        ? expectedDigest(list.algorithm, digest, "the checksums list")
         : { ...file.expected, [list.algorithm]: digest, from: `${file.expected.from} and the checksums list` };
     }
   }

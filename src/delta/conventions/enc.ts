@@ -7,7 +7,7 @@ import { isSafeRelativePath } from "../../relative-path.js";
 import { plural } from "../../text.js";
 import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, writeDecryptedFile } from "../byte-codec.js";
 import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
-import type { Expected, PlannedFile } from "../recover.js";
+import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
 import { copiedFile } from "../tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
@@ -93,8 +93,7 @@ export async function planEnc(view: DeltaView, lists: readonly PublishedList[] =
   const files: PlannedFile[] = entries.map((e) => encFile(e, key.path, expectedFor(e, matched), identity, records));
   for (const p of plain) {
     const digest = matched?.list.outputs[p.name];
-    const expected: Expected | undefined = digest === undefined ? undefined
-      : matched!.list.algorithm === "md5" ? { md5: digest, from: matched!.list.printedIn } : { sha256: digest, from: matched!.list.printedIn };
+    const expected = digest === undefined ? undefined : expectedDigest(matched!.list.algorithm, digest, matched!.list.printedIn);
     files.push(copiedFile(p.name, join(view.dir, ...p.rel.split("/")), p.size, expected));
   }
 

@@ -6,7 +6,7 @@ import type { HashAlgorithm } from "../../hash/hash-pool.js";
 import { plural } from "../../text.js";
 import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, plainKind, structuralProblem, writeXorFile, type PayloadKind } from "../byte-codec.js";
 import { findPublishedList, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
-import type { Expected, PlannedFile } from "../recover.js";
+import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
 import { copiedFile } from "../tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
@@ -145,7 +145,7 @@ export async function planXor(view: DeltaView, lists: readonly PublishedList[] =
   const expectedFor = (name: string): Expected | undefined => {
     const digest = list?.outputs[name];
     if (list === undefined || digest === undefined) return undefined;
-    return list.algorithm === "md5" ? { md5: digest, from: list.printedIn } : { sha256: digest, from: list.printedIn };
+    return expectedDigest(list.algorithm, digest, list.printedIn);
   };
   // Smallest first: a base of the wrong conversion shows in its config.json
   // at once, before gigabytes of shards are decoded.
