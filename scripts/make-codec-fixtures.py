@@ -66,6 +66,9 @@ Fixtures
    payload/xor_encoded_files/  .bin shards and tokenizer.model XORed as in 1;
                 every *.json in plain text.
    sha256sums-output.txt, sha256sums-base.txt.
+   wrong-base-value/  the base with one fp16 value of pytorch_model-00002-of-00002.bin
+                changed, saved as the base was: decoded with it, the shard is a valid
+                torch.save archive passing every CRC-32, with one wrong value.
 3. enc/ (point-alpaca, BELLE-LLaMA-*-enc)
    key/consolidated.00.pth  123,457 random bytes standing in for Meta's file.
    plain/       the files the publisher encrypted (expected outputs): a tiny
@@ -168,6 +171,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 
 import torch
 
@@ -591,7 +595,43 @@ def make_xor_plain_json():
         files[name] = entry
     assert files["tokenizer.model"]["base"]["size"] < files["tokenizer.model"]["target"]["size"]
     return {"what": "Pygmalion/Metharme: xor_encoded_files/, *.json plain, other files XOR the same-named base file",
-            "files": files}
+            "files": files,
+            "wrong_base_value": make_wrong_base_value(root, base_dir, target_dir, payload_dir, "pytorch_model-00002-of-00002.bin")}
+
+
+def make_wrong_base_value(root, base_dir, target_dir, payload_dir, shard):
+    """wrong-base-value/: the base with one fp16 value of `shard` changed, saved
+    as save_pretrained saves it. Base and target shards have the same layout
+    (same length, same members), so the payload decoded with this base is a
+    valid torch.save archive whose every member passes its CRC-32 (CRC-32 is
+    linear over XOR), holding one wrong value: only a published digest can tell."""
+    value_dir = os.path.join(root, "wrong-base-value")
+    shutil.copytree(base_dir, value_dir)
+    tensors = torch.load(os.path.join(base_dir, shard))
+    changed_name = next(iter(tensors))
+    changed = {k: v.clone() for k, v in tensors.items()}
+    changed[changed_name].view(-1)[0] += 1
+    torch.save(changed, os.path.join(value_dir, shard))  # as save_pretrained above: same name, same layout
+    base_bytes, value_bytes = read(os.path.join(base_dir, shard)), read(os.path.join(value_dir, shard))
+    assert len(value_bytes) == len(base_bytes)
+    # the element's 2 bytes and its member's CRC-32, in the local header and the central directory
+    assert sum(a != b for a, b in zip(base_bytes, value_bytes)) <= 10
+    target_bytes = read(os.path.join(target_dir, shard))
+    decoded = xor_uncompressed(read(os.path.join(payload_dir, shard)), value_bytes)
+    assert decoded != target_bytes and len(decoded) == len(target_bytes)
+    with zipfile.ZipFile(io.BytesIO(decoded)) as archive:
+        assert archive.testzip() is None  # every member passes its CRC-32
+    wrong = torch.load(io.BytesIO(decoded))
+    right = torch.load(os.path.join(target_dir, shard))
+    differing = [k for k in right if not torch.equal(wrong[k], right[k])]
+    assert differing == [changed_name], differing
+    return {
+        "differs": [shard],
+        "tensor": changed_name,
+        "how": "one element increased by 1, saved as save_pretrained saves it: same layout and length as the base's file",
+        "decoded_sha256": {shard: hashlib.sha256(decoded).hexdigest()},
+        "decoded_passes_crc32": True,
+    }
 
 
 # --- fixture 3: point-alpaca .enc --------------------------------------------
