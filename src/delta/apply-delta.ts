@@ -1,4 +1,5 @@
 import { existsSync, statSync } from "node:fs";
+import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DeltaError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
@@ -7,7 +8,10 @@ import { removeStalePartials } from "../io/atomic-file.js";
 import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
 import type { OnProgress } from "../progress.js";
-import { chooseConvention } from "./conventions/registry.js";
+import { chooseConvention, refuseUnacceptedOptions } from "./conventions/registry.js";
+import { releaseEvidence } from "./conventions/release-evidence.js";
+import type { Convention, ConventionOption, ExpectedSum } from "./conventions/types.js";
+import { refuseDamagedDownload } from "./damaged-download.js";
 import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
@@ -71,13 +75,15 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);
-  const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
   const view = new LocalDeltaView(delta, base);
   try {
+    await refuseDamagedDownload(view);
     const { convention, recognition } = await chooseConvention(view, options.convention);
+    refuseUnacceptedOptions(convention, conventionOptionsGiven(options));
+    const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
     const expectSum = options.expectSum !== undefined
       ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
-      : publishedSum(delta.source);
+      : knownSum(convention, view);
     // Conventions that read files by path wait for downloads to finish; the others read bytes as they arrive.
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
@@ -91,16 +97,27 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       const identity = baseModel !== undefined && mayBeKnownConversion(baseModel.weightFiles)
         ? view.settled().then(() => identifyModel(baseModel.root, { threads: 1 })).then(describeIdentity, () => undefined)
         : Promise.resolve(undefined);
+      const targetExisted = existsSync(options.target);
       const files = await withOutputLock(options.target, "apply-delta", async () => {
         await removeStalePartials(options.target);
-        const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs: plan.files.map((f) => f.path) });
+        const outputs = plan.files.map((f) => f.path);
+        const job = await OutputJob.claim(options.target, "apply-delta", { force: options.force, outputs });
         try {
+          // A rerun leaves exactly the files a clean run would: what a failed earlier run wrote that this plan does not make goes.
+          await job.removeStale(outputs);
           const files = await recover(plan, { target: options.target, job, threads: options.threads, hashPool: options.hashPool, onProgress: options.onProgress, inputsSettled: view.settled() });
           await job.finish();
           return files;
+        } catch (err) {
+          await job.abandon();
+          throw err;
         } finally {
           view.deltaFiles.stream?.finish(); // a streamed delta's files nobody read are not fetched
         }
+      }).catch(async (err: unknown) => {
+        // A target this run created and left empty goes too (rmdir removes only an empty one).
+        if (!targetExisted) await rmdir(options.target).catch(() => undefined);
+        throw err;
       });
       const unchecked = [...files].filter(([, f]) => f.checkedAgainst === undefined).map(([path]) => path);
       return {
@@ -123,6 +140,45 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   } finally {
     await view.close();
   }
+}
+
+/**
+ * How apply-delta's options relate to conventions: those that mean the same
+ * under every convention (the inputs, the target, the machine), and those
+ * each convention must declare it takes (see Convention.accepts). A new
+ * option must be placed here, so none can be silently ignored.
+ */
+const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | ConventionOption> = {
+  base: "every convention",
+  delta: "every convention",
+  target: "every convention",
+  convention: "every convention",
+  force: "every convention",
+  threads: "every convention",
+  hashPool: "every convention",
+  onProgress: "every convention",
+  checksums: "checksums",
+  expectSum: "expectSum",
+};
+
+/** The convention-specific options the caller gave. */
+function conventionOptionsGiven(options: ApplyDeltaOptions): ConventionOption[] {
+  return (Object.keys(OPTION_SCOPE) as (keyof ApplyDeltaOptions)[])
+    .filter((key) => options[key] !== undefined)
+    .map((key) => OPTION_SCOPE[key])
+    .filter((scope): scope is ConventionOption => scope !== "every convention");
+}
+
+/**
+ * The integrity sum a publisher printed for this delta, when it is a known
+ * release. A known sum for a delta whose files follow a convention without
+ * sums means the files are not what that release published: refused, not
+ * skipped.
+ */
+function knownSum(convention: Convention, view: LocalDeltaView): ExpectedSum | undefined {
+  const sum = publishedSum(releaseEvidence(view));
+  if (sum === undefined || convention.accepts.includes("expectSum")) return sum;
+  throw new DeltaError(`${view.source} is a release with a published integrity sum (${sum.from}), but its files follow the ${convention.name} convention, which has none: they are not what that release published; download it again`);
 }
 
 /**

@@ -294,10 +294,11 @@ export async function writeDecryptedFile(sink: AtomicFile, encPath: string, keyP
 /**
  * What is wrong with a recovered file that no list checks, as far as its own
  * structure tells: a checkpoint whose zip members fail the CRC-32s torch.save
- * wrote, JSON that does not parse. XOR with the wrong base, or a damaged
- * payload byte, garbles exactly these; undefined when the file is sound (which
- * proves less than a published digest would: headers and tokenizer files are
- * not covered).
+ * wrote, JSON that does not parse. XOR with a base of another layout, or a
+ * damaged payload byte, garbles these; undefined when they pass. Passing
+ * proves little: CRC-32 is linear over XOR, so a base of the same layout with
+ * other values gives an output whose every CRC-32 passes, and tokenizer files
+ * are not covered. Only a published digest shows an output is right.
  */
 export async function structuralProblem(path: string, name: string): Promise<string | undefined> {
   const lower = name.toLowerCase();

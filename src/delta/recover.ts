@@ -68,7 +68,8 @@ export interface RecoveryPlan {
   explain?(err: unknown, context: { pool: HashPool; tempPath?: string }): Promise<unknown>;
   /**
    * A check of the whole output that only the end can decide (Alpaca's sum):
-   * files are then held under their temporary names until it passes.
+   * files are then held under their temporary names until it passes. (Files
+   * no digest checks are always held until every check of the run passed.)
    */
   finalCheck?(): Promise<void>;
 }
@@ -184,8 +185,9 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
             throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
           results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
-          if (expected === undefined) await options.inputsSettled;
-          if (plan.finalCheck === undefined) await options.job.publish(file.path, sink, digest);
+          // An output no digest checks could be wrong in a way only a later failure shows (the
+          // wrong base, a damaged input): it gets its name only once every check of the run passed.
+          if (plan.finalCheck === undefined && expected !== undefined) await options.job.publish(file.path, sink, digest);
           else held.push({ sink, path: file.path, digest });
         } catch (err) {
           await explain(err, sink.tempPath).catch(async (explained: unknown) => {
@@ -199,10 +201,10 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     }
     streamed.finish();
     await Promise.all(commits);
-    if (plan.finalCheck !== undefined) {
-      await plan.finalCheck();
-      for (const { sink, path, digest } of held.splice(0)) await options.job.publish(path, sink, digest);
-    }
+    await plan.finalCheck?.();
+    // Outputs nothing checked were made from inputs still downloading: every byte must have passed its sha256.
+    if (held.length > 0) await options.inputsSettled;
+    for (const { sink, path, digest } of held.splice(0)) await options.job.publish(path, sink, digest);
   } finally {
     await Promise.allSettled(commits);
     await Promise.all(held.map(({ sink }) => sink.abort()));

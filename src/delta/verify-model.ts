@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
+import { INPUT_FORMATS } from "../formats/registry.js";
 import { VerifyError, UsageError } from "../errors.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { readChecksums } from "../hash/checksums.js";
@@ -22,6 +23,8 @@ export interface VerifyOptions {
 export interface VerifyResult {
   dir: string;
   verified: true;
+  /** The digest the files were compared by: sha256 (delta.json, a sha256sum list) or md5 (an md5sum list). */
+  algorithm: "sha256" | "md5";
   files: Record<string, { size: number; sha256: string }>;
 }
 
@@ -36,13 +39,19 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   }
   const expected = new Map<string, { size?: number; sha256?: string; md5?: string }>();
   let manifest: Manifest | undefined;
+  let algorithm: VerifyResult["algorithm"] = "sha256";
+  let named: string;
   if (options.manifest !== undefined) {
     manifest = await loadManifest(options.manifest);
     for (const [rel, entry] of manifest.target.files) expected.set(rel, entry);
+    named = "delta.json";
   } else {
     const list = await readChecksums(options.checksums!);
     for (const [rel, digest] of list.digests) expected.set(rel, { [list.algorithm]: digest });
+    algorithm = list.algorithm;
+    named = options.checksums!;
   }
+  await refuseExtraWeights(dir, expected, named);
   const total = [...expected.values()].reduce((n, e) => n + (e.size ?? 0), 0);
   options.onProgress?.({ kind: "start", phase: "verify", totalBytes: total });
   const files: VerifyResult["files"] = {};
@@ -79,7 +88,29 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
     await pool.close();
     options.onProgress?.({ kind: "end", phase: "verify" });
   }
-  return { dir, verified: true, files };
+  return { dir, verified: true, algorithm, files };
+}
+
+/**
+ * A weight file or index beside the checked ones changes what a loader
+ * loads (transformers prefers model.safetensors to pytorch_model.bin, follows
+ * whichever index it finds): one the list does not name fails the check.
+ */
+async function refuseExtraWeights(dir: string, expected: ReadonlyMap<string, unknown>, named: string): Promise<void> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((e) => !e.isDirectory() && !e.name.startsWith(".")).map((e) => e.name).sort();
+  } catch (err) {
+    throw new VerifyError(`${dir} cannot be read: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const extra = names.find((name) => !expected.has(name) && isWeightOrIndex(name));
+  if (extra !== undefined) {
+    throw new VerifyError(`${join(dir, extra)} is a weight file ${named} does not name: a loader could load it with the model; remove it, or check against a list that names it`);
+  }
+}
+
+function isWeightOrIndex(name: string): boolean {
+  return INPUT_FORMATS.some((f) => f.isWeightFile(name)) || /\.(pt|pth|ckpt|gguf)$/i.test(name) || name.toLowerCase().endsWith(".index.json");
 }
 
 async function loadManifest(path: string): Promise<Manifest> {

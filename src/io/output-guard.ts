@@ -157,10 +157,13 @@ interface JobRecordFile {
 
 export class OutputJob {
   readonly #written: Set<string>;
+  /** What an earlier, unfinished run of the same command recorded as written (see removeStale). */
+  readonly #earlier: ReadonlySet<string>;
   #saving: Promise<void> = Promise.resolve();
 
-  private constructor(readonly dir: string, private readonly command: string, written: Iterable<string>) {
+  private constructor(readonly dir: string, private readonly command: string, written: Iterable<string>, earlier: Iterable<string> = []) {
     this.#written = new Set(written);
+    this.#earlier = new Set(earlier);
   }
 
   /**
@@ -182,7 +185,25 @@ export class OutputJob {
           "choose an empty or new directory, or pass --force to write beside its files (none of them is ever overwritten)",
       );
     }
-    return new OutputJob(dir, command, ours);
+    return new OutputJob(dir, command, ours, previous?.command === command ? previous.written : []);
+  }
+
+  /**
+   * A rerun must leave exactly the files a clean run would: the files an
+   * earlier, failed run of this command wrote (its record says which) that
+   * this run does not produce are removed. Nothing the record does not name
+   * is touched.
+   */
+  async removeStale(outputs: readonly string[]): Promise<string[]> {
+    const keep = new Set(outputs);
+    const stale = [...this.#earlier].filter((p) => !keep.has(p) && this.#written.has(p));
+    for (const path of stale) {
+      this.refuseLinkOnTheWay(path);
+      await rm(join(this.dir, ...path.split("/")), { force: true });
+      this.#written.delete(path);
+    }
+    if (stale.length > 0) await this.#save();
+    return stale;
   }
 
   /** Whether an output may be written at `path` (relative): nothing is there, or this tool wrote what is. */
@@ -248,6 +269,20 @@ export class OutputJob {
   async finish(): Promise<void> {
     await this.#saving;
     await rm(join(this.dir, JOB_FILE), { force: true });
+  }
+
+  /**
+   * The run failed. The record is kept only for what a rerun needs: the
+   * files this tool wrote that are still there (a rerun may write over
+   * them). With none, it goes, and the target holds nothing of this run.
+   */
+  async abandon(): Promise<void> {
+    await this.#saving;
+    for (const path of [...this.#written]) {
+      if (!existsSync(join(this.dir, ...path.split("/")))) this.#written.delete(path);
+    }
+    if (this.#written.size === 0) await rm(join(this.dir, JOB_FILE), { force: true });
+    else await this.#save().catch(() => undefined);
   }
 
   /** Saves the record; saves run one after another, so the last one written holds every file. */

@@ -16,7 +16,7 @@ export default async function run(args: VerifyArgs, ctx: CliContext): Promise<vo
     });
     progress.stop();
     if (ctx.json) ctx.printJson(result);
-    else ctx.log(`verified: ${Object.keys(result.files).length} files of ${result.dir} match their SHA-256`);
+    else ctx.log(`verified: ${Object.keys(result.files).length} files of ${result.dir} match their ${result.algorithm === "md5" ? "MD5" : "SHA-256"}`);
   } finally {
     progress.stop();
   }

@@ -11,7 +11,7 @@ import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
 import { gatherEvidence, similarity, type Evidence } from "./evidence.js";
-import type { Convention, ConventionName, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "./types.js";
+import type { Convention, ConventionName, ConventionOption, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "./types.js";
 
 /**
  * The shape every published additive convention shares (FastChat, FastChat
@@ -40,10 +40,13 @@ export function additiveConvention(spec: {
   summary: string;
   recognize(evidence: Evidence, view: DeltaView): Promise<Recognition> | Recognition;
   rules: AdditiveRules;
+  /** Options besides --checksums: Alpaca's family takes --expect-sum (the only publishers that printed sums). */
+  accepts?: readonly ConventionOption[];
 }): Convention {
   return {
     name: spec.name,
     summary: spec.summary,
+    accepts: spec.accepts ?? ["checksums"],
     async recognize(view) {
       if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json (delta-weights' own format)" };
       try {

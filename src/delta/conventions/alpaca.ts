@@ -14,6 +14,7 @@ import { newRowToken } from "./evidence.js";
 export const alpaca = additiveConvention({
   name: "alpaca",
   summary: "Alpaca's weight_diff.py family: float32 diff, base grown by a mean [PAD] row; --expect-sum checks the published sum",
+  accepts: ["checksums", "expectSum"],
   recognize(evidence) {
     if (evidence.dtype !== "F32") return { fits: false, reason: `its tensors are ${evidence.dtype ?? "not floats"}; Alpaca's diffs are float32` };
     const vocab = evidence.vocab;

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { DeltaError, DeltaWeightsError, UsageError, VerifyError } from "../../errors.js";
+import { DeltaError, DeltaWeightsError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import { openWeightFiles } from "../../model/open-model.js";
@@ -24,6 +24,7 @@ import type { Convention, ConventionPlan, DeltaView } from "./types.js";
  */
 export const deltaWeights: Convention = {
   name: "delta-weights",
+  accepts: ["checksums"],
   summary: "delta-weights' own format (delta.json): exact, every file and tensor checked by SHA-256",
   streams: true,
 
@@ -34,10 +35,7 @@ export const deltaWeights: Convention = {
       : { fits: true, reason: `${MANIFEST_FILE}, format ${manifest.format}, codec ${manifest.codec}` };
   },
 
-  async plan(view, options) {
-    if (options.expectSum !== undefined) {
-      throw new UsageError(`--expect-sum: ${view.source} is a delta-weights delta, whose every file is checked against delta.json; an integrity sum would add nothing`);
-    }
+  async plan(view) {
     const manifest = (await view.manifest())!;
     await checkDeltaFiles(view, manifest);
     const base = await view.base();

@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../../errors.js";
@@ -9,6 +8,7 @@ import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, w
 import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
 import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
 import { copiedFile } from "../tensor-file.js";
+import { releaseEvidence } from "./release-evidence.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
 /**
@@ -20,6 +20,7 @@ import type { Convention, ConventionPlan, DeltaView } from "./types.js";
  */
 export const enc: Convention = {
   name: "enc",
+  accepts: ["checksums"],
   summary: "point-alpaca .enc files (also BELLE-LLaMA-*-enc, lawyer-llama): <name>.<sha256>.enc XORed with a key stream from a key file (Meta's LLaMA-7B consolidated.00.pth); each output checked against its sha256",
 
   async recognize(view) {
@@ -81,11 +82,7 @@ export async function planEnc(view: DeltaView, lists: readonly PublishedList[] =
   const twice = outputs.find((name, i) => outputs.indexOf(name) !== i);
   if (twice !== undefined) throw new DeltaError(`the delta ${view.source} holds ${twice} twice (as .enc files, or plain and encrypted): remove the extra copy`);
 
-  const matched = findPublishedList({
-    ...(existsSync(view.source) ? {} : { hubRepo: view.source }),
-    dirs: [view.source, view.dir],
-    sha256: new Map(entries.map((e) => [e.name, e.sha256])),
-  }, lists);
+  const matched = findPublishedList({ ...releaseEvidence(view, layout.folder), sha256: new Map(entries.map((e) => [e.name, e.sha256])) }, lists);
 
   const notes = [`decrypted ${plural(entries.length, ".enc file")} with the key ${key.label}${plain.length > 0 ? `; copied as published (not encrypted): ${plain.map((p) => p.name).join(", ")}` : ""}`];
   const identity = keyIdentity(key.path, key.label, key.size, notes);

@@ -6,7 +6,7 @@ import { fastchat } from "./fastchat.js";
 import { fastchatV0 } from "./fastchat-v0.js";
 import { llava } from "./llava.js";
 import { ziya } from "./ziya.js";
-import type { Convention, DeltaView, Recognition } from "./types.js";
+import type { Convention, ConventionOption, DeltaView, Recognition } from "./types.js";
 import { xorPayload } from "./xor-payload.js";
 
 /**
@@ -37,4 +37,26 @@ export async function chooseConvention(view: DeltaView, forced?: string): Promis
     reasons.push(`${convention.name}: ${recognition.reason}`);
   }
   throw new DeltaError(`${view.source} follows no delta convention this tool knows (${reasons.join("; ")})`);
+}
+
+/** How each convention-specific option is spelled on the command line, and what it is. */
+const OPTION_FLAGS: Record<ConventionOption, { flag: string; what: string }> = {
+  checksums: { flag: "--checksums", what: "a list of the outputs' published checksums" },
+  expectSum: { flag: "--expect-sum", what: "Alpaca's integrity sum of the recovered float32 tensors" },
+};
+
+/**
+ * The one place a convention-specific option is checked: one the chosen
+ * convention does not take is refused (a usage error), never ignored.
+ */
+export function refuseUnacceptedOptions(convention: Convention, given: Iterable<ConventionOption>): void {
+  for (const option of given) {
+    if (convention.accepts.includes(option)) continue;
+    const { flag, what } = OPTION_FLAGS[option];
+    const takes = convention.accepts.map((o) => OPTION_FLAGS[o].flag);
+    throw new UsageError(
+      `${flag} does not apply to the ${convention.name} convention this delta follows (${flag} is ${what}); ` +
+        `${takes.length > 0 ? `it takes ${takes.join(" and ")}` : "it takes no option of its own"}: leave ${flag} out`,
+    );
+  }
 }

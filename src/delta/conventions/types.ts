@@ -86,8 +86,19 @@ export interface PlanOptions {
   expectSum?: ExpectedSum;
 }
 
+/**
+ * The apply-delta options whose meaning belongs to a convention. Each
+ * convention declares those it takes (`accepts`); apply-delta refuses any
+ * other that is given, naming the convention and the option, so no flag is
+ * ever silently ignored. (Options about the inputs, the target and the
+ * machine mean the same under every convention: see apply-delta.ts.)
+ */
+export type ConventionOption = "checksums" | "expectSum";
+
 export interface Convention {
   readonly name: ConventionName;
+  /** The convention-specific options it honours. */
+  readonly accepts: readonly ConventionOption[];
   /**
    * Whether its plan reads inputs still downloading (each read waits for its
    * bytes). Conventions that read files by path need them complete first.

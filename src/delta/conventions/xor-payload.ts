@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../../errors.js";
@@ -8,6 +7,7 @@ import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, p
 import { findPublishedList, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
 import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
 import { copiedFile } from "../tensor-file.js";
+import { releaseEvidence } from "./release-evidence.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
 /**
@@ -22,6 +22,7 @@ import type { Convention, ConventionPlan, DeltaView } from "./types.js";
  */
 export const xorPayload: Convention = {
   name: "xor",
+  accepts: ["checksums"],
   summary: "Open-Assistant / Pygmalion XOR payloads (xor_codec.py): each file XORed byte for byte with the same-named file of the base conversion; checked against the publishers' md5/sha256 lists",
 
   async recognize(view) {
@@ -105,10 +106,7 @@ export async function planXor(view: DeltaView, lists: readonly PublishedList[] =
   if (baseInfo?.isDirectory() !== true) {
     throw new DeltaError(`--base ${view.baseSource} is not a directory: XOR payloads are decoded with the same-named files of a base model directory (the exact conversion the publisher used)`);
   }
-  const matched = findPublishedList({
-    ...(existsSync(view.source) ? {} : { hubRepo: view.source }),
-    dirs: [view.source, view.dir, layout.folder === "" ? view.dir : join(view.dir, layout.folder)],
-  }, lists);
+  const matched = findPublishedList(releaseEvidence(view, layout.folder), lists);
   const list = matched?.list;
 
   // The base must hold every file the payload is XORed with: the first thing
@@ -225,8 +223,9 @@ function xorFile(spec: XorFileSpec): PlannedFile {
         ...(baseHash === undefined ? {} : { onBase: (bytes: Uint8Array) => baseHash.update(bytes) }),
         advance: (bytes) => advance(bytes, spec.name),
       });
-      // No list checks this file: its own structure still catches the common
-      // failures (the file stays "unverified" in the summary).
+      // No list checks this file: its own structure still catches a base of another layout
+      // or a damaged payload, never a base of the same layout with other values (CRC-32 is
+      // linear over XOR, so such a base passes every CRC): the file stays "unverified".
       const sound = file.expected === undefined ? checkStructure(sink.tempPath, record, spec.structureChecked) : undefined;
       if (baseHash === undefined) return sound === undefined ? {} : { checks: sound };
       // The publisher says the base must match their list ("if the checksums
@@ -252,7 +251,8 @@ async function checkStructure(tempPath: string, record: XorRecord, checked: XorF
     checked.files.push(record.name);
     checked.at ??= checked.notes.push("") - 1;
     const shown = checked.files.length > 3 ? `${checked.files.slice(0, 3).join(", ")} and ${checked.files.length - 3} more` : checked.files.join(", ");
-    checked.notes[checked.at] = `unverified but sound as files of their kind (torch.save's zip CRC-32s, JSON syntax; this catches most wrong bases and damaged payloads): ${shown}`;
+    checked.notes[checked.at] = `not verified: ${shown} only passed checks of their own structure (torch.save's zip CRC-32s, JSON syntax), ` +
+      "which a base of the same layout with other values also passes; compare them with the publisher's checksums (--checksums FILE)";
     return;
   }
   throw new DeltaError(

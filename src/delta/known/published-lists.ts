@@ -216,22 +216,34 @@ export interface MatchedList {
 
 /** The published list that `evidence` names, if any. */
 export function findPublishedList(evidence: ReleaseEvidence, lists: readonly PublishedList[] = PUBLISHED_LISTS): MatchedList | undefined {
-  const repo = evidence.hubRepo === undefined ? undefined : /^(?:hf:\/\/)?([^@]+)/.exec(evidence.hubRepo)?.[1]?.toLowerCase();
-  const parts = evidence.dirs.map((d) => d.split(/[\\/]/).filter((part) => part !== "").map((part) => part.toLowerCase()));
-  // A clone's folder is named after the repo; the payload folder inside it
-  // (Pygmalion's xor_encoded_files) says nothing, its parent does.
-  const names = parts.flatMap((p) => (p.at(-1) === "xor_encoded_files" ? p.slice(-2) : p.slice(-1)));
   for (const list of lists) {
     for (const r of list.repos) {
-      const wanted = r.toLowerCase();
-      const name = wanted.slice(wanted.indexOf("/") + 1);
-      if (repo === wanted) return { list, by: `the delta's repo id ${r}` };
-      if (parts.some((p) => p.includes(`models--${wanted.replace("/", "--")}`))) return { list, by: `the delta's Hugging Face cache folder (${r})` };
-      if (names.includes(name)) return { list, by: `the delta's directory name (${name}, as a clone of ${r} is named)` };
+      const by = namesRepo(evidence, r);
+      if (by !== undefined) return { list, by };
     }
     for (const [path, sha256] of Object.entries(list.fingerprints ?? {})) {
       if (evidence.sha256?.get(path) === sha256) return { list, by: `the sha256 of ${path} in its .enc file's name` };
     }
   }
+  return undefined;
+}
+
+/**
+ * Whether `evidence` names the Hub repo `repo` (org/name), and how, in words
+ * for the summary: by repo id, by its Hugging Face cache folder
+ * (`models--org--name/snapshots/<sha>`), or by the folder a clone gives it
+ * (`name`). Every table of published digests and sums is picked this one way.
+ */
+export function namesRepo(evidence: ReleaseEvidence, repo: string): string | undefined {
+  const given = evidence.hubRepo === undefined ? undefined : /^(?:hf:\/\/)?([^@]+)/.exec(evidence.hubRepo)?.[1]?.toLowerCase();
+  const parts = evidence.dirs.map((d) => d.split(/[\\/]/).filter((part) => part !== "").map((part) => part.toLowerCase()));
+  // A clone's folder is named after the repo; the payload folder inside it
+  // (Pygmalion's xor_encoded_files) says nothing, its parent does.
+  const names = parts.flatMap((p) => (p.at(-1) === "xor_encoded_files" ? p.slice(-2) : p.slice(-1)));
+  const wanted = repo.toLowerCase();
+  const name = wanted.slice(wanted.indexOf("/") + 1);
+  if (given === wanted) return `the delta's repo id ${repo}`;
+  if (parts.some((p) => p.includes(`models--${wanted.replace("/", "--")}`))) return `the delta's Hugging Face cache folder (${repo})`;
+  if (names.includes(name)) return `the delta's directory name (${name}, as a clone of ${repo} is named)`;
   return undefined;
 }
