@@ -23,7 +23,10 @@ interface Digests { size: number; md5: string; sha256: string }
 
 export interface CodecsExpected {
   xor: { files: Record<string, { base: Digests | null; target: Digests | null; payload: Digests | null; payload_is?: string }>; base_only: string[]; wrong_base: { differs: string[]; decoded_sha256: Record<string, string> } };
-  "xor-plain-json": { files: Record<string, { base: Digests | null; target: Digests | null; payload: Digests | null; payload_is: string }> };
+  "xor-plain-json": {
+    files: Record<string, { base: Digests | null; target: Digests | null; payload: Digests | null; payload_is: string }>;
+    wrong_base_value: { differs: string[]; tensor: string; decoded_sha256: Record<string, string> };
+  };
   enc: {
     chunk: number;
     key: Digests & { path: string };
