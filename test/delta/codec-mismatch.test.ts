@@ -165,6 +165,17 @@ describe("a damaged download of the delta", () => {
     });
   }
 
+  it("a Git LFS pointer in an XOR payload's base is named as such, not blamed on the payload", async () => {
+    const base = join(work, "pyg-base-lfs");
+    await cp(join(PYG, "base"), base, { recursive: true });
+    await writeFile(join(base, "pytorch_model-00001-of-00002.bin"), LFS_POINTER);
+    const out = join(work, "pyg-base-lfs-out");
+    const run = runCli(["--base", base, "--delta", join(PYG, "payload"), "--target", out], "apply-delta");
+    expect(run.status).toBe(1);
+    expect(oneErrorLine(run)).toMatch(/^error: the base's .*pyg-base-lfs\/pytorch_model-00001-of-00002\.bin is a Git LFS pointer, not the file: run git lfs pull/);
+    expect(await allEntries(out)).toEqual([]);
+  });
+
   it("a rerun after an earlier failed run leaves exactly the files a clean run leaves", async () => {
     const clean = join(work, "rerun-clean");
     await applyDelta({ base: BASE_BIN, delta: join(CONVENTIONS, "fastchat/delta"), target: clean });

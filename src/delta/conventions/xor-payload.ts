@@ -1,6 +1,7 @@
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, VerifyError } from "../../errors.js";
+import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import type { HashAlgorithm } from "../../hash/hash-pool.js";
 import { plural } from "../../text.js";
 import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, plainKind, structuralProblem, writeXorFile, type PayloadKind } from "../byte-codec.js";
@@ -133,6 +134,19 @@ export async function planXor(view: DeltaView, lists: readonly PublishedList[] =
         `${plainUnknown.length > 0 ? ` (${plainUnknown.join(", ")}: not recognisably plain, so XORed like the rest)` : ""}; ` +
         `the base must be ${list?.baseHint ?? "the exact conversion of the base model that the publisher XORed with"}; nothing was written`,
     );
+  }
+
+  // A base cloned without git-lfs holds pointers where its shards should be: XORed with them,
+  // the payload would give garbage that only a structural check might catch.
+  for (const e of entries) {
+    if (e.kind !== "xor") continue;
+    const size = (await stat(basePathOf(e.name))).size;
+    if (size > 0 && size < LFS_POINTER_MAX_BYTES && isLfsPointer(await readFile(basePathOf(e.name)))) {
+      throw new DeltaError(`the base's ${basePathOf(e.name)} is a Git LFS pointer, not the file: run git lfs pull in the base's clone (or download it again); nothing was written`);
+    }
+    if (size === 0 && e.size > 0 && /\.(bin|pt|pth|ckpt|safetensors|model)$/i.test(e.name)) {
+      throw new DeltaError(`the base's ${basePathOf(e.name)} is empty (0 bytes): a failed or interrupted download; the payload is XORed with it, so download it again; nothing was written`);
+    }
   }
 
   const records = new Map<string, XorRecord>();
