@@ -109,7 +109,9 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
           await job.finish();
           return files;
         } catch (err) {
-          await job.abandon();
+          // A delta fetched into the target's scratch folder (--no-cache-delta) resumes from it, and the
+          // record is what says the folder is this job's: it stays. Otherwise only what a rerun needs stays.
+          if (view.deltaFiles.stream === undefined) await job.abandon();
           throw err;
         } finally {
           view.deltaFiles.stream?.finish(); // a streamed delta's files nobody read are not fetched

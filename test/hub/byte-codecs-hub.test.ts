@@ -62,7 +62,8 @@ describe("byte-codec releases from the Hub", () => {
     const target = join(work, "out-oa-card");
     await expect(applyDelta({ base: join(CODECS, "xor/base"), delta: "OpenAssistant/oasst-sft-6-llama-30b-xor", target, cacheDir: join(work, "cache"), hubUrl: hub.url }))
       .rejects.toThrow(/^wrong base: .*xor\/base\/generation_config\.json has md5 2917a1cafb895cf57e746cfd7696bfe5, but the md5 list on the model card of OpenAssistant\/oasst-sft-6-llama-30b-xor gives aee09e21813368c49baaece120125ae3 for the base's generation_config\.json: your base is not the conversion the payload was made from.*the base must be Meta's LLaMA-30B converted with transformers commit d04ec99bec8a0b432fc03ed60cea9a1a20ebaf3c/);
-    expect((await readdir(target)).filter((f) => !f.startsWith("."))).toEqual([]);
+    // Nothing at all: the target the run created goes with it.
+    expect(await readdir(target).catch(() => [])).toEqual([]);
   });
 
   it("leaves a sibling release's payload alone: nothing to choose between two folders", async () => {
