@@ -12,6 +12,7 @@ import { copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
+import { TORCH_DTYPE } from "../../src/delta/model-config.js";
 import { runCli } from "../helpers/cli.js";
 import { readAll } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
@@ -53,7 +54,7 @@ async function expectRecovered(out: string, want: Run): Promise<Record<string, u
   const embedding = got.find((t) => t.name === "model.embed_tokens.weight")!;
   expect({ vocab_size: config.vocab_size, torch_dtype: config.torch_dtype }).toEqual({ vocab_size: want.config.vocab_size, torch_dtype: want.config.torch_dtype });
   expect(config.vocab_size).toBe(embedding.shape[0]);
-  expect(config.torch_dtype).toBe({ F16: "float16", BF16: "bfloat16", F32: "float32" }[embedding.dtype]);
+  expect(config.torch_dtype).toBe((TORCH_DTYPE as Record<string, string>)[embedding.dtype]);
   return config;
 }
 

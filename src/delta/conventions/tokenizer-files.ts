@@ -20,9 +20,11 @@ export interface AddedTokens {
   readonly specials: ReadonlySet<string>;
 }
 
-export const TOKENIZER_FILES = ["added_tokens.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] as const;
-
-/** Reads every file in TOKENIZER_FILES the delta has; refuses, naming both files, where two place a token differently. */
+/**
+ * Reads each of added_tokens.json, tokenizer.json, tokenizer_config.json and
+ * special_tokens_map.json the delta has; refuses, naming both files, where
+ * two place a token differently.
+ */
 export async function readAddedTokens(view: DeltaView): Promise<AddedTokens> {
   const placed = new Map<string, { id: number; files: string[] }>();
   const byId = new Map<number, string>();
