@@ -57,7 +57,9 @@ Fixtures:
   fastchat-bf16/base   the conventions base in bfloat16, as a bf16 conversion
                    saves it (config torch_dtype bfloat16).
   expected.json    per run: the recovered tensors (state dict of transformers
-                   >= 4.31) and what the config must say.
+                   >= 4.31) and what the config must say; also FastChat v0's
+                   result for test/fixtures/legacy/bf16 (scripts/make-legacy-fixtures.py
+                   made that delta's new row as v0's make_delta does).
 """
 import collections
 import importlib.util
@@ -298,6 +300,15 @@ def main():
                 naive[k] = t
             diff, n = differing_fraction(naive, out)
             measured[run_id] = {"bf16_arithmetic_differs_from_fastchat": diff, "of": n, "percent": round(100 * diff / n, 2)}
+
+    # --- test/fixtures/legacy/bf16: half precision, one row more, config vocab_size 513 ----
+    # Its new row was made as FastChat v0 makes it (target - a zero row), so FastChat
+    # v0's script recovers it: both loaded as fp16, the base grown by a zero row.
+    legacy = os.path.join("test", "fixtures", "legacy", "bf16")
+    out = fastchat_apply(C.load_dir(os.path.join(legacy, "base-bin")), C.load_dir(os.path.join(legacy, "delta-bin")), grow_zero=True)
+    runs.append({"id": "legacy-bf16", "base": "legacy/bf16/base-bin", "delta": "legacy/bf16/delta-bin (or delta-safetensors)",
+                 "script": "lm-sys/FastChat apply_delta.py @ v0.1.10", "convention": "fastchat-v0", "tensors": tensors(out),
+                 "config": {"from": "delta (the base has none)", "vocab_size": 513, "torch_dtype": "float16"}})
 
     C.write_json(os.path.join(OUT, "expected.json"), {
         "about": "Later-saved side files and other dtypes for the published conventions; recovered tensors as transformers >= 4.31 holds them.",
