@@ -2,14 +2,13 @@ import { convertInto } from "../../kernels/index.js";
 import { TorchColumnMeanAccumulator, TorchSumAccumulator } from "../../kernels/torch-reduce.js";
 import { DeltaError, VerifyError } from "../../errors.js";
 import { convertedLayout } from "../../formats/output-layout.js";
-import { CHUNK_BYTES } from "../../limits.js";
+import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
 import { dtypeBytes, isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { ExactReader } from "../exact-reader.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import { readSmallFile } from "../../io/files.js";
-import { MAX_INDEX_BYTES } from "../../limits.js";
 import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../model-config.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
@@ -114,8 +113,12 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
 
   const sums = options.expectSum === undefined ? undefined : sumCheck(delta, base, recipes, options.expectSum, ropeTheta(await view.json("config.json")));
   const means = new Map<string, Promise<Uint8Array>>();
-  const converted = [...recipes.values()].filter((r) => r.deltaDtype !== undefined);
-  if (converted.length > 0) notes.push(`${converted.length} ${converted[0]!.deltaDtype} tensors of the delta converted to ${rules.dtype} before the rule, as the publisher's script loads them with torch_dtype ${TORCH_DTYPE[rules.dtype]}`);
+  const converted = new Map<string, number>();
+  for (const r of recipes.values()) if (r.deltaDtype !== undefined) converted.set(r.deltaDtype, (converted.get(r.deltaDtype) ?? 0) + 1);
+  if (converted.size > 0) {
+    const counts = [...converted].map(([dtype, n]) => `${n} ${dtype}`).join(" and ");
+    notes.push(`${counts} tensors of the delta converted to ${rules.dtype} before the rule, as the publisher's script loads them with torch_dtype ${TORCH_DTYPE[rules.dtype]}`);
+  }
   const layout = convertedLayout(delta.weightFiles, [...delta.tensors.values()].filter((t) => recipes.has(t.name)).map((t) => ({ ...t, dtype: recipes.get(t.name)!.dtype })));
   const files: PlannedFile[] = layout.files.map((f) => tensorFile({
     path: f.file,
