@@ -34,6 +34,12 @@ export interface TensorRecipe {
   base?: { name: string; dtype: DType; shape: number[] };
   pairing: Pairing;
   unpaired: Unpaired;
+  /**
+   * The delta tensor's stored dtype, when it is not the output's: the delta
+   * is converted first, as a publisher's script loading it with
+   * `torch_dtype` does (round to nearest even).
+   */
+  deltaDtype?: DType;
 }
 
 /** A tensor's name, dtype and shape. */
@@ -52,9 +58,14 @@ export function planTensor(
   output: TensorSpec,
   base: TensorSpec | undefined,
   op: Op,
-  rules: { pairing?: Pairing; unpaired?: Unpaired; baseSource: string; role: string },
+  rules: { pairing?: Pairing; unpaired?: Unpaired; baseSource: string; role: string; deltaDtype?: DType },
 ): TensorRecipe {
   const recipe: TensorRecipe = { name: output.name, dtype: output.dtype, shape: output.shape, op, pairing: rules.pairing ?? "block", unpaired: rules.unpaired ?? "stored" };
+  if (rules.deltaDtype !== undefined && rules.deltaDtype !== output.dtype) {
+    const problem = conversionProblem(output.dtype, rules.deltaDtype);
+    if (problem !== undefined) throw new DeltaError(`tensor "${output.name}" of the ${rules.role}: ${problem}`);
+    recipe.deltaDtype = rules.deltaDtype;
+  }
   if (op === "copy") return recipe;
   if (base === undefined) throw new DeltaError(`tensor "${output.name}" needs a base tensor, and the base ${rules.baseSource} has none`);
   const problem =

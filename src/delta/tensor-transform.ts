@@ -53,7 +53,7 @@ export async function* recoverTensor(recipe: TensorRecipe, input: RecoverInput, 
   }
   if (input.delta === undefined) throw new DeltaError(`tensor "${recipe.name}" has no delta to recover it from`);
   // Reading ahead overlaps the next chunk's I/O with this chunk's arithmetic.
-  const delta = new ExactReader(prefetch(input.delta), `delta tensor "${recipe.name}"`);
+  const delta = convertingReader(new ExactReader(prefetch(input.delta), `delta tensor "${recipe.name}"`), recipe.deltaDtype, recipe.dtype);
   const unpaired = unpairedAdder(recipe, input.meanRow);
   try {
     for (const win of windows(segments(recipe.shape, base === undefined ? undefined : recipe.base?.shape), maxElements)) {
@@ -80,6 +80,28 @@ export async function* recoverTensor(recipe: TensorRecipe, input: RecoverInput, 
     await delta.close();
     await base?.close();
   }
+}
+
+/**
+ * Reads `bytes` of output-dtype elements from a reader of `from`-dtype ones,
+ * converted (torch's `.to()`: round to nearest even); the reader itself
+ * when nothing is converted.
+ */
+function convertingReader(reader: ExactReader, from: DType | undefined, to: DType): Pick<ExactReader, "read" | "expectEnd" | "close"> {
+  if (from === undefined || from === to) return reader;
+  if (!isArithmeticDType(from) || !isArithmeticDType(to)) throw new DeltaError(`dtype ${from} cannot be converted to ${to}`);
+  const [fromSize, toSize] = [dtypeBytes(from), dtypeBytes(to)];
+  return {
+    async read(bytes: number): Promise<Uint8Array> {
+      const elements = bytes / toSize;
+      const raw = await reader.read(elements * fromSize);
+      const out = new Uint8Array(bytes);
+      convertInto(from, to, raw, out);
+      return out;
+    },
+    expectEnd: () => reader.expectEnd(),
+    close: () => reader.close(),
+  };
 }
 
 /** span = delta (op) base, in place. */

@@ -17,13 +17,22 @@ interface Expected { dtypes: Record<string, { recovered: Record<string, Recorded
 
 const expected = JSON.parse(await readFile(join(FIXTURES, "expected.json"), "utf8")) as Expected;
 
+/**
+ * These deltas store their new vocabulary row whole (as FastChat v0's
+ * make_delta does, over a zero row) and say vocab_size 513: FastChat v0's
+ * script recovers them, loading both models in float16. For F16 that is
+ * this fixture's own delta + base; for BF16 both are rounded to F16 first,
+ * which scripts/make-evidence-fixtures.py computes with PyTorch.
+ */
+const V0_BF16 = (JSON.parse(await readFile(join(REPO_ROOT, "test/fixtures/evidence/expected.json"), "utf8")) as { runs: { id: string; tensors: (Recorded & { name: string })[] }[] })
+  .runs.find((r) => r.id === "legacy-bf16")!.tensors;
+
 const CASES: { dtype: string; base: string; delta: string }[] = [
   { dtype: "f16", base: "f16/base-bin", delta: "f16/delta-bin" },
   { dtype: "f16", base: "f16/base-safetensors", delta: "f16/delta-bin" },
   { dtype: "f16", base: "f16/base-bin", delta: "f16/delta-safetensors" },
   { dtype: "bf16", base: "bf16/base-bin", delta: "bf16/delta-bin" },
   { dtype: "bf16", base: "REALDATA", delta: "bf16/delta-safetensors" },
-  { dtype: "f32", base: "f32/base-bin", delta: "f32/delta-bin" },
 ];
 
 describe("legacy deltas (no delta.json) give exactly PyTorch's delta + base", () => {
@@ -34,7 +43,8 @@ describe("legacy deltas (no delta.json) give exactly PyTorch's delta + base", ()
       const result = await applyDelta({ base, delta: join(FIXTURES, c.delta), target: out });
       expect(result.kind).toBe("legacy");
       expect(result.verified).toBe(false);
-      const want = expected.dtypes[c.dtype]!.recovered;
+      expect(result.convention).toBe("fastchat-v0");
+      const want = c.dtype === "bf16" ? Object.fromEntries(V0_BF16.map((t) => [t.name, t])) : expected.dtypes[c.dtype]!.recovered;
       const got = await readAll(out);
       expect(got.map((t) => t.name).sort()).toEqual(Object.keys(want).sort());
       for (const t of got) {
@@ -45,6 +55,15 @@ describe("legacy deltas (no delta.json) give exactly PyTorch's delta + base", ()
       if (c.dtype !== "f32") expect(expected.dtypes[c.dtype]!.recovered_elements_differing_from_target).toBeGreaterThan(0);
     });
   }
+
+  it("f32, its new row stored whole with no token recorded for it, follows no publisher's rule and is refused", async () => {
+    // FastChat's scripts load float16 and its v1.1 one stops on a grown vocabulary;
+    // Alpaca's diffs hold the new row minus the mean row, so adding the mean to a whole row would be wrong.
+    const out = join(await makeTempDir(), "out");
+    const run = runCli(["--base", join(FIXTURES, "f32/base-bin"), "--delta", join(FIXTURES, "f32/delta-bin"), "--target", out], "apply-delta");
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/^error: .* follows no delta convention this tool knows \(.*alpaca: its vocabulary grows from 512 to 513 rows without one added token for the new row; fastchat: the vocabulary grows from 512 to 513 rows, which FastChat's apply_delta refuses/);
+  });
 
   it("is reported unverified, sharded like the delta, in safetensors, with the delta's config", async () => {
     const out = join(await makeTempDir(), "out");

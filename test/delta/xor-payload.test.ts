@@ -165,7 +165,7 @@ describe("which conventions claim byte payloads", () => {
       [join(OA, "payload"), join(OA, "base"), "xor"],
       [join(PYG, "payload"), join(PYG, "base"), "xor"],
       [join(CODECS, "enc/enc"), join(CODECS, "enc/key/consolidated.00.pth"), "enc"],
-      [join(CODECS, "../legacy/f16/delta-bin"), join(CODECS, "../legacy/f16/base-bin"), "fastchat"],
+      [join(CODECS, "../legacy/f16/delta-bin"), join(CODECS, "../legacy/f16/base-bin"), "fastchat-v0"],
       // The plain files: full weights with a grown vocabulary, which no rule claims (and apply refuses, listing why).
       [join(OA, "target"), join(OA, "base"), undefined],
     ];
@@ -175,7 +175,7 @@ describe("which conventions claim byte payloads", () => {
       for (const c of CONVENTIONS) if ((await c.recognize(view)).fits) fits.push(c.name);
       await view.close();
       expect(fits[0], delta).toBe(want);
-      if (want !== "fastchat") expect(fits, delta).toEqual(want === undefined ? [] : [want]);
+      expect(fits, delta).toEqual(want === undefined ? [] : [want]);
     }
     const view = new LocalDeltaView({ path: join(OA, "target"), source: "target" }, { path: join(OA, "base"), source: "base" });
     expect((await xorPayload.recognize(view)).reason).toBe("its checkpoints are plain checkpoints, not XOR payloads");

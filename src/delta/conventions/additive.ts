@@ -2,15 +2,17 @@ import { convertInto } from "../../kernels/index.js";
 import { TorchColumnMeanAccumulator, TorchSumAccumulator } from "../../kernels/torch-reduce.js";
 import { DeltaError, VerifyError } from "../../errors.js";
 import { convertedLayout } from "../../formats/output-layout.js";
-import { CHUNK_BYTES } from "../../limits.js";
+import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
-import { dtypeBytes, type FloatDType } from "../../dtypes.js";
+import { dtypeBytes, isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { ExactReader } from "../exact-reader.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
+import { readSmallFile } from "../../io/files.js";
+import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../model-config.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
-import { gatherEvidence, similarity, type Evidence } from "./evidence.js";
+import { EMBEDDING, gatherEvidence, similarity, type Evidence } from "./evidence.js";
 import type { Convention, ConventionName, ConventionOption, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "./types.js";
 
 /**
@@ -24,6 +26,13 @@ import type { Convention, ConventionName, ConventionOption, ConventionPlan, Delt
 export interface AdditiveRules {
   /** Whose tensors make the output: FastChat walks the base's state dict (delta-only tensors are dropped), the others the delta's. */
   walk: "base" | "delta";
+  /**
+   * The `torch_dtype` the publisher's script loads both models with: every
+   * float tensor of the delta and of the base is converted to it (rounded to
+   * nearest even, as from_pretrained does) before the rule, and the output
+   * holds it. FastChat, LLaVA and Ziya load float16, Alpaca float32.
+   */
+  dtype: FloatDType;
   /** What one delta tensor becomes: added to its base tensor (the unpaired rows of a grown one as `unpaired` says), or copied as stored. */
   rule(delta: TensorInfo, base: TensorInfo | undefined): { op: "add" | "copy"; unpaired?: Unpaired };
   /** Where config.json and generation_config.json come from: the base (FastChat saves the base model) or the delta. */
@@ -98,7 +107,8 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
       continue;
     }
     const rule = rules.rule(t, paired);
-    recipes.set(t.name, planTensor(t, paired, rule.op, { unpaired: rule.unpaired ?? "stored", baseSource: base.source, role: "delta" }));
+    const output = isArithmeticDType(t.dtype) ? { name: t.name, dtype: rules.dtype, shape: t.shape } : t;
+    recipes.set(t.name, planTensor(output, paired, rule.op, { unpaired: rule.unpaired ?? "stored", baseSource: base.source, role: "delta", deltaDtype: t.dtype }));
   }
   if (rotary.length > 0) notes.push(`left out ${rotary.length} rotary_emb.inv_freq buffers the delta carries: they are not weights, transformers >= 4.31 computes them`);
   if (dropped.length > 0) notes.push(`tensors only in the delta, left out as FastChat's apply_delta does: ${dropped.join(", ")}`);
@@ -106,7 +116,13 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
 
   const sums = options.expectSum === undefined ? undefined : sumCheck(delta, base, recipes, options.expectSum, ropeTheta(await view.json("config.json")));
   const means = new Map<string, Promise<Uint8Array>>();
-  const layout = convertedLayout(delta.weightFiles, [...delta.tensors.values()].filter((t) => recipes.has(t.name)));
+  const converted = new Map<string, number>();
+  for (const r of recipes.values()) if (r.deltaDtype !== undefined) converted.set(r.deltaDtype, (converted.get(r.deltaDtype) ?? 0) + 1);
+  if (converted.size > 0) {
+    const counts = [...converted].map(([dtype, n]) => `${n} ${dtype}`).join(" and ");
+    notes.push(`${counts} tensors of the delta converted to ${rules.dtype} before the rule, as the publisher's script loads them with torch_dtype ${TORCH_DTYPE[rules.dtype]}`);
+  }
+  const layout = convertedLayout(delta.weightFiles, [...delta.tensors.values()].filter((t) => recipes.has(t.name)).map((t) => ({ ...t, dtype: recipes.get(t.name)!.dtype })));
   const files: PlannedFile[] = layout.files.map((f) => tensorFile({
     path: f.file,
     header: f.headerText,
@@ -125,7 +141,12 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
   }));
   if (layout.index !== undefined) files.push(textFile(layout.index.file, layout.index.text));
   for (const rel of delta.extraFiles) {
-    const from = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel) ? base.files : delta.files;
+    const fromBase = rules.configFrom === "base" && CONFIG_FILES.has(rel) && base.extraFiles.includes(rel);
+    const from = fromBase ? base.files : delta.files;
+    if (rel === "config.json") {
+      files.push(await fittedConfig(fromBase ? base : delta, fromBase ? "base" : "delta", tensorFacts(recipes), notes));
+      continue;
+    }
     files.push(copiedFile(rel, { files: from, path: rel }, await from.size(rel)));
   }
   if (rules.configFrom === "base") notes.push("config.json and generation_config.json come from the base, as FastChat's apply_delta saves the base model");
@@ -139,6 +160,28 @@ async function planAdditive(view: DeltaView, rules: AdditiveRules, options: Plan
     ...(sums === undefined ? {} : { finalCheck: sums.check }),
     close: async () => undefined,
   };
+}
+
+/** The rows of the embedding and the dtype of the float weights the plan writes. */
+function tensorFacts(recipes: ReadonlyMap<string, TensorRecipe>): TensorFacts {
+  const embedding = recipes.get(EMBEDDING);
+  const float = [...recipes.values()].find((r) => isArithmeticDType(r.dtype));
+  return { vocabRows: embedding?.shape.length === 2 ? embedding.shape[0] : undefined, floatDtype: float?.dtype as FloatDType | undefined };
+}
+
+/**
+ * config.json for the output, checked against the tensors planned before
+ * anything is written (model-config.ts): copied as it is when it agrees,
+ * else with torch_dtype and vocab_size set as save_pretrained sets them.
+ */
+async function fittedConfig(model: ModelSource, role: "base" | "delta", facts: TensorFacts, notes: string[]): Promise<PlannedFile> {
+  const path = await model.files.whole("config.json");
+  const text = await readSmallFile(path, MAX_INDEX_BYTES, "a config", "E_DELTA");
+  const own = model.tensors.get(EMBEDDING);
+  const fitted = fitConfig(text, facts, { rows: own?.shape.length === 2 ? own.shape[0] : undefined, label: `the ${role}'s config.json (${model.source})` });
+  if (fitted.changes.length === 0) return copiedFile("config.json", { files: model.files, path: "config.json" }, await model.files.size("config.json"));
+  notes.push(`config.json from the ${role} with ${fitted.changes.join(", ")}: what the tensors written hold, as the publisher's save_pretrained records them`);
+  return textFile("config.json", fitted.text);
 }
 
 /**

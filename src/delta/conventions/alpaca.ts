@@ -3,7 +3,8 @@ import { newRowToken } from "./evidence.js";
 
 /**
  * Stanford Alpaca's `weight_diff.py` and its kin (WizardLM, Tulu, UltraLM,
- * AlpacaFarm, KnowLM, gisting): a float32 diff. The base is upcast to
+ * AlpacaFarm, KnowLM, gisting): a float32 diff (both models are loaded with
+ * `torch_dtype=torch.float32`). The base is upcast to
  * float32 and, when the diff's vocabulary has a new `[PAD]` row, grown by
  * one row equal to the mean of its existing rows (embed_tokens and lm_head
  * each their own mean, torch's `mean(dim=0)`); then out = diff + base in
@@ -23,10 +24,11 @@ export const alpaca = additiveConvention({
     }
     const token = newRowToken(evidence);
     if (token === undefined || vocab.deltaRows !== vocab.baseRows + 1) return { fits: false, reason: `its vocabulary grows from ${vocab.baseRows} to ${vocab.deltaRows} rows without one added token for the new row` };
-    return { fits: true, reason: `no delta.json; float32 diff, the vocabulary grown by ${JSON.stringify(token)} at row ${vocab.baseRows} (Alpaca's weight_diff.py: the base grown by its mean row)` };
+    return { fits: true, reason: `no delta.json; float32 diff, the vocabulary grown by ${JSON.stringify(token.token)} at row ${vocab.baseRows} (${token.from}; Alpaca's weight_diff.py: the base grown by its mean row)` };
   },
   rules: {
     walk: "delta",
+    dtype: "F32",
     configFrom: "delta",
     rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add", unpaired: "mean" }),
   },

@@ -1,6 +1,7 @@
 import { bf16ToF32, dtypeBytes, f16ToF32, isArithmeticDType, type DType } from "../../dtypes.js";
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
+import { readAddedTokens, tokenAtRow, type AddedTokens } from "./tokenizer-files.js";
 import type { DeltaView } from "./types.js";
 
 /**
@@ -15,8 +16,8 @@ export interface Evidence {
   dtype: DType | undefined;
   /** The delta's config.json, when it is a JSON object. */
   config: Record<string, unknown> | undefined;
-  /** added_tokens.json: token -> id. */
-  addedTokens: ReadonlyMap<string, number>;
+  /** The tokens its tokenizer files record as added, wherever they record them. */
+  tokens: AddedTokens;
   /** The embedding matrix's rows in the delta and in the base, when both have it. */
   vocab: { name: string; deltaRows: number; baseRows: number } | undefined;
 }
@@ -29,20 +30,27 @@ export async function gatherEvidence(view: DeltaView): Promise<Evidence> {
   for (const t of delta.tensors.values()) if (isArithmeticDType(t.dtype)) bytes.set(t.dtype, (bytes.get(t.dtype) ?? 0) + t.byteLength);
   const dtype = [...bytes].sort((a, b) => b[1] - a[1])[0]?.[0];
   const config = asObject(await view.json("config.json"));
-  const added = asObject(await view.json("added_tokens.json"));
-  const addedTokens = new Map<string, number>();
-  for (const [token, id] of Object.entries(added ?? {})) if (Number.isSafeInteger(id)) addedTokens.set(token, id as number);
+  const tokens = await readAddedTokens(view);
   const d = delta.tensors.get(EMBEDDING);
   const b = base.tensors.get(EMBEDDING);
   const vocab = d !== undefined && b !== undefined && d.shape.length === 2 && b.shape.length === 2 ? { name: EMBEDDING, deltaRows: d.shape[0]!, baseRows: b.shape[0]! } : undefined;
-  return { dtype, config, addedTokens, vocab };
+  return { dtype, config, tokens, vocab };
 }
 
-/** The added token that names the delta's first new vocabulary row (`[PAD]` at 32000), if any. */
-export function newRowToken(evidence: Evidence): string | undefined {
+/**
+ * The added token the tokenizer files place at the delta's first new
+ * vocabulary row (`[PAD]` at 32000), if any, and which files say so.
+ */
+export function newRowToken(evidence: Evidence): { token: string; from: string } | undefined {
   const vocab = evidence.vocab;
   if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return undefined;
-  return [...evidence.addedTokens].find(([, id]) => id === vocab.baseRows)?.[0];
+  return tokenAtRow(evidence.tokens, vocab.baseRows, vocab.deltaRows - vocab.baseRows);
+}
+
+/** The delta's config.json `vocab_size`, when it is an integer. */
+export function configVocabSize(evidence: Evidence): number | undefined {
+  const value = evidence.config !== undefined && Object.hasOwn(evidence.config, "vocab_size") ? evidence.config.vocab_size : undefined;
+  return typeof value === "number" && Number.isSafeInteger(value) ? value : undefined;
 }
 
 function asObject(value: unknown): Record<string, unknown> | undefined {

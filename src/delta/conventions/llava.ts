@@ -6,7 +6,8 @@ const PROJECTOR = "model.mm_projector.";
 
 /**
  * LLaVA's `apply_delta` (LLaVA-7B/13B-delta-v0, -v1-1): for every tensor of
- * the DELTA, same shape as the base's -> delta + base in half precision;
+ * the DELTA (both models loaded with `torch_dtype=torch.float16`), same
+ * shape as the base's -> delta + base in fp16;
  * embed_tokens and lm_head, grown by LLaVA's image tokens -> the base added
  * into its own rows only, the new rows stored; tensors only in the delta
  * (the multimodal projector) stored. config and tokenizer from the delta.
@@ -22,6 +23,7 @@ export const llava = additiveConvention({
   },
   rules: {
     walk: "delta",
+    dtype: "F16",
     configFrom: "delta",
     rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
   },

@@ -31,10 +31,16 @@ export async function chooseConvention(view: DeltaView, forced?: string): Promis
     return { convention, recognition: { fits: true, reason: `--convention ${forced} (${recognition.reason})` } };
   }
   const reasons: string[] = [];
+  const undecided: { name: string; why: string }[] = [];
   for (const convention of CONVENTIONS) {
     const recognition = await convention.recognize(view);
-    if (recognition.fits) return { convention, recognition };
-    reasons.push(`${convention.name}: ${recognition.reason}`);
+    if (recognition.fits && recognition.undecided === undefined) return { convention, recognition };
+    if (recognition.fits) undecided.push({ name: convention.name, why: recognition.undecided! });
+    else reasons.push(`${convention.name}: ${recognition.reason}`);
+  }
+  // A guess would cost the user a wrong model; naming the convention costs a flag.
+  if (undecided.length > 0) {
+    throw new DeltaError(`${view.source}: ${undecided[0]!.why}; if you know it follows ${undecided.map((u) => u.name).join(" or ")}, pass ${undecided.map((u) => `--convention ${u.name}`).join(" or ")}`);
   }
   throw new DeltaError(`${view.source} follows no delta convention this tool knows (${reasons.join("; ")})`);
 }

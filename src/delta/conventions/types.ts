@@ -38,6 +38,13 @@ export interface DeltaView {
   head(file: string, bytes: number): Promise<Uint8Array>;
   /** A small JSON file of the delta (config.json, added_tokens.json), strictly parsed; undefined when absent. */
   json(file: string): Promise<unknown>;
+  /**
+   * One top-level member of a delta's JSON object file (undefined when the
+   * file or the member is absent); the rest of the file is checked but not
+   * built: tokenizer.json carries a whole vocabulary, and only its
+   * `added_tokens` are wanted.
+   */
+  jsonMember(file: string, key: string): Promise<unknown>;
   /** delta.json, parsed and checked; undefined when the delta has none. */
   manifest(): Promise<Manifest | undefined>;
   /** The delta's weights, opened as a model. */
@@ -51,6 +58,12 @@ export interface Recognition {
   fits: boolean;
   /** Why (or why not), in words for the summary: "delta.json, format delta-weights/1". */
   reason: string;
+  /**
+   * The files fit, but do not show beyond doubt that this publisher made
+   * them (what is missing, in words): the convention is used only when the
+   * user names it with --convention, never chosen by itself.
+   */
+  undecided?: string;
 }
 
 /** A recovery plan with what the summary reports besides the files. */

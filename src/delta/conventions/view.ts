@@ -1,8 +1,9 @@
 import { DeltaError } from "../../errors.js";
 import { Confinement } from "../../io/confine.js";
 import { localFileSet, type FileSet } from "../../io/file-set.js";
-import { readJsonFile } from "../../io/files.js";
-import { MAX_INDEX_BYTES } from "../../limits.js";
+import { readJsonFile, readSmallFile } from "../../io/files.js";
+import { JsonCursor, JsonSyntaxError } from "../../json.js";
+import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../../limits.js";
 import { openModel } from "../../model/open-model.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
@@ -67,6 +68,18 @@ export class LocalDeltaView implements DeltaView {
     return parsed;
   }
 
+  async jsonMember(file: string, key: string): Promise<unknown> {
+    if (!(await this.files()).includes(file)) return undefined;
+    const path = await this.deltaFiles.whole(file);
+    const text = await readSmallFile(path, MAX_INDEX_BYTES, "a JSON file of a delta", "E_DELTA");
+    try {
+      return memberOf(text, key);
+    } catch (err) {
+      if (err instanceof JsonSyntaxError) throw new DeltaError(`${path} is not valid JSON: ${err.message}`, { cause: err });
+      throw err;
+    }
+  }
+
   manifest(): Promise<Manifest | undefined> {
     return (this.#manifest ??= this.files().then(async (files) => (files.includes(MANIFEST_FILE) ? readManifest(await this.deltaFiles.whole(MANIFEST_FILE)) : undefined)));
   }
@@ -83,4 +96,26 @@ export class LocalDeltaView implements DeltaView {
     const opened = [this.#model, this.#base].filter((p): p is Promise<ModelSource> => p !== undefined);
     await Promise.all(opened.map((p) => p.then((m) => m.close(), () => undefined)));
   }
+}
+
+/** The value of `key` in a JSON object text, parsed; every other member checked and skipped without being built. */
+function memberOf(text: string, key: string): unknown {
+  const cursor = new JsonCursor(text, MAX_JSON_DEPTH);
+  if (cursor.peekKind() !== "object") cursor.fail("expected a JSON object");
+  const seen = new Set<string>();
+  let value: unknown;
+  for (const name of cursor.objectKeys(1)) {
+    if (seen.has(name)) cursor.fail(`duplicate key ${JSON.stringify(name.slice(0, 100))}`);
+    seen.add(name);
+    if (name !== key) {
+      cursor.skipValue(1);
+      continue;
+    }
+    cursor.skipWhitespace();
+    const start = cursor.pos;
+    cursor.checkValue(1);
+    value = JSON.parse(text.slice(start, cursor.pos)) as unknown;
+  }
+  cursor.expectEnd();
+  return value;
 }

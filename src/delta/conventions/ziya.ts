@@ -10,8 +10,9 @@ function storedWhole(name: string): boolean {
  * Ziya's `apply_delta` (Ziya-LLaMA-13B v1/v1.1): embed_tokens, lm_head and
  * the rotary buffers are stored whole (a vocabulary of 39424 rows against
  * LLaMA's 32000) and copied; every other tensor of the delta is delta + base
- * in half precision. Recognised by a grown vocabulary whose first rows point
- * the same way as the base's: they are values, not differences.
+ * in fp16 (both models are loaded with `torch_dtype=torch.float16`).
+ * Recognised by a grown vocabulary whose first rows point the same way as
+ * the base's: they are values, not differences.
  */
 export const ziya = additiveConvention({
   name: "ziya",
@@ -34,6 +35,7 @@ export const ziya = additiveConvention({
   },
   rules: {
     walk: "delta",
+    dtype: "F16",
     configFrom: "delta",
     rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
   },
