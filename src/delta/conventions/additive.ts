@@ -7,6 +7,7 @@ import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
 import { dtypeBytes, type FloatDType } from "../../dtypes.js";
 import { ExactReader } from "../exact-reader.js";
+import { isForeignInputError } from "../open-input.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
@@ -49,6 +50,7 @@ export function additiveConvention(spec: {
       try {
         await view.model();
       } catch (err) {
+        if (isForeignInputError(err)) throw err; // a LoRA adapter, a GGUF file...: named, whatever the convention
         return { fits: false, reason: `its weights cannot be read as tensors (${err instanceof Error ? err.message : String(err)})` };
       }
       return spec.recognize(await gatherEvidence(view), view);

@@ -3,9 +3,9 @@ import { Confinement } from "../../io/confine.js";
 import { localFileSet, type FileSet } from "../../io/file-set.js";
 import { readJsonFile } from "../../io/files.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
-import { openModel } from "../../model/open-model.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
+import { openInputModel } from "../open-input.js";
 import { readManifest } from "../read-manifest.js";
 import type { DeltaView } from "./types.js";
 
@@ -72,11 +72,11 @@ export class LocalDeltaView implements DeltaView {
   }
 
   model(): Promise<ModelSource> {
-    return (this.#model ??= openModel(this.deltaFiles, { source: this.source }));
+    return (this.#model ??= openInputModel(this.deltaFiles, this.source, "delta"));
   }
 
   base(): Promise<ModelSource> {
-    return (this.#base ??= openModel(this.#baseFiles ?? this.basePath, { source: this.baseSource }));
+    return (this.#base ??= openInputModel(this.#baseFiles ?? this.basePath, this.baseSource, "base"));
   }
 
   async close(): Promise<void> {
