@@ -157,7 +157,7 @@ function lora(names: ReadonlySet<string>, tensors: readonly string[]): ForeignWe
   return {
     format: "lora-adapter",
     what: `a LoRA adapter (${evidence.join(", ")})`,
-    asBase: "not a model; pass the base model the delta was made from",
+    asBase: "not a model; pass the base model itself",
     asDelta: "an adapter holds low-rank factors, not a difference of the weights, and this tool does not merge adapters; merge it into its base with PEFT (merge_and_unload) instead",
   };
 }

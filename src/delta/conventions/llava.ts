@@ -24,5 +24,7 @@ export const llava = additiveConvention({
     walk: "delta",
     configFrom: "delta",
     rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
+    // LLaVA's apply_delta asserts that a tensor the base lacks is the projector's.
+    deltaOnly: (name) => name.startsWith(PROJECTOR),
   },
 });

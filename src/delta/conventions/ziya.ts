@@ -36,5 +36,7 @@ export const ziya = additiveConvention({
     walk: "delta",
     configFrom: "delta",
     rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
+    // Ziya's apply_delta asserts that the base has every tensor of the delta.
+    deltaOnly: () => false,
   },
 });
