@@ -60,9 +60,11 @@ function isLoraTensor(name: string): boolean {
  */
 export async function describeForeignWeights(where: string | FileSet, model?: ModelSource): Promise<ForeignWeights | undefined> {
   const files = typeof where === "string" ? await singleFileOrDirectory(where) : { set: where, names: await topLevel(where), single: undefined };
-  const names = new Set(files.names);
+  // Once the weights opened as a model, only the files it was read from count: a directory may hold
+  // a converted model beside Meta's originals, or beside an adapter it was merged from.
+  const names = new Set(model === undefined ? files.names : [...model.weightFiles.map((f) => basename(f)), ...model.extraFiles]);
   const tensors = model === undefined ? [] : [...model.tensors.keys()];
-  return (await gguf(files, model)) ?? meta(names, files.single, tensors) ?? lora(names, tensors) ?? (await quantized(files.set, names, tensors));
+  return (await gguf(files, model)) ?? meta(names, files.single, tensors) ?? lora(names, tensors, model !== undefined) ?? (await quantized(files.set, names, tensors));
 }
 
 interface Files {
@@ -149,10 +151,12 @@ function meta(names: ReadonlySet<string>, single: string | undefined, tensors: r
   };
 }
 
-function lora(names: ReadonlySet<string>, tensors: readonly string[]): ForeignWeights | undefined {
+function lora(names: ReadonlySet<string>, tensors: readonly string[], opened: boolean): ForeignWeights | undefined {
   const files = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"].filter((n) => names.has(n));
   const loraTensors = tensors.filter(isLoraTensor);
-  if (files.length === 0 && loraTensors.length === 0) return undefined;
+  // Beside weights that opened, adapter_config.json alone is an adapter the model may have been merged from.
+  const decisive = opened ? files.filter((n) => n !== "adapter_config.json") : files;
+  if (decisive.length === 0 && loraTensors.length === 0) return undefined;
   const evidence = [...files, ...(loraTensors.length > 0 ? [`tensors like ${JSON.stringify(loraTensors[0])}`] : [])];
   return {
     format: "lora-adapter",

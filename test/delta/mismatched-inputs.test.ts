@@ -11,7 +11,7 @@
  * inputs are laid out as the tools that make them write them
  * (test/fixtures/mismatch, scripts/make-mismatch-fixtures.py).
  */
-import { readdir, readFile } from "node:fs/promises";
+import { cp, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
@@ -129,6 +129,16 @@ describe("weights of a foreign format as the base", () => {
       });
     }
   }
+
+  it("a converted model with Meta's originals and an adapter's config beside it is a model: applied", async () => {
+    const work = await makeTempDir();
+    const base = join(work, "llama");
+    await cp(BASE, base, { recursive: true });
+    for (const f of ["consolidated.00.pth", "params.json"]) await cp(join(wrong("meta-checkpoint"), f), join(base, f));
+    await cp(join(wrong("lora"), "adapter_config.json"), join(base, "adapter_config.json"));
+    const result = await applyDelta({ base, delta: delta("fastchat"), target: join(work, "out") });
+    expect(result.convention).toBe("fastchat");
+  });
 
   it("carries the rule foreign-format", async () => {
     expect(await ruleOf(wrong("gptq"), delta("fastchat"))).toBe("foreign-format");
