@@ -174,8 +174,18 @@ describe("base and delta swapped", () => {
     // Given the right way round it applies.
     await applyDelta({ base: BASE, delta: join(work, "delta"), target: join(work, "right") });
     const line = await refused(join(work, "delta"), BASE);
-    expect(line).toMatch(/--base .* looks like a delta and --delta .* like the model it applies to: .*"model\.layers\.0\.input_layernorm\.weight" has \d+ times the norm.*look swapped/);
+    expect(line).toMatch(/--base .* looks like a delta and --delta .* like the model it applies to: tensor "model\.layers\.0\.input_layernorm\.weight" of the --delta has \d+ times the norm.*look swapped/);
     expect(await ruleOf(join(work, "delta"), BASE)).toBe("inputs-swapped");
+  });
+
+  it("a delta whose norm weights the fine-tune left untouched (all zero): applied the right way round, refused swapped", async () => {
+    const work = await makeTempDir();
+    const tensors = (await readAll(delta("fastchat")))
+      .filter((t) => (t.name.startsWith("model.") || t.name === "lm_head.weight") && !t.name.endsWith("inv_freq"))
+      .map((t) => (t.shape.length === 1 ? { ...t, data: new Uint8Array(t.data.length) } : t));
+    await writeModel(join(work, "delta"), tensors, { companions: { "config.json": await readFile(join(delta("fastchat"), "config.json"), "utf8") } });
+    await applyDelta({ base: BASE, delta: join(work, "delta"), target: join(work, "right") });
+    expect(await refused(join(work, "delta"), BASE)).toMatch(/tensor "model\.layers\.0\.input_layernorm\.weight" is all zeros in the --base and not in the --delta, .*look swapped/);
   });
 
   for (const convention of ["fastchat", "fastchat-v0", "alpaca"]) {

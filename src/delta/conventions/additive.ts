@@ -201,7 +201,8 @@ async function refuseSwappedInputs(view: DeltaView, delta: ModelSource, base: Mo
   }
   if (example !== undefined && larger * 2 > sample.length) {
     throw new DeltaError(
-      `--base ${base.source} looks like a delta and --delta ${view.source} like the model it applies to: the --delta's tensor "${example.name}" has ${example.normRatio.toFixed(0)} times the norm of the --base's, ` +
+      `--base ${base.source} looks like a delta and --delta ${view.source} like the model it applies to: tensor "${example.name}" ` +
+        `${Number.isFinite(example.normRatio) ? `of the --delta has ${example.normRatio.toFixed(0)} times the norm of the --base's` : "is all zeros in the --base and not in the --delta"}, ` +
         "where a delta is a small difference (about a thousandth of its base); --base and --delta look swapped: pass the model you hold as --base and the published delta as --delta",
       { rule: "inputs-swapped" },
     );
