@@ -81,10 +81,21 @@ export function checkBaseFits(delta: ModelSource, base: ModelSource, rules: FitR
  * need no base tensor.
  */
 export function checkTargetFitsBase(target: ModelSource, base: ModelSource): void {
+  let paired = 0;
   for (const t of target.tensors.values()) {
     const b = base.tensors.get(t.name);
-    if (b === undefined || fits(t.shape, b.shape, t.name)) continue;
-    throw shapeMismatch(t, b, "the target", target, base, "make-delta");
+    if (b === undefined) continue;
+    paired++;
+    if (!fits(t.shape, b.shape, t.name)) throw shapeMismatch(t, b, "the target", target, base, "make-delta");
+  }
+  // Not one name in common: every tensor would be stored whole, a copy of the target published as a "delta".
+  const [first, firstOfBase] = [target.tensors.keys().next().value, base.tensors.keys().next().value];
+  if (paired === 0 && first !== undefined && firstOfBase !== undefined) {
+    throw new DeltaError(
+      `the base ${base.source} has none of the target ${target.source}'s tensors (the target's "${first}", the base's "${firstOfBase}"), so the delta would be the whole target: ` +
+        diagnose(base, target, "the target", "the base is not the model the target was fine-tuned from", first),
+      { rule: "base-tensor-missing" },
+    );
   }
 }
 
@@ -129,7 +140,7 @@ function diagnose(base: ModelSource, other: ModelSource, role: string, otherwise
   if (missing !== undefined && missing.startsWith(PREFIX) && isHeadless(base)) {
     return (
       `the base names its tensors without the "${PREFIX}" prefix and has no "lm_head.weight": it is a LlamaModel checkpoint (the model without its language-model head), ` +
-      "which transformers loads into a causal LM with a newly initialised, random lm_head; pass the LlamaForCausalLM checkpoint the delta was made from"
+      `which transformers loads into a causal LM with a newly initialised, random lm_head; pass the LlamaForCausalLM checkpoint ${role === "the target" ? "the target was fine-tuned from" : "the delta was made from"}`
     );
   }
   return otherwise;

@@ -207,6 +207,14 @@ describe("make-delta with a base that is not the target's", () => {
     expect(await readdir(out).catch(() => [])).toEqual([]);
   });
 
+  it("a LlamaModel checkpoint as the base (no name in common): refused, instead of publishing the whole target as a delta", async () => {
+    const out = join(await makeTempDir(), "delta");
+    const run = runCli(["--base", wrong("base-llamamodel"), "--target", BASE, "--delta", out, "--no-progress"], "make-delta");
+    expect(run.status, run.stderr).toBe(1);
+    expect(oneErrorLine(run)).toMatch(/has none of the target .*'s tensors .*so the delta would be the whole target: .*it is a LlamaModel checkpoint/);
+    expect(await readdir(out).catch(() => [])).toEqual([]);
+  });
+
   it("a grown vocabulary and tensors only in the target are still taken", async () => {
     const work = await makeTempDir();
     const base = await readAll(BASE);
