@@ -191,15 +191,19 @@ async function refuseSwappedInputs(view: DeltaView, delta: ModelSource, base: Mo
   const paired = [...delta.tensors.values()].filter((t) => !isRotaryBuffer(t.name) && base.tensors.has(t.name) && sameShape(t.shape, base.tensors.get(t.name)!.shape));
   const sample = [...paired.filter((t) => t.shape.length === 1).slice(0, 3), ...paired.filter((t) => t.shape.length === 2).slice(0, 2)];
   let larger = 0;
+  let largerMatrices = 0;
   let example: { name: string; normRatio: number } | undefined;
   for (const t of sample) {
     const s = await similarity(delta, base, t.name);
     if (s !== undefined && s.normRatio > SWAPPED_NORM_RATIO) {
       larger++;
+      if (t.shape.length === 2) largerMatrices++;
       example ??= { name: t.name, normRatio: s.normRatio };
     }
   }
-  if (example !== undefined && larger * 2 > sample.length) {
+  // A matrix must agree when one was sampled: norm weights stored as offsets near 0 (Gemma's) may move more than they are.
+  const matrices = sample.filter((t) => t.shape.length === 2).length;
+  if (example !== undefined && larger * 2 > sample.length && (matrices === 0 || largerMatrices > 0)) {
     throw new DeltaError(
       `--base ${base.source} looks like a delta and --delta ${view.source} like the model it applies to: tensor "${example.name}" ` +
         `${Number.isFinite(example.normRatio) ? `of the --delta has ${example.normRatio.toFixed(0)} times the norm of the --base's` : "is all zeros in the --base and not in the --delta"}, ` +
