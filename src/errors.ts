@@ -48,9 +48,20 @@ export class ModelError extends DeltaWeightsError {
   }
 }
 
+/**
+ * Which rule a base and a delta that do not belong together broke, for
+ * programs (`--json` reports it as `error.rule`): a tensor the convention
+ * needs is missing from the base, or has another shape; an input is of a
+ * format that is neither a model nor a delta (a LoRA adapter, a quantized
+ * model, GGUF, Meta's original checkpoint); base and delta were swapped.
+ */
+export type InputRule = "base-tensor-missing" | "base-shape-mismatch" | "foreign-format" | "inputs-swapped";
+
 export class DeltaError extends DeltaWeightsError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly rule?: InputRule;
+  constructor(message: string, options?: { cause?: unknown; rule?: InputRule }) {
     super("E_DELTA", message, options);
+    if (options?.rule !== undefined) this.rule = options.rule;
   }
 }
 

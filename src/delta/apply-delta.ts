@@ -194,6 +194,7 @@ function refuseSwapped(base: LocalSource, delta: LocalSource): void {
     throw new DeltaError(
       `--base ${base.source} holds ${MANIFEST_FILE}, so it is a delta, and --delta ${delta.source} has none: --base and --delta look swapped; ` +
         "pass the model you hold as --base and the published delta as --delta",
+      { rule: "inputs-swapped" },
     );
   }
   throw new DeltaError(`--base ${base.source} holds ${MANIFEST_FILE}: it is a delta, not a model; pass the base model the delta was made from`);

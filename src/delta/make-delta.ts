@@ -21,8 +21,10 @@ import { formatBytes } from "../text.js";
 import { VERSION } from "../version.js";
 import { opFor } from "./conventions/delta-weights.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
+import { checkTargetFitsBase } from "./base-fit.js";
 import { FixupCollector } from "./fixups.js";
 import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, manifestPieces, type Codec, type FileEntry, type Manifest, type ManifestText, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
+import { openInputModel } from "./open-input.js";
 import { numel } from "./pairing.js";
 import { planTensor, type TensorRecipe } from "./recipe.js";
 import { readManifest } from "./read-manifest.js";
@@ -89,12 +91,14 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
   const codec = options.codec ?? "add";
   const baseSource = asLocalSource(options.base);
   const targetSource = asLocalSource(options.target);
-  const base = await openModel(baseSource.path, { source: baseSource.source });
+  const base = await openInputModel(baseSource.path, baseSource.source, "base");
   try {
     const target = await openModel(targetSource.path, { source: targetSource.source });
     try {
       refuseDeltaAsModel("--base", base);
       refuseDeltaAsModel("--target", target);
+      // Another model size or a different tensor: refused from the headers, before the output is touched.
+      checkTargetFitsBase(target, base);
       refuseOverlap(options.delta, [inputOf("base", base), inputOf("target", target)]);
       return await withOutputLock(options.delta, "make-delta", async () => {
         await removeStalePartials(options.delta);

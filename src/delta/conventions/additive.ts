@@ -6,7 +6,10 @@ import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
 import { dtypeBytes, isArithmeticDType, type FloatDType } from "../../dtypes.js";
+import { checkBaseFits } from "../base-fit.js";
 import { ExactReader } from "../exact-reader.js";
+import { sameShape } from "../pairing.js";
+import { isForeignInputError } from "../open-input.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../recipe.js";
 import { readSmallFile } from "../../io/files.js";
 import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../model-config.js";
@@ -37,6 +40,13 @@ export interface AdditiveRules {
   rule(delta: TensorInfo, base: TensorInfo | undefined): { op: "add" | "copy"; unpaired?: Unpaired };
   /** Where config.json and generation_config.json come from: the base (FastChat saves the base model) or the delta. */
   configFrom: "base" | "delta";
+  /**
+   * Whether a delta tensor no model of the base's kind has is taken from the
+   * delta alone (FastChat: dropped; the others: stored). Default: every such
+   * tensor. A tensor the base's model has but its files lack is never taken
+   * (base-fit.ts): that is a wrong base.
+   */
+  deltaOnly?: (name: string) => boolean;
 }
 
 /**
@@ -61,11 +71,12 @@ export function additiveConvention(spec: {
       try {
         await view.model();
       } catch (err) {
+        if (isForeignInputError(err)) throw err; // a LoRA adapter, a GGUF file...: named, whatever the convention
         return { fits: false, reason: `its weights cannot be read as tensors (${err instanceof Error ? err.message : String(err)})` };
       }
       return spec.recognize(await gatherEvidence(view), view);
     },
-    plan: (view, options) => planAdditive(view, spec.rules, options),
+    plan: (view, options) => planAdditive(view, spec.name, spec.rules, options),
     streams: true,
   };
 }
@@ -77,18 +88,21 @@ export function isRotaryBuffer(name: string): boolean {
 
 const CONFIG_FILES = new Set(["config.json", "generation_config.json"]);
 
-async function planAdditive(view: DeltaView, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
+async function planAdditive(view: DeltaView, name: ConventionName, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
   const [delta, base] = [await view.model(), await view.base()];
   const notes: string[] = [];
 
-  // FastChat asserts that every base tensor has its delta; a delta without one
-  // would leave that tensor out of the model. Rotary buffers are not weights.
-  if (rules.walk === "base") {
-    const missing = [...base.tensors.keys()].find((n) => !delta.tensors.has(n) && !isRotaryBuffer(n));
-    if (missing !== undefined) {
-      throw new DeltaError(`the delta ${delta.source} has no tensor "${missing}", which the base ${base.source} has: the delta is incomplete or made from another base`);
-    }
-  }
+  await refuseSwappedInputs(view, delta, base);
+  // Every base tensor the rule needs, with the delta's shape (base-fit.ts);
+  // FastChat also asserts that every base tensor has its delta, as a delta
+  // without one would leave that tensor out of the model. Rotary buffers are not weights.
+  checkBaseFits(delta, base, {
+    convention: name,
+    storedWhole: (d, b) => rules.rule(d, b).op === "copy",
+    deltaOnly: rules.deltaOnly ?? (() => true),
+    everyBaseTensor: rules.walk === "base",
+    ignored: isRotaryBuffer,
+  });
 
   const recipes = new Map<string, TensorRecipe>();
   const dropped: string[] = [];
@@ -211,6 +225,42 @@ async function refuseFullWeights(view: DeltaView, delta: ModelSource, base: Mode
     );
   }
 }
+
+/**
+ * A base and a delta given the wrong way round: the "delta" is a whole model
+ * and the "base" a difference, so the delta's tensors are many times the
+ * base's (a real difference is about a thousandth of its base). Norm weights
+ * show it most clearly: about 1 in a model, about 0 in a difference.
+ * Checked before the shapes, whose complaints would mislead.
+ */
+async function refuseSwappedInputs(view: DeltaView, delta: ModelSource, base: ModelSource): Promise<void> {
+  const paired = [...delta.tensors.values()].filter((t) => !isRotaryBuffer(t.name) && base.tensors.has(t.name) && sameShape(t.shape, base.tensors.get(t.name)!.shape));
+  const sample = [...paired.filter((t) => t.shape.length === 1).slice(0, 3), ...paired.filter((t) => t.shape.length === 2).slice(0, 2)];
+  let larger = 0;
+  let largerMatrices = 0;
+  let example: { name: string; normRatio: number } | undefined;
+  for (const t of sample) {
+    const s = await similarity(delta, base, t.name);
+    if (s !== undefined && s.normRatio > SWAPPED_NORM_RATIO) {
+      larger++;
+      if (t.shape.length === 2) largerMatrices++;
+      example ??= { name: t.name, normRatio: s.normRatio };
+    }
+  }
+  // A matrix must agree when one was sampled: norm weights stored as offsets near 0 (Gemma's) may move more than they are.
+  const matrices = sample.filter((t) => t.shape.length === 2).length;
+  if (example !== undefined && larger * 2 > sample.length && (matrices === 0 || largerMatrices > 0)) {
+    throw new DeltaError(
+      `--base ${base.source} looks like a delta and --delta ${view.source} like the model it applies to: tensor "${example.name}" ` +
+        `${Number.isFinite(example.normRatio) ? `of the --delta has ${example.normRatio.toFixed(0)} times the norm of the --base's` : "is all zeros in the --base and not in the --delta"}, ` +
+        "where a delta is a small difference (about a thousandth of its base); --base and --delta look swapped: pass the model you hold as --base and the published delta as --delta",
+      { rule: "inputs-swapped" },
+    );
+  }
+}
+
+/** A delta tensor this many times its base tensor's norm is no difference: a real one is about 1e-3 of it, a large fine-tune's below 0.5. */
+const SWAPPED_NORM_RATIO = 10;
 
 /**
  * Alpaca's `smart_tokenizer_and_embedding_resize`: the base's new rows are

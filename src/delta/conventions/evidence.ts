@@ -88,7 +88,8 @@ export async function similarity(delta: ModelSource, base: ModelSource, name: st
     xx += x[i]! * x[i]!;
     yy += y[i]! * y[i]!;
   }
-  if (!(xx > 0) || !(yy > 0)) return { cosine: 0, normRatio: yy > 0 ? Math.sqrt(xx / yy) : 0 };
+  // A zero base under a nonzero tensor is infinitely larger (a delta given as the base, its norm weights untouched by the fine-tune).
+  if (!(xx > 0) || !(yy > 0)) return { cosine: 0, normRatio: yy > 0 ? Math.sqrt(xx / yy) : xx > 0 ? Infinity : 0 };
   return { cosine: dot / Math.sqrt(xx * yy), normRatio: Math.sqrt(xx / yy) };
 }
 

@@ -26,5 +26,7 @@ export const llava = additiveConvention({
     dtype: "F16",
     configFrom: "delta",
     rule: (_delta, base) => ({ op: base === undefined ? "copy" : "add" }),
+    // LLaVA's apply_delta asserts that a tensor the base lacks is the projector's.
+    deltaOnly: (name) => name.startsWith(PROJECTOR),
   },
 });

@@ -4,9 +4,9 @@ import { localFileSet, type FileSet } from "../../io/file-set.js";
 import { readJsonFile, readSmallFile } from "../../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../../limits.js";
-import { openModel } from "../../model/open-model.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
+import { openInputModel } from "../open-input.js";
 import { readManifest } from "../read-manifest.js";
 import type { DeltaView } from "./types.js";
 
@@ -85,11 +85,11 @@ export class LocalDeltaView implements DeltaView {
   }
 
   model(): Promise<ModelSource> {
-    return (this.#model ??= openModel(this.deltaFiles, { source: this.source }));
+    return (this.#model ??= openInputModel(this.deltaFiles, this.source, "delta"));
   }
 
   base(): Promise<ModelSource> {
-    return (this.#base ??= openModel(this.#baseFiles ?? this.basePath, { source: this.baseSource }));
+    return (this.#base ??= openInputModel(this.#baseFiles ?? this.basePath, this.baseSource, "base"));
   }
 
   async close(): Promise<void> {

@@ -38,5 +38,7 @@ export const ziya = additiveConvention({
     dtype: "F16",
     configFrom: "delta",
     rule: (delta, base) => ({ op: base === undefined || storedWhole(delta.name) ? "copy" : "add" }),
+    // Ziya's apply_delta asserts that the base has every tensor of the delta.
+    deltaOnly: () => false,
   },
 });
