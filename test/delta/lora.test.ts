@@ -1,0 +1,85 @@
+/**
+ * LoRA adapters merged into a base (test/fixtures/lora, made with PyTorch by
+ * scripts/make-lora-fixtures.py following PEFT's merge as read from its
+ * source): recognised from adapter_config.json, every output tensor
+ * bit-identical to torch's merge for both PEFT generations, the base's
+ * layout kept, side files chosen, and what cannot be merged refused by name
+ * before any output.
+ */
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { applyDelta } from "../../src/delta/apply-delta.js";
+import { readAll } from "../helpers/finetune.js";
+import { REPO_ROOT } from "../helpers/realdata.js";
+import { sha256Bytes } from "../helpers/sha256.js";
+import { makeTempDir } from "../helpers/temp-dir.js";
+
+const FIXTURES = join(REPO_ROOT, "test/fixtures/lora");
+const BASE = join(FIXTURES, "base-f16");
+
+interface Expected { merges: Record<string, Record<string, Record<string, string>>> }
+const expected = JSON.parse(await readFile(join(FIXTURES, "expected.json"), "utf8")) as Expected;
+
+async function merge(adapter: string, convention?: string) {
+  const target = join(await makeTempDir("lora-"), "out");
+  const result = await applyDelta({ base: BASE, delta: join(FIXTURES, adapter), target, ...(convention === undefined ? {} : { convention }) });
+  return { target, result };
+}
+
+describe("LoRA adapters merged as PEFT merges them", () => {
+  for (const adapter of ["fp16-bin", "bf16-rslora", "fp32-qlora"]) {
+    for (const convention of ["lora", "lora-base-dtype"]) {
+      it(`${adapter}, ${convention}: every tensor bit-identical to torch's merge`, async () => {
+        const { target, result } = await merge(adapter, convention === "lora" ? undefined : convention);
+        expect(result.convention).toBe(convention);
+        const want = expected.merges[adapter]![convention]!;
+        const got = Object.fromEntries((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+        const wrong = Object.keys(want).filter((name) => got[name] !== want[name]);
+        expect(wrong).toEqual([]);
+        expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort());
+      });
+    }
+  }
+
+  it("the two PEFT generations differ where the update is rounded twice (a half-precision base)", () => {
+    const a = expected.merges["fp16-bin"]!.lora!;
+    const b = expected.merges["fp16-bin"]!["lora-base-dtype"]!;
+    expect(Object.keys(a).filter((k) => a[k] !== b[k]).length).toBeGreaterThan(0);
+  });
+
+  it("keeps the base's shards and index, its config, and the adapter's tokenizer files; says unverified", async () => {
+    const { target, result } = await merge("bf16-rslora");
+    const files = (await readdir(target)).filter((f) => !f.startsWith(".")).sort();
+    expect(files).toEqual(["config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json", "tokenizer_config.json"]);
+    expect(await readFile(join(target, "config.json"), "utf8")).toBe(await readFile(join(BASE, "config.json"), "utf8"));
+    expect(JSON.parse(await readFile(join(target, "tokenizer_config.json"), "utf8")).from).toBe("adapter");
+    expect(existsSync(join(target, "adapter_config.json"))).toBe(false);
+    expect(result.verified).toBe(false);
+    expect(result.reason).toMatch(/adapter_config\.json/);
+  });
+
+  it("copies the tensors no adapter touches byte for byte", async () => {
+    const { target } = await merge("fp16-bin");
+    const base = new Map((await readAll(BASE)).map((t) => [t.name, sha256Bytes(t.data)]));
+    const out = new Map((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+    expect(out.get("model.layers.0.self_attn.k_proj.weight")).toBe(base.get("model.layers.0.self_attn.k_proj.weight"));
+    expect(out.get("model.layers.0.self_attn.q_proj.weight")).not.toBe(base.get("model.layers.0.self_attn.q_proj.weight"));
+  });
+});
+
+describe("what a LoRA merge refuses, before any output", () => {
+  const cases: [string, RegExp][] = [
+    ["refused-dora", /use_dora true: DoRA adapters/],
+    ["refused-loha", /peft_type "LOHA" \(LoHa\) is not a LoRA adapter/],
+    ["refused-shape", /q_proj\.lora_A\.weight" makes a \[64,128\] update for "model\.layers\.0\.self_attn\.q_proj\.weight", which is \[64,64\]/],
+  ];
+  for (const [adapter, message] of cases) {
+    it(adapter, async () => {
+      const target = join(await makeTempDir("lora-"), "out");
+      await expect(applyDelta({ base: BASE, delta: join(FIXTURES, adapter), target })).rejects.toThrow(message);
+      expect(existsSync(target)).toBe(false);
+    });
+  }
+});
