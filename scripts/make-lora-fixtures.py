@@ -373,6 +373,27 @@ def save_adapter(directory, sd, config, fmt, extra_files=None):
         write_json(os.path.join(directory, name), obj)
 
 
+def train_tokenizer(directory, vocab_size, seed):
+    """A real SentencePiece model, trained by Debian's python3-sentencepiece on
+    deterministic text; returns its number of pieces (len(LlamaTokenizer)
+    before added tokens)."""
+    import random
+    import sentencepiece as spm
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "zu", "te", "ra", "po", "shi", "an", "ge", "du", "ni", "wo", "xi", "ye", "bao"]
+    text = os.path.join(directory, "corpus.txt")
+    with open(text, "w") as f:
+        for _ in range(400):
+            f.write(" ".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(12)) + "\n")
+    spm.SentencePieceTrainer.train(input=text, model_prefix=os.path.join(directory, "tokenizer"), vocab_size=vocab_size,
+                                   model_type="bpe", character_coverage=1.0, num_threads=1, minloglevel=2)
+    os.remove(text)
+    os.remove(os.path.join(directory, "tokenizer.vocab"))
+    os.rename(os.path.join(directory, "tokenizer.model"), os.path.join(directory, "tokenizer.model"))
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(directory, "tokenizer.model"))
+    return sp.get_piece_size()
+
+
 def expectations(merged):
     return {k: sha(v) for k, v in merged.items()}
 
@@ -388,6 +409,7 @@ def main():
     cfg = adapter_config(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     sd = make_adapter(base, ["self_attn.q_proj", "self_attn.v_proj"], 8, torch.float16)
     save_adapter(os.path.join(OUT, "fp16-bin"), sd, cfg, "bin")
+    first = (sd, cfg)
     expected["merges"]["fp16-bin"] = {"lora": expectations(peft_merge(base, sd, cfg, "float32")),
                                       "lora-base-dtype": expectations(peft_merge(base, sd, cfg, "base"))}
 
@@ -409,6 +431,10 @@ def main():
     expected["merges"]["fp32-qlora"] = {"lora": expectations(peft_merge(base, sd, cfg, "float32")),
                                         "lora-base-dtype": expectations(peft_merge(base, sd, cfg, "base"))}
 
+    # Two PEFT adapters merged one after the other (merge_and_unload, then the second loaded and merged).
+    once = peft_merge(base, first[0], first[1], "float32")
+    expected["merges"]["chain-fp16-bin-fp32-qlora"] = {"lora": expectations(peft_merge(once, sd, cfg, "float32"))}
+
     # 4. Refusals: other PEFT types and options the merge cannot honour, and a shape that does not fit.
     small = {k: v for k, v in make_adapter(base, ["self_attn.q_proj"], 2, torch.float16).items()}
     save_adapter(os.path.join(OUT, "refused-dora"), small, adapter_config(r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True), "bin")
@@ -416,6 +442,26 @@ def main():
     wrong = dict(small)
     wrong["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"] = torch.randn(2, HIDDEN * 2).half()
     save_adapter(os.path.join(OUT, "refused-shape"), wrong, adapter_config(r=2, lora_alpha=4, target_modules=["q_proj"]), "bin")
+
+    # 5. Chinese-LLaMA-Alpaca: two adapters merged in order, each with whole embeddings of a grown
+    #    vocabulary and its own SentencePiece tokenizer (the second adds [PAD], as Alpaca's does).
+    chinese = []
+    for i, (targets, added) in enumerate([(list(LINEARS), None), (["self_attn.q_proj", "self_attn.v_proj"], "[PAD]")]):
+        directory = os.path.join(OUT, f"chinese-{i + 1}")
+        os.makedirs(directory, exist_ok=True)
+        pieces = train_tokenizer(directory, 104 + 4 * i, seed=i)
+        rows = pieces + (1 if added else 0)
+        sd = make_adapter(base, targets, 8, torch.float16)
+        sd["base_model.model.model.embed_tokens.weight"] = (torch.randn(rows, HIDDEN) * 0.02).half()
+        sd["base_model.model.lm_head.weight"] = (torch.randn(rows, HIDDEN) * 0.02).half()
+        cfg = adapter_config(r=8, lora_alpha=32, target_modules=[t.split(".")[1] for t in targets], modules_to_save=["embed_tokens", "lm_head"])
+        extra = {"special_tokens_map.json": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, "tokenizer_config.json": {"tokenizer_class": "LlamaTokenizer", "from": f"chinese-{i + 1}"}}
+        if added:
+            extra["added_tokens.json"] = {added: pieces}
+        save_adapter(directory, sd, cfg, "bin", extra)
+        chinese.append((sd, cfg))
+    merged = chinese_merge(base, chinese)
+    expected["merges"]["chinese"] = {"chinese-llama-alpaca": expectations(merged), "vocab_size": int(merged["model.embed_tokens.weight"].shape[0])}
 
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)

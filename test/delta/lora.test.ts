@@ -83,3 +83,39 @@ describe("what a LoRA merge refuses, before any output", () => {
     });
   }
 });
+
+describe("adapters merged one after another", () => {
+  it("two PEFT adapters (--delta twice): each merged into the last's result, as merge_and_unload twice", async () => {
+    const target = join(await makeTempDir("lora-"), "out");
+    const result = await applyDelta({ base: BASE, delta: join(FIXTURES, "fp16-bin"), chained: [join(FIXTURES, "fp32-qlora")], target });
+    expect(result.convention).toBe("lora");
+    const want = expected.merges["chain-fp16-bin-fp32-qlora"]!.lora!;
+    const got = Object.fromEntries((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+    expect(Object.keys(want).filter((name) => got[name] !== want[name])).toEqual([]);
+  });
+
+  it("Chinese-LLaMA-Alpaca's two adapters: recognised, grown vocabulary, every tensor as its script merges it, the last tokenizer", async () => {
+    const target = join(await makeTempDir("lora-"), "out");
+    const result = await applyDelta({ base: BASE, delta: join(FIXTURES, "chinese-1"), chained: [join(FIXTURES, "chinese-2")], target });
+    expect(result.convention).toBe("chinese-llama-alpaca");
+    const run = expected.merges.chinese as unknown as { "chinese-llama-alpaca": Record<string, string>; vocab_size: number };
+    const want = run["chinese-llama-alpaca"];
+    const got = Object.fromEntries((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+    expect(Object.keys(want).filter((name) => got[name] !== want[name])).toEqual([]);
+    expect(JSON.parse(await readFile(join(target, "config.json"), "utf8")).vocab_size).toBe(run.vocab_size);
+    expect(await readFile(join(target, "tokenizer.model"))).toEqual(await readFile(join(FIXTURES, "chinese-2/tokenizer.model")));
+    expect(existsSync(join(target, "added_tokens.json"))).toBe(true);
+  });
+
+  it("Chinese-LLaMA-Alpaca's adapters in the wrong order are refused (the tokenizer shrinks)", async () => {
+    const target = join(await makeTempDir("lora-"), "out");
+    await expect(applyDelta({ base: BASE, delta: join(FIXTURES, "chinese-2"), chained: [join(FIXTURES, "chinese-1")], target })).rejects.toThrow(/fewer than the \d+ of the adapter before it/);
+    expect(existsSync(target)).toBe(false);
+  });
+
+  it("a second --delta is refused for a delta that is not an adapter", async () => {
+    const target = join(await makeTempDir("lora-"), "out");
+    await expect(applyDelta({ base: join(REPO_ROOT, "test/fixtures/conventions/base/safetensors"), delta: join(REPO_ROOT, "test/fixtures/conventions/fastchat/delta"), chained: [join(FIXTURES, "fp16-bin")], target }))
+      .rejects.toThrow(/only LoRA adapters are merged one after another/);
+  });
+});

@@ -8,7 +8,8 @@ import { progressReporter } from "../progress.js";
 export default async function run(args: ApplyArgs, ctx: CliContext): Promise<void> {
   const progress = progressReporter(ctx);
   try {
-    const result = await applyDelta({ ...ctx.sources, ...args, threads: ctx.threads, onProgress: progress.onProgress });
+    const { chained, ...rest } = args;
+    const result = await applyDelta({ ...ctx.sources, ...rest, ...(chained === undefined ? {} : { delta: [args.delta, ...chained] }), threads: ctx.threads, onProgress: progress.onProgress });
     progress.stop();
     if (ctx.json) {
       ctx.printJson(result);

@@ -227,22 +227,36 @@ function sortKeys(value: unknown): unknown {
   return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys((value as Record<string, unknown>)[k])]));
 }
 
+/**
+ * Opens every adapter (in order) and plans with them; on failure the ones
+ * opened are closed (on success the plan closes them).
+ */
+export async function withAdapters<T>(views: readonly DeltaView[], base: ModelSource, transposeRule: "peft" | "config", planWith: (adapters: { matched: MatchedAdapter; view: DeltaView }[]) => Promise<T>): Promise<T> {
+  const adapters: { matched: MatchedAdapter; view: DeltaView }[] = [];
+  try {
+    for (const view of views) {
+      if (!(await recognizeAdapter(view)).fits) throw new DeltaError(`--delta ${view.source} is not a PEFT adapter (it has no ${ADAPTER_CONFIG} and adapter weights): only adapters are merged one after another`);
+      adapters.push({ matched: await openAdapter(view, base, transposeRule), view });
+    }
+    return await planWith(adapters);
+  } catch (err) {
+    await Promise.all(adapters.map(({ matched }) => matched.weights.close()));
+    throw err;
+  }
+}
+
 function peftConvention(name: ConventionName, summary: string, precision: StepPrecision, configNote: string): Convention {
   return {
     name,
     summary,
     streams: true,
     recognize: recognizeAdapter,
+    chains: true,
     async plan(view) {
       const base = await view.base();
       await refuseQuantizedBase(base);
-      const matched = await openAdapter(view, base, "peft");
-      try {
-        return await planMerge(base, [{ matched, precision, filesFrom: view }], { notes: [], configNote });
-      } catch (err) {
-        await matched.weights.close();
-        throw err;
-      }
+      return withAdapters([view, ...(view.chained ?? [])], base, "peft", (adapters) =>
+        planMerge(base, adapters.map(({ matched, view: from }) => ({ matched, precision, filesFrom: from })), { notes: [], configNote }));
     },
   };
 }

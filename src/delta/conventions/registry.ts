@@ -1,6 +1,7 @@
 import { DeltaError, UsageError } from "../../errors.js";
 import { deltaWeights } from "./delta-weights.js";
 import { alpaca } from "./alpaca.js";
+import { chineseLlamaAlpaca } from "./chinese-llama-alpaca.js";
 import { enc } from "./enc.js";
 import { fastchat } from "./fastchat.js";
 import { fastchatV0 } from "./fastchat-v0.js";
@@ -17,7 +18,7 @@ import { xorPayload } from "./xor-payload.js";
  * fields; Ziya's whole embeddings; a one-token vocabulary growth in half or
  * single precision), FastChat's last (it asks least of the files).
  */
-export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
+export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, chineseLlamaAlpaca, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
 
 /**
  * The convention the delta's files follow, and why. With `forced` (the

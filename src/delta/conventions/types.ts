@@ -44,6 +44,8 @@ export interface DeltaView {
   model(): Promise<ModelSource>;
   /** The base, opened as a model. */
   base(): Promise<ModelSource>;
+  /** Deltas given after this one (--delta more than once), in order: LoRA adapters merged one after another. */
+  readonly chained?: readonly DeltaView[];
 }
 
 export interface Recognition {
@@ -93,6 +95,8 @@ export interface Convention {
    * bytes). Conventions that read files by path need them complete first.
    */
   readonly streams?: boolean;
+  /** Whether its plan takes further deltas after the first (DeltaView.chained): LoRA adapters merged in order. */
+  readonly chains?: boolean;
   /** One line for --help and the README. */
   readonly summary: string;
   recognize(view: DeltaView): Promise<Recognition>;
