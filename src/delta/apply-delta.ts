@@ -109,7 +109,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
           view.deltaFiles.stream?.finish(); // a streamed delta's files nobody read are not fetched
         }
       });
-      const unchecked = [...files].filter(([, f]) => f.checkedAgainst === undefined).map(([path]) => path);
+      const unchecked = [...files].filter(([path, f]) => f.checkedAgainst === undefined && !(plan.records ?? []).includes(path)).map(([path]) => path);
       return {
         target: options.target,
         convention: convention.name,

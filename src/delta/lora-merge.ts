@@ -8,6 +8,7 @@ import { releasedChunk } from "../io/memory.js";
 import { prefetch } from "../io/chunk-streams.js";
 import type { ModelSource } from "../model/types.js";
 import { ExactReader } from "./exact-reader.js";
+import type { MergeRecord } from "./merge-record.js";
 import type { InputFile, PlannedFile } from "./recover.js";
 
 /**
@@ -58,6 +59,8 @@ export interface MergedFileSpec {
   path: string;
   headerText: string;
   tensors: ReadonlyMap<string, MergedTensor>;
+  /** Where the file's and each tensor's sha256 are recorded. */
+  record?: MergeRecord;
 }
 
 /** A planned output file whose tensors are merged as their specs say. */
@@ -66,24 +69,33 @@ export function mergedFile(spec: MergedFileSpec, size: number): PlannedFile {
     path: spec.path,
     size,
     reads: mergedReads(spec),
-    async produce(sink, { advance }) {
+    async produce(sink, { pool, advance }) {
       const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.headerText);
+      const fileHash = spec.record === undefined ? undefined : pool.create();
+      await fileHash?.update(writer.headerBytes);
       for (const t of writer.tensors) {
         const merged = spec.tensors.get(t.name);
         if (merged === undefined) throw new DeltaError(`no plan for tensor "${t.name}" of ${spec.path}`);
-        await writer.writeTensor(t.name, counted(mergeTensor(merged), (n) => advance(n, t.name)));
+        const tensorHash = spec.record === undefined ? undefined : pool.create();
+        await writer.writeTensor(t.name, counted(mergeTensor(merged), async (chunk) => {
+          await Promise.all([fileHash?.update(chunk), tensorHash?.update(chunk)]);
+          advance(chunk.length, t.name);
+        }));
+        if (tensorHash !== undefined) spec.record!.tensorDigest(t.name, { dtype: t.dtype, shape: [...t.shape], file: spec.path }, tensorHash.digest());
       }
       await writer.finish();
+      if (fileHash !== undefined) spec.record!.fileDigest(spec.path, fileHash.digest().then((sha256) => ({ size: writer.fileSize, sha256 })));
       advance(0, spec.path);
       return {};
     },
   };
 }
 
-async function* counted(chunks: AsyncIterable<Uint8Array>, advance: (bytes: number) => void): AsyncGenerator<Uint8Array> {
+/** Each chunk passed to `seen` (hashing, progress) before it is written. */
+async function* counted(chunks: AsyncIterable<Uint8Array>, seen: (chunk: Uint8Array) => Promise<void>): AsyncGenerator<Uint8Array> {
   for await (const chunk of chunks) {
+    await seen(chunk);
     yield chunk;
-    advance(chunk.length);
   }
 }
 

@@ -7,10 +7,12 @@
  * before any output.
  */
 import { existsSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { open, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
+import { MERGE_RECORD_FILE } from "../../src/delta/merge-record.js";
+import { verifyModel } from "../../src/delta/verify-model.js";
 import { readAll } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
 import { sha256Bytes } from "../helpers/sha256.js";
@@ -52,7 +54,7 @@ describe("LoRA adapters merged as PEFT merges them", () => {
   it("keeps the base's shards and index, its config, and the adapter's tokenizer files; says unverified", async () => {
     const { target, result } = await merge("bf16-rslora");
     const files = (await readdir(target)).filter((f) => !f.startsWith(".")).sort();
-    expect(files).toEqual(["config.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json", "tokenizer_config.json"]);
+    expect(files).toEqual(["config.json", "delta-weights-merge.json", "generation_config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json", "tokenizer_config.json"]);
     expect(await readFile(join(target, "config.json"), "utf8")).toBe(await readFile(join(BASE, "config.json"), "utf8"));
     expect(JSON.parse(await readFile(join(target, "tokenizer_config.json"), "utf8")).from).toBe("adapter");
     expect(existsSync(join(target, "adapter_config.json"))).toBe(false);
@@ -66,6 +68,54 @@ describe("LoRA adapters merged as PEFT merges them", () => {
     const out = new Map((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
     expect(out.get("model.layers.0.self_attn.k_proj.weight")).toBe(base.get("model.layers.0.self_attn.k_proj.weight"));
     expect(out.get("model.layers.0.self_attn.q_proj.weight")).not.toBe(base.get("model.layers.0.self_attn.q_proj.weight"));
+  });
+});
+
+describe("the merge's record", () => {
+  it("lists every output file and tensor; verify re-checks them and names a tensor that changed", async () => {
+    const { target, result } = await merge("bf16-rslora");
+    const record = join(target, MERGE_RECORD_FILE);
+    const checked = await verifyModel(target, { manifest: record, threads: 1 });
+    const outputs = Object.keys(result.files).filter((f) => f !== MERGE_RECORD_FILE).sort();
+    expect(Object.keys(checked.files).sort()).toEqual(outputs);
+    for (const f of outputs) expect(checked.files[f]!.sha256).toBe(result.files[f]!.sha256);
+    const manifest = JSON.parse(await readFile(record, "utf8")) as { target: { tensors: Record<string, { sha256: string }> } };
+    const want = expected.merges["bf16-rslora"]!.lora!;
+    expect(Object.fromEntries(Object.entries(manifest.target.tensors).map(([k, v]) => [k, v.sha256]))).toEqual(want);
+    // One byte of the last tensor of the second shard flipped.
+    const shard = join(target, "model-00002-of-00002.safetensors");
+    const handle = await open(shard, "r+");
+    const size = (await handle.stat()).size;
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, size - 1);
+    byte[0] = byte[0]! ^ 1;
+    await handle.write(byte, 0, 1, size - 1);
+    await handle.close();
+    await expect(verifyModel(target, { manifest: record, threads: 1 })).rejects.toThrow(/model-00002-of-00002\.safetensors has sha256 .*tensor ".*" differs/);
+  });
+});
+
+describe("verified only against what a publisher gave", () => {
+  it("--checksums covering every model file: verified; a rerun keeps them and records them again", async () => {
+    const first = await merge("fp16-bin");
+    const model = Object.entries(first.result.files).filter(([f]) => f !== MERGE_RECORD_FILE);
+    const list = join(await makeTempDir("lora-"), "SHA256SUMS");
+    await writeFile(list, model.map(([f, e]) => `${e.sha256}  ${f}\n`).join(""));
+    const target = join(await makeTempDir("lora-"), "out");
+    const checked = await applyDelta({ base: BASE, delta: join(FIXTURES, "fp16-bin"), target, checksums: list });
+    expect(checked.verified).toBe(true);
+    expect(checked.unchecked).toEqual([]);
+    const again = await applyDelta({ base: BASE, delta: join(FIXTURES, "fp16-bin"), target, checksums: list });
+    expect(Object.entries(again.files).filter(([f]) => f !== MERGE_RECORD_FILE).every(([, e]) => e.status === "kept")).toBe(true);
+    await expect(verifyModel(target, { manifest: join(target, MERGE_RECORD_FILE), threads: 1 })).resolves.toMatchObject({ verified: true });
+  });
+
+  it("a checksums list that disagrees fails the run, and no wrong file gets its name", async () => {
+    const list = join(await makeTempDir("lora-"), "SHA256SUMS");
+    await writeFile(list, `${"0".repeat(64)}  model-00001-of-00002.safetensors\n`);
+    const target = join(await makeTempDir("lora-"), "out");
+    await expect(applyDelta({ base: BASE, delta: join(FIXTURES, "fp16-bin"), target, checksums: list })).rejects.toThrow(/model-00001-of-00002\.safetensors: its sha256 .* does not match/);
+    expect(existsSync(join(target, "model-00001-of-00002.safetensors"))).toBe(false);
   });
 });
 

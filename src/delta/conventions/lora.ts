@@ -7,6 +7,7 @@ import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { mergedFile, type LoraStep, type MergedTensor } from "../lora-merge.js";
+import { MERGE_RECORD_FILE, MergeRecord } from "../merge-record.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import { isRotaryBuffer } from "./additive.js";
@@ -160,8 +161,15 @@ export async function planMerge(
   }
   if (rotary.length > 0) notes.push(`left out ${rotary.length} rotary_emb.inv_freq buffers the base carries: they are not weights, transformers >= 4.31 computes them`);
   const layout = convertedLayout(base.weightFiles, [...tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, file: base.tensors.get(t.name)!.file })));
-  const files: PlannedFile[] = layout.files.map((f) => mergedFile({ path: f.file, headerText: f.headerText, tensors: new Map(f.tensors.map((t) => [t.name, tensors.get(t.name)!])) }, f.size));
-  if (layout.index !== undefined) files.push(textFile(layout.index.file, layout.index.text));
+  const record = new MergeRecord(base.source, adapters.map(({ matched }) => matched.source).join(" + "), layout.index);
+  for (const f of layout.files) record.weightFile(f.file, f.headerText);
+  const files: PlannedFile[] = layout.files.map((f) => mergedFile({ path: f.file, headerText: f.headerText, tensors: new Map(f.tensors.map((t) => [t.name, tensors.get(t.name)!])), record }, f.size));
+  const texts: { path: string; text: string }[] = [];
+  const copies: { path: string; from: { files: ModelSource["files"]; path: string } }[] = [];
+  if (layout.index !== undefined) {
+    files.push(textFile(layout.index.file, layout.index.text));
+    texts.push({ path: layout.index.file, text: layout.index.text });
+  }
 
   // Side files: the base's, each overridden by the last adapter that ships one (its tokenizer);
   // config.json and generation_config.json from the base, as save_pretrained of the merged model writes them.
@@ -177,12 +185,17 @@ export async function planMerge(
   const vocab = grownVocabulary(base, tensors);
   for (const [rel, from] of sideFiles) {
     if (rel === "config.json" && vocab !== undefined) {
-      files.push(textFile(rel, withVocabSize(await readSmall(base, rel), vocab, `${base.source}/config.json`)));
+      const text = withVocabSize(await readSmall(base, rel), vocab, `${base.source}/config.json`);
+      files.push(textFile(rel, text));
+      texts.push({ path: rel, text });
       notes.push(`config.json: the base's, with vocab_size ${vocab} (the adapter's embeddings)`);
       continue;
     }
     files.push(copiedFile(rel, from, await from.files.size(rel)));
+    copies.push({ path: rel, from });
   }
+  files.push(record.plannedFile(layout.files.map((f) => f.file), copies, texts));
+  notes.push(`${MERGE_RECORD_FILE}: every output file's and tensor's sha256, as this run wrote them (delta-weights verify DIR --manifest DIR/${MERGE_RECORD_FILE} re-checks them)`);
   notes.push(options.configNote);
   notes.push(`merged ${merged} LoRA update${merged === 1 ? "" : "s"}${replaced > 0 ? `, ${replaced} tensor${replaced === 1 ? "" : "s"} replaced whole by the adapter's` : ""}; the other tensors are the base's bytes`);
   for (const { matched } of adapters) notes.push(...matched.notes);
@@ -192,6 +205,7 @@ export async function planMerge(
     dropped: rotary,
     notes,
     fixups: () => 0,
+    records: [MERGE_RECORD_FILE],
     close: async () => {
       await Promise.all(adapters.map(({ matched }) => matched.weights.close()));
     },

@@ -70,6 +70,8 @@ export interface ConventionPlan extends RecoveryPlan {
    * from being written over instead of the model's files.
    */
   baseFiles?: readonly string[];
+  /** Outputs that record the run rather than belong to the model (a merge's record): "verified" does not wait for them. */
+  records?: readonly string[];
   /** Releases what the plan opened (delta shards, fix-ups). */
   close(): Promise<void>;
 }
