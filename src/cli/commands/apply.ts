@@ -46,7 +46,7 @@ function verdict(result: ApplyDeltaResult): string {
     if (only !== undefined) return `verified: every output file matches ${only}`;
     return `verified: every output file matches what its publisher gave (${[...sources].map(([source, n]) => `${plural(n, "file")}: ${source}`).join("; ")})`;
   }
-  const checked = Object.keys(result.files).length - result.unchecked.length;
+  const checked = Object.values(result.files).filter((f) => f.checkedAgainst !== undefined).length;
   if (checked > 0) {
     return `unverified: ${plural(result.unchecked.length, "output file")} not covered by any check (${result.unchecked.join(", ")}); ` +
       `the other ${checked} match ${[...sources.keys()].join(" or ")}`;

@@ -57,13 +57,24 @@ export async function openAdapter(view: DeltaView, base: ModelSource, transposeR
   const model = await openWeightFiles(view.deltaFiles, [weights], weights.endsWith(".bin") ? "pytorch" : "safetensors", view.source);
   try {
     const matched = matchAdapter(model, config, base, `${view.source}/${weights}`, transposeRule);
-    if (config.baseModel !== undefined && !namesSameModel(config.baseModel, base)) {
+    if (config.baseModel !== undefined && !namesSameModel(config.baseModel, base) && config.baseModel !== (await baseNameOrPath(base))) {
       matched.notes.push(`${view.source}/${ADAPTER_CONFIG} names its base "${config.baseModel}"; the base given is ${base.source} (every adapted tensor fits it)`);
     }
     return matched;
   } catch (err) {
     await model.close();
     throw err;
+  }
+}
+
+/** The base config's `_name_or_path`, when it has one. */
+async function baseNameOrPath(base: ModelSource): Promise<string | undefined> {
+  if (!base.extraFiles.includes("config.json")) return undefined;
+  try {
+    const config = JSON.parse(await readSmall(base, "config.json")) as { _name_or_path?: unknown };
+    return typeof config._name_or_path === "string" ? config._name_or_path : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -79,6 +90,9 @@ function namesSameModel(named: string, base: ModelSource): boolean {
  * dequantization, which is not exact; the adapter is merged into the float model.
  */
 export async function refuseQuantizedBase(base: ModelSource): Promise<void> {
+  if (base.extraFiles.includes(ADAPTER_CONFIG)) {
+    throw new DeltaError(`--base ${base.source} holds ${ADAPTER_CONFIG}: it is a LoRA adapter, not a model; pass the model it was trained on as --base and the adapter as --delta`);
+  }
   const quantized = [...base.tensors.values()].find((t) => /\.(qweight|qzeros|scales|g_idx|SCB|absmax|quant_map|quant_state[\w.]*|weight_format)$/.test(t.name) || (t.name.endsWith(".weight") && t.shape.length === 2 && !isArithmeticDType(t.dtype)));
   if (quantized !== undefined) {
     throw new DeltaError(`base ${base.source}: tensor "${quantized.name}" (${quantized.dtype}) is quantized; a LoRA adapter is merged into the unquantized model (float16, bfloat16 or float32), which this base is not`);
