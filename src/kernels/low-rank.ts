@@ -32,7 +32,20 @@ export function lowRankRows(b: Float32Array, a: Float32Array, rank: number, cols
   for (let i = 0; i < rows; i++) {
     const row = out.subarray(i * cols, (i + 1) * cols);
     row.fill(0);
-    for (let l = 0; l < rank; l++) {
+    let l = 0;
+    // Four terms per pass over the row (each rounded as torch rounds it, in the same order):
+    // the row is loaded and stored a quarter as often.
+    for (; l + 4 <= rank; l += 4) {
+      const b0 = b[i * rank + l]!, b1 = b[i * rank + l + 1]!, b2 = b[i * rank + l + 2]!, b3 = b[i * rank + l + 3]!;
+      const a0 = l * cols, a1 = a0 + cols, a2 = a1 + cols, a3 = a2 + cols;
+      for (let j = 0; j < cols; j++) {
+        let acc = Math.fround(row[j]! + Math.fround(b0 * a[a0 + j]!));
+        acc = Math.fround(acc + Math.fround(b1 * a[a1 + j]!));
+        acc = Math.fround(acc + Math.fround(b2 * a[a2 + j]!));
+        row[j] = acc + Math.fround(b3 * a[a3 + j]!);
+      }
+    }
+    for (; l < rank; l++) {
       const bl = b[i * rank + l]!;
       const al = l * cols;
       // The Float32Array store rounds the double sum to float32.
@@ -53,12 +66,15 @@ export function lowRankColumns(b: Float32Array, a: Float32Array, rank: number, c
   checkShapes(b.length, a.length, rank, cols, out.length, count, rows);
   if (first < 0 || first + count > cols) throw new RangeError(`columns ${first}..${first + count} outside 0..${cols}`);
   out.fill(0);
-  for (let l = 0; l < rank; l++) {
-    const al = l * cols + first;
-    for (let t = 0; t < count; t++) {
-      const alt = a[al + t]!;
-      const o = t * rows;
-      for (let i = 0; i < rows; i++) out[o + i] = out[o + i]! + Math.fround(b[i * rank + l]! * alt);
+  // B's columns made contiguous, so that the inner loop runs along an output row.
+  const bt = new Float32Array(rank * rows);
+  for (let i = 0; i < rows; i++) for (let l = 0; l < rank; l++) bt[l * rows + i] = b[i * rank + l]!;
+  for (let t = 0; t < count; t++) {
+    const o = t * rows;
+    for (let l = 0; l < rank; l++) {
+      const alt = a[l * cols + first + t]!;
+      const bl = l * rows;
+      for (let i = 0; i < rows; i++) out[o + i] = out[o + i]! + Math.fround(bt[bl + i]! * alt);
     }
   }
   if (scale !== 1) for (let k = 0; k < out.length; k++) out[k] = out[k]! * scale;
