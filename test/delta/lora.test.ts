@@ -155,6 +155,8 @@ describe("adapters merged one after another", () => {
     expect(JSON.parse(await readFile(join(target, "config.json"), "utf8")).vocab_size).toBe(run.vocab_size);
     expect(await readFile(join(target, "tokenizer.model"))).toEqual(await readFile(join(FIXTURES, "chinese-2/tokenizer.model")));
     expect(existsSync(join(target, "added_tokens.json"))).toBe(true);
+    // The fixtures' adapters are not the project's: SHA256.md's digests say so, as a note.
+    expect(result.notes).toContainEqual(expect.stringMatching(/chinese-1\/adapter_model\.bin is none of the files Chinese-LLaMA-Alpaca's SHA256\.md lists/));
   });
 
   it("Chinese-LLaMA-Alpaca's adapters in the wrong order are refused (the tokenizer shrinks)", async () => {

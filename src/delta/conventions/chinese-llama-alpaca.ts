@@ -1,5 +1,7 @@
 import { DeltaError } from "../../errors.js";
 import type { ModelSource } from "../../model/types.js";
+import { HashPool } from "../../hash/hash-pool.js";
+import { CHINESE_LLAMA_ALPACA_ADAPTERS, CHINESE_LLAMA_ALPACA_TOKENIZERS } from "../known/chinese-llama-alpaca-adapters.js";
 import { ADAPTER_CONFIG } from "./lora-adapter.js";
 import { planMerge, refuseQuantizedBase, withAdapters, type StepPrecision } from "./lora.js";
 import { sentencePieceCount } from "./sentencepiece.js";
@@ -41,6 +43,30 @@ async function embeddingRows(view: DeltaView): Promise<number | undefined> {
   } finally {
     await model.close();
   }
+}
+
+/**
+ * Which published adapters and tokenizers the user holds, by the SHA-256 the
+ * project printed: a note each (an unlisted file is no error: other
+ * projects publish adapters of this shape).
+ */
+async function publishedNotes(views: readonly DeltaView[]): Promise<string[]> {
+  const notes: string[] = [];
+  const pool = new HashPool(1);
+  try {
+    for (const view of views) {
+      for (const [file, table] of [["adapter_model.bin", CHINESE_LLAMA_ALPACA_ADAPTERS], [TOKENIZER, CHINESE_LLAMA_ALPACA_TOKENIZERS]] as const) {
+        const { sha256 } = await pool.hashFile(await view.deltaFiles.whole(file));
+        const known = table.get(sha256);
+        notes.push(known === undefined
+          ? `${view.source}/${file} is none of the files Chinese-LLaMA-Alpaca's SHA256.md lists (sha256 ${sha256.slice(0, 16)}...)`
+          : `${view.source}/${file} is ${known}'s, as Chinese-LLaMA-Alpaca's SHA256.md lists it`);
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+  return notes;
 }
 
 async function recognize(view: DeltaView): Promise<Recognition> {
@@ -93,13 +119,14 @@ export const chineseLlamaAlpaca: Convention = {
       }
       lengths.push(length);
     }
+    const published = await publishedNotes(views);
     return withAdapters(views, base, "config", async (adapters) => {
       for (const { matched } of adapters) {
         // The script's scaling is lora_alpha / r whatever else the config says.
         for (const pair of matched.pairs.values()) pair.scaling = matched.config.alpha / matched.config.r;
       }
       return planMerge(base, adapters.map(({ matched, view: from }) => ({ matched, precision: SCRIPT_PRECISION, filesFrom: from })), {
-        notes: [`tokenizer: ${views[views.length - 1]!.source}'s (${lengths[lengths.length - 1]} tokens), as the script saves the last adapter's`],
+        notes: [`tokenizer: ${views[views.length - 1]!.source}'s (${lengths[lengths.length - 1]} tokens), as the script saves the last adapter's`, ...published],
         replaceAs: "F16",
         configNote: "merged as Chinese-LLaMA-Alpaca's merge_llama_with_chinese_lora_low_mem.py does (float32 update added in place into float16)",
       });
