@@ -7,7 +7,7 @@
  * before any output.
  */
 import { existsSync } from "node:fs";
-import { open, readdir, readFile, writeFile } from "node:fs/promises";
+import { cp, open, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
@@ -125,6 +125,26 @@ describe("what a LoRA merge refuses, before any output", () => {
     ["refused-loha", /peft_type "LOHA" \(LoHa\) is not a LoRA adapter/],
     ["refused-shape", /q_proj\.lora_A\.weight" makes a \[64,128\] update for "model\.layers\.0\.self_attn\.q_proj\.weight", which is \[64,64\]/],
   ];
+  // fp16-bin's weights with one field of its adapter_config.json changed.
+  const configCases: [string, Record<string, unknown>, RegExp][] = [
+    ["lora_bias", { lora_bias: true }, /lora_bias true: a LoRA bias merges into the layer's bias/],
+    ["trained biases", { bias: "all" }, /bias "all": trained biases are saved beside the adapter/],
+    ["a rank that is not the config's", { r: 4 }, /has rank 8, adapter_config\.json says r = 4/],
+    ["a PiSSA initialisation", { init_lora_weights: "pissa" }, /init_lora_weights "pissa": such an adapter was trained on a modified base/],
+    ["layer replication", { layer_replication: [[0, 1]] }, /layer_replication .*changes what the merge does/],
+  ];
+  for (const [what, change, message] of configCases) {
+    it(`refuses ${what}`, async () => {
+      const adapter = join(await makeTempDir("lora-"), "adapter");
+      await cp(join(FIXTURES, "fp16-bin"), adapter, { recursive: true });
+      const config = JSON.parse(await readFile(join(adapter, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+      await writeFile(join(adapter, "adapter_config.json"), JSON.stringify({ ...config, ...change }));
+      const target = join(await makeTempDir("lora-"), "out");
+      await expect(applyDelta({ base: BASE, delta: adapter, target })).rejects.toThrow(message);
+      expect(existsSync(target)).toBe(false);
+    });
+  }
+
   for (const [adapter, message] of cases) {
     it(adapter, async () => {
       const target = join(await makeTempDir("lora-"), "out");
