@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N] [-- --conventions]
 // npm run bench -- --hub [...]   (the Hub download bench: scripts/bench-hub.mjs)
+// npm run bench -- --lora [...]  (a LoRA merge into a LLaMA-7B-shaped base: scripts/bench-lora.mjs)
 // npm run bench -- --push [...]  (the publishing bench: scripts/bench-push.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
@@ -37,6 +38,10 @@ const args = process.argv.slice(2);
 if (args.includes("--hub")) {
   const hub = spawnSync(process.execPath, [path.join(root, "scripts/bench-hub.mjs"), ...args.filter((arg) => arg !== "--hub")], { stdio: "inherit" });
   process.exit(hub.status ?? 1);
+}
+if (args.includes("--lora")) {
+  const lora = spawnSync(process.execPath, [path.join(root, "scripts/bench-lora.mjs"), ...args.filter((arg) => arg !== "--lora")], { stdio: "inherit" });
+  process.exit(lora.status ?? 1);
 }
 if (args.includes("--push")) {
   const push = spawnSync(process.execPath, [path.join(root, "scripts/bench-push.mjs"), ...args.filter((arg) => arg !== "--push")], { stdio: "inherit" });

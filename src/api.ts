@@ -30,9 +30,10 @@ import { inspectModel as inspectLocalModel, type InspectResult } from "./model/i
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
 
-export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta"> & SourceOptions & {
+export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta" | "chained"> & SourceOptions & {
   base: string;
-  delta: string;
+  /** The delta; several LoRA adapters (merged into the base in this order) as a list. */
+  delta: string | readonly string[];
   /**
    * false: a delta from the Hub is not kept in the HF cache. It is fetched
    * into a scratch folder in the target (`.delta-weights-download`), a file
@@ -72,16 +73,20 @@ export type ConvertOptions = LocalConvertOptions & SourceOptions;
 export type { ApplyDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
 
 /** base + delta -> target (see delta/apply-delta.ts). */
-export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
-  preflight([options.base, options.delta], options.target);
+export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  const [first, ...chained] = typeof given.delta === "string" ? [given.delta] : given.delta;
+  if (first === undefined) throw new UsageError("no delta given");
+  if (chained.length > 0 && given.cacheDelta === false) throw new UsageError("--no-cache-delta takes one --delta; several adapters are kept in the cache");
+  const options = { ...given, delta: first };
+  preflight([options.base, options.delta, ...chained], options.target);
   // A checksum list that cannot be used should not cost a download first.
   if (options.checksums !== undefined) await readChecksums(options.checksums);
   // Both downloads start at once and the apply reads their bytes as they arrive: the
   // time to a verified model is the download's, not the download's plus the apply's.
   // They share the connections (--connections N is N in all) and one set of hash workers.
-  const given = options.hashPool ?? options.transfer?.hashPool;
-  const ownPool = given === undefined && [options.base, options.delta].some(isHubRef) ? new HashPool(options.threads) : undefined;
-  const hashPool = given ?? ownPool;
+  const givenPool = options.hashPool ?? options.transfer?.hashPool;
+  const ownPool = givenPool === undefined && [options.base, options.delta, ...chained].some(isHubRef) ? new HashPool(options.threads) : undefined;
+  const hashPool = givenPool ?? ownPool;
   const sources = {
     ...options,
     transfer: {
@@ -93,19 +98,27 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   let delta: ArrivingSource | undefined;
   let base: ArrivingSource | undefined;
+  const more: ArrivingSource[] = [];
   try {
     delta = await startSource(options.delta, {
       ...sources,
       select: "delta",
       ...(scratch === undefined ? {} : { cacheDir: scratch.dir, transfer: { ...sources.transfer, stream: true } }),
     });
+    for (const src of chained) more.push(await startSource(src, { ...sources, select: "delta" }));
     base = await startSource(options.base, sources);
-    const result = await applyLocalDelta({ ...options, base: base.source, delta: delta.source, ...(hashPool !== undefined ? { hashPool } : {}) });
-    await Promise.all([delta.settled, base.settled]);
+    const result = await applyLocalDelta({
+      ...options,
+      base: base.source,
+      delta: delta.source,
+      ...(more.length === 0 ? {} : { chained: more.map((m) => m.source) }),
+      ...(hashPool !== undefined ? { hashPool } : {}),
+    });
+    await Promise.all([delta.settled, base.settled, ...more.map((m) => m.settled)]);
     await scratch?.remove();
     return result;
   } catch (err) {
-    await Promise.all([delta?.cancel(), base?.cancel()]);
+    await Promise.all([delta?.cancel(), base?.cancel(), ...more.map((m) => m.cancel())]);
     await scratch?.discardUnlessClaimed();
     throw err;
   } finally {
@@ -120,7 +133,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
  * in the target, nor a target it created. Only a delta from the Hub can be
  * fetched so: the flag is refused, not ignored, for a local one.
  */
-async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<{ dir: string; remove(): Promise<void>; discardUnlessClaimed(): Promise<void> }> {
+async function streamedDeltaDir(options: ApplyDeltaOptions & { delta: string }): Promise<{ dir: string; remove(): Promise<void>; discardUnlessClaimed(): Promise<void> }> {
   if (!isHubRef(options.delta)) {
     throw new UsageError(`--no-cache-delta: the delta ${options.delta} is a local path, not a Hub repo; it is read where it is (drop the flag)`);
   }

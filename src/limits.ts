@@ -150,3 +150,10 @@ export const MAX_RETRY_AFTER_MS = 5 * 60 * 1000;
 /** The sidecar that records a download's finished byte ranges is read before
  * it is trusted: a larger one is damage, not ours (ours hold a few ranges). */
 export const MAX_RANGES_SIDECAR_BYTES = 1024 * 1024;
+
+/**
+ * A LoRA merge holds both factors of one tensor's update as float32 (rank x
+ * (rows + columns) elements): 64 MiB is rank 256 on a 65,536-row embedding.
+ * Stops an adapter whose rank or shapes would make that a giant allocation.
+ */
+export const MAX_LORA_FACTOR_BYTES = 64 * 1024 * 1024;

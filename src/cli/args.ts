@@ -3,6 +3,8 @@
 export interface ApplyArgs {
   base: string;
   delta: string;
+  /** --delta given again: LoRA adapters merged after the first, in order. */
+  chained?: string[];
   target: string;
   checksums?: string;
   convention?: string;

@@ -67,12 +67,25 @@ function action<A>(load: () => Promise<{ default: (args: A, ctx: CliContext) => 
 
 const optionalString = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
+/** commander's collector for a repeatable option. */
+function collect(value: string, previous: unknown): string[] {
+  return [...(Array.isArray(previous) ? (previous as string[]) : []), value];
+}
+
+/** --delta, given once (or as --delta-path) or several times (LoRA adapters merged in order). */
+function deltaOptions(o: Record<string, unknown>): { delta: string; chained?: string[] } {
+  const given = Array.isArray(o.delta) ? (o.delta as string[]) : [];
+  const [first, ...chained] = given;
+  const delta = requiredOption({ ...o, delta: first }, "delta", "deltaPath");
+  return chained.length === 0 ? { delta } : { delta, chained };
+}
+
 function applyCommand(name: string): Command {
   return addGlobalOptions(new Command(name))
     .description("recover a fine-tuned model: base + delta -> target, each output checked against what its publisher gave")
     .addOption(new Option("--base <src>", "base model (file, directory or Hub repo id)"))
     .addOption(new Option("--base-model-path <src>", "FastChat's name for --base"))
-    .addOption(new Option("--delta <src>", "delta (directory or Hub repo id)"))
+    .addOption(new Option("--delta <src>", "delta (directory or Hub repo id); LoRA adapters: repeat it to merge several in order").argParser(collect))
     .addOption(new Option("--delta-path <src>", "FastChat's name for --delta"))
     .addOption(new Option("--target <dir>", "output directory"))
     .addOption(new Option("--target-model-path <dir>", "FastChat's name for --target"))
@@ -84,7 +97,7 @@ function applyCommand(name: string): Command {
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
-      delta: requiredOption(o, "delta", "deltaPath"),
+      ...deltaOptions(o),
       target: requiredOption(o, "target", "targetModelPath"),
       checksums: optionalString(o.checksums),
       convention: optionalString(o.convention),

@@ -24,6 +24,8 @@ export interface ApplyDeltaOptions {
   base: string | LocalSource;
   /** The delta: a local directory (with delta.json, or a published delta of another convention). */
   delta: string | LocalSource;
+  /** More deltas applied after `delta`, in order: LoRA adapters merged one after another (conventions that chain only). */
+  chained?: readonly (string | LocalSource)[];
   /** Output directory. */
   target: string;
   /** A checksums list to check the outputs against. */
@@ -75,12 +77,17 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);
-  const view = new LocalDeltaView(delta, base);
+  const chained = (options.chained ?? []).map(asLocalSource);
+  for (const more of chained) refuseSwapped(base, more);
+  const view = new LocalDeltaView(delta, base, chained);
   try {
     await refuseDamagedDownload(view);
     const { convention, recognition } = await chooseConvention(view, options.convention);
     refuseUnacceptedOptions(convention, conventionOptionsGiven(options));
     const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
+    if (chained.length > 0 && convention.chains !== true) {
+      throw new DeltaError(`--delta was given ${chained.length + 1} times, but ${delta.source} is a ${convention.name} delta: only LoRA adapters are merged one after another`);
+    }
     const expectSum = options.expectSum !== undefined
       ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
       : knownSum(convention, view);
@@ -91,7 +98,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
       const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);
-      refuseOverlap(options.target, [baseInput, { label: "delta", root: delta.path }]);
+      refuseOverlap(options.target, [baseInput, { label: "delta", root: delta.path }, ...chained.map((d) => ({ label: "delta", root: d.path }))]);
       // A publisher's script cannot check its result; which base the user holds is the next best thing to say.
       const baseModel = plan.baseFiles === undefined && convention.name !== "delta-weights" ? await view.base() : undefined;
       const identity = baseModel !== undefined && mayBeKnownConversion(baseModel.weightFiles)
@@ -121,7 +128,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
         if (!targetExisted) await rmdir(options.target).catch(() => undefined);
         throw err;
       });
-      const unchecked = [...files].filter(([, f]) => f.checkedAgainst === undefined).map(([path]) => path);
+      const unchecked = [...files].filter(([path, f]) => f.checkedAgainst === undefined && !(plan.records ?? []).includes(path)).map(([path]) => path);
       return {
         target: options.target,
         convention: convention.name,
@@ -153,6 +160,8 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
 const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | ConventionOption> = {
   base: "every convention",
   delta: "every convention",
+  // A second adapter is refused by Convention.chains, checked beside this table.
+  chained: "every convention",
   target: "every convention",
   convention: "every convention",
   force: "every convention",

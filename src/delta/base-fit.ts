@@ -99,6 +99,20 @@ export function checkTargetFitsBase(target: ModelSource, base: ModelSource): voi
   }
 }
 
+/**
+ * When no convention fits, the likeliest reason is a base of another model
+ * size (a convention's recognition compares the delta with the base, and
+ * shapes that cannot pair compare as nothing): said as a shape mismatch,
+ * naming the first tensor that differs, rather than as an unknown delta.
+ */
+export function checkSameModelSize(delta: ModelSource, base: ModelSource): void {
+  if (!differs(sizeOf(base), sizeOf(delta))) return;
+  for (const d of delta.tensors.values()) {
+    const b = base.tensors.get(d.name);
+    if (b !== undefined && !fits(d.shape, b.shape, d.name)) throw shapeMismatch(d, b, "the delta", delta, base, "every convention");
+  }
+}
+
 /** The delta's shape against the base's: equal, or a vocabulary tensor grown by rows (columns equal). */
 function fits(shape: readonly number[], baseShape: readonly number[], name: string): boolean {
   if (sameShape(shape, baseShape)) return true;

@@ -147,7 +147,6 @@ describe("weights of a foreign format as the base", () => {
 
 describe("weights of a foreign format as the delta", () => {
   const cases = [
-    ["a LoRA adapter", wrong("lora"), /is a LoRA adapter \(adapter_config\.json.*\), not a delta: .*does not merge adapters/],
     ["a GPTQ-quantized model", wrong("gptq"), /is a GPTQ-quantized model \(.*\), not a delta: it is a whole model, already quantized/],
     ["a GGUF file", wrong("gguf"), /is a GGUF file \(model\.gguf: llama\.cpp's format\), not a delta/],
     ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself/],
@@ -159,6 +158,12 @@ describe("weights of a foreign format as the delta", () => {
       expect(line).toMatch(message);
     });
   }
+
+  it("a LoRA adapter is not refused but merged, by the lora convention", async () => {
+    const target = join(await makeTempDir(), "out");
+    const result = await applyDelta({ base: BASE, delta: wrong("lora"), target });
+    expect(result.convention).toBe("lora");
+  });
 
   it("even with a convention forced", async () => {
     expect(await refused(BASE, wrong("lora"), ["--convention", "fastchat"])).toMatch(/is a LoRA adapter/);

@@ -8,7 +8,8 @@ import { progressReporter } from "../progress.js";
 export default async function run(args: ApplyArgs, ctx: CliContext): Promise<void> {
   const progress = progressReporter(ctx);
   try {
-    const result = await applyDelta({ ...ctx.sources, ...args, threads: ctx.threads, onProgress: progress.onProgress });
+    const { chained, ...rest } = args;
+    const result = await applyDelta({ ...ctx.sources, ...rest, ...(chained === undefined ? {} : { delta: [args.delta, ...chained] }), threads: ctx.threads, onProgress: progress.onProgress });
     progress.stop();
     if (ctx.json) {
       ctx.printJson(result);
@@ -45,7 +46,7 @@ function verdict(result: ApplyDeltaResult): string {
     if (only !== undefined) return `verified: every output file matches ${only}`;
     return `verified: every output file matches what its publisher gave (${[...sources].map(([source, n]) => `${plural(n, "file")}: ${source}`).join("; ")})`;
   }
-  const checked = Object.keys(result.files).length - result.unchecked.length;
+  const checked = Object.values(result.files).filter((f) => f.checkedAgainst !== undefined).length;
   if (checked > 0) {
     return `unverified: ${plural(result.unchecked.length, "output file")} not covered by any check (${result.unchecked.join(", ")}); ` +
       `the other ${checked} match ${[...sources.keys()].join(" or ")}`;

@@ -1,11 +1,14 @@
 import { DeltaError, UsageError } from "../../errors.js";
 import { deltaWeights } from "./delta-weights.js";
 import { alpaca } from "./alpaca.js";
+import { chineseLlamaAlpaca } from "./chinese-llama-alpaca.js";
 import { enc } from "./enc.js";
 import { fastchat } from "./fastchat.js";
 import { fastchatV0 } from "./fastchat-v0.js";
 import { llava } from "./llava.js";
+import { lora, loraBaseDType } from "./lora.js";
 import { ziya } from "./ziya.js";
+import { checkSameModelSize } from "../base-fit.js";
 import type { Convention, ConventionOption, DeltaView, Recognition } from "./types.js";
 import { xorPayload } from "./xor-payload.js";
 
@@ -16,7 +19,7 @@ import { xorPayload } from "./xor-payload.js";
  * fields; Ziya's whole embeddings; a one-token vocabulary growth in half or
  * single precision), FastChat's last (it asks least of the files).
  */
-export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, llava, ziya, fastchatV0, alpaca, fastchat];
+export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, chineseLlamaAlpaca, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
 
 /**
  * The convention the delta's files follow, and why. With `forced` (the
@@ -42,7 +45,14 @@ export async function chooseConvention(view: DeltaView, forced?: string): Promis
   if (undecided.length > 0) {
     throw new DeltaError(`${view.source}: ${undecided[0]!.why}; if you know it follows ${undecided.map((u) => u.name).join(" or ")}, pass ${undecided.map((u) => `--convention ${u.name}`).join(" or ")}`);
   }
+  await refuseOtherModelSize(view);
   throw new DeltaError(`${view.source} follows no delta convention this tool knows (${reasons.join("; ")})`);
+}
+
+/** A base of another model size, named as such (a delta whose files cannot be opened as a model falls through to the list of reasons). */
+async function refuseOtherModelSize(view: DeltaView): Promise<void> {
+  const models = await Promise.all([view.model(), view.base()]).catch(() => undefined);
+  if (models !== undefined) checkSameModelSize(models[0], models[1]);
 }
 
 /** How each convention-specific option is spelled on the command line, and what it is. */

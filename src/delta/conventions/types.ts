@@ -51,6 +51,8 @@ export interface DeltaView {
   model(): Promise<ModelSource>;
   /** The base, opened as a model. */
   base(): Promise<ModelSource>;
+  /** Deltas given after this one (--delta more than once), in order: LoRA adapters merged one after another. */
+  readonly chained?: readonly DeltaView[];
 }
 
 export interface Recognition {
@@ -81,6 +83,8 @@ export interface ConventionPlan extends RecoveryPlan {
    * from being written over instead of the model's files.
    */
   baseFiles?: readonly string[];
+  /** Outputs that record the run rather than belong to the model (a merge's record): "verified" does not wait for them. */
+  records?: readonly string[];
   /** Releases what the plan opened (delta shards, fix-ups). */
   close(): Promise<void>;
 }
@@ -117,6 +121,8 @@ export interface Convention {
    * bytes). Conventions that read files by path need them complete first.
    */
   readonly streams?: boolean;
+  /** Whether its plan takes further deltas after the first (DeltaView.chained): LoRA adapters merged in order. */
+  readonly chains?: boolean;
   /** One line for --help and the README. */
   readonly summary: string;
   recognize(view: DeltaView): Promise<Recognition>;

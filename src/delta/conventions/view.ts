@@ -22,8 +22,11 @@ export class LocalDeltaView implements DeltaView {
   #model: Promise<ModelSource> | undefined;
   #base: Promise<ModelSource> | undefined;
   readonly #json = new Map<string, Promise<unknown>>();
+  readonly chained: readonly LocalDeltaView[];
+  /** The view whose base this one shares (a chained delta's), which opens and closes it. */
+  readonly #baseOwner: LocalDeltaView | undefined;
 
-  constructor(delta: LocalSource, base: LocalSource) {
+  constructor(delta: LocalSource, base: LocalSource, chained: readonly LocalSource[] = [], baseOwner?: LocalDeltaView) {
     this.source = delta.source;
     this.dir = delta.path;
     // The delta's publisher chose its links: none may lead outside it (see io/confine.ts).
@@ -31,6 +34,9 @@ export class LocalDeltaView implements DeltaView {
     this.baseSource = base.source;
     this.basePath = base.path;
     this.#baseFiles = base.files;
+    this.#baseOwner = baseOwner;
+    // They share the base: opened once, by this view.
+    this.chained = chained.map((more) => new LocalDeltaView(more, base, [], this));
   }
 
   files(): Promise<readonly string[]> {
@@ -39,11 +45,12 @@ export class LocalDeltaView implements DeltaView {
 
   /** Resolves once every input file is complete and verified (at once, for local ones). */
   async settled(): Promise<void> {
-    await Promise.all([this.deltaFiles.settled, this.#baseFiles?.settled]);
+    await Promise.all([this.deltaFiles.settled, this.#baseFiles?.settled, ...this.chained.map((v) => v.settled())]);
   }
 
   /** Every input file complete and verified; a delta streamed without a copy is fetched whole for this. */
   async complete(): Promise<void> {
+    await Promise.all(this.chained.map((v) => v.complete()));
     if (this.deltaFiles.stream !== undefined) await Promise.all((await this.files()).map((f) => this.deltaFiles.whole(f)));
     await this.settled();
   }
@@ -89,10 +96,12 @@ export class LocalDeltaView implements DeltaView {
   }
 
   base(): Promise<ModelSource> {
+    if (this.#baseOwner !== undefined) return this.#baseOwner.base();
     return (this.#base ??= openInputModel(this.#baseFiles ?? this.basePath, this.baseSource, "base"));
   }
 
   async close(): Promise<void> {
+    await Promise.all(this.chained.map((v) => v.close()));
     const opened = [this.#model, this.#base].filter((p): p is Promise<ModelSource> => p !== undefined);
     await Promise.all(opened.map((p) => p.then((m) => m.close(), () => undefined)));
   }

@@ -1,0 +1,227 @@
+import { dtypeBytes, type DType, type FloatDType } from "../dtypes.js";
+import { DeltaError } from "../errors.js";
+import { OUTPUT_FORMAT } from "../formats/registry.js";
+import { convertInto } from "../kernels/index.js";
+import { lowRankColumns, lowRankRows } from "../kernels/low-rank.js";
+import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../limits.js";
+import { releasedChunk } from "../io/memory.js";
+import { prefetch } from "../io/chunk-streams.js";
+import type { ModelSource } from "../model/types.js";
+import { ExactReader } from "./exact-reader.js";
+import type { MergeRecord } from "./merge-record.js";
+import type { InputFile, PlannedFile } from "./recover.js";
+
+/**
+ * Merging LoRA adapters into a base, streaming: each output tensor is made a
+ * block of rows at a time from the base's rows (or a whole tensor from an
+ * adapter that replaces them) and, for each adapter in order, the same rows
+ * of `scaling * (B @ A)`. Memory per tensor: both factors as float32 (rank x
+ * (rows + columns) elements, capped by MAX_LORA_FACTOR_BYTES) and one block
+ * of CHUNK_BYTES.
+ *
+ * Arithmetic per step, as torch does it on CPU: the factors' values (rounded
+ * first to `factorDType` when the publisher's tool held them in another dtype),
+ * their float32 product summed in order (kernels/low-rank.ts), times the
+ * float32 value of the scaling; rounded to `deltaDType` when the tool casts
+ * the update back; then `W += update` in place: the float32 sum of the two,
+ * rounded to W's dtype.
+ */
+
+/** One LoRA update to add to a tensor. */
+export interface LoraStep {
+  /** The adapter's weights, and its two factors there. */
+  weights: ModelSource;
+  a: { name: string; dtype: FloatDType; shape: number[] };
+  b: { name: string; dtype: FloatDType; shape: number[] };
+  /** The update is the transpose of B @ A (embeddings, fan_in_fan_out). */
+  transposed: boolean;
+  /** The scaling as the publisher's tool holds it (a double); torch multiplies by its float32 value. */
+  scaling: number;
+  /** The dtype the tool held the factors in before its float32 product ("F32": as stored). */
+  factorDType: FloatDType;
+  /** The dtype the tool casts the scaled product to before adding ("F32": not cast). */
+  deltaDType: FloatDType;
+}
+
+/** How one output tensor is made. */
+export interface MergedTensor {
+  name: string;
+  /** The output's dtype (the base's) and shape (a replacing tensor's, when one grows the vocabulary). */
+  dtype: FloatDType | DType;
+  shape: number[];
+  /** Where its starting values come from: the base tensor, or an adapter's whole tensor (converted to `dtype`). */
+  from: { model: ModelSource; name: string; dtype: DType };
+  /** LoRA updates added in order; none: the source's bytes are copied. */
+  steps: LoraStep[];
+}
+
+export interface MergedFileSpec {
+  path: string;
+  headerText: string;
+  tensors: ReadonlyMap<string, MergedTensor>;
+  /** Where the file's and each tensor's sha256 are recorded. */
+  record?: MergeRecord;
+}
+
+/** A planned output file whose tensors are merged as their specs say. */
+export function mergedFile(spec: MergedFileSpec, size: number): PlannedFile {
+  return {
+    path: spec.path,
+    size,
+    reads: mergedReads(spec),
+    async produce(sink, { pool, advance }) {
+      const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.headerText);
+      const fileHash = spec.record === undefined ? undefined : pool.create();
+      await fileHash?.update(writer.headerBytes);
+      for (const t of writer.tensors) {
+        const merged = spec.tensors.get(t.name);
+        if (merged === undefined) throw new DeltaError(`no plan for tensor "${t.name}" of ${spec.path}`);
+        const tensorHash = spec.record === undefined ? undefined : pool.create();
+        await writer.writeTensor(t.name, counted(mergeTensor(merged), async (chunk) => {
+          await Promise.all([fileHash?.update(chunk), tensorHash?.update(chunk)]);
+          advance(chunk.length, t.name);
+        }));
+        if (tensorHash !== undefined) spec.record!.tensorDigest(t.name, { dtype: t.dtype, shape: [...t.shape], file: spec.path }, tensorHash.digest());
+      }
+      await writer.finish();
+      if (fileHash !== undefined) spec.record!.fileDigest(spec.path, fileHash.digest().then((sha256) => ({ size: writer.fileSize, sha256 })));
+      advance(0, spec.path);
+      return {};
+    },
+  };
+}
+
+/** Each chunk passed to `seen` (hashing, progress) before it is written. */
+async function* counted(chunks: AsyncIterable<Uint8Array>, seen: (chunk: Uint8Array) => Promise<void>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    await seen(chunk);
+    yield chunk;
+  }
+}
+
+function mergedReads(spec: MergedFileSpec): InputFile[] {
+  const reads = new Map<string, InputFile>();
+  const add = (model: ModelSource, name: string) => {
+    const file = model.tensors.get(name)?.file;
+    if (file !== undefined) reads.set(`${model.root}\0${file}`, { files: model.files, path: file });
+  };
+  for (const t of spec.tensors.values()) {
+    add(t.from.model, t.from.name);
+    for (const step of t.steps) {
+      add(step.weights, step.a.name);
+      add(step.weights, step.b.name);
+    }
+  }
+  return [...reads.values()];
+}
+
+/** The output tensor's bytes, block by block of rows. */
+export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> {
+  const source = new ExactReader(prefetch(t.from.model.readTensor(t.from.name)), `tensor "${t.from.name}" of ${t.from.model.source}`);
+  try {
+    if (t.steps.length === 0 && t.from.dtype === t.dtype) {
+      const total = numel(t.shape) * dtypeBytes(t.dtype);
+      for (let done = 0; done < total; ) {
+        const n = Math.min(CHUNK_BYTES, total - done);
+        yield await source.read(n);
+        done += n;
+      }
+      await source.expectEnd();
+      return;
+    }
+    const out = t.dtype as FloatDType;
+    const fromType = t.from.dtype as FloatDType;
+    const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
+    const cols = numel(t.shape) / Math.max(1, rows);
+    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t, rows, cols)));
+    const rowsPerBlock = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * 4)));
+    for (let row = 0; row < rows; row += rowsPerBlock) {
+      const n = Math.min(rowsPerBlock, rows - row);
+      const raw = await source.read(n * cols * dtypeBytes(fromType));
+      // Replacing a base tensor copies the adapter's values into the base's dtype (PEFT's
+      // modules_to_save copy, Chinese-LLaMA-Alpaca's .half()).
+      const w = new Float32Array(n * cols);
+      const wBytes = new Uint8Array(w.buffer);
+      if (fromType === out || fromType === "F32") {
+        convertInto(fromType, "F32", raw, wBytes);
+        if (fromType !== out) roundThrough(out, w);
+      } else {
+        const asOut = new Uint8Array(n * cols * dtypeBytes(out));
+        convertInto(fromType, out, raw, asOut);
+        convertInto(out, "F32", asOut, wBytes);
+      }
+      const update = new Float32Array(n * cols);
+      for (let s = 0; s < t.steps.length; s++) {
+        const step = t.steps[s]!;
+        const { a, b } = factors[s]!;
+        const scale = Math.fround(step.scaling);
+        if (step.transposed) {
+          lowRankColumns(b, a, step.a.shape[0]!, step.a.shape[1]!, row, n, scale, update);
+        } else {
+          const rank = step.a.shape[0]!;
+          lowRankRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, scale, update);
+        }
+        if (step.deltaDType !== "F32") roundThrough(step.deltaDType, update);
+        // torch's in-place add: the float32 sum (the store rounds it), then W's dtype.
+        for (let i = 0; i < w.length; i++) w[i] = w[i]! + update[i]!;
+        if (out !== "F32") roundThrough(out, w);
+      }
+      const bytes = new Uint8Array(n * cols * dtypeBytes(out));
+      convertInto("F32", out, wBytes, bytes);
+      yield bytes;
+      releasedChunk(bytes.length + wBytes.length * 2);
+    }
+    await source.expectEnd();
+  } finally {
+    await source.close();
+  }
+}
+
+/** Rounds float32 values to `dtype` and back, in place: what a cast to `dtype` leaves. */
+function roundThrough(dtype: FloatDType, values: Float32Array): void {
+  if (dtype === "F32") return;
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const rounded = new Uint8Array(values.length * dtypeBytes(dtype));
+  convertInto("F32", dtype, bytes, rounded);
+  convertInto(dtype, "F32", rounded, bytes);
+}
+
+/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
+async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: number): Promise<{ a: Float32Array; b: Float32Array }> {
+  const [rank, aCols] = [step.a.shape[0]!, step.a.shape[1]!];
+  const bRows = step.b.shape[0]!;
+  const product = step.transposed ? [aCols, bRows] : [bRows, aCols];
+  if (product[0] !== rows || product[1] !== cols || step.b.shape[1] !== rank) {
+    throw new DeltaError(`tensor "${step.a.name}" [${step.a.shape}] and "${step.b.name}" [${step.b.shape}] make a [${product}] update for "${t.name}", which is [${rows}, ${cols}]`);
+  }
+  const bytes = (rank * (aCols + bRows)) * 4;
+  if (bytes > MAX_LORA_FACTOR_BYTES) {
+    throw new DeltaError(`tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
+  }
+  const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
+    const values = new Float32Array(numel(spec.shape));
+    const out = new Uint8Array(values.buffer);
+    const reader = new ExactReader(step.weights.readTensor(spec.name), `tensor "${spec.name}" of ${step.weights.source}`);
+    try {
+      const size = dtypeBytes(spec.dtype);
+      const total = values.length;
+      const per = Math.max(1, Math.floor(CHUNK_BYTES / size));
+      for (let done = 0; done < total; ) {
+        const n = Math.min(per, total - done);
+        convertInto(spec.dtype, "F32", await reader.read(n * size), out.subarray(done * 4, (done + n) * 4));
+        done += n;
+      }
+      await reader.expectEnd();
+    } finally {
+      await reader.close();
+    }
+    // PEFT's parameters take the values as load_state_dict copies them in: rounded to their dtype.
+    if (step.factorDType !== "F32" && step.factorDType !== spec.dtype) roundThrough(step.factorDType, values);
+    return values;
+  };
+  return { a: await load(step.a), b: await load(step.b) };
+}
+
+function numel(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
