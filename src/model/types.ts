@@ -34,6 +34,8 @@ export interface ModelSource {
    */
   readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
+  /** The shard size the model's own conversion writes, when it has one (Meta's checkpoints: transformers' 10 GB); `convert` uses it unless told otherwise. */
+  readonly convertShardBytes?: number;
 }
 
 
