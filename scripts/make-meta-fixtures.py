@@ -27,9 +27,12 @@ Meta's model-parallel split (fairscale) is the inverse: ColumnParallelLinear
 (wq, wk, wv, w1, w3, output) cut along dim 0, RowParallelLinear (wo, w2) and
 ParallelEmbedding (tok_embeddings) along dim 1, norms and rope.freqs replicated.
 
-Three fixtures: one-shard (LLaMA-1-like, fp16, 1 rank), two-shards (fp16,
+Four fixtures: one-shard (LLaMA-1-like, fp16, 1 rank), two-shards (fp16,
 2 ranks), gqa-bf16 (2 ranks, n_kv_heads, ffn_dim_multiplier, bfloat16 as
-LLaMA-2 was released). Hidden 64, 2 layers, vocabulary 96.
+LLaMA-2 was released), hidden 64, 2 layers, vocabulary 96; and
+conventions-base (2 ranks): the Meta checkpoint whose conversion is
+test/fixtures/conventions/base/bin, tensor for tensor (checked here), so
+every convention fixture can be applied from a Meta base.
 
 Deterministic (fixed seeds). Needs torch and sentencepiece (Debian:
 python3-torch, python3-sentencepiece). Run from the repository root:
@@ -211,6 +214,60 @@ def write_fixture(name, params, dtype, num_shards, seed, tokenizer):
     }
 
 
+def unpermute(w, n_heads, dim1, dim2):
+    """The inverse of the script's permute(): Hugging Face's two halves back to Meta's interleaved pairs."""
+    return w.view(n_heads, 2, dim1 // n_heads // 2, dim2).transpose(1, 2).reshape(dim1, dim2)
+
+
+def write_conventions_base(name, num_shards, tokenizer):
+    """The Meta checkpoint whose conversion is the shared base of the convention fixtures
+    (test/fixtures/conventions/base/bin, a transformers-4.28 conversion): every convention
+    can then be applied from a Meta base and checked against the same expected tensors."""
+    base_dir = os.path.join("test", "fixtures", "conventions", "base", "bin")
+    hf = {}
+    for f in sorted(os.listdir(base_dir)):
+        if f.endswith(".bin"):
+            hf.update(torch.load(os.path.join(base_dir, f), map_location="cpu"))
+    with open(os.path.join(base_dir, "config.json")) as f:
+        config = json.load(f)
+    dim, n_heads, kv = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
+    head = dim // n_heads
+    # intermediate 176 = 16 * ceil(int(8 * 64 / 3) / 16): multiple_of 16 gives the base's size
+    params = {"dim": dim, "multiple_of": 16, "n_heads": n_heads, "n_kv_heads": kv, "n_layers": config["num_hidden_layers"],
+              "norm_eps": config["rms_norm_eps"], "vocab_size": -1}
+    sd = {"tok_embeddings.weight": hf["model.embed_tokens.weight"]}
+    for i in range(params["n_layers"]):
+        p = f"model.layers.{i}"
+        sd[f"layers.{i}.attention.wq.weight"] = unpermute(hf[f"{p}.self_attn.q_proj.weight"], n_heads, dim, dim)
+        sd[f"layers.{i}.attention.wk.weight"] = unpermute(hf[f"{p}.self_attn.k_proj.weight"], kv, kv * head, dim)
+        sd[f"layers.{i}.attention.wv.weight"] = hf[f"{p}.self_attn.v_proj.weight"]
+        sd[f"layers.{i}.attention.wo.weight"] = hf[f"{p}.self_attn.o_proj.weight"]
+        sd[f"layers.{i}.feed_forward.w1.weight"] = hf[f"{p}.mlp.gate_proj.weight"]
+        sd[f"layers.{i}.feed_forward.w2.weight"] = hf[f"{p}.mlp.down_proj.weight"]
+        sd[f"layers.{i}.feed_forward.w3.weight"] = hf[f"{p}.mlp.up_proj.weight"]
+        sd[f"layers.{i}.attention_norm.weight"] = hf[f"{p}.input_layernorm.weight"]
+        sd[f"layers.{i}.ffn_norm.weight"] = hf[f"{p}.post_attention_layernorm.weight"]
+    sd["norm.weight"] = hf["model.norm.weight"]
+    sd["output.weight"] = hf["lm_head.weight"]
+    directory = os.path.join(OUT, name)
+    os.makedirs(directory)
+    for r, shard in enumerate(model_parallel_shards(sd, num_shards)):
+        torch.save(shard, os.path.join(directory, f"consolidated.{r:02d}.pth"))
+    with open(os.path.join(directory, "params.json"), "w") as f:
+        json.dump(params, f)
+    with open(os.path.join(directory, "tokenizer.model"), "wb") as f:
+        f.write(tokenizer)
+    loaded = [torch.load(os.path.join(directory, f"consolidated.{r:02d}.pth"), map_location="cpu") for r in range(num_shards)]
+    converted = convert(params, loaded, num_shards)
+    # The round trip is exact: the script turns this checkpoint into the conventions' base, tensor for tensor.
+    for k, v in converted.items():
+        assert torch.equal(v.view(torch.int16), hf[k].view(torch.int16)), k
+    return {
+        "shards": num_shards,
+        "tensors": [{"name": k, "dtype": DTYPE_NAMES[v.dtype], "shape": list(v.shape), "sha256": sha256(v)} for k, v in converted.items()],
+    }
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
@@ -222,6 +279,7 @@ def main():
         "one-shard": write_fixture("one-shard", llama1, torch.float16, 1, 1, tokenizer),
         "two-shards": write_fixture("two-shards", llama1, torch.float16, 2, 2, tokenizer),
         "gqa-bf16": write_fixture("gqa-bf16", gqa, torch.bfloat16, 2, 3, tokenizer),
+        "conventions-base": write_conventions_base("conventions-base", 2, tokenizer),
     }
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)

@@ -25,6 +25,8 @@ export interface DtypeTotal {
 export interface InspectResult {
   source: string;
   format: "safetensors" | "pytorch";
+  /** How the files are read when they are not a Hugging Face layout (a Meta checkpoint). */
+  readAs?: string;
   /** Weight files, relative to the model's root, in shard order. */
   files: string[];
   indexFile: string | null;
@@ -65,6 +67,7 @@ export async function inspectModel(src: string | LocalSource): Promise<InspectRe
     return {
       source: model.source,
       format: model.format,
+      ...(model.readAs === undefined ? {} : { readAs: model.readAs }),
       files: [...model.weightFiles],
       indexFile: model.indexFile ?? null,
       extraFiles: [...model.extraFiles],
@@ -87,7 +90,7 @@ export function formatInspectReport(result: InspectResult): string[] {
   const multiFile = result.files.length > 1;
   const header = ["tensor", "dtype", "shape", "bytes", ...(multiFile ? ["file"] : [])];
   const rows = result.tensors.map((t) => [printable(t.name), t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [printable(t.file)] : [])]);
-  const lines = [`${printable(result.source)}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
+  const lines = [`${printable(result.source)}: ${result.readAs ?? result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
   // Row by row: push(...rows) spreads every row as an argument, too many for the stack past about 120,000.
   for (const line of table(header, rows, new Set([3]))) lines.push(line);
   lines.push("");

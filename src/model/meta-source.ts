@@ -111,6 +111,7 @@ class MetaModel implements ModelSource {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   readonly metadata: ReadonlyMap<string, Record<string, string>> = new Map();
   readonly convertShardBytes = CONVERTER_MAX_SHARD_BYTES;
+  readonly readAs = "Meta's original checkpoint, read as transformers' convert_llama_weights_to_hf.py converts it";
   readonly #plans: Map<string, MetaTensorPlan>;
 
   constructor(
