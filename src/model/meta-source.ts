@@ -6,7 +6,7 @@
  * tensor is assembled as it is read, a block of rows at a time (a whole head
  * for the permuted ones), so memory stays bounded by the chunk size.
  */
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
@@ -38,9 +38,14 @@ export interface MetaCheckpointLocation {
   parentTokenizer?: string;
 }
 
-/** Whether the files at the top of a directory are Meta's layout: params.json and consolidated.00.pth. */
+/**
+ * Whether the files at the top of a directory are Meta's layout:
+ * params.json and consolidated.00.pth, and no Hugging Face weights (which
+ * win, as transformers would load them).
+ */
 export function isMetaLayout(names: readonly string[]): boolean {
-  return names.includes(META_PARAMS_FILE) && names.includes("consolidated.00.pth");
+  const hfWeights = names.some((n) => INPUT_FORMATS.some((f) => f.isWeightFile(n) || n === f.indexFile));
+  return names.includes(META_PARAMS_FILE) && names.includes("consolidated.00.pth") && !hfWeights;
 }
 
 /**
@@ -64,12 +69,10 @@ export async function findMetaCheckpoint(where: string | FileSet): Promise<MetaC
   } else if (!info.isDirectory()) {
     return undefined;
   }
-  const params = await stat(join(dir, META_PARAMS_FILE)).catch(() => undefined);
-  const first = await stat(join(dir, "consolidated.00.pth")).catch(() => undefined);
-  if (params?.isFile() !== true || first === undefined) return undefined;
-  const own = await stat(join(dir, META_TOKENIZER_FILE)).catch(() => undefined);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (!isMetaLayout(names)) return undefined;
   const parent = join(dirname(dir), META_TOKENIZER_FILE);
-  const inParent = own === undefined && (await stat(parent).catch(() => undefined))?.isFile() === true;
+  const inParent = !names.includes(META_TOKENIZER_FILE) && (await stat(parent).catch(() => undefined))?.isFile() === true;
   return { files: localFileSet(dir), ...(inParent ? { parentTokenizer: parent } : {}) };
 }
 

@@ -83,6 +83,18 @@ describe("a Meta checkpoint reads as transformers' convert_llama_weights_to_hf.p
   });
 });
 
+describe("a directory with Hugging Face weights beside Meta's files", () => {
+  it("is read by its Hugging Face weights, as transformers would load it", async () => {
+    const dir = join(await makeTempDir(), "both");
+    cpSync(join(FIXTURES, "one-shard"), dir, { recursive: true });
+    await convertModel(join(FIXTURES, "two-shards"), join(dir, "model.safetensors"));
+    await withModel(dir, async (model) => {
+      expect(model.weightFiles).toEqual(["model.safetensors"]);
+      expect(model.readAs).toBeUndefined();
+    });
+  });
+});
+
 describe("convert <meta-dir> <out> writes the Hugging Face model", () => {
   it("tensors bit for bit, config.json and tokenizer files as transformers 4.28 writes them", async () => {
     const out = join(await makeTempDir(), "hf");
