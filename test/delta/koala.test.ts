@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint } from "../../src/easylm/streaming-checkpoint.js";
 import { convertModel } from "../../src/model/convert.js";
+import { inspectModel } from "../../src/model/inspect.js";
 import { readAll } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
@@ -69,6 +70,17 @@ describe("EasyLM streaming checkpoint reader", () => {
     const dir = await makeTempDir();
     writeFileSync(join(dir, "diff"), bytes);
     await expect(scan(join(dir, "diff"))).rejects.toThrow(/"transformer\/wte\/embedding" holds 12288 bytes, but \[96, 65\] bfloat16 is 12480/);
+  });
+});
+
+describe("inspect lists an EasyLM checkpoint", () => {
+  it("by its key paths, named as a file or as the folder holding it", async () => {
+    for (const src of [DIFF, join(FIXTURES, "delta")]) {
+      const result = await inspectModel(src);
+      expect(result.format).toBe("easylm");
+      expect(result.files).toEqual(["koala_tiny_diff_v2"]);
+      expect(result.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }))).toEqual(EXPECTED.records.map((r) => ({ name: r.key, dtype: DTYPE[r.dtype], shape: r.shape })));
+    }
   });
 });
 
