@@ -13,6 +13,7 @@ import { ModelError, ioError } from "../errors.js";
 import { dtypeBytes } from "../dtypes.js";
 import { INPUT_FORMATS, readWeightFile } from "../formats/registry.js";
 import { localFileSet, type FileSet } from "../io/file-set.js";
+import { releasedChunk } from "../io/memory.js";
 import { readSmallFile } from "../io/files.js";
 import { openRandomAccessFile } from "../io/random-access-file.js";
 import { convertInto } from "../kernels/index.js";
@@ -168,9 +169,14 @@ class MetaModel implements ModelSource {
         const local = r - rank * perRank;
         const part = await readAll(this.ranks[rank]!, plan.source, local * cols * item, (local + upTo - r) * cols * item);
         raw.set(part, (r - row) * cols * item);
+        releasedChunk(part.length);
         r = upTo;
       }
-      if (plan.permuteHeadRows !== undefined) raw = permuteRows(raw, count, cols * item, plan.permuteHeadRows);
+      if (plan.permuteHeadRows !== undefined) {
+        const permuted = permuteRows(raw, count, cols * item, plan.permuteHeadRows);
+        releasedChunk(raw.length);
+        raw = permuted;
+      }
     } else {
       // Each output row is every rank's piece of that row, side by side.
       const pieceBytes = (cols / n) * item;
@@ -178,12 +184,14 @@ class MetaModel implements ModelSource {
       for (let rank = 0; rank < n; rank++) {
         const part = await readAll(this.ranks[rank]!, plan.source, row * pieceBytes, (row + count) * pieceBytes);
         for (let i = 0; i < count; i++) raw.set(part.subarray(i * pieceBytes, (i + 1) * pieceBytes), i * cols * item + rank * pieceBytes);
+        releasedChunk(part.length);
       }
     }
     if (plan.sourceDtype === plan.dtype) return raw;
     // from_pretrained(torch_dtype=float16): round to nearest even, as tensor.to(float16).
     const out = new Uint8Array((raw.length / item) * dtypeBytes(plan.dtype));
     convertInto(plan.sourceDtype, "F16", raw, out);
+    releasedChunk(raw.length);
     return out;
   }
 

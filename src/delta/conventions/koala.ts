@@ -28,9 +28,10 @@ import { planShards } from "../../formats/shard-plan.js";
 import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
 import { readJsonFile } from "../../io/files.js";
 import { addInto, convertInto } from "../../kernels/index.js";
+import { releasedChunk } from "../../io/memory.js";
 import { CONVERTER_MAX_SHARD_BYTES } from "../../model/meta-checkpoint.js";
 import type { ModelSource } from "../../model/types.js";
-import { readStrided } from "../../pytorch/strided-read.js";
+import { permutedSourceRow } from "../../model/meta-checkpoint.js";
 import type { RandomAccess } from "../../tensors.js";
 import { compareCodePoints } from "../../text.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
@@ -38,8 +39,10 @@ import type { InputFile, PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
-/** How much of a diff tensor is gathered at once: a transposed read is many runs of this / rows bytes, so larger blocks mean fewer, longer reads. */
-const DIFF_BLOCK_BYTES = 16 * 1024 * 1024;
+/** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */
+const DIFF_BLOCK_BYTES = 4 * 1024 * 1024;
+/** Span reads of a transposed block in flight at once. */
+const READS_IN_FLIGHT = 64;
 /** Elements put through the float32 arithmetic at once. */
 const ARITHMETIC_ELEMENTS = 256 * 1024;
 /** The list of the recovered files' SHA-256, written last into the target. */
@@ -214,73 +217,98 @@ function shardFile(file: OutputFile, byName: ReadonlyMap<string, KoalaTensor>, b
   };
 }
 
-/** The tensor's float16 bytes: f16(bf16(f32(base + diff))), block by block. */
+/** The tensor's float16 bytes: f16(bf16(f32(base + diff))), a block of whole rows at a time. */
 async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void): AsyncGenerator<Uint8Array> {
-  const total = numel(t.shape) * 2;
   const item = dtypeBytes(t.record.dtype);
-  for (let at = 0; at < total; at += DIFF_BLOCK_BYTES) {
-    const end = Math.min(total, at + DIFF_BLOCK_BYTES);
-    const count = (end - at) / 2;
-    const d = await collect(diffElements(t, diff, (at / 2) * item, (end / 2) * item), count * item);
-    const b = await collect(base.readTensor(t.name, { start: at, end }), end - at);
-    const out = new Uint8Array(end - at);
-    const bf = new Uint8Array(Math.min(count, ARITHMETIC_ELEMENTS) * 4);
-    const df = new Uint8Array(bf.length);
-    const sum = new Uint8Array(bf.length);
-    const rounded = new Uint8Array(bf.length / 2);
+  const [rows, cols] = t.shape.length === 2 ? [t.shape[0]!, t.shape[1]!] : [1, t.shape[0]!];
+  // Whole rows (whole heads for a permuted tensor), about a block's worth.
+  const unit = t.headRows ?? 1;
+  const blockRows = unit * Math.max(1, Math.floor(DIFF_BLOCK_BYTES / (unit * cols * item)));
+  const bf = new Uint8Array(Math.min(rows * cols, ARITHMETIC_ELEMENTS) * 4);
+  const df = new Uint8Array(bf.length);
+  const sum = new Uint8Array(bf.length);
+  const rounded = new Uint8Array(bf.length / 2);
+  // The transposed read's buffers, reused block after block.
+  const scratch = t.transposed ? { spans: new Uint8Array(blockRows * cols * item), rows: new Uint8Array(blockRows * cols * item) } : undefined;
+  for (let row = 0; row < rows; row += blockRows) {
+    const k = Math.min(blockRows, rows - row);
+    const count = k * cols;
+    const d = await diffRows(t, diff, row, k, cols, scratch);
+    const b = await collect(base.readTensor(t.name, { start: row * cols * 2, end: (row + k) * cols * 2, chunkBytes: count * 2 }), count * 2);
+    const out = new Uint8Array(count * 2);
     for (let e = 0; e < count; e += ARITHMETIC_ELEMENTS) {
-      const k = Math.min(ARITHMETIC_ELEMENTS, count - e);
-      convertInto("F16", "F32", b.subarray(e * 2, (e + k) * 2), bf.subarray(0, k * 4));
-      if (t.record.dtype === "F32") df.set(d.subarray(e * 4, (e + k) * 4));
-      else convertInto(t.record.dtype as "BF16" | "F16", "F32", d.subarray(e * item, (e + k) * item), df.subarray(0, k * 4));
+      const n = Math.min(ARITHMETIC_ELEMENTS, count - e);
+      convertInto("F16", "F32", b.subarray(e * 2, (e + n) * 2), bf.subarray(0, n * 4));
+      if (t.record.dtype === "F32") df.set(d.subarray(e * 4, (e + n) * 4));
+      else convertInto(t.record.dtype as "BF16" | "F16", "F32", d.subarray(e * item, (e + n) * item), df.subarray(0, n * 4));
       // numpy adds float16 and bfloat16 in float32; diff_checkpoint.py saves the sum as bfloat16; convert_easylm_to_hf.py casts to float16.
-      addInto("F32", bf.subarray(0, k * 4), df.subarray(0, k * 4), sum.subarray(0, k * 4));
-      convertInto("F32", "BF16", sum.subarray(0, k * 4), rounded.subarray(0, k * 2));
-      convertInto("BF16", "F16", rounded.subarray(0, k * 2), out.subarray(e * 2, (e + k) * 2));
+      addInto("F32", bf.subarray(0, n * 4), df.subarray(0, n * 4), sum.subarray(0, n * 4));
+      convertInto("F32", "BF16", sum.subarray(0, n * 4), rounded.subarray(0, n * 2));
+      convertInto("BF16", "F16", rounded.subarray(0, n * 2), out.subarray(e * 2, (e + n) * 2));
     }
+    if (scratch === undefined) releasedChunk(d.length);
+    releasedChunk(b.length);
     advance(out.length);
     yield out;
+    // The writer is done with it once it asks for the next block.
+    releasedChunk(out.length);
   }
 }
 
 /**
- * Bytes [start, end) of the diff tensor in the Hugging Face layout. A Flax
- * kernel [in, out] read transposed is the view [out, in] with strides
- * [1, out]; with the rotary permutation, the view [heads, 2, head/2, in]
- * with strides [head, 1, 2, out] (output row h*head + j*head/2 + i is kernel
- * column h*head + 2i + j).
+ * Rows [row, row + k) of the diff tensor in the Hugging Face layout, in the
+ * diff's dtype. A Flax kernel [in, out] holds output row r as its column r:
+ * the block's columns are one contiguous span of every kernel row, read
+ * span by span (many reads in flight) and transposed in memory; for q/k the
+ * rows of each head are then put in Hugging Face's rotary order (output row
+ * j * head/2 + i of a head is its column 2i + j).
  */
-function diffElements(t: KoalaTensor, diff: RandomAccess, start: number, end: number): AsyncIterable<Uint8Array> {
+async function diffRows(t: KoalaTensor, diff: RandomAccess, row: number, k: number, cols: number, scratch?: { spans: Uint8Array; rows: Uint8Array }): Promise<Uint8Array> {
   const { record } = t;
-  const read = (p: number, n: number) => diff.read(p, n);
-  const itemSize = dtypeBytes(record.dtype);
-  let shape: number[];
-  let strides: number[];
-  if (!t.transposed) {
-    shape = record.shape;
-    strides = record.shape.map((_, i) => record.shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  } else {
-    const [inDim, outDim] = [record.shape[0]!, record.shape[1]!];
-    if (t.headRows === undefined) {
-      shape = [outDim, inDim];
-      strides = [1, outDim];
-    } else {
-      const head = t.headRows;
-      shape = [outDim / head, 2, head / 2, inDim];
-      strides = [head, 1, 2, outDim];
+  const item = dtypeBytes(record.dtype);
+  if (scratch === undefined) return diff.read(record.dataStart + row * cols * item, k * cols * item);
+  const inDim = record.shape[0]!;
+  const outDim = record.shape[1]!;
+  const spanBytes = k * item;
+  const spans = scratch.spans.subarray(0, inDim * spanBytes);
+  for (let i0 = 0; i0 < inDim; i0 += READS_IN_FLIGHT) {
+    const batch: Promise<void>[] = [];
+    for (let i = i0; i < Math.min(inDim, i0 + READS_IN_FLIGHT); i++) {
+      batch.push(diff.read(record.dataStart + (i * outDim + row) * item, spanBytes).then((bytes) => {
+        spans.set(bytes, i * spanBytes);
+        releasedChunk(bytes.length);
+      }));
     }
+    await Promise.all(batch);
   }
-  return readStrided(read, { dataStart: record.dataStart, itemSize, storageOffset: 0, shape, strides }, start, end, DIFF_BLOCK_BYTES);
+  // spans is [inDim, k]: transpose to [k, inDim], each output row taken from the span column it comes from.
+  const out = scratch.rows.subarray(0, k * cols * item);
+  const from = item === 2 ? new Uint16Array(spans.buffer, 0, spans.length / 2) : new Uint32Array(spans.buffer, 0, spans.length / 4);
+  const to = item === 2 ? new Uint16Array(out.buffer, 0, out.length / 2) : new Uint32Array(out.buffer, 0, out.length / 4);
+  for (let r = 0; r < k; r++) {
+    const column = t.headRows === undefined ? r : permutedSourceRow(row + r, t.headRows) - row;
+    const base = r * inDim;
+    for (let i = 0, src = column; i < inDim; i++, src += k) to[base + i] = from[src]!;
+  }
+  return out;
 }
 
 async function collect(chunks: AsyncIterable<Uint8Array>, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
+  let out: Uint8Array | undefined;
   let at = 0;
   for await (const chunk of chunks) {
+    // A block served as one chunk (the usual case) is used as it is: no second copy in memory.
+    if (at === 0 && chunk.length === length) {
+      out = chunk;
+      at = length;
+      continue;
+    }
+    out ??= new Uint8Array(length);
+    if (at + chunk.length > length) throw new DeltaError(`internal: read more than the ${length} bytes expected`);
     out.set(chunk, at);
     at += chunk.length;
   }
-  if (at !== length) throw new DeltaError(`internal: read ${at} bytes where ${length} were expected`);
+  if (at !== length || out === undefined) throw new DeltaError(`internal: read ${at} bytes where ${length} were expected`);
   return out;
 }
 
