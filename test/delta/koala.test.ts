@@ -11,6 +11,9 @@ import { applyDelta } from "../../src/delta/apply-delta.js";
 import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint } from "../../src/easylm/streaming-checkpoint.js";
 import { convertModel } from "../../src/model/convert.js";
 import { inspectModel } from "../../src/model/inspect.js";
+import { openModel } from "../../src/model/open-model.js";
+import { openRandomAccessFile } from "../../src/io/random-access-file.js";
+import { attentionHeads, mapToHuggingFace, recovered } from "../../src/delta/conventions/koala.js";
 import { readAll } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
@@ -70,6 +73,26 @@ describe("EasyLM streaming checkpoint reader", () => {
     const dir = await makeTempDir();
     writeFileSync(join(dir, "diff"), bytes);
     await expect(scan(join(dir, "diff"))).rejects.toThrow(/"transformer\/wte\/embedding" holds 12288 bytes, but \[96, 65\] bfloat16 is 12480/);
+  });
+});
+
+describe("koala's streaming arithmetic block by block", () => {
+  it("gives the same bytes in blocks of a row (a head for q/k) as in one block", async () => {
+    const base = await openModel(META_BASE);
+    const diff = await openRandomAccessFile(DIFF);
+    try {
+      const tensors = mapToHuggingFace(DIFF, await scan(DIFF), base, await attentionHeads(base));
+      for (const t of tensors) {
+        const parts: Uint8Array[] = [];
+        for await (const chunk of recovered(t, base, diff, () => undefined, 1)) parts.push(chunk);
+        const want = EXPECTED.tensors.find((w) => w.name === t.name)!;
+        expect(parts.length, t.name).toBe(t.shape.length === 2 ? t.shape[0]! / (t.headRows ?? 1) : 1);
+        expect(sha256(Buffer.concat(parts)), t.name).toBe(want.sha256);
+      }
+    } finally {
+      await diff.close();
+      await base.close();
+    }
   });
 });
 

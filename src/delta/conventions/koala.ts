@@ -51,7 +51,7 @@ export const RECOVERY_DIGESTS = "koala-recovery.sha256";
 const HEAD_BYTES = 4096;
 
 /** One Hugging Face tensor and where it is in the diff. */
-interface KoalaTensor {
+export interface KoalaTensor {
   name: string;
   shape: number[];
   record: EasyLmRecord;
@@ -138,7 +138,7 @@ function numel(shape: readonly number[]): number {
  * float16 weights). EasyLM's tree_map needs both trees identical: a record
  * or a base weight without its counterpart is refused.
  */
-function mapToHuggingFace(label: string, records: EasyLmRecord[], base: ModelSource, heads: number | undefined): KoalaTensor[] {
+export function mapToHuggingFace(label: string, records: EasyLmRecord[], base: ModelSource, heads: number | undefined): KoalaTensor[] {
   const byPath = new Map(records.map((r) => [r.key.join("/"), r]));
   const layers = new Set(records.filter((r) => r.key[0] === "transformer" && r.key[1] === "h").map((r) => r.key[2]));
   const n = layers.size;
@@ -190,7 +190,7 @@ function mapToHuggingFace(label: string, records: EasyLmRecord[], base: ModelSou
 }
 
 /** The base's attention heads (config.json num_attention_heads: a Meta checkpoint's is written from params.json). */
-async function attentionHeads(base: ModelSource): Promise<number | undefined> {
+export async function attentionHeads(base: ModelSource): Promise<number | undefined> {
   if (!base.extraFiles.includes("config.json")) return undefined;
   const config = await readJsonFile(await base.files.whole("config.json"), MAX_INDEX_BYTES, "config.json", "E_MODEL");
   const heads = (config as { num_attention_heads?: unknown } | null)?.num_attention_heads;
@@ -217,13 +217,13 @@ function shardFile(file: OutputFile, byName: ReadonlyMap<string, KoalaTensor>, b
   };
 }
 
-/** The tensor's float16 bytes: f16(bf16(f32(base + diff))), a block of whole rows at a time. */
-async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void): AsyncGenerator<Uint8Array> {
+/** The tensor's float16 bytes: f16(bf16(f32(base + diff))), a block of whole rows (of about `blockBytes`) at a time. */
+export async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void, blockBytes = DIFF_BLOCK_BYTES): AsyncGenerator<Uint8Array> {
   const item = dtypeBytes(t.record.dtype);
   const [rows, cols] = t.shape.length === 2 ? [t.shape[0]!, t.shape[1]!] : [1, t.shape[0]!];
   // Whole rows (whole heads for a permuted tensor), about a block's worth.
   const unit = t.headRows ?? 1;
-  const blockRows = unit * Math.max(1, Math.floor(DIFF_BLOCK_BYTES / (unit * cols * item)));
+  const blockRows = unit * Math.max(1, Math.floor(blockBytes / (unit * cols * item)));
   const bf = new Uint8Array(Math.min(rows * cols, ARITHMETIC_ELEMENTS) * 4);
   const df = new Uint8Array(bf.length);
   const sum = new Uint8Array(bf.length);
