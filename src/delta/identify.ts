@@ -54,11 +54,14 @@ export async function identifyModel(path: string, options: { threads?: number; o
 
 /**
  * Whether a model's weight files are laid out as the known LLaMA
- * conversions are (`pytorch_model-0000k-of-0000n.bin`, 2, 3 or 7 shards):
+ * conversions are (`pytorch_model-0000k-of-0000n.bin`, 2, 3 or 7 shards)
+ * or as Meta's originals whose digests are published (consolidated.0N.pth, 1, 2 or 4):
  * only then is hashing them worth it, since nothing else can match.
  */
 export function mayBeKnownConversion(weightFiles: readonly string[]): boolean {
   const n = weightFiles.length;
+  // Meta's originals: digests are published for 7B (1 file), 13B (2) and 33B (4).
+  if (weightFiles.every((f, i) => f === `consolidated.${String(i).padStart(2, "0")}.pth`)) return n === 1 || n === 2 || n === 4;
   return (n === 2 || n === 3 || n === 7) && weightFiles.every((f) => new RegExp(`^pytorch_model-\\d{5}-of-0000${n}\\.bin$`).test(f));
 }
 

@@ -25,7 +25,8 @@ const isPytorchIndex = (p: string) => p === "pytorch_model.bin.index.json";
  * - A delta repo (one with delta.json) is ours from top to bottom: every file
  *   but the model card and hidden files.
  * - A model: safetensors weights and index, or, only when a repo has no
- *   safetensors weights, `pytorch_model*.bin` and its index; plus the files
+ *   safetensors weights, `pytorch_model*.bin` and its index, or, with
+ *   neither, Meta's `consolidated.0N.pth` beside `params.json`; plus the files
  *   that travel with a model (the same rule as for local directories).
  *   Only top-level files count: sub-folders hold other variants
  *   (`original/`, `onnx/`, ...).
@@ -38,7 +39,9 @@ export function selectModelFiles(listing: readonly RepoFile[]): string[] {
   }
   const safetensors = top.filter((p) => isSafetensorsWeight(p) || isSafetensorsIndex(p));
   const pytorch = top.filter((p) => isPytorchWeight(p) || isPytorchIndex(p));
-  const weights = top.some(isSafetensorsWeight) ? safetensors : pytorch;
+  // Meta's original release (params.json + consolidated.0N.pth) is read as its Hugging Face conversion.
+  const meta = top.includes("params.json") && top.includes("consolidated.00.pth") ? top.filter((p) => /^consolidated\.\d{2}\.pth$/.test(p)) : [];
+  const weights = top.some(isSafetensorsWeight) ? safetensors : pytorch.length > 0 ? pytorch : meta;
   return [...new Set([...weights, ...top.filter(isExtraFile), ...(weights.length === 0 ? payloadFolderFiles(all) : [])])].sort();
 }
 

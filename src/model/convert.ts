@@ -104,7 +104,7 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
     files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), metadata, onProgress));
   } else {
     const outDir = resolve(out);
-    const plan = planShards(tensors, options.maxShardBytes);
+    const plan = planShards(tensors, options.maxShardBytes ?? model.convertShardBytes);
     const names = [...plan.files, ...(plan.files.length > 1 ? [OUTPUT_FORMAT.indexFile] : []), ...model.extraFiles];
     await job?.claimFiles(names);
     const done = async (file: ConvertedFile) => {
@@ -120,7 +120,7 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
       await done(await writeOutput(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, job, (sink) => sink.write(text)));
     }
     for (const extra of model.extraFiles) {
-      await done(await writeOutput(join(outDir, extra), extra, job, (sink) => copyInto(join(model.root, extra), sink)));
+      await done(await writeOutput(join(outDir, extra), extra, job, async (sink) => copyInto(await model.files.whole(extra), sink)));
     }
   }
   onProgress?.({ kind: "end", phase: "convert" });

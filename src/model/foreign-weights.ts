@@ -134,6 +134,12 @@ async function startsWithMagic(files: Files, name: string): Promise<boolean> {
   }
 }
 
+/** A model opened from Meta's original checkpoint (model/meta-source.ts): a base, never a delta. */
+export function metaCheckpointAsDelta(model: ModelSource): ForeignWeights | undefined {
+  if (model.readAs === undefined || !model.readAs.startsWith("Meta's")) return undefined;
+  return meta(new Set(model.weightFiles.map((f) => basename(f)).concat("params.json")), undefined, []);
+}
+
 function meta(names: ReadonlySet<string>, single: string | undefined, tensors: readonly string[]): ForeignWeights | undefined {
   const shards = [...names].filter((n) => META_SHARD.test(n));
   const byFiles = shards.length > 0 && (names.has("params.json") || single !== undefined);
@@ -146,7 +152,8 @@ function meta(names: ReadonlySet<string>, single: string | undefined, tensors: r
   return {
     format: "meta-checkpoint",
     what: `a Meta checkpoint (${evidence.join("; ")}: Meta's original LLaMA layout)`,
-    asBase: "convert it to the Hugging Face layout first (transformers' convert_llama_weights_to_hf.py), then pass the converted directory",
+    // A Meta directory (consolidated.0N.pth beside params.json) is read as transformers' conversion reads it; a lone file cannot be.
+    asBase: "pass the directory Meta's release came in (its consolidated.0N.pth files beside params.json): it is read as transformers' convert_llama_weights_to_hf.py converts it",
     asDelta: "it is Meta's base model itself; convert it to the Hugging Face layout and pass it as --base",
   };
 }

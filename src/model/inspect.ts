@@ -5,6 +5,8 @@
  */
 import type { DType } from "../dtypes.js";
 import { formatBytes, printable } from "../text.js";
+import { basename } from "node:path";
+import { findEasyLmFile, readEasyLmRecords } from "./easylm-file.js";
 import { openModel } from "./open-model.js";
 import { asLocalSource, type LocalSource } from "./types.js";
 
@@ -24,7 +26,10 @@ export interface DtypeTotal {
 
 export interface InspectResult {
   source: string;
-  format: "safetensors" | "pytorch";
+  /** "easylm": an EasyLM streaming checkpoint (Koala's diffs), listed by its key paths. */
+  format: "safetensors" | "pytorch" | "easylm";
+  /** How the files are read when they are not a Hugging Face layout (a Meta checkpoint). */
+  readAs?: string;
   /** Weight files, relative to the model's root, in shard order. */
   files: string[];
   indexFile: string | null;
@@ -39,6 +44,8 @@ export interface InspectResult {
 
 export async function inspectModel(src: string | LocalSource): Promise<InspectResult> {
   const input = asLocalSource(src);
+  const easyLm = await findEasyLmFile(input.path);
+  if (easyLm !== undefined) return inspectEasyLm(input.source, easyLm);
   const model = await openModel(input.path, { source: input.source });
   try {
     const tensors: InspectedTensor[] = [...model.tensors.values()].map((t) => ({
@@ -48,34 +55,44 @@ export async function inspectModel(src: string | LocalSource): Promise<InspectRe
       bytes: t.byteLength,
       file: t.file,
     }));
-    const byDtype: Partial<Record<DType, DtypeTotal>> = {};
-    let parameters = 0;
-    let bytes = 0;
-    for (const t of tensors) {
-      const numel = t.shape.reduce((a, b) => a * b, 1);
-      const total = (byDtype[t.dtype] ??= { tensors: 0, parameters: 0, bytes: 0 });
-      total.tensors++;
-      total.parameters += numel;
-      total.bytes += t.bytes;
-      parameters += numel;
-      bytes += t.bytes;
-    }
     const metadata: Record<string, Record<string, string>> = {};
     for (const [file, meta] of model.metadata) metadata[file] = { ...meta };
     return {
       source: model.source,
       format: model.format,
+      ...(model.readAs === undefined ? {} : { readAs: model.readAs }),
       files: [...model.weightFiles],
       indexFile: model.indexFile ?? null,
       extraFiles: [...model.extraFiles],
-      tensors,
-      totals: { tensors: tensors.length, parameters, bytes, byDtype },
-      parameters,
+      ...totalsOf(tensors),
       metadata,
     };
   } finally {
     await model.close();
   }
+}
+
+/** An EasyLM checkpoint's records as tensors named by their key paths ("transformer/h/0/attention/wq/kernel"), as EasyLM stores them. */
+async function inspectEasyLm(source: string, path: string): Promise<InspectResult> {
+  const file = basename(path);
+  const tensors = (await readEasyLmRecords(path)).map((r) => ({ name: r.key.join("/"), dtype: r.dtype, shape: [...r.shape], bytes: r.byteLength, file }));
+  return { source, format: "easylm", readAs: "EasyLM streaming checkpoint (msgpack records; Flax kernels are [in, out])", files: [file], indexFile: null, extraFiles: [], metadata: {}, ...totalsOf(tensors) };
+}
+
+function totalsOf(tensors: InspectedTensor[]): Pick<InspectResult, "tensors" | "totals" | "parameters"> {
+  const byDtype: Partial<Record<DType, DtypeTotal>> = {};
+  let parameters = 0;
+  let bytes = 0;
+  for (const t of tensors) {
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    const total = (byDtype[t.dtype] ??= { tensors: 0, parameters: 0, bytes: 0 });
+    total.tensors++;
+    total.parameters += numel;
+    total.bytes += t.bytes;
+    parameters += numel;
+    bytes += t.bytes;
+  }
+  return { tensors, totals: { tensors: tensors.length, parameters, bytes, byDtype }, parameters };
 }
 
 /**
@@ -87,7 +104,7 @@ export function formatInspectReport(result: InspectResult): string[] {
   const multiFile = result.files.length > 1;
   const header = ["tensor", "dtype", "shape", "bytes", ...(multiFile ? ["file"] : [])];
   const rows = result.tensors.map((t) => [printable(t.name), t.dtype, `[${t.shape.join(", ")}]`, t.bytes.toLocaleString("en-US"), ...(multiFile ? [printable(t.file)] : [])]);
-  const lines = [`${printable(result.source)}: ${result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
+  const lines = [`${printable(result.source)}: ${result.readAs ?? result.format}, ${result.files.length} weight file${result.files.length === 1 ? "" : "s"}${result.indexFile === null ? "" : ` (index ${result.indexFile})`}`, ""];
   // Row by row: push(...rows) spreads every row as an argument, too many for the stack past about 120,000.
   for (const line of table(header, rows, new Set([3]))) lines.push(line);
   lines.push("");

@@ -15,6 +15,7 @@ import { MAX_INDEX_BYTES, MAX_JSON_DEPTH, MAX_TENSORS_PER_MODEL } from "../limit
 import { isSafeRelativePath } from "../relative-path.js";
 import type { ReadRange, TensorInfo, WeightFile } from "../tensors.js";
 import { isExtraFile } from "./extra-files.js";
+import { findMetaCheckpoint, openMetaCheckpoint } from "./meta-source.js";
 import type { ModelSource } from "./types.js";
 
 export interface OpenModelOptions {
@@ -40,6 +41,9 @@ interface Layout {
  * weight files are then read as their bytes come).
  */
 export async function openModel(where: string | FileSet, options: OpenModelOptions = {}): Promise<ModelSource> {
+  // Meta's original release is read as transformers' conversion of it.
+  const meta = await findMetaCheckpoint(where);
+  if (meta !== undefined) return openMetaCheckpoint(meta, options.source ?? (typeof where === "string" ? where : where.root));
   if (typeof where !== "string") return openLayout(await layoutOf(where), options.source ?? where.root);
   return openLayout(await findLayout(resolve(where)), options.source ?? where);
 }

@@ -34,6 +34,10 @@ export interface ModelSource {
    */
   readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
+  /** The shard size the model's own conversion writes, when it has one (Meta's checkpoints: transformers' 10 GB); `convert` uses it unless told otherwise. */
+  readonly convertShardBytes?: number;
+  /** How the files are read when they are not a Hugging Face layout ("Meta's original checkpoint, read as ..."), for reports. */
+  readonly readAs?: string;
 }
 
 

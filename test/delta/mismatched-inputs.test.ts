@@ -112,10 +112,18 @@ describe("a base of another model size", () => {
   });
 });
 
+describe("Meta's original checkpoint as the base", () => {
+  // A Meta directory is a base like any other (test/delta/meta-base.test.ts); this one is of another size.
+  for (const convention of ["fastchat", "alpaca", "llava"]) {
+    it(`${convention} delta: read as transformers converts it, then refused as a different model size`, async () => {
+      expect(await refused(wrong("meta-checkpoint"), delta(convention))).toMatch(/tensor "model\.embed_tokens\.weight" is F16 \[32,16\].*a different model size/);
+    });
+  }
+});
+
 describe("weights of a foreign format as the base", () => {
   const cases = [
-    ["Meta's consolidated.00.pth directory", wrong("meta-checkpoint"), /is a Meta checkpoint \(consolidated\.00\.pth with params\.json.*convert it to the Hugging Face layout first/],
-    ["Meta's consolidated.00.pth named as a file", join(wrong("meta-checkpoint"), "consolidated.00.pth"), /is a Meta checkpoint .*"tok_embeddings\.weight".*convert it to the Hugging Face layout first/],
+    ["Meta's consolidated.00.pth named as a file", join(wrong("meta-checkpoint"), "consolidated.00.pth"), /is a Meta checkpoint \(consolidated\.00\.pth.*pass the directory Meta's release came in/],
     ["a GPTQ-quantized model", wrong("gptq"), /is a GPTQ-quantized model \(quantization_config in config\.json.*: a delta needs the unquantized base/],
     ["a LoRA adapter", wrong("lora"), /is a LoRA adapter \(adapter_config\.json.*lora_A.*\): not a model/],
     ["a GGUF file", join(wrong("gguf"), "model.gguf"), /is a GGUF file \(model\.gguf: llama\.cpp's format\)/],

@@ -3,6 +3,6 @@
  * apart from the registry so the CLI can list them without loading any
  * convention (or the kernels they use).
  */
-export const CONVENTION_NAMES = ["enc", "xor", "delta-weights", "chinese-llama-alpaca", "lora", "lora-base-dtype", "llava", "ziya", "fastchat-v0", "alpaca", "fastchat"] as const;
+export const CONVENTION_NAMES = ["enc", "xor", "koala", "delta-weights", "chinese-llama-alpaca", "lora", "lora-base-dtype", "llava", "ziya", "fastchat-v0", "alpaca", "fastchat"] as const;
 
 export type ConventionName = (typeof CONVENTION_NAMES)[number];

@@ -5,6 +5,7 @@ import { chineseLlamaAlpaca } from "./chinese-llama-alpaca.js";
 import { enc } from "./enc.js";
 import { fastchat } from "./fastchat.js";
 import { fastchatV0 } from "./fastchat-v0.js";
+import { koala } from "./koala.js";
 import { llava } from "./llava.js";
 import { lora, loraBaseDType } from "./lora.js";
 import { ziya } from "./ziya.js";
@@ -19,7 +20,7 @@ import { xorPayload } from "./xor-payload.js";
  * fields; Ziya's whole embeddings; a one-token vocabulary growth in half or
  * single precision), FastChat's last (it asks least of the files).
  */
-export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, deltaWeights, chineseLlamaAlpaca, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
+export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, koala, deltaWeights, chineseLlamaAlpaca, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
 
 /**
  * The convention the delta's files follow, and why. With `forced` (the
