@@ -6,7 +6,7 @@
  * which never touch the network.
  */
 import { existsSync } from "node:fs";
-import { mkdir, rm, rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
@@ -26,6 +26,7 @@ import { LOCK_FILE } from "./io/output-lock.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
+import { makeDirectory } from "./io/make-directory.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
@@ -79,6 +80,8 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   // Both downloads start at once and the apply reads their bytes as they arrive: the
   // time to a verified model is the download's, not the download's plus the apply's.
   // They share the connections (--connections N is N in all) and one set of hash workers.
+  // A refused --no-cache-delta stops before the workers start: nothing is left running.
+  const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   const given = options.hashPool ?? options.transfer?.hashPool;
   const ownPool = given === undefined && [options.base, options.delta].some(isHubRef) ? new HashPool(options.threads) : undefined;
   const hashPool = given ?? ownPool;
@@ -90,7 +93,6 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
       ...(hashPool !== undefined ? { hashPool } : {}),
     },
   };
-  const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   let delta: ArrivingSource | undefined;
   let base: ArrivingSource | undefined;
   try {
@@ -130,7 +132,7 @@ async function streamedDeltaDir(options: ApplyDeltaOptions): Promise<{ dir: stri
   const dir = join(options.target, STREAMED_DELTA_DIR);
   const createdTarget = !existsSync(options.target);
   const createdDir = !existsSync(dir);
-  await mkdir(dir, { recursive: true }).catch((err: unknown) => { throw ioError("create", dir, err); });
+  await makeDirectory(dir).catch((err: unknown) => { throw ioError("create", dir, err); });
   const remove = () => rm(dir, { recursive: true, force: true }).catch(() => undefined);
   return {
     dir,
