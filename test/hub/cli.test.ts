@@ -113,7 +113,7 @@ describe.skipIf(!hasRealdata)("make-delta and apply-delta with Hub repo ids (end
     for (const f of deltaFiles) expect(hub.file("alice/tiny-llama-delta", f)?.equals(await readFile(join(work, "delta", f))), f).toBe(true);
     const card = hub.file("alice/tiny-llama-delta", "README.md")!.toString();
     expect(card).toContain("base_model: acme/tiny-llama\n");
-    expect(card).toContain("npx -p delta-weights apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
+    expect(card).toContain("node bin/apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
 
     // A user with an empty cache recovers the target from repo ids alone.
     const user = { HF_ENDPOINT: hub.url, HF_HOME: join(work, "user-hf") };
