@@ -6,7 +6,7 @@
  * which never touch the network.
  */
 import { existsSync } from "node:fs";
-import { mkdir, rm, rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
@@ -26,6 +26,7 @@ import { LOCK_FILE } from "./io/output-lock.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
+import { makeDirectory } from "./io/make-directory.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
@@ -84,6 +85,8 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
   // Both downloads start at once and the apply reads their bytes as they arrive: the
   // time to a verified model is the download's, not the download's plus the apply's.
   // They share the connections (--connections N is N in all) and one set of hash workers.
+  // A refused --no-cache-delta stops before the workers start: nothing is left running.
+  const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   const givenPool = options.hashPool ?? options.transfer?.hashPool;
   const ownPool = givenPool === undefined && [options.base, options.delta, ...chained].some(isHubRef) ? new HashPool(options.threads) : undefined;
   const hashPool = givenPool ?? ownPool;
@@ -95,7 +98,6 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
       ...(hashPool !== undefined ? { hashPool } : {}),
     },
   };
-  const scratch = options.cacheDelta === false ? await streamedDeltaDir(options) : undefined;
   let delta: ArrivingSource | undefined;
   let base: ArrivingSource | undefined;
   const more: ArrivingSource[] = [];
@@ -143,7 +145,7 @@ async function streamedDeltaDir(options: ApplyDeltaOptions & { delta: string }):
   const dir = join(options.target, STREAMED_DELTA_DIR);
   const createdTarget = !existsSync(options.target);
   const createdDir = !existsSync(dir);
-  await mkdir(dir, { recursive: true }).catch((err: unknown) => { throw ioError("create", dir, err); });
+  await makeDirectory(dir).catch((err: unknown) => { throw ioError("create", dir, err); });
   const remove = () => rm(dir, { recursive: true, force: true }).catch(() => undefined);
   return {
     dir,

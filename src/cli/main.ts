@@ -205,8 +205,7 @@ export async function main(argv: string[]): Promise<void> {
     throw err;
   });
   process.once("SIGINT", () => {
-    // cli-progress hides the cursor while it draws; a user's Ctrl-C must not leave it hidden.
-    process.stderr.write("\u001b[?25h\ninterrupted: run the same command again to resume\n");
+    process.stderr.write(interruptedMessage(process.stderr.isTTY === true));
     process.exit(130);
   });
   enableChunkCollections();
@@ -223,6 +222,23 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     process.exitCode = reportError(err, debug, current?.json ?? json);
   }
+  // The command is over, whatever it left open. A worker, socket or timer still
+  // referenced would hold the process after its last line was printed: give
+  // pending writes a moment, then exit. Unreferenced, so a clean run exits at once.
+  setTimeout(() => process.exit(), EXIT_GRACE_MS).unref();
+}
+
+/** How long a finished command waits for something it left open before exiting anyway. */
+const EXIT_GRACE_MS = 2000;
+
+/**
+ * Ctrl-C's last words. On a terminal the cursor cli-progress hid is shown
+ * again, on a line of its own after the echoed ^C; a pipe or file gets no
+ * escape code, only the sentence.
+ */
+export function interruptedMessage(terminal: boolean): string {
+  const sentence = "interrupted: run the same command again to resume\n";
+  return terminal ? `\u001b[?25h\n${sentence}` : sentence;
 }
 
 function configureExit(program: Command): void {

@@ -1,12 +1,17 @@
 /**
  * The only place that draws progress: turns the library's ProgressEvents
- * into cli-progress bars (bytes, rate, ETA, one bar per phase) on stderr
- * when the context wants bars, and does nothing otherwise.
+ * into cli-progress bars (bytes, rate, ETA, one bar per phase, each line laid
+ * out for the terminal's width by progress-line.ts) on stderr when the
+ * context wants bars, and does nothing otherwise.
  */
 import cliProgress from "cli-progress";
 import type { OnProgress, ProgressEvent } from "../progress.js";
 import type { CliContext } from "./context.js";
-import { formatBytes, printable } from "../text.js";
+import { printable } from "../text.js";
+import { formatProgressLine, type ProgressLine } from "./progress-line.js";
+
+/** What a bar carries between redraws; cli-progress adds the fraction and the ETA. */
+type LinePayload = Omit<ProgressLine, "fraction" | "etaSeconds">;
 
 export interface ProgressReporter {
   onProgress: OnProgress;
@@ -27,7 +32,12 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
   if (!ctx.progress) return { onProgress: () => undefined, stop: () => undefined };
   const multi = new cliProgress.MultiBar(
     {
-      format: " {phase} |{bar}| {percentage}% | {doneText}/{totalText} | {rate} | ETA {eta_formatted} | {label}",
+      // Laid out for the terminal's width at each redraw (progress-line.ts).
+      format: (_options, params, payload: LinePayload) => formatProgressLine({
+        ...payload,
+        fraction: params.progress,
+        etaSeconds: typeof params.eta === "number" && Number.isFinite(params.eta) && payload.bytesPerSecond !== undefined ? params.eta : undefined,
+      }, params.maxWidth),
       hideCursor: true,
       clearOnComplete: false,
       stopOnComplete: false,
@@ -38,13 +48,13 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
   );
   const bars = new Map<string, PhaseBar>();
 
-  const payload = (p: PhaseBar, phase: string, label: string | undefined) => {
+  const payload = (p: PhaseBar, phase: string, label: string | undefined): LinePayload => {
     const seconds = (Date.now() - p.started) / 1000;
     return {
-      phase: phase.padEnd(10),
-      doneText: formatBytes(p.done),
-      totalText: formatBytes(p.total),
-      rate: seconds > 0.2 ? `${formatBytes(p.done / seconds)}/s` : "-",
+      phase,
+      doneBytes: p.done,
+      totalBytes: p.total,
+      bytesPerSecond: seconds > 0.2 ? p.done / seconds : undefined,
       label: printable(label ?? ""),
     };
   };

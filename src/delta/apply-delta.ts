@@ -1,7 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DeltaError } from "../errors.js";
+import { DeltaError, UsageError } from "../errors.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -77,8 +77,12 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);
+  refuseSingleFileDelta(delta);
   const chained = (options.chained ?? []).map(asLocalSource);
-  for (const more of chained) refuseSwapped(base, more);
+  for (const more of chained) {
+    refuseSwapped(base, more);
+    refuseSingleFileDelta(more);
+  }
   const view = new LocalDeltaView(delta, base, chained);
   try {
     await refuseDamagedDownload(view);
@@ -207,6 +211,21 @@ function refuseSwapped(base: LocalSource, delta: LocalSource): void {
     );
   }
   throw new DeltaError(`--base ${base.source} holds ${MANIFEST_FILE}: it is a delta, not a model; pass the base model the delta was made from`);
+}
+
+/**
+ * A delta is a directory (or a repo): the files beside its weights say how
+ * to apply them (delta.json, the config, the added tokens) and go into the
+ * recovered model (config, tokenizer). One weight file alone would be applied
+ * by a guess and give a model without them, so it is refused, naming the
+ * directory it probably came in.
+ */
+function refuseSingleFileDelta(delta: LocalSource): void {
+  if (delta.files !== undefined || isDirectory(delta.path) || !existsSync(delta.path)) return;
+  throw new UsageError(
+    `--delta ${delta.source} is a file; --delta must be a directory (the delta as published: its weights with their config and tokenizer files, or delta.json) ` +
+      `or a Hub repo id: pass the directory that holds it (${dirname(delta.source)})`,
+  );
 }
 
 /** A base read as bytes, for refuseOverlap: a directory (XOR payloads) or one key file (.enc). */

@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:fs";
-import { lstat, mkdir, open, readFile, rm, stat, type FileHandle } from "node:fs/promises";
+import { lstat, open, readFile, rm, stat, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { ioError } from "../errors.js";
 import { sleep } from "./retry.js";
+import { makeDirectory } from "../io/make-directory.js";
 
 /**
  * The lock around writing one blob, shared with Python's `huggingface_hub`.
@@ -79,7 +80,7 @@ let fallbackReported = false;
 export async function acquireBlobLock(lockPath: string, options: LockOptions = {}): Promise<BlobLock> {
   const mode = options.mode ?? "auto";
   try {
-    await mkdir(dirname(lockPath), { recursive: true });
+    await makeDirectory(dirname(lockPath));
   } catch (err) {
     throw ioError("create", dirname(lockPath), err);
   }

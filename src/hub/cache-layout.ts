@@ -1,6 +1,7 @@
-import { mkdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { ioError } from "../errors.js";
+import { makeDirectory } from "../io/make-directory.js";
 
 /**
  * The Hugging Face cache layout, exactly as Python's `huggingface_hub`
@@ -65,7 +66,7 @@ export class RepoCache {
     if ((await this.readRef(revision)) === commit) return;
     const path = this.refPath(revision);
     try {
-      await mkdir(dirname(path), { recursive: true });
+      await makeDirectory(dirname(path));
       const temp = `${path}.${process.pid}.tmp`;
       await writeFile(temp, commit);
       await rename(temp, path);
@@ -82,7 +83,7 @@ export class RepoCache {
     const pointer = this.snapshotPath(commit, file);
     const target = relative(dirname(pointer), this.blobPath(etag)).split(sep).join("/");
     try {
-      await mkdir(dirname(pointer), { recursive: true });
+      await makeDirectory(dirname(pointer));
       const existing = await readlink(pointer).catch(() => undefined);
       if (existing === target) return pointer;
       await rm(pointer, { force: true });

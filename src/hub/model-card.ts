@@ -1,3 +1,4 @@
+import { VERSION } from "../version.js";
 import { hubRepoOf } from "./repo-id.js";
 
 /**
@@ -14,6 +15,8 @@ interface FileSum {
 /** The parts of delta.json the card reads; everything else is ignored. */
 export interface CardManifest {
   format?: unknown;
+  /** "delta-weights 0.1.0": the tool that made the delta. */
+  tool?: unknown;
   codec?: unknown;
   base?: { source?: unknown };
   target?: { source?: unknown; files?: Record<string, unknown> };
@@ -39,7 +42,7 @@ export function makeModelCard({ repo, manifest }: ModelCardInput): string {
 
   const name = repo.split("/").pop() ?? repo;
   if (manifest === undefined) {
-    return [...front, `# ${name}`, "", "Uploaded with [delta-weights](https://www.npmjs.com/package/delta-weights).", ""].join("\n");
+    return [...front, `# ${name}`, "", `Uploaded with delta-weights ${VERSION}.`, ""].join("\n");
   }
 
   // A base given as a Hub id is printed as given (with its revision); a local one cannot be.
@@ -57,8 +60,11 @@ export function makeModelCard({ repo, manifest }: ModelCardInput): string {
     "",
     "## Recover the model",
     "",
+    installLine(madeWith(manifest.tool)),
+    "",
     "```bash",
-    `npx -p delta-weights apply-delta --base ${baseArg} --delta ${repo} --target ./model`,
+    "npm ci    # the dependencies its package-lock.json pins by integrity hash; builds the tool",
+    `node bin/apply-delta --base ${baseArg} --delta ${repo} --target ./model`,
     "```",
     "",
     "Every recovered file is checked against the SHA-256 sums below (recorded in `delta.json`) before it gets its name, " +
@@ -73,6 +79,26 @@ export function makeModelCard({ repo, manifest }: ModelCardInput): string {
     lines.push("");
   }
   return lines.join("\n");
+}
+
+/**
+ * How to get the tool. delta-weights is not on the npm registry, so no
+ * registry name is given to install or `npx`: today that fails for
+ * everyone, and later it would run whatever someone published under the
+ * name. The card names the version that made the delta and says to get
+ * the tool's own source at it; its package-lock.json pins every dependency
+ * by integrity hash.
+ */
+function installLine(version: string): string {
+  return `This delta was made with delta-weights ${version}. delta-weights is not published on the npm registry: ` +
+    "do not install or `npx` a package of that name from it, as anyone may publish one. " +
+    `Get the delta-weights source at version ${version} and, in its folder, with Node.js 22, 24 or 26:`;
+}
+
+/** The version in delta.json's `tool` ("delta-weights 0.1.0"), or this tool's own when that says nothing usable. */
+function madeWith(tool: unknown): string {
+  const match = typeof tool === "string" ? /^delta-weights (\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$/.exec(tool) : null;
+  return match?.[1] ?? VERSION;
 }
 
 function fileSums(files: Record<string, unknown> | undefined): [string, FileSum][] {

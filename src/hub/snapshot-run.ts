@@ -1,5 +1,5 @@
 import { setMaxListeners } from "node:events";
-import { mkdir, open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
+import { open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
 import { HubError, ioError } from "../errors.js";
 import { checkFreeSpace } from "../io/output-guard.js";
@@ -15,6 +15,7 @@ import type { RepoFile } from "./select-files.js";
 import { fetchClient, nodeHttpClient } from "./range-client.js";
 import { BlobTransfer, Transfer, withinEdges } from "./transfer.js";
 import type { StreamedFiles } from "../io/file-set.js";
+import { makeDirectory } from "../io/make-directory.js";
 
 /**
  * One snapshot download: which blobs are cached (and sound), which to fetch,
@@ -327,7 +328,7 @@ export class SnapshotRun implements SnapshotDownload {
   async prepare(): Promise<void> {
     const { options, cache } = this.#init;
     const blobs = cache.blobPath("");
-    await mkdir(blobs, { recursive: true }).catch((err: unknown) => { throw ioError("create", blobs, err); });
+    await makeDirectory(blobs).catch((err: unknown) => { throw ioError("create", blobs, err); });
     const digest = options.verifyCache === true;
     const present = digest ? await this.#presentBytes() : 0;
     if (present > 0) options.onProgress?.({ kind: "start", phase: "check cache", totalBytes: present });

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
+import { open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
 import { openRegularFile } from "./random-access-file.js";
+import { makeDirectory } from "./make-directory.js";
 
 /** A running SHA-256 fed the bytes as they are written. `update` may wait (backpressure); call `digest` once. */
 export interface StreamHasher {
@@ -83,7 +84,7 @@ export class AtomicFile {
   static async create(finalPath: string, hasher: StreamHasher = localHasher(), also: readonly StreamHasher[] = []): Promise<AtomicFile> {
     const tempPath = AtomicFile.tempPathFor(finalPath);
     try {
-      await mkdir(dirname(finalPath), { recursive: true });
+      await makeDirectory(dirname(finalPath));
       const handle = await open(tempPath, "wx");
       return new AtomicFile(finalPath, tempPath, handle, hasher, also);
     } catch (err) {

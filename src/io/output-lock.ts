@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { open, readFile, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { DeltaWeightsError, ioError } from "../errors.js";
 import { parseJsonDocument } from "../json.js";
 import { MAX_JSON_DEPTH } from "../limits.js";
+import { makeDirectory } from "./make-directory.js";
 
 /**
  * One writer per output: apply-delta, make-delta and convert hold a lock
@@ -39,7 +40,7 @@ export class OutputLock {
    */
   static async acquire(dir: string, command: string, lockName = LOCK_FILE): Promise<OutputLock> {
     try {
-      await mkdir(dir, { recursive: true });
+      await makeDirectory(dir);
     } catch (err) {
       throw ioError("create the output directory", dir, err);
     }

@@ -74,9 +74,14 @@ describe.skipIf(!hasRealdata)("delta-weights push (HF_ENDPOINT, HF_TOKEN, $HF_HO
 });
 
 describe.skipIf(!hasRealdata)("the Hub client is loaded lazily", () => {
-  // A module resolve hook that refuses @huggingface/hub: a command that loads it fails.
-  const hook = 'export async function resolve(s, c, next) { if (s.startsWith("@huggingface/hub")) throw new Error("the Hub client was loaded"); return next(s, c); }';
-  const register = `import { register } from "node:module"; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hook)}`)});`;
+  // A module resolve hook that refuses @huggingface/hub: a command that loads it fails. Node 22.15
+  // and later take it in-thread (module.registerHooks); module.register, all Node 20 has, is
+  // deprecated from Node 26 on and would print a warning.
+  const refuse = 'if (s.startsWith("@huggingface/hub")) throw new Error("the Hub client was loaded");';
+  const asyncHook = `export async function resolve(s, c, next) { ${refuse} return next(s, c); }`;
+  const register = 'import * as module from "node:module"; ' +
+    `if (typeof module.registerHooks === "function") module.registerHooks({ resolve(s, c, next) { ${refuse} return next(s, c); } }); ` +
+    `else module.register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(asyncHook)}`)});`;
   const nodeArgs = ["--import", `data:text/javascript,${encodeURIComponent(register)}`];
 
   it("inspect of a local file never imports it; push does (the control)", async () => {
@@ -113,7 +118,7 @@ describe.skipIf(!hasRealdata)("make-delta and apply-delta with Hub repo ids (end
     for (const f of deltaFiles) expect(hub.file("alice/tiny-llama-delta", f)?.equals(await readFile(join(work, "delta", f))), f).toBe(true);
     const card = hub.file("alice/tiny-llama-delta", "README.md")!.toString();
     expect(card).toContain("base_model: acme/tiny-llama\n");
-    expect(card).toContain("npx -p delta-weights apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
+    expect(card).toContain("node bin/apply-delta --base acme/tiny-llama --delta alice/tiny-llama-delta --target ./model");
 
     // A user with an empty cache recovers the target from repo ids alone.
     const user = { HF_ENDPOINT: hub.url, HF_HOME: join(work, "user-hf") };

@@ -80,7 +80,7 @@ describe.skipIf(!hasRealdata)("pushToHub against the loopback Hub through @huggi
 
     const card = hub.file("alice/my-delta", "README.md")!.toString("utf8");
     expect(card.startsWith("---\nbase_model: acme/base-model\nlicense: other\ntags:\n- delta-weights\n---\n")).toBe(true);
-    expect(card).toContain("npx -p delta-weights apply-delta --base acme/base-model@main --delta alice/my-delta --target ./model");
+    expect(card).toContain("node bin/apply-delta --base acme/base-model@main --delta alice/my-delta --target ./model");
     const target = await readFile(join(realdata, "tiny-llama-bf16/model.safetensors"));
     expect(card).toContain(`| model.safetensors | ${target.length} | \`${sha256(target)}\` |`);
 
