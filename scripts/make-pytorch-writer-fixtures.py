@@ -114,9 +114,28 @@ def llama_shards():
         ]
     names += [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
     tensors = {n: torch.randn(*s, generator=g).to(torch.bfloat16 if "norm" in n else torch.float32) for n, s in names}
-    half = len(names) // 2
-    save("pytorch_model-00001-of-00002.bin", {n: tensors[n] for n, _ in names[:half]})
-    save("pytorch_model-00002-of-00002.bin", {n: tensors[n] for n, _ in names[half:]})
+    # huggingface_hub's split (split_torch_state_dict_into_shards) at this limit gives two shards.
+    max_shard_size = 3632
+    shards, current, size = [], [], 0
+    for n, _ in names:
+        nbytes = tensors[n].numel() * tensors[n].element_size()
+        if current and size + nbytes > max_shard_size:
+            shards.append(current)
+            current, size = [], 0
+        current.append(n)
+        size += nbytes
+    shards.append(current)
+    assert len(shards) == 2
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        file = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
+        save(f"sharded/{file}", {n: tensors[n] for n in shard})
+        weight_map.update({n: file for n in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    with open(os.path.join(OUT, "sharded", "pytorch_model.bin.index.json"), "w") as f:
+        f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    expected["sharded"] = {"max_shard_size": max_shard_size}
 
 
 def dotted_name():
@@ -125,7 +144,7 @@ def dotted_name():
 
 
 if __name__ == "__main__":
-    os.makedirs(OUT, exist_ok=True)
+    os.makedirs(os.path.join(OUT, "sharded"), exist_ok=True)
     mixed()
     for count in (1000, 1001):
         for ordered in (False, True):

@@ -42,6 +42,8 @@ export interface ConvertArgs {
   out: string;
   maxShardBytes?: number;
   force: boolean;
+  format?: "safetensors" | "pytorch";
+  byteorderRecord?: boolean;
 }
 
 export interface PushArgs {

@@ -148,16 +148,20 @@ export function buildProgram(): Command {
   );
   program.addCommand(
     addGlobalOptions(new Command("convert"))
-      .description("convert a model to safetensors (one file, or a sharded directory)")
+      .description("convert a model to safetensors or PyTorch checkpoints (one file, or a sharded directory)")
       .argument("<src>", "file, directory or Hub repo id")
-      .argument("<out>", "output .safetensors file or directory")
+      .argument("<out>", "output .safetensors, .bin, .pt or .pth file, or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
       .option("--force", "write into a directory that holds other files (none of them is overwritten)")
+      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints").choices(["safetensors", "pytorch"]))
+      .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
       .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
         src: src!,
         out: out!,
         maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
         force: o.force === true,
+        ...(o.format === "pytorch" || o.format === "safetensors" ? { format: o.format } : {}),
+        ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
       }))),
   );
   program.addCommand(
