@@ -10,6 +10,8 @@ export interface ApplyArgs {
   force: boolean;
   /** false: --no-cache-delta. */
   cacheDelta: boolean;
+  format?: "safetensors" | "pytorch";
+  byteorderRecord?: boolean;
 }
 
 export interface MakeArgs {

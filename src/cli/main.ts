@@ -82,6 +82,8 @@ function applyCommand(name: string): Command {
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
+    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default) or pytorch (torch.save checkpoints, .bin shards)").choices(["safetensors", "pytorch"]))
+    .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
       delta: requiredOption(o, "delta", "deltaPath"),
@@ -91,6 +93,8 @@ function applyCommand(name: string): Command {
       expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
       cacheDelta: o.cacheDelta !== false,
+      ...(o.format === "pytorch" || o.format === "safetensors" ? { format: o.format } : {}),
+      ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
     })));
 }
 

@@ -1,6 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DeltaError } from "../errors.js";
+import { DeltaError, UsageError } from "../errors.js";
+import type { FormatName } from "../formats/registry.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -14,6 +15,7 @@ import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identif
 import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
+import { retargetToPytorch } from "./pytorch-output.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -39,6 +41,10 @@ export interface ApplyDeltaOptions {
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
+  /** The recovered weights' format: "safetensors" (default) or "pytorch" (torch.save checkpoints, see pytorch-output.ts). */
+  format?: FormatName;
+  /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
+  byteorderRecord?: boolean;
 }
 
 export interface ApplyDeltaResult {
@@ -82,6 +88,8 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
+      if (options.format === "pytorch") retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true });
+      else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
       const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);

@@ -46,6 +46,12 @@ export interface PlannedFile {
   size: number;
   expected?: Expected;
   /**
+   * What checked the file's content when no digest of the whole file is
+   * known (a checkpoint written from checked tensors): named in the summary
+   * as `expected.from` would be.
+   */
+  checkedBy?: string;
+  /**
    * Writes the file's bytes into `sink`, reporting output bytes through
    * `advance`. Returns a promise that settles once every check the producer
    * started has settled (rejecting if one failed), so the file's commit can
@@ -183,7 +189,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
           if (expected?.md5 !== undefined && md5Digest !== expected.md5) {
             throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
-          results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
+          const checkedAgainst = file.expected?.from ?? file.checkedBy;
+          results.set(file.path, { size, sha256: digest, status: "written", ...(checkedAgainst === undefined ? {} : { checkedAgainst }) });
           if (expected === undefined) await options.inputsSettled;
           if (plan.finalCheck === undefined) await options.job.publish(file.path, sink, digest);
           else held.push({ sink, path: file.path, digest });
