@@ -138,6 +138,28 @@ def llama_shards():
     expected["sharded"] = {"max_shard_size": max_shard_size}
 
 
+def module_state_dict():
+    """torch.save(model.state_dict()) of an nn.Module: an OrderedDict whose
+    `_metadata` (module versions) the pickle restores with BUILD. Our writer
+    does not write this form; a delta records such a release's skeleton and
+    rebuilds it byte for byte."""
+    torch.manual_seed(11)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = torch.nn.Embedding(16, 4)
+            self.proj = torch.nn.Linear(4, 4, bias=True)
+            self.norm = torch.nn.LayerNorm(4)
+
+    model = Tiny().to(torch.float16)
+    os.makedirs(os.path.join(OUT, "state-dict"), exist_ok=True)
+    path = os.path.join(OUT, "state-dict", "pytorch_model.bin")
+    torch.save(model.state_dict(), path)
+    with open(path, "rb") as f:
+        expected["state-dict"] = {"sha256": hashlib.sha256(f.read()).hexdigest(), "tensors": len(model.state_dict())}
+
+
 def dotted_name():
     # The archive name is the file name up to its last dot.
     save("consolidated.00.pth", {"tok_embeddings.weight": torch.randn(3, 2, generator=gen(9), dtype=torch.float16)})
@@ -151,6 +173,7 @@ if __name__ == "__main__":
             many(count, ordered)
     llama_shards()
     dotted_name()
+    module_state_dict()
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=2, ensure_ascii=False)
         f.write("\n")

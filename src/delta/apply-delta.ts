@@ -16,6 +16,7 @@ import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
 import { retargetToPytorch } from "./pytorch-output.js";
+import { MAX_CHECKPOINTS_FILE_BYTES, PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -88,7 +89,13 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
-      if (options.format === "pytorch") retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true });
+      if (options.format === "pytorch") {
+        const recorded = convention.name === "delta-weights" ? await recordedCheckpoints(view) : undefined;
+        if (recorded !== undefined && options.byteorderRecord === true) {
+          throw new UsageError(`--byteorder-record: ${delta.source} records the release's own checkpoints, which are written as published; drop the flag`);
+        }
+        retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
+      }
       else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
@@ -147,6 +154,21 @@ function refuseSwapped(base: LocalSource, delta: LocalSource): void {
     );
   }
   throw new DeltaError(`--base ${base.source} holds ${MANIFEST_FILE}: it is a delta, not a model; pass the base model the delta was made from`);
+}
+
+/** The release's checkpoints make-delta recorded (pytorch-checkpoints.json), when the delta carries them. */
+async function recordedCheckpoints(view: LocalDeltaView): Promise<RecordedCheckpoints | undefined> {
+  const entry = (await view.manifest())?.delta.files.get(PYTORCH_CHECKPOINTS_FILE);
+  if (entry === undefined) return undefined;
+  const file = await view.deltaFiles.open(PYTORCH_CHECKPOINTS_FILE);
+  try {
+    if (file.size !== entry.size || file.size > MAX_CHECKPOINTS_FILE_BYTES) {
+      throw new DeltaError(`${join(view.dir, PYTORCH_CHECKPOINTS_FILE)} is ${file.size} bytes, delta.json says ${entry.size}; download the delta again`);
+    }
+    return parseCheckpoints(await file.read(0, file.size), entry.sha256, join(view.dir, PYTORCH_CHECKPOINTS_FILE));
+  } finally {
+    await file.close();
+  }
 }
 
 /** A base read as bytes, for refuseOverlap: a directory (XOR payloads) or one key file (.enc). */
