@@ -52,6 +52,7 @@ export interface RecordedCheckpoints {
 export async function recordCheckpoints(target: ModelSource, pool: HashPool): Promise<{ recorded: RecordedCheckpoints } | { refused: string }> {
   const files: RecordedCheckpoint[] = [];
   for (const rel of target.weightFiles) {
+    if (rel.includes("/") || rel.startsWith(".") || !PYTORCH_OUTPUT.claimsFile(rel)) return { refused: `${rel} is not a checkpoint named at the top of the model` };
     const path = join(target.root, rel);
     const source = await openRandomAccessFile(path);
     let skeleton;
