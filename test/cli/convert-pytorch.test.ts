@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync } from "node:fs";
+import { cpSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -34,5 +34,23 @@ describe("delta-weights convert --format pytorch", () => {
     expect(run.status).toBe(2);
     expect(run.stderr).toContain("x.safetensors");
     expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe("make-delta from a .bin release, apply-delta --format pytorch", () => {
+  it("says the checkpoints were recorded, and gives back the release's files, verified", async () => {
+    const dir = await makeTempDir();
+    const release = join(dir, "release");
+    cpSync(join(fixtures, "sharded"), release, { recursive: true });
+    // The release as its own base (a delta of zeros): what is checked is the files' bytes.
+    const made = runCli(["make", "--base", release, "--target", release, "--delta", join(dir, "delta")]);
+    expect(made.stderr).toBe("");
+    expect(made.status).toBe(0);
+    expect(made.stdout).toMatch(/recorded the target's PyTorch checkpoints \(pytorch_model-00001-of-00002\.bin, pytorch_model-00002-of-00002\.bin\) in pytorch-checkpoints\.json/);
+    const out = join(dir, "out");
+    const applied = runCli(["apply", "--base", release, "--delta", join(dir, "delta"), "--target", out, "--format", "pytorch"]);
+    expect(applied.status).toBe(0);
+    expect(applied.stdout.split("\n")[0]).toBe("verified: every file and tensor is bit-identical to the publisher's (SHA-256)");
+    for (const name of readdirSync(release)) expect(sha256(join(out, name)), name).toBe(sha256(join(release, name)));
   });
 });
