@@ -97,6 +97,9 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
         retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
       }
       else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
+      else if (convention.name === "delta-weights" && (await view.manifest())?.delta.files.has(PYTORCH_CHECKPOINTS_FILE) === true) {
+        plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${PYTORCH_CHECKPOINTS_FILE}: --format pytorch writes those files byte for byte`);
+      }
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
       const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);

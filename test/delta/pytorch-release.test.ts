@@ -64,7 +64,8 @@ describe("a PyTorch release, recovered byte for byte", () => {
 
     // Without --format, the same delta still recovers safetensors, as before.
     const plain = join(dir, "plain");
-    await applyDelta({ base, delta, target: plain });
+    const plainResult = await applyDelta({ base, delta, target: plain });
+    expect(plainResult.notes).toContain("the release was published as PyTorch checkpoints, recorded in pytorch-checkpoints.json: --format pytorch writes those files byte for byte");
     expect(visible(plain)).toEqual(["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]);
   });
 
