@@ -3,6 +3,7 @@
 // npm run bench -- --hub [...]   (the Hub download bench: scripts/bench-hub.mjs)
 // npm run bench -- --lora [...]  (a LoRA merge into a LLaMA-7B-shaped base: scripts/bench-lora.mjs)
 // npm run bench -- --push [...]  (the publishing bench: scripts/bench-push.mjs)
+// npm run bench -- --pytorch [...]  (PyTorch .bin output: scripts/bench-pytorch.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -42,6 +43,10 @@ if (args.includes("--hub")) {
 if (args.includes("--lora")) {
   const lora = spawnSync(process.execPath, [path.join(root, "scripts/bench-lora.mjs"), ...args.filter((arg) => arg !== "--lora")], { stdio: "inherit" });
   process.exit(lora.status ?? 1);
+}
+if (args.includes("--pytorch")) {
+  const pytorch = spawnSync(process.execPath, [path.join(root, "scripts/bench-pytorch.mjs"), ...args.filter((arg) => arg !== "--pytorch")], { stdio: "inherit" });
+  process.exit(pytorch.status ?? 1);
 }
 if (args.includes("--push")) {
   const push = spawnSync(process.execPath, [path.join(root, "scripts/bench-push.mjs"), ...args.filter((arg) => arg !== "--push")], { stdio: "inherit" });

@@ -221,7 +221,7 @@ export async function identifyModel(src: string, options: SourceOptions & { thre
   return identifyLocalModel((await resolveSource(src, options)).path, options);
 }
 
-/** Any model to safetensors (see model/convert.ts). */
+/** Any model to safetensors or PyTorch checkpoints (see model/convert.ts). */
 export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   preflight([src], out);
   return convertLocalModel(await resolveSource(src, options), out, options);

@@ -12,6 +12,8 @@ export interface ApplyArgs {
   force: boolean;
   /** false: --no-cache-delta. */
   cacheDelta: boolean;
+  format?: "safetensors" | "pytorch";
+  byteorderRecord?: boolean;
 }
 
 export interface MakeArgs {
@@ -44,6 +46,8 @@ export interface ConvertArgs {
   out: string;
   maxShardBytes?: number;
   force: boolean;
+  format?: "safetensors" | "pytorch";
+  byteorderRecord?: boolean;
 }
 
 export interface PushArgs {

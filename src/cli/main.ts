@@ -95,6 +95,8 @@ function applyCommand(name: string): Command {
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
+    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default) or pytorch (torch.save checkpoints, .bin shards)").choices(["safetensors", "pytorch"]))
+    .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
       ...deltaOptions(o),
@@ -104,6 +106,8 @@ function applyCommand(name: string): Command {
       expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
       cacheDelta: o.cacheDelta !== false,
+      ...(o.format === "pytorch" || o.format === "safetensors" ? { format: o.format } : {}),
+      ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
     })));
 }
 
@@ -161,16 +165,20 @@ export function buildProgram(): Command {
   );
   program.addCommand(
     addGlobalOptions(new Command("convert"))
-      .description("convert a model to safetensors (one file, or a sharded directory)")
+      .description("convert a model to safetensors or PyTorch checkpoints (one file, or a sharded directory)")
       .argument("<src>", "file, directory or Hub repo id")
-      .argument("<out>", "output .safetensors file or directory")
+      .argument("<out>", "output .safetensors, .bin, .pt or .pth file, or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
       .option("--force", "write into a directory that holds other files (none of them is overwritten)")
+      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints").choices(["safetensors", "pytorch"]))
+      .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
       .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
         src: src!,
         out: out!,
         maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
         force: o.force === true,
+        ...(o.format === "pytorch" || o.format === "safetensors" ? { format: o.format } : {}),
+        ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
       }))),
   );
   program.addCommand(

@@ -2,6 +2,7 @@ import { existsSync, statSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DeltaError, UsageError } from "../errors.js";
+import type { FormatName } from "../formats/registry.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -18,6 +19,8 @@ import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identif
 import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
+import { retargetToPytorch } from "./pytorch-output.js";
+import { MAX_CHECKPOINTS_FILE_BYTES, PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -45,6 +48,10 @@ export interface ApplyDeltaOptions {
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
+  /** The recovered weights' format: "safetensors" (default) or "pytorch" (torch.save checkpoints, see pytorch-output.ts). */
+  format?: FormatName;
+  /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
+  byteorderRecord?: boolean;
 }
 
 export interface ApplyDeltaResult {
@@ -99,6 +106,17 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
+      if (options.format === "pytorch") {
+        const recorded = convention.name === "delta-weights" ? await recordedCheckpoints(view) : undefined;
+        if (recorded !== undefined && options.byteorderRecord === true) {
+          throw new UsageError(`--byteorder-record: ${delta.source} records the release's own checkpoints, which are written as published; drop the flag`);
+        }
+        retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
+      }
+      else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
+      else if (convention.name === "delta-weights" && (await view.manifest())?.delta.files.has(PYTORCH_CHECKPOINTS_FILE) === true) {
+        plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${PYTORCH_CHECKPOINTS_FILE}: --format pytorch writes those files byte for byte`);
+      }
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
       const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);
@@ -172,6 +190,9 @@ const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | Convent
   threads: "every convention",
   hashPool: "every convention",
   onProgress: "every convention",
+  // The output format is checked against the plan's outputs when they are retargeted (byte codecs, whose outputs are the publisher's own files, refuse it).
+  format: "every convention",
+  byteorderRecord: "every convention",
   checksums: "checksums",
   expectSum: "expectSum",
 };
@@ -226,6 +247,21 @@ function refuseSingleFileDelta(delta: LocalSource): void {
     `--delta ${delta.source} is a file; --delta must be a directory (the delta as published: its weights with their config and tokenizer files, or delta.json) ` +
       `or a Hub repo id: pass the directory that holds it (${dirname(delta.source)})`,
   );
+}
+
+/** The release's checkpoints make-delta recorded (pytorch-checkpoints.json), when the delta carries them. */
+async function recordedCheckpoints(view: LocalDeltaView): Promise<RecordedCheckpoints | undefined> {
+  const entry = (await view.manifest())?.delta.files.get(PYTORCH_CHECKPOINTS_FILE);
+  if (entry === undefined) return undefined;
+  const file = await view.deltaFiles.open(PYTORCH_CHECKPOINTS_FILE);
+  try {
+    if (file.size !== entry.size || file.size > MAX_CHECKPOINTS_FILE_BYTES) {
+      throw new DeltaError(`${join(view.dir, PYTORCH_CHECKPOINTS_FILE)} is ${file.size} bytes, delta.json says ${entry.size}; download the delta again`);
+    }
+    return parseCheckpoints(await file.read(0, file.size), entry.sha256, join(view.dir, PYTORCH_CHECKPOINTS_FILE));
+  } finally {
+    await file.close();
+  }
 }
 
 /** A base read as bytes, for refuseOverlap: a directory (XOR payloads) or one key file (.enc). */

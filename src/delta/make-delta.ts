@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { OUTPUT_FORMAT } from "../formats/registry.js";
+import { PYTORCH_CHECKPOINTS_FILE, formatCheckpoints, recordCheckpoints } from "./pytorch-checkpoints.js";
 import type { OutputFile, OutputLayout } from "../formats/output-layout.js";
 import { HashPool } from "../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
@@ -79,6 +80,8 @@ export interface MakeDeltaResult {
   fixups: number;
   files: Record<string, FileEntry>;
   bytes: number;
+  /** Decisions worth a line in the summary (a PyTorch release's checkpoints recorded, or why not). */
+  notes: string[];
 }
 
 /**
@@ -198,6 +201,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
     if (weightsDir !== out) await rm(weightsDir, { recursive: true, force: true });
   }
   await copyCompanions(target, layout, manifest, out, options.maxShardBytes === undefined, written);
+  const notes = target.format === "pytorch" ? [await recordPytorchRelease(target, manifest, out, options.threads, written)] : [];
   await job.recordWritten(manifest.delta.files.keys());
   await written(MANIFEST_FILE, await writeManifest(join(out, MANIFEST_FILE), manifest));
 
@@ -210,7 +214,32 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
     fixups: fixups.count,
     files: Object.fromEntries(manifest.delta.files),
     bytes: [...manifest.delta.files.values()].reduce((n, f) => n + f.size, 0),
+    notes,
   };
+}
+
+/**
+ * A PyTorch target's checkpoints, recorded so apply-delta --format pytorch
+ * writes the release's own files byte for byte (delta/pytorch-checkpoints.ts);
+ * returns the summary line saying so, or why they could not be.
+ */
+async function recordPytorchRelease(target: ModelSource, manifest: Manifest, out: string, threads: number | undefined, written: OnWritten): Promise<string> {
+  const pool = new HashPool(threads);
+  let result;
+  try {
+    result = await recordCheckpoints(target, pool);
+  } finally {
+    await pool.close();
+  }
+  if ("refused" in result) return `the target's PyTorch checkpoints cannot be rebuilt byte for byte (${result.refused}): apply-delta --format pytorch writes checkpoints of its own`;
+  const bytes = new TextEncoder().encode(formatCheckpoints(result.recorded));
+  const file = await AtomicFile.create(join(out, PYTORCH_CHECKPOINTS_FILE));
+  await file.write(bytes);
+  await file.commit();
+  const entry: FileEntry = { size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
+  manifest.delta.files.set(PYTORCH_CHECKPOINTS_FILE, entry);
+  await written(PYTORCH_CHECKPOINTS_FILE, entry);
+  return `recorded the target's PyTorch checkpoints (${result.recorded.files.map((f) => f.file).join(", ")}) in ${PYTORCH_CHECKPOINTS_FILE}: apply-delta --format pytorch writes them byte for byte`;
 }
 
 /** The files a delta made earlier in `dir` consists of (its delta.json lists them): ours to replace. */
@@ -229,7 +258,7 @@ async function earlierDeltaFiles(dir: string): Promise<string[]> {
  * names are known only once written, so any shard-like name counts.
  */
 async function claimOutputNames(job: OutputJob, layout: OutputLayout, target: ModelSource, resharded: boolean): Promise<void> {
-  const names = [FIXUPS_FILE, MANIFEST_FILE, ...target.extraFiles];
+  const names = [FIXUPS_FILE, MANIFEST_FILE, ...target.extraFiles, ...(target.format === "pytorch" ? [PYTORCH_CHECKPOINTS_FILE] : [])];
   if (!resharded) names.push(...layout.files.map((f) => f.file), ...(layout.index === undefined ? [] : [layout.index.file]));
   else names.push(...visibleFiles(job.dir).filter((n) => /^model(-\d+-of-\d+)?\.safetensors$/.test(n) || n === OUTPUT_FORMAT.indexFile));
   // make-delta writes its files straight into place: a file of anyone else's under one of their names is refused up front.

@@ -46,6 +46,12 @@ export interface PlannedFile {
   size: number;
   expected?: Expected;
   /**
+   * What checked the file's content when no digest of the whole file is
+   * known (a checkpoint written from checked tensors): named in the summary
+   * as `expected.from` would be.
+   */
+  checkedBy?: string;
+  /**
    * Writes the file's bytes into `sink`, reporting output bytes through
    * `advance`. Returns a promise that settles once every check the producer
    * started has settled (rejecting if one failed), so the file's commit can
@@ -184,10 +190,11 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
           if (expected?.md5 !== undefined && md5Digest !== expected.md5) {
             throw new VerifyError(`recovered ${join(out, file.path)}: its md5 ${md5Digest} does not match ${expected.md5} from ${expected.from}`);
           }
-          results.set(file.path, { size, sha256: digest, status: "written", ...(file.expected === undefined ? {} : { checkedAgainst: file.expected.from }) });
-          // An output no digest checks could be wrong in a way only a later failure shows (the
+          const checkedAgainst = file.expected?.from ?? file.checkedBy;
+          results.set(file.path, { size, sha256: digest, status: "written", ...(checkedAgainst === undefined ? {} : { checkedAgainst }) });
+          // An output nothing checks could be wrong in a way only a later failure shows (the
           // wrong base, a damaged input): it gets its name only once every check of the run passed.
-          if (plan.finalCheck === undefined && expected !== undefined) await options.job.publish(file.path, sink, digest);
+          if (plan.finalCheck === undefined && checkedAgainst !== undefined) await options.job.publish(file.path, sink, digest);
           else held.push({ sink, path: file.path, digest });
         } catch (err) {
           await explain(err, sink.tempPath).catch(async (explained: unknown) => {

@@ -1,14 +1,14 @@
 import { dtypeBytes } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
+import { DeltaError, VerifyError } from "../errors.js";
 import { OUTPUT_FORMAT } from "../formats/registry.js";
-import { copyInto } from "../io/atomic-file.js";
+import { copyInto, type StreamHasher } from "../io/atomic-file.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { encodeHeaderVerbatim } from "../safetensors/header.js";
 import type { ReadRange } from "../tensors.js";
 import type { FixupSource } from "./fixups.js";
 import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
-import type { InputFile, PlannedFile } from "./recover.js";
+import type { InputFile, PlannedFile, ProduceContext } from "./recover.js";
 import type { FileSet } from "../io/file-set.js";
 import { recoverTensor } from "./tensor-transform.js";
 
@@ -44,6 +44,26 @@ export interface TensorFileSpec {
   onTensorBytes?(recipe: TensorRecipe, chunk: Uint8Array, last: boolean): void;
   /** Where the expected output sha256 comes from, when known. */
   expected?: PlannedFile["expected"];
+  /**
+   * Each output tensor's sha256 as the publisher recorded it (delta.json):
+   * checked only when the file is written in another format than the header's,
+   * whose file digest is then unknown.
+   */
+  targetSha256?(name: string): string | undefined;
+}
+
+/** The writer a tensor file streams into: the safetensors one, or another format's with the same face. */
+interface TensorSink {
+  readonly tensors: readonly { name: string; dtype: string; shape: number[] }[];
+  writeTensor(name: string, chunks: AsyncIterable<Uint8Array>): Promise<void>;
+  finish(): Promise<void>;
+}
+
+/** The spec each planned tensor file was made from, so apply-delta can write it in another format (delta/pytorch-output.ts). */
+const specs = new WeakMap<PlannedFile, TensorFileSpec>();
+
+export function tensorSpecOf(file: PlannedFile): TensorFileSpec | undefined {
+  return specs.get(file);
 }
 
 /**
@@ -54,60 +74,89 @@ export interface TensorFileSpec {
  */
 export function tensorFile(spec: TensorFileSpec): PlannedFile {
   const headerBytes = encodeHeaderVerbatim(spec.header);
-  return {
+  const file: PlannedFile = {
     path: spec.path,
     size: headerBytes.length + [...spec.recipes.values()].reduce((n, r) => n + numel(r.shape) * dtypeBytes(r.dtype), 0),
     reads: tensorReads(spec),
     ...(spec.expected === undefined ? {} : { expected: spec.expected }),
-    async produce(sink, { pool, advance }) {
-      const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.header);
-      const baseChecks: Promise<void>[] = [];
-      const checkBases = () => Promise.all(baseChecks.splice(0));
-      try {
-        for (const t of writer.tensors) {
-          const recipe = spec.recipes.get(t.name);
-          if (recipe === undefined) throw new DeltaError(`no recipe for tensor "${t.name}" of ${spec.path}`);
-          if (recipe.dtype !== t.dtype || !sameShape(recipe.shape, t.shape)) {
-            throw new DeltaError(`tensor "${t.name}" of ${spec.path} is ${recipe.dtype} [${recipe.shape}] in the delta, the header says ${t.dtype} [${t.shape}]`);
-          }
-          const expectedBase = recipe.base === undefined ? undefined : spec.baseSha256?.(recipe.base.name);
-          const baseHash = expectedBase === undefined ? undefined : pool.create();
-          const fixer = spec.fixups?.forTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
-          const chunks = recoverTensor(recipe, {
-            delta: recipe.op === "base" ? undefined : spec.delta.readTensor(t.name),
-            base: recipe.base === undefined || spec.base === undefined ? undefined : spec.base.readTensor(recipe.base.name),
-            meanRow: recipe.unpaired === "mean" && spec.meanRow !== undefined ? await spec.meanRow(recipe) : undefined,
-          }, {
-            onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
-            fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
-          });
-          await writer.writeTensor(t.name, tap(prefetch(chunks), (chunk) => {
-            spec.onTensorBytes?.(recipe, chunk, false);
-            advance(chunk.length, t.name);
-          }));
-          spec.onTensorBytes?.(recipe, new Uint8Array(0), true);
-          await checkBases();
-          if (baseHash !== undefined) {
-            const check = baseHash.digest().then((digest) => {
-              if (digest !== expectedBase) throw spec.wrongBase?.(recipe.base!.name) ?? new DeltaError(`wrong base: tensor "${recipe.base!.name}" differs`);
-            });
-            check.catch(() => undefined); // awaited by checkBases(); this only stops an early rejection counting as unhandled
-            baseChecks.push(check);
-          }
-          if (fixer !== undefined) {
-            await fixer.finish();
-            spec.onFixed?.(fixer.count);
-          }
-        }
-        await writer.finish();
-      } catch (err) {
-        await Promise.allSettled(baseChecks);
-        throw err;
-      }
-      advance(0, spec.path);
-      return { checks: checkBases().then(() => undefined) };
-    },
+    produce: (sink, context) => writeRecipes(spec, OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.header), context, false),
   };
+  specs.set(file, spec);
+  return file;
+}
+
+/**
+ * Streams every tensor of `spec` into `writer`, in the writer's order, through
+ * the one recovery loop; with `checkTensors`, each output tensor is hashed
+ * and checked against spec.targetSha256.
+ */
+export async function writeRecipes(spec: TensorFileSpec, writer: TensorSink, { pool, advance }: ProduceContext, checkTensors: boolean): Promise<{ checks: Promise<void> }> {
+  const baseChecks: Promise<void>[] = [];
+  const checkBases = () => Promise.all(baseChecks.splice(0));
+  try {
+    for (const t of writer.tensors) {
+      const recipe = spec.recipes.get(t.name);
+      if (recipe === undefined) throw new DeltaError(`no recipe for tensor "${t.name}" of ${spec.path}`);
+      if (recipe.dtype !== t.dtype || !sameShape(recipe.shape, t.shape)) {
+        throw new DeltaError(`tensor "${t.name}" of ${spec.path} is ${recipe.dtype} [${recipe.shape}] in the delta, the header says ${t.dtype} [${t.shape}]`);
+      }
+      const expectedBase = recipe.base === undefined ? undefined : spec.baseSha256?.(recipe.base.name);
+      const baseHash = expectedBase === undefined ? undefined : pool.create();
+      const fixer = spec.fixups?.forTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
+      const chunks = recoverTensor(recipe, {
+        delta: recipe.op === "base" ? undefined : spec.delta.readTensor(t.name),
+        base: recipe.base === undefined || spec.base === undefined ? undefined : spec.base.readTensor(recipe.base.name),
+        meanRow: recipe.unpaired === "mean" && spec.meanRow !== undefined ? await spec.meanRow(recipe) : undefined,
+      }, {
+        onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
+        fixWindow: fixer === undefined ? undefined : (first, bytes) => fixer.fixWindow(first, bytes),
+      });
+      const expectedTensor = checkTensors ? spec.targetSha256?.(t.name) : undefined;
+      if (checkTensors && expectedTensor === undefined) throw new DeltaError(`no sha256 recorded for tensor "${t.name}" of ${spec.path}: it cannot be checked in another format`);
+      const tensorHash = expectedTensor === undefined ? undefined : pool.create();
+      const written = tap(prefetch(chunks), (chunk) => {
+        spec.onTensorBytes?.(recipe, chunk, false);
+        advance(chunk.length, t.name);
+      });
+      await writer.writeTensor(t.name, tensorHash === undefined ? written : hashedChunks(written, tensorHash));
+      spec.onTensorBytes?.(recipe, new Uint8Array(0), true);
+      await checkBases();
+      let baseCheck: Promise<void> | undefined;
+      if (baseHash !== undefined) {
+        baseCheck = baseHash.digest().then((digest) => {
+          if (digest !== expectedBase) throw spec.wrongBase?.(recipe.base!.name) ?? new DeltaError(`wrong base: tensor "${recipe.base!.name}" differs`);
+        });
+        baseCheck.catch(() => undefined); // awaited by checkBases(); this only stops an early rejection counting as unhandled
+        baseChecks.push(baseCheck);
+      }
+      if (tensorHash !== undefined) {
+        // After the base's check: a wrong base is the failure to name, not the output it spoiled.
+        const check = (baseCheck ?? Promise.resolve()).then(() => tensorHash.digest()).then((digest) => {
+          if (digest !== expectedTensor) throw new VerifyError(`recovered tensor "${t.name}" of ${spec.path}: its sha256 ${digest} does not match ${expectedTensor} from ${spec.expected?.from ?? "the delta"}`);
+        });
+        check.catch(() => undefined); // awaited by checkBases()
+        baseChecks.push(check);
+      }
+      if (fixer !== undefined) {
+        await fixer.finish();
+        spec.onFixed?.(fixer.count);
+      }
+    }
+    await writer.finish();
+  } catch (err) {
+    await Promise.allSettled(baseChecks);
+    throw err;
+  }
+  advance(0, spec.path);
+  return { checks: checkBases().then(() => undefined) };
+}
+
+/** Passes chunks through, each hashed (and its copy into the hash worker awaited) before it goes on. */
+async function* hashedChunks(chunks: AsyncIterable<Uint8Array>, hasher: StreamHasher): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    await hasher.update(chunk);
+    yield chunk;
+  }
 }
 
 /** The files a tensor file reads its tensors from (the fix-ups, read by every file, are not declared: they are kept to the end). */

@@ -12,6 +12,7 @@ import { readSafetensors, type SafetensorsFile } from "../safetensors/reader.js"
 import { SafetensorsWriter, type ByteSink } from "../safetensors/writer.js";
 import type { HeaderTensor, MetadataInput } from "../safetensors/header.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "./lfs-pointer.js";
+import { PytorchWriter, type PytorchWriteOptions } from "../pytorch/writer.js";
 
 export type FormatName = "safetensors" | "pytorch";
 
@@ -125,6 +126,24 @@ export const OUTPUT_FORMAT: OutputFormat = {
   },
   create: (sink, label, tensors, metadata) => SafetensorsWriter.create(sink, label, tensors, metadata),
   verbatim: (sink, label, headerText) => SafetensorsWriter.verbatim(sink, label, headerText),
+};
+
+/** PyTorch checkpoints, byte-identical to torch.save (1.13) of the same flat state dict; see pytorch/writer.ts. */
+export const PYTORCH_OUTPUT = {
+  name: "pytorch" as const,
+  indexFile: PYTORCH.indexFile,
+  singleFile: PYTORCH.singleFile,
+  /** Whether OUT names a checkpoint file (and so asks for this format). */
+  claimsFile: (name: string): boolean => /\.(bin|pt|pth)$/i.test(name),
+  /** save_pretrained's PyTorch name for a shard laid out under safetensors' names (`model-00001-of-00002.safetensors` -> `pytorch_model-00001-of-00002.bin`). */
+  shardNameFor(safetensorsName: string): string {
+    if (safetensorsName === SAFETENSORS.singleFile) return PYTORCH.singleFile;
+    const shard = /^model-(\d+-of-\d+)\.safetensors$/.exec(safetensorsName);
+    return shard === null ? safetensorsName.replace(/\.safetensors$/i, ".bin") : `pytorch_model-${shard[1]}.bin`;
+  },
+  /** A checkpoint of these tensors in this (state-dict) order; its archive is named after `label`'s file name, as torch.save names it. */
+  create: (sink: ByteSink, label: string, tensors: readonly { name: string; dtype: DType; shape: readonly number[] }[], options?: PytorchWriteOptions): PytorchWriter =>
+    new PytorchWriter(sink, label, tensors, options),
 };
 
 export type { ByteSink };

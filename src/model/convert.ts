@@ -2,7 +2,9 @@
  * Converts any model source to safetensors: one file (OUT ends in
  * .safetensors) or a model directory with Hugging Face shard names, an index
  * when there is more than one shard, and the files that travel with the
- * model. Streaming: memory is bounded by the chunk size. Every output file
+ * model. Or to PyTorch checkpoints (--format pytorch, or OUT ending in .bin,
+ * .pt or .pth), as save_pretrained names them, each byte-identical to
+ * torch.save of a dict of its tensors in the source's order. Streaming: memory is bounded by the chunk size. Every output file
  * appears under its final name only when complete.
  */
 import { existsSync } from "node:fs";
@@ -15,7 +17,7 @@ import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import type { MetadataInput } from "../safetensors/header.js";
-import { OUTPUT_FORMAT, openSafetensorsFile } from "../formats/registry.js";
+import { OUTPUT_FORMAT, PYTORCH_OUTPUT, openSafetensorsFile, type FormatName } from "../formats/registry.js";
 import { openModel } from "./open-model.js";
 import { formatIndex, planShards } from "../formats/shard-plan.js";
 import { asLocalSource, type LocalSource, type ModelSource } from "./types.js";
@@ -28,6 +30,10 @@ export interface ConvertOptions {
   onProgress?: OnProgress;
   /** Called, and awaited, as each file of a directory output is in its final place (make-delta uploads resharded shards as they come). */
   onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
+  /** "safetensors" (the default) or "pytorch"; an OUT ending in .bin, .pt or .pth asks for "pytorch". */
+  format?: FormatName;
+  /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
+  byteorderRecord?: boolean;
 }
 
 export interface ConvertedFile {
@@ -57,8 +63,20 @@ export async function convertIntoLockedOutput(src: string, out: string, options:
   return convert(src, out, options, false);
 }
 
+/** The output format OUT and --format ask for; a contradiction between them is refused. */
+function outputFormat(out: string, options: ConvertOptions): FormatName {
+  const named = PYTORCH_OUTPUT.claimsFile(out) ? "pytorch" : out.toLowerCase().endsWith(".safetensors") ? "safetensors" : undefined;
+  if (options.format !== undefined && named !== undefined && named !== options.format) {
+    throw new UsageError(`--format ${options.format} cannot write ${out}: its extension names the ${named} format`);
+  }
+  const format = options.format ?? named ?? "safetensors";
+  if (options.byteorderRecord === true && format !== "pytorch") throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
+  return format;
+}
+
 async function convert(src: string | LocalSource, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
-  const singleFile = out.toLowerCase().endsWith(".safetensors");
+  const format = outputFormat(out, options);
+  const singleFile = format === "pytorch" ? PYTORCH_OUTPUT.claimsFile(out) : out.toLowerCase().endsWith(".safetensors");
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
   }
@@ -70,20 +88,20 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   try {
     refuseOverlap(out, [inputOf("input", model)]);
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
-    const needed = [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024, 0);
+    const needed = [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
-    if (!lock) return await writeConverted(model, out, singleFile, options);
+    if (!lock) return await writeConverted(model, out, singleFile, { ...options, format });
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
     return await withOutputLock(lockDir, "convert", async () => {
       if (singleFile) {
         // One file: never one that is there already (convert writes no record beside a single file).
         if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another name`);
-        return writeConverted(model, out, singleFile, options);
+        return writeConverted(model, out, singleFile, { ...options, format });
       }
       await removeStalePartials(out);
       const job = await OutputJob.claim(out, "convert", { force: options.force });
-      const converted = await writeConverted(model, out, singleFile, options, job);
+      const converted = await writeConverted(model, out, singleFile, { ...options, format }, job);
       await job.finish();
       return converted;
     }, lockName);
@@ -93,7 +111,11 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
 }
 
 async function writeConverted(model: ModelSource, out: string, singleFile: boolean, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
-  const metadata = await outputMetadata(model, singleFile);
+  const pytorch = options.format === "pytorch";
+  const output: ShardOutput = pytorch ? { format: "pytorch", byteorderRecord: options.byteorderRecord === true } : { format: "safetensors", metadata: await outputMetadata(model, singleFile) };
+  // PyTorch shards are laid out as safetensors' are (the same split), under save_pretrained's PyTorch names.
+  const fileName = (name: string) => (pytorch ? PYTORCH_OUTPUT.shardNameFor(name) : name);
+  const indexFile = pytorch ? PYTORCH_OUTPUT.indexFile : OUTPUT_FORMAT.indexFile;
   const tensors = [...model.tensors.values()];
   const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
   const onProgress = options.onProgress;
@@ -101,23 +123,25 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
 
   const files: ConvertedFile[] = [];
   if (singleFile) {
-    files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), metadata, onProgress));
+    files.push(await writeShard(model, resolve(out), basename(out), tensors.map((t) => t.name), output, onProgress));
   } else {
     const outDir = resolve(out);
     const plan = planShards(tensors, options.maxShardBytes ?? model.convertShardBytes);
-    const names = [...plan.files, ...(plan.files.length > 1 ? [OUTPUT_FORMAT.indexFile] : []), ...model.extraFiles];
+    const assignment = new Map([...plan.assignment].map(([tensor, file]) => [tensor, fileName(file)]));
+    const shardFiles = plan.files.map(fileName);
+    const names = [...shardFiles, ...(shardFiles.length > 1 ? [indexFile] : []), ...model.extraFiles];
     await job?.claimFiles(names);
     const done = async (file: ConvertedFile) => {
       files.push(file);
       await options.onFileWritten?.(file);
     };
-    for (const file of plan.files) {
-      const names = tensors.filter((t) => plan.assignment.get(t.name) === file).map((t) => t.name);
-      await done(await writeShard(model, join(outDir, file), file, names, metadata, onProgress, job));
+    for (const file of shardFiles) {
+      const names = tensors.filter((t) => assignment.get(t.name) === file).map((t) => t.name);
+      await done(await writeShard(model, join(outDir, file), file, names, output, onProgress, job));
     }
-    if (plan.files.length > 1) {
-      const text = new TextEncoder().encode(formatIndex(totalBytes, plan.assignment));
-      await done(await writeOutput(join(outDir, OUTPUT_FORMAT.indexFile), OUTPUT_FORMAT.indexFile, job, (sink) => sink.write(text)));
+    if (shardFiles.length > 1) {
+      const text = new TextEncoder().encode(formatIndex(totalBytes, assignment));
+      await done(await writeOutput(join(outDir, indexFile), indexFile, job, (sink) => sink.write(text)));
     }
     for (const extra of model.extraFiles) {
       await done(await writeOutput(join(outDir, extra), extra, job, async (sink) => copyInto(await model.files.whole(extra), sink)));
@@ -158,12 +182,15 @@ async function outputMetadata(model: ModelSource, singleFile: boolean): Promise<
   return !singleFile || model.format === "pytorch" ? TRANSFORMERS_METADATA : null;
 }
 
+/** How a shard is written: safetensors with its metadata, or a PyTorch checkpoint of a plain dict. */
+type ShardOutput = { format: "safetensors"; metadata: MetadataInput } | { format: "pytorch"; byteorderRecord: boolean };
+
 async function writeShard(
   model: ModelSource,
   path: string,
   label: string,
   names: string[],
-  metadata: MetadataInput,
+  output: ShardOutput,
   onProgress: OnProgress | undefined,
   job?: OutputJob,
 ): Promise<ConvertedFile> {
@@ -173,7 +200,9 @@ async function writeShard(
       if (t === undefined) throw new ModelError(`${model.source} has no tensor "${name}"`);
       return { name, dtype: t.dtype, shape: t.shape };
     });
-    const writer = OUTPUT_FORMAT.create(file, path, specs, metadata);
+    const writer = output.format === "pytorch"
+      ? PYTORCH_OUTPUT.create(file, path, specs, { container: "dict", byteorderRecord: output.byteorderRecord })
+      : OUTPUT_FORMAT.create(file, path, specs, output.metadata);
     for (const t of writer.tensors) {
       await writer.writeTensor(t.name, tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
         onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label: t.name });

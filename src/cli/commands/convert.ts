@@ -4,7 +4,7 @@ import type { CliContext } from "../context.js";
 import type { ConvertArgs } from "../args.js";
 import { progressReporter } from "../progress.js";
 
-/** `delta-weights convert SRC OUT [--max-shard-size SIZE] [--force]` */
+/** `delta-weights convert SRC OUT [--max-shard-size SIZE] [--format safetensors|pytorch] [--byteorder-record] [--force]` */
 export default async function run(args: ConvertArgs, ctx: CliContext): Promise<void> {
   const progress = progressReporter(ctx);
   try {
@@ -12,6 +12,8 @@ export default async function run(args: ConvertArgs, ctx: CliContext): Promise<v
       ...ctx.sources,
       ...(args.maxShardBytes === undefined ? {} : { maxShardBytes: args.maxShardBytes }),
       force: args.force,
+      ...(args.format === undefined ? {} : { format: args.format }),
+      ...(args.byteorderRecord === true ? { byteorderRecord: true } : {}),
       onProgress: progress.onProgress,
     });
     progress.stop();

@@ -38,6 +38,7 @@ export default async function run(args: MakeArgs, ctx: CliContext): Promise<void
     if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in delta-fixups.safetensors)`);
     if (result.added.length > 0) ctx.log(`tensors only in the target, stored as they are: ${result.added.join(", ")}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
+    for (const note of result.notes) ctx.log(note);
     if (pushed !== undefined) ctx.log(pushedLine(pushed.repo, pushed));
   } finally {
     progress.stop();

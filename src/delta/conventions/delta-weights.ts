@@ -71,6 +71,7 @@ function planRecovery(view: DeltaView, manifest: Manifest, base: ModelSource, de
         fixups,
         onFixed: (count) => { fixed += count; },
         expected,
+        targetSha256: (name) => manifest.target.tensors.get(name)?.sha256,
       }));
     } else if (manifest.target.index?.file === rel) {
       files.push(textFile(rel, manifest.target.index.text, expected));
