@@ -1,3 +1,5 @@
+import type { Outtype } from "../gguf/llama.js";
+
 /** Each command's arguments, typed: what main.ts makes of the command line, what the command module receives. */
 
 export interface ApplyArgs {
@@ -42,6 +44,8 @@ export interface ConvertArgs {
   out: string;
   maxShardBytes?: number;
   force: boolean;
+  format?: "safetensors" | "gguf";
+  outtype?: Outtype;
 }
 
 export interface PushArgs {

@@ -9,6 +9,7 @@ import { makeContext, type CliContext, type GlobalFlags } from "./context.js";
 import { hubSettings } from "./hub-options.js";
 import { requiredOption } from "./options.js";
 import { parseSize } from "./parse-size.js";
+import { OUTTYPES, type Outtype } from "../gguf/llama.js";
 import type { ApplyArgs, ConvertArgs, IdentifyArgs, InspectArgs, MakeArgs, PushArgs, VerifyArgs } from "./args.js";
 
 /**
@@ -153,11 +154,15 @@ export function buildProgram(): Command {
       .argument("<out>", "output .safetensors file or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
       .option("--force", "write into a directory that holds other files (none of them is overwritten)")
+      .addOption(new Option("--format <format>", "output format (OUT ending in .gguf implies gguf)").choices(["safetensors", "gguf"]))
+      .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16; auto: f16 for a float16 model, else bf16)").choices(OUTTYPES))
       .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
         src: src!,
         out: out!,
         maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
         force: o.force === true,
+        ...(o.format === "gguf" || o.format === "safetensors" ? { format: o.format } : {}),
+        ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
       }))),
   );
   program.addCommand(

@@ -12,13 +12,16 @@ export default async function run(args: ConvertArgs, ctx: CliContext): Promise<v
       ...ctx.sources,
       ...(args.maxShardBytes === undefined ? {} : { maxShardBytes: args.maxShardBytes }),
       force: args.force,
+      ...(args.format === undefined ? {} : { format: args.format }),
+      ...(args.outtype === undefined ? {} : { outtype: args.outtype }),
       onProgress: progress.onProgress,
     });
     progress.stop();
     if (ctx.json) {
       ctx.printJson(result);
     } else {
-      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
+      const gguf = result.outtype === undefined ? "" : ` (GGUF, --outtype ${result.outtype})`;
+      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}${gguf}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
       for (const f of result.files) ctx.log(`  ${f.sha256}  ${f.path}`);
     }
   } finally {
