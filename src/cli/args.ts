@@ -12,6 +12,8 @@ export interface ApplyArgs {
   force: boolean;
   /** false: --no-cache-delta. */
   cacheDelta: boolean;
+  format?: "safetensors" | "gguf";
+  outtype?: Outtype;
 }
 
 export interface MakeArgs {

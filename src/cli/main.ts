@@ -83,6 +83,8 @@ function applyCommand(name: string): Command {
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
+    .addOption(new Option("--format <format>", "output format: gguf writes the verified model as one GGUF file for llama.cpp").choices(["safetensors", "gguf"]))
+    .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16)").choices(OUTTYPES))
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
       delta: requiredOption(o, "delta", "deltaPath"),
@@ -92,6 +94,8 @@ function applyCommand(name: string): Command {
       expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
       cacheDelta: o.cacheDelta !== false,
+      ...(o.format === "gguf" || o.format === "safetensors" ? { format: o.format } : {}),
+      ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
     })));
 }
 

@@ -1,6 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DeltaError } from "../errors.js";
+import { DeltaError, UsageError } from "../errors.js";
+import type { Outtype } from "../gguf/llama.js";
+import { applyAsGguf, type GgufApplyOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -36,6 +38,10 @@ export interface ApplyDeltaOptions {
   expectSum?: number;
   /** Hashing threads (default: one per core but one). */
   threads?: number;
+  /** "gguf": the recovered model as one GGUF file in the target (see apply-gguf.ts). */
+  format?: "safetensors" | "gguf";
+  /** GGUF tensor type (llama.cpp converter's --outtype). */
+  outtype?: Outtype;
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
@@ -64,10 +70,17 @@ export interface ApplyDeltaResult {
   /** Elements restored by the fix-ups. */
   fixups: number;
   bytes: number;
+  /** With format "gguf": the GGUF file written (the recovered files above were checked, then removed). */
+  gguf?: GgufApplyOutput;
 }
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  if (options.format === "gguf") {
+    const { format: _format, outtype: _outtype, ...rest } = options;
+    return applyAsGguf(options, (scratch) => applyDelta({ ...rest, target: scratch }));
+  }
+  if (options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (--format gguf)");
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);

@@ -309,11 +309,9 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
   return out;
 }
 
-/** The GGUF plan for a LLaMA-family model, or a refusal naming what it does not write. */
-export function planLlamaGguf(inputs: LlamaGgufInputs): LlamaGgufPlan {
-  const { label } = inputs;
-  if (!isObject(inputs.config)) throw new ModelError(`${label}: config.json is not a JSON object`);
-  const config = inputs.config;
+/** The model's hyperparameters, or a refusal naming what the GGUF writer does not write (before any output). */
+export function checkLlamaGgufConfig(label: string, config: unknown, tokenizerModel: SentencePieceModel): LlamaHyperparameters {
+  if (!isObject(config)) throw new ModelError(`${label}: config.json is not a JSON object`);
   const architectures = Array.isArray(config.architectures) ? config.architectures : [];
   const arch = architectures[0];
   if (typeof arch !== "string" || !LLAMA_ARCHITECTURES.has(arch)) {
@@ -341,9 +339,30 @@ export function planLlamaGguf(inputs: LlamaGgufInputs): LlamaGgufPlan {
   for (const [key, v] of [["max_position_embeddings", context], ["rms_norm_eps", eps], ["rope_theta", theta]] as const) {
     if (typeof v !== "number" || !Number.isFinite(v)) throw new ModelError(`${label}: config.json's "${key}" is not a number`);
   }
-  if (inputs.tokenizerModel.modelType !== 1 && inputs.tokenizerModel.modelType !== 2) {
-    throw new ModelError(`${label}: tokenizer.model is a SentencePiece ${inputs.tokenizerModel.modelType === 3 ? "word" : "char"} model; llama.cpp's "llama" tokenizer reads BPE and unigram models only`);
+  if (tokenizerModel.modelType !== 1 && tokenizerModel.modelType !== 2) {
+    throw new ModelError(`${label}: tokenizer.model is a SentencePiece ${tokenizerModel.modelType === 3 ? "word" : "char"} model; llama.cpp's "llama" tokenizer reads BPE and unigram models only`);
   }
+
+  return { blockCount, hidden, nHead, nKvHead, ff, vocabSize, headDim, context: context as number, eps: eps as number, theta: theta as number };
+}
+
+interface LlamaHyperparameters {
+  blockCount: number;
+  hidden: number;
+  nHead: number;
+  nKvHead: number;
+  ff: number;
+  vocabSize: number;
+  headDim: number;
+  context: number;
+  eps: number;
+  theta: number;
+}
+
+/** The GGUF plan for a LLaMA-family model, or a refusal naming what it does not write. */
+export function planLlamaGguf(inputs: LlamaGgufInputs): LlamaGgufPlan {
+  const { label } = inputs;
+  const { blockCount, hidden, nHead, nKvHead, ff, vocabSize, headDim, context, eps, theta } = checkLlamaGgufConfig(label, inputs.config, inputs.tokenizerModel);
 
   // Tensors, in the source's order, as prepare_tensors types them.
   const tensors: PlannedTensor[] = [];
@@ -380,13 +399,13 @@ export function planLlamaGguf(inputs: LlamaGgufInputs): LlamaGgufPlan {
   kv("general.name", { type: "string", value: inputs.name });
   kv("general.size_label", { type: "string", value: sizeLabel(params) });
   kv("llama.block_count", { type: "uint32", value: blockCount });
-  kv("llama.context_length", { type: "uint32", value: context as number });
+  kv("llama.context_length", { type: "uint32", value: context });
   kv("llama.embedding_length", { type: "uint32", value: hidden });
   kv("llama.feed_forward_length", { type: "uint32", value: ff });
   kv("llama.attention.head_count", { type: "uint32", value: nHead });
   kv("llama.attention.head_count_kv", { type: "uint32", value: nKvHead });
-  kv("llama.rope.freq_base", { type: "float32", value: theta as number });
-  kv("llama.attention.layer_norm_rms_epsilon", { type: "float32", value: eps as number });
+  kv("llama.rope.freq_base", { type: "float32", value: theta });
+  kv("llama.attention.layer_norm_rms_epsilon", { type: "float32", value: eps });
   kv("llama.attention.key_length", { type: "uint32", value: headDim });
   kv("llama.attention.value_length", { type: "uint32", value: headDim });
   kv("general.file_type", { type: "uint32", value: fileType });

@@ -32,6 +32,8 @@ export interface ConvertOptions {
   format?: "safetensors" | "gguf";
   /** GGUF tensor type, as llama.cpp's converter names it (default: its default, f16). */
   outtype?: Outtype;
+  /** GGUF general.name (default: the model directory's or repo's name). */
+  ggufName?: string;
   /** Called, and awaited, as each file of a directory output is in its final place (make-delta uploads resharded shards as they come). */
   onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
 }
@@ -81,7 +83,7 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   try {
     refuseOverlap(out, [inputOf("input", model)]);
     // GGUF: every refusal (architecture, tokenizer, tensors) before any output.
-    const ggufPlan = gguf ? await planGguf(model, ggufModelName(model), options.outtype) : undefined;
+    const ggufPlan = gguf ? await planGguf(model, options.ggufName ?? ggufModelName(model), options.outtype) : undefined;
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
     const needed = ggufPlan?.layout.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);

@@ -5,6 +5,7 @@
  * whole blocks (q_proj/k_proj one head at a time, for the row permutation),
  * converted and written. Memory is bounded by the chunk size and one head.
  */
+import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { ModelError } from "../errors.js";
@@ -12,7 +13,7 @@ import { dtypeBytes } from "../dtypes.js";
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import { layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
-import { planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
+import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
 import { convertChunk, permuteHeadRows } from "../gguf/quantize.js";
 import { readSentencePieceModel } from "../tokenizer/sentencepiece.js";
 import type { ModelSource } from "./types.js";
@@ -144,3 +145,32 @@ export function ggufModelName(model: ModelSource): string {
   return basename(named.replace(/@[^/\\]*$/, "")) || basename(model.root);
 }
 
+
+/**
+ * The refusals of planGguf that need only config.json and tokenizer.model,
+ * read from the first of `dirs` that holds each (a delta's own, else the
+ * base's): apply-delta --format gguf says them before any output.
+ */
+export async function checkGgufCompanions(dirs: readonly string[], label: string): Promise<void> {
+  const find = (file: string) => dirs.map((d) => join(d, file)).find((p) => existsSync(p));
+  const configPath = find("config.json");
+  const spPath = find("tokenizer.model");
+  if (spPath === undefined) {
+    const bpe = find("tokenizer.json") !== undefined ? " (only tokenizer.json, a BPE tokenizer whose pre-tokenizer llama.cpp's converter identifies by a hash table this tool does not carry)" : "";
+    throw new ModelError(`${label}: no tokenizer.model${bpe}: GGUF output is written for SentencePiece tokenizers only`);
+  }
+  if (configPath === undefined) throw new ModelError(`${label}: no config.json: a GGUF file needs the model's hyperparameters`);
+  const read = async (path: string) => {
+    const info = await stat(path);
+    if (info.size > MAX_COMPANION_BYTES) throw new ModelError(`${path} is ${info.size} bytes, more than the ${MAX_COMPANION_BYTES} a tokenizer or config file is read with`);
+    return new Uint8Array(await readFile(path));
+  };
+  let config: unknown;
+  try {
+    config = JSON.parse(new TextDecoder().decode(await read(configPath))) as unknown;
+  } catch (err) {
+    if (err instanceof ModelError) throw err;
+    throw new ModelError(`${configPath} is not valid JSON: ${(err as Error).message}`);
+  }
+  checkLlamaGgufConfig(label, config, readSentencePieceModel(await read(spPath), spPath));
+}

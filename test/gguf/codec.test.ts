@@ -38,7 +38,7 @@ describe("tensor encodings", () => {
     block.set([127, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997]);
     const out = encodeF32As("Q8_0", block);
     expect(out.length).toBe(34);
-    expect(out[0] | (out[1]! << 8)).toBe(0x3c00); // d = 1.0
+    expect(out[0]! | (out[1]! << 8)).toBe(0x3c00); // d = 1.0
     expect([...new Int8Array(out.buffer, 2, 7)]).toEqual([127, 1, -1, 2, 3, -3, 0]);
   });
 
