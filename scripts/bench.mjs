@@ -2,6 +2,7 @@
 // npm run bench [-- --layers N] [-- --keep] [-- --xor-only] [-- --repeat N] [-- --conventions]
 // npm run bench -- --hub [...]   (the Hub download bench: scripts/bench-hub.mjs)
 // npm run bench -- --push [...]  (the publishing bench: scripts/bench-push.mjs)
+// npm run bench -- --gguf [...]  (GGUF output, F16 and Q8_0: scripts/bench-gguf.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -37,6 +38,10 @@ const args = process.argv.slice(2);
 if (args.includes("--hub")) {
   const hub = spawnSync(process.execPath, [path.join(root, "scripts/bench-hub.mjs"), ...args.filter((arg) => arg !== "--hub")], { stdio: "inherit" });
   process.exit(hub.status ?? 1);
+}
+if (args.includes("--gguf")) {
+  const gguf = spawnSync(process.execPath, [path.join(root, "scripts/bench-gguf.mjs"), ...args.filter((arg) => arg !== "--gguf")], { stdio: "inherit" });
+  process.exit(gguf.status ?? 1);
 }
 if (args.includes("--push")) {
   const push = spawnSync(process.execPath, [path.join(root, "scripts/bench-push.mjs"), ...args.filter((arg) => arg !== "--push")], { stdio: "inherit" });

@@ -90,35 +90,38 @@ function f32BitsToBf16Ggml(bits: number): number {
   return Math.floor((n + 0x7fff + ((n >>> 16) & 1)) / 65536) & 0xffff;
 }
 
-/** gguf-py's np_roundf: round half away from zero. */
-function roundHalfAway(v: number): number {
-  const a = Math.abs(v);
-  const floored = Math.floor(a);
-  const b = floored + Math.floor(2 * (a - floored));
-  return v < 0 ? -b : v > 0 ? b : 0;
-}
-
 /** Q8_0 blocks of 32 values: float16 d, then 32 int8 (gguf-py Q8_0.quantize_blocks; ggml's quantize_row_q8_0_ref gives the same). */
 function quantizeQ8_0(values: Float32Array, out: Uint8Array): void {
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  const f32 = new Float32Array(1);
-  const f32Bits = new Uint32Array(f32.buffer);
+  // Float32Array stores round each product to float32, as numpy's float32 arithmetic does.
+  const scaled = new Float32Array(32);
+  const d32 = new Float32Array(1);
+  const dBits = new Uint32Array(d32.buffer);
+  const quants = new Int8Array(out.buffer, out.byteOffset, out.byteLength);
   const nBlocks = values.length / 32;
   for (let b = 0; b < nBlocks; b++) {
     const base = b * 32;
     let amax = 0;
     for (let i = 0; i < 32; i++) {
       const a = Math.abs(values[base + i]!);
-      if (a > amax || Number.isNaN(a)) amax = a;
+      if (!(a <= amax)) amax = a; // a NaN wins, as numpy's max
     }
-    const d = Math.fround(amax / 127);
-    const id = d === 0 ? 0 : Math.fround(1 / d);
-    f32[0] = d;
+    d32[0] = amax / 127;
+    const d = d32[0]!;
+    d32[0] = d === 0 ? 0 : 1 / d;
+    const id = d32[0]!;
+    for (let i = 0; i < 32; i++) scaled[i] = values[base + i]! * id;
     const o = b * 34;
-    view.setUint16(o, f32BitsToF16Numpy(f32Bits[0]!), true);
+    d32[0] = d;
+    const half = f32BitsToF16Numpy(dBits[0]!);
+    out[o] = half & 0xff;
+    out[o + 1] = half >>> 8;
     for (let i = 0; i < 32; i++) {
-      const q = roundHalfAway(Math.fround(values[base + i]! * id));
-      view.setInt8(o + 2 + i, q);
+      const v = scaled[i]!;
+      // np_roundf: floor(|v|) + floor(2 * frac), with v's sign (exact in float64 for these magnitudes).
+      const a = v < 0 ? -v : v;
+      const fl = Math.floor(a);
+      const r = fl + (a - fl >= 0.5 ? 1 : 0);
+      quants[o + 2 + i] = v < 0 ? -r : r;
     }
   }
 }
