@@ -11,6 +11,7 @@ import { basename, join } from "node:path";
 import { ModelError } from "../errors.js";
 import { dtypeBytes } from "../dtypes.js";
 import { CHUNK_BYTES } from "../limits.js";
+import { prefetch } from "../io/chunk-streams.js";
 import type { OnProgress } from "../progress.js";
 import { layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
 import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
@@ -122,7 +123,8 @@ export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout:
   for (const t of layout.tensors) {
     const planned = plan.tensors.find((p) => p.name === t.name)!;
     let bytes = 0;
-    for await (const chunk of convertedChunks(model, planned)) {
+    // The next piece is read and converted while this one is written.
+    for await (const chunk of prefetch(convertedChunks(model, planned))) {
       await sink.write(chunk.bytes);
       bytes += chunk.bytes.length;
       onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.sourceBytes, label: planned.source });
