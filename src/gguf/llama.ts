@@ -52,6 +52,9 @@ const MODEL_TENSORS: Record<string, string> = {
   "lm_head.weight": "output.weight",
 };
 
+/** Above any real vocabulary (Gemma's 256,000 is the largest SentencePiece one): the token list is built in memory. */
+const MAX_VOCAB = 524_288;
+
 export interface SourceTensor {
   name: string;
   dtype: DType;
@@ -331,6 +334,7 @@ export function checkLlamaGgufConfig(label: string, config: unknown, tokenizerMo
   const nKvHead = config.num_key_value_heads === undefined || config.num_key_value_heads === null ? nHead : requireInt(config, "num_key_value_heads", label);
   const ff = requireInt(config, "intermediate_size", label);
   const vocabSize = requireInt(config, "vocab_size", label);
+  if (vocabSize > MAX_VOCAB) throw new ModelError(`${label}: config.json's vocab_size ${vocabSize} is more than the ${MAX_VOCAB} tokens GGUF output is written for`);
   if (vocabSize === 32016) throw new ModelError(`${label}: a 32016-token vocabulary is CodeLlama's, whose infill tokens this writer does not write: use llama.cpp's converter`);
   const headDim = config.head_dim === undefined || config.head_dim === null ? Math.floor(hidden / nHead) : requireInt(config, "head_dim", label);
   const context = config.max_position_embeddings ?? defaults.max_position_embeddings;

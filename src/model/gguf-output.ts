@@ -19,8 +19,12 @@ import { convertChunk, permuteHeadRows } from "../gguf/quantize.js";
 import { readSentencePieceModel } from "../tokenizer/sentencepiece.js";
 import type { ModelSource } from "./types.js";
 
-/** Larger than any real tokenizer.model or tokenizer.json (LLaMA's: 0.5 MB and 1.8 MB): a companion file is read whole. */
-const MAX_COMPANION_BYTES = 64 * 1024 * 1024;
+/**
+ * Larger than any SentencePiece model's tokenizer.model or tokenizer.json
+ * (LLaMA's: 0.5 MB and 1.8 MB; Gemma's: 4 MB and 17 MB): a companion file is
+ * read and parsed whole, so a hostile one must not cost more.
+ */
+const MAX_COMPANION_BYTES = 24 * 1024 * 1024;
 
 export interface GgufSink {
   write(bytes: Uint8Array): Promise<void>;

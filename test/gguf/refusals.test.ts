@@ -92,3 +92,15 @@ describe("convert CLI", () => {
     expect(oneErrorLine(run)).toMatch(/not Qwen2ForCausalLM/);
   });
 });
+
+describe("hostile GGUF inputs", () => {
+  it("refuses a config whose vocab_size would make a giant token list, before allocating it", async () => {
+    const { dir, out } = await variant((d) => editConfig(d, (c) => { c.vocab_size = 2_000_000_000; }));
+    await expect(convertModel(dir, out)).rejects.toThrow(/vocab_size 2000000000 is more than the 524288 tokens/);
+  });
+
+  it("refuses a tokenizer.model whose piece length runs past the file", async () => {
+    const { dir, out } = await variant((d) => writeFileSync(join(d, "tokenizer.model"), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x41])));
+    await expect(convertModel(dir, out)).rejects.toThrow(/tokenizer\.model is not a SentencePiece model: a field runs past its message/);
+  });
+});
