@@ -12,7 +12,7 @@ import { dirname, join, relative, resolve } from "node:path";
 const LAYERS = [
   ["errors.ts", "limits.ts", "dtypes.ts", "progress.ts", "json.ts", "text.ts", "tensors.ts", "relative-path.ts", "version.ts"],
   ["kernels/", "io/"],
-  ["safetensors/", "pytorch/", "easylm/"],
+  ["safetensors/", "pytorch/", "easylm/", "gguf/", "tokenizer/"],
   ["formats/"],
   ["model/"],
   ["hash/", "delta/"],

@@ -1,3 +1,5 @@
+import type { Outtype } from "../gguf/llama.js";
+
 /** Each command's arguments, typed: what main.ts makes of the command line, what the command module receives. */
 
 export interface ApplyArgs {
@@ -12,8 +14,9 @@ export interface ApplyArgs {
   force: boolean;
   /** false: --no-cache-delta. */
   cacheDelta: boolean;
-  format?: "safetensors" | "pytorch";
+  format?: "safetensors" | "pytorch" | "gguf";
   byteorderRecord?: boolean;
+  outtype?: Outtype;
 }
 
 export interface MakeArgs {
@@ -46,8 +49,9 @@ export interface ConvertArgs {
   out: string;
   maxShardBytes?: number;
   force: boolean;
-  format?: "safetensors" | "pytorch";
+  format?: "safetensors" | "pytorch" | "gguf";
   byteorderRecord?: boolean;
+  outtype?: Outtype;
 }
 
 export interface PushArgs {

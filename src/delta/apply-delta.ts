@@ -3,6 +3,8 @@ import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DeltaError, UsageError } from "../errors.js";
 import type { FormatName } from "../formats/registry.js";
+import type { Outtype } from "../gguf/llama.js";
+import { applyAsGguf, type GgufApplyOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -45,11 +47,13 @@ export interface ApplyDeltaOptions {
   expectSum?: number;
   /** Hashing threads (default: one per core but one). */
   threads?: number;
+  /** GGUF tensor type (llama.cpp converter's --outtype). */
+  outtype?: Outtype;
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
-  /** The recovered weights' format: "safetensors" (default) or "pytorch" (torch.save checkpoints, see pytorch-output.ts). */
-  format?: FormatName;
+  /** The recovered weights' format: "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
+  format?: FormatName | "gguf";
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
 }
@@ -77,10 +81,17 @@ export interface ApplyDeltaResult {
   /** Elements restored by the fix-ups. */
   fixups: number;
   bytes: number;
+  /** With format "gguf": the GGUF file written (the recovered files above were checked, then removed). */
+  gguf?: GgufApplyOutput;
 }
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+  if (options.format === "gguf") {
+    const { format: _format, outtype: _outtype, ...rest } = options;
+    return applyAsGguf(options, (scratch) => applyDelta({ ...rest, target: scratch }));
+  }
+  if (options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (--format gguf)");
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);
@@ -193,6 +204,7 @@ const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | Convent
   // The output format is checked against the plan's outputs when they are retargeted (byte codecs, whose outputs are the publisher's own files, refuse it).
   format: "every convention",
   byteorderRecord: "every convention",
+  outtype: "every convention",
   checksums: "checksums",
   expectSum: "expectSum",
 };

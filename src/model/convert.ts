@@ -21,6 +21,8 @@ import { OUTPUT_FORMAT, PYTORCH_OUTPUT, openSafetensorsFile, type FormatName } f
 import { openModel } from "./open-model.js";
 import { formatIndex, planShards } from "../formats/shard-plan.js";
 import { asLocalSource, type LocalSource, type ModelSource } from "./types.js";
+import { ggufModelName, planGguf, writeGguf } from "./gguf-output.js";
+import type { Outtype } from "../gguf/llama.js";
 
 export interface ConvertOptions {
   /** Write into a directory that holds other files (none of them is overwritten). */
@@ -28,10 +30,14 @@ export interface ConvertOptions {
   /** Largest shard in bytes (directory output only); default: one file. */
   maxShardBytes?: number;
   onProgress?: OnProgress;
+  /** GGUF tensor type, as llama.cpp's converter names it (default: its default, f16). */
+  outtype?: Outtype;
+  /** GGUF general.name (default: the model directory's or repo's name). */
+  ggufName?: string;
   /** Called, and awaited, as each file of a directory output is in its final place (make-delta uploads resharded shards as they come). */
   onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
-  /** "safetensors" (the default) or "pytorch"; an OUT ending in .bin, .pt or .pth asks for "pytorch". */
-  format?: FormatName;
+  /** "safetensors" (the default), "pytorch" or "gguf"; an OUT ending in .bin, .pt or .pth asks for "pytorch", one ending in .gguf for "gguf". */
+  format?: FormatName | "gguf";
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
 }
@@ -49,6 +55,8 @@ export interface ConvertResult {
   tensors: number;
   /** Tensor bytes written (without headers). */
   bytes: number;
+  /** GGUF output: the tensor type chosen (f32, f16, bf16, q8_0). */
+  outtype?: string;
 }
 
 /** What transformers' save_pretrained writes into every shard. */
@@ -64,8 +72,9 @@ export async function convertIntoLockedOutput(src: string, out: string, options:
 }
 
 /** The output format OUT and --format ask for; a contradiction between them is refused. */
-function outputFormat(out: string, options: ConvertOptions): FormatName {
-  const named = PYTORCH_OUTPUT.claimsFile(out) ? "pytorch" : out.toLowerCase().endsWith(".safetensors") ? "safetensors" : undefined;
+function outputFormat(out: string, options: ConvertOptions): FormatName | "gguf" {
+  const lower = out.toLowerCase();
+  const named = PYTORCH_OUTPUT.claimsFile(out) ? "pytorch" : lower.endsWith(".safetensors") ? "safetensors" : lower.endsWith(".gguf") ? "gguf" : undefined;
   if (options.format !== undefined && named !== undefined && named !== options.format) {
     throw new UsageError(`--format ${options.format} cannot write ${out}: its extension names the ${named} format`);
   }
@@ -76,7 +85,10 @@ function outputFormat(out: string, options: ConvertOptions): FormatName {
 
 async function convert(src: string | LocalSource, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
   const format = outputFormat(out, options);
-  const singleFile = format === "pytorch" ? PYTORCH_OUTPUT.claimsFile(out) : out.toLowerCase().endsWith(".safetensors");
+  const gguf = format === "gguf";
+  if (!gguf && options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (OUT ending in .gguf, or --format gguf)");
+  if (gguf && options.maxShardBytes !== undefined) throw new UsageError("--max-shard-size does not apply to GGUF output: it is one file");
+  const singleFile = gguf || (format === "pytorch" ? PYTORCH_OUTPUT.claimsFile(out) : out.toLowerCase().endsWith(".safetensors"));
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
   }
@@ -87,16 +99,19 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   const model = await openModel(input.path, { source: input.source });
   try {
     refuseOverlap(out, [inputOf("input", model)]);
+    // GGUF: every refusal (architecture, tokenizer, tensors) before any output.
+    const ggufPlan = gguf ? await planGguf(model, options.ggufName ?? ggufModelName(model), options.outtype) : undefined;
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
-    const needed = [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
+    const needed = ggufPlan?.layout.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
-    if (!lock) return await writeConverted(model, out, singleFile, { ...options, format });
+    if (!lock) return ggufPlan !== undefined ? await writeGgufOutput(model, out, ggufPlan, options) : await writeConverted(model, out, singleFile, { ...options, format });
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
     return await withOutputLock(lockDir, "convert", async () => {
       if (singleFile) {
         // One file: never one that is there already (convert writes no record beside a single file).
         if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another name`);
+        if (ggufPlan !== undefined) return writeGgufOutput(model, out, ggufPlan, options);
         return writeConverted(model, out, singleFile, { ...options, format });
       }
       await removeStalePartials(out);
@@ -149,6 +164,15 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
   }
   onProgress?.({ kind: "end", phase: "convert" });
   return { out, files, tensors: tensors.length, bytes: totalBytes };
+}
+
+/** One GGUF file, written under a temporary name and put in place once complete. */
+async function writeGgufOutput(model: ModelSource, out: string, { plan, layout }: Awaited<ReturnType<typeof planGguf>>, options: ConvertOptions): Promise<ConvertResult> {
+  const totalBytes = plan.tensors.reduce((sum, t) => sum + (model.tensors.get(t.source)?.byteLength ?? 0), 0);
+  options.onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
+  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => writeGguf(model, plan, layout, sink, out, options.onProgress));
+  options.onProgress?.({ kind: "end", phase: "convert" });
+  return { out, files: [file], tensors: plan.tensors.length, bytes: layout.fileSize - layout.header.length, outtype: plan.outtype };
 }
 
 /**

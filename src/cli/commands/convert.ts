@@ -14,13 +14,15 @@ export default async function run(args: ConvertArgs, ctx: CliContext): Promise<v
       force: args.force,
       ...(args.format === undefined ? {} : { format: args.format }),
       ...(args.byteorderRecord === true ? { byteorderRecord: true } : {}),
+      ...(args.outtype === undefined ? {} : { outtype: args.outtype }),
       onProgress: progress.onProgress,
     });
     progress.stop();
     if (ctx.json) {
       ctx.printJson(result);
     } else {
-      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
+      const gguf = result.outtype === undefined ? "" : ` (GGUF, --outtype ${result.outtype})`;
+      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}${gguf}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
       for (const f of result.files) ctx.log(`  ${f.sha256}  ${f.path}`);
     }
   } finally {

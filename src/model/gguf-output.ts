@@ -1,0 +1,182 @@
+/**
+ * A model written as one GGUF file llama.cpp loads, as its converter
+ * (convert_hf_to_gguf.py) would write it. Streaming: the header and tensor
+ * table come first, from the shapes; then each tensor is read in chunks of
+ * whole blocks (q_proj/k_proj one head at a time, for the row permutation),
+ * converted and written. Memory is bounded by the chunk size and one head.
+ */
+import { existsSync } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { ModelError } from "../errors.js";
+import { dtypeBytes } from "../dtypes.js";
+import { CHUNK_BYTES } from "../limits.js";
+import { prefetch } from "../io/chunk-streams.js";
+import type { OnProgress } from "../progress.js";
+import { layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
+import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
+import { convertChunk, permuteHeadRows } from "../gguf/quantize.js";
+import { readSentencePieceModel } from "../tokenizer/sentencepiece.js";
+import type { ModelSource } from "./types.js";
+
+/**
+ * Larger than any SentencePiece model's tokenizer.model or tokenizer.json
+ * (LLaMA's: 0.5 MB and 1.8 MB; Gemma's: 4 MB and 17 MB): a companion file is
+ * read and parsed whole, so a hostile one must not cost more.
+ */
+const MAX_COMPANION_BYTES = 24 * 1024 * 1024;
+
+export interface GgufSink {
+  write(bytes: Uint8Array): Promise<void>;
+}
+
+async function companion(model: ModelSource, file: string): Promise<Uint8Array | undefined> {
+  if (!model.extraFiles.includes(file)) return undefined;
+  const path = join(model.root, file);
+  const info = await stat(path);
+  if (info.size > MAX_COMPANION_BYTES) throw new ModelError(`${path} is ${info.size} bytes, more than the ${MAX_COMPANION_BYTES} a tokenizer or config file is read with`);
+  return new Uint8Array(await readFile(path));
+}
+
+async function companionJson(model: ModelSource, file: string): Promise<unknown> {
+  const bytes = await companion(model, file);
+  if (bytes === undefined) return undefined;
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes)) as unknown;
+  } catch (err) {
+    throw new ModelError(`${join(model.root, file)} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The GGUF plan for `model`: every refusal (architecture, tokenizer, dtype,
+ * tensor) happens here, before any output. `name` becomes general.name.
+ */
+export async function planGguf(model: ModelSource, name: string, outtype: Outtype | undefined): Promise<{ plan: LlamaGgufPlan; layout: GgufLayout }> {
+  const config = await companionJson(model, "config.json");
+  if (config === undefined) throw new ModelError(`${model.source} has no config.json: a GGUF file needs the model's hyperparameters`);
+  const spBytes = await companion(model, "tokenizer.model");
+  if (spBytes === undefined) {
+    const bpe = model.extraFiles.includes("tokenizer.json") ? " (it has only tokenizer.json, a BPE tokenizer whose pre-tokenizer llama.cpp's converter identifies by a hash table this tool does not carry)" : "";
+    throw new ModelError(`${model.source} has no tokenizer.model: GGUF output is written for SentencePiece tokenizers only${bpe}`);
+  }
+  let chatTemplateFile: string | undefined;
+  const jinja = await companion(model, "chat_template.jinja");
+  if (jinja !== undefined) chatTemplateFile = new TextDecoder().decode(jinja);
+  else {
+    const json = await companionJson(model, "chat_template.json");
+    const template = typeof json === "object" && json !== null ? (json as Record<string, unknown>).chat_template : undefined;
+    if (typeof template === "string") chatTemplateFile = template;
+  }
+  const plan = planLlamaGguf({
+    label: model.source,
+    name,
+    config,
+    tokenizerModel: readSentencePieceModel(spBytes, join(model.root, "tokenizer.model")),
+    tokenizerConfig: await companionJson(model, "tokenizer_config.json"),
+    tokenizerJson: await companionJson(model, "tokenizer.json"),
+    addedTokens: await companionJson(model, "added_tokens.json"),
+    ...(chatTemplateFile === undefined ? {} : { chatTemplateFile }),
+    tensors: [...model.tensors.values()],
+    ...(outtype === undefined ? {} : { outtype }),
+  });
+  return { plan, layout: layoutGguf(plan.metadata, plan.tensors) };
+}
+
+/** Exactly [start, end) of a tensor's bytes, in one buffer. */
+async function readRange(model: ModelSource, name: string, start: number, end: number): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of model.readTensor(name, { start, end, chunkBytes: CHUNK_BYTES })) parts.push(chunk);
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(end - start);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The tensor's bytes as the converter writes them, chunk by chunk, with the source bytes each chunk consumed. */
+async function* convertedChunks(model: ModelSource, t: PlannedTensor): AsyncIterable<{ bytes: Uint8Array; sourceBytes: number }> {
+  const elementBytes = dtypeBytes(t.sourceDtype);
+  const numel = t.shape.reduce((n, d) => n * d, 1);
+  if (t.permuteHeads !== undefined) {
+    const rows = t.shape[0] ?? 1;
+    const rowBytes = (numel / rows) * elementBytes;
+    const headRows = rows / t.permuteHeads;
+    for (let h = 0; h < t.permuteHeads; h++) {
+      const head = await readRange(model, t.source, h * headRows * rowBytes, (h + 1) * headRows * rowBytes);
+      yield { bytes: convertChunk(t.sourceDtype, t.type, permuteHeadRows(head, headRows, rowBytes)), sourceBytes: head.length };
+    }
+    return;
+  }
+  // Whole Q8_0 blocks per chunk (the innermost dimension holds whole blocks, so any multiple of 32 elements does).
+  const groupElements = Math.max(32, Math.floor(CHUNK_BYTES / elementBytes / 32) * 32);
+  for (let first = 0; first < numel; first += groupElements) {
+    const last = Math.min(numel, first + groupElements);
+    const source = await readRange(model, t.source, first * elementBytes, last * elementBytes);
+    yield { bytes: convertChunk(t.sourceDtype, t.type, source), sourceBytes: source.length };
+  }
+}
+
+/** Writes the planned file into `sink`; checks that every byte the layout promised was written. */
+export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, sink: GgufSink, label: string, onProgress?: OnProgress): Promise<void> {
+  await sink.write(layout.header);
+  let written = layout.header.length;
+  for (const t of layout.tensors) {
+    const planned = plan.tensors.find((p) => p.name === t.name)!;
+    let bytes = 0;
+    // The next piece is read and converted while this one is written.
+    for await (const chunk of prefetch(convertedChunks(model, planned))) {
+      await sink.write(chunk.bytes);
+      bytes += chunk.bytes.length;
+      onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.sourceBytes, label: planned.source });
+    }
+    if (bytes !== t.byteLength) throw new ModelError(`${label}: tensor "${t.name}" came to ${bytes} bytes, not the ${t.byteLength} its header entry says`);
+    const pad = padded(bytes) - bytes;
+    if (pad > 0) await sink.write(new Uint8Array(pad));
+    written += bytes + pad;
+  }
+  if (written !== layout.fileSize) throw new ModelError(`${label}: wrote ${written} bytes, not the ${layout.fileSize} the header lays out`);
+}
+
+/**
+ * general.name for a model: the converter falls back to its directory's
+ * name; a Hub repo's is its name, not the snapshot's commit hash.
+ */
+export function ggufModelName(model: ModelSource): string {
+  const named = model.source.replace(/^hf:\/\//, "").replace(/[\\/]+$/, "");
+  if (/\.(safetensors|bin|pt|pth)$/i.test(named)) return basename(model.root);
+  return basename(named.replace(/@[^/\\]*$/, "")) || basename(model.root);
+}
+
+
+/**
+ * The refusals of planGguf that need only config.json and tokenizer.model,
+ * read from the first of `dirs` that holds each (a delta's own, else the
+ * base's): apply-delta --format gguf says them before any output.
+ */
+export async function checkGgufCompanions(dirs: readonly string[], label: string): Promise<void> {
+  const find = (file: string) => dirs.map((d) => join(d, file)).find((p) => existsSync(p));
+  const configPath = find("config.json");
+  const spPath = find("tokenizer.model");
+  if (spPath === undefined) {
+    const bpe = find("tokenizer.json") !== undefined ? " (only tokenizer.json, a BPE tokenizer whose pre-tokenizer llama.cpp's converter identifies by a hash table this tool does not carry)" : "";
+    throw new ModelError(`${label}: no tokenizer.model${bpe}: GGUF output is written for SentencePiece tokenizers only`);
+  }
+  if (configPath === undefined) throw new ModelError(`${label}: no config.json: a GGUF file needs the model's hyperparameters`);
+  const read = async (path: string) => {
+    const info = await stat(path);
+    if (info.size > MAX_COMPANION_BYTES) throw new ModelError(`${path} is ${info.size} bytes, more than the ${MAX_COMPANION_BYTES} a tokenizer or config file is read with`);
+    return new Uint8Array(await readFile(path));
+  };
+  let config: unknown;
+  try {
+    config = JSON.parse(new TextDecoder().decode(await read(configPath))) as unknown;
+  } catch (err) {
+    if (err instanceof ModelError) throw err;
+    throw new ModelError(`${configPath} is not valid JSON: ${(err as Error).message}`);
+  }
+  checkLlamaGgufConfig(label, config, readSentencePieceModel(await read(spPath), spPath));
+}
