@@ -157,7 +157,8 @@ describe("weights of a foreign format as the delta", () => {
   const cases = [
     ["a GPTQ-quantized model", wrong("gptq"), /is a GPTQ-quantized model \(.*\), not a delta: it is a whole model, already quantized/],
     ["a GGUF file", wrong("gguf"), /is a GGUF file \(model\.gguf: llama\.cpp's format\), not a delta/],
-    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself/],
+    // Meta's checkpoints are read as bases: the line asks for no conversion.
+    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself; pass its directory as --base \(it is read as/],
   ] as const;
   for (const [what, deltaDir, message] of cases) {
     it(`${what}: refused naming the format`, async () => {
@@ -173,8 +174,10 @@ describe("weights of a foreign format as the delta", () => {
     expect(result.convention).toBe("lora");
   });
 
-  it("even with a convention forced", async () => {
-    expect(await refused(BASE, wrong("lora"), ["--convention", "fastchat"])).toMatch(/is a LoRA adapter/);
+  it("even with a convention forced: refused naming the conventions that merge adapters", async () => {
+    const line = await refused(BASE, wrong("lora"), ["--convention", "fastchat"]);
+    expect(line).toMatch(/is a LoRA adapter \(.*\), not a delta: .*merged into the base by the lora conventions: drop --convention, or pass --convention lora/);
+    expect(line).not.toMatch(/does not merge adapters/);
   });
 });
 
