@@ -4,8 +4,8 @@ import { describeForeignWeights, metaCheckpointAsDelta, type ForeignWeights } fr
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 
-/** Which input of apply-delta or make-delta a model is. */
-export type InputRole = "base" | "delta";
+/** Which input of apply-delta or make-delta a model is (the target: make-delta's fine-tuned model). */
+export type InputRole = "base" | "delta" | "target";
 
 /**
  * Opens a base or a delta as a model, refusing weights of a foreign format
@@ -36,7 +36,9 @@ export async function openInputModel(where: string | FileSet, source: string, ro
 export function foreignInputError(role: InputRole, source: string, foreign: ForeignWeights, cause?: unknown): DeltaError {
   const message = role === "base"
     ? `--base ${source} is ${foreign.what}: ${foreign.asBase}`
-    : `--delta ${source} is ${foreign.what}, not a delta: ${foreign.asDelta}`;
+    : role === "target"
+      ? `--target ${source} is ${foreign.what}: ${foreign.asTarget}`
+      : `--delta ${source} is ${foreign.what}, not a delta: ${foreign.asDelta}`;
   return new DeltaError(message, { rule: "foreign-format", ...(cause === undefined ? {} : { cause }) });
 }
 

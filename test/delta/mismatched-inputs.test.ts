@@ -242,6 +242,21 @@ describe("make-delta with a base that is not the target's", () => {
     expect(run.status, run.stderr).toBe(0);
   });
 
+  const foreignTargets = [
+    ["a LoRA adapter", wrong("lora"), /^error: --target .* is a LoRA adapter \(.*\): not a model; publish the adapter as it is/],
+    ["a GPTQ-quantized model", wrong("gptq"), /^error: --target .* is a GPTQ-quantized model \(.*\): a delta against an unquantized base would hold the quantization error/],
+    ["a GGUF file", wrong("gguf"), /^error: --target .* is a GGUF file \(model\.gguf: llama\.cpp's format\): a delta is made from the fine-tuned model in the Hugging Face layout/],
+  ] as const;
+  for (const [what, target, message] of foreignTargets) {
+    it(`${what} as the target is refused saying what it is, nothing written`, async () => {
+      const out = join(await makeTempDir(), "delta");
+      const run = runCli(["--base", BASE, "--target", target, "--delta", out, "--no-progress"], "make-delta");
+      expect(run.status, run.stderr).toBe(1);
+      expect(oneErrorLine(run)).toMatch(message);
+      expect(await readdir(out).catch(() => [])).toEqual([]);
+    });
+  }
+
   it("a LoRA adapter as the base is refused saying what it is", async () => {
     const out = join(await makeTempDir(), "delta");
     const run = runCli(["--base", wrong("lora"), "--target", BASE, "--delta", out], "make-delta");
