@@ -1,6 +1,6 @@
 import { DeltaError } from "../errors.js";
 import type { FileSet } from "../io/file-set.js";
-import { describeForeignWeights, metaCheckpointAsDelta, type ForeignWeights } from "../model/foreign-weights.js";
+import { describeForeignWeights, metaCheckpointOpened, type ForeignWeights } from "../model/foreign-weights.js";
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 
@@ -21,7 +21,7 @@ export async function openInputModel(where: string | FileSet, source: string, ro
     if (foreign !== undefined) throw foreignInputError(role, source, foreign, err);
     throw err;
   }
-  const foreign = (role === "delta" ? metaCheckpointAsDelta(model) : undefined) ?? await describeForeignWeights(where, model).catch(async (err: unknown) => {
+  const foreign = (role !== "base" ? metaCheckpointOpened(model) : undefined) ?? await describeForeignWeights(where, model).catch(async (err: unknown) => {
     await model.close();
     throw err;
   });

@@ -137,8 +137,12 @@ async function startsWithMagic(files: Files, name: string): Promise<boolean> {
   }
 }
 
-/** A model opened from Meta's original checkpoint (model/meta-source.ts): a base, never a delta. */
-export function metaCheckpointAsDelta(model: ModelSource): ForeignWeights | undefined {
+/**
+ * A model opened from Meta's original checkpoint (model/meta-source.ts): a
+ * base, never a delta, nor make-delta's target (its delta would recreate
+ * Meta's file names around converted tensors).
+ */
+export function metaCheckpointOpened(model: ModelSource): ForeignWeights | undefined {
   if (model.readAs === undefined || !model.readAs.startsWith("Meta's")) return undefined;
   return meta(new Set(model.weightFiles.map((f) => basename(f)).concat("params.json")), undefined, []);
 }
@@ -159,7 +163,7 @@ function meta(names: ReadonlySet<string>, single: string | undefined, tensors: r
     asBase: "pass the directory Meta's release came in (its consolidated.0N.pth files beside params.json): it is read as transformers' convert_llama_weights_to_hf.py converts it",
     // Read as a base since Meta checkpoints are bases (model/meta-source.ts): no conversion is asked of the user.
     asDelta: "it is Meta's base model itself; pass its directory as --base (it is read as transformers' convert_llama_weights_to_hf.py converts it)",
-    asTarget: "pass the directory it came in (its consolidated.0N.pth files beside params.json), or the fine-tuned model in the Hugging Face layout",
+    asTarget: "make-delta takes the fine-tuned model in the Hugging Face layout; convert the directory it came in first (delta-weights convert DIR OUT) and pass the result",
   };
 }
 

@@ -245,6 +245,8 @@ describe("make-delta with a base that is not the target's", () => {
   const foreignTargets = [
     ["a LoRA adapter", wrong("lora"), /^error: --target .* is a LoRA adapter \(.*\): not a model; publish the adapter as it is/],
     ["a GPTQ-quantized model", wrong("gptq"), /^error: --target .* is a GPTQ-quantized model \(.*\): a delta against an unquantized base would hold the quantization error/],
+    // Read as a model (it is a base like any other), but a delta made from it would recreate Meta's file names.
+    ["Meta's checkpoint of the base's size", join(REPO_ROOT, "test/fixtures/meta/conventions-base"), /^error: --target .* is a Meta checkpoint \(consolidated\.00\.pth with params\.json.*\): make-delta takes the fine-tuned model in the Hugging Face layout; convert/],
     ["a GGUF file", wrong("gguf"), /^error: --target .* is a GGUF file \(model\.gguf: llama\.cpp's format\): a delta is made from the fine-tuned model in the Hugging Face layout/],
   ] as const;
   for (const [what, target, message] of foreignTargets) {
