@@ -12,12 +12,12 @@
 // name: the two files must be byte-identical (the check at scale, zip64
 // included past 4 GiB). The temporary directory is deleted unless --keep.
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { sha256 } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const { encodeHeader } = await import(pathToFileURL(path.join(root, "dist", "safetensors", "header.js")).href);
@@ -49,22 +49,6 @@ function run(command, commandArgs, label) {
   }
   if (result.status !== 0) throw new Error(`${label} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
   return { seconds, rss, stdout: result.stdout.toString() };
-}
-
-function sha256(file) {
-  const hash = createHash("sha256");
-  const fd = openSync(file, "r");
-  const buffer = Buffer.allocUnsafe(16 * 1024 * 1024);
-  try {
-    for (;;) {
-      const n = readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) break;
-      hash.update(buffer.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
 }
 
 /** LLaMA-7B's tensors in state-dict order, fp16 (norms too, as a fp16 checkpoint holds them). */

@@ -23,13 +23,13 @@
 // diff, LLaVA, Ziya) made from the same base, for time and peak RSS. Ends with
 // the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { measureKernels } from "./kernel-throughput.mjs";
+import { sha256 } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
@@ -354,22 +354,6 @@ function ioFloor(inputs, outputs, scratch) {
   }
   rmSync(scratch, { recursive: true, force: true });
   return { read, write, cached, total: read + write };
-}
-
-function sha256(file) {
-  const hash = createHash("sha256");
-  const fd = openSync(file, "r");
-  const buffer = Buffer.allocUnsafe(16 * 1024 * 1024);
-  try {
-    for (;;) {
-      const n = readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) break;
-      hash.update(buffer.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
 }
 
 const fmt = {

@@ -14,7 +14,6 @@ import { releasedChunk } from "../io/memory.js";
 import { checkFreeSpace, inputOf, linkOnTheWay, OutputJob, refuseOverlap } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { convertIntoLockedOutput } from "../model/convert.js";
-import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
 import { MAX_MANIFEST_BYTES, MAX_TENSORS_PER_MODEL } from "../limits.js";
@@ -96,7 +95,7 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
   const targetSource = asLocalSource(options.target);
   const base = await openInputModel(baseSource.path, baseSource.source, "base");
   try {
-    const target = await openModel(targetSource.path, { source: targetSource.source });
+    const target = await openInputModel(targetSource.path, targetSource.source, "target");
     try {
       refuseDeltaAsModel("--base", base);
       refuseDeltaAsModel("--target", target);

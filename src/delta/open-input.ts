@@ -1,11 +1,11 @@
 import { DeltaError } from "../errors.js";
 import type { FileSet } from "../io/file-set.js";
-import { describeForeignWeights, metaCheckpointAsDelta, type ForeignWeights } from "../model/foreign-weights.js";
+import { describeForeignWeights, metaCheckpointOpened, type ForeignWeights } from "../model/foreign-weights.js";
 import { openModel } from "../model/open-model.js";
 import type { ModelSource } from "../model/types.js";
 
-/** Which input of apply-delta or make-delta a model is. */
-export type InputRole = "base" | "delta";
+/** Which input of apply-delta or make-delta a model is (the target: make-delta's fine-tuned model). */
+export type InputRole = "base" | "delta" | "target";
 
 /**
  * Opens a base or a delta as a model, refusing weights of a foreign format
@@ -21,7 +21,7 @@ export async function openInputModel(where: string | FileSet, source: string, ro
     if (foreign !== undefined) throw foreignInputError(role, source, foreign, err);
     throw err;
   }
-  const foreign = (role === "delta" ? metaCheckpointAsDelta(model) : undefined) ?? await describeForeignWeights(where, model).catch(async (err: unknown) => {
+  const foreign = (role !== "base" ? metaCheckpointOpened(model) : undefined) ?? await describeForeignWeights(where, model).catch(async (err: unknown) => {
     await model.close();
     throw err;
   });
@@ -36,7 +36,9 @@ export async function openInputModel(where: string | FileSet, source: string, ro
 export function foreignInputError(role: InputRole, source: string, foreign: ForeignWeights, cause?: unknown): DeltaError {
   const message = role === "base"
     ? `--base ${source} is ${foreign.what}: ${foreign.asBase}`
-    : `--delta ${source} is ${foreign.what}, not a delta: ${foreign.asDelta}`;
+    : role === "target"
+      ? `--target ${source} is ${foreign.what}: ${foreign.asTarget}`
+      : `--delta ${source} is ${foreign.what}, not a delta: ${foreign.asDelta}`;
   return new DeltaError(message, { rule: "foreign-format", ...(cause === undefined ? {} : { cause }) });
 }
 

@@ -37,10 +37,19 @@ export interface PytorchOutputOptions {
 
 const noSink = { write: async () => undefined };
 
-/** Rewrites `plan.files` in place for PyTorch output; refuses a plan with no tensor files (byte codecs restore the publisher's own files). */
+/**
+ * Rewrites `plan.files` in place for PyTorch output; refuses a plan with no
+ * tensor files: byte codecs restore the publisher's own files, and the
+ * conventions with writers of their own (LoRA merges, Koala) write safetensors.
+ */
 export function retargetToPytorch(plan: ConventionPlan, convention: string, options: PytorchOutputOptions = {}): void {
-  if (plan.baseFiles !== undefined || !plan.files.some((f) => tensorSpecOf(f) !== undefined)) {
+  if (plan.baseFiles !== undefined) {
     throw new UsageError(`--format pytorch: the ${convention} convention restores the publisher's own files byte for byte, in their own format; run without --format`);
+  }
+  if (!plan.files.some((f) => tensorSpecOf(f) !== undefined)) {
+    throw new UsageError(
+      `--format pytorch: the ${convention} convention writes its tensors as safetensors only; run without --format, then delta-weights convert TARGET OUT_DIR --format pytorch if you need .bin checkpoints`,
+    );
   }
   if (options.recorded !== undefined) {
     plan.files = releaseFiles(plan.files, options.recorded);

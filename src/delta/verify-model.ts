@@ -42,9 +42,10 @@ export async function verifyModel(dir: string, options: VerifyOptions): Promise<
   let algorithm: VerifyResult["algorithm"] = "sha256";
   let named: string;
   if (options.manifest !== undefined) {
-    manifest = await loadManifest(options.manifest);
+    const file = await manifestFile(options.manifest);
+    manifest = await loadManifest(file);
     for (const [rel, entry] of manifest.target.files) expected.set(rel, entry);
-    named = "delta.json";
+    named = file; // delta.json, or a record in its format (a LoRA merge's delta-weights-merge.json)
   } else {
     const list = await readChecksums(options.checksums!);
     for (const [rel, digest] of list.digests) expected.set(rel, { [list.algorithm]: digest });
@@ -113,8 +114,12 @@ function isWeightOrIndex(name: string): boolean {
   return INPUT_FORMATS.some((f) => f.isWeightFile(name)) || /\.(pt|pth|ckpt|gguf)$/i.test(name) || name.toLowerCase().endsWith(".index.json");
 }
 
-async function loadManifest(path: string): Promise<Manifest> {
-  const file = (await stat(path).catch(() => undefined))?.isDirectory() === true ? join(path, MANIFEST_FILE) : path;
+/** The manifest --manifest names: the file itself, or delta.json in the delta directory given. */
+async function manifestFile(path: string): Promise<string> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() === true ? join(path, MANIFEST_FILE) : path;
+}
+
+async function loadManifest(file: string): Promise<Manifest> {
   const manifest = await readManifest(file);
   if (manifest === undefined) throw new VerifyError(`${file} does not exist: --manifest takes delta.json or the delta holding it`);
   return manifest;

@@ -28,6 +28,8 @@ export interface ForeignWeights {
   asBase: string;
   /** Given as a delta: what it is for instead (follows "--delta X is <what>, not a delta: "). */
   asDelta: string;
+  /** Given to make-delta as the fine-tuned model: what to pass instead (follows "--target X is <what>: "). */
+  asTarget: string;
 }
 
 /** GGUF's magic, the file's first four bytes (llama.cpp's ggml/docs/gguf.md). */
@@ -104,6 +106,7 @@ async function gguf(files: Files, model: ModelSource | undefined): Promise<Forei
         what: `a GGUF file (${name}: llama.cpp's format)`,
         asBase: "a delta applies to the Hugging Face model (safetensors or PyTorch .bin) it was made from; pass that",
         asDelta: "it is a whole model for llama.cpp; use it as it is",
+        asTarget: "a delta is made from the fine-tuned model in the Hugging Face layout (safetensors or PyTorch .bin); pass that",
       };
     }
   }
@@ -134,8 +137,12 @@ async function startsWithMagic(files: Files, name: string): Promise<boolean> {
   }
 }
 
-/** A model opened from Meta's original checkpoint (model/meta-source.ts): a base, never a delta. */
-export function metaCheckpointAsDelta(model: ModelSource): ForeignWeights | undefined {
+/**
+ * A model opened from Meta's original checkpoint (model/meta-source.ts): a
+ * base, never a delta, nor make-delta's target (its delta would recreate
+ * Meta's file names around converted tensors).
+ */
+export function metaCheckpointOpened(model: ModelSource): ForeignWeights | undefined {
   if (model.readAs === undefined || !model.readAs.startsWith("Meta's")) return undefined;
   return meta(new Set(model.weightFiles.map((f) => basename(f)).concat("params.json")), undefined, []);
 }
@@ -154,7 +161,9 @@ function meta(names: ReadonlySet<string>, single: string | undefined, tensors: r
     what: `a Meta checkpoint (${evidence.join("; ")}: Meta's original LLaMA layout)`,
     // A Meta directory (consolidated.0N.pth beside params.json) is read as transformers' conversion reads it; a lone file cannot be.
     asBase: "pass the directory Meta's release came in (its consolidated.0N.pth files beside params.json): it is read as transformers' convert_llama_weights_to_hf.py converts it",
-    asDelta: "it is Meta's base model itself; convert it to the Hugging Face layout and pass it as --base",
+    // Read as a base since Meta checkpoints are bases (model/meta-source.ts): no conversion is asked of the user.
+    asDelta: "it is Meta's base model itself; pass its directory as --base (it is read as transformers' convert_llama_weights_to_hf.py converts it)",
+    asTarget: "make-delta takes the fine-tuned model in the Hugging Face layout; convert the directory it came in first (delta-weights convert DIR OUT) and pass the result",
   };
 }
 
@@ -169,7 +178,9 @@ function lora(names: ReadonlySet<string>, tensors: readonly string[], opened: bo
     format: "lora-adapter",
     what: `a LoRA adapter (${evidence.join(", ")})`,
     asBase: "not a model; pass the base model itself",
-    asDelta: "an adapter holds low-rank factors, not a difference of the weights, and this tool does not merge adapters; merge it into its base with PEFT (merge_and_unload) instead",
+    // Reached only when --convention names a convention of deltas: adapters are merged by their own conventions.
+    asDelta: "an adapter holds low-rank factors, not a difference of the weights; it is merged into the base by the lora conventions: drop --convention, or pass --convention lora, lora-base-dtype or chinese-llama-alpaca",
+    asTarget: "not a model; publish the adapter as it is (apply-delta merges it), or merge it first (apply-delta --base BASE --delta ADAPTER --target MERGED) and pass the merged model",
   };
 }
 
@@ -193,6 +204,7 @@ async function quantized(set: FileSet | undefined, names: ReadonlySet<string>, t
     what: `${label} (${evidence.join(", ")})`,
     asBase: "a delta needs the unquantized base (the float16 model it was quantized from), whose weights it was made against",
     asDelta: "it is a whole model, already quantized; use it as it is",
+    asTarget: "a delta against an unquantized base would hold the quantization error, not the fine-tune; pass the unquantized fine-tuned model",
   };
 }
 

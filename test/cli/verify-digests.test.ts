@@ -5,6 +5,7 @@
  */
 import { cp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { CODECS } from "../helpers/codecs.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";
@@ -50,6 +51,18 @@ describe("verify", () => {
     await writeFile(join(dir, "pytorch_model.bin.index.json"), JSON.stringify({ metadata: {}, weight_map: {} }) + "\n");
     const run = runCli(["verify", dir, "--manifest", made.delta]);
     expect(run.status).toBe(1);
-    expect(oneErrorLine(run)).toMatch(/^error: .*small-extra\/pytorch_model\.bin\.index\.json is a weight file delta\.json does not name/);
+    expect(oneErrorLine(run)).toMatch(/^error: .*small-extra\/pytorch_model\.bin\.index\.json is a weight file .*small\/delta\/delta\.json does not name/);
+  });
+
+  it("names the manifest it was given when that is not delta.json (a LoRA merge's record)", async () => {
+    const dir = join(work, "lora-extra");
+    const merged = join(work, "lora-merged");
+    const apply = runCli(["--base", fileURLToPath(new URL("../fixtures/lora/base-f16", import.meta.url)), "--delta", fileURLToPath(new URL("../fixtures/lora/fp32-qlora", import.meta.url)), "--target", merged, "--no-progress"], "apply-delta");
+    expect(apply.status, apply.stderr).toBe(0);
+    await cp(merged, dir, { recursive: true });
+    await cp(join(dir, "model-00001-of-00002.safetensors"), join(dir, "pytorch_model.bin"));
+    const run = runCli(["verify", dir, "--manifest", join(dir, "delta-weights-merge.json")]);
+    expect(run.status).toBe(1);
+    expect(oneErrorLine(run)).toMatch(/lora-extra\/pytorch_model\.bin is a weight file .*lora-extra\/delta-weights-merge\.json does not name/);
   });
 });

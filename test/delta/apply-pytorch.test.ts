@@ -88,4 +88,19 @@ describe("apply-delta --format pytorch", () => {
     await expect(applyDelta({ base: join(codecs, "base"), delta: join(codecs, "payload"), target, format: "pytorch" })).rejects.toThrow(/restores the publisher's own files/);
     expect(existsSync(target)).toBe(false);
   });
+
+  it("a LoRA merge or a Koala diff writes safetensors only: --format pytorch is refused saying so, not as a byte codec", async () => {
+    const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
+    const cases = [
+      { convention: "lora", base: join(fixtures, "lora/base-f16"), delta: join(fixtures, "lora/fp32-qlora") },
+      { convention: "koala", base: join(fixtures, "meta/two-shards"), delta: join(fixtures, "koala/delta") },
+    ];
+    for (const { convention, base, delta } of cases) {
+      const target = join(await makeTempDir(), "out");
+      const refused = applyDelta({ base, delta, target, format: "pytorch" });
+      await expect(refused).rejects.toThrow(UsageError);
+      await expect(refused).rejects.toThrow(new RegExp(`the ${convention} convention writes its tensors as safetensors only; run without --format, then delta-weights convert`));
+      expect(existsSync(target)).toBe(false);
+    }
+  });
 });

@@ -122,7 +122,9 @@ describe("koala: recovered straight to the Hugging Face layout, as EasyLM's thre
     const result = await applyDelta({ base: META_BASE, delta: join(FIXTURES, "delta"), target: out });
     expect(result.convention).toBe("koala");
     expect(result.verified).toBe(false);
-    expect(result.notes.join("\n")).toMatch(/unverified: Koala's publishers printed no hashes/);
+    expect(result.notes.join("\n")).toMatch(/Koala's publishers printed no hashes/);
+    // the summary's verdict says unverified once; no note repeats it
+    expect(result.notes.join("\n")).not.toMatch(/unverified/);
     await check(out);
     const written = ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"];
     expect(readdirSync(out).sort()).toEqual([...written, "koala-recovery.sha256"].sort());
@@ -131,6 +133,16 @@ describe("koala: recovered straight to the Hugging Face layout, as EasyLM's thre
     expect(listed).toBe(written.map((f) => `${sha256(readFileSync(join(out, f)))}  ${f}\n`).join(""));
     const verify = runCli(["verify", out, "--checksums", join(out, "koala-recovery.sha256")]);
     expect(verify.status, verify.stderr).toBe(0);
+  });
+
+  it("with a checksums list naming every file of the model: verified, the run's own digests file being a record", async () => {
+    const first = join(await makeTempDir(), "first");
+    await applyDelta({ base: META_BASE, delta: join(FIXTURES, "delta"), target: first });
+    const list = join(first, "..", "model.sha256");
+    writeFileSync(list, readFileSync(join(first, "koala-recovery.sha256")));
+    const result = await applyDelta({ base: META_BASE, delta: join(FIXTURES, "delta"), target: join(first, "..", "second"), checksums: list });
+    expect(result.unchecked).toEqual([]);
+    expect(result.verified).toBe(true);
   });
 
   it("from the Hugging Face conversion of the same checkpoint: the same bytes", async () => {

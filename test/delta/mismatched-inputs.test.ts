@@ -157,7 +157,8 @@ describe("weights of a foreign format as the delta", () => {
   const cases = [
     ["a GPTQ-quantized model", wrong("gptq"), /is a GPTQ-quantized model \(.*\), not a delta: it is a whole model, already quantized/],
     ["a GGUF file", wrong("gguf"), /is a GGUF file \(model\.gguf: llama\.cpp's format\), not a delta/],
-    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself/],
+    // Meta's checkpoints are read as bases: the line asks for no conversion.
+    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself; pass its directory as --base \(it is read as/],
   ] as const;
   for (const [what, deltaDir, message] of cases) {
     it(`${what}: refused naming the format`, async () => {
@@ -173,8 +174,10 @@ describe("weights of a foreign format as the delta", () => {
     expect(result.convention).toBe("lora");
   });
 
-  it("even with a convention forced", async () => {
-    expect(await refused(BASE, wrong("lora"), ["--convention", "fastchat"])).toMatch(/is a LoRA adapter/);
+  it("even with a convention forced: refused naming the conventions that merge adapters", async () => {
+    const line = await refused(BASE, wrong("lora"), ["--convention", "fastchat"]);
+    expect(line).toMatch(/is a LoRA adapter \(.*\), not a delta: .*merged into the base by the lora conventions: drop --convention, or pass --convention lora/);
+    expect(line).not.toMatch(/does not merge adapters/);
   });
 });
 
@@ -238,6 +241,23 @@ describe("make-delta with a base that is not the target's", () => {
     const run = runCli(["--base", BASE, "--target", join(work, "target"), "--delta", join(work, "delta"), "--no-progress"], "make-delta");
     expect(run.status, run.stderr).toBe(0);
   });
+
+  const foreignTargets = [
+    ["a LoRA adapter", wrong("lora"), /^error: --target .* is a LoRA adapter \(.*\): not a model; publish the adapter as it is/],
+    ["a GPTQ-quantized model", wrong("gptq"), /^error: --target .* is a GPTQ-quantized model \(.*\): a delta against an unquantized base would hold the quantization error/],
+    // Read as a model (it is a base like any other), but a delta made from it would recreate Meta's file names.
+    ["Meta's checkpoint of the base's size", join(REPO_ROOT, "test/fixtures/meta/conventions-base"), /^error: --target .* is a Meta checkpoint \(consolidated\.00\.pth with params\.json.*\): make-delta takes the fine-tuned model in the Hugging Face layout; convert/],
+    ["a GGUF file", wrong("gguf"), /^error: --target .* is a GGUF file \(model\.gguf: llama\.cpp's format\): a delta is made from the fine-tuned model in the Hugging Face layout/],
+  ] as const;
+  for (const [what, target, message] of foreignTargets) {
+    it(`${what} as the target is refused saying what it is, nothing written`, async () => {
+      const out = join(await makeTempDir(), "delta");
+      const run = runCli(["--base", BASE, "--target", target, "--delta", out, "--no-progress"], "make-delta");
+      expect(run.status, run.stderr).toBe(1);
+      expect(oneErrorLine(run)).toMatch(message);
+      expect(await readdir(out).catch(() => [])).toEqual([]);
+    });
+  }
 
   it("a LoRA adapter as the base is refused saying what it is", async () => {
     const out = join(await makeTempDir(), "delta");

@@ -100,7 +100,8 @@ export const koala: Convention = {
       const tensors = mapToHuggingFace(label, records, base, await attentionHeads(base));
       const notes = [
         "Koala's diff: each element f16(bf16(f32(base + diff))), as EasyLM's diff_checkpoint.py and convert_easylm_to_hf.py compute it",
-        "unverified: Koala's publishers printed no hashes (EasyLM#21)",
+        // The summary's own verdict says unverified (or what --checksums covered): this says why.
+        "Koala's publishers printed no hashes (EasyLM#21)",
       ];
       const dropped = [...base.tensors.keys()].filter((n) => !tensors.some((t) => t.name === n));
       // Shards as save_pretrained cuts them (10 GB), in the converted model's tensor order.
@@ -119,6 +120,8 @@ export const koala: Convention = {
         dropped,
         notes,
         fixups: () => 0,
+        // The digests record this run: a checksums list covering the model's files verifies it without them.
+        records: [RECOVERY_DIGESTS],
         close: () => source.close(),
       } satisfies ConventionPlan;
     } catch (err) {
