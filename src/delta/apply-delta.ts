@@ -108,7 +108,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     refuseUnacceptedOptions(convention, conventionOptionsGiven(options));
     const checksums = options.checksums === undefined ? undefined : await readChecksums(options.checksums);
     if (chained.length > 0 && convention.chains !== true) {
-      throw new DeltaError(`--delta was given ${chained.length + 1} times, but ${delta.source} is a ${convention.name} delta: only LoRA adapters are merged one after another`);
+      throw new DeltaError(`--delta was given ${chained.length + 1} times, but ${delta.source} follows the ${convention.name} convention: only LoRA adapters are merged one after another`);
     }
     const expectSum = options.expectSum !== undefined
       ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
