@@ -154,7 +154,7 @@ function meta(names: ReadonlySet<string>, single: string | undefined, tensors: r
     what: `a Meta checkpoint (${evidence.join("; ")}: Meta's original LLaMA layout)`,
     // A Meta directory (consolidated.0N.pth beside params.json) is read as transformers' conversion reads it; a lone file cannot be.
     asBase: "pass the directory Meta's release came in (its consolidated.0N.pth files beside params.json): it is read as transformers' convert_llama_weights_to_hf.py converts it",
-    asDelta: "it is Meta's base model itself; convert it to the Hugging Face layout and pass it as --base",
+    asDelta: "it is Meta's base model itself; pass it as --base (its directory is read as transformers converts it)",
   };
 }
 
@@ -169,7 +169,8 @@ function lora(names: ReadonlySet<string>, tensors: readonly string[], opened: bo
     format: "lora-adapter",
     what: `a LoRA adapter (${evidence.join(", ")})`,
     asBase: "not a model; pass the base model itself",
-    asDelta: "an adapter holds low-rank factors, not a difference of the weights, and this tool does not merge adapters; merge it into its base with PEFT (merge_and_unload) instead",
+    // Reached only when a convention that is not an adapter's was forced: without --convention an adapter is merged.
+    asDelta: "an adapter holds low-rank factors, not a difference of the weights; it is merged into its base by --convention lora (chosen on its own when --convention is left out)",
   };
 }
 

@@ -157,7 +157,7 @@ describe("weights of a foreign format as the delta", () => {
   const cases = [
     ["a GPTQ-quantized model", wrong("gptq"), /is a GPTQ-quantized model \(.*\), not a delta: it is a whole model, already quantized/],
     ["a GGUF file", wrong("gguf"), /is a GGUF file \(model\.gguf: llama\.cpp's format\), not a delta/],
-    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself/],
+    ["Meta's checkpoint", wrong("meta-checkpoint"), /is a Meta checkpoint .*, not a delta: it is Meta's base model itself; pass it as --base/],
   ] as const;
   for (const [what, deltaDir, message] of cases) {
     it(`${what}: refused naming the format`, async () => {
@@ -174,7 +174,7 @@ describe("weights of a foreign format as the delta", () => {
   });
 
   it("even with a convention forced", async () => {
-    expect(await refused(BASE, wrong("lora"), ["--convention", "fastchat"])).toMatch(/is a LoRA adapter/);
+    expect(await refused(BASE, wrong("lora"), ["--convention", "fastchat"])).toMatch(/is a LoRA adapter .*, not a delta: .*merged into its base by --convention lora/);
   });
 });
 
