@@ -154,6 +154,22 @@ describe("what a LoRA merge refuses, before any output", () => {
   }
 });
 
+describe("what a LoRA merge takes as its base", () => {
+  // model/foreign-weights.ts decides what a base is: weights that open as a model beside an
+  // adapter's config (a model merged from it, saved in the adapter's folder) are a model.
+  it("a model with an adapter's adapter_config.json beside its weights: merged like the model alone", async () => {
+    const base = join(await makeTempDir("lora-"), "base");
+    await cp(BASE, base, { recursive: true });
+    await cp(join(FIXTURES, "fp16-bin", "adapter_config.json"), join(base, "adapter_config.json"));
+    const target = join(await makeTempDir("lora-"), "out");
+    const result = await applyDelta({ base, delta: join(FIXTURES, "fp16-bin"), target });
+    expect(result.convention).toBe("lora");
+    const want = expected.merges["fp16-bin"]!.lora!;
+    const got = Object.fromEntries((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+    expect(got).toEqual(want);
+  });
+});
+
 describe("adapters merged one after another", () => {
   it("two PEFT adapters (--delta twice): each merged into the last's result, as merge_and_unload twice", async () => {
     const target = join(await makeTempDir("lora-"), "out");

@@ -105,7 +105,7 @@ export const chineseLlamaAlpaca: Convention = {
   recognize,
   async plan(view) {
     const base: ModelSource = await view.base();
-    await refuseQuantizedBase(base);
+    refuseQuantizedBase(base);
     const views = [view, ...(view.chained ?? [])];
     const lengths: number[] = [];
     for (const v of views) {

@@ -85,23 +85,18 @@ function namesSameModel(named: string, base: ModelSource): boolean {
 }
 
 /**
- * A base the merge cannot honour: quantized weights (bitsandbytes, GPTQ,
- * AWQ tensors, or a quantization_config). Merging into them would need their
- * dequantization, which is not exact; the adapter is merged into the float model.
+ * A base the merge cannot honour: quantized weights (bitsandbytes, GPTQ or
+ * AWQ tensors). Merging into them would need their dequantization, which is
+ * not exact; the adapter is merged into the float model. An adapter given as
+ * the base, and a config.json with a quantization_config, are refused before
+ * this when the base is opened (model/foreign-weights.ts); the tensors of
+ * bitsandbytes' layers are not, and a model saved without its config shows
+ * nothing else.
  */
-export async function refuseQuantizedBase(base: ModelSource): Promise<void> {
-  if (base.extraFiles.includes(ADAPTER_CONFIG)) {
-    throw new DeltaError(`--base ${base.source} holds ${ADAPTER_CONFIG}: it is a LoRA adapter, not a model; pass the model it was trained on as --base and the adapter as --delta`);
-  }
+export function refuseQuantizedBase(base: ModelSource): void {
   const quantized = [...base.tensors.values()].find((t) => /\.(qweight|qzeros|scales|g_idx|SCB|absmax|quant_map|quant_state[\w.]*|weight_format)$/.test(t.name) || (t.name.endsWith(".weight") && t.shape.length === 2 && !isArithmeticDType(t.dtype)));
   if (quantized !== undefined) {
     throw new DeltaError(`base ${base.source}: tensor "${quantized.name}" (${quantized.dtype}) is quantized; a LoRA adapter is merged into the unquantized model (float16, bfloat16 or float32), which this base is not`);
-  }
-  if (base.extraFiles.includes("config.json")) {
-    const text = await readSmall(base, "config.json");
-    if (/"quantization_config"\s*:\s*\{/.test(text)) {
-      throw new DeltaError(`base ${base.source}: config.json has a quantization_config: a LoRA adapter is merged into the unquantized model, which this base is not`);
-    }
   }
 }
 
@@ -283,7 +278,7 @@ function peftConvention(name: ConventionName, summary: string, precision: StepPr
     accepts: ["checksums"],
     async plan(view) {
       const base = await view.base();
-      await refuseQuantizedBase(base);
+      refuseQuantizedBase(base);
       return withAdapters([view, ...(view.chained ?? [])], base, "peft", (adapters) =>
         planMerge(base, adapters.map(({ matched, view: from }) => ({ matched, precision, filesFrom: from })), { notes: [], configNote }));
     },
