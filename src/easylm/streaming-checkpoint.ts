@@ -16,7 +16,7 @@
 import type { DType } from "../dtypes.js";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
-import { MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
+import { MAX_EASYLM_KEY_PART_BYTES, MAX_EASYLM_KEY_PARTS, MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
 
 /** Reads exactly `length` bytes at `position`. */
 export type ReadAt = (position: number, length: number) => Promise<Uint8Array>;
@@ -36,9 +36,6 @@ const DTYPES: Readonly<Record<string, DType>> = { float16: "F16", bfloat16: "BF1
 
 /** Bytes read for one record's header: a key path of a few short names, a shape, a dtype name. */
 const HEADER_WINDOW = 4096;
-/** Key path parts and their length: EasyLM's are a handful of short names. */
-const MAX_KEY_PARTS = 32;
-const MAX_KEY_PART_BYTES = 256;
 
 function easyLmError(file: string, problem: string): DeltaError {
   return new DeltaError(`Failed to read ${file}: ${problem}`);
@@ -94,9 +91,9 @@ function parseRecordHeader(bytes: Uint8Array, base: number, fileSize: number): P
   const r = new Cursor(bytes);
   if (r.arrayLength() !== 2) throw new HeaderProblem("is not a (key, value) pair");
   const parts = r.arrayLength();
-  if (parts < 1 || parts > MAX_KEY_PARTS) throw new HeaderProblem(`has a key path of ${parts} parts`);
+  if (parts < 1 || parts > MAX_EASYLM_KEY_PARTS) throw new HeaderProblem(`has a key path of ${parts} parts`);
   const key: string[] = [];
-  for (let i = 0; i < parts; i++) key.push(r.str(MAX_KEY_PART_BYTES));
+  for (let i = 0; i < parts; i++) key.push(r.str(MAX_EASYLM_KEY_PART_BYTES));
   const valueLength = r.binLength();
   const valueStart = base + r.at;
   const end = valueStart + valueLength;
