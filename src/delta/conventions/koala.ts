@@ -112,7 +112,7 @@ export const koala: Convention = {
       for (const rel of base.extraFiles) planned.push(copiedFile(rel, { files: base.files, path: rel }, await base.files.size(rel)));
       if (base.extraFiles.length > 0) notes.push(`config and tokenizer files from the base (${base.extraFiles.join(", ")}): the diff carries none`);
       planned.push(...recordDigests(planned));
-      notes.push(`${RECOVERY_DIGESTS}: the SHA-256 of every file written (sha256sum's format), to compare two recoveries: delta-weights verify DIR --checksums ${RECOVERY_DIGESTS}`);
+      notes.push(`${RECOVERY_DIGESTS}: the SHA-256 of every file written (sha256sum's format), to compare two recoveries: delta-weights verify DIR --checksums DIR/${RECOVERY_DIGESTS}`);
       return {
         files: planned,
         tensors: tensors.length,
