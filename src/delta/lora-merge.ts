@@ -192,11 +192,11 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
   const bRows = step.b.shape[0]!;
   const product = step.transposed ? [aCols, bRows] : [bRows, aCols];
   if (product[0] !== rows || product[1] !== cols || step.b.shape[1] !== rank) {
-    throw new DeltaError(`tensor "${step.a.name}" [${step.a.shape}] and "${step.b.name}" [${step.b.shape}] make a [${product}] update for "${t.name}", which is [${rows}, ${cols}]`);
+    throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}" [${step.a.shape}] and "${step.b.name}" [${step.b.shape}] make a [${product}] update for "${t.name}", which is [${rows}, ${cols}]`);
   }
   const bytes = (rank * (aCols + bRows)) * 4;
   if (bytes > MAX_LORA_FACTOR_BYTES) {
-    throw new DeltaError(`tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
+    throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
   }
   const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
     const values = new Float32Array(numel(spec.shape));
