@@ -10,6 +10,7 @@ import type { ModelSource } from "../model/types.js";
 import { ExactReader } from "./exact-reader.js";
 import type { MergeRecord } from "./merge-record.js";
 import type { InputFile, PlannedFile } from "./recover.js";
+import { numel } from "./pairing.js";
 
 /**
  * Merging LoRA adapters into a base, streaming: each output tensor is made a
@@ -220,8 +221,4 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
     return values;
   };
   return { a: await load(step.a), b: await load(step.b) };
-}
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
 }

@@ -38,6 +38,7 @@ import { MAX_INDEX_BYTES } from "../../limits.js";
 import type { InputFile, PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import { numel } from "../pairing.js";
 
 /** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */
 const DIFF_BLOCK_BYTES = 4 * 1024 * 1024;
@@ -127,10 +128,6 @@ export const koala: Convention = {
     }
   },
 };
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
 
 /**
  * The Hugging Face tensor for every record, checked against the base: the
