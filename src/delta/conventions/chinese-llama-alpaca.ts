@@ -1,4 +1,5 @@
 import { DeltaError } from "../../errors.js";
+import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { MAX_SENTENCEPIECE_MODEL_BYTES } from "../../limits.js";
 import { HashPool } from "../../hash/hash-pool.js";
@@ -37,7 +38,6 @@ async function embeddingRows(view: DeltaView): Promise<number | undefined> {
   const files = await view.files();
   const weights = files.includes("adapter_model.bin") ? "adapter_model.bin" : undefined;
   if (weights === undefined || !files.includes(ADAPTER_CONFIG)) return undefined;
-  const { openWeightFiles } = await import("../../model/open-model.js");
   const model = await openWeightFiles(view.deltaFiles, [weights], "pytorch", view.source);
   try {
     return model.tensors.get(EMBEDDING_KEY)?.shape[0];
