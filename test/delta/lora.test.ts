@@ -195,6 +195,18 @@ describe("adapters merged one after another", () => {
     expect(result.notes).toContainEqual(expect.stringMatching(/chinese-1\/adapter_model\.bin is none of the files Chinese-LLaMA-Alpaca's SHA256\.md lists/));
   });
 
+  it("a grown vocabulary changes vocab_size alone in the base's config.json: Python's 1e-06 and its layout stay as written", async () => {
+    const base = join(await makeTempDir("lora-"), "base");
+    await cp(BASE, base, { recursive: true });
+    // as transformers writes a LLaMA config: Python's float repr, then vocab_size last
+    const text = (await readFile(join(BASE, "config.json"), "utf8")).replace('"num_key_value_heads": 4,', '"num_key_value_heads": 4,\n  "rms_norm_eps": 1e-06,');
+    await writeFile(join(base, "config.json"), text);
+    const target = join(await makeTempDir("lora-"), "out");
+    await applyDelta({ base, delta: join(FIXTURES, "chinese-1"), chained: [join(FIXTURES, "chinese-2")], target });
+    const vocab = (expected.merges.chinese as unknown as { vocab_size: number }).vocab_size;
+    expect(await readFile(join(target, "config.json"), "utf8")).toBe(text.replace('"vocab_size": 96', `"vocab_size": ${vocab}`));
+  });
+
   it("Chinese-LLaMA-Alpaca's adapters in the wrong order are refused (the tokenizer shrinks)", async () => {
     const target = join(await makeTempDir("lora-"), "out");
     await expect(applyDelta({ base: BASE, delta: join(FIXTURES, "chinese-2"), chained: [join(FIXTURES, "chinese-1")], target })).rejects.toThrow(/fewer than the \d+ of the adapter before it/);

@@ -8,6 +8,7 @@ import type { ModelSource } from "../../model/types.js";
 import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { mergedFile, type LoraStep, type MergedTensor } from "../lora-merge.js";
 import { MERGE_RECORD_FILE, MergeRecord } from "../merge-record.js";
+import { fitConfig } from "../model-config.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import { isRotaryBuffer } from "./additive.js";
@@ -194,7 +195,8 @@ export async function planMerge(
   const vocab = grownVocabulary(base, tensors);
   for (const [rel, from] of sideFiles) {
     if (rel === "config.json" && vocab !== undefined) {
-      const text = withVocabSize(await readSmall(base, rel), vocab, `${base.source}/config.json`);
+      // vocab_size alone rewritten in place, as every convention fits a copied config (model-config.ts).
+      const { text } = fitConfig(await readSmall(base, rel), { vocabRows: vocab, floatDtype: undefined }, { rows: base.tensors.get("model.embed_tokens.weight")?.shape[0], label: `${base.source}/config.json` });
       files.push(textFile(rel, text));
       texts.push({ path: rel, text });
       notes.push(`config.json: the base's, with vocab_size ${vocab} (the adapter's embeddings)`);
@@ -229,25 +231,6 @@ function grownVocabulary(base: ModelSource, tensors: ReadonlyMap<string, MergedT
     if (out !== undefined && was !== undefined && out.shape[0] !== was.shape[0]) return out.shape[0];
   }
   return undefined;
-}
-
-/** config.json with vocab_size set, written as transformers writes a config (indent 2, sorted keys). */
-function withVocabSize(text: string, vocab: number, where: string): string {
-  let config: unknown;
-  try {
-    config = JSON.parse(text);
-  } catch (err) {
-    throw new DeltaError(`${where} is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
-  }
-  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new DeltaError(`${where} is not a JSON object`);
-  const updated: Record<string, unknown> = { ...(config as Record<string, unknown>), vocab_size: vocab };
-  return `${JSON.stringify(sortKeys(updated), null, 2)}\n`;
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (typeof value !== "object" || value === null) return value;
-  return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys((value as Record<string, unknown>)[k])]));
 }
 
 /**
