@@ -37,10 +37,14 @@ export interface PytorchOutputOptions {
 
 const noSink = { write: async () => undefined };
 
-/** Rewrites `plan.files` in place for PyTorch output; refuses a plan with no tensor files (byte codecs restore the publisher's own files). */
+/** Rewrites `plan.files` in place for PyTorch output; refuses a byte codec's plan (it restores the publisher's own files) and one whose tensor files it cannot convert. */
 export function retargetToPytorch(plan: ConventionPlan, convention: string, options: PytorchOutputOptions = {}): void {
-  if (plan.baseFiles !== undefined || !plan.files.some((f) => tensorSpecOf(f) !== undefined)) {
+  if (plan.baseFiles !== undefined) {
     throw new UsageError(`--format pytorch: the ${convention} convention restores the publisher's own files byte for byte, in their own format; run without --format`);
+  }
+  // A merge or Koala's recovery writes its safetensors through its own producer, not the tensor specs converted here.
+  if (!plan.files.some((f) => tensorSpecOf(f) !== undefined)) {
+    throw new UsageError(`--format pytorch: the ${convention} convention writes safetensors only; run without --format, then delta-weights convert TARGET OUT --format pytorch for torch.save checkpoints of the result`);
   }
   if (options.recorded !== undefined) {
     plan.files = releaseFiles(plan.files, options.recorded);

@@ -88,4 +88,13 @@ describe("apply-delta --format pytorch", () => {
     await expect(applyDelta({ base: join(codecs, "base"), delta: join(codecs, "payload"), target, format: "pytorch" })).rejects.toThrow(/restores the publisher's own files/);
     expect(existsSync(target)).toBe(false);
   });
+
+  it("a LoRA merge (its own safetensors writer) is refused saying how to get .bin files, not that it restores a publisher's files", async () => {
+    const lora = fileURLToPath(new URL("../fixtures/lora/", import.meta.url));
+    const target = join(await makeTempDir(), "out");
+    const refused = applyDelta({ base: join(lora, "base-f16"), delta: join(lora, "fp16-bin"), target, format: "pytorch" });
+    await expect(refused).rejects.toThrow(UsageError);
+    await expect(refused).rejects.toThrow(/--format pytorch: the lora convention writes safetensors only; run without --format, then delta-weights convert .* --format pytorch/);
+    expect(existsSync(target)).toBe(false);
+  });
 });
