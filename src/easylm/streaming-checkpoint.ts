@@ -34,8 +34,11 @@ export interface EasyLmRecord {
 /** flax's dtype names (numpy's, and JAX's bfloat16) for the dtypes a checkpoint of weights holds. */
 const DTYPES: Readonly<Record<string, DType>> = { float16: "F16", bfloat16: "BF16", float32: "F32", float64: "F64" };
 
-/** Bytes read for one record's header: a key path of a few short names, a shape, a dtype name. */
-const HEADER_WINDOW = 4096;
+/**
+ * Bytes read for one record's header (a key path of a few short names, a
+ * shape, a dtype name): also how much of a file's start recognition reads.
+ */
+export const RECORD_HEADER_BYTES = 4096;
 
 function easyLmError(file: string, problem: string): DeltaError {
   return new DeltaError(`Failed to read ${file}: ${problem}`);
@@ -44,6 +47,7 @@ function easyLmError(file: string, problem: string): DeltaError {
 /**
  * Whether a file's first bytes are an EasyLM streaming record: a 2-array
  * whose first element is an array of strings and whose second is a bin.
+ * `head`: the file's first RECORD_HEADER_BYTES (or all of a smaller file).
  */
 export function looksLikeEasyLmCheckpoint(head: Uint8Array): boolean {
   try {
@@ -60,7 +64,7 @@ export async function scanEasyLmCheckpoint(read: ReadAt, size: number, label: st
   const seen = new Set<string>();
   for (let position = 0; position < size; ) {
     if (records.length >= MAX_TENSORS_PER_MODEL) throw easyLmError(label, `more than ${MAX_TENSORS_PER_MODEL} records, the limit for one model`);
-    const head = await read(position, Math.min(HEADER_WINDOW, size - position));
+    const head = await read(position, Math.min(RECORD_HEADER_BYTES, size - position));
     let parsed: ParsedHeader;
     try {
       parsed = parseRecordHeader(head, position, size);

@@ -25,7 +25,7 @@ import { DeltaError } from "../../errors.js";
 import { OUTPUT_FORMAT } from "../../formats/registry.js";
 import { convertedLayout, type OutputFile } from "../../formats/output-layout.js";
 import { planShards } from "../../formats/shard-plan.js";
-import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
+import { RECORD_HEADER_BYTES, looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
 import { readJsonFile } from "../../io/files.js";
 import { addInto, convertInto } from "../../kernels/index.js";
 import { releasedChunk } from "../../io/memory.js";
@@ -48,8 +48,6 @@ const READS_IN_FLIGHT = 64;
 const ARITHMETIC_ELEMENTS = 256 * 1024;
 /** The list of the recovered files' SHA-256, written last into the target. */
 export const RECOVERY_DIGESTS = "koala-recovery.sha256";
-/** A head of a file is enough to recognise a record. */
-const HEAD_BYTES = 4096;
 
 /** One Hugging Face tensor and where it is in the diff. */
 export interface KoalaTensor {
@@ -65,7 +63,7 @@ export interface KoalaTensor {
 async function easyLmFiles(view: DeltaView): Promise<string[]> {
   const candidates = (await view.files()).filter((f) => !f.includes("/") && !f.includes("."));
   const found: string[] = [];
-  for (const file of candidates) if (looksLikeEasyLmCheckpoint(await view.head(file, HEAD_BYTES))) found.push(file);
+  for (const file of candidates) if (looksLikeEasyLmCheckpoint(await view.head(file, RECORD_HEADER_BYTES))) found.push(file);
   return found;
 }
 
