@@ -157,3 +157,23 @@ export const MAX_RANGES_SIDECAR_BYTES = 1024 * 1024;
  * Stops an adapter whose rank or shapes would make that a giant allocation.
  */
 export const MAX_LORA_FACTOR_BYTES = 64 * 1024 * 1024;
+
+/** The non-tensor bytes of one .bin checkpoint make-delta records as its
+ * skeleton (zip headers, the pickle, version and byteorder records): a real
+ * shard's are a few hundred bytes a tensor, so this is far beyond any
+ * release; a checkpoint with more is not recorded. */
+export const MAX_SKELETON_BYTES = 4 * 1024 * 1024;
+
+/** pytorch-checkpoints.json, the delta's record of a release's .bin
+ * skeletons, is read whole: a real release's is a few hundred KB. */
+export const MAX_CHECKPOINTS_FILE_BYTES = 32 * 1024 * 1024;
+
+/** An EasyLM (flax msgpack) record's key path: EasyLM's are a handful of
+ * short names (transformer/h/0/attention/wq/kernel); more, or longer, is a
+ * forged header. */
+export const MAX_EASYLM_KEY_PARTS = 32;
+export const MAX_EASYLM_KEY_PART_BYTES = 256;
+
+/** A SentencePiece tokenizer.model is read whole to count its pieces:
+ * LLaMA's is 500 KB, Chinese-LLaMA-Alpaca's grown one 760 KB. */
+export const MAX_SENTENCEPIECE_MODEL_BYTES = 64 * 1024 * 1024;

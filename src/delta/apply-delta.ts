@@ -22,7 +22,8 @@ import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
 import { retargetToPytorch } from "./pytorch-output.js";
-import { MAX_CHECKPOINTS_FILE_BYTES, PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
+import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
+import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */

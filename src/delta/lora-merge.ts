@@ -10,6 +10,7 @@ import type { ModelSource } from "../model/types.js";
 import { ExactReader } from "./exact-reader.js";
 import type { MergeRecord } from "./merge-record.js";
 import type { InputFile, PlannedFile } from "./recover.js";
+import { numel } from "./pairing.js";
 
 /**
  * Merging LoRA adapters into a base, streaming: each output tensor is made a
@@ -192,11 +193,11 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
   const bRows = step.b.shape[0]!;
   const product = step.transposed ? [aCols, bRows] : [bRows, aCols];
   if (product[0] !== rows || product[1] !== cols || step.b.shape[1] !== rank) {
-    throw new DeltaError(`tensor "${step.a.name}" [${step.a.shape}] and "${step.b.name}" [${step.b.shape}] make a [${product}] update for "${t.name}", which is [${rows}, ${cols}]`);
+    throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}" [${step.a.shape}] and "${step.b.name}" [${step.b.shape}] make a [${product}] update for "${t.name}", which is [${rows}, ${cols}]`);
   }
   const bytes = (rank * (aCols + bRows)) * 4;
   if (bytes > MAX_LORA_FACTOR_BYTES) {
-    throw new DeltaError(`tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
+    throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
   }
   const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
     const values = new Float32Array(numel(spec.shape));
@@ -220,8 +221,4 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
     return values;
   };
   return { a: await load(step.a), b: await load(step.b) };
-}
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
 }

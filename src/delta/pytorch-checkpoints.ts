@@ -16,13 +16,12 @@ import { OUTPUT_FORMAT, PYTORCH_OUTPUT } from "../formats/registry.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { openRandomAccessFile } from "../io/random-access-file.js";
 import { parseJsonDocument } from "../json.js";
+import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
 import type { ModelSource } from "../model/types.js";
 import { checkpointSkeleton, type SkeletonSegment } from "../pytorch/skeleton.js";
 
 export const PYTORCH_CHECKPOINTS_FILE = "pytorch-checkpoints.json";
 const FORMAT = "delta-weights/pytorch-checkpoints/1";
-/** A recorded skeletons file larger than this is refused on read (a real release's is a few hundred KB). */
-export const MAX_CHECKPOINTS_FILE_BYTES = 32 * 1024 * 1024;
 
 function isJsonObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);

@@ -16,7 +16,7 @@
 import type { DType } from "../dtypes.js";
 import { dtypeBytes } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
-import { MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
+import { MAX_EASYLM_KEY_PART_BYTES, MAX_EASYLM_KEY_PARTS, MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
 
 /** Reads exactly `length` bytes at `position`. */
 export type ReadAt = (position: number, length: number) => Promise<Uint8Array>;
@@ -34,11 +34,11 @@ export interface EasyLmRecord {
 /** flax's dtype names (numpy's, and JAX's bfloat16) for the dtypes a checkpoint of weights holds. */
 const DTYPES: Readonly<Record<string, DType>> = { float16: "F16", bfloat16: "BF16", float32: "F32", float64: "F64" };
 
-/** Bytes read for one record's header: a key path of a few short names, a shape, a dtype name. */
-const HEADER_WINDOW = 4096;
-/** Key path parts and their length: EasyLM's are a handful of short names. */
-const MAX_KEY_PARTS = 32;
-const MAX_KEY_PART_BYTES = 256;
+/**
+ * Bytes read for one record's header (a key path of a few short names, a
+ * shape, a dtype name): also how much of a file's start recognition reads.
+ */
+export const RECORD_HEADER_BYTES = 4096;
 
 function easyLmError(file: string, problem: string): DeltaError {
   return new DeltaError(`Failed to read ${file}: ${problem}`);
@@ -47,6 +47,7 @@ function easyLmError(file: string, problem: string): DeltaError {
 /**
  * Whether a file's first bytes are an EasyLM streaming record: a 2-array
  * whose first element is an array of strings and whose second is a bin.
+ * `head`: the file's first RECORD_HEADER_BYTES (or all of a smaller file).
  */
 export function looksLikeEasyLmCheckpoint(head: Uint8Array): boolean {
   try {
@@ -63,7 +64,7 @@ export async function scanEasyLmCheckpoint(read: ReadAt, size: number, label: st
   const seen = new Set<string>();
   for (let position = 0; position < size; ) {
     if (records.length >= MAX_TENSORS_PER_MODEL) throw easyLmError(label, `more than ${MAX_TENSORS_PER_MODEL} records, the limit for one model`);
-    const head = await read(position, Math.min(HEADER_WINDOW, size - position));
+    const head = await read(position, Math.min(RECORD_HEADER_BYTES, size - position));
     let parsed: ParsedHeader;
     try {
       parsed = parseRecordHeader(head, position, size);
@@ -94,9 +95,9 @@ function parseRecordHeader(bytes: Uint8Array, base: number, fileSize: number): P
   const r = new Cursor(bytes);
   if (r.arrayLength() !== 2) throw new HeaderProblem("is not a (key, value) pair");
   const parts = r.arrayLength();
-  if (parts < 1 || parts > MAX_KEY_PARTS) throw new HeaderProblem(`has a key path of ${parts} parts`);
+  if (parts < 1 || parts > MAX_EASYLM_KEY_PARTS) throw new HeaderProblem(`has a key path of ${parts} parts`);
   const key: string[] = [];
-  for (let i = 0; i < parts; i++) key.push(r.str(MAX_KEY_PART_BYTES));
+  for (let i = 0; i < parts; i++) key.push(r.str(MAX_EASYLM_KEY_PART_BYTES));
   const valueLength = r.binLength();
   const valueStart = base + r.at;
   const end = valueStart + valueLength;

@@ -5,10 +5,8 @@
  */
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../easylm/streaming-checkpoint.js";
+import { RECORD_HEADER_BYTES, looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../easylm/streaming-checkpoint.js";
 import { openRandomAccessFile } from "../io/random-access-file.js";
-
-const HEAD_BYTES = 4096;
 
 /** The EasyLM checkpoint `path` names: the file itself, or the one extension-less EasyLM file of a folder; undefined otherwise. */
 export async function findEasyLmFile(path: string): Promise<string | undefined> {
@@ -30,7 +28,7 @@ async function isEasyLmFile(path: string): Promise<boolean> {
   const file = await openRandomAccessFile(path).catch(() => undefined);
   if (file === undefined) return false;
   try {
-    return looksLikeEasyLmCheckpoint(await file.read(0, Math.min(HEAD_BYTES, file.size)));
+    return looksLikeEasyLmCheckpoint(await file.read(0, Math.min(RECORD_HEADER_BYTES, file.size)));
   } finally {
     await file.close();
   }

@@ -13,12 +13,11 @@
  * through `read`.
  */
 import { DeltaWeightsError, PytorchError } from "../errors.js";
+import { MAX_SKELETON_BYTES } from "../limits.js";
 import { readCheckpoint } from "./checkpoint.js";
 import { isContiguous } from "./strided-read.js";
 import type { ReadAt } from "./zip.js";
 
-/** The most non-tensor bytes a skeleton keeps (a real shard's are a few hundred bytes per tensor). */
-export const MAX_SKELETON_BYTES = 4 * 1024 * 1024;
 
 export type SkeletonSegment = { bytes: Uint8Array } | { tensor: string; length: number };
 

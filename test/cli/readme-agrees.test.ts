@@ -1,7 +1,8 @@
 /**
  * What the README shows a new user is what they get: `npm start`'s output
  * line for line, and `--delta` taking what the README says it takes (a
- * directory or a repo; a lone weight file is refused with what to give).
+ * directory or a repo; a lone weight file is refused with what to give), and
+ * the codec examples run on the fixtures printing what the README shows.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -29,6 +30,19 @@ describe("README", () => {
     expect(run.status).toBe(0);
     expect(run.stdout).toBe(blockAfter("`npm start` applies"));
   });
+
+  // Each block: `$ apply-delta ARGS` then its output; run with the target in a scratch folder.
+  for (const anchor of ["The same on the repository's small torch.save fixtures", "and on the fixtures, whose key is"]) {
+    it(`the example after "${anchor}" prints what it shows`, async () => {
+      const [command, ...shown] = blockAfter(anchor).trimEnd().split("\n");
+      const args = command!.replace(/^\$ apply-delta /, "").split(" ");
+      const target = args[args.indexOf("--target") + 1]!;
+      const scratch = join(await makeTempDir(), "out");
+      const run = runCli(args.map((arg) => (arg === target ? scratch : arg)), "apply-delta");
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout.trimEnd().split("\n")).toEqual(shown.map((line) => line.replace(`wrote ${target}:`, `wrote ${scratch}:`)));
+    });
+  }
 
   it("--delta: a single weight file is refused (exit 2), naming the directory to give; the directory works", async () => {
     const target = join(await makeTempDir(), "out");

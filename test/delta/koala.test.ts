@@ -131,7 +131,10 @@ describe("koala: recovered straight to the Hugging Face layout, as EasyLM's thre
     // the recorded digests are the files' own, in sha256sum's format
     const listed = readFileSync(join(out, "koala-recovery.sha256"), "utf8");
     expect(listed).toBe(written.map((f) => `${sha256(readFileSync(join(out, f)))}  ${f}\n`).join(""));
-    const verify = runCli(["verify", out, "--checksums", join(out, "koala-recovery.sha256")]);
+    // the command the summary gives, with DIR the target (a list path is read from the working directory)
+    const command = /delta-weights (verify DIR --checksums DIR\/koala-recovery\.sha256)/.exec(result.notes.join("\n"))?.[1];
+    expect(command).toBeDefined();
+    const verify = runCli(command!.split(" ").map((arg) => arg.replace("DIR", out)));
     expect(verify.status, verify.stderr).toBe(0);
   });
 

@@ -154,6 +154,22 @@ describe("what a LoRA merge refuses, before any output", () => {
   }
 });
 
+describe("what a LoRA merge takes as its base", () => {
+  // model/foreign-weights.ts decides what a base is: weights that open as a model beside an
+  // adapter's config (a model merged from it, saved in the adapter's folder) are a model.
+  it("a model with an adapter's adapter_config.json beside its weights: merged like the model alone", async () => {
+    const base = join(await makeTempDir("lora-"), "base");
+    await cp(BASE, base, { recursive: true });
+    await cp(join(FIXTURES, "fp16-bin", "adapter_config.json"), join(base, "adapter_config.json"));
+    const target = join(await makeTempDir("lora-"), "out");
+    const result = await applyDelta({ base, delta: join(FIXTURES, "fp16-bin"), target });
+    expect(result.convention).toBe("lora");
+    const want = expected.merges["fp16-bin"]!.lora!;
+    const got = Object.fromEntries((await readAll(target)).map((t) => [t.name, sha256Bytes(t.data)]));
+    expect(got).toEqual(want);
+  });
+});
+
 describe("adapters merged one after another", () => {
   it("two PEFT adapters (--delta twice): each merged into the last's result, as merge_and_unload twice", async () => {
     const target = join(await makeTempDir("lora-"), "out");
@@ -177,6 +193,18 @@ describe("adapters merged one after another", () => {
     expect(existsSync(join(target, "added_tokens.json"))).toBe(true);
     // The fixtures' adapters are not the project's: SHA256.md's digests say so, as a note.
     expect(result.notes).toContainEqual(expect.stringMatching(/chinese-1\/adapter_model\.bin is none of the files Chinese-LLaMA-Alpaca's SHA256\.md lists/));
+  });
+
+  it("a grown vocabulary changes vocab_size alone in the base's config.json: Python's 1e-06 and its layout stay as written", async () => {
+    const base = join(await makeTempDir("lora-"), "base");
+    await cp(BASE, base, { recursive: true });
+    // as transformers writes a LLaMA config: Python's float repr, then vocab_size last
+    const text = (await readFile(join(BASE, "config.json"), "utf8")).replace('"num_key_value_heads": 4,', '"num_key_value_heads": 4,\n  "rms_norm_eps": 1e-06,');
+    await writeFile(join(base, "config.json"), text);
+    const target = join(await makeTempDir("lora-"), "out");
+    await applyDelta({ base, delta: join(FIXTURES, "chinese-1"), chained: [join(FIXTURES, "chinese-2")], target });
+    const vocab = (expected.merges.chinese as unknown as { vocab_size: number }).vocab_size;
+    expect(await readFile(join(target, "config.json"), "utf8")).toBe(text.replace('"vocab_size": 96', `"vocab_size": ${vocab}`));
   });
 
   it("Chinese-LLaMA-Alpaca's adapters in the wrong order are refused (the tokenizer shrinks)", async () => {

@@ -1,5 +1,7 @@
 import { DeltaError } from "../../errors.js";
+import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
+import { MAX_SENTENCEPIECE_MODEL_BYTES } from "../../limits.js";
 import { HashPool } from "../../hash/hash-pool.js";
 import { CHINESE_LLAMA_ALPACA_ADAPTERS, CHINESE_LLAMA_ALPACA_TOKENIZERS } from "../known/chinese-llama-alpaca-adapters.js";
 import { ADAPTER_CONFIG } from "./lora-adapter.js";
@@ -36,7 +38,6 @@ async function embeddingRows(view: DeltaView): Promise<number | undefined> {
   const files = await view.files();
   const weights = files.includes("adapter_model.bin") ? "adapter_model.bin" : undefined;
   if (weights === undefined || !files.includes(ADAPTER_CONFIG)) return undefined;
-  const { openWeightFiles } = await import("../../model/open-model.js");
   const model = await openWeightFiles(view.deltaFiles, [weights], "pytorch", view.source);
   try {
     return model.tensors.get(EMBEDDING_KEY)?.shape[0];
@@ -86,7 +87,7 @@ async function recognize(view: DeltaView): Promise<Recognition> {
 /** len(LlamaTokenizer) of an adapter directory: the SentencePiece pieces plus added tokens beyond them. */
 async function tokenizerLength(view: DeltaView): Promise<number> {
   const size = await view.deltaFiles.size(TOKENIZER);
-  if (size > 64 * 1024 * 1024) throw new DeltaError(`${view.source}/${TOKENIZER}: ${size} bytes is not a SentencePiece model`);
+  if (size > MAX_SENTENCEPIECE_MODEL_BYTES) throw new DeltaError(`${view.source}/${TOKENIZER}: ${size} bytes is more than a SentencePiece model holds (at most ${MAX_SENTENCEPIECE_MODEL_BYTES})`);
   const pieces = sentencePieceCount(await view.head(TOKENIZER, size), `${view.source}/${TOKENIZER}`);
   const added = await view.json("added_tokens.json");
   if (added === undefined) return pieces;
@@ -105,7 +106,7 @@ export const chineseLlamaAlpaca: Convention = {
   recognize,
   async plan(view) {
     const base: ModelSource = await view.base();
-    await refuseQuantizedBase(base);
+    refuseQuantizedBase(base);
     const views = [view, ...(view.chained ?? [])];
     const lengths: number[] = [];
     for (const v of views) {

@@ -25,7 +25,7 @@ import { DeltaError } from "../../errors.js";
 import { OUTPUT_FORMAT } from "../../formats/registry.js";
 import { convertedLayout, type OutputFile } from "../../formats/output-layout.js";
 import { planShards } from "../../formats/shard-plan.js";
-import { looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
+import { RECORD_HEADER_BYTES, looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
 import { readJsonFile } from "../../io/files.js";
 import { addInto, convertInto } from "../../kernels/index.js";
 import { releasedChunk } from "../../io/memory.js";
@@ -38,6 +38,7 @@ import { MAX_INDEX_BYTES } from "../../limits.js";
 import type { InputFile, PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import { numel } from "../pairing.js";
 
 /** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */
 const DIFF_BLOCK_BYTES = 4 * 1024 * 1024;
@@ -47,8 +48,6 @@ const READS_IN_FLIGHT = 64;
 const ARITHMETIC_ELEMENTS = 256 * 1024;
 /** The list of the recovered files' SHA-256, written last into the target. */
 export const RECOVERY_DIGESTS = "koala-recovery.sha256";
-/** A head of a file is enough to recognise a record. */
-const HEAD_BYTES = 4096;
 
 /** One Hugging Face tensor and where it is in the diff. */
 export interface KoalaTensor {
@@ -64,7 +63,7 @@ export interface KoalaTensor {
 async function easyLmFiles(view: DeltaView): Promise<string[]> {
   const candidates = (await view.files()).filter((f) => !f.includes("/") && !f.includes("."));
   const found: string[] = [];
-  for (const file of candidates) if (looksLikeEasyLmCheckpoint(await view.head(file, HEAD_BYTES))) found.push(file);
+  for (const file of candidates) if (looksLikeEasyLmCheckpoint(await view.head(file, RECORD_HEADER_BYTES))) found.push(file);
   return found;
 }
 
@@ -113,7 +112,7 @@ export const koala: Convention = {
       for (const rel of base.extraFiles) planned.push(copiedFile(rel, { files: base.files, path: rel }, await base.files.size(rel)));
       if (base.extraFiles.length > 0) notes.push(`config and tokenizer files from the base (${base.extraFiles.join(", ")}): the diff carries none`);
       planned.push(...recordDigests(planned));
-      notes.push(`${RECOVERY_DIGESTS}: the SHA-256 of every file written (sha256sum's format), to compare two recoveries: delta-weights verify DIR --checksums ${RECOVERY_DIGESTS}`);
+      notes.push(`${RECOVERY_DIGESTS}: the SHA-256 of every file written (sha256sum's format), to compare two recoveries: delta-weights verify DIR --checksums DIR/${RECOVERY_DIGESTS}`);
       return {
         files: planned,
         tensors: tensors.length,
@@ -130,10 +129,6 @@ export const koala: Convention = {
     }
   },
 };
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
 
 /**
  * The Hugging Face tensor for every record, checked against the base: the

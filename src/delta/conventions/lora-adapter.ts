@@ -1,6 +1,7 @@
 import { isArithmeticDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import type { ModelSource, TensorInfo } from "../../model/types.js";
+import { sameShape } from "../pairing.js";
 
 /**
  * A PEFT LoRA adapter as it is published: `adapter_config.json` and
@@ -218,8 +219,4 @@ export function matchAdapter(weights: ModelSource, config: LoraConfig, base: Mod
 
 function hasWhole(weights: ModelSource, module: string): boolean {
   return [`${PREFIX}${module}.weight`, `${PREFIX}${module}.modules_to_save.weight`, `${PREFIX}${module}.base_layer.weight`].some((n) => weights.tensors.has(n));
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }

@@ -8,6 +8,7 @@ import type { ModelSource } from "../../model/types.js";
 import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { mergedFile, type LoraStep, type MergedTensor } from "../lora-merge.js";
 import { MERGE_RECORD_FILE, MergeRecord } from "../merge-record.js";
+import { fitConfig } from "../model-config.js";
 import type { PlannedFile } from "../recover.js";
 import { copiedFile, textFile } from "../tensor-file.js";
 import { isRotaryBuffer } from "./additive.js";
@@ -85,23 +86,18 @@ function namesSameModel(named: string, base: ModelSource): boolean {
 }
 
 /**
- * A base the merge cannot honour: quantized weights (bitsandbytes, GPTQ,
- * AWQ tensors, or a quantization_config). Merging into them would need their
- * dequantization, which is not exact; the adapter is merged into the float model.
+ * A base the merge cannot honour: quantized weights (bitsandbytes, GPTQ or
+ * AWQ tensors). Merging into them would need their dequantization, which is
+ * not exact; the adapter is merged into the float model. An adapter given as
+ * the base, and a config.json with a quantization_config, are refused before
+ * this when the base is opened (model/foreign-weights.ts); the tensors of
+ * bitsandbytes' layers are not, and a model saved without its config shows
+ * nothing else.
  */
-export async function refuseQuantizedBase(base: ModelSource): Promise<void> {
-  if (base.extraFiles.includes(ADAPTER_CONFIG)) {
-    throw new DeltaError(`--base ${base.source} holds ${ADAPTER_CONFIG}: it is a LoRA adapter, not a model; pass the model it was trained on as --base and the adapter as --delta`);
-  }
+export function refuseQuantizedBase(base: ModelSource): void {
   const quantized = [...base.tensors.values()].find((t) => /\.(qweight|qzeros|scales|g_idx|SCB|absmax|quant_map|quant_state[\w.]*|weight_format)$/.test(t.name) || (t.name.endsWith(".weight") && t.shape.length === 2 && !isArithmeticDType(t.dtype)));
   if (quantized !== undefined) {
     throw new DeltaError(`base ${base.source}: tensor "${quantized.name}" (${quantized.dtype}) is quantized; a LoRA adapter is merged into the unquantized model (float16, bfloat16 or float32), which this base is not`);
-  }
-  if (base.extraFiles.includes("config.json")) {
-    const text = await readSmall(base, "config.json");
-    if (/"quantization_config"\s*:\s*\{/.test(text)) {
-      throw new DeltaError(`base ${base.source}: config.json has a quantization_config: a LoRA adapter is merged into the unquantized model, which this base is not`);
-    }
   }
 }
 
@@ -199,7 +195,8 @@ export async function planMerge(
   const vocab = grownVocabulary(base, tensors);
   for (const [rel, from] of sideFiles) {
     if (rel === "config.json" && vocab !== undefined) {
-      const text = withVocabSize(await readSmall(base, rel), vocab, `${base.source}/config.json`);
+      // vocab_size alone rewritten in place, as every convention fits a copied config (model-config.ts).
+      const { text } = fitConfig(await readSmall(base, rel), { vocabRows: vocab, floatDtype: undefined }, { rows: base.tensors.get("model.embed_tokens.weight")?.shape[0], label: `${base.source}/config.json` });
       files.push(textFile(rel, text));
       texts.push({ path: rel, text });
       notes.push(`config.json: the base's, with vocab_size ${vocab} (the adapter's embeddings)`);
@@ -236,25 +233,6 @@ function grownVocabulary(base: ModelSource, tensors: ReadonlyMap<string, MergedT
   return undefined;
 }
 
-/** config.json with vocab_size set, written as transformers writes a config (indent 2, sorted keys). */
-function withVocabSize(text: string, vocab: number, where: string): string {
-  let config: unknown;
-  try {
-    config = JSON.parse(text);
-  } catch (err) {
-    throw new DeltaError(`${where} is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
-  }
-  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new DeltaError(`${where} is not a JSON object`);
-  const updated: Record<string, unknown> = { ...(config as Record<string, unknown>), vocab_size: vocab };
-  return `${JSON.stringify(sortKeys(updated), null, 2)}\n`;
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (typeof value !== "object" || value === null) return value;
-  return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys((value as Record<string, unknown>)[k])]));
-}
-
 /**
  * Opens every adapter (in order) and plans with them; on failure the ones
  * opened are closed (on success the plan closes them).
@@ -283,7 +261,7 @@ function peftConvention(name: ConventionName, summary: string, precision: StepPr
     accepts: ["checksums"],
     async plan(view) {
       const base = await view.base();
-      await refuseQuantizedBase(base);
+      refuseQuantizedBase(base);
       return withAdapters([view, ...(view.chained ?? [])], base, "peft", (adapters) =>
         planMerge(base, adapters.map(({ matched, view: from }) => ({ matched, precision, filesFrom: from })), { notes: [], configNote }));
     },

@@ -15,10 +15,13 @@ import { xorPayload } from "./xor-payload.js";
 
 /**
  * Every convention apply-delta knows, in the order they are tried: byte
- * codecs first (their files are not checkpoints, so no tensor rule could
- * read them), then the most specific evidence (a manifest; LLaVA's config
- * fields; Ziya's whole embeddings; a one-token vocabulary growth in half or
- * single precision), FastChat's last (it asks least of the files).
+ * codecs and Koala's EasyLM file first (their files are not checkpoints, so
+ * no tensor rule could read them), then the most specific evidence (a
+ * manifest; an adapter_config.json, Chinese-LLaMA-Alpaca's before PEFT's as
+ * its adapters are PEFT adapters with more to show, and lora-base-dtype,
+ * which recognises the same files, only when forced; LLaVA's config fields;
+ * Ziya's whole embeddings; a one-token vocabulary growth in half or single
+ * precision), FastChat's last (it asks least of the files).
  */
 export const CONVENTIONS: readonly Convention[] = [enc, xorPayload, koala, deltaWeights, chineseLlamaAlpaca, lora, loraBaseDType, llava, ziya, fastchatV0, alpaca, fastchat];
 
