@@ -4,6 +4,7 @@
 // npm run bench -- --lora [...]  (a LoRA merge into a LLaMA-7B-shaped base: scripts/bench-lora.mjs)
 // npm run bench -- --push [...]  (the publishing bench: scripts/bench-push.mjs)
 // npm run bench -- --pytorch [...]  (PyTorch .bin output: scripts/bench-pytorch.mjs)
+// npm run bench -- --meta [...]  (Meta's consolidated.0N.pth as a base: scripts/bench-meta.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -47,6 +48,10 @@ if (args.includes("--lora")) {
 if (args.includes("--pytorch")) {
   const pytorch = spawnSync(process.execPath, [path.join(root, "scripts/bench-pytorch.mjs"), ...args.filter((arg) => arg !== "--pytorch")], { stdio: "inherit" });
   process.exit(pytorch.status ?? 1);
+}
+if (args.includes("--meta")) {
+  const meta = spawnSync(process.execPath, [path.join(root, "scripts/bench-meta.mjs"), ...args.filter((arg) => arg !== "--meta")], { stdio: "inherit" });
+  process.exit(meta.status ?? 1);
 }
 if (args.includes("--push")) {
   const push = spawnSync(process.execPath, [path.join(root, "scripts/bench-push.mjs"), ...args.filter((arg) => arg !== "--push")], { stdio: "inherit" });
