@@ -298,7 +298,7 @@ function writeConventionDelta(convention, tensors, baseDir, dir) {
 
 const hasGnuTime = existsSync("/usr/bin/time");
 
-/** Runs a command; returns wall seconds and peak RSS (bytes) of the child. */
+/** Runs a command; returns wall seconds, peak RSS (bytes) and CPU-seconds (user + system, every thread) of the child. */
 function run(command, commandArgs, { label, allowFailure = false } = {}) {
   let argv = [command, ...commandArgs];
   const statsFile = path.join(tmpdir(), `bench-time-${process.pid}.txt`);
@@ -306,16 +306,19 @@ function run(command, commandArgs, { label, allowFailure = false } = {}) {
   const start = performance.now();
   const result = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
   const seconds = (performance.now() - start) / 1000;
-  let rss;
+  let rss, cpu;
   if (hasGnuTime && existsSync(statsFile)) {
-    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(statsFile, "utf8"));
+    const stats = readFileSync(statsFile, "utf8");
+    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(stats);
     if (match) rss = Number(match[1]) * 1024;
+    const user = /User time \(seconds\): ([\d.]+)/.exec(stats), system = /System time \(seconds\): ([\d.]+)/.exec(stats);
+    if (user && system) cpu = Number(user[1]) + Number(system[1]);
     rmSync(statsFile, { force: true });
   }
   if (result.status !== 0 && !allowFailure) {
     throw new Error(`${label ?? command} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
   }
-  return { seconds, rss, status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+  return { seconds, rss, cpu, status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
 }
 
 function filesIn(dir, filter = () => true) {
@@ -524,7 +527,7 @@ try {
   const kernels = await measureKernels();
   const rates = { sha256: measureSha256(), kernels, cores: availableParallelism() };
   console.log("");
-  console.log(["", "wall", "output", "rate", "peak RSS", "I/O floor", "CPU floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
+  console.log(["", "wall", "output", "rate", "peak RSS", "CPU used", "I/O floor", "CPU floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
   for (const row of rows) {
     const cpu = cpuFloor(row.work, rates);
     // The ratio is to the larger floor: the run cannot beat either.
@@ -535,12 +538,13 @@ try {
       `${(row.out / GB).toFixed(2)} GB`.padStart(11),
       fmt.gbs(row.out, row.run.seconds).padStart(11),
       fmt.mb(row.run.rss).padStart(11),
+      (row.run.cpu === undefined ? "n/a" : fmt.s(row.run.cpu)).padStart(11),
       (row.floor === undefined ? "-" : fmt.s(row.floor.total)).padStart(11),
       (cpu === undefined ? "-" : fmt.s(cpu.seconds)).padStart(11),
       (floor === undefined ? "-" : fmt.x(row.run.seconds / floor)).padStart(11),
     ].join(""));
   }
-  console.log(`CPU floor on ${rates.cores} cores: SHA-256 at ${(rates.sha256 / 1e6).toFixed(0)} MB/s per core (measured here) of every byte the run must hash, plus its kernel at the rate below; ` +
+  console.log(`CPU used: user + system seconds of every thread of the run (divided by ${rates.cores} cores, the least wall time that work can take). CPU floor on ${rates.cores} cores: SHA-256 at ${(rates.sha256 / 1e6).toFixed(0)} MB/s per core (measured here) of every byte the run must hash, plus its kernel at the rate below; ` +
     rows.filter((row) => row.work !== undefined).map((row) => `${row.name} hashes ${(row.work.hashed / GB).toFixed(2)} GB + ${row.work.kernel} ${row.work.dtype} on ${(row.work.elements / 1e9).toFixed(2)} G elements (${fmt.s(cpuFloor(row.work, rates).kernelSeconds)})`).join("; "));
   if (!xorOnly) {
     console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
