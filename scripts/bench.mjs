@@ -11,9 +11,10 @@
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
 // about 1.3 GB per model; --layers 32 for a full 7B) in a temporary directory,
 // runs the built make-delta and apply-delta CLIs as child processes, and
-// prints for each: wall time, GB/s of output, peak RSS, and the ratio to the
-// I/O floor (cat of the same inputs plus writing the same output bytes, page
-// cache warm for both). When python3 can import torch it also times a
+// prints for each: wall time, GB/s of output, peak RSS, the I/O floor (cat
+// of the same inputs plus writing the same output bytes, page cache warm for
+// both), the CPU floor (the SHA-256 and kernel work the run must do, at the
+// rates measured here, spread over every core), and the ratio to the larger. When python3 can import torch it also times a
 // FastChat-style shard-by-shard apply in PyTorch on the same files. Then an
 // Open-Assistant-style XOR payload (every target file XORed with the base's
 // same-named file, made here) recovered by apply-delta, checked against a
@@ -25,7 +26,7 @@
 // the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -317,7 +318,7 @@ function writeConventionDelta(convention, tensors, baseDir, dir) {
 
 const hasGnuTime = existsSync("/usr/bin/time");
 
-/** Runs a command; returns wall seconds and peak RSS (bytes) of the child. */
+/** Runs a command; returns wall seconds, peak RSS (bytes) and CPU-seconds (user + system, every thread) of the child. */
 function run(command, commandArgs, { label, allowFailure = false } = {}) {
   let argv = [command, ...commandArgs];
   const statsFile = path.join(tmpdir(), `bench-time-${process.pid}.txt`);
@@ -325,16 +326,19 @@ function run(command, commandArgs, { label, allowFailure = false } = {}) {
   const start = performance.now();
   const result = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
   const seconds = (performance.now() - start) / 1000;
-  let rss;
+  let rss, cpu;
   if (hasGnuTime && existsSync(statsFile)) {
-    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(statsFile, "utf8"));
+    const stats = readFileSync(statsFile, "utf8");
+    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(stats);
     if (match) rss = Number(match[1]) * 1024;
+    const user = /User time \(seconds\): ([\d.]+)/.exec(stats), system = /System time \(seconds\): ([\d.]+)/.exec(stats);
+    if (user && system) cpu = Number(user[1]) + Number(system[1]);
     rmSync(statsFile, { force: true });
   }
   if (result.status !== 0 && !allowFailure) {
     throw new Error(`${label ?? command} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
   }
-  return { seconds, rss, status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+  return { seconds, rss, cpu, status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
 }
 
 function filesIn(dir, filter = () => true) {
@@ -359,6 +363,34 @@ function ioFloor(inputs, outputs, scratch) {
   }
   rmSync(scratch, { recursive: true, force: true });
   return { read, write, cached, total: read + write };
+}
+
+/** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
+function measureSha256() {
+  const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
+  createHash("sha256").update(buffer).digest(); // warm up
+  const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
+  let bytes = 0;
+  const start = cpuSeconds();
+  do {
+    createHash("sha256").update(buffer).digest();
+    bytes += buffer.length;
+  } while (cpuSeconds() - start < 0.5);
+  return bytes / (cpuSeconds() - start);
+}
+
+/**
+ * The CPU floor of a run on this machine's cores: the SHA-256 it must compute
+ * (`hashed` bytes) and the kernel it must run over `elements`, at the rates
+ * measured here, perfectly spread over every core. Reads, writes and copies
+ * are left out, so no run can come near it; where it exceeds the I/O floor,
+ * the run is CPU-bound.
+ */
+function cpuFloor(work, rates) {
+  if (work === undefined) return undefined;
+  const kernel = rates.kernels.find((k) => k.kernel === work.kernel && k.dtype === work.dtype);
+  const kernelSeconds = kernel === undefined ? 0 : work.elements / (kernel.gElementsPerSecond * 1e9);
+  return { seconds: (work.hashed / rates.sha256 + kernelSeconds) / rates.cores, hashed: work.hashed, kernelSeconds };
 }
 
 const fmt = {
@@ -404,7 +436,9 @@ try {
     make = run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" });
     const deltaFiles = filesIn(deltaDir);
     makeFloor = ioFloor([...baseFiles, ...targetFiles], deltaFiles, path.join(work, "floor"));
-    rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor });
+    // make-delta hashes the target twice (each tensor, each file), every base tensor and every delta file; subtracts every element.
+    const makeWork = { hashed: 2 * totalBytes(targetFiles) + modelBytes + totalBytes(deltaFiles), kernel: "subIntoWithFixups", dtype: "F16", elements: modelBytes / 2 };
+    rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor, work: makeWork });
 
     // apply-delta (full verification: delta files, base tensors, every output tensor and file)
     run("sh", ["-c", `cat '${deltaDir}'/* > /dev/null`]);
@@ -412,7 +446,9 @@ try {
     const deltaWeights = filesIn(deltaDir, isWeights);
     const recoveredFiles = filesIn(recoveredDir, isWeights);
     applyFloor = ioFloor([...baseFiles, ...deltaWeights], recoveredFiles, path.join(work, "floor"));
-    rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor });
+    // apply-delta hashes every base tensor and every output file (outputs that match prove the delta intact); adds every element.
+    const applyWork = { hashed: modelBytes + totalBytes(recoveredFiles), kernel: "add", dtype: "F16", elements: modelBytes / 2 };
+    rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor, work: applyWork });
 
     // Byte-exact: every target file, sha256 against the original target.
     for (const file of filesIn(targetDir)) {
@@ -459,7 +495,9 @@ try {
   const ratios = xorRuns.map((x) => x.run.seconds / x.floor.total);
   const { run: xor, floor: xorFloor } = xorRuns[ratios.indexOf(median(ratios))];
   const xorOutputs = filesIn(xorOutDir);
-  rows.push({ name: "xor apply", run: xor, out: totalBytes(xorOutputs), floor: xorFloor });
+  // The XOR apply hashes every output file (the sums list names the target's files) and XORs every byte.
+  const xorWork = { hashed: totalBytes(xorOutputs), kernel: "xor", dtype: "F16", elements: totalBytes(xorOutputs) / 2 };
+  rows.push({ name: "xor apply", run: xor, out: totalBytes(xorOutputs), floor: xorFloor, work: xorWork });
   let xorVerified = "unknown";
   try {
     const doc = JSON.parse(xor.stdout);
@@ -490,19 +528,28 @@ try {
       rmSync(conventionDelta, { recursive: true, force: true });
     }
   }
+  const kernels = await measureKernels();
+  const rates = { sha256: measureSha256(), kernels, cores: availableParallelism() };
   console.log("");
-  console.log(["", "wall", "output", "rate", "peak RSS", "I/O floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
+  console.log(["", "wall", "output", "rate", "peak RSS", "CPU used", "I/O floor", "CPU floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
   for (const row of rows) {
+    const cpu = cpuFloor(row.work, rates);
+    // The ratio is to the larger floor: the run cannot beat either.
+    const floor = row.floor === undefined ? undefined : Math.max(row.floor.total, cpu?.seconds ?? 0);
     console.log([
       row.name.padEnd(14),
       fmt.s(row.run.seconds).padStart(11),
       `${(row.out / GB).toFixed(2)} GB`.padStart(11),
       fmt.gbs(row.out, row.run.seconds).padStart(11),
       fmt.mb(row.run.rss).padStart(11),
+      (row.run.cpu === undefined ? "n/a" : fmt.s(row.run.cpu)).padStart(11),
       (row.floor === undefined ? "-" : fmt.s(row.floor.total)).padStart(11),
-      (row.floor === undefined ? "-" : fmt.x(row.run.seconds / row.floor.total)).padStart(11),
+      (cpu === undefined ? "-" : fmt.s(cpu.seconds)).padStart(11),
+      (floor === undefined ? "-" : fmt.x(row.run.seconds / floor)).padStart(11),
     ].join(""));
   }
+  console.log(`CPU used: user + system seconds of every thread of the run (divided by ${rates.cores} cores, the least wall time that work can take). CPU floor on ${rates.cores} cores: SHA-256 at ${(rates.sha256 / 1e6).toFixed(0)} MB/s per core (measured here) of every byte the run must hash, plus its kernel at the rate below; ` +
+    rows.filter((row) => row.work !== undefined).map((row) => `${row.name} hashes ${(row.work.hashed / GB).toFixed(2)} GB + ${row.work.kernel} ${row.work.dtype} on ${(row.work.elements / 1e9).toFixed(2)} G elements (${fmt.s(cpuFloor(row.work, rates).kernelSeconds)})`).join("; "));
   if (!xorOnly) {
     console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
     console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}`);
@@ -527,7 +574,7 @@ try {
   if (!hasGnuTime) console.log("peak RSS not measured: /usr/bin/time is missing (apt-get install time)");
 
   console.log("\nkernels, one core (G elements/s):");
-  for (const row of await measureKernels()) {
+  for (const row of kernels) {
     console.log(`  ${row.kernel.padEnd(24)}${row.dtype.padEnd(6)}${row.gElementsPerSecond.toFixed(2)}`);
   }
   const { kernelImplementation } = await dist("kernels/index.js");

@@ -144,7 +144,7 @@ export interface SubtractInput {
 }
 
 export interface SubtractHooks {
-  /** The target's bytes (to hash). */
+  /** The target's bytes (to hash). They are overwritten with the delta once the returned promise settles: copy what must outlive it. */
   onTarget?(bytes: Uint8Array): void | Promise<void>;
   /** Base bytes as used, after conversion to the target's dtype (to hash). */
   onBase?(bytes: Uint8Array): void | Promise<void>;
@@ -162,8 +162,11 @@ export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput
     for (const win of windows(segments(recipe.shape, base === undefined ? undefined : recipe.base?.shape), maxElements)) {
       const t = await target.read(win.length * size);
       await hooks.onTarget?.(t);
-      // The delta is written beside the target chunk, which the fix-up check reads.
-      const out = new Uint8Array(t);
+      // In place, like recoverTensor: the target chunk is ours, its bytes are
+      // hashed (onTarget has taken them), and the kernels copy each tile of
+      // their inputs before writing its result, so the fix-up check still
+      // compares against the target. Unpaired spans are the target's bytes.
+      const out = t;
       for (const part of win.parts) {
         if (!part.paired || base === undefined) continue;
         const b = await base.read(part.length);
@@ -182,7 +185,7 @@ export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput
         }
       }
       yield out;
-      releasedChunk(out.length * 3);
+      releasedChunk(out.length * 2);
     }
     await target.expectEnd();
     await base?.finish();

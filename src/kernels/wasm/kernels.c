@@ -10,10 +10,10 @@
  * whole vectors and a tile never exceeds one, so loops may run whole vectors
  * past n: the extra lanes hold garbage nobody reads.
  *
- * Fine-tune deltas are full of half subnormals. Conversions never hand a
- * subnormal to a float operation (x86 multiplies them in slow microcode);
- * half add/subtract does additions on subnormals, which run at full speed
- * (measured: all-subnormal F16 adds within 10 % of all-normal ones).
+ * Fine-tune deltas are full of half subnormals. No float operation here
+ * ever takes or makes a float32 subnormal: x86 handles those in slow
+ * microcode (no flush-to-zero in WebAssembly), at up to a hundred times the
+ * cost of a normal operation.
  */
 #include <stdint.h>
 #include <wasm_simd128.h>
@@ -103,8 +103,11 @@ static inline V bfloat_to_float(V h) { return wasm_i32x4_shl(h, 16); }
  * multiple of 2^-24 and exact either way), so rounding the scaled float32
  * result to half precision gives exactly round16(round32(a op b)). Only Inf
  * and NaN (half exponent 31) need their float32 exponent set to all ones.
- * Additions are the only float operations here, and they take subnormal
- * operands at full speed (multiplications would not). */
+ * Additions are the only float operations here. A subnormal operand costs
+ * them little, but a subnormal result is made in slow microcode on x86: an
+ * add of a weight and a delta gives a weight (normal, fast), a subtract of
+ * two close weights often gives a value below 2^-14 (subnormal here, up to
+ * 3x slower overall on fine-tune data), so subtraction works unscaled. */
 
 /* Eight halves -> two scaled float32x4; `magnitude` is kept for the NaN tests. */
 static inline void halves_to_scaled(V h, V *lo, V *hi, V *magnitude, int32_t zero) {
@@ -126,10 +129,10 @@ static inline V scaled_magnitude_to_half(V x, int32_t zero) {
   return wasm_u32x4_shr(wasm_i32x4_add(wasm_i32x4_add(clamped, K(0x0fff)), odd), 13);
 }
 
-/* One vector (16 bytes) of a op b, per dtype. For a NaN half result torch's
- * sign is b's if b is NaN, else a's if a is NaN, else negative (Inf - Inf:
- * x86's default NaN). */
-static inline V half_vector(V a, V b, int subtract, int32_t zero) {
+/* One vector (16 bytes) of a op b in the scaled domain. For a NaN half result
+ * torch's sign is b's if b is NaN, else a's if a is NaN, else negative (Inf -
+ * Inf: x86's default NaN). */
+static inline V half_scaled_vector(V a, V b, int subtract, int32_t zero) {
   V a_lo, a_hi, a_magnitude, b_lo, b_hi, b_magnitude;
   halves_to_scaled(a, &a_lo, &a_hi, &a_magnitude, zero);
   halves_to_scaled(b, &b_lo, &b_hi, &b_magnitude, zero);
@@ -143,6 +146,32 @@ static inline V half_vector(V a, V b, int subtract, int32_t zero) {
   V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
   V nan_bits = wasm_v128_or(wasm_v128_and(source, K16(0x8000)), K16(0x7e00));
   return wasm_v128_bitselect(nan_bits, halves, nan);
+}
+
+/* The same a op b on halves widened to float32 (exact; subnormal halves
+ * through an integer conversion, never a subnormal float), rounded to float32
+ * and then to half (RNE): round16(round32(a op b)) as in the scaled domain.
+ * Every float32 here is 0, Inf, NaN or at least 2^-24 in magnitude (a sum or
+ * difference of halves is a multiple of 2^-24), so nothing is subnormal. It
+ * costs more instructions than the scaled domain, fewer cycles when results
+ * would be subnormal there. */
+static inline V half_wide_vector(V a, V b, int subtract, int32_t zero) {
+  V a_lo = half_to_float(LOW(a), 0, zero), a_hi = half_to_float(HIGH(a), 0, zero);
+  V b_lo = half_to_float(LOW(b), 0, zero), b_hi = half_to_float(HIGH(b), 0, zero);
+  V lo = subtract ? wasm_f32x4_sub(a_lo, b_lo) : wasm_f32x4_add(a_lo, b_lo);
+  V hi = subtract ? wasm_f32x4_sub(a_hi, b_hi) : wasm_f32x4_add(a_hi, b_hi);
+  V halves = PACK(float_to_half(lo, zero), float_to_half(hi, zero));
+  V nan = wasm_i16x8_narrow_i32x4(wasm_f32x4_ne(lo, lo), wasm_f32x4_ne(hi, hi)); /* masks: -1 stays -1 */
+  V a_nan = wasm_i16x8_gt(wasm_v128_and(a, K16(0x7fff)), K16(0x7c00));
+  V b_nan = wasm_i16x8_gt(wasm_v128_and(b, K16(0x7fff)), K16(0x7c00));
+  V source = wasm_v128_bitselect(b, wasm_v128_bitselect(a, K16(0x8000), a_nan), b_nan);
+  V nan_bits = wasm_v128_or(wasm_v128_and(source, K16(0x8000)), K16(0x7e00));
+  return wasm_v128_bitselect(nan_bits, halves, nan);
+}
+
+/* Half a op b: adds in the scaled domain, subtracts widened (see above). */
+static inline V half_vector(V a, V b, int subtract, int32_t zero) {
+  return subtract ? half_wide_vector(a, b, 1, zero) : half_scaled_vector(a, b, 0, zero);
 }
 
 /* 32-bit lanes whose high half is lane i of x and low half 0: bfloat16 -> float32 bits (punpck{l,h}wd). */
