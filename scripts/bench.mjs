@@ -25,6 +25,7 @@
 // diff, LLaVA, Ziya) made from the same base, for time and peak RSS. Ends with
 // the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
