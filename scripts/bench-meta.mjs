@@ -18,14 +18,14 @@
 // Meta conversions must be byte-identical), each beside its I/O floor (cat of
 // the inputs, then a fsynced copy of the outputs). The temporary directory is
 // deleted unless --keep.
-import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { numberFlags } from "./bench-flags.mjs";
+import { hasGnuTime, runTimed } from "./bench-process.mjs";
+import { sha256 } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
@@ -240,25 +240,7 @@ async function writeMetaCheckpoint(baseFile, dir, tensors, ranks) {
 // ---------------------------------------------------------------------------
 // Measuring
 
-const hasGnuTime = existsSync("/usr/bin/time");
-
-/** Runs a command; returns wall seconds and peak RSS (bytes) of the child. */
-function run(command, commandArgs, label = command) {
-  let argv = [command, ...commandArgs];
-  const statsFile = path.join(tmpdir(), `bench-meta-time-${process.pid}.txt`);
-  if (hasGnuTime) argv = ["/usr/bin/time", "-v", "-o", statsFile, ...argv];
-  const start = performance.now();
-  const result = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
-  const seconds = (performance.now() - start) / 1000;
-  let rss;
-  if (hasGnuTime && existsSync(statsFile)) {
-    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(statsFile, "utf8"));
-    if (match) rss = Number(match[1]) * 1024;
-    rmSync(statsFile, { force: true });
-  }
-  if (result.status !== 0) throw new Error(`${label} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
-  return { seconds, rss, stdout: result.stdout.toString() };
-}
+const run = runTimed;
 
 const filesIn = (dir, filter = () => true) => readdirSync(dir).filter(filter).sort().map((f) => path.join(dir, f));
 const isWeights = (f) => f.endsWith(".safetensors") || f.endsWith(".pth");
@@ -274,22 +256,6 @@ function ioFloor(inputs, outputs, scratch) {
   }
   rmSync(scratch, { recursive: true, force: true });
   return read + write;
-}
-
-function sha256(file) {
-  const hash = createHash("sha256");
-  const fd = openSync(file, "r");
-  const buffer = Buffer.allocUnsafe(16 * 1024 * 1024);
-  try {
-    for (;;) {
-      const n = readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) break;
-      hash.update(buffer.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
 }
 
 /** sha256 of every file of a directory, by name. */

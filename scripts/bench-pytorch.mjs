@@ -12,11 +12,11 @@
 // name: the two files must be byte-identical (the check at scale, zip64
 // included past 4 GiB). The temporary directory is deleted unless --keep.
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { runTimed } from "./bench-process.mjs";
 import { sha256 } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -31,25 +31,7 @@ if (!Number.isInteger(layers) || layers < 0 || layers > 80) {
 }
 const keep = args.includes("--keep");
 
-const hasGnuTime = existsSync("/usr/bin/time");
-
-/** Runs a command; returns wall seconds and peak RSS (bytes) of the child. */
-function run(command, commandArgs, label) {
-  let argv = [command, ...commandArgs];
-  const statsFile = path.join(tmpdir(), `bench-pytorch-time-${process.pid}.txt`);
-  if (hasGnuTime) argv = ["/usr/bin/time", "-v", "-o", statsFile, ...argv];
-  const start = performance.now();
-  const result = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
-  const seconds = (performance.now() - start) / 1000;
-  let rss;
-  if (hasGnuTime && existsSync(statsFile)) {
-    const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(statsFile, "utf8"));
-    if (match) rss = Number(match[1]) * 1024;
-    rmSync(statsFile, { force: true });
-  }
-  if (result.status !== 0) throw new Error(`${label} failed (exit ${result.status}): ${result.stderr.toString().trim().split("\n").slice(-3).join(" | ")}`);
-  return { seconds, rss, stdout: result.stdout.toString() };
-}
+const run = runTimed;
 
 /** LLaMA-7B's tensors in state-dict order, fp16 (norms too, as a fp16 checkpoint holds them). */
 function llamaTensors() {
