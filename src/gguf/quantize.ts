@@ -7,7 +7,7 @@
  * float32, q = x * (1/d) rounded half away from zero, d stored as float16).
  * Pure: chunks in, chunks out.
  */
-import type { DType } from "../dtypes.js";
+import { f32BitsToF16, type DType } from "../dtypes.js";
 import { GGML_TYPES, type GgmlType } from "./format.js";
 
 const F16_TO_F32 = (() => {
@@ -55,32 +55,16 @@ export function widenToF32(dtype: DType, bytes: Uint8Array): Float32Array {
   }
 }
 
-/** numpy's float32 -> float16 (npy_floatbits_to_halfbits): round to nearest even; NaN keeps its top payload bits. */
+/**
+ * numpy's float32 -> float16 (npy_floatbits_to_halfbits): round to nearest
+ * even, as torch's; only a NaN differs, keeping its top payload bits where
+ * torch makes every NaN the same quiet one.
+ */
 function f32BitsToF16Numpy(bits: number): number {
-  const sign = (bits >>> 16) & 0x8000;
-  const exponent = (bits >>> 23) & 0xff;
-  let mantissa = bits & 0x7fffff;
-  if (exponent === 0xff) {
-    if (mantissa === 0) return sign | 0x7c00;
-    const payload = mantissa >>> 13;
-    return sign | 0x7c00 | (payload === 0 ? 1 : payload);
-  }
-  const halfExponent = exponent - 112;
-  if (halfExponent >= 0x1f) return sign | 0x7c00;
-  if (halfExponent <= 0) {
-    if (halfExponent < -10) return sign;
-    mantissa |= 0x800000;
-    const shift = 14 - halfExponent;
-    let half = mantissa >>> shift;
-    const rest = mantissa & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rest > halfway || (rest === halfway && (half & 1) !== 0)) half++;
-    return sign | half;
-  }
-  let half = (halfExponent << 10) | (mantissa >>> 13);
-  const rest = mantissa & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) !== 0)) half++;
-  return sign | half;
+  const mantissa = bits & 0x7fffff;
+  if (((bits >>> 23) & 0xff) !== 0xff || mantissa === 0) return f32BitsToF16(bits);
+  const payload = mantissa >>> 13;
+  return ((bits >>> 16) & 0x8000) | 0x7c00 | (payload === 0 ? 1 : payload);
 }
 
 /** gguf-py BF16.quantize_blocks (ggml_compute_fp32_to_bf16): NaN made quiet, then round to nearest even. */
