@@ -20,7 +20,7 @@ import { asLocalSource, type LocalSource } from "../model/types.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
 import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
-import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
+import { addChecksumList, recover, type RecoveredFile } from "./engine/recover.js";
 import { retargetToPytorch } from "./pytorch-output.js";
 import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
 import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";

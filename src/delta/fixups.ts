@@ -6,7 +6,7 @@ import { AtomicFile } from "../io/atomic-file.js";
 import { readSafetensors, type SafetensorsFile } from "../safetensors/reader.js";
 import type { RandomAccess } from "../tensors.js";
 import { OUTPUT_FORMAT } from "../formats/registry.js";
-import { ExactReader } from "./exact-reader.js";
+import { ExactReader } from "./engine/exact-reader.js";
 import { applyXorFixups } from "../kernels/index.js";
 
 /**

@@ -21,16 +21,16 @@ import { formatBytes } from "../text.js";
 import { VERSION } from "../version.js";
 import { opFor } from "./conventions/delta-weights.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
-import { checkTargetFitsBase } from "./base-fit.js";
+import { checkTargetFitsBase } from "./engine/base-fit.js";
 import { FixupCollector } from "./fixups.js";
 import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, manifestPieces, type Codec, type FileEntry, type Manifest, type ManifestText, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
-import { openInputModel } from "./open-input.js";
-import { numel } from "./pairing.js";
-import { planTensor, type TensorRecipe } from "./recipe.js";
+import { openInputModel } from "./engine/open-input.js";
+import { numel } from "./engine/pairing.js";
+import { planTensor, type TensorRecipe } from "./engine/recipe.js";
 import { readManifest } from "./read-manifest.js";
 import { publicSourceName } from "./source-name.js";
 import { layoutOf } from "./target-layout.js";
-import { subtractTensor } from "./tensor-transform.js";
+import { subtractTensor } from "./engine/tensor-transform.js";
 
 export interface MakeDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */

@@ -1,7 +1,7 @@
 import { dirname, join } from "node:path";
 import type { DType } from "../dtypes.js";
 import type { HashPool } from "../hash/hash-pool.js";
-import type { InputFile, PlannedFile } from "./recover.js";
+import type { InputFile, PlannedFile } from "./engine/recover.js";
 import { MANIFEST_FORMAT, serializeManifest, type FileEntry, type TargetTensorEntry } from "./manifest.js";
 import { VERSION } from "../version.js";
 import { openModel } from "../model/open-model.js";

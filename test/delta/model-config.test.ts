@@ -1,12 +1,12 @@
 /**
- * config.json fitted to the tensors an output holds (src/delta/model-config.ts):
+ * config.json fitted to the tensors an output holds (src/delta/engine/model-config.ts):
  * torch_dtype and vocab_size as save_pretrained writes them, every other byte
  * as the publisher wrote it, a config its own model contradicts refused.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { fitConfig } from "../../src/delta/model-config.js";
+import { fitConfig } from "../../src/delta/engine/model-config.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
 
 const BASE_CONFIG = join(REPO_ROOT, "test/fixtures/conventions/base/safetensors/config.json");

@@ -8,8 +8,8 @@ import { createHash } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { OutputJob } from "../../src/io/output-guard.js";
-import { recover, type RecoveryPlan } from "../../src/delta/recover.js";
-import { textFile } from "../../src/delta/tensor-file.js";
+import { recover, type RecoveryPlan } from "../../src/delta/engine/recover.js";
+import { textFile } from "../../src/delta/engine/tensor-file.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");

@@ -12,7 +12,7 @@ import { copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { TORCH_DTYPE } from "../../src/delta/model-config.js";
+import { TORCH_DTYPE } from "../../src/delta/engine/model-config.js";
 import { runCli } from "../helpers/cli.js";
 import { readAll } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";

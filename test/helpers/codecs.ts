@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { ConventionPlan } from "../../src/delta/conventions/types.js";
 import { LocalDeltaView } from "../../src/delta/conventions/view.js";
 import type { PublishedList } from "../../src/delta/known/published-lists.js";
-import { recover, type RecoveredFile } from "../../src/delta/recover.js";
+import { recover, type RecoveredFile } from "../../src/delta/engine/recover.js";
 import { parseChecksums } from "../../src/hash/checksums.js";
 import { OutputJob } from "../../src/io/output-guard.js";
 import { withOutputLock } from "../../src/io/output-lock.js";

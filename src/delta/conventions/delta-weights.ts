@@ -7,12 +7,12 @@ import type { ModelSource } from "../../model/types.js";
 import { firstDifferentTensor } from "../diagnose.js";
 import { FixupSource } from "../fixups.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
-import { sameShape } from "../pairing.js";
-import { conversionProblem, planTensor, type Op, type TensorRecipe } from "../recipe.js";
+import { sameShape } from "../engine/pairing.js";
+import { conversionProblem, planTensor, type Op, type TensorRecipe } from "../engine/recipe.js";
 import { isArithmeticDType, type DType } from "../../dtypes.js";
 import type { Codec } from "../manifest.js";
-import type { PlannedFile } from "../recover.js";
-import { copiedFile, tensorFile, textFile } from "../tensor-file.js";
+import type { PlannedFile } from "../engine/recover.js";
+import { copiedFile, tensorFile, textFile } from "../engine/tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 
 /**

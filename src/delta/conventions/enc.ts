@@ -6,8 +6,8 @@ import { isSafeRelativePath } from "../../relative-path.js";
 import { plural } from "../../text.js";
 import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, writeDecryptedFile } from "../byte-codec.js";
 import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
-import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
-import { copiedFile } from "../tensor-file.js";
+import { expectedDigest, type Expected, type PlannedFile } from "../engine/recover.js";
+import { copiedFile } from "../engine/tensor-file.js";
 import { releaseEvidence } from "./release-evidence.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 

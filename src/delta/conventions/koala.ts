@@ -35,10 +35,10 @@ import { permutedSourceRow } from "../../model/meta-checkpoint.js";
 import type { RandomAccess } from "../../tensors.js";
 import { compareCodePoints } from "../../text.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
-import type { InputFile, PlannedFile } from "../recover.js";
-import { copiedFile, textFile } from "../tensor-file.js";
+import type { InputFile, PlannedFile } from "../engine/recover.js";
+import { copiedFile, textFile } from "../engine/tensor-file.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
-import { numel } from "../pairing.js";
+import { numel } from "../engine/pairing.js";
 
 /** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */
 const DIFF_BLOCK_BYTES = 4 * 1024 * 1024;

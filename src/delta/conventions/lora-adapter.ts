@@ -1,7 +1,7 @@
 import { isArithmeticDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import type { ModelSource, TensorInfo } from "../../model/types.js";
-import { sameShape } from "../pairing.js";
+import { sameShape } from "../engine/pairing.js";
 
 /**
  * A PEFT LoRA adapter as it is published: `adapter_config.json` and

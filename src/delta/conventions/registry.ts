@@ -9,7 +9,7 @@ import { koala } from "./koala.js";
 import { llava } from "./llava.js";
 import { lora, loraBaseDType } from "./lora.js";
 import { ziya } from "./ziya.js";
-import { checkSameModelSize } from "../base-fit.js";
+import { checkSameModelSize } from "../engine/base-fit.js";
 import type { Convention, ConventionOption, DeltaView, Recognition } from "./types.js";
 import { xorPayload } from "./xor-payload.js";
 

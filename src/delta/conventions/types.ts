@@ -1,7 +1,7 @@
 import type { FileSet } from "../../io/file-set.js";
 import type { ModelSource } from "../../model/types.js";
 import type { Manifest } from "../manifest.js";
-import type { RecoveryPlan } from "../recover.js";
+import type { RecoveryPlan } from "../engine/recover.js";
 
 /**
  * The convention seam. A delta convention is the publisher's rule for

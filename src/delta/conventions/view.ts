@@ -6,7 +6,7 @@ import { JsonCursor, JsonSyntaxError } from "../../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../../limits.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
 import { MANIFEST_FILE, type Manifest } from "../manifest.js";
-import { openInputModel } from "../open-input.js";
+import { openInputModel } from "../engine/open-input.js";
 import { readManifest } from "../read-manifest.js";
 import type { DeltaView } from "./types.js";
 

@@ -6,8 +6,8 @@ import type { HashAlgorithm } from "../../hash/hash-pool.js";
 import { plural } from "../../text.js";
 import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, plainKind, structuralProblem, writeXorFile, type PayloadKind } from "../byte-codec.js";
 import { findPublishedList, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
-import { expectedDigest, type Expected, type PlannedFile } from "../recover.js";
-import { copiedFile } from "../tensor-file.js";
+import { expectedDigest, type Expected, type PlannedFile } from "../engine/recover.js";
+import { copiedFile } from "../engine/tensor-file.js";
 import { releaseEvidence } from "./release-evidence.js";
 import type { Convention, ConventionPlan, DeltaView } from "./types.js";
 

@@ -1,9 +1,9 @@
-import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { addInto, addIntegersInto, convertInto, isIntegerDType, subInto, subIntoWithFixups, xorInto } from "../kernels/index.js";
-import { CHUNK_BYTES } from "../limits.js";
-import { releasedChunk } from "../io/memory.js";
-import { prefetch } from "../io/chunk-streams.js";
+import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { addInto, addIntegersInto, convertInto, isIntegerDType, subInto, subIntoWithFixups, xorInto } from "../../kernels/index.js";
+import { CHUNK_BYTES } from "../../limits.js";
+import { releasedChunk } from "../../io/memory.js";
+import { prefetch } from "../../io/chunk-streams.js";
 import { ExactReader } from "./exact-reader.js";
 import { segments, windows } from "./pairing.js";
 import { conversionProblem, type TensorRecipe } from "./recipe.js";

@@ -1,4 +1,4 @@
-import { DeltaError } from "../errors.js";
+import { DeltaError } from "../../errors.js";
 
 /**
  * Which elements of an output tensor pair with a base element, when the

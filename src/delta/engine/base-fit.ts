@@ -10,9 +10,9 @@
  * is: another model size, a LlamaModel checkpoint without its head, an
  * incomplete copy.
  */
-import { DeltaError } from "../errors.js";
-import type { ModelSource } from "../model/types.js";
-import type { TensorInfo } from "../tensors.js";
+import { DeltaError } from "../../errors.js";
+import type { ModelSource } from "../../model/types.js";
+import type { TensorInfo } from "../../tensors.js";
 import { sameShape } from "./pairing.js";
 
 /** What a convention lets differ between the delta and the base. */

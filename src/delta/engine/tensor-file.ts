@@ -1,15 +1,15 @@
-import { dtypeBytes } from "../dtypes.js";
-import { DeltaError, VerifyError } from "../errors.js";
-import { OUTPUT_FORMAT } from "../formats/registry.js";
-import { copyInto, type StreamHasher } from "../io/atomic-file.js";
-import { prefetch, tap } from "../io/chunk-streams.js";
-import { encodeHeaderVerbatim } from "../safetensors/header.js";
-import type { ReadRange } from "../tensors.js";
-import type { FixupSource } from "./fixups.js";
+import { dtypeBytes } from "../../dtypes.js";
+import { DeltaError, VerifyError } from "../../errors.js";
+import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
+import { prefetch, tap } from "../../io/chunk-streams.js";
+import { encodeHeaderVerbatim } from "../../safetensors/header.js";
+import type { ReadRange } from "../../tensors.js";
+import type { FixupSource } from "../fixups.js";
 import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
 import type { InputFile, PlannedFile, ProduceContext } from "./recover.js";
-import type { FileSet } from "../io/file-set.js";
+import type { FileSet } from "../../io/file-set.js";
 import { recoverTensor } from "./tensor-transform.js";
 
 /** Where tensors are read from: a model, a delta's shards. */

@@ -1,6 +1,6 @@
-import { isArithmeticDType, type DType } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { isIntegerDType } from "../kernels/index.js";
+import { isArithmeticDType, type DType } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { isIntegerDType } from "../../kernels/index.js";
 import { pairingProblem, sameShape, type Pairing } from "./pairing.js";
 
 /**

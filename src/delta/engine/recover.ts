@@ -1,12 +1,12 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { VerifyError } from "../errors.js";
-import { HashPool, type HashAlgorithm } from "../hash/hash-pool.js";
-import { AtomicFile } from "../io/atomic-file.js";
-import type { ChecksumList } from "../hash/checksums.js";
-import { checkFreeSpace, type OutputJob } from "../io/output-guard.js";
-import type { OnProgress } from "../progress.js";
-import type { FileSet } from "../io/file-set.js";
+import { VerifyError } from "../../errors.js";
+import { HashPool, type HashAlgorithm } from "../../hash/hash-pool.js";
+import { AtomicFile } from "../../io/atomic-file.js";
+import type { ChecksumList } from "../../hash/checksums.js";
+import { checkFreeSpace, type OutputJob } from "../../io/output-guard.js";
+import type { OnProgress } from "../../progress.js";
+import type { FileSet } from "../../io/file-set.js";
 
 /**
  * Carries out a recovery plan, whatever convention made it: each output file

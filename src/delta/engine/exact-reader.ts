@@ -1,4 +1,4 @@
-import { DeltaError } from "../errors.js";
+import { DeltaError } from "../../errors.js";
 
 /**
  * Reads exactly the number of bytes asked for from a stream of chunks of

@@ -1,7 +1,7 @@
-import type { FloatDType } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { JsonCursor, JsonSyntaxError } from "../json.js";
-import { MAX_JSON_DEPTH } from "../limits.js";
+import type { FloatDType } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { JsonCursor, JsonSyntaxError } from "../../json.js";
+import { MAX_JSON_DEPTH } from "../../limits.js";
 
 /** What the tensors an output holds say its config.json must say. */
 export interface TensorFacts {

@@ -1,8 +1,8 @@
-import { DeltaError } from "../errors.js";
-import type { FileSet } from "../io/file-set.js";
-import { describeForeignWeights, metaCheckpointOpened, type ForeignWeights } from "../model/foreign-weights.js";
-import { openModel } from "../model/open-model.js";
-import type { ModelSource } from "../model/types.js";
+import { DeltaError } from "../../errors.js";
+import type { FileSet } from "../../io/file-set.js";
+import { describeForeignWeights, metaCheckpointOpened, type ForeignWeights } from "../../model/foreign-weights.js";
+import { openModel } from "../../model/open-model.js";
+import type { ModelSource } from "../../model/types.js";
 
 /** Which input of apply-delta or make-delta a model is (the target: make-delta's fine-tuned model). */
 export type InputRole = "base" | "delta" | "target";
