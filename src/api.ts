@@ -10,10 +10,10 @@ import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
-import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult as LocalMakeResult } from "./delta/make-delta.js";
-import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/verify-model.js";
+import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult as LocalMakeResult } from "./delta/own/make-delta.js";
+import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/own/verify-model.js";
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
-import { MANIFEST_FILE } from "./delta/manifest.js";
+import { MANIFEST_FILE } from "./delta/own/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/connection-budget.js";
@@ -160,7 +160,7 @@ async function streamedDeltaDir(options: ApplyDeltaOptions & { delta: string }):
 }
 
 /**
- * target - base -> a delta directory (see delta/make-delta.ts). With `push`,
+ * target - base -> a delta directory (see delta/own/make-delta.ts). With `push`,
  * the repo is created first (a bad token fails in seconds, not after the
  * make), each delta file is uploaded while the next is made, and one commit
  * follows the make. A failed upload stops the make; a failed make commits

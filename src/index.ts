@@ -34,7 +34,7 @@ export { INPUT_FORMATS, OUTPUT_FORMAT, openWeightFile, openSafetensorsFile, type
 export { planShards, formatIndex, shardFileName, type ShardPlan } from "./formats/shard-plan.js";
 
 // deltas
-export { parseManifest, serializeManifest, MANIFEST_FILE, FIXUPS_FILE, type Manifest, type Codec } from "./delta/manifest.js";
+export { parseManifest, serializeManifest, MANIFEST_FILE, FIXUPS_FILE, type Manifest, type Codec } from "./delta/own/manifest.js";
 export { CONVENTION_NAMES, type ConventionName } from "./delta/conventions/names.js";
 
 // hub

@@ -18,12 +18,12 @@ import { refuseDamagedDownload } from "./damaged-download.js";
 import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
-import { publishedSum } from "./known/published-sums.js";
-import { MANIFEST_FILE } from "./manifest.js";
+import { publishedSum } from "./additive/published-sums.js";
+import { MANIFEST_FILE } from "./own/manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./engine/recover.js";
 import { retargetToPytorch } from "./pytorch-output.js";
 import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
-import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
+import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./own/pytorch-checkpoints.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */

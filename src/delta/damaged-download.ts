@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { DeltaError } from "../errors.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../formats/lfs-pointer.js";
-import { isReleaseDocument, parseEncName } from "./byte-codec.js";
+import { isReleaseDocument, parseEncName } from "./byte-codecs/byte-codec.js";
 import type { DeltaView } from "./conventions/types.js";
 
 /**

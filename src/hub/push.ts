@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, HubError, ioError } from "../errors.js";
-import { MANIFEST_FILE } from "../delta/manifest.js";
+import { MANIFEST_FILE } from "../delta/own/manifest.js";
 import { Confinement } from "../io/confine.js";
 import { listRegularFiles, readJsonFile } from "../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_MANIFEST_BYTES, UPLOAD_HASH_ON_WORKERS_BYTES } from "../limits.js";

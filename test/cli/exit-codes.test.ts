@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { MAX_CHECKSUM_LIST_BYTES } from "../../src/limits.js";
 import { VERSION } from "../../src/version.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";

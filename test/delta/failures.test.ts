@@ -1,7 +1,7 @@
 import { cp, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { sha256Bytes } from "../helpers/sha256.js";
 import { TINY_LLAMA, convert, finetune, readAll, writeModel } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";

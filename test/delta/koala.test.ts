@@ -13,7 +13,7 @@ import { convertModel } from "../../src/model/convert.js";
 import { inspectModel } from "../../src/model/inspect.js";
 import { openModel } from "../../src/model/open-model.js";
 import { openRandomAccessFile } from "../../src/io/random-access-file.js";
-import { attentionHeads, mapToHuggingFace, recovered } from "../../src/delta/conventions/koala.js";
+import { attentionHeads, mapToHuggingFace, recovered } from "../../src/delta/easylm/koala.js";
 import { readAll } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/realdata.js";

@@ -3,7 +3,7 @@
  * both must agree with plain JSON, byte for byte and value for value.
  */
 import { describe, expect, it } from "vitest";
-import { manifestPieces, parseManifest, serializeManifest, type Manifest } from "../../src/delta/manifest.js";
+import { manifestPieces, parseManifest, serializeManifest, type Manifest } from "../../src/delta/own/manifest.js";
 
 const SHA = "ab".repeat(32);
 

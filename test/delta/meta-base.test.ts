@@ -11,7 +11,7 @@ import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "../../src/delta/identify.js";
 import { finetune, readAll, writeModel } from "../helpers/finetune.js";
 import { runCli } from "../helpers/cli.js";

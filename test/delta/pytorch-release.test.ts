@@ -11,8 +11,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
-import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/pytorch-checkpoints.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
+import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/own/pytorch-checkpoints.js";
 import { noise, readAll, rng, writeModel } from "../helpers/finetune.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 

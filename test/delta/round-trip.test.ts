@@ -2,7 +2,7 @@ import { readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { sha256Bytes } from "../helpers/sha256.js";
 import { TINY_LLAMA, convert, finetune, readAll, writeModel } from "../helpers/finetune.js";
 import { REALDATA, hasRealdata } from "../helpers/realdata.js";

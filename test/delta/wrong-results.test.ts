@@ -7,7 +7,7 @@ import { cp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { runCli } from "../helpers/cli.js";
 import { finetune, noise, readAll, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";

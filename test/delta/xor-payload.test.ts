@@ -2,7 +2,7 @@ import { cp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { planXor, xorPayload } from "../../src/delta/conventions/xor-payload.js";
+import { planXor, xorPayload } from "../../src/delta/byte-codecs/xor-payload.js";
 import { CODECS, expected, finalFiles, fixtureList, recoverWith, sha256Of } from "../helpers/codecs.js";
 import { runCli } from "../helpers/cli.js";
 import { makeTempDir } from "../helpers/temp-dir.js";

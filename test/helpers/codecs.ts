@@ -10,7 +10,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConventionPlan } from "../../src/delta/conventions/types.js";
 import { LocalDeltaView } from "../../src/delta/conventions/view.js";
-import type { PublishedList } from "../../src/delta/known/published-lists.js";
+import type { PublishedList } from "../../src/delta/byte-codecs/published-lists.js";
 import { recover, type RecoveredFile } from "../../src/delta/engine/recover.js";
 import { parseChecksums } from "../../src/hash/checksums.js";
 import { OutputJob } from "../../src/io/output-guard.js";

@@ -5,7 +5,7 @@
  */
 import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "./finetune.js";
 
 export interface SmallDelta {

@@ -9,7 +9,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/api.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";

@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { startSnapshotDownload } from "../../src/hub/download.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";

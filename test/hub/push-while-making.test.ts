@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeDelta, type MakeDeltaOptions } from "../../src/api.js";
-import type { WrittenFile } from "../../src/delta/make-delta.js";
+import type { WrittenFile } from "../../src/delta/own/make-delta.js";
 import { HubError } from "../../src/errors.js";
 import { pushToHub } from "../../src/hub/push.js";
 import { UPLOAD_FILES_AT_ONCE } from "../../src/limits.js";

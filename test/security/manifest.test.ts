@@ -12,8 +12,8 @@ import { cp, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/pro
 import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
-import { makeDelta } from "../../src/delta/make-delta.js";
-import { verifyModel } from "../../src/delta/verify-model.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
+import { verifyModel } from "../../src/delta/own/verify-model.js";
 import { DeltaWeightsError } from "../../src/errors.js";
 import { listRegularFiles } from "../../src/io/files.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";

@@ -1,17 +1,17 @@
 import { DeltaError, UsageError } from "../../errors.js";
-import { deltaWeights } from "./delta-weights.js";
-import { alpaca } from "./alpaca.js";
-import { chineseLlamaAlpaca } from "./chinese-llama-alpaca.js";
-import { enc } from "./enc.js";
-import { fastchat } from "./fastchat.js";
-import { fastchatV0 } from "./fastchat-v0.js";
-import { koala } from "./koala.js";
-import { llava } from "./llava.js";
-import { lora, loraBaseDType } from "./lora.js";
-import { ziya } from "./ziya.js";
+import { deltaWeights } from "../own/delta-weights.js";
+import { alpaca } from "../additive/alpaca.js";
+import { chineseLlamaAlpaca } from "../adapters/chinese-llama-alpaca.js";
+import { enc } from "../byte-codecs/enc.js";
+import { fastchat } from "../additive/fastchat.js";
+import { fastchatV0 } from "../additive/fastchat-v0.js";
+import { koala } from "../easylm/koala.js";
+import { llava } from "../additive/llava.js";
+import { lora, loraBaseDType } from "../adapters/lora.js";
+import { ziya } from "../additive/ziya.js";
 import { checkSameModelSize } from "../engine/base-fit.js";
 import type { Convention, ConventionOption, DeltaView, Recognition } from "./types.js";
-import { xorPayload } from "./xor-payload.js";
+import { xorPayload } from "../byte-codecs/xor-payload.js";
 
 /**
  * Every convention apply-delta knows, in the order they are tried: byte

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { ReleaseEvidence } from "../known/published-lists.js";
+import type { ReleaseEvidence } from "../byte-codecs/published-lists.js";
 import type { DeltaView } from "./types.js";
 
 /**

@@ -1,6 +1,6 @@
 import type { FileSet } from "../../io/file-set.js";
 import type { ModelSource } from "../../model/types.js";
-import type { Manifest } from "../manifest.js";
+import type { Manifest } from "../own/manifest.js";
 import type { RecoveryPlan } from "../engine/recover.js";
 
 /**

@@ -5,9 +5,9 @@ import { readJsonFile, readSmallFile } from "../../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../../limits.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
-import { MANIFEST_FILE, type Manifest } from "../manifest.js";
+import { MANIFEST_FILE, type Manifest } from "../own/manifest.js";
 import { openInputModel } from "../engine/open-input.js";
-import { readManifest } from "../read-manifest.js";
+import { readManifest } from "../own/read-manifest.js";
 import type { DeltaView } from "./types.js";
 
 /** A DeltaView over local directories, or downloads still arriving; close() closes whatever it opened. */

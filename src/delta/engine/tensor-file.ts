@@ -5,7 +5,7 @@ import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
 import { prefetch, tap } from "../../io/chunk-streams.js";
 import { encodeHeaderVerbatim } from "../../safetensors/header.js";
 import type { ReadRange } from "../../tensors.js";
-import type { FixupSource } from "../fixups.js";
+import type { FixupSource } from "../own/fixups.js";
 import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
 import type { InputFile, PlannedFile, ProduceContext } from "./recover.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS } from "../../../src/delta/known/published-lists.js";
+import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS } from "../../../src/delta/byte-codecs/published-lists.js";
 import { isSafeRelativePath } from "../../../src/relative-path.js";
 
 const release = (evidence: Parameters<typeof findPublishedList>[0]) => findPublishedList(evidence)?.list.release;

@@ -1,9 +1,9 @@
 import { join } from "node:path";
-import { convertedLayout, type OutputLayout } from "../formats/output-layout.js";
-import { openSafetensorsFile } from "../formats/registry.js";
-import { readSmallFile } from "../io/files.js";
-import { MAX_INDEX_BYTES } from "../limits.js";
-import type { ModelSource } from "../model/types.js";
+import { convertedLayout, type OutputLayout } from "../../formats/output-layout.js";
+import { openSafetensorsFile } from "../../formats/registry.js";
+import { readSmallFile } from "../../io/files.js";
+import { MAX_INDEX_BYTES } from "../../limits.js";
+import type { ModelSource } from "../../model/types.js";
 
 /**
  * The safetensors files a target model is (or, for a PyTorch model,

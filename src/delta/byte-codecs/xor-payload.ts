@@ -4,12 +4,12 @@ import { DeltaError, VerifyError } from "../../errors.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import type { HashAlgorithm } from "../../hash/hash-pool.js";
 import { plural } from "../../text.js";
-import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, plainKind, structuralProblem, writeXorFile, type PayloadKind } from "../byte-codec.js";
-import { findPublishedList, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
+import { findPayloadFolder, isReleaseDocument, KIND_PROBE_BYTES, parseEncName, plainKind, structuralProblem, writeXorFile, type PayloadKind } from "./byte-codec.js";
+import { findPublishedList, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "./published-lists.js";
 import { expectedDigest, type Expected, type PlannedFile } from "../engine/recover.js";
 import { copiedFile } from "../engine/tensor-file.js";
-import { releaseEvidence } from "./release-evidence.js";
-import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import { releaseEvidence } from "../conventions/release-evidence.js";
+import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
 
 /**
  * Open-Assistant's and Pygmalion's XOR payloads (xor_codec.py): every

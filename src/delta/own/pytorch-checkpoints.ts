@@ -11,14 +11,14 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { DeltaError } from "../errors.js";
-import { OUTPUT_FORMAT, PYTORCH_OUTPUT } from "../formats/registry.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import { openRandomAccessFile } from "../io/random-access-file.js";
-import { parseJsonDocument } from "../json.js";
-import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
-import type { ModelSource } from "../model/types.js";
-import { checkpointSkeleton, type SkeletonSegment } from "../pytorch/skeleton.js";
+import { DeltaError } from "../../errors.js";
+import { OUTPUT_FORMAT, PYTORCH_OUTPUT } from "../../formats/registry.js";
+import type { HashPool } from "../../hash/hash-pool.js";
+import { openRandomAccessFile } from "../../io/random-access-file.js";
+import { parseJsonDocument } from "../../json.js";
+import { MAX_CHECKPOINTS_FILE_BYTES } from "../../limits.js";
+import type { ModelSource } from "../../model/types.js";
+import { checkpointSkeleton, type SkeletonSegment } from "../../pytorch/skeleton.js";
 
 export const PYTORCH_CHECKPOINTS_FILE = "pytorch-checkpoints.json";
 const FORMAT = "delta-weights/pytorch-checkpoints/1";

@@ -1,5 +1,5 @@
 import { DeltaError } from "../../errors.js";
-import type { DeltaView } from "./types.js";
+import type { DeltaView } from "../conventions/types.js";
 
 /**
  * Where a delta's tokenizer records the tokens added to its vocabulary, and

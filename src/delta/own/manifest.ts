@@ -1,8 +1,8 @@
-import { DTYPES, isDType, type DType } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { JsonCursor, JsonSyntaxError } from "../json.js";
-import { MAX_JSON_DEPTH, MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
-import { isSafeRelativePath } from "../relative-path.js";
+import { DTYPES, isDType, type DType } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { JsonCursor, JsonSyntaxError } from "../../json.js";
+import { MAX_JSON_DEPTH, MAX_RANK, MAX_TENSORS_PER_MODEL } from "../../limits.js";
+import { isSafeRelativePath } from "../../relative-path.js";
 
 /**
  * delta.json, format `delta-weights/1`: everything apply-delta needs to

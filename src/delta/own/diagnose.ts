@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { openSafetensorsFile } from "../formats/registry.js";
+import { openSafetensorsFile } from "../../formats/registry.js";
 import type { Manifest } from "./manifest.js";
 
 /**

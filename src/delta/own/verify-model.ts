@@ -1,11 +1,11 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { readdir, stat } from "node:fs/promises";
-import { INPUT_FORMATS } from "../formats/registry.js";
-import { VerifyError, UsageError } from "../errors.js";
-import { HashPool } from "../hash/hash-pool.js";
-import { readChecksums } from "../hash/checksums.js";
-import type { OnProgress } from "../progress.js";
+import { INPUT_FORMATS } from "../../formats/registry.js";
+import { VerifyError, UsageError } from "../../errors.js";
+import { HashPool } from "../../hash/hash-pool.js";
+import { readChecksums } from "../../hash/checksums.js";
+import type { OnProgress } from "../../progress.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { MANIFEST_FILE, type Manifest } from "./manifest.js";
 import { readManifest } from "./read-manifest.js";

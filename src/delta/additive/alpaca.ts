@@ -1,4 +1,4 @@
-import { additiveConvention } from "./additive.js";
+import { additiveConvention } from "./family.js";
 import { newRowToken } from "./evidence.js";
 
 /**

@@ -2,7 +2,7 @@ import { bf16ToF32, dtypeBytes, f16ToF32, isArithmeticDType, type DType } from "
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
 import { readAddedTokens, tokenAtRow, type AddedTokens } from "./tokenizer-files.js";
-import type { DeltaView } from "./types.js";
+import type { DeltaView } from "../conventions/types.js";
 
 /**
  * What the publishers' tensor conventions are told apart by, read from the

@@ -3,11 +3,11 @@ import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { MAX_SENTENCEPIECE_MODEL_BYTES } from "../../limits.js";
 import { HashPool } from "../../hash/hash-pool.js";
-import { CHINESE_LLAMA_ALPACA_ADAPTERS, CHINESE_LLAMA_ALPACA_TOKENIZERS } from "../known/chinese-llama-alpaca-adapters.js";
+import { CHINESE_LLAMA_ALPACA_ADAPTERS, CHINESE_LLAMA_ALPACA_TOKENIZERS } from "./chinese-llama-alpaca-adapters.js";
 import { ADAPTER_CONFIG } from "./lora-adapter.js";
 import { planMerge, refuseQuantizedBase, withAdapters, type StepPrecision } from "./lora.js";
 import { sentencePieceCount } from "./sentencepiece.js";
-import type { Convention, DeltaView, Recognition } from "./types.js";
+import type { Convention, DeltaView, Recognition } from "../conventions/types.js";
 
 /**
  * Chinese-LLaMA-Alpaca's merge (ymcui/Chinese-LLaMA-Alpaca at

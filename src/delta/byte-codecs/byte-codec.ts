@@ -8,13 +8,13 @@
  */
 import type { FileHandle } from "node:fs/promises";
 import * as zlib from "node:zlib";
-import { DeltaError, TruncatedError } from "../errors.js";
-import type { AtomicFile } from "../io/atomic-file.js";
-import { xorInto } from "../kernels/index.js";
-import { readJsonFile } from "../io/files.js";
-import { openRegularFile, readExactly } from "../io/random-access-file.js";
-import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../limits.js";
-import { locateEntryData, readZipDirectory } from "../pytorch/zip.js";
+import { DeltaError, TruncatedError } from "../../errors.js";
+import type { AtomicFile } from "../../io/atomic-file.js";
+import { xorInto } from "../../kernels/index.js";
+import { readJsonFile } from "../../io/files.js";
+import { openRegularFile, readExactly } from "../../io/random-access-file.js";
+import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
+import { locateEntryData, readZipDirectory } from "../../pytorch/zip.js";
 
 /**
  * point-alpaca's encrypt.py reads plain file and key in lockstep, 10 MiB at a

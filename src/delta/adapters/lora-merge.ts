@@ -1,16 +1,16 @@
-import { dtypeBytes, type DType, type FloatDType } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { OUTPUT_FORMAT } from "../formats/registry.js";
-import { convertInto } from "../kernels/index.js";
-import { lowRankColumns, lowRankRows } from "../kernels/low-rank.js";
-import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../limits.js";
-import { releasedChunk } from "../io/memory.js";
-import { prefetch } from "../io/chunk-streams.js";
-import type { ModelSource } from "../model/types.js";
-import { ExactReader } from "./engine/exact-reader.js";
+import { dtypeBytes, type DType, type FloatDType } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { convertInto } from "../../kernels/index.js";
+import { lowRankColumns, lowRankRows } from "../../kernels/low-rank.js";
+import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../../limits.js";
+import { releasedChunk } from "../../io/memory.js";
+import { prefetch } from "../../io/chunk-streams.js";
+import type { ModelSource } from "../../model/types.js";
+import { ExactReader } from "../engine/exact-reader.js";
 import type { MergeRecord } from "./merge-record.js";
-import type { InputFile, PlannedFile } from "./engine/recover.js";
-import { numel } from "./engine/pairing.js";
+import type { InputFile, PlannedFile } from "../engine/recover.js";
+import { numel } from "../engine/pairing.js";
 
 /**
  * Merging LoRA adapters into a base, streaming: each output tensor is made a

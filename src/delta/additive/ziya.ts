@@ -1,4 +1,4 @@
-import { additiveConvention, isRotaryBuffer } from "./additive.js";
+import { additiveConvention, isRotaryBuffer } from "./family.js";
 import { EMBEDDING, similarity } from "./evidence.js";
 
 /** Ziya's make_delta stores these whole (its vocabulary is its own). */

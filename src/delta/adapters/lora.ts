@@ -6,14 +6,14 @@ import { isExtraFile } from "../../model/extra-files.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
-import { mergedFile, type LoraStep, type MergedTensor } from "../lora-merge.js";
-import { MERGE_RECORD_FILE, MergeRecord } from "../merge-record.js";
+import { mergedFile, type LoraStep, type MergedTensor } from "./lora-merge.js";
+import { MERGE_RECORD_FILE, MergeRecord } from "./merge-record.js";
 import { fitConfig } from "../engine/model-config.js";
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, textFile } from "../engine/tensor-file.js";
-import { isRotaryBuffer } from "./additive.js";
+import { isRotaryBuffer } from "../additive/family.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, matchAdapter, readLoraConfig, type MatchedAdapter } from "./lora-adapter.js";
-import type { Convention, ConventionName, ConventionPlan, DeltaView, Recognition } from "./types.js";
+import type { Convention, ConventionName, ConventionPlan, DeltaView, Recognition } from "../conventions/types.js";
 
 /**
  * LoRA adapters merged into the base as PEFT's `merge_and_unload()` merges

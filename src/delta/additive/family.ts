@@ -16,7 +16,7 @@ import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../engine/model-config
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, tensorFile, textFile } from "../engine/tensor-file.js";
 import { EMBEDDING, gatherEvidence, similarity, type Evidence } from "./evidence.js";
-import type { Convention, ConventionName, ConventionOption, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "./types.js";
+import type { Convention, ConventionName, ConventionOption, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "../conventions/types.js";
 
 /**
  * The shape every published additive convention shares (FastChat, FastChat

@@ -4,16 +4,16 @@ import type { HashPool } from "../../hash/hash-pool.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../../formats/lfs-pointer.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
-import { firstDifferentTensor } from "../diagnose.js";
-import { FixupSource } from "../fixups.js";
-import { MANIFEST_FILE, type Manifest } from "../manifest.js";
+import { firstDifferentTensor } from "./diagnose.js";
+import { FixupSource } from "./fixups.js";
+import { MANIFEST_FILE, type Manifest } from "./manifest.js";
 import { sameShape } from "../engine/pairing.js";
 import { conversionProblem, planTensor, type Op, type TensorRecipe } from "../engine/recipe.js";
 import { isArithmeticDType, type DType } from "../../dtypes.js";
-import type { Codec } from "../manifest.js";
+import type { Codec } from "./manifest.js";
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, tensorFile, textFile } from "../engine/tensor-file.js";
-import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
 
 /**
  * Our own format: delta.json records the base's tensors, the target's every

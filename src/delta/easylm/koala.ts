@@ -37,7 +37,7 @@ import { compareCodePoints } from "../../text.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
 import type { InputFile, PlannedFile } from "../engine/recover.js";
 import { copiedFile, textFile } from "../engine/tensor-file.js";
-import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
 import { numel } from "../engine/pairing.js";
 
 /** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */

@@ -1,10 +1,10 @@
 import { dirname, join } from "node:path";
-import type { DType } from "../dtypes.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import type { InputFile, PlannedFile } from "./engine/recover.js";
-import { MANIFEST_FORMAT, serializeManifest, type FileEntry, type TargetTensorEntry } from "./manifest.js";
-import { VERSION } from "../version.js";
-import { openModel } from "../model/open-model.js";
+import type { DType } from "../../dtypes.js";
+import type { HashPool } from "../../hash/hash-pool.js";
+import type { InputFile, PlannedFile } from "../engine/recover.js";
+import { MANIFEST_FORMAT, serializeManifest, type FileEntry, type TargetTensorEntry } from "../own/manifest.js";
+import { VERSION } from "../../version.js";
+import { openModel } from "../../model/open-model.js";
 
 /**
  * What a merge wrote, recorded in the target as a manifest in delta.json's

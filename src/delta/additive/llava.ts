@@ -1,4 +1,4 @@
-import { additiveConvention } from "./additive.js";
+import { additiveConvention } from "./family.js";
 
 /** Config fields and tensors only a LLaVA model has. */
 const LLAVA_CONFIG = ["mm_vision_tower", "use_mm_proj", "mm_hidden_size"];

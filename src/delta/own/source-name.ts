@@ -1,7 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
-import { readJsonFile } from "../io/files.js";
-import type { ModelSource } from "../model/types.js";
+import { readJsonFile } from "../../io/files.js";
+import type { ModelSource } from "../../model/types.js";
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 

@@ -1,13 +1,13 @@
 import { open, rm, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import type { DType } from "../dtypes.js";
-import { DeltaError, ioError } from "../errors.js";
-import { AtomicFile } from "../io/atomic-file.js";
-import { readSafetensors, type SafetensorsFile } from "../safetensors/reader.js";
-import type { RandomAccess } from "../tensors.js";
-import { OUTPUT_FORMAT } from "../formats/registry.js";
-import { ExactReader } from "./engine/exact-reader.js";
-import { applyXorFixups } from "../kernels/index.js";
+import type { DType } from "../../dtypes.js";
+import { DeltaError, ioError } from "../../errors.js";
+import { AtomicFile } from "../../io/atomic-file.js";
+import { readSafetensors, type SafetensorsFile } from "../../safetensors/reader.js";
+import type { RandomAccess } from "../../tensors.js";
+import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { ExactReader } from "../engine/exact-reader.js";
+import { applyXorFixups } from "../../kernels/index.js";
 
 /**
  * delta-fixups.safetensors: for every element where round(base + delta) is

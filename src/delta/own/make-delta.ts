@@ -2,35 +2,35 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { dtypeBytes } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
-import { OUTPUT_FORMAT } from "../formats/registry.js";
+import { dtypeBytes } from "../../dtypes.js";
+import { DeltaError } from "../../errors.js";
+import { OUTPUT_FORMAT } from "../../formats/registry.js";
 import { PYTORCH_CHECKPOINTS_FILE, formatCheckpoints, recordCheckpoints } from "./pytorch-checkpoints.js";
-import type { OutputFile, OutputLayout } from "../formats/output-layout.js";
-import { HashPool } from "../hash/hash-pool.js";
-import { AtomicFile, copyFileAtomic, removeStalePartials } from "../io/atomic-file.js";
-import { prefetch } from "../io/chunk-streams.js";
-import { releasedChunk } from "../io/memory.js";
-import { checkFreeSpace, inputOf, linkOnTheWay, OutputJob, refuseOverlap } from "../io/output-guard.js";
-import { withOutputLock } from "../io/output-lock.js";
-import { convertIntoLockedOutput } from "../model/convert.js";
-import type { ModelSource } from "../model/types.js";
-import type { OnProgress } from "../progress.js";
-import { MAX_MANIFEST_BYTES, MAX_TENSORS_PER_MODEL } from "../limits.js";
-import { formatBytes } from "../text.js";
-import { VERSION } from "../version.js";
-import { opFor } from "./conventions/delta-weights.js";
-import { asLocalSource, type LocalSource } from "../model/types.js";
-import { checkTargetFitsBase } from "./engine/base-fit.js";
+import type { OutputFile, OutputLayout } from "../../formats/output-layout.js";
+import { HashPool } from "../../hash/hash-pool.js";
+import { AtomicFile, copyFileAtomic, removeStalePartials } from "../../io/atomic-file.js";
+import { prefetch } from "../../io/chunk-streams.js";
+import { releasedChunk } from "../../io/memory.js";
+import { checkFreeSpace, inputOf, linkOnTheWay, OutputJob, refuseOverlap } from "../../io/output-guard.js";
+import { withOutputLock } from "../../io/output-lock.js";
+import { convertIntoLockedOutput } from "../../model/convert.js";
+import type { ModelSource } from "../../model/types.js";
+import type { OnProgress } from "../../progress.js";
+import { MAX_MANIFEST_BYTES, MAX_TENSORS_PER_MODEL } from "../../limits.js";
+import { formatBytes } from "../../text.js";
+import { VERSION } from "../../version.js";
+import { opFor } from "./delta-weights.js";
+import { asLocalSource, type LocalSource } from "../../model/types.js";
+import { checkTargetFitsBase } from "../engine/base-fit.js";
 import { FixupCollector } from "./fixups.js";
 import { FIXUPS_FILE, MANIFEST_FILE, MANIFEST_FORMAT, manifestPieces, type Codec, type FileEntry, type Manifest, type ManifestText, type TargetTensorEntry, type TensorEntry } from "./manifest.js";
-import { openInputModel } from "./engine/open-input.js";
-import { numel } from "./engine/pairing.js";
-import { planTensor, type TensorRecipe } from "./engine/recipe.js";
+import { openInputModel } from "../engine/open-input.js";
+import { numel } from "../engine/pairing.js";
+import { planTensor, type TensorRecipe } from "../engine/recipe.js";
 import { readManifest } from "./read-manifest.js";
 import { publicSourceName } from "./source-name.js";
 import { layoutOf } from "./target-layout.js";
-import { subtractTensor } from "./engine/tensor-transform.js";
+import { subtractTensor } from "../engine/tensor-transform.js";
 
 export interface MakeDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -219,7 +219,7 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
 
 /**
  * A PyTorch target's checkpoints, recorded so apply-delta --format pytorch
- * writes the release's own files byte for byte (delta/pytorch-checkpoints.ts);
+ * writes the release's own files byte for byte (delta/own/pytorch-checkpoints.ts);
  * returns the summary line saying so, or why they could not be.
  */
 async function recordPytorchRelease(target: ModelSource, manifest: Manifest, out: string, threads: number | undefined, written: OnWritten): Promise<string> {

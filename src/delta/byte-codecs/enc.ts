@@ -4,12 +4,12 @@ import { DeltaError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
 import { isSafeRelativePath } from "../../relative-path.js";
 import { plural } from "../../text.js";
-import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, writeDecryptedFile } from "../byte-codec.js";
-import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "../known/published-lists.js";
+import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, writeDecryptedFile } from "./byte-codec.js";
+import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "./published-lists.js";
 import { expectedDigest, type Expected, type PlannedFile } from "../engine/recover.js";
 import { copiedFile } from "../engine/tensor-file.js";
-import { releaseEvidence } from "./release-evidence.js";
-import type { Convention, ConventionPlan, DeltaView } from "./types.js";
+import { releaseEvidence } from "../conventions/release-evidence.js";
+import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
 
 /**
  * point-alpaca's .enc files (also BELLE-LLaMA-*-enc and lawyer-llama, which

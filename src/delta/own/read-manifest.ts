@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
-import { Confinement } from "../io/confine.js";
-import { readSmallFile } from "../io/files.js";
-import { MAX_MANIFEST_BYTES } from "../limits.js";
+import { Confinement } from "../../io/confine.js";
+import { readSmallFile } from "../../io/files.js";
+import { MAX_MANIFEST_BYTES } from "../../limits.js";
 import { parseManifest, type Manifest } from "./manifest.js";
 
 /**
