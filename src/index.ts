@@ -35,7 +35,7 @@ export { planShards, formatIndex, shardFileName, type ShardPlan } from "./format
 
 // deltas
 export { parseManifest, serializeManifest, MANIFEST_FILE, FIXUPS_FILE, type Manifest, type Codec } from "./delta/own/manifest.js";
-export { CONVENTION_NAMES, type ConventionName } from "./delta/conventions/names.js";
+export { CONVENTION_NAMES, type ConventionName } from "./delta/conventions/registry.js";
 
 // hub
 export { resolveSource, defaultHubCacheDir, type ResolveOptions, type ResolvedSource } from "./hub/resolve-source.js";

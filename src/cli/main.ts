@@ -1,5 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { CONVENTION_NAMES } from "../delta/conventions/names.js";
+import { CONVENTION_NAMES, CONVENTION_SUMMARIES } from "../delta/conventions/registry.js";
 import { DeltaError, DeltaWeightsError, UsageError, ioError } from "../errors.js";
 import { enableChunkCollections } from "../io/memory.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS } from "../limits.js";
@@ -99,6 +99,7 @@ function applyCommand(name: string): Command {
     .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default), pytorch (torch.save checkpoints, .bin shards) or gguf (one GGUF file for llama.cpp)").choices(["safetensors", "pytorch", "gguf"]))
     .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
     .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16)").choices(OUTTYPES))
+    .addHelpText("after", `\nConventions (--convention), in the order they are recognised:\n${CONVENTION_SUMMARIES.map((c) => `  ${c.name.padEnd(22)}${c.summary}`).join("\n")}`)
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
       ...deltaOptions(o),

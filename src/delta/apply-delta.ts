@@ -11,19 +11,14 @@ import { removeStalePartials } from "../io/atomic-file.js";
 import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
 import type { OnProgress } from "../progress.js";
-import { chooseConvention, refuseUnacceptedOptions } from "./conventions/registry.js";
-import { releaseEvidence } from "./conventions/release-evidence.js";
-import type { Convention, ConventionOption, ExpectedSum } from "./conventions/types.js";
+import { chooseConvention, expectedSum, refuseUnacceptedOptions, signatureFiles } from "./conventions/registry.js";
+import type { ConventionOption } from "./conventions/types.js";
 import { refuseDamagedDownload } from "./damaged-download.js";
 import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
-import { publishedSum } from "./additive/published-sums.js";
-import { MANIFEST_FILE } from "./own/manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./engine/recover.js";
 import { retargetToPytorch } from "./pytorch-output.js";
-import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
-import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./own/pytorch-checkpoints.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -71,7 +66,7 @@ export interface ApplyDeltaResult {
   verified: boolean;
   /** Output files nothing checked. */
   unchecked: string[];
-  /** "manifest" for a delta-weights delta, "legacy" for a published one of another convention. */
+  /** "manifest" for an exact convention's delta (our own, with delta.json), "legacy" for a published one of another convention. */
   kind: "manifest" | "legacy";
   files: Record<string, RecoveredFile>;
   tensors: number;
@@ -95,11 +90,12 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
   if (options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (--format gguf)");
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
-  refuseSwapped(base, delta);
+  const signatures = await signatureFiles();
+  refuseSwapped(base, delta, signatures);
   refuseSingleFileDelta(delta);
   const chained = (options.chained ?? []).map(asLocalSource);
   for (const more of chained) {
-    refuseSwapped(base, more);
+    refuseSwapped(base, more, signatures);
     refuseSingleFileDelta(more);
   }
   const view = new LocalDeltaView(delta, base, chained);
@@ -111,30 +107,29 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     if (chained.length > 0 && convention.chains !== true) {
       throw new DeltaError(`--delta was given ${chained.length + 1} times, but ${delta.source} follows the ${convention.name} convention: only LoRA adapters are merged one after another`);
     }
-    const expectSum = options.expectSum !== undefined
-      ? { value: options.expectSum, tolerance: 1e-2, from: "--expect-sum" }
-      : knownSum(convention, view);
+    const expectSum = await expectedSum(convention, view, options.expectSum);
     // Conventions that read files by path wait for downloads to finish; the others read bytes as they arrive.
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
+      const release = await convention.recordedRelease?.(view);
       if (options.format === "pytorch") {
-        const recorded = convention.name === "delta-weights" ? await recordedCheckpoints(view) : undefined;
+        const recorded = await release?.read();
         if (recorded !== undefined && options.byteorderRecord === true) {
           throw new UsageError(`--byteorder-record: ${delta.source} records the release's own checkpoints, which are written as published; drop the flag`);
         }
         retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
       }
       else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
-      else if (convention.name === "delta-weights" && (await view.manifest())?.delta.files.has(PYTORCH_CHECKPOINTS_FILE) === true) {
-        plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${PYTORCH_CHECKPOINTS_FILE}: --format pytorch writes those files byte for byte`);
+      else if (release !== undefined) {
+        plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${release.file}: --format pytorch writes those files byte for byte`);
       }
       if (checksums !== undefined) addChecksumList(plan, checksums, options.checksums!);
       // Byte codecs read base files as bytes: opening the base as a model would fail (an .enc key is no model) or cost a parse.
       const baseInput = plan.baseFiles === undefined ? inputOf("base", await view.base()) : byteInput(base.path, plan.baseFiles);
       refuseOverlap(options.target, [baseInput, { label: "delta", root: delta.path }, ...chained.map((d) => ({ label: "delta", root: d.path }))]);
       // A publisher's script cannot check its result; which base the user holds is the next best thing to say.
-      const baseModel = plan.baseFiles === undefined && convention.name !== "delta-weights" ? await view.base() : undefined;
+      const baseModel = plan.baseFiles === undefined && convention.exact !== true ? await view.base() : undefined;
       const identity = baseModel !== undefined && mayBeKnownConversion(baseModel.weightFiles)
         ? view.settled().then(() => identifyModel(baseModel.root, { threads: 1 })).then(describeIdentity, () => undefined)
         : Promise.resolve(undefined);
@@ -169,7 +164,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
         reason: recognition.reason,
         verified: unchecked.length === 0,
         unchecked,
-        kind: convention.name === "delta-weights" ? "manifest" : "legacy",
+        kind: convention.exact === true ? "manifest" : "legacy",
         files: Object.fromEntries(files),
         tensors: plan.tensors,
         dropped: plan.dropped,
@@ -219,32 +214,23 @@ function conventionOptionsGiven(options: ApplyDeltaOptions): ConventionOption[] 
 }
 
 /**
- * The integrity sum a publisher printed for this delta, when it is a known
- * release. A known sum for a delta whose files follow a convention without
- * sums means the files are not what that release published: refused, not
- * skipped.
+ * A base that holds a convention's signature file (delta.json) is a delta:
+ * given with a delta that has none, the two were swapped. Applying would add
+ * a delta to the base's own weights and write garbage that no check could catch.
  */
-function knownSum(convention: Convention, view: LocalDeltaView): ExpectedSum | undefined {
-  const sum = publishedSum(releaseEvidence(view));
-  if (sum === undefined || convention.accepts.includes("expectSum")) return sum;
-  throw new DeltaError(`${view.source} is a release with a published integrity sum (${sum.from}), but its files follow the ${convention.name} convention, which has none: they are not what that release published; download it again`);
-}
-
-/**
- * A base that holds delta.json is a delta: given with a delta that has none,
- * the two were swapped. Applying would add a delta to the base's own weights
- * and write garbage that no check could catch.
- */
-function refuseSwapped(base: LocalSource, delta: LocalSource): void {
-  if (!isDirectory(base.path) || !existsSync(join(base.path, MANIFEST_FILE))) return;
-  if (isDirectory(delta.path) && !existsSync(join(delta.path, MANIFEST_FILE))) {
-    throw new DeltaError(
-      `--base ${base.source} holds ${MANIFEST_FILE}, so it is a delta, and --delta ${delta.source} has none: --base and --delta look swapped; ` +
-        "pass the model you hold as --base and the published delta as --delta",
-      { rule: "inputs-swapped" },
-    );
+function refuseSwapped(base: LocalSource, delta: LocalSource, signatures: readonly { file: string }[]): void {
+  if (!isDirectory(base.path)) return;
+  for (const { file } of signatures) {
+    if (!existsSync(join(base.path, file))) continue;
+    if (isDirectory(delta.path) && !existsSync(join(delta.path, file))) {
+      throw new DeltaError(
+        `--base ${base.source} holds ${file}, so it is a delta, and --delta ${delta.source} has none: --base and --delta look swapped; ` +
+          "pass the model you hold as --base and the published delta as --delta",
+        { rule: "inputs-swapped" },
+      );
+    }
+    throw new DeltaError(`--base ${base.source} holds ${file}: it is a delta, not a model; pass the base model the delta was made from`);
   }
-  throw new DeltaError(`--base ${base.source} holds ${MANIFEST_FILE}: it is a delta, not a model; pass the base model the delta was made from`);
 }
 
 /**
@@ -260,21 +246,6 @@ function refuseSingleFileDelta(delta: LocalSource): void {
     `--delta ${delta.source} is a file; --delta must be a directory (the delta as published: its weights with their config and tokenizer files, or delta.json) ` +
       `or a Hub repo id: pass the directory that holds it (${dirname(delta.source)})`,
   );
-}
-
-/** The release's checkpoints make-delta recorded (pytorch-checkpoints.json), when the delta carries them. */
-async function recordedCheckpoints(view: LocalDeltaView): Promise<RecordedCheckpoints | undefined> {
-  const entry = (await view.manifest())?.delta.files.get(PYTORCH_CHECKPOINTS_FILE);
-  if (entry === undefined) return undefined;
-  const file = await view.deltaFiles.open(PYTORCH_CHECKPOINTS_FILE);
-  try {
-    if (file.size !== entry.size || file.size > MAX_CHECKPOINTS_FILE_BYTES) {
-      throw new DeltaError(`${join(view.dir, PYTORCH_CHECKPOINTS_FILE)} is ${file.size} bytes, delta.json says ${entry.size}; download the delta again`);
-    }
-    return parseCheckpoints(await file.read(0, file.size), entry.sha256, join(view.dir, PYTORCH_CHECKPOINTS_FILE));
-  } finally {
-    await file.close();
-  }
 }
 
 /** A base read as bytes, for refuseOverlap: a directory (XOR payloads) or one key file (.enc). */

@@ -26,7 +26,7 @@ import type { PlannedFile } from "./engine/recover.js";
 import { tensorSpecOf, textFile, writeRecipes, type TensorFileSpec } from "./engine/tensor-file.js";
 import { SkeletonWriter } from "../pytorch/skeleton.js";
 import { MANIFEST_FILE } from "./own/manifest.js";
-import { PYTORCH_CHECKPOINTS_FILE, type RecordedCheckpoint, type RecordedCheckpoints } from "./own/pytorch-checkpoints.js";
+import { PYTORCH_CHECKPOINTS_FILE, type RecordedCheckpoint, type RecordedCheckpoints } from "./engine/pytorch-checkpoints.js";
 
 export interface PytorchOutputOptions {
   /** Add the `byteorder` record torch >= 2.1 writes. */

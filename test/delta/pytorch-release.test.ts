@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/own/make-delta.js";
-import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/own/pytorch-checkpoints.js";
+import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/engine/pytorch-checkpoints.js";
 import { noise, readAll, rng, writeModel } from "../helpers/finetune.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 

@@ -159,7 +159,7 @@ describe("Pygmalion / Metharme XOR payloads (xor_encoded_files/, JSON in plain t
 
 describe("which conventions claim byte payloads", () => {
   it("FastChat's and delta-weights' rules do not claim XOR payloads or .enc files; the XOR rule claims no plain checkpoint", async () => {
-    const { CONVENTIONS } = await import("../../src/delta/conventions/registry.js");
+    const CONVENTIONS = await (await import("../../src/delta/conventions/registry.js")).loadConventions();
     const { LocalDeltaView } = await import("../../src/delta/conventions/view.js");
     const cases: [string, string, string | undefined][] = [
       [join(OA, "payload"), join(OA, "base"), "xor"],

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/own/make-delta.js";
-import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/own/pytorch-checkpoints.js";
+import { PYTORCH_CHECKPOINTS_FILE } from "../../src/delta/engine/pytorch-checkpoints.js";
 import { noise, readAll, rng, writeModel } from "../helpers/finetune.js";
 import { editedDelta } from "../helpers/small-delta.js";
 import { makeTempDir } from "../helpers/temp-dir.js";

@@ -99,7 +99,6 @@ async function tokenizerLength(view: DeltaView): Promise<number> {
 
 export const chineseLlamaAlpaca: Convention = {
   name: "chinese-llama-alpaca",
-  summary: "Chinese-LLaMA-Alpaca's merge_llama_with_chinese_lora_low_mem.py: whole embeddings replaced (float16), LoRA added in float16 in place, adapters in order",
   streams: true,
   chains: true,
   accepts: ["checksums"],

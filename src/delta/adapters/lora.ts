@@ -11,9 +11,9 @@ import { MERGE_RECORD_FILE, MergeRecord } from "./merge-record.js";
 import { fitConfig } from "../engine/model-config.js";
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, textFile } from "../engine/tensor-file.js";
-import { isRotaryBuffer } from "../additive/family.js";
+import { isRotaryBuffer } from "../engine/pairing.js";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, matchAdapter, readLoraConfig, type MatchedAdapter } from "./lora-adapter.js";
-import type { Convention, ConventionName, ConventionPlan, DeltaView, Recognition } from "../conventions/types.js";
+import type { Convention, ConventionPlan, DeltaView, Recognition } from "../conventions/types.js";
 
 /**
  * LoRA adapters merged into the base as PEFT's `merge_and_unload()` merges
@@ -251,10 +251,9 @@ export async function withAdapters<T>(views: readonly DeltaView[], base: ModelSo
   }
 }
 
-function peftConvention(name: ConventionName, summary: string, precision: StepPrecision, configNote: string): Convention {
+function peftConvention(name: string, precision: StepPrecision, configNote: string): Convention {
   return {
     name,
-    summary,
     streams: true,
     recognize: recognizeAdapter,
     chains: true,
@@ -270,14 +269,12 @@ function peftConvention(name: ConventionName, summary: string, precision: StepPr
 
 export const lora = peftConvention(
   "lora",
-  "PEFT LoRA adapter: merge_and_unload() of PEFT >= 0.12 (adapter weights held in float32)",
   PEFT_FLOAT32,
   "merged as PEFT >= 0.12 merge_and_unload() does on CPU (adapter weights in float32, the update added into the base's dtype); --convention lora-base-dtype for PEFT 0.6-0.11",
 );
 
 export const loraBaseDType = peftConvention(
   "lora-base-dtype",
-  "PEFT LoRA adapter: merge_and_unload() of PEFT 0.6-0.11, or autocast_adapter_dtype=False (adapter weights in the base's dtype)",
   PEFT_BASE_DTYPE,
   "merged as PEFT 0.6-0.11 merge_and_unload() does on CPU (adapter weights in the base's dtype, the update cast to it before the add)",
 );

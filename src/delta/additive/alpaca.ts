@@ -1,5 +1,7 @@
 import { additiveConvention } from "./family.js";
+import { releaseEvidence } from "../conventions/release-evidence.js";
 import { newRowToken } from "./evidence.js";
+import { publishedSum } from "./published-sums.js";
 
 /**
  * Stanford Alpaca's `weight_diff.py` and its kin (WizardLM, Tulu, UltraLM,
@@ -14,8 +16,8 @@ import { newRowToken } from "./evidence.js";
  */
 export const alpaca = additiveConvention({
   name: "alpaca",
-  summary: "Alpaca's weight_diff.py family: float32 diff, base grown by a mean [PAD] row; --expect-sum checks the published sum",
-  accepts: ["checksums", "expectSum"],
+  // weight_diff.py's check is np.allclose(sum, published, atol=1e-2, rtol=0).
+  sums: { tolerance: 1e-2, published: (view) => publishedSum(releaseEvidence(view)) },
   recognize(evidence) {
     if (evidence.dtype !== "F32") return { fits: false, reason: `its tensors are ${evidence.dtype ?? "not floats"}; Alpaca's diffs are float32` };
     const vocab = evidence.vocab;

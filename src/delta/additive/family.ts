@@ -8,7 +8,7 @@ import type { TensorInfo } from "../../tensors.js";
 import { dtypeBytes, isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { checkBaseFits } from "../engine/base-fit.js";
 import { ExactReader } from "../engine/exact-reader.js";
-import { sameShape } from "../engine/pairing.js";
+import { isRotaryBuffer, sameShape } from "../engine/pairing.js";
 import { isForeignInputError } from "../engine/open-input.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../engine/recipe.js";
 import { readSmallFile } from "../../io/files.js";
@@ -16,7 +16,7 @@ import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../engine/model-config
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, tensorFile, textFile } from "../engine/tensor-file.js";
 import { EMBEDDING, gatherEvidence, similarity, type Evidence } from "./evidence.js";
-import type { Convention, ConventionName, ConventionOption, ConventionPlan, DeltaView, ExpectedSum, PlanOptions, Recognition } from "../conventions/types.js";
+import type { Convention, ConventionPlan, ConventionSums, DeltaView, ExpectedSum, PlanOptions, Recognition } from "../conventions/types.js";
 
 /**
  * The shape every published additive convention shares (FastChat, FastChat
@@ -51,23 +51,21 @@ export interface AdditiveRules {
 
 /**
  * A convention of this shape: how it recognises a delta from what its files
- * show (after the checks every tensor convention makes: no delta.json, the
- * weights read as tensors), and its rules.
+ * show (after the check every tensor convention makes: the weights read as
+ * tensors), and its rules.
  */
 export function additiveConvention(spec: {
-  name: ConventionName;
-  summary: string;
+  name: string;
   recognize(evidence: Evidence, view: DeltaView): Promise<Recognition> | Recognition;
   rules: AdditiveRules;
-  /** Options besides --checksums: Alpaca's family takes --expect-sum (the only publishers that printed sums). */
-  accepts?: readonly ConventionOption[];
+  /** Its integrity sums: Alpaca's family (the only publishers that printed sums), which then takes --expect-sum. */
+  sums?: ConventionSums;
 }): Convention {
   return {
     name: spec.name,
-    summary: spec.summary,
-    accepts: spec.accepts ?? ["checksums"],
+    accepts: ["checksums"],
+    ...(spec.sums === undefined ? {} : { sums: spec.sums }),
     async recognize(view) {
-      if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json (delta-weights' own format)" };
       try {
         await view.model();
       } catch (err) {
@@ -81,14 +79,9 @@ export function additiveConvention(spec: {
   };
 }
 
-/** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
-export function isRotaryBuffer(name: string): boolean {
-  return name.endsWith("rotary_emb.inv_freq");
-}
-
 const CONFIG_FILES = new Set(["config.json", "generation_config.json"]);
 
-async function planAdditive(view: DeltaView, name: ConventionName, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
+async function planAdditive(view: DeltaView, name: string, rules: AdditiveRules, options: PlanOptions): Promise<ConventionPlan> {
   const [delta, base] = [await view.model(), await view.base()];
   const notes: string[] = [];
 

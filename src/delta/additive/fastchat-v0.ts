@@ -20,7 +20,6 @@ import { configVocabSize, newRowToken } from "./evidence.js";
  */
 export const fastchatV0 = additiveConvention({
   name: "fastchat-v0",
-  summary: "FastChat v0 / StableVicuna: like fastchat, the base grown by a zero [PAD] row",
   recognize(evidence) {
     if (evidence.dtype !== "F16" && evidence.dtype !== "BF16") return { fits: false, reason: `its tensors are ${evidence.dtype ?? "not floats"}, FastChat v0's deltas are half precision` };
     const vocab = evidence.vocab;

@@ -15,7 +15,6 @@ import { newRowToken } from "./evidence.js";
  */
 export const fastchat = additiveConvention({
   name: "fastchat",
-  summary: "FastChat's apply_delta (Vicuna v1.1 and kin): base + delta per base tensor, in float16; unverified without --checksums",
   recognize(evidence) {
     const vocab = evidence.vocab;
     if (vocab !== undefined && vocab.deltaRows > vocab.baseRows) {

@@ -14,7 +14,6 @@ const PROJECTOR = "model.mm_projector.";
  */
 export const llava = additiveConvention({
   name: "llava",
-  summary: "LLaVA's apply_delta: the delta's tensors, mm_projector and the image-token rows stored",
   async recognize(evidence, view) {
     const fields = LLAVA_CONFIG.filter((f) => evidence.config !== undefined && Object.hasOwn(evidence.config, f));
     const projector = [...(await view.model()).tensors.keys()].some((n) => n.startsWith(PROJECTOR));

@@ -1,5 +1,5 @@
 import type { ExpectedSum } from "../conventions/types.js";
-import { namesRepo, type ReleaseEvidence } from "../byte-codecs/published-lists.js";
+import { namesRepo, type ReleaseEvidence } from "../conventions/release-evidence.js";
 
 /**
  * Integrity sums publishers printed for their recovered models (the sum of

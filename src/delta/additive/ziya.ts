@@ -1,4 +1,5 @@
-import { additiveConvention, isRotaryBuffer } from "./family.js";
+import { additiveConvention } from "./family.js";
+import { isRotaryBuffer } from "../engine/pairing.js";
 import { EMBEDDING, similarity } from "./evidence.js";
 
 /** Ziya's make_delta stores these whole (its vocabulary is its own). */
@@ -16,7 +17,6 @@ function storedWhole(name: string): boolean {
  */
 export const ziya = additiveConvention({
   name: "ziya",
-  summary: "Ziya's apply_delta: embed_tokens and lm_head stored whole, the rest added",
   async recognize(evidence, view) {
     const vocab = evidence.vocab;
     if (vocab === undefined || vocab.deltaRows <= vocab.baseRows) return { fits: false, reason: "its vocabulary does not grow beyond the base's" };

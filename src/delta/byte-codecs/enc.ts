@@ -21,10 +21,8 @@ import type { Convention, ConventionPlan, DeltaView } from "../conventions/types
 export const enc: Convention = {
   name: "enc",
   accepts: ["checksums"],
-  summary: "point-alpaca .enc files (also BELLE-LLaMA-*-enc, lawyer-llama): <name>.<sha256>.enc XORed with a key stream from a key file (Meta's LLaMA-7B consolidated.00.pth); each output checked against its sha256",
 
   async recognize(view) {
-    if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json" };
     const encFiles = (await view.files()).filter((f) => parseEncName(baseName(f)) !== undefined);
     return encFiles.length === 0
       ? { fits: false, reason: "no <name>.<sha256>.enc files" }

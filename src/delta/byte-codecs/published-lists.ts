@@ -11,6 +11,7 @@
  * added tokens), and the wrong list would refuse a good model.
  */
 import type { HashAlgorithm } from "../../hash/hash-pool.js";
+import { namesRepo, type ReleaseEvidence } from "../conventions/release-evidence.js";
 
 export interface PublishedList {
   /** The release, as its publisher names it. */
@@ -198,16 +199,6 @@ export const PUBLISHED_LISTS: readonly PublishedList[] = [
   },
 ];
 
-/** What a delta offers as evidence of which release it is. */
-export interface ReleaseEvidence {
-  /** The Hub repo id the delta was fetched from (`org/name`, `org/name@rev`, `hf://...`), when it came from the Hub. */
-  hubRepo?: string;
-  /** Local directories holding the delta (as given, and the payload folder inside it): their names count too. */
-  dirs: readonly string[];
-  /** sha256 of output files known without decoding them (from .enc names), by output path. */
-  sha256?: ReadonlyMap<string, string>;
-}
-
 export interface MatchedList {
   list: PublishedList;
   /** How it was picked, in words for the summary. */
@@ -225,25 +216,5 @@ export function findPublishedList(evidence: ReleaseEvidence, lists: readonly Pub
       if (evidence.sha256?.get(path) === sha256) return { list, by: `the sha256 of ${path} in its .enc file's name` };
     }
   }
-  return undefined;
-}
-
-/**
- * Whether `evidence` names the Hub repo `repo` (org/name), and how, in words
- * for the summary: by repo id, by its Hugging Face cache folder
- * (`models--org--name/snapshots/<sha>`), or by the folder a clone gives it
- * (`name`). Every table of published digests and sums is picked this one way.
- */
-export function namesRepo(evidence: ReleaseEvidence, repo: string): string | undefined {
-  const given = evidence.hubRepo === undefined ? undefined : /^(?:hf:\/\/)?([^@]+)/.exec(evidence.hubRepo)?.[1]?.toLowerCase();
-  const parts = evidence.dirs.map((d) => d.split(/[\\/]/).filter((part) => part !== "").map((part) => part.toLowerCase()));
-  // A clone's folder is named after the repo; the payload folder inside it
-  // (Pygmalion's xor_encoded_files) says nothing, its parent does.
-  const names = parts.flatMap((p) => (p.at(-1) === "xor_encoded_files" ? p.slice(-2) : p.slice(-1)));
-  const wanted = repo.toLowerCase();
-  const name = wanted.slice(wanted.indexOf("/") + 1);
-  if (given === wanted) return `the delta's repo id ${repo}`;
-  if (parts.some((p) => p.includes(`models--${wanted.replace("/", "--")}`))) return `the delta's Hugging Face cache folder (${repo})`;
-  if (names.includes(name)) return `the delta's directory name (${name}, as a clone of ${repo} is named)`;
   return undefined;
 }

@@ -24,10 +24,8 @@ import type { Convention, ConventionPlan, DeltaView } from "../conventions/types
 export const xorPayload: Convention = {
   name: "xor",
   accepts: ["checksums"],
-  summary: "Open-Assistant / Pygmalion XOR payloads (xor_codec.py): each file XORed byte for byte with the same-named file of the base conversion; checked against the publishers' md5/sha256 lists",
 
   async recognize(view) {
-    if ((await view.manifest()) !== undefined) return { fits: false, reason: "it has delta.json" };
     const files = await view.files();
     if (files.some((f) => parseEncName(baseName(f)) !== undefined)) return { fits: false, reason: "it holds .enc files (point-alpaca's codec)" };
     let entries: PayloadFile[];

@@ -1,6 +1,6 @@
 import type { FileSet } from "../../io/file-set.js";
 import type { ModelSource } from "../../model/types.js";
-import type { Manifest } from "../own/manifest.js";
+import type { RecordedCheckpoints } from "../engine/pytorch-checkpoints.js";
 import type { RecoveryPlan } from "../engine/recover.js";
 
 /**
@@ -8,13 +8,10 @@ import type { RecoveryPlan } from "../engine/recover.js";
  * turning a base and a delta into the fine-tuned model: how to recognise its
  * files, how each output file and tensor is made, which tensors are kept or
  * dropped, and what check proves the result. Each convention is one module
- * in this directory, listed in registry.ts; apply-delta asks the registry,
+ * in its wing (own/, additive/, adapters/, byte-codecs/, easylm/), listed
+ * in registry.ts; apply-delta asks the registry and the properties below,
  * it knows no convention by name.
  */
-
-import type { ConventionName } from "./names.js";
-
-export type { ConventionName };
 
 /** What a convention may look at to recognise a delta and plan its recovery. Everything is read lazily and once. */
 export interface DeltaView {
@@ -45,8 +42,6 @@ export interface DeltaView {
    * `added_tokens` are wanted.
    */
   jsonMember(file: string, key: string): Promise<unknown>;
-  /** delta.json, parsed and checked; undefined when the delta has none. */
-  manifest(): Promise<Manifest | undefined>;
   /** The delta's weights, opened as a model. */
   model(): Promise<ModelSource>;
   /** The base, opened as a model. */
@@ -97,6 +92,21 @@ export interface ExpectedSum {
   from: string;
 }
 
+/** A convention's integrity sums of the recovered model (Alpaca's check): how close is close enough, and the sums its publishers printed. */
+export interface ConventionSums {
+  /** The absolute tolerance a sum given with --expect-sum is checked within. */
+  readonly tolerance: number;
+  /** The sum published for this delta, when it is a known release. */
+  published(view: Pick<DeltaView, "source" | "dir">): ExpectedSum | undefined;
+}
+
+/** The PyTorch checkpoints a delta's release was published as, recorded so --format pytorch writes them byte for byte. */
+export interface RecordedRelease {
+  /** The record's file in the delta, for the summary. */
+  readonly file: string;
+  read(): Promise<RecordedCheckpoints>;
+}
+
 /** What the user asked of a plan besides the files. */
 export interface PlanOptions {
   /** A published integrity sum of the recovered model (Alpaca's check), from --expect-sum or a known table. */
@@ -113,9 +123,27 @@ export interface PlanOptions {
 export type ConventionOption = "checksums" | "expectSum";
 
 export interface Convention {
-  readonly name: ConventionName;
-  /** The convention-specific options it honours. */
-  readonly accepts: readonly ConventionOption[];
+  /** Its --convention name, as the registry lists it. */
+  readonly name: string;
+  /** The convention-specific options it honours (--expect-sum comes with `sums`). */
+  readonly accepts: readonly Exclude<ConventionOption, "expectSum">[];
+  /** Its integrity sums, when its publishers print them: then it takes --expect-sum. */
+  readonly sums?: ConventionSums;
+  /**
+   * Whether its files record the digest of every output and of the base it
+   * was made from (our own format): the result is reported as an exact
+   * ("manifest") recovery, and its plan proves the base itself, so the base
+   * is not identified against known conversions. Default: false.
+   */
+  readonly exact?: boolean;
+  /**
+   * A file only this convention's deltas hold (delta.json): a delta holding
+   * it follows this convention and no other, and a base holding it is a
+   * delta given as a base, refused before anything is read.
+   */
+  readonly signatureFile?: string;
+  /** The release's own PyTorch checkpoints, when the delta recorded them (--format pytorch rebuilds them). */
+  recordedRelease?(view: DeltaView): Promise<RecordedRelease | undefined>;
   /**
    * Whether its plan reads inputs still downloading (each read waits for its
    * bytes). Conventions that read files by path need them complete first.
@@ -123,8 +151,6 @@ export interface Convention {
   readonly streams?: boolean;
   /** Whether its plan takes further deltas after the first (DeltaView.chained): LoRA adapters merged in order. */
   readonly chains?: boolean;
-  /** One line for --help and the README. */
-  readonly summary: string;
   recognize(view: DeltaView): Promise<Recognition>;
   plan(view: DeltaView, options: PlanOptions): Promise<ConventionPlan>;
 }

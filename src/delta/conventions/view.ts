@@ -5,9 +5,7 @@ import { readJsonFile, readSmallFile } from "../../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../../json.js";
 import { MAX_INDEX_BYTES, MAX_JSON_DEPTH } from "../../limits.js";
 import type { LocalSource, ModelSource } from "../../model/types.js";
-import { MANIFEST_FILE, type Manifest } from "../own/manifest.js";
 import { openInputModel } from "../engine/open-input.js";
-import { readManifest } from "../own/read-manifest.js";
 import type { DeltaView } from "./types.js";
 
 /** A DeltaView over local directories, or downloads still arriving; close() closes whatever it opened. */
@@ -18,7 +16,6 @@ export class LocalDeltaView implements DeltaView {
   readonly baseSource: string;
   readonly basePath: string;
   readonly #baseFiles: FileSet | undefined;
-  #manifest: Promise<Manifest | undefined> | undefined;
   #model: Promise<ModelSource> | undefined;
   #base: Promise<ModelSource> | undefined;
   readonly #json = new Map<string, Promise<unknown>>();
@@ -85,10 +82,6 @@ export class LocalDeltaView implements DeltaView {
       if (err instanceof JsonSyntaxError) throw new DeltaError(`${path} is not valid JSON: ${err.message}`, { cause: err });
       throw err;
     }
-  }
-
-  manifest(): Promise<Manifest | undefined> {
-    return (this.#manifest ??= this.files().then(async (files) => (files.includes(MANIFEST_FILE) ? readManifest(await this.deltaFiles.whole(MANIFEST_FILE)) : undefined)));
   }
 
   model(): Promise<ModelSource> {

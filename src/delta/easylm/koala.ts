@@ -71,7 +71,6 @@ export const koala: Convention = {
   name: "koala",
   streams: true,
   accepts: ["checksums"],
-  summary: "Koala / EasyLM streaming diff: base + diff as EasyLM's diff_checkpoint.py (float32, then bfloat16) then convert_easylm_to_hf.py (float16), straight to the Hugging Face layout; unverified (no published hashes)",
 
   async recognize(view) {
     const files = await easyLmFiles(view);

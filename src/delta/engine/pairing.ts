@@ -98,3 +98,8 @@ export function* windows(all: Iterable<Segment>, maxElements: number): Generator
   }
   if (current !== undefined && current.length > 0) yield current;
 }
+
+/** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
+export function isRotaryBuffer(name: string): boolean {
+  return name.endsWith("rotary_emb.inv_freq");
+}

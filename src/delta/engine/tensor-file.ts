@@ -5,12 +5,30 @@ import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
 import { prefetch, tap } from "../../io/chunk-streams.js";
 import { encodeHeaderVerbatim } from "../../safetensors/header.js";
 import type { ReadRange } from "../../tensors.js";
-import type { FixupSource } from "../own/fixups.js";
 import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
 import type { InputFile, PlannedFile, ProduceContext } from "./recover.js";
 import type { FileSet } from "../../io/file-set.js";
 import { recoverTensor } from "./tensor-transform.js";
+
+/**
+ * A convention's own per-tensor correction of the recipe's output, applied
+ * to each window of output elements as it streams (our format's fix-ups are
+ * one: see own/fixups.ts). The engine knows only this face.
+ */
+export interface TensorOutputHook {
+  /** The correction for one output tensor, or undefined when it has none. */
+  forTensor(name: string, numel: number, elementBytes: number): TensorOutputFix | undefined;
+}
+
+export interface TensorOutputFix {
+  /** Corrects the window of output elements starting at `firstIndex`, in place. */
+  fixWindow(firstIndex: number, out: Uint8Array): Promise<void>;
+  /** Called once the tensor is written: a correction left unused is the failure to raise here. */
+  finish(): Promise<void>;
+  /** Elements it corrected. */
+  readonly count: number;
+}
 
 /** Where tensors are read from: a model, a delta's shards. */
 export interface TensorReader {
@@ -37,8 +55,9 @@ export interface TensorFileSpec {
    */
   baseSha256?(name: string): string | undefined;
   wrongBase?(name: string): DeltaError;
-  fixups?: FixupSource;
-  /** Elements restored by fix-ups, reported as each tensor finishes. */
+  /** A convention's own correction of each output tensor (our format's fix-ups). */
+  fixups?: TensorOutputHook;
+  /** Elements corrected by `fixups`, reported as each tensor finishes. */
   onFixed?(count: number): void;
   /** Every output byte of a tensor as it is written; `last` once the tensor is complete (integrity sums). */
   onTensorBytes?(recipe: TensorRecipe, chunk: Uint8Array, last: boolean): void;
@@ -159,7 +178,7 @@ async function* hashedChunks(chunks: AsyncIterable<Uint8Array>, hasher: StreamHa
   }
 }
 
-/** The files a tensor file reads its tensors from (the fix-ups, read by every file, are not declared: they are kept to the end). */
+/** The files a tensor file reads its tensors from (a hook's own files, read by every file, are not declared: they are kept to the end). */
 function tensorReads(spec: TensorFileSpec): InputFile[] {
   const reads = new Map<string, InputFile>();
   const add = (reader: TensorReader | undefined, role: string, name: string) => {

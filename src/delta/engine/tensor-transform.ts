@@ -28,7 +28,7 @@ export interface RecoverInput {
 export interface RecoverHooks {
   /** Base bytes as used, after conversion to the output dtype (to hash). */
   onBase?(bytes: Uint8Array): void | Promise<void>;
-  /** Fixes up the window of output elements starting at `firstIndex`, in place (delta-weights fix-ups). */
+  /** Fixes up the window of output elements starting at `firstIndex`, in place (a convention's per-tensor hook: see tensor-file.ts). */
   fixWindow?(firstIndex: number, out: Uint8Array): Promise<void>;
 }
 

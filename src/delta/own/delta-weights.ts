@@ -6,7 +6,10 @@ import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { firstDifferentTensor } from "./diagnose.js";
 import { FixupSource } from "./fixups.js";
-import { MANIFEST_FILE, type Manifest } from "./manifest.js";
+import { MANIFEST_FILE, type FileEntry, type Manifest } from "./manifest.js";
+import { readManifest } from "./read-manifest.js";
+import { MAX_CHECKPOINTS_FILE_BYTES } from "../../limits.js";
+import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "../engine/pytorch-checkpoints.js";
 import { sameShape } from "../engine/pairing.js";
 import { conversionProblem, planTensor, type Op, type TensorRecipe } from "../engine/recipe.js";
 import { isArithmeticDType, type DType } from "../../dtypes.js";
@@ -25,18 +28,20 @@ import type { Convention, ConventionPlan, DeltaView } from "../conventions/types
 export const deltaWeights: Convention = {
   name: "delta-weights",
   accepts: ["checksums"],
-  summary: "delta-weights' own format (delta.json): exact, every file and tensor checked by SHA-256",
   streams: true,
+  exact: true,
+  signatureFile: MANIFEST_FILE,
 
   async recognize(view) {
-    const manifest = await view.manifest();
+    const manifest = await manifestOf(view);
     return manifest === undefined
       ? { fits: false, reason: `no ${MANIFEST_FILE}` }
       : { fits: true, reason: `${MANIFEST_FILE}, format ${manifest.format}, codec ${manifest.codec}` };
   },
 
   async plan(view) {
-    const manifest = (await view.manifest())!;
+    const manifest = await manifestOf(view);
+    if (manifest === undefined) throw new DeltaError(`${view.source} has no ${MANIFEST_FILE}`);
     await checkDeltaFiles(view, manifest);
     const base = await view.base();
     checkBaseShapes(base, manifest);
@@ -51,7 +56,37 @@ export const deltaWeights: Convention = {
       throw err;
     }
   },
+
+  async recordedRelease(view) {
+    const entry = (await manifestOf(view))?.delta.files.get(PYTORCH_CHECKPOINTS_FILE);
+    return entry === undefined ? undefined : { file: PYTORCH_CHECKPOINTS_FILE, read: () => readRecordedCheckpoints(view, entry) };
+  },
 };
+
+/** Each view's delta.json, parsed and checked once; undefined when the delta has none. */
+const manifests = new WeakMap<DeltaView, Promise<Manifest | undefined>>();
+
+function manifestOf(view: DeltaView): Promise<Manifest | undefined> {
+  let manifest = manifests.get(view);
+  if (manifest === undefined) {
+    manifest = view.files().then(async (files) => (files.includes(MANIFEST_FILE) ? readManifest(await view.deltaFiles.whole(MANIFEST_FILE)) : undefined));
+    manifests.set(view, manifest);
+  }
+  return manifest;
+}
+
+/** The release's checkpoints make-delta recorded (pytorch-checkpoints.json), checked against delta.json's entry. */
+async function readRecordedCheckpoints(view: DeltaView, entry: FileEntry): Promise<RecordedCheckpoints> {
+  const file = await view.deltaFiles.open(PYTORCH_CHECKPOINTS_FILE);
+  try {
+    if (file.size !== entry.size || file.size > MAX_CHECKPOINTS_FILE_BYTES) {
+      throw new DeltaError(`${join(view.dir, PYTORCH_CHECKPOINTS_FILE)} is ${file.size} bytes, delta.json says ${entry.size}; download the delta again`);
+    }
+    return parseCheckpoints(await file.read(0, file.size), entry.sha256, join(view.dir, PYTORCH_CHECKPOINTS_FILE));
+  } finally {
+    await file.close();
+  }
+}
 
 function planRecovery(view: DeltaView, manifest: Manifest, base: ModelSource, deltaShards: ModelSource, fixups: FixupSource): ConventionPlan {
   let fixed = 0;

@@ -7,6 +7,7 @@ import { readSafetensors, type SafetensorsFile } from "../../safetensors/reader.
 import type { RandomAccess } from "../../tensors.js";
 import { OUTPUT_FORMAT } from "../../formats/registry.js";
 import { ExactReader } from "../engine/exact-reader.js";
+import type { TensorOutputFix, TensorOutputHook } from "../engine/tensor-file.js";
 import { applyXorFixups } from "../../kernels/index.js";
 
 /**
@@ -177,7 +178,7 @@ async function* readSpill(handle: FileHandle, offset: number, bytes: number, chu
 }
 
 /** Reads the sidecar while apply-delta runs: fix-ups are applied window by window. */
-export class FixupSource {
+export class FixupSource implements TensorOutputHook {
   private constructor(private readonly file: SafetensorsFile | undefined) {}
 
   /** The sidecar in `source` (owned from here on), or none. */
@@ -210,7 +211,7 @@ export class FixupSource {
 
 const FIXUP_BATCH = 1 << 16;
 
-export class TensorFixer {
+export class TensorFixer implements TensorOutputFix {
   #indexReader: ExactReader;
   #xorReader: ExactReader;
   #remaining: number;

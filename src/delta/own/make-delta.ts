@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { dtypeBytes } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { OUTPUT_FORMAT } from "../../formats/registry.js";
-import { PYTORCH_CHECKPOINTS_FILE, formatCheckpoints, recordCheckpoints } from "./pytorch-checkpoints.js";
+import { PYTORCH_CHECKPOINTS_FILE, formatCheckpoints, recordCheckpoints } from "../engine/pytorch-checkpoints.js";
 import type { OutputFile, OutputLayout } from "../../formats/output-layout.js";
 import { HashPool } from "../../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../../io/atomic-file.js";
