@@ -15,11 +15,23 @@ const LAYERS = [
   ["safetensors/", "pytorch/", "easylm/", "gguf/", "tokenizer/"],
   ["formats/"],
   ["model/"],
-  ["hash/", "delta/"],
+  // delta/ is a house of its own: the convention-blind engine, the seam a
+  // convention plugs into, the wings (one per family of conventions), then
+  // the door (apply-delta, the registry, output retargeting) over them all.
+  ["hash/", "delta/engine/"],
+  ["delta/conventions/types.ts", "delta/conventions/release-evidence.ts"],
+  ["delta/own/", "delta/byte-codecs/", "delta/additive/", "delta/adapters/", "delta/easylm/"],
+  ["delta/"],
   ["hub/"],
   ["api.ts"],
   ["cli/", "index.ts"],
 ];
+
+// The wings of delta/ stand side by side: none imports another, except the
+// shared pieces named here (a LoRA merge records what it wrote in delta.json's
+// manifest format).
+const WINGS = ["delta/own/", "delta/byte-codecs/", "delta/additive/", "delta/adapters/", "delta/easylm/"];
+const SHARED_ACROSS_WINGS = ["delta/own/manifest.ts"];
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const src = join(root, "src");
@@ -29,6 +41,11 @@ function layerOf(file) {
   const index = LAYERS.findIndex((layer) => layer.some((entry) => (entry.endsWith("/") ? rel.startsWith(entry) : rel === entry)));
   if (index < 0) throw new Error(`src/${rel} is in no layer: add it to scripts/check-layers.mjs`);
   return index;
+}
+
+function wingOf(file) {
+  const rel = relative(src, file).split("\\").join("/");
+  return WINGS.find((wing) => rel.startsWith(wing));
 }
 
 function sources(dir) {
@@ -56,6 +73,11 @@ for (const file of files) {
     targets.push(target);
     if (layerOf(target) > layerOf(file)) {
       problems.push(`src/${relative(src, file)} imports ${spec}, a higher layer`);
+    }
+    const fromWing = wingOf(file);
+    const toWing = wingOf(target);
+    if (fromWing !== undefined && toWing !== undefined && fromWing !== toWing && !SHARED_ACROSS_WINGS.includes(relative(src, target).split("\\").join("/"))) {
+      problems.push(`src/${relative(src, file)} imports ${spec}: the ${fromWing} wing reaches into the ${toWing} wing (share it through delta/engine/ or delta/conventions/, or name it in SHARED_ACROSS_WINGS)`);
     }
   }
   graph.set(file, targets);
