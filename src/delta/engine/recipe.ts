@@ -4,8 +4,11 @@ import { isIntegerDType } from "../../kernels/index.js";
 import { pairingProblem, sameShape, type Pairing } from "./pairing.js";
 
 /**
- * How one output tensor is made: the one description every convention gives
- * and the one streaming loop (tensor-transform.ts) carries out.
+ * How one output tensor is made: the one description every element-wise
+ * convention gives and the one streaming loop (tensor-transform.ts) carries
+ * out. The engine's other recipe is "base plus low-rank products"
+ * (`MergedTensor`, low-rank-merge.ts: LoRA adapters); each convention lays its
+ * output files out itself, following the delta's shards or the base's.
  *
  * Ops (apply side; make writes their inverse):
  *   add   out = delta + base   (floats: RNE in the output dtype, as torch on CPU;

@@ -7,13 +7,13 @@ import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../../limits.js";
 import { releasedChunk } from "../../io/memory.js";
 import { prefetch } from "../../io/chunk-streams.js";
 import type { ModelSource } from "../../model/types.js";
-import { ExactReader } from "../engine/exact-reader.js";
-import type { MergeRecord } from "./merge-record.js";
-import type { InputFile, PlannedFile } from "../engine/recover.js";
-import { numel } from "../engine/pairing.js";
+import { ExactReader } from "./exact-reader.js";
+import type { InputFile, PlannedFile } from "./recover.js";
+import { numel } from "./pairing.js";
 
 /**
- * Merging LoRA adapters into a base, streaming: each output tensor is made a
+ * The engine's "base plus low-rank products" recipe (a LoRA merge; see
+ * recipe.ts for the element-wise one), streaming: each output tensor is made a
  * block of rows at a time from the base's rows (or a whole tensor from an
  * adapter that replaces them) and, for each adapter in order, the same rows
  * of `scaling * (B @ A)`. Memory per tensor: both factors as float32 (rank x
@@ -56,12 +56,18 @@ export interface MergedTensor {
   steps: LoraStep[];
 }
 
+/** Where a merged file's and each tensor's sha256 are recorded, as they are written (adapters/merge-record.ts is one). */
+export interface MergeDigests {
+  fileDigest(path: string, entry: Promise<{ size: number; sha256: string }>): void;
+  tensorDigest(name: string, spec: { dtype: DType; shape: number[]; file: string }, sha256: Promise<string>): void;
+}
+
 export interface MergedFileSpec {
   path: string;
   headerText: string;
   tensors: ReadonlyMap<string, MergedTensor>;
   /** Where the file's and each tensor's sha256 are recorded. */
-  record?: MergeRecord;
+  record?: MergeDigests;
 }
 
 /** A planned output file whose tensors are merged as their specs say. */
