@@ -5,11 +5,11 @@
  * other convention, --expect-sum belongs to conventions with sums, and
  * --help lists each convention with its line.
  */
-import { rm } from "node:fs/promises";
+import { cp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
-import { CONVENTION_NAMES, CONVENTION_SUMMARIES, chooseConvention, loadConventions, refuseUnacceptedOptions } from "../../src/delta/conventions/registry.js";
+import { CONVENTION_NAMES, CONVENTION_SUMMARIES, chooseConvention, expectedSum, loadConventions, refuseUnacceptedOptions } from "../../src/delta/conventions/registry.js";
 import { LocalDeltaView } from "../../src/delta/conventions/view.js";
 import { runCli } from "../helpers/cli.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
@@ -54,6 +54,28 @@ describe("the convention registry", () => {
     expect(() => refuseUnacceptedOptions(byName("fastchat"), ["expectSum"])).toThrow(UsageError);
     expect(() => refuseUnacceptedOptions(byName("fastchat"), ["expectSum"])).toThrow(/--expect-sum does not apply to the fastchat convention.*it takes --checksums/);
     expect(() => refuseUnacceptedOptions(byName("alpaca"), ["expectSum"])).not.toThrow();
+  });
+
+  it("a published sum belongs to its convention: given, it takes Alpaca's tolerance; known for a release whose files follow another convention, it is refused", async () => {
+    const conventions = await loadConventions();
+    const byName = (name: string) => conventions.find((c) => c.name === name)!;
+    // A FastChat-shaped delta in a folder named as a clone of Stanford's Alpaca diff, whose sum is published.
+    const named = join(work, "clone/alpaca-7b-wdiff");
+    await cp(FASTCHAT, named, { recursive: true });
+    const view = new LocalDeltaView({ path: named, source: named }, { path: HF_BASE, source: HF_BASE });
+    try {
+      expect(await expectedSum(byName("alpaca"), view, 12.5)).toEqual({ value: 12.5, tolerance: 1e-2, from: "--expect-sum" });
+      expect(await expectedSum(byName("alpaca"), view, undefined)).toMatchObject({ value: 50637.1836, tolerance: 1e-2, from: expect.stringMatching(/^Stanford Alpaca's published sum \(weight_diff\.py; picked by the delta's directory name/) as unknown });
+      await expect(expectedSum(byName("fastchat"), view, undefined)).rejects.toThrow(/is a release with a published integrity sum \(Stanford Alpaca's.*\), but its files follow the fastchat convention, which has none/);
+    } finally {
+      await view.close();
+    }
+    const plain = new LocalDeltaView({ path: FASTCHAT, source: FASTCHAT }, { path: HF_BASE, source: HF_BASE });
+    try {
+      expect(await expectedSum(byName("fastchat"), plain, undefined)).toBeUndefined();
+    } finally {
+      await plain.close();
+    }
   });
 
   it("a delta holding delta.json follows our format: another convention named with --convention is refused, saying why", async () => {
