@@ -2,9 +2,11 @@ import { existsSync, statSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DeltaError, UsageError } from "../errors.js";
-import type { FormatName } from "../formats/registry.js";
+import { PYTORCH_OUTPUT } from "../formats/outputs/pytorch.js";
+import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import type { Outtype } from "../gguf/llama.js";
-import { applyAsGguf, type GgufApplyOutput } from "./apply-gguf.js";
+import { outputFormatNamed, refuseUnacceptedOutputOptions, type OutputFormatName } from "../model/output-formats.js";
+import { applyAsModelFile, type GgufApplyOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -21,7 +23,7 @@ import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identif
 import { publishedSum } from "./known/published-sums.js";
 import { MANIFEST_FILE } from "./manifest.js";
 import { addChecksumList, recover, type RecoveredFile } from "./recover.js";
-import { retargetToPytorch } from "./pytorch-output.js";
+import { retargetTensorFiles } from "./pytorch-output.js";
 import { MAX_CHECKPOINTS_FILE_BYTES } from "../limits.js";
 import { PYTORCH_CHECKPOINTS_FILE, parseCheckpoints, type RecordedCheckpoints } from "./pytorch-checkpoints.js";
 
@@ -53,8 +55,8 @@ export interface ApplyDeltaOptions {
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
-  /** The recovered weights' format: "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
-  format?: FormatName | "gguf";
+  /** The recovered weights' format (model/output-formats.ts): "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
+  format?: OutputFormatName;
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
 }
@@ -88,11 +90,12 @@ export interface ApplyDeltaResult {
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
-  if (options.format === "gguf") {
+  const output = outputFormatNamed(options.format);
+  refuseUnacceptedOutputOptions(output, { outtype: options.outtype, byteorderRecord: options.byteorderRecord });
+  if (output.kind === "model file") {
     const { format: _format, outtype: _outtype, ...rest } = options;
-    return applyAsGguf(options, (scratch) => applyDelta({ ...rest, target: scratch }));
+    return applyAsModelFile(output, options, (scratch) => applyDelta({ ...rest, target: scratch }));
   }
-  if (options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (--format gguf)");
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   refuseSwapped(base, delta);
@@ -118,14 +121,14 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     if (convention.streams !== true) await view.complete();
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
-      if (options.format === "pytorch") {
-        const recorded = convention.name === "delta-weights" ? await recordedCheckpoints(view) : undefined;
+      if (output !== SAFETENSORS_OUTPUT) {
+        // The release's own PyTorch checkpoints, when make-delta recorded them, are written as published.
+        const recorded = output === PYTORCH_OUTPUT && convention.name === "delta-weights" ? await recordedCheckpoints(view) : undefined;
         if (recorded !== undefined && options.byteorderRecord === true) {
           throw new UsageError(`--byteorder-record: ${delta.source} records the release's own checkpoints, which are written as published; drop the flag`);
         }
-        retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
+        retargetTensorFiles(plan, convention.name, output, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
       }
-      else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
       else if (convention.name === "delta-weights" && (await view.manifest())?.delta.files.has(PYTORCH_CHECKPOINTS_FILE) === true) {
         plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${PYTORCH_CHECKPOINTS_FILE}: --format pytorch writes those files byte for byte`);
       }
