@@ -1,6 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { CONVENTION_NAMES } from "../delta/conventions/names.js";
-import { DeltaError, DeltaWeightsError, UsageError, ioError } from "../errors.js";
+import { DeltaWeightsError, UsageError, ioError } from "../errors.js";
 import { enableChunkCollections } from "../io/memory.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS } from "../limits.js";
 import { printable, terminalSafeJson } from "../text.js";
@@ -272,7 +272,7 @@ function reportError(err: unknown, debug: boolean, json: boolean): number {
   const message = printable(oneLine(err));
   process.stderr.write(`error: ${message}\n`);
   if (debug && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-  if (json) printJsonError(code, message, err instanceof DeltaError ? err.rule : undefined);
+  if (json) printJsonError(code, message, err instanceof DeltaWeightsError ? err.rule : undefined);
   return err instanceof UsageError ? 2 : 1;
 }
 
