@@ -48,10 +48,10 @@ export function chooseOutputFormat(out: string, named: string | undefined): Outp
   return named !== undefined ? outputFormatNamed(named) : claimed ?? DEFAULT_OUTPUT_FORMAT;
 }
 
-/** An option given to a format that does not take it is refused, naming the formats that do. */
+/** An option given to a format that does not take it is refused, naming the formats that do (a flag set to false is not given). */
 export function refuseUnacceptedOutputOptions(format: OutputFormat, options: OutputOptions): void {
   for (const option of Object.keys(OUTPUT_OPTION_FLAGS) as (keyof OutputOptions)[]) {
-    if (options[option] === undefined || format.accepts.includes(option)) continue;
+    if (options[option] === undefined || options[option] === false || format.accepts.includes(option)) continue;
     const takers = OUTPUT_FORMATS.filter((f) => f.accepts.includes(option));
     const flag = OUTPUT_OPTION_FLAGS[option];
     if (option === "maxShardBytes" && format.kind === "model file") throw new UsageError(`${flag} does not apply to ${format.title} output: it is one file`);

@@ -59,6 +59,8 @@ describe("output format registry", () => {
       }
     }
     expect(() => refuseUnacceptedOutputOptions(SAFETENSORS_OUTPUT, { byteorderRecord: true })).toThrow("--byteorder-record is for PyTorch output (--format pytorch), not safetensors");
+    // A flag set to false asks for nothing (a library caller passing its default).
+    expect(() => refuseUnacceptedOutputOptions(SAFETENSORS_OUTPUT, { byteorderRecord: false })).not.toThrow();
     expect(() => refuseUnacceptedOutputOptions(outputFormatNamed("gguf"), { maxShardBytes: 5 })).toThrow("--max-shard-size does not apply to GGUF output: it is one file");
   });
 
