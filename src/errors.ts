@@ -18,32 +18,73 @@ export type ErrorCode =
 export class DeltaWeightsError extends Error {
   readonly code: ErrorCode;
   /**
+   * Which rule was broken, for programs (`--json` prints it as
+   * `error.rule`): set by the format readers and the checks of a base
+   * against a delta, so callers tell errors apart without reading messages.
+   */
+  readonly rule?: ErrorRule;
+  /**
    * Messages quote names from files we did not write (tensors, paths from a
    * manifest): escaped here, once for every error, so a message is one line
    * and sends nothing to a terminal whoever prints it.
    */
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; rule?: ErrorRule }) {
     super(printable(message), options);
     this.code = code;
     this.name = new.target.name;
+    if (options?.rule !== undefined) this.rule = options.rule;
   }
 }
 
+/**
+ * The rules of the safetensors format (and of our writer, `write-*`) a file
+ * breaks: header-* its length prefix and JSON, offsets-* its data_offsets,
+ * data-* / trailing-bytes the data section's extent.
+ */
+export type SafetensorsRule =
+  | "file-too-short" | "header-empty" | "header-too-large" | "header-past-end" | "header-not-utf8" | "header-not-json" | "header-not-object"
+  | "data-past-end" | "trailing-bytes" | "offsets-hole" | "offsets-overlap" | "offsets-reversed" | "offsets-size-mismatch" | "offsets-too-large"
+  | "entry-malformed" | "dtype-unknown" | "shape-invalid" | "shape-overflow" | "tensor-duplicate" | "too-many-tensors" | "metadata-invalid"
+  | "tensor-not-in-file" | "read-after-close" | "truncated"
+  | "write-refused" | "write-out-of-order" | "write-length-mismatch" | "write-incomplete";
+
+/**
+ * The rules a PyTorch checkpoint breaks: zip-* its archive, pickle-* its
+ * data.pkl as a pickle, the others its contents as a state dict.
+ */
+export type PytorchRule =
+  | "zip-not-zip" | "zip-unsupported" | "zip-malformed" | "zip-too-large" | "zip-past-end" | "zip-duplicate-entry"
+  | "pickle-malformed" | "pickle-truncated" | "pickle-protocol" | "pickle-too-large" | "pickle-forbidden-global"
+  | "checkpoint-empty" | "checkpoint-legacy" | "checkpoint-no-pickle" | "checkpoint-ambiguous" | "byteorder-unsupported"
+  | "storage-malformed" | "storage-missing" | "storage-size-mismatch" | "call-forbidden" | "call-malformed"
+  | "tensor-malformed" | "tensor-past-storage" | "tensor-overlapping" | "data-overlap" | "not-a-state-dict" | "nested-state-dict" | "too-many-tensors"
+  | "tensor-not-in-file" | "read-after-close" | "truncated";
+
+/** The rules an EasyLM (Flax msgpack) checkpoint breaks. */
+export type EasyLmRule = "record-malformed" | "record-truncated" | "record-unsupported" | "record-duplicate" | "too-many-records" | "no-records" | "record-too-large";
+
+/** Why a model cannot be written as GGUF: its architecture, hyperparameters, tokenizer or tensors are outside what llama.cpp's converter writes. */
+export type GgufRule = "gguf-architecture" | "gguf-config" | "gguf-tokenizer" | "gguf-tensor" | "gguf-outtype";
+
+export type ErrorRule = SafetensorsRule | PytorchRule | EasyLmRule | GgufRule | InputRule;
+
 /** `Failed to read ${file}: tensor "${tensor}" ${problem}` */
 export class SafetensorsError extends DeltaWeightsError {
-  constructor(readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
-    super("E_SAFETENSORS", formatReadError(file, problem, tensor), options);
+  declare readonly rule: SafetensorsRule;
+  constructor(rule: SafetensorsRule, readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
+    super("E_SAFETENSORS", formatReadError(file, problem, tensor), { ...options, rule });
   }
 }
 
 export class PytorchError extends DeltaWeightsError {
-  constructor(readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
-    super("E_PYTORCH", formatReadError(file, problem, tensor), options);
+  declare readonly rule: PytorchRule;
+  constructor(rule: PytorchRule, readonly file: string, readonly problem: string, readonly tensor?: string, options?: { cause?: unknown }) {
+    super("E_PYTORCH", formatReadError(file, problem, tensor), { ...options, rule });
   }
 }
 
 export class ModelError extends DeltaWeightsError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; rule?: GgufRule }) {
     super("E_MODEL", message, options);
   }
 }
@@ -58,10 +99,9 @@ export class ModelError extends DeltaWeightsError {
 export type InputRule = "base-tensor-missing" | "base-shape-mismatch" | "foreign-format" | "inputs-swapped";
 
 export class DeltaError extends DeltaWeightsError {
-  readonly rule?: InputRule;
-  constructor(message: string, options?: { cause?: unknown; rule?: InputRule }) {
+  declare readonly rule?: InputRule | EasyLmRule;
+  constructor(message: string, options?: { cause?: unknown; rule?: InputRule | EasyLmRule }) {
     super("E_DELTA", message, options);
-    if (options?.rule !== undefined) this.rule = options.rule;
   }
 }
 

@@ -30,7 +30,8 @@ export {
 export { readSafetensors, type SafetensorsFile } from "./safetensors/reader.js";
 export { SafetensorsWriter, type ByteSink } from "./safetensors/writer.js";
 export { readPytorch } from "./pytorch/reader.js";
-export { INPUT_FORMATS, OUTPUT_FORMAT, openWeightFile, openSafetensorsFile, type InputFormat, type OutputFormat } from "./formats/registry.js";
+export { INPUT_FORMATS, openWeightFile, openSafetensorsFile, type InputFormat, type InputFormatName } from "./formats/registry.js";
+export { OUTPUT_FORMATS, type OutputFormat, type OutputFormatName } from "./model/output-formats.js";
 export { planShards, formatIndex, shardFileName, type ShardPlan } from "./formats/shard-plan.js";
 
 // deltas

@@ -1,4 +1,5 @@
 import type { Outtype } from "../gguf/llama.js";
+import type { OutputFormatName } from "../model/output-formats.js";
 
 /** Each command's arguments, typed: what main.ts makes of the command line, what the command module receives. */
 
@@ -14,7 +15,7 @@ export interface ApplyArgs {
   force: boolean;
   /** false: --no-cache-delta. */
   cacheDelta: boolean;
-  format?: "safetensors" | "pytorch" | "gguf";
+  format?: OutputFormatName;
   byteorderRecord?: boolean;
   outtype?: Outtype;
 }
@@ -49,7 +50,7 @@ export interface ConvertArgs {
   out: string;
   maxShardBytes?: number;
   force: boolean;
-  format?: "safetensors" | "pytorch" | "gguf";
+  format?: OutputFormatName;
   byteorderRecord?: boolean;
   outtype?: Outtype;
 }

@@ -1,6 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { CONVENTION_NAMES, CONVENTION_SUMMARIES } from "../delta/conventions/registry.js";
-import { DeltaError, DeltaWeightsError, UsageError, ioError } from "../errors.js";
+import { DeltaWeightsError, UsageError, ioError } from "../errors.js";
 import { enableChunkCollections } from "../io/memory.js";
 import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS } from "../limits.js";
 import { printable, terminalSafeJson } from "../text.js";
@@ -10,6 +10,7 @@ import { hubSettings } from "./hub-options.js";
 import { requiredOption } from "./options.js";
 import { parseSize } from "./parse-size.js";
 import { OUTTYPES, type Outtype } from "../gguf/llama.js";
+import { OUTPUT_FORMAT_NAMES, type OutputFormatName } from "../model/output-formats.js";
 import type { ApplyArgs, ConvertArgs, IdentifyArgs, InspectArgs, MakeArgs, PushArgs, VerifyArgs } from "./args.js";
 
 /**
@@ -96,7 +97,7 @@ function applyCommand(name: string): Command {
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
-    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default), pytorch (torch.save checkpoints, .bin shards) or gguf (one GGUF file for llama.cpp)").choices(["safetensors", "pytorch", "gguf"]))
+    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default), pytorch (torch.save checkpoints, .bin shards) or gguf (one GGUF file for llama.cpp)").choices(OUTPUT_FORMAT_NAMES))
     .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
     .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16)").choices(OUTTYPES))
     .addHelpText("after", `\nConventions (--convention), in the order they are recognised:\n${CONVENTION_SUMMARIES.map((c) => `  ${c.name.padEnd(22)}${c.summary}`).join("\n")}`)
@@ -109,7 +110,7 @@ function applyCommand(name: string): Command {
       expectSum: typeof o.expectSum === "number" ? o.expectSum : undefined,
       force: o.force === true,
       cacheDelta: o.cacheDelta !== false,
-      ...(o.format === "pytorch" || o.format === "gguf" || o.format === "safetensors" ? { format: o.format } : {}),
+      ...(typeof o.format === "string" ? { format: o.format as OutputFormatName } : {}),
       ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
       ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
     })));
@@ -174,7 +175,7 @@ export function buildProgram(): Command {
       .argument("<out>", "output .safetensors, .bin, .pt or .pth file, or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
       .option("--force", "write into a directory that holds other files (none of them is overwritten)")
-      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints, gguf one GGUF file for llama.cpp").choices(["safetensors", "pytorch", "gguf"]))
+      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints, gguf one GGUF file for llama.cpp").choices(OUTPUT_FORMAT_NAMES))
       .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
       .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16; auto: f16 for a float16 model, else bf16)").choices(OUTTYPES))
       .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
@@ -182,7 +183,7 @@ export function buildProgram(): Command {
         out: out!,
         maxShardBytes: typeof o.maxShardSize === "string" ? parseSize(o.maxShardSize) : undefined,
         force: o.force === true,
-        ...(o.format === "pytorch" || o.format === "gguf" || o.format === "safetensors" ? { format: o.format } : {}),
+        ...(typeof o.format === "string" ? { format: o.format as OutputFormatName } : {}),
         ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
         ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
       }))),
@@ -272,7 +273,7 @@ function reportError(err: unknown, debug: boolean, json: boolean): number {
   const message = printable(oneLine(err));
   process.stderr.write(`error: ${message}\n`);
   if (debug && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-  if (json) printJsonError(code, message, err instanceof DeltaError ? err.rule : undefined);
+  if (json) printJsonError(code, message, err instanceof DeltaWeightsError ? err.rule : undefined);
   return err instanceof UsageError ? 2 : 1;
 }
 

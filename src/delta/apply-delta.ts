@@ -2,9 +2,11 @@ import { existsSync, statSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DeltaError, UsageError } from "../errors.js";
-import type { FormatName } from "../formats/registry.js";
+import { PYTORCH_OUTPUT } from "../formats/outputs/pytorch.js";
+import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import type { Outtype } from "../gguf/llama.js";
-import { applyAsGguf, type GgufApplyOutput } from "./apply-gguf.js";
+import { outputFormatNamed, refuseUnacceptedOutputOptions, type OutputFormatName } from "../model/output-formats.js";
+import { applyAsModelFile, type GgufApplyOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
 import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
@@ -18,7 +20,7 @@ import { LocalDeltaView } from "./conventions/view.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identify.js";
 import { addChecksumList, recover, type RecoveredFile } from "./engine/recover.js";
-import { retargetToPytorch } from "./pytorch-output.js";
+import { retargetTensorFiles } from "./pytorch-output.js";
 
 export interface ApplyDeltaOptions {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
@@ -48,8 +50,8 @@ export interface ApplyDeltaOptions {
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
-  /** The recovered weights' format: "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
-  format?: FormatName | "gguf";
+  /** The recovered weights' format (model/output-formats.ts): "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
+  format?: OutputFormatName;
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
 }
@@ -83,11 +85,12 @@ export interface ApplyDeltaResult {
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
-  if (options.format === "gguf") {
+  const output = outputFormatNamed(options.format);
+  refuseUnacceptedOutputOptions(output, { outtype: options.outtype, byteorderRecord: options.byteorderRecord });
+  if (output.kind === "model file") {
     const { format: _format, outtype: _outtype, ...rest } = options;
-    return applyAsGguf(options, (scratch) => applyDelta({ ...rest, target: scratch }));
+    return applyAsModelFile(output, options, (scratch) => applyDelta({ ...rest, target: scratch }));
   }
-  if (options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (--format gguf)");
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
   const signatures = await signatureFiles();
@@ -113,14 +116,14 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
     const plan = await convention.plan(view, expectSum === undefined ? {} : { expectSum });
     try {
       const release = await convention.recordedRelease?.(view);
-      if (options.format === "pytorch") {
-        const recorded = await release?.read();
+      if (output !== SAFETENSORS_OUTPUT) {
+        // The release's own PyTorch checkpoints, when make-delta recorded them, are written as published.
+        const recorded = output === PYTORCH_OUTPUT ? await release?.read() : undefined;
         if (recorded !== undefined && options.byteorderRecord === true) {
           throw new UsageError(`--byteorder-record: ${delta.source} records the release's own checkpoints, which are written as published; drop the flag`);
         }
-        retargetToPytorch(plan, convention.name, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
+        retargetTensorFiles(plan, convention.name, output, { byteorderRecord: options.byteorderRecord === true, ...(recorded === undefined ? {} : { recorded }) });
       }
-      else if (options.byteorderRecord === true) throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
       else if (release !== undefined) {
         plan.notes.push(`the release was published as PyTorch checkpoints, recorded in ${release.file}: --format pytorch writes those files byte for byte`);
       }

@@ -1,10 +1,10 @@
 /**
- * apply-delta --format gguf: the model is recovered as usual (every file
- * checked against what its publisher gave) into a scratch folder of the
- * target, then written as one GGUF file from those verified bytes, and the
- * scratch folder removed. The GGUF file is thus made from a model proven
- * bit-identical to the publisher's; the cost is disk: the recovered
- * safetensors and the GGUF file are both on disk until the end.
+ * apply-delta --format gguf (or another whole-model format): the model is
+ * recovered as usual (every file checked against what its publisher gave)
+ * into a scratch folder of the target, then written as one file (GGUF) from
+ * those verified bytes, and the scratch folder removed. The file is thus
+ * made from a model proven bit-identical to the publisher's; the cost is
+ * disk: the recovered safetensors and the file are both on disk until the end.
  */
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -12,10 +12,11 @@ import { basename, join, resolve } from "node:path";
 import { DeltaWeightsError } from "../errors.js";
 import type { Outtype } from "../gguf/llama.js";
 import { convertModel, type ConvertedFile } from "../model/convert.js";
-import { checkGgufCompanions } from "../model/gguf-output.js";
+import type { ModelFileFormat } from "../model/model-file-format.js";
+import type { OutputFormatName } from "../model/output-formats.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
 
-/** The scratch folder in the target that holds the recovered model until its GGUF file is written (a rerun resumes it). */
+/** The scratch folder in the target that holds the recovered model until its file is written (a rerun resumes it). */
 export const RECOVERED_SCRATCH = ".delta-weights-recovered";
 
 export interface GgufApplyOutput {
@@ -25,18 +26,20 @@ export interface GgufApplyOutput {
 
 /**
  * Runs `recoverInto` (the ordinary apply) into the scratch folder, then
- * converts. Refusals that config.json and tokenizer.model decide come first.
+ * converts to `format`. Refusals that the companion files (config.json,
+ * tokenizer.model) decide come first.
  */
-export async function applyAsGguf<T extends { notes: string[] }>(
+export async function applyAsModelFile<T extends { notes: string[] }>(
+  format: ModelFileFormat<OutputFormatName>,
   options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype },
   recoverInto: (scratch: string) => Promise<T>,
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
   const base = asLocalSource(options.base);
-  await checkGgufCompanions([delta.path, base.path], delta.source);
+  await format.checkCompanions([delta.path, base.path], delta.source);
   const target = resolve(options.target);
   const name = basename(target);
-  const out = join(target, `${name}.gguf`);
+  const out = join(target, format.fileNameFor(name));
   if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another target`);
   if (existsSync(target)) {
     const foreign = readdirSync(target).filter((f) => f !== RECOVERED_SCRATCH && !f.startsWith(".delta-weights"));
@@ -47,12 +50,16 @@ export async function applyAsGguf<T extends { notes: string[] }>(
   mkdirSync(target, { recursive: true });
   const scratch = join(target, RECOVERED_SCRATCH);
   const recovered = await recoverInto(scratch);
-  const converted = await convertModel(scratch, out, { ...(options.outtype === undefined ? {} : { outtype: options.outtype }), ggufName: name });
+  const converted = await convertModel(scratch, out, {
+    format: format.name,
+    ...(options.outtype === undefined ? {} : { outtype: options.outtype }),
+    ...(format.accepts.includes("modelName") ? { modelName: name } : {}),
+  });
   await rm(scratch, { recursive: true, force: true });
   const file = { ...converted.files[0]!, path: basename(out) };
   return {
     ...recovered,
-    notes: [...recovered.notes, `GGUF: ${file.path} (--outtype ${converted.outtype}) written from the verified model; the recovered safetensors files were removed`],
+    notes: [...recovered.notes, `${format.title}: ${file.path}${converted.outtype === undefined ? "" : ` (--outtype ${converted.outtype})`} written from the verified model; the recovered safetensors files were removed`],
     gguf: { file, outtype: converted.outtype ?? "" },
   };
 }

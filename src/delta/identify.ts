@@ -3,7 +3,7 @@ import { basename, dirname, join } from "node:path";
 import { HashPool } from "../hash/hash-pool.js";
 import { listRegularFiles } from "../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES } from "../limits.js";
-import { isWeightFileName } from "../model/extra-files.js";
+import { META_FILES, PYTORCH_FILES, isWeightFileName } from "../formats/weight-files.js";
 import type { OnProgress } from "../progress.js";
 import { KNOWN_FILES, type KnownFile } from "./known/base-conversions.js";
 
@@ -61,8 +61,8 @@ export async function identifyModel(path: string, options: { threads?: number; o
 export function mayBeKnownConversion(weightFiles: readonly string[]): boolean {
   const n = weightFiles.length;
   // Meta's originals: digests are published for 7B (1 file), 13B (2) and 33B (4).
-  if (weightFiles.every((f, i) => f === `consolidated.${String(i).padStart(2, "0")}.pth`)) return n === 1 || n === 2 || n === 4;
-  return (n === 2 || n === 3 || n === 7) && weightFiles.every((f) => new RegExp(`^pytorch_model-\\d{5}-of-0000${n}\\.bin$`).test(f));
+  if (weightFiles.every((f, i) => META_FILES.part.exec(f)?.[1] === String(i).padStart(2, "0"))) return n === 1 || n === 2 || n === 4;
+  return (n === 2 || n === 3 || n === 7) && weightFiles.every((f) => new RegExp(`^\\d{5}-of-0000${n}$`).test(PYTORCH_FILES.shard.exec(f)?.[1] ?? ""));
 }
 
 /** One line for a summary: which known base this is, or that it is none. */

@@ -1,6 +1,7 @@
 /**
- * apply-delta --format pytorch: the recovery plan's safetensors outputs
- * become PyTorch checkpoints, each byte-identical to torch.save (1.13) of a
+ * apply-delta --format pytorch (or another tensor-file format): the recovery
+ * plan's safetensors outputs become files of that format. PyTorch's are
+ * checkpoints, each byte-identical to torch.save (1.13) of a
  * dict of its tensors in the header's data order, named as save_pretrained
  * names PyTorch shards (model-00001-of-00002.safetensors ->
  * pytorch_model-00001-of-00002.bin), with pytorch_model.bin.index.json in
@@ -17,7 +18,8 @@
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { DeltaError, UsageError } from "../errors.js";
-import { OUTPUT_FORMAT, PYTORCH_OUTPUT } from "../formats/registry.js";
+import type { TensorFileFormat } from "../formats/output-format.js";
+import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import { formatIndex } from "../formats/shard-plan.js";
 import { parseHeaderJson } from "../safetensors/header.js";
 import { dtypeBytes } from "../dtypes.js";
@@ -28,7 +30,7 @@ import { SkeletonWriter } from "../pytorch/skeleton.js";
 import { MANIFEST_FILE } from "./own/manifest.js";
 import { PYTORCH_CHECKPOINTS_FILE, type RecordedCheckpoint, type RecordedCheckpoints } from "./engine/pytorch-checkpoints.js";
 
-export interface PytorchOutputOptions {
+export interface RetargetOptions {
   /** Add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
   /** The release's own checkpoints, recorded by make-delta: written as published instead. */
@@ -38,17 +40,17 @@ export interface PytorchOutputOptions {
 const noSink = { write: async () => undefined };
 
 /**
- * Rewrites `plan.files` in place for PyTorch output; refuses a plan with no
- * tensor files: byte codecs restore the publisher's own files, and the
+ * Rewrites `plan.files` in place for output in `format`; refuses a plan with
+ * no tensor files: byte codecs restore the publisher's own files, and the
  * conventions with writers of their own (LoRA merges, Koala) write safetensors.
  */
-export function retargetToPytorch(plan: ConventionPlan, convention: string, options: PytorchOutputOptions = {}): void {
+export function retargetTensorFiles(plan: ConventionPlan, convention: string, format: TensorFileFormat, options: RetargetOptions = {}): void {
   if (plan.baseFiles !== undefined) {
-    throw new UsageError(`--format pytorch: the ${convention} convention restores the publisher's own files byte for byte, in their own format; run without --format`);
+    throw new UsageError(`--format ${format.name}: the ${convention} convention restores the publisher's own files byte for byte, in their own format; run without --format`);
   }
   if (!plan.files.some((f) => tensorSpecOf(f) !== undefined)) {
     throw new UsageError(
-      `--format pytorch: the ${convention} convention writes its tensors as safetensors only; run without --format, then delta-weights convert TARGET OUT_DIR --format pytorch if you need .bin checkpoints`,
+      `--format ${format.name}: the ${convention} convention writes its tensors as safetensors only; run without --format, then delta-weights convert TARGET OUT_DIR --format ${format.name} if you need ${format.title} files`,
     );
   }
   if (options.recorded !== undefined) {
@@ -64,14 +66,14 @@ export function retargetToPytorch(plan: ConventionPlan, convention: string, opti
     const spec = tensorSpecOf(file);
     const dir = posix.dirname(file.path);
     if (spec !== undefined) {
-      const converted = pytorchFile(spec, file.reads, options);
+      const converted = retargetedFile(spec, file.reads, format, options);
       allChecked &&= converted.checkedBy !== undefined;
       for (const t of parseHeaderJson(spec.path, new TextEncoder().encode(spec.header)).tensors) {
         weightMap.set(t.name, posix.basename(converted.path));
         totalSize += t.shape.reduce((n, d) => n * d, 1) * dtypeBytes(t.dtype);
       }
       files.push(converted);
-    } else if (posix.basename(file.path) === OUTPUT_FORMAT.indexFile) {
+    } else if (posix.basename(file.path) === SAFETENSORS_OUTPUT.indexFile) {
       index = { at: files.length, dir, ...(file.expected === undefined ? {} : { from: file.expected.from }) };
       files.push(file); // replaced below, once every shard's tensors are known
     } else {
@@ -79,7 +81,7 @@ export function retargetToPytorch(plan: ConventionPlan, convention: string, opti
     }
   }
   if (index !== undefined) {
-    const path = index.dir === "." ? PYTORCH_OUTPUT.indexFile : `${index.dir}/${PYTORCH_OUTPUT.indexFile}`;
+    const path = index.dir === "." ? format.indexFile : `${index.dir}/${format.indexFile}`;
     const text = textFile(path, formatIndex(totalSize, weightMap));
     // The index is the checked shards' own names and tensor list.
     if (allChecked && index.from !== undefined) text.checkedBy = `${index.from}'s tensor list`;
@@ -87,27 +89,27 @@ export function retargetToPytorch(plan: ConventionPlan, convention: string, opti
   }
   const seen = new Set<string>();
   for (const f of files) {
-    if (seen.has(f.path)) throw new DeltaError(`--format pytorch would write ${f.path} twice: the delta also carries a file of that name`);
+    if (seen.has(f.path)) throw new DeltaError(`--format ${format.name} would write ${f.path} twice: the delta also carries a file of that name`);
     seen.add(f.path);
   }
   plan.files = files;
 }
 
-/** One safetensors output as a PyTorch checkpoint, its tensors checked against the publisher's tensor digests where recorded. */
-function pytorchFile(spec: TensorFileSpec, reads: PlannedFile["reads"], options: PytorchOutputOptions): PlannedFile {
+/** One safetensors output as a file of `format`, its tensors checked against the publisher's tensor digests where recorded. */
+function retargetedFile(spec: TensorFileSpec, reads: PlannedFile["reads"], format: TensorFileFormat, options: RetargetOptions): PlannedFile {
   const dir = posix.dirname(spec.path);
-  const name = PYTORCH_OUTPUT.shardNameFor(posix.basename(spec.path));
+  const name = format.shardName(posix.basename(spec.path));
   const path = dir === "." ? name : `${dir}/${name}`;
   const tensors = parseHeaderJson(spec.path, new TextEncoder().encode(spec.header)).tensors;
-  const writeOptions = { container: "dict" as const, byteorderRecord: options.byteorderRecord === true };
-  const size = PYTORCH_OUTPUT.create(noSink, path, tensors, writeOptions).fileSize;
+  const writeOptions = { byteorderRecord: options.byteorderRecord === true };
+  const size = format.create(noSink, path, tensors, writeOptions).fileSize;
   const checked = spec.targetSha256 !== undefined && tensors.every((t) => spec.targetSha256!(t.name) !== undefined);
   return {
     path,
     size,
     ...(reads === undefined ? {} : { reads }),
     ...(spec.expected === undefined || !checked ? {} : { checkedBy: `${spec.expected.from}'s tensor sha256s` }),
-    produce: (sink, context) => writeRecipes({ ...spec, path }, PYTORCH_OUTPUT.create(sink, sink.finalPath, tensors, writeOptions), context, checked),
+    produce: (sink, context) => writeRecipes({ ...spec, path }, format.create(sink, sink.finalPath, tensors, writeOptions), context, checked),
   };
 }
 
@@ -128,7 +130,7 @@ function releaseFiles(planned: readonly PlannedFile[], recorded: RecordedCheckpo
       if (checkpoint === undefined) throw new DeltaError(`${PYTORCH_CHECKPOINTS_FILE} records no checkpoint for ${spec.path}`);
       used.add(checkpoint.file);
       files.push(releaseCheckpoint(spec, file.reads, checkpoint));
-    } else if (posix.basename(file.path) === OUTPUT_FORMAT.indexFile) {
+    } else if (posix.basename(file.path) === SAFETENSORS_OUTPUT.indexFile) {
       if (recorded.index === undefined) throw new DeltaError(`${PYTORCH_CHECKPOINTS_FILE} records no index for the sharded release`);
       const text = recorded.index.text;
       files.push(textFile(recorded.index.file, text, { sha256: createHash("sha256").update(text).digest("hex"), from: MANIFEST_FILE }));

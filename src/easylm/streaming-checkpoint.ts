@@ -15,7 +15,7 @@
  */
 import type { DType } from "../dtypes.js";
 import { dtypeBytes } from "../dtypes.js";
-import { DeltaError } from "../errors.js";
+import { DeltaError, type EasyLmRule } from "../errors.js";
 import { MAX_EASYLM_KEY_PART_BYTES, MAX_EASYLM_KEY_PARTS, MAX_RANK, MAX_TENSORS_PER_MODEL } from "../limits.js";
 
 /** Reads exactly `length` bytes at `position`. */
@@ -40,8 +40,8 @@ const DTYPES: Readonly<Record<string, DType>> = { float16: "F16", bfloat16: "BF1
  */
 export const RECORD_HEADER_BYTES = 4096;
 
-function easyLmError(file: string, problem: string): DeltaError {
-  return new DeltaError(`Failed to read ${file}: ${problem}`);
+function easyLmError(file: string, rule: EasyLmRule, problem: string): DeltaError {
+  return new DeltaError(`Failed to read ${file}: ${problem}`, { rule });
 }
 
 /**
@@ -63,26 +63,30 @@ export async function scanEasyLmCheckpoint(read: ReadAt, size: number, label: st
   const records: EasyLmRecord[] = [];
   const seen = new Set<string>();
   for (let position = 0; position < size; ) {
-    if (records.length >= MAX_TENSORS_PER_MODEL) throw easyLmError(label, `more than ${MAX_TENSORS_PER_MODEL} records, the limit for one model`);
+    if (records.length >= MAX_TENSORS_PER_MODEL) throw easyLmError(label, "too-many-records", `more than ${MAX_TENSORS_PER_MODEL} records, the limit for one model`);
     const head = await read(position, Math.min(RECORD_HEADER_BYTES, size - position));
     let parsed: ParsedHeader;
     try {
       parsed = parseRecordHeader(head, position, size);
     } catch (err) {
-      if (err instanceof HeaderProblem) throw easyLmError(label, `the record at byte ${position}${records.length === 0 ? "" : ` (after "${records[records.length - 1]!.key.join("/")}")`} ${err.message}`);
+      if (err instanceof HeaderProblem) throw easyLmError(label, err.rule, `the record at byte ${position}${records.length === 0 ? "" : ` (after "${records[records.length - 1]!.key.join("/")}")`} ${err.message}`);
       throw err;
     }
     const path = parsed.record.key.join("/");
-    if (seen.has(path)) throw easyLmError(label, `"${path}" is stored twice`);
+    if (seen.has(path)) throw easyLmError(label, "record-duplicate", `"${path}" is stored twice`);
     seen.add(path);
     records.push(parsed.record);
     position = parsed.end;
   }
-  if (records.length === 0) throw easyLmError(label, "it holds no records");
+  if (records.length === 0) throw easyLmError(label, "no-records", "it holds no records");
   return records;
 }
 
-class HeaderProblem extends Error {}
+class HeaderProblem extends Error {
+  constructor(readonly rule: EasyLmRule, message: string) {
+    super(message);
+  }
+}
 
 interface ParsedHeader {
   record: EasyLmRecord;
@@ -93,39 +97,39 @@ interface ParsedHeader {
 /** Parses the record starting at file position `base` from `bytes` (its first bytes); `fileSize` bounds every length. */
 function parseRecordHeader(bytes: Uint8Array, base: number, fileSize: number): ParsedHeader {
   const r = new Cursor(bytes);
-  if (r.arrayLength() !== 2) throw new HeaderProblem("is not a (key, value) pair");
+  if (r.arrayLength() !== 2) throw new HeaderProblem("record-malformed", "is not a (key, value) pair");
   const parts = r.arrayLength();
-  if (parts < 1 || parts > MAX_EASYLM_KEY_PARTS) throw new HeaderProblem(`has a key path of ${parts} parts`);
+  if (parts < 1 || parts > MAX_EASYLM_KEY_PARTS) throw new HeaderProblem("record-malformed", `has a key path of ${parts} parts`);
   const key: string[] = [];
   for (let i = 0; i < parts; i++) key.push(r.str(MAX_EASYLM_KEY_PART_BYTES));
   const valueLength = r.binLength();
   const valueStart = base + r.at;
   const end = valueStart + valueLength;
-  if (end > fileSize) throw new HeaderProblem(`"${key.join("/")}" runs past the end of the file (${end - fileSize} bytes missing): the file is truncated`);
+  if (end > fileSize) throw new HeaderProblem("record-truncated", `"${key.join("/")}" runs past the end of the file (${end - fileSize} bytes missing): the file is truncated`);
   // flax's to_bytes of one array: ext type 1 around (shape, dtype, bytes).
   const tag = r.peek();
-  if ((tag >= 0x80 && tag <= 0x8f) || tag === 0xde || tag === 0xdf) throw new HeaderProblem(`"${key.join("/")}" is a chunked array (flax splits arrays over 1 GiB): not supported`);
+  if ((tag >= 0x80 && tag <= 0x8f) || tag === 0xde || tag === 0xdf) throw new HeaderProblem("record-unsupported", `"${key.join("/")}" is a chunked array (flax splits arrays over 1 GiB): not supported`);
   const ext = r.ext();
-  if (ext.type !== 1) throw new HeaderProblem(`"${key.join("/")}" is msgpack extension type ${ext.type}, not flax's ndarray (1)`);
-  if (base + r.at + ext.length !== end) throw new HeaderProblem(`"${key.join("/")}": its array does not fill its value exactly`);
-  if (r.arrayLength() !== 3) throw new HeaderProblem(`"${key.join("/")}": the array is not (shape, dtype, bytes)`);
+  if (ext.type !== 1) throw new HeaderProblem("record-unsupported", `"${key.join("/")}" is msgpack extension type ${ext.type}, not flax's ndarray (1)`);
+  if (base + r.at + ext.length !== end) throw new HeaderProblem("record-malformed", `"${key.join("/")}": its array does not fill its value exactly`);
+  if (r.arrayLength() !== 3) throw new HeaderProblem("record-malformed", `"${key.join("/")}": the array is not (shape, dtype, bytes)`);
   const rank = r.arrayLength();
-  if (rank > MAX_RANK) throw new HeaderProblem(`"${key.join("/")}" has ${rank} dimensions`);
+  if (rank > MAX_RANK) throw new HeaderProblem("record-malformed", `"${key.join("/")}" has ${rank} dimensions`);
   const shape: number[] = [];
   let numel = 1;
   for (let i = 0; i < rank; i++) {
     const d = r.uint();
     shape.push(d);
     numel *= d;
-    if (!Number.isSafeInteger(numel)) throw new HeaderProblem(`"${key.join("/")}" has a shape too large to address`);
+    if (!Number.isSafeInteger(numel)) throw new HeaderProblem("record-too-large", `"${key.join("/")}" has a shape too large to address`);
   }
   const dtypeName = r.str(32);
   const dtype = DTYPES[dtypeName];
-  if (dtype === undefined) throw new HeaderProblem(`"${key.join("/")}" is ${JSON.stringify(dtypeName)}, not a float16, bfloat16, float32 or float64 array`);
+  if (dtype === undefined) throw new HeaderProblem("record-unsupported", `"${key.join("/")}" is ${JSON.stringify(dtypeName)}, not a float16, bfloat16, float32 or float64 array`);
   const dataLength = r.binLength();
   const dataStart = base + r.at;
-  if (dataStart + dataLength !== end) throw new HeaderProblem(`"${key.join("/")}": its bytes do not end where its value does`);
-  if (dataLength !== numel * dtypeBytes(dtype)) throw new HeaderProblem(`"${key.join("/")}" holds ${dataLength} bytes, but [${shape.join(", ")}] ${dtypeName} is ${numel * dtypeBytes(dtype)}`);
+  if (dataStart + dataLength !== end) throw new HeaderProblem("record-malformed", `"${key.join("/")}": its bytes do not end where its value does`);
+  if (dataLength !== numel * dtypeBytes(dtype)) throw new HeaderProblem("record-malformed", `"${key.join("/")}" holds ${dataLength} bytes, but [${shape.join(", ")}] ${dtypeName} is ${numel * dtypeBytes(dtype)}`);
   return { record: { key, dtype, shape, dataStart, byteLength: dataLength }, end };
 }
 
@@ -135,7 +139,7 @@ class Cursor {
   constructor(private readonly bytes: Uint8Array) {}
 
   peek(): number {
-    if (this.at >= this.bytes.length) throw new HeaderProblem("has a header longer than a record header can be, or the file ends inside it");
+    if (this.at >= this.bytes.length) throw new HeaderProblem("record-malformed", "has a header longer than a record header can be, or the file ends inside it");
     return this.bytes[this.at]!;
   }
 
@@ -156,7 +160,7 @@ class Cursor {
     if (t >= 0x90 && t <= 0x9f) return t & 0x0f;
     if (t === 0xdc) return this.be(2);
     if (t === 0xdd) return this.be(4);
-    throw new HeaderProblem(`has msgpack type 0x${t.toString(16)} where an array belongs`);
+    throw new HeaderProblem("record-malformed", `has msgpack type 0x${t.toString(16)} where an array belongs`);
   }
 
   str(maxBytes: number): string {
@@ -166,9 +170,9 @@ class Cursor {
     else if (t === 0xd9) n = this.be(1);
     else if (t === 0xda) n = this.be(2);
     else if (t === 0xdb) n = this.be(4);
-    else throw new HeaderProblem(`has msgpack type 0x${t.toString(16)} where a string belongs`);
-    if (n > maxBytes) throw new HeaderProblem(`has a ${n}-byte name`);
-    if (this.at + n > this.bytes.length) throw new HeaderProblem("has a header longer than a record header can be, or the file ends inside it");
+    else throw new HeaderProblem("record-malformed", `has msgpack type 0x${t.toString(16)} where a string belongs`);
+    if (n > maxBytes) throw new HeaderProblem("record-too-large", `has a ${n}-byte name`);
+    if (this.at + n > this.bytes.length) throw new HeaderProblem("record-malformed", "has a header longer than a record header can be, or the file ends inside it");
     const text = new TextDecoder("utf-8", { fatal: true }).decode(this.bytes.subarray(this.at, this.at + n));
     this.at += n;
     return text;
@@ -179,7 +183,7 @@ class Cursor {
     if (t === 0xc4) return this.be(1);
     if (t === 0xc5) return this.be(2);
     if (t === 0xc6) return this.be(4);
-    throw new HeaderProblem(`has msgpack type 0x${t.toString(16)} where bytes belong`);
+    throw new HeaderProblem("record-malformed", `has msgpack type 0x${t.toString(16)} where bytes belong`);
   }
 
   ext(): { type: number; length: number } {
@@ -190,7 +194,7 @@ class Cursor {
     else if (t === 0xc7) length = this.be(1);
     else if (t === 0xc8) length = this.be(2);
     else if (t === 0xc9) length = this.be(4);
-    else throw new HeaderProblem(`has msgpack type 0x${t.toString(16)} where flax's array extension belongs`);
+    else throw new HeaderProblem("record-malformed", `has msgpack type 0x${t.toString(16)} where flax's array extension belongs`);
     const type = this.byte();
     return { type: type > 127 ? type - 256 : type, length };
   }
@@ -203,9 +207,9 @@ class Cursor {
     if (t === 0xce) return this.be(4);
     if (t === 0xcf) {
       const v = this.be(8);
-      if (!Number.isSafeInteger(v)) throw new HeaderProblem("has a dimension too large to address");
+      if (!Number.isSafeInteger(v)) throw new HeaderProblem("record-too-large", "has a dimension too large to address");
       return v;
     }
-    throw new HeaderProblem(`has msgpack type 0x${t.toString(16)} where a dimension belongs`);
+    throw new HeaderProblem("record-malformed", `has msgpack type 0x${t.toString(16)} where a dimension belongs`);
   }
 }

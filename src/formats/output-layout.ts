@@ -1,10 +1,10 @@
 import type { DType } from "../dtypes.js";
-import { encodeHeader, parseHeaderJson, type HeaderTensor } from "../safetensors/header.js";
+import type { PlacedTensor } from "./output-format.js";
+import { SAFETENSORS_OUTPUT } from "./outputs/safetensors.js";
 import { formatIndex } from "./shard-plan.js";
-import { OUTPUT_FORMAT } from "./registry.js";
 
 /**
- * The output files a model's tensors become: each file's exact header text
+ * The safetensors files a model's tensors become: each file's exact header text
  * and its tensors in data order, plus the index when there are several.
  * Outputs are written from exactly these, so their bytes are known before
  * the first one is written.
@@ -13,7 +13,7 @@ export interface OutputFile {
   file: string;
   headerText: string;
   /** In data-offset order. */
-  tensors: HeaderTensor[];
+  tensors: PlacedTensor[];
   /** Header prefix + text + data. */
   size: number;
 }
@@ -41,15 +41,12 @@ export function convertedLayout(weightFiles: readonly string[], tensors: Iterabl
   const weightMap = new Map<string, string>();
   let totalSize = 0;
   for (const rel of weightFiles) {
-    const name = OUTPUT_FORMAT.fileNameFor(rel);
-    const { bytes, tensors: placed } = encodeHeader(byFile.get(rel) ?? [], { format: "pt" });
-    const text = new TextDecoder().decode(bytes.subarray(8));
-    const header = parseHeaderJson(name, bytes.subarray(8));
-    const dataBytes = placed.length === 0 ? 0 : placed[placed.length - 1]!.end;
-    files.push({ file: name, headerText: text, tensors: header.tensors, size: bytes.length + dataBytes });
-    for (const t of placed) weightMap.set(t.name, name);
-    totalSize += dataBytes;
+    const name = SAFETENSORS_OUTPUT.fileNameFor(rel);
+    const layout = SAFETENSORS_OUTPUT.layout(name, byFile.get(rel) ?? [], { format: "pt" });
+    files.push({ file: name, ...layout });
+    for (const t of layout.tensors) weightMap.set(t.name, name);
+    totalSize += layout.tensors.length === 0 ? 0 : layout.tensors[layout.tensors.length - 1]!.end;
   }
-  const index = files.length > 1 ? { file: OUTPUT_FORMAT.indexFile, text: formatIndex(totalSize, weightMap) } : undefined;
+  const index = files.length > 1 ? { file: SAFETENSORS_OUTPUT.indexFile, text: formatIndex(totalSize, weightMap) } : undefined;
   return { files, index };
 }

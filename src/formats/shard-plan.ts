@@ -4,6 +4,7 @@
  */
 import { MAX_TENSORS_PER_FILE } from "../limits.js";
 import { compareCodePoints } from "../text.js";
+import { SAFETENSORS_FILES } from "./weight-files.js";
 
 export interface ShardPlan {
   /** Shard file names in order. */
@@ -12,7 +13,7 @@ export interface ShardPlan {
   assignment: Map<string, string>;
 }
 
-export const SINGLE_FILE_NAME = "model.safetensors";
+export const SINGLE_FILE_NAME = SAFETENSORS_FILES.single;
 
 /**
  * Splits tensors, in the given order, into shards of at most `maxShardBytes`

@@ -115,13 +115,13 @@ function ggufTensorName(name: string, label: string): string | undefined {
   if (direct !== undefined) return direct;
   const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(name);
   const mapped = m === null ? undefined : LAYER_TENSORS[m[2]!];
-  if (m === null || mapped === undefined) throw new ModelError(`${label}: tensor "${name}" is not part of a LLaMA model the GGUF writer knows (llama.cpp's converter cannot map it either)`);
+  if (m === null || mapped === undefined) throw new ModelError(`${label}: tensor "${name}" is not part of a LLaMA model the GGUF writer knows (llama.cpp's converter cannot map it either)`, { rule: "gguf-tensor" });
   return `blk.${m[1]}.${mapped}.${m[3]}`;
 }
 
 function requireInt(config: Json, key: string, label: string): number {
   const v = config[key];
-  if (!isInt(v) || v <= 0) throw new ModelError(`${label}: config.json has no positive integer "${key}", which a GGUF file needs`);
+  if (!isInt(v) || v <= 0) throw new ModelError(`${label}: config.json has no positive integer "${key}", which a GGUF file needs`, { rule: "gguf-config" });
   return v;
 }
 
@@ -160,9 +160,9 @@ function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { token
     types[id] = [PieceType.UNKNOWN, PieceType.CONTROL, PieceType.UNUSED, PieceType.BYTE].includes(p.type as 2 | 3 | 5 | 6) ? p.type : PieceType.NORMAL;
   }
   if (inputs.addedTokens !== undefined) {
-    if (!isObject(inputs.addedTokens)) throw new ModelError(`${inputs.label}: added_tokens.json is not an object of token -> id`);
+    if (!isObject(inputs.addedTokens)) throw new ModelError(`${inputs.label}: added_tokens.json is not an object of token -> id`, { rule: "gguf-tokenizer" });
     for (const [token, id] of Object.entries(inputs.addedTokens)) {
-      if (!isInt(id) || id < 0) throw new ModelError(`${inputs.label}: added_tokens.json gives "${token}" the id ${String(id)}, not a token id`);
+      if (!isInt(id) || id < 0) throw new ModelError(`${inputs.label}: added_tokens.json gives "${token}" the id ${String(id)}, not a token id`, { rule: "gguf-tokenizer" });
       if (id >= vocabSize) continue;
       tokens[id] = enc.encode(token);
       scores[id] = -1000;
@@ -174,7 +174,7 @@ function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { token
     for (const [key, data] of Object.entries(decoder)) {
       const id = Number(key);
       if (!Number.isSafeInteger(id) || id < 0 || !isObject(data) || typeof data.content !== "string") {
-        throw new ModelError(`${inputs.label}: tokenizer_config.json's added_tokens_decoder entry "${key}" is not an id with a content string`);
+        throw new ModelError(`${inputs.label}: tokenizer_config.json's added_tokens_decoder entry "${key}" is not an id with a content string`, { rule: "gguf-tokenizer" });
       }
       if (id >= vocabSize) continue;
       let token = data.content;
@@ -220,7 +220,7 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
   let chatTemplate: string | undefined;
   const setId = (typ: string, id: unknown) => {
     if (!isInt(id)) return;
-    if (id < 0) throw new ModelError(`${inputs.label}: the ${typ} token id ${id} is negative`);
+    if (id < 0) throw new ModelError(`${inputs.label}: the ${typ} token id ${id} is negative`, { rule: "gguf-tokenizer" });
     if (id < nVocab && !ids.has(typ)) ids.set(typ, id);
   };
   const tokenizerConfig = isObject(inputs.tokenizerConfig) ? { ...inputs.tokenizerConfig } : undefined;
@@ -238,7 +238,7 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
       const processors = Array.isArray(post.processors) ? post.processors.filter(isObject) : [post];
       for (const processor of processors) {
         if (processor.type === "RobertaProcessing") {
-          throw new ModelError(`${inputs.label}: tokenizer.json uses RobertaProcessing, which is not a LLaMA tokenizer`);
+          throw new ModelError(`${inputs.label}: tokenizer.json uses RobertaProcessing, which is not a LLaMA tokenizer`, { rule: "gguf-tokenizer" });
         }
         if (processor.type !== "TemplateProcessing") continue;
         const single = Array.isArray(processor.single) ? processor.single.filter(isObject) : [];
@@ -259,7 +259,7 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
           last = specialId(single[single.length - 1]);
           if (last !== undefined) {
             if (!tokenizerConfig) eos = last;
-            else if (last !== eos) throw new ModelError(`${inputs.label}: tokenizer.json ends a sequence with ${last}, not the eos token ${String(eos)} (the converter then writes an EOT token this writer does not)`);
+            else if (last !== eos) throw new ModelError(`${inputs.label}: tokenizer.json ends a sequence with ${last}, not the eos token ${String(eos)} (the converter then writes an EOT token this writer does not)`, { rule: "gguf-tokenizer" });
             add.set("eos", last === eos);
           }
         }
@@ -288,7 +288,7 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
   if (tokenizerConfig) {
     const template = tokenizerConfig.chat_template ?? inputs.chatTemplateFile;
     if (typeof template === "string") chatTemplate = template;
-    else if (template !== undefined && template !== null) throw new ModelError(`${inputs.label}: tokenizer_config.json's chat_template is not a string (named templates are not written)`);
+    else if (template !== undefined && template !== null) throw new ModelError(`${inputs.label}: tokenizer_config.json's chat_template is not a string (named templates are not written)`, { rule: "gguf-tokenizer" });
     for (const typ of SPECIAL_TYPES) {
       const flag = tokenizerConfig[`add_${typ}_token`];
       if (typeof flag === "boolean") add.set(typ, flag);
@@ -314,18 +314,18 @@ function specialVocab(inputs: LlamaGgufInputs, nVocab: number): GgufMetadata {
 
 /** The model's hyperparameters, or a refusal naming what the GGUF writer does not write (before any output). */
 export function checkLlamaGgufConfig(label: string, config: unknown, tokenizerModel: SentencePieceModel): LlamaHyperparameters {
-  if (!isObject(config)) throw new ModelError(`${label}: config.json is not a JSON object`);
+  if (!isObject(config)) throw new ModelError(`${label}: config.json is not a JSON object`, { rule: "gguf-config" });
   const architectures = Array.isArray(config.architectures) ? config.architectures : [];
   const arch = architectures[0];
   if (typeof arch !== "string" || !LLAMA_ARCHITECTURES.has(arch)) {
-    throw new ModelError(`${label}: GGUF output is written for LLaMA-family models (LlamaForCausalLM, MistralForCausalLM), not ${typeof arch === "string" ? arch : "a config without \"architectures\""}`);
+    throw new ModelError(`${label}: GGUF output is written for LLaMA-family models (LlamaForCausalLM, MistralForCausalLM), not ${typeof arch === "string" ? arch : "a config without \"architectures\""}`, { rule: "gguf-architecture" });
   }
   for (const key of ["quantization_config", "num_local_experts", "text_config"]) {
-    if (config[key] !== undefined && config[key] !== null) throw new ModelError(`${label}: config.json has "${key}": GGUF output is written only for plain dense LLaMA models`);
+    if (config[key] !== undefined && config[key] !== null) throw new ModelError(`${label}: config.json has "${key}": GGUF output is written only for plain dense LLaMA models`, { rule: "gguf-architecture" });
   }
   const ropeScaling = config.rope_scaling ?? config.rope_parameters;
   if (isObject(ropeScaling) && (ropeScaling.rope_type ?? ropeScaling.type ?? "default") !== "default") {
-    throw new ModelError(`${label}: config.json's rope scaling (${String(ropeScaling.rope_type ?? ropeScaling.type)}) is not written to GGUF by this tool: use llama.cpp's converter`);
+    throw new ModelError(`${label}: config.json's rope scaling (${String(ropeScaling.rope_type ?? ropeScaling.type)}) is not written to GGUF by this tool: use llama.cpp's converter`, { rule: "gguf-architecture" });
   }
   const defaults = CONFIG_DEFAULTS[config.model_type === "mistral" ? "mistral" : "llama"]!;
   const blockCount = requireInt(config, "num_hidden_layers", label);
@@ -334,17 +334,17 @@ export function checkLlamaGgufConfig(label: string, config: unknown, tokenizerMo
   const nKvHead = config.num_key_value_heads === undefined || config.num_key_value_heads === null ? nHead : requireInt(config, "num_key_value_heads", label);
   const ff = requireInt(config, "intermediate_size", label);
   const vocabSize = requireInt(config, "vocab_size", label);
-  if (vocabSize > MAX_VOCAB) throw new ModelError(`${label}: config.json's vocab_size ${vocabSize} is more than the ${MAX_VOCAB} tokens GGUF output is written for`);
-  if (vocabSize === 32016) throw new ModelError(`${label}: a 32016-token vocabulary is CodeLlama's, whose infill tokens this writer does not write: use llama.cpp's converter`);
+  if (vocabSize > MAX_VOCAB) throw new ModelError(`${label}: config.json's vocab_size ${vocabSize} is more than the ${MAX_VOCAB} tokens GGUF output is written for`, { rule: "gguf-config" });
+  if (vocabSize === 32016) throw new ModelError(`${label}: a 32016-token vocabulary is CodeLlama's, whose infill tokens this writer does not write: use llama.cpp's converter`, { rule: "gguf-architecture" });
   const headDim = config.head_dim === undefined || config.head_dim === null ? Math.floor(hidden / nHead) : requireInt(config, "head_dim", label);
   const context = config.max_position_embeddings ?? defaults.max_position_embeddings;
   const eps = config.rms_norm_eps ?? defaults.rms_norm_eps;
   const theta = (isObject(ropeScaling) ? ropeScaling.rope_theta : undefined) ?? config.rope_theta ?? defaults.rope_theta;
   for (const [key, v] of [["max_position_embeddings", context], ["rms_norm_eps", eps], ["rope_theta", theta]] as const) {
-    if (typeof v !== "number" || !Number.isFinite(v)) throw new ModelError(`${label}: config.json's "${key}" is not a number`);
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new ModelError(`${label}: config.json's "${key}" is not a number`, { rule: "gguf-config" });
   }
   if (tokenizerModel.modelType !== 1 && tokenizerModel.modelType !== 2) {
-    throw new ModelError(`${label}: tokenizer.model is a SentencePiece ${tokenizerModel.modelType === 3 ? "word" : "char"} model; llama.cpp's "llama" tokenizer reads BPE and unigram models only`);
+    throw new ModelError(`${label}: tokenizer.model is a SentencePiece ${tokenizerModel.modelType === 3 ? "word" : "char"} model; llama.cpp's "llama" tokenizer reads BPE and unigram models only`, { rule: "gguf-tokenizer" });
   }
 
   return { blockCount, hidden, nHead, nKvHead, ff, vocabSize, headDim, context: context as number, eps: eps as number, theta: theta as number };
@@ -375,18 +375,18 @@ export function planLlamaGguf(inputs: LlamaGgufInputs): LlamaGgufPlan {
   for (const t of inputs.tensors) {
     const name = ggufTensorName(t.name, label);
     if (name === undefined) continue;
-    if (!CONVERTIBLE_DTYPES.includes(t.dtype)) throw new ModelError(`${label}: tensor "${t.name}" is ${t.dtype}; GGUF output is written from float tensors only`);
+    if (!CONVERTIBLE_DTYPES.includes(t.dtype)) throw new ModelError(`${label}: tensor "${t.name}" is ${t.dtype}; GGUF output is written from float tensors only`, { rule: "gguf-tensor" });
     firstDtype ??= t.dtype;
     params += t.shape.reduce((n, d) => n * d, 1);
     let permuteHeads: number | undefined;
     if (/\.self_attn\.q_proj\.(weight|bias)$/.test(t.name)) permuteHeads = nHead;
     if (/\.self_attn\.k_proj\.(weight|bias)$/.test(t.name)) permuteHeads = nKvHead;
     if (permuteHeads !== undefined && ((t.shape[0] ?? 0) % (permuteHeads * 2) !== 0)) {
-      throw new ModelError(`${label}: tensor "${t.name}" has ${t.shape[0]} rows, not ${permuteHeads} heads of an even size`);
+      throw new ModelError(`${label}: tensor "${t.name}" has ${t.shape[0]} rows, not ${permuteHeads} heads of an even size`, { rule: "gguf-tensor" });
     }
     tensors.push({ name, source: t.name, sourceDtype: t.dtype, shape: [...t.shape], type: "F32", ...(permuteHeads === undefined ? {} : { permuteHeads }) });
   }
-  if (tensors.length === 0) throw new ModelError(`${label}: no tensors to write`);
+  if (tensors.length === 0) throw new ModelError(`${label}: no tensors to write`, { rule: "gguf-tensor" });
   const outtype: Exclude<Outtype, "auto"> = inputs.outtype === undefined ? DEFAULT_OUTTYPE as "f16" : inputs.outtype === "auto" ? (firstDtype === "F16" ? "f16" : "bf16") : inputs.outtype;
   const { fileType, type: wideType } = FILE_TYPES[outtype];
   for (const t of tensors) {

@@ -8,6 +8,7 @@ import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, ty
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
 import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
 import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "./select-files.js";
+import { isIndexName, isPytorchWeightName, isSafetensorsWeightName } from "../formats/weight-files.js";
 import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
 
 export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "./download-types.js";
@@ -209,10 +210,10 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
     const listing = present.map((path) => ({ path, size: 0 }));
     files = options.select === "delta" ? selectDeltaFiles(listing) : selectModelFiles(listing);
     // .enc files are point-alpaca-style releases' weights.
-    const weights = files.filter((f) => /\.(safetensors|bin|enc)$/.test(f) && f !== "delta-fixups.safetensors");
+    const weights = files.filter((f) => isSafetensorsWeightName(f) || isPytorchWeightName(f) || f.endsWith(".enc"));
     if (files.length === 0 || (options.select !== "delta" && weights.length === 0)) throw notCached("no weight file is");
     // Top-level indexes only: an XOR release's index (in its payload folder) is XORed data, not JSON.
-    for (const index of files.filter((f) => f.endsWith(".index.json") && !f.includes("/"))) {
+    for (const index of files.filter((f) => isIndexName(f) && !f.includes("/"))) {
       for (const shard of await indexShards(cache.snapshotPath(commit, index), index)) {
         if (!present.includes(shard)) throw notCached(`${shard} (listed in ${index}) is not`);
       }

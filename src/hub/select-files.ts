@@ -1,4 +1,5 @@
 import { isExtraFile } from "../model/extra-files.js";
+import { MANIFEST_FILE, META_FILES, PYTORCH_FILES, isSafetensorsIndexName, isSafetensorsWeightName, isTransformersPytorchName } from "../formats/weight-files.js";
 
 /**
  * Which files of a Hub repo a model needs: the weights of ONE format, the
@@ -12,13 +13,10 @@ export interface RepoFile {
   size: number;
 }
 
-/** Files of a delta that are needed even though they look like weights. */
-const DELTA_FILES = new Set(["delta.json", "delta-fixups.safetensors"]);
-
-const isSafetensorsWeight = (p: string) => p.endsWith(".safetensors") && !DELTA_FILES.has(p);
-const isSafetensorsIndex = (p: string) => p.endsWith(".safetensors.index.json");
-const isPytorchWeight = (p: string) => /^pytorch_model(-\d+-of-\d+)?\.bin$/.test(p);
-const isPytorchIndex = (p: string) => p === "pytorch_model.bin.index.json";
+const isSafetensorsWeight = isSafetensorsWeightName;
+const isSafetensorsIndex = isSafetensorsIndexName;
+const isPytorchWeight = isTransformersPytorchName;
+const isPytorchIndex = (p: string) => p === PYTORCH_FILES.index;
 
 /**
  * The repo paths to download, sorted.
@@ -34,13 +32,13 @@ const isPytorchIndex = (p: string) => p === "pytorch_model.bin.index.json";
 export function selectModelFiles(listing: readonly RepoFile[]): string[] {
   const all = listing.map((f) => f.path);
   const top = all.filter((p) => !p.includes("/"));
-  if (top.includes("delta.json")) {
+  if (top.includes(MANIFEST_FILE)) {
     return all.filter((p) => p !== "README.md" && !p.split("/").some((part) => part.startsWith("."))).sort();
   }
   const safetensors = top.filter((p) => isSafetensorsWeight(p) || isSafetensorsIndex(p));
   const pytorch = top.filter((p) => isPytorchWeight(p) || isPytorchIndex(p));
   // Meta's original release (params.json + consolidated.0N.pth) is read as its Hugging Face conversion.
-  const meta = top.includes("params.json") && top.includes("consolidated.00.pth") ? top.filter((p) => /^consolidated\.\d{2}\.pth$/.test(p)) : [];
+  const meta = top.includes(META_FILES.params) && top.includes(META_FILES.first) ? top.filter((p) => META_FILES.part.test(p)) : [];
   const weights = top.some(isSafetensorsWeight) ? safetensors : pytorch.length > 0 ? pytorch : meta;
   return [...new Set([...weights, ...top.filter(isExtraFile), ...(weights.length === 0 ? payloadFolderFiles(all) : [])])].sort();
 }

@@ -1,15 +1,18 @@
 /**
- * Converts any model source to safetensors: one file (OUT ends in
- * .safetensors) or a model directory with Hugging Face shard names, an index
- * when there is more than one shard, and the files that travel with the
- * model. Or to PyTorch checkpoints (--format pytorch, or OUT ending in .bin,
- * .pt or .pth), as save_pretrained names them, each byte-identical to
- * torch.save of a dict of its tensors in the source's order. Streaming: memory is bounded by the chunk size. Every output file
- * appears under its final name only when complete.
+ * Converts any model source to an output format (model/output-formats.ts).
+ * A tensor-file format (safetensors, the default; PyTorch checkpoints, each
+ * byte-identical to torch.save of a dict of its tensors in the source's
+ * order) writes one file (OUT ends in its extension) or a model directory
+ * with save_pretrained's shard names in that format, an index when there is
+ * more than one shard, and the files that travel with the model. A
+ * whole-model format (GGUF) writes one file. Streaming: memory is bounded by
+ * the chunk size. Every output file appears under its final name only when
+ * complete.
  */
 import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { DeltaWeightsError, ModelError, UsageError } from "../errors.js";
+import type { OutputOptions, TensorFileFormat } from "../formats/output-format.js";
 import { AtomicFile, copyInto, removeStalePartials } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
@@ -17,29 +20,27 @@ import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
 import type { MetadataInput } from "../safetensors/header.js";
-import { OUTPUT_FORMAT, PYTORCH_OUTPUT, openSafetensorsFile, type FormatName } from "../formats/registry.js";
+import { openSafetensorsFile } from "../formats/registry.js";
 import { openModel } from "./open-model.js";
 import { formatIndex, planShards } from "../formats/shard-plan.js";
 import { asLocalSource, type LocalSource, type ModelSource } from "./types.js";
-import { ggufModelName, planGguf, writeGguf } from "./gguf-output.js";
-import type { Outtype } from "../gguf/llama.js";
+import type { PreparedModelFile } from "./model-file-format.js";
+import { chooseOutputFormat, refuseUnacceptedOutputOptions, type OutputFormatName } from "./output-formats.js";
 
-export interface ConvertOptions {
+/**
+ * The output options (maxShardBytes: largest shard in bytes, directory
+ * output only, default one file; byteorderRecord: PyTorch; outtype and
+ * modelName: GGUF, by default f16 and the model directory's or repo's name),
+ * each refused by a format that does not take it.
+ */
+export interface ConvertOptions extends OutputOptions {
   /** Write into a directory that holds other files (none of them is overwritten). */
   force?: boolean;
-  /** Largest shard in bytes (directory output only); default: one file. */
-  maxShardBytes?: number;
   onProgress?: OnProgress;
-  /** GGUF tensor type, as llama.cpp's converter names it (default: its default, f16). */
-  outtype?: Outtype;
-  /** GGUF general.name (default: the model directory's or repo's name). */
-  ggufName?: string;
   /** Called, and awaited, as each file of a directory output is in its final place (make-delta uploads resharded shards as they come). */
   onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
-  /** "safetensors" (the default), "pytorch" or "gguf"; an OUT ending in .bin, .pt or .pth asks for "pytorch", one ending in .gguf for "gguf". */
-  format?: FormatName | "gguf";
-  /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
-  byteorderRecord?: boolean;
+  /** An output format's name (see model/output-formats.ts; default safetensors); by default, the one whose extension OUT has (.bin, .pt, .pth: pytorch; .gguf: gguf). */
+  format?: OutputFormatName;
 }
 
 export interface ConvertedFile {
@@ -71,24 +72,10 @@ export async function convertIntoLockedOutput(src: string, out: string, options:
   return convert(src, out, options, false);
 }
 
-/** The output format OUT and --format ask for; a contradiction between them is refused. */
-function outputFormat(out: string, options: ConvertOptions): FormatName | "gguf" {
-  const lower = out.toLowerCase();
-  const named = PYTORCH_OUTPUT.claimsFile(out) ? "pytorch" : lower.endsWith(".safetensors") ? "safetensors" : lower.endsWith(".gguf") ? "gguf" : undefined;
-  if (options.format !== undefined && named !== undefined && named !== options.format) {
-    throw new UsageError(`--format ${options.format} cannot write ${out}: its extension names the ${named} format`);
-  }
-  const format = options.format ?? named ?? "safetensors";
-  if (options.byteorderRecord === true && format !== "pytorch") throw new UsageError("--byteorder-record is for PyTorch output (--format pytorch)");
-  return format;
-}
-
 async function convert(src: string | LocalSource, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
-  const format = outputFormat(out, options);
-  const gguf = format === "gguf";
-  if (!gguf && options.outtype !== undefined) throw new UsageError("--outtype is for GGUF output (OUT ending in .gguf, or --format gguf)");
-  if (gguf && options.maxShardBytes !== undefined) throw new UsageError("--max-shard-size does not apply to GGUF output: it is one file");
-  const singleFile = gguf || (format === "pytorch" ? PYTORCH_OUTPUT.claimsFile(out) : out.toLowerCase().endsWith(".safetensors"));
+  const format = chooseOutputFormat(out, options.format);
+  refuseUnacceptedOutputOptions(format, options);
+  const singleFile = format.kind === "model file" || format.claimsFile(out);
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
   }
@@ -99,24 +86,24 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   const model = await openModel(input.path, { source: input.source });
   try {
     refuseOverlap(out, [inputOf("input", model)]);
-    // GGUF: every refusal (architecture, tokenizer, tensors) before any output.
-    const ggufPlan = gguf ? await planGguf(model, options.ggufName ?? ggufModelName(model), options.outtype) : undefined;
+    // A whole-model file: every refusal (architecture, tokenizer, tensors) before any output.
+    const prepared = format.kind === "model file" ? await format.prepare(model, options) : undefined;
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
-    const needed = ggufPlan?.layout.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
+    const needed = prepared?.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
-    if (!lock) return ggufPlan !== undefined ? await writeGgufOutput(model, out, ggufPlan, options) : await writeConverted(model, out, singleFile, { ...options, format });
+    const write = (job?: OutputJob) => (format.kind === "model file" ? writeModelFile(out, prepared!, options) : writeTensorFiles(model, out, singleFile, format, options, job));
+    if (!lock) return await write();
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
     return await withOutputLock(lockDir, "convert", async () => {
       if (singleFile) {
         // One file: never one that is there already (convert writes no record beside a single file).
         if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another name`);
-        if (ggufPlan !== undefined) return writeGgufOutput(model, out, ggufPlan, options);
-        return writeConverted(model, out, singleFile, { ...options, format });
+        return write();
       }
       await removeStalePartials(out);
       const job = await OutputJob.claim(out, "convert", { force: options.force });
-      const converted = await writeConverted(model, out, singleFile, { ...options, format }, job);
+      const converted = await write(job);
       await job.finish();
       return converted;
     }, lockName);
@@ -125,12 +112,16 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   }
 }
 
-async function writeConverted(model: ModelSource, out: string, singleFile: boolean, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
-  const pytorch = options.format === "pytorch";
-  const output: ShardOutput = pytorch ? { format: "pytorch", byteorderRecord: options.byteorderRecord === true } : { format: "safetensors", metadata: await outputMetadata(model, singleFile) };
-  // PyTorch shards are laid out as safetensors' are (the same split), under save_pretrained's PyTorch names.
-  const fileName = (name: string) => (pytorch ? PYTORCH_OUTPUT.shardNameFor(name) : name);
-  const indexFile = pytorch ? PYTORCH_OUTPUT.indexFile : OUTPUT_FORMAT.indexFile;
+/** The generic part of a tensor-file format's output: its files (one, or shards with an index) and the companions. */
+async function writeTensorFiles(model: ModelSource, out: string, singleFile: boolean, format: TensorFileFormat, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
+  const output: ShardOutput = {
+    format,
+    ...(format.carriesMetadata ? { metadata: await outputMetadata(model, singleFile) } : {}),
+    ...(options.byteorderRecord === undefined ? {} : { byteorderRecord: options.byteorderRecord }),
+  };
+  // Every format's shards are laid out as safetensors' are (the same split), under save_pretrained's names in that format.
+  const fileName = (name: string) => format.shardName(name);
+  const indexFile = format.indexFile;
   const tensors = [...model.tensors.values()];
   const totalBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
   const onProgress = options.onProgress;
@@ -166,13 +157,12 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
   return { out, files, tensors: tensors.length, bytes: totalBytes };
 }
 
-/** One GGUF file, written under a temporary name and put in place once complete. */
-async function writeGgufOutput(model: ModelSource, out: string, { plan, layout }: Awaited<ReturnType<typeof planGguf>>, options: ConvertOptions): Promise<ConvertResult> {
-  const totalBytes = plan.tensors.reduce((sum, t) => sum + (model.tensors.get(t.source)?.byteLength ?? 0), 0);
-  options.onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
-  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => writeGguf(model, plan, layout, sink, out, options.onProgress));
+/** One whole-model file, written under a temporary name and put in place once complete. */
+async function writeModelFile(out: string, prepared: PreparedModelFile, options: ConvertOptions): Promise<ConvertResult> {
+  options.onProgress?.({ kind: "start", phase: "convert", totalBytes: prepared.sourceBytes, label: basename(out) });
+  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => prepared.write(sink, out, options.onProgress));
   options.onProgress?.({ kind: "end", phase: "convert" });
-  return { out, files: [file], tensors: plan.tensors.length, bytes: layout.fileSize - layout.header.length, outtype: plan.outtype };
+  return { out, files: [file], tensors: prepared.tensors, bytes: prepared.fileSize - prepared.headerBytes, ...(prepared.outtype === undefined ? {} : { outtype: prepared.outtype }) };
 }
 
 /**
@@ -206,8 +196,12 @@ async function outputMetadata(model: ModelSource, singleFile: boolean): Promise<
   return !singleFile || model.format === "pytorch" ? TRANSFORMERS_METADATA : null;
 }
 
-/** How a shard is written: safetensors with its metadata, or a PyTorch checkpoint of a plain dict. */
-type ShardOutput = { format: "safetensors"; metadata: MetadataInput } | { format: "pytorch"; byteorderRecord: boolean };
+/** How a shard is written: its format, with the metadata of formats that carry it and the options given. */
+interface ShardOutput {
+  format: TensorFileFormat;
+  metadata?: MetadataInput;
+  byteorderRecord?: boolean;
+}
 
 async function writeShard(
   model: ModelSource,
@@ -224,9 +218,7 @@ async function writeShard(
       if (t === undefined) throw new ModelError(`${model.source} has no tensor "${name}"`);
       return { name, dtype: t.dtype, shape: t.shape };
     });
-    const writer = output.format === "pytorch"
-      ? PYTORCH_OUTPUT.create(file, path, specs, { container: "dict", byteorderRecord: output.byteorderRecord })
-      : OUTPUT_FORMAT.create(file, path, specs, output.metadata);
+    const writer = output.format.create(file, path, specs, output);
     for (const t of writer.tensors) {
       await writer.writeTensor(t.name, tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
         onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label: t.name });

@@ -8,30 +8,25 @@
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ModelError, ioError } from "../errors.js";
+import { MANIFEST_FILE, isIndexName, isWeightFileName } from "../formats/weight-files.js";
 
-/** Weight formats: ours are rebuilt, the others are not this model's bytes to carry. */
-const WEIGHT_EXTENSIONS = [".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".pkl"];
+// Weights (of any format) do not travel: ours are rebuilt, the others are not this model's bytes to carry.
+export { isWeightFileName };
 
 /** Files that describe a repository or a delta rather than the model. */
 const NOT_TRAVELLING = new Set([
   // a model card describes the repo it sits in (the delta gets its own)
   "readme.md",
   // our manifest: made fresh by every make
-  "delta.json",
+  MANIFEST_FILE,
 ]);
-
-/** Whether a file (by its name) holds weights of some format, ours or another's. */
-export function isWeightFileName(path: string): boolean {
-  const lower = path.toLowerCase();
-  return WEIGHT_EXTENSIONS.some((ext) => lower.endsWith(ext));
-}
 
 /** Whether a top-level file named `name` travels with the model. */
 export function isExtraFile(name: string): boolean {
   const lower = name.toLowerCase();
   if (name.startsWith(".")) return false; // .gitattributes, .cache, our .partial temp files
   if (NOT_TRAVELLING.has(lower)) return false;
-  if (lower.endsWith(".index.json")) return false; // model.safetensors.index.json, pytorch_model.bin.index.json
+  if (isIndexName(lower)) return false; // model.safetensors.index.json, pytorch_model.bin.index.json
   if (lower.endsWith(".partial")) return false;
   return !isWeightFileName(lower);
 }

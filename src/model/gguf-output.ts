@@ -54,11 +54,11 @@ async function companionJson(model: ModelSource, file: string): Promise<unknown>
  */
 export async function planGguf(model: ModelSource, name: string, outtype: Outtype | undefined): Promise<{ plan: LlamaGgufPlan; layout: GgufLayout }> {
   const config = await companionJson(model, "config.json");
-  if (config === undefined) throw new ModelError(`${model.source} has no config.json: a GGUF file needs the model's hyperparameters`);
+  if (config === undefined) throw new ModelError(`${model.source} has no config.json: a GGUF file needs the model's hyperparameters`, { rule: "gguf-config" });
   const spBytes = await companion(model, "tokenizer.model");
   if (spBytes === undefined) {
     const bpe = model.extraFiles.includes("tokenizer.json") ? " (it has only tokenizer.json, a BPE tokenizer whose pre-tokenizer llama.cpp's converter identifies by a hash table this tool does not carry)" : "";
-    throw new ModelError(`${model.source} has no tokenizer.model: GGUF output is written for SentencePiece tokenizers only${bpe}`);
+    throw new ModelError(`${model.source} has no tokenizer.model: GGUF output is written for SentencePiece tokenizers only${bpe}`, { rule: "gguf-tokenizer" });
   }
   let chatTemplateFile: string | undefined;
   const jinja = await companion(model, "chat_template.jinja");
@@ -163,9 +163,9 @@ export async function checkGgufCompanions(dirs: readonly string[], label: string
   const spPath = find("tokenizer.model");
   if (spPath === undefined) {
     const bpe = find("tokenizer.json") !== undefined ? " (only tokenizer.json, a BPE tokenizer whose pre-tokenizer llama.cpp's converter identifies by a hash table this tool does not carry)" : "";
-    throw new ModelError(`${label}: no tokenizer.model${bpe}: GGUF output is written for SentencePiece tokenizers only`);
+    throw new ModelError(`${label}: no tokenizer.model${bpe}: GGUF output is written for SentencePiece tokenizers only`, { rule: "gguf-tokenizer" });
   }
-  if (configPath === undefined) throw new ModelError(`${label}: no config.json: a GGUF file needs the model's hyperparameters`);
+  if (configPath === undefined) throw new ModelError(`${label}: no config.json: a GGUF file needs the model's hyperparameters`, { rule: "gguf-config" });
   const read = async (path: string) => {
     const info = await stat(path);
     if (info.size > MAX_COMPANION_BYTES) throw new ModelError(`${path} is ${info.size} bytes, more than the ${MAX_COMPANION_BYTES} a tokenizer or config file is read with`);

@@ -26,11 +26,12 @@
  */
 import { ModelError } from "../errors.js";
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../dtypes.js";
+import { META_FILES } from "../formats/weight-files.js";
 import { PythonInt, pythonJsonDumps, type PythonJsonValue } from "./python-json.js";
 
 /** Meta's per-rank weight files. */
-export const META_SHARD_PATTERN = /^consolidated\.(\d{2})\.pth$/;
-export const META_PARAMS_FILE = "params.json";
+export const META_SHARD_PATTERN = META_FILES.part;
+export const META_PARAMS_FILE = META_FILES.params;
 export const META_TOKENIZER_FILE = "tokenizer.model";
 
 /** The transformers version whose output files are written (the conversion the April-2023 deltas were made against). */

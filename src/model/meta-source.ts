@@ -12,6 +12,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
 import { dtypeBytes } from "../dtypes.js";
 import { INPUT_FORMATS, readWeightFile } from "../formats/registry.js";
+import { META_FILES } from "../formats/weight-files.js";
 import { localFileSet, type FileSet } from "../io/file-set.js";
 import { releasedChunk } from "../io/memory.js";
 import { readSmallFile } from "../io/files.js";
@@ -46,7 +47,7 @@ export interface MetaCheckpointLocation {
  */
 export function isMetaLayout(names: readonly string[]): boolean {
   const hfWeights = names.some((n) => INPUT_FORMATS.some((f) => f.isWeightFile(n) || n === f.indexFile));
-  return names.includes(META_PARAMS_FILE) && names.includes("consolidated.00.pth") && !hfWeights;
+  return names.includes(META_PARAMS_FILE) && names.includes(META_FILES.first) && !hfWeights;
 }
 
 /**

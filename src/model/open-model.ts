@@ -7,7 +7,7 @@
 import { stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
-import { INPUT_FORMATS, readWeightFile, type FormatName, type InputFormat } from "../formats/registry.js";
+import { INPUT_FORMATS, readWeightFile, type InputFormatName, type InputFormat } from "../formats/registry.js";
 import { localFileSet, type FileSet } from "../io/file-set.js";
 import { readSmallFile } from "../io/files.js";
 import { JsonCursor, JsonSyntaxError } from "../json.js";
@@ -27,7 +27,7 @@ interface Layout {
   root: string;
   /** Where the files are (a directory, or a download still arriving). */
   files: FileSet;
-  format: InputFormat;
+  format: InputFormat<InputFormatName>;
   weightFiles: string[];
   indexFile?: string;
   /** The index's weight_map (tensor -> file), when there is an index. */
@@ -49,7 +49,7 @@ export async function openModel(where: string | FileSet, options: OpenModelOptio
 }
 
 /** Opens exactly these weight files (a delta's shards, listed by its manifest) as one model. */
-export async function openWeightFiles(files: FileSet, weightFiles: readonly string[], format: FormatName, source: string): Promise<ModelSource> {
+export async function openWeightFiles(files: FileSet, weightFiles: readonly string[], format: InputFormatName, source: string): Promise<ModelSource> {
   const inputFormat = INPUT_FORMATS.find((f) => f.name === format)!;
   return openLayout({ root: files.root, files, format: inputFormat, weightFiles: [...weightFiles], extraFiles: [] }, source);
 }
@@ -163,7 +163,7 @@ class ComposedModel implements ModelSource {
   readonly source: string;
   readonly root: string;
   readonly files: FileSet;
-  readonly format: FormatName;
+  readonly format: InputFormatName;
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   readonly weightFiles: readonly string[];
   readonly indexFile?: string;

@@ -1,3 +1,4 @@
+import type { InputFormatName } from "../formats/registry.js";
 import type { FileSet } from "../io/file-set.js";
 import type { ReadRange, TensorInfo } from "../tensors.js";
 
@@ -15,8 +16,8 @@ export interface ModelSource {
   readonly root: string;
   /** The files of that directory (perhaps still downloading): companions are read through it. */
   readonly files: FileSet;
-  /** "safetensors" or "pytorch". */
-  readonly format: "safetensors" | "pytorch";
+  /** The input format its weight files are in ("safetensors", "pytorch"). */
+  readonly format: InputFormatName;
   /** Every tensor, in a stable order (file order for safetensors). */
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Weight files, relative to root, in shard order. */

@@ -36,17 +36,17 @@ class PytorchFileReader implements WeightFile {
 
   async *readTensor(name: string, range: ReadRange = {}): AsyncIterable<Uint8Array> {
     const tensor = this.#byName.get(name);
-    if (tensor === undefined) throw new PytorchError(this.path, "is not in this file", name);
-    if (this.#closed) throw new PytorchError(this.path, "was read after the file was closed", name);
+    if (tensor === undefined) throw new PytorchError("tensor-not-in-file", this.path, "is not in this file", name);
+    if (this.#closed) throw new PytorchError("read-after-close", this.path, "was read after the file was closed", name);
     const { start, end, chunkBytes } = resolveRange(name, tensor.byteLength, range, CHUNK_BYTES);
     const { view } = tensor;
     yield* readStrided(
       async (position, length) => {
-        if (this.#closed) throw new PytorchError(this.path, "was read after the file was closed", name);
+        if (this.#closed) throw new PytorchError("read-after-close", this.path, "was read after the file was closed", name);
         try {
           return await this.source.read(position, length);
         } catch (err) {
-          if (err instanceof TruncatedError) throw new PytorchError(this.path, `data ends at byte ${err.position}, before the tensor's end: the file was truncated`, name, { cause: err });
+          if (err instanceof TruncatedError) throw new PytorchError("truncated", this.path, `data ends at byte ${err.position}, before the tensor's end: the file was truncated`, name, { cause: err });
           throw err;
         }
       },

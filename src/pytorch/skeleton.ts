@@ -42,7 +42,7 @@ export async function checkpointSkeleton(read: ReadAt, fileSize: number, file: s
   let at = 0;
   let literal = 0;
   const gap = async (end: number) => {
-    if (end < at) throw new PytorchError(file, "has tensor data that overlaps");
+    if (end < at) throw new PytorchError("data-overlap", file, "has tensor data that overlaps");
     if (end === at) return;
     literal += end - at;
     if (literal > MAX_SKELETON_BYTES) throw new SkeletonTooLarge();

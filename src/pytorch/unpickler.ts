@@ -15,7 +15,7 @@
  * hundred times their size (EMPTY_DICT APPEND is two bytes for a 200-byte
  * Map), so the pickle's size alone bounds nothing.
  */
-import { PytorchError } from "../errors.js";
+import { PytorchError, type PytorchRule } from "../errors.js";
 import { MAX_PICKLE_ALLOCATION_BYTES, MAX_PICKLE_LONG_BYTES } from "../limits.js";
 import { printable } from "../text.js";
 
@@ -119,18 +119,18 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
 
-  const fail = (problem: string): never => {
-    throw new PytorchError(file, printable(`data.pkl ${problem} (at byte ${opAt})`));
+  const fail = (rule: PytorchRule, problem: string): never => {
+    throw new PytorchError(rule, file, printable(`data.pkl ${problem} (at byte ${opAt})`));
   };
   const charge = (cost: number): void => {
     spent += cost;
     if (spent > budget) {
-      fail(`builds more objects than the limit of ${budget} bytes allows (a state dict needs about 3 KB a tensor): it is not a state dict, or holds far more tensors than one checkpoint file should`);
+      fail("pickle-too-large", `builds more objects than the limit of ${budget} bytes allows (a state dict needs about 3 KB a tensor): it is not a state dict, or holds far more tensors than one checkpoint file should`);
     }
   };
   const need = (n: number): number => {
-    if (n > bytes.length - pos) fail("ends in the middle of an opcode (truncated pickle)");
-    if (pos < frameEnd && n > frameEnd - pos) fail(`has an opcode that runs past the end of its FRAME (at byte ${frameEnd}): the frame length is wrong`);
+    if (n > bytes.length - pos) fail("pickle-truncated", "ends in the middle of an opcode (truncated pickle)");
+    if (pos < frameEnd && n > frameEnd - pos) fail("pickle-malformed", `has an opcode that runs past the end of its FRAME (at byte ${frameEnd}): the frame length is wrong`);
     const at = pos;
     pos += n;
     return at;
@@ -140,7 +140,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   const u32 = (): number => data.getUint32(need(4), true);
   const u64 = (): number => {
     const value = data.getBigUint64(need(8), true);
-    if (value > BigInt(bytes.length)) fail(`declares a length of ${value} bytes, past the end of the pickle`);
+    if (value > BigInt(bytes.length)) fail("pickle-malformed", `declares a length of ${value} bytes, past the end of the pickle`);
     return Number(value);
   };
   const text = (n: number): string => {
@@ -149,7 +149,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
     try {
       value = utf8.decode(bytes.subarray(at, at + n));
     } catch {
-      return fail("has a string that is not UTF-8");
+      return fail("pickle-malformed", "has a string that is not UTF-8");
     }
     // As many UTF-16 units as UTF-8 bytes means ASCII: one byte per character in V8.
     charge(COST.string + (value.length === n ? n : 2 * value.length));
@@ -164,7 +164,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   };
   const line = (): string => {
     const end = bytes.indexOf(0x0a, pos);
-    if (end < 0) fail("ends in the middle of a GLOBAL name (truncated pickle)");
+    if (end < 0) fail("pickle-truncated", "ends in the middle of a GLOBAL name (truncated pickle)");
     return text(end - pos + 1).slice(0, -1);
   };
   const push = (value: unknown): void => {
@@ -172,16 +172,16 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
     stack.push(value);
   };
   const pop = (): unknown => {
-    if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1]!)) fail("pops from an empty stack");
+    if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1]!)) fail("pickle-malformed", "pops from an empty stack");
     return stack.pop();
   };
   const top = (): unknown => {
-    if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1]!)) fail("reads from an empty stack");
+    if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1]!)) fail("pickle-malformed", "reads from an empty stack");
     return stack[stack.length - 1];
   };
   const popMark = (): unknown[] => {
     const mark = marks.pop();
-    if (mark === undefined) fail("uses a MARK that was never set");
+    if (mark === undefined) fail("pickle-malformed", "uses a MARK that was never set");
     // the items were charged as stack slots; whoever keeps them charges again
     return stack.splice(mark!);
   };
@@ -202,15 +202,15 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
     return items;
   };
   const get = (index: number): void => {
-    if (!memo.has(index)) fail(`reads memo entry ${index}, which was never stored`);
+    if (!memo.has(index)) fail("pickle-malformed", `reads memo entry ${index}, which was never stored`);
     push(memo.get(index));
   };
   const asList = (value: unknown, op: string): unknown[] => {
-    if (!Array.isArray(value)) fail(`${op} on something that is not a list`);
+    if (!Array.isArray(value)) fail("pickle-malformed", `${op} on something that is not a list`);
     return value as unknown[];
   };
   const asDict = (value: unknown, op: string): Map<unknown, unknown> => {
-    if (!(value instanceof Map)) fail(`${op} on something that is not a dict`);
+    if (!(value instanceof Map)) fail("pickle-malformed", `${op} on something that is not a dict`);
     return value as Map<unknown, unknown>;
   };
   const setItem = (dict: Map<unknown, unknown>, key: unknown, value: unknown): void => {
@@ -218,7 +218,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
     dict.set(dictKey(key), value);
   };
   const setItems = (dict: Map<unknown, unknown>, items: unknown[]): void => {
-    if (items.length % 2 !== 0) fail("SETITEMS with an odd number of items");
+    if (items.length % 2 !== 0) fail("pickle-malformed", "SETITEMS with an odd number of items");
     for (let i = 0; i < items.length; i += 2) setItem(dict, items[i], items[i + 1]);
   };
   // Python compares keys by value; our Map compares objects by identity, so
@@ -228,17 +228,17 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
     if (key instanceof PickleFloat) return key.value;
     const kind = typeof key;
     if (key === null || kind === "string" || kind === "number" || kind === "bigint" || kind === "boolean") return key;
-    return fail("uses a dict key that is not a string or number");
+    return fail("pickle-malformed", "uses a dict key that is not a string or number");
   };
   const global = (module: string, name: string): void => {
     if (!hooks.allowGlobal(module, name)) {
-      fail(`refers to ${module}.${name}, which is not allowed: only a state dict's tensors and storages may be loaded, nothing is ever executed`);
+      fail("pickle-forbidden-global", `refers to ${module}.${name}, which is not allowed: only a state dict's tensors and storages may be loaded, nothing is ever executed`);
     }
     charge(COST.global);
     push(new PickleGlobal(module, name));
   };
   const signedLong = (n: number): number | bigint => {
-    if (n > MAX_PICKLE_LONG_BYTES) fail(`has an integer of ${n} bytes, more than the limit of ${MAX_PICKLE_LONG_BYTES}`);
+    if (n > MAX_PICKLE_LONG_BYTES) fail("pickle-too-large", `has an integer of ${n} bytes, more than the limit of ${MAX_PICKLE_LONG_BYTES}`);
     const at = need(n);
     if (n === 0) return 0;
     let value = 0n;
@@ -250,14 +250,14 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
   };
 
   // Protocol 2 and later start with PROTO; torch.save always writes one.
-  if (bytes[0] !== OP.PROTO) fail("is not a pickle of protocol 2 or later (no PROTO opcode at its start)");
+  if (bytes[0] !== OP.PROTO) fail("pickle-protocol", "is not a pickle of protocol 2 or later (no PROTO opcode at its start)");
   while (true) {
     opAt = pos;
     const op = u8();
     switch (op) {
       case OP.PROTO: {
         const version = u8();
-        if (version < 2 || version > 5) fail(`declares pickle protocol ${version}, which is not supported`);
+        if (version < 2 || version > 5) fail("pickle-protocol", `declares pickle protocol ${version}, which is not supported`);
         break;
       }
       case OP.FRAME: {
@@ -267,15 +267,15 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
         // than what follows, or one inside another, is "truncated" to it,
         // and one ending inside an opcode makes it misread that opcode.
         const length = data.getBigUint64(need(8), true);
-        if (pos < frameEnd) fail(`starts a FRAME ${frameEnd - pos} bytes before the previous one ends`);
-        if (length > BigInt(bytes.length - pos)) fail(`has a FRAME of ${length} bytes, but only ${bytes.length - pos} bytes follow`);
+        if (pos < frameEnd) fail("pickle-malformed", `starts a FRAME ${frameEnd - pos} bytes before the previous one ends`);
+        if (length > BigInt(bytes.length - pos)) fail("pickle-malformed", `has a FRAME of ${length} bytes, but only ${bytes.length - pos} bytes follow`);
         frameEnd = pos + Number(length);
         break;
       }
       case OP.STOP: {
         const result = pop();
-        if (stack.length !== 0 || marks.length !== 0) fail("stops with values left on the stack");
-        if (pos !== bytes.length) fail(`has ${bytes.length - pos} bytes after STOP`);
+        if (stack.length !== 0 || marks.length !== 0) fail("pickle-malformed", "stops with values left on the stack");
+        if (pos !== bytes.length) fail("pickle-malformed", `has ${bytes.length - pos} bytes after STOP`);
         return result;
       }
       case OP.MARK:
@@ -295,7 +295,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
       case OP.LONG1: push(signedLong(u8())); break;
       case OP.LONG4: {
         const n = data.getInt32(need(4), true);
-        if (n < 0) fail("has an integer of negative length");
+        if (n < 0) fail("pickle-malformed", "has an integer of negative length");
         push(signedLong(n));
         break;
       }
@@ -338,7 +338,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
       case OP.STACK_GLOBAL: {
         const name = pop();
         const module = pop();
-        if (typeof module !== "string" || typeof name !== "string") fail("STACK_GLOBAL on something that is not a name");
+        if (typeof module !== "string" || typeof name !== "string") fail("pickle-malformed", "STACK_GLOBAL on something that is not a name");
         global(module as string, name as string);
         break;
       }
@@ -346,8 +346,8 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
       case OP.REDUCE: {
         const args = pop();
         const callable = pop();
-        if (!(callable instanceof PickleGlobal)) fail("REDUCE calls something that is not an allowed global");
-        if (!(args instanceof PickleTuple)) fail(`REDUCE calls ${(callable as PickleGlobal).qualifiedName} with arguments that are not a tuple`);
+        if (!(callable instanceof PickleGlobal)) fail("pickle-forbidden-global", "REDUCE calls something that is not an allowed global");
+        if (!(args instanceof PickleTuple)) fail("pickle-malformed", `REDUCE calls ${(callable as PickleGlobal).qualifiedName} with arguments that are not a tuple`);
         charge(COST.hookResult);
         push(hooks.reduce(callable as PickleGlobal, (args as PickleTuple).items));
         break;
@@ -356,7 +356,7 @@ export function unpickle(bytes: Uint8Array, file: string, hooks: UnpickleHooks, 
 
       default: {
         const name = REFUSED[op];
-        fail(name === undefined
+        fail("pickle-malformed", name === undefined
           ? `has an unknown opcode 0x${op.toString(16).padStart(2, "0")} (not a pickle, or corrupted)`
           : `uses opcode ${name}, which torch.save does not write and is not allowed`);
       }

@@ -53,18 +53,18 @@ const ENTRY_FIELDS = ["dtype", "shape", "data_offsets"] as const;
 export function readHeaderLength(file: string, first8: Uint8Array, fileSize: number | bigint): number {
   const size = BigInt(fileSize);
   if (size < BigInt(LENGTH_PREFIX_BYTES) || first8.length < LENGTH_PREFIX_BYTES) {
-    throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length: not a safetensors file`);
+    throw new SafetensorsError("file-too-short", file, `file is ${size} bytes, shorter than the 8-byte header length: not a safetensors file`);
   }
   const view = new DataView(first8.buffer, first8.byteOffset, LENGTH_PREFIX_BYTES);
   const length = view.getBigUint64(0, true);
   if (length === 0n) {
-    throw new SafetensorsError(file, "header length is 0: a header is at least \"{}\"");
+    throw new SafetensorsError("header-empty", file, "header length is 0: a header is at least \"{}\"");
   }
   if (length > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
-    throw new SafetensorsError(file, `header length ${length} exceeds the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit`);
+    throw new SafetensorsError("header-too-large", file, `header length ${length} exceeds the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit`);
   }
   if (length > size - BigInt(LENGTH_PREFIX_BYTES)) {
-    throw new SafetensorsError(file, `header length ${length} runs past the end of the file (${size} bytes)`);
+    throw new SafetensorsError("header-past-end", file, `header length ${length} runs past the end of the file (${size} bytes)`);
   }
   return Number(length);
 }
@@ -80,14 +80,14 @@ export function parseHeader(file: string, headerJson: Uint8Array, fileSize: numb
   const last = header.tensors[header.tensors.length - 1];
   const dataEnd = BigInt(last?.end ?? 0);
   if (dataEnd > dataBytes) {
-    throw new SafetensorsError(
+    throw new SafetensorsError("data-past-end",
       file,
       `data_offsets end at ${dataEnd}, past the end of the file (the data section has ${dataBytes} bytes): the file is truncated or the offsets are wrong`,
       last?.name,
     );
   }
   if (dataEnd < dataBytes) {
-    throw new SafetensorsError(file, `${dataBytes - dataEnd} trailing bytes after the last tensor: the data must end exactly at the end of the file`);
+    throw new SafetensorsError("trailing-bytes", file, `${dataBytes - dataEnd} trailing bytes after the last tensor: the data must end exactly at the end of the file`);
   }
   return header;
 }
@@ -102,14 +102,14 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerJson);
   } catch (err) {
-    throw new SafetensorsError(file, "header is not valid UTF-8", undefined, { cause: err });
+    throw new SafetensorsError("header-not-utf8", file, "header is not valid UTF-8", undefined, { cause: err });
   }
   let metadataEntries: [string, string][] | null;
   let tensors: HeaderTensor[];
   try {
     ({ metadataEntries, tensors } = readHeaderDocument(file, new JsonCursor(text, MAX_JSON_DEPTH)));
   } catch (err) {
-    if (err instanceof JsonSyntaxError) throw new SafetensorsError(file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
+    if (err instanceof JsonSyntaxError) throw new SafetensorsError("header-not-json", file, `header is not valid JSON: ${err.message}`, undefined, { cause: err });
     throw err;
   }
 
@@ -119,11 +119,11 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
   for (const t of tensors) {
     if (t.begin !== expectedBegin) {
       if (expectedBegin === 0) {
-        throw new SafetensorsError(file, `data_offsets begin at ${t.begin}, but the first tensor must begin at 0 (a hole at the start of the data)`, t.name);
+        throw new SafetensorsError("offsets-hole", file, `data_offsets begin at ${t.begin}, but the first tensor must begin at 0 (a hole at the start of the data)`, t.name);
       }
       throw t.begin < expectedBegin
-        ? new SafetensorsError(file, `data_offsets [${t.begin}, ${t.end}] overlap the previous tensor, which ends at ${expectedBegin}`, t.name)
-        : new SafetensorsError(file, `data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - expectedBegin} bytes after the previous tensor, which ends at ${expectedBegin}`, t.name);
+        ? new SafetensorsError("offsets-overlap", file, `data_offsets [${t.begin}, ${t.end}] overlap the previous tensor, which ends at ${expectedBegin}`, t.name)
+        : new SafetensorsError("offsets-hole", file, `data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - expectedBegin} bytes after the previous tensor, which ends at ${expectedBegin}`, t.name);
     }
     expectedBegin = t.end;
   }
@@ -146,20 +146,20 @@ export function parseHeaderJson(file: string, headerJson: Uint8Array): Safetenso
  */
 function readHeaderDocument(file: string, cursor: JsonCursor): { metadataEntries: [string, string][] | null; tensors: HeaderTensor[] } {
   const rootKind = cursor.peekKind();
-  if (rootKind !== "object") throw new SafetensorsError(file, `header is a JSON ${rootKind}, not an object`);
+  if (rootKind !== "object") throw new SafetensorsError("header-not-object", file, `header is a JSON ${rootKind}, not an object`);
   let metadataEntries: [string, string][] | null = null;
   let sawMetadata = false;
   const names = new Set<string>();
   const tensors: HeaderTensor[] = [];
   for (const key of cursor.objectKeys(1)) {
     if (key === METADATA_KEY) {
-      if (sawMetadata) throw new SafetensorsError(file, "header has __metadata__ twice");
+      if (sawMetadata) throw new SafetensorsError("metadata-invalid", file, "header has __metadata__ twice");
       sawMetadata = true;
       metadataEntries = readMetadata(file, cursor);
     } else {
-      if (names.has(key)) throw new SafetensorsError(file, "is listed twice in the header (duplicate tensor name)", key);
+      if (names.has(key)) throw new SafetensorsError("tensor-duplicate", file, "is listed twice in the header (duplicate tensor name)", key);
       if (tensors.length >= MAX_TENSORS_PER_FILE) {
-        throw new SafetensorsError(file, `header lists more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file (real files hold under 2,000; a larger model is sharded)`);
+        throw new SafetensorsError("too-many-tensors", file, `header lists more than ${MAX_TENSORS_PER_FILE} tensors, the limit for one file (real files hold under 2,000; a larger model is sharded)`);
       }
       names.add(key);
       tensors.push(readEntry(file, key, cursor));
@@ -175,16 +175,16 @@ function readMetadata(file: string, cursor: JsonCursor): [string, string][] | nu
     cursor.skipValue(1);
     return null;
   }
-  if (kind !== "object") throw new SafetensorsError(file, `__metadata__ is a JSON ${kind}: it must be an object of strings`);
+  if (kind !== "object") throw new SafetensorsError("metadata-invalid", file, `__metadata__ is a JSON ${kind}: it must be an object of strings`);
   const entries: [string, string][] = [];
   const keys = new Set<string>();
   for (const key of cursor.objectKeys(2)) {
-    if (keys.has(key)) throw new SafetensorsError(file, `__metadata__ has the key ${JSON.stringify(key)} twice`);
-    if (entries.length >= MAX_METADATA_ENTRIES) throw new SafetensorsError(file, `__metadata__ has more than ${MAX_METADATA_ENTRIES} entries, the limit`);
+    if (keys.has(key)) throw new SafetensorsError("metadata-invalid", file, `__metadata__ has the key ${JSON.stringify(key)} twice`);
+    if (entries.length >= MAX_METADATA_ENTRIES) throw new SafetensorsError("metadata-invalid", file, `__metadata__ has more than ${MAX_METADATA_ENTRIES} entries, the limit`);
     keys.add(key);
     const valueKind = cursor.peekKind();
     if (valueKind !== "string") {
-      throw new SafetensorsError(file, `__metadata__ value of ${JSON.stringify(key)} is a JSON ${valueKind}: metadata values must be strings`);
+      throw new SafetensorsError("metadata-invalid", file, `__metadata__ value of ${JSON.stringify(key)} is a JSON ${valueKind}: metadata values must be strings`);
     }
     entries.push([key, cursor.readString()]);
   }
@@ -194,33 +194,33 @@ function readMetadata(file: string, cursor: JsonCursor): [string, string][] | nu
 function readEntry(file: string, name: string, cursor: JsonCursor): HeaderTensor {
   const kind = cursor.peekKind();
   if (kind !== "object") {
-    throw new SafetensorsError(file, `entry is a JSON ${kind}, not an object with dtype, shape and data_offsets`, name);
+    throw new SafetensorsError("entry-malformed", file, `entry is a JSON ${kind}, not an object with dtype, shape and data_offsets`, name);
   }
   let dtypeText: string | undefined;
   let dims: bigint[] | undefined;
   let offsets: bigint[] | undefined;
   const seen = new Set<string>();
   for (const field of cursor.objectKeys(2)) {
-    if (seen.has(field)) throw new SafetensorsError(file, `entry has the field ${JSON.stringify(field)} twice`, name);
+    if (seen.has(field)) throw new SafetensorsError("entry-malformed", file, `entry has the field ${JSON.stringify(field)} twice`, name);
     seen.add(field);
     if (field === "dtype") {
       const k = cursor.peekKind();
-      if (k !== "string") throw new SafetensorsError(file, `dtype is a JSON ${k}, not a string`, name);
+      if (k !== "string") throw new SafetensorsError("entry-malformed", file, `dtype is a JSON ${k}, not a string`, name);
       dtypeText = cursor.readString();
     } else if (field === "shape") {
       const k = cursor.peekKind();
-      if (k !== "array") throw new SafetensorsError(file, `shape is a JSON ${k}, not an array`, name);
+      if (k !== "array") throw new SafetensorsError("entry-malformed", file, `shape is a JSON ${k}, not an array`, name);
       dims = [];
       for (const i of cursor.arrayItems(3)) {
-        if (i >= MAX_RANK) throw new SafetensorsError(file, `shape has more than ${MAX_RANK} dimensions, the limit`, name);
+        if (i >= MAX_RANK) throw new SafetensorsError("shape-invalid", file, `shape has more than ${MAX_RANK} dimensions, the limit`, name);
         dims.push(unsignedInteger(file, name, "shape", cursor));
       }
     } else if (field === "data_offsets") {
       const k = cursor.peekKind();
-      if (k !== "array") throw new SafetensorsError(file, `data_offsets is a JSON ${k}, not an array`, name);
+      if (k !== "array") throw new SafetensorsError("entry-malformed", file, `data_offsets is a JSON ${k}, not an array`, name);
       offsets = [];
       for (const i of cursor.arrayItems(3)) {
-        if (i >= 2) throw new SafetensorsError(file, "data_offsets has more than 2 numbers: it must be exactly [begin, end]", name);
+        if (i >= 2) throw new SafetensorsError("entry-malformed", file, "data_offsets has more than 2 numbers: it must be exactly [begin, end]", name);
         offsets.push(unsignedInteger(file, name, "data_offsets", cursor));
       }
     } else {
@@ -230,34 +230,34 @@ function readEntry(file: string, name: string, cursor: JsonCursor): HeaderTensor
     }
   }
   for (const field of ENTRY_FIELDS) {
-    if (!seen.has(field)) throw new SafetensorsError(file, `entry has no "${field}"`, name);
+    if (!seen.has(field)) throw new SafetensorsError("entry-malformed", file, `entry has no "${field}"`, name);
   }
   const dtype = dtypeText as string;
   if (!isDType(dtype)) {
-    throw new SafetensorsError(file, `has unknown dtype ${JSON.stringify(dtype)} (dtypes are upper case: ${DTYPES.join(", ")})`, name);
+    throw new SafetensorsError("dtype-unknown", file, `has unknown dtype ${JSON.stringify(dtype)} (dtypes are upper case: ${DTYPES.join(", ")})`, name);
   }
   const shape = dims as bigint[];
   const offsetPair = offsets as bigint[];
   if (offsetPair.length !== 2) {
-    throw new SafetensorsError(file, `data_offsets has ${offsetPair.length} number${offsetPair.length === 1 ? "" : "s"}: it must be exactly [begin, end]`, name);
+    throw new SafetensorsError("entry-malformed", file, `data_offsets has ${offsetPair.length} number${offsetPair.length === 1 ? "" : "s"}: it must be exactly [begin, end]`, name);
   }
   return checkEntry(file, name, dtype, shape, offsetPair[0] as bigint, offsetPair[1] as bigint);
 }
 
 function checkEntry(file: string, name: string, dtype: DType, dims: bigint[], beginBig: bigint, endBig: bigint): HeaderTensor {
-  if (endBig < beginBig) throw new SafetensorsError(file, `data_offsets [${beginBig}, ${endBig}] end before they begin`, name);
+  if (endBig < beginBig) throw new SafetensorsError("offsets-reversed", file, `data_offsets [${beginBig}, ${endBig}] end before they begin`, name);
   // numel x dtype size, each step checked against u64 overflow like the
   // reference's checked_mul fold (so [2^32, 2^32, 0] is refused there too,
   // and a product that would wrap to 0 in u64 never passes as 0).
   let numel = 1n;
   for (const dim of dims) {
     numel *= dim;
-    if (numel > U64_MAX) throw new SafetensorsError(file, `shape [${dims.join(", ")}] has more elements than fit in 64 bits (overflow)`, name);
+    if (numel > U64_MAX) throw new SafetensorsError("shape-overflow", file, `shape [${dims.join(", ")}] has more elements than fit in 64 bits (overflow)`, name);
   }
   const byteLength = numel * BigInt(dtypeBytes(dtype));
-  if (byteLength > U64_MAX) throw new SafetensorsError(file, `shape [${dims.join(", ")}] of ${dtype} is more bytes than fit in 64 bits (overflow)`, name);
+  if (byteLength > U64_MAX) throw new SafetensorsError("shape-overflow", file, `shape [${dims.join(", ")}] of ${dtype} is more bytes than fit in 64 bits (overflow)`, name);
   if (endBig - beginBig !== byteLength) {
-    throw new SafetensorsError(
+    throw new SafetensorsError("offsets-size-mismatch",
       file,
       `data_offsets [${beginBig}, ${endBig}] span ${endBig - beginBig} bytes, but ${dtype} [${dims.join(", ")}] needs ${byteLength}`,
       name,
@@ -266,10 +266,10 @@ function checkEntry(file: string, name: string, dtype: DType, dims: bigint[], be
   // From here every number is at most the span, which is checked against the
   // file size later; refuse what cannot be a JS number first.
   for (const dim of dims) {
-    if (dim > BigInt(Number.MAX_SAFE_INTEGER)) throw new SafetensorsError(file, `shape dimension ${dim} is larger than 2^53-1`, name);
+    if (dim > BigInt(Number.MAX_SAFE_INTEGER)) throw new SafetensorsError("shape-overflow", file, `shape dimension ${dim} is larger than 2^53-1`, name);
   }
   if (endBig > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new SafetensorsError(file, `data_offsets [${beginBig}, ${endBig}] point past 2^53-1 bytes: past the end of any file`, name);
+    throw new SafetensorsError("offsets-too-large", file, `data_offsets [${beginBig}, ${endBig}] point past 2^53-1 bytes: past the end of any file`, name);
   }
   return { name, dtype, shape: dims.map(Number), begin: Number(beginBig), end: Number(endBig) };
 }
@@ -278,13 +278,13 @@ function checkEntry(file: string, name: string, dtype: DType, dims: bigint[], be
 function unsignedInteger(file: string, name: string, field: string, cursor: JsonCursor): bigint {
   const kind = cursor.peekKind();
   if (kind !== "number") {
-    throw new SafetensorsError(file, `${field} holds a JSON ${kind}, not a non-negative integer`, name);
+    throw new SafetensorsError("entry-malformed", file, `${field} holds a JSON ${kind}, not a non-negative integer`, name);
   }
   const lexeme = cursor.readNumberLexeme();
-  if (lexeme.startsWith("-")) throw new SafetensorsError(file, `${field} holds the negative number ${lexeme}`, name);
-  if (!/^[0-9]+$/.test(lexeme)) throw new SafetensorsError(file, `${field} holds ${lexeme}, not an integer`, name);
+  if (lexeme.startsWith("-")) throw new SafetensorsError("entry-malformed", file, `${field} holds the negative number ${lexeme}`, name);
+  if (!/^[0-9]+$/.test(lexeme)) throw new SafetensorsError("entry-malformed", file, `${field} holds ${lexeme}, not an integer`, name);
   const n = BigInt(lexeme);
-  if (n > U64_MAX) throw new SafetensorsError(file, `${field} holds ${lexeme}, larger than a 64-bit unsigned integer`, name);
+  if (n > U64_MAX) throw new SafetensorsError("entry-malformed", file, `${field} holds ${lexeme}, larger than a 64-bit unsigned integer`, name);
   return n;
 }
 
@@ -319,24 +319,24 @@ export function encodeHeader(
   metadata?: MetadataInput,
 ): { bytes: Uint8Array; tensors: HeaderTensor[] } {
   if (tensors.length > MAX_TENSORS_PER_FILE) {
-    throw new SafetensorsError("(header being written)", `would list ${tensors.length} tensors, more than the ${MAX_TENSORS_PER_FILE} readers accept in one file: write more shards`);
+    throw new SafetensorsError("write-refused", "(header being written)", `would list ${tensors.length} tensors, more than the ${MAX_TENSORS_PER_FILE} readers accept in one file: write more shards`);
   }
   const ordered = [...tensors].sort(compareForWriting);
   const names = new Set<string>();
   const placed: HeaderTensor[] = [];
   let offset = 0;
   for (const t of ordered) {
-    if (names.has(t.name)) throw new SafetensorsError("(header being written)", "is given twice", t.name);
-    if (t.name === METADATA_KEY) throw new SafetensorsError("(header being written)", "cannot be a tensor name: __metadata__ is reserved", t.name);
+    if (names.has(t.name)) throw new SafetensorsError("write-refused", "(header being written)", "is given twice", t.name);
+    if (t.name === METADATA_KEY) throw new SafetensorsError("write-refused", "(header being written)", "cannot be a tensor name: __metadata__ is reserved", t.name);
     names.add(t.name);
     let numel = 1;
     for (const dim of t.shape) {
-      if (!Number.isSafeInteger(dim) || dim < 0) throw new SafetensorsError("(header being written)", `has an invalid dimension ${dim}`, t.name);
+      if (!Number.isSafeInteger(dim) || dim < 0) throw new SafetensorsError("write-refused", "(header being written)", `has an invalid dimension ${dim}`, t.name);
       numel *= dim;
     }
     const byteLength = numel * dtypeBytes(t.dtype);
     if (!Number.isSafeInteger(byteLength) || !Number.isSafeInteger(offset + byteLength)) {
-      throw new SafetensorsError("(header being written)", "is too large to write", t.name);
+      throw new SafetensorsError("write-refused", "(header being written)", "is too large to write", t.name);
     }
     placed.push({ name: t.name, dtype: t.dtype, shape: [...t.shape], begin: offset, end: offset + byteLength });
     offset += byteLength;
@@ -365,7 +365,7 @@ function withLengthPrefix(json: string, pad: boolean): Uint8Array {
   const padding = pad ? (8 - (body.length % 8)) % 8 : 0;
   const length = body.length + padding;
   if (length > MAX_SAFETENSORS_HEADER_BYTES) {
-    throw new SafetensorsError("(header being written)", `header would be ${length} bytes, over the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit readers enforce`);
+    throw new SafetensorsError("write-refused", "(header being written)", `header would be ${length} bytes, over the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit readers enforce`);
   }
   const out = new Uint8Array(LENGTH_PREFIX_BYTES + length);
   new DataView(out.buffer).setBigUint64(0, BigInt(length), true);
@@ -383,7 +383,7 @@ function withLengthPrefix(json: string, pad: boolean): Uint8Array {
  */
 export function jsonString(value: string): string {
   if (hasLoneSurrogate(value)) {
-    throw new SafetensorsError("(header being written)", `the string ${JSON.stringify(value)} has a lone surrogate: not valid UTF-8`);
+    throw new SafetensorsError("write-refused", "(header being written)", `the string ${JSON.stringify(value)} has a lone surrogate: not valid UTF-8`);
   }
   return JSON.stringify(value);
 }

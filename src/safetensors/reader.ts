@@ -52,7 +52,7 @@ class SafetensorsFileReader implements SafetensorsFile {
 
   async *readTensor(name: string, range: ReadRange = {}): AsyncIterable<Uint8Array> {
     const t = this.#byName.get(name);
-    if (t === undefined) throw new SafetensorsError(this.path, "is not in this file", name);
+    if (t === undefined) throw new SafetensorsError("tensor-not-in-file", this.path, "is not in this file", name);
     const length = t.end - t.begin;
     const { start, end, chunkBytes } = resolveRange(name, length, range, CHUNK_BYTES);
     // element-aligned chunks are friendlier to consumers doing arithmetic
@@ -66,7 +66,7 @@ class SafetensorsFileReader implements SafetensorsFile {
       try {
         chunk = await this.source.read(position, n);
       } catch (err) {
-        if (err instanceof TruncatedError) throw new SafetensorsError(this.path, `data ends at byte ${err.position}, before the tensor's end: the file was truncated`, name, { cause: err });
+        if (err instanceof TruncatedError) throw new SafetensorsError("truncated", this.path, `data ends at byte ${err.position}, before the tensor's end: the file was truncated`, name, { cause: err });
         throw err;
       }
       yield chunk;

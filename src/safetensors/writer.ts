@@ -53,18 +53,18 @@ export class SafetensorsWriter {
       this.#headerWritten = true;
     }
     const expected = this.tensors[this.#next];
-    if (expected === undefined) throw new SafetensorsError(this.label, "is one tensor too many for this header", name);
+    if (expected === undefined) throw new SafetensorsError("write-out-of-order", this.label, "is one tensor too many for this header", name);
     if (expected.name !== name) {
-      throw new SafetensorsError(this.label, `is written out of order: "${expected.name}" comes next`, name);
+      throw new SafetensorsError("write-out-of-order", this.label, `is written out of order: "${expected.name}" comes next`, name);
     }
     const length = expected.end - expected.begin;
     let written = 0;
     for await (const chunk of chunks) {
       written += chunk.length;
-      if (written > length) throw new SafetensorsError(this.label, `got more than its ${length} bytes`, name);
+      if (written > length) throw new SafetensorsError("write-length-mismatch", this.label, `got more than its ${length} bytes`, name);
       await this.sink.write(chunk);
     }
-    if (written !== length) throw new SafetensorsError(this.label, `got ${written} bytes, expected ${length}`, name);
+    if (written !== length) throw new SafetensorsError("write-length-mismatch", this.label, `got ${written} bytes, expected ${length}`, name);
     this.#next++;
   }
 
@@ -75,6 +75,6 @@ export class SafetensorsWriter {
       this.#headerWritten = true;
     }
     const missing = this.tensors[this.#next];
-    if (missing !== undefined) throw new SafetensorsError(this.label, "was never written", missing.name);
+    if (missing !== undefined) throw new SafetensorsError("write-incomplete", this.label, "was never written", missing.name);
   }
 }

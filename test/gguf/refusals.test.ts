@@ -27,7 +27,9 @@ function editConfig(dir: string, edit: (config: Record<string, unknown>) => void
 describe("GGUF output refuses, by name and before any output, what it does not write as llama.cpp's converter does", () => {
   it("refuses another architecture", async () => {
     const { dir, out } = await variant((d) => editConfig(d, (c) => { c.architectures = ["GPTNeoXForCausalLM"]; }));
-    await expect(convertModel(dir, out)).rejects.toThrow(/LLaMA-family models .* not GPTNeoXForCausalLM/);
+    const refused = convertModel(dir, out);
+    await expect(refused).rejects.toThrow(/LLaMA-family models .* not GPTNeoXForCausalLM/);
+    await expect(refused).rejects.toMatchObject({ rule: "gguf-architecture" });
     expect(existsSync(out)).toBe(false);
   });
 
@@ -38,13 +40,16 @@ describe("GGUF output refuses, by name and before any output, what it does not w
     });
     const err = await convertModel(dir, out).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ModelError);
+    expect((err as ModelError).rule).toBe("gguf-tokenizer");
     expect((err as Error).message).toMatch(/no tokenizer\.model: GGUF output is written for SentencePiece tokenizers only \(it has only tokenizer\.json, a BPE tokenizer/);
     expect(readdirSync(join(dir, ".."))).toEqual(["model"]);
   });
 
   it("refuses rope scaling it does not write", async () => {
     const { dir, out } = await variant((d) => editConfig(d, (c) => { c.rope_scaling = { type: "linear", factor: 2 }; }));
-    await expect(convertModel(dir, out)).rejects.toThrow(/rope scaling \(linear\)/);
+    const refused = convertModel(dir, out);
+    await expect(refused).rejects.toThrow(/rope scaling \(linear\)/);
+    await expect(refused).rejects.toMatchObject({ rule: "gguf-architecture" });
     expect(existsSync(out)).toBe(false);
   });
 
@@ -55,7 +60,9 @@ describe("GGUF output refuses, by name and before any output, what it does not w
     const bytes = readFileSync(path);
     const text = bytes.toString("latin1").replace("model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.xx_proj.weight");
     writeFileSync(path, Buffer.from(text, "latin1"));
-    await expect(convertModel(dir, out)).rejects.toThrow(/tensor "model\.layers\.1\.mlp\.xx_proj\.weight" is not part of a LLaMA model/);
+    const refused = convertModel(dir, out);
+    await expect(refused).rejects.toThrow(/tensor "model\.layers\.1\.mlp\.xx_proj\.weight" is not part of a LLaMA model/);
+    await expect(refused).rejects.toMatchObject({ rule: "gguf-tensor" });
     expect(existsSync(out)).toBe(false);
   });
 
@@ -96,7 +103,9 @@ describe("convert CLI", () => {
 describe("hostile GGUF inputs", () => {
   it("refuses a config whose vocab_size would make a giant token list, before allocating it", async () => {
     const { dir, out } = await variant((d) => editConfig(d, (c) => { c.vocab_size = 2_000_000_000; }));
-    await expect(convertModel(dir, out)).rejects.toThrow(/vocab_size 2000000000 is more than the 524288 tokens/);
+    const refused = convertModel(dir, out);
+    await expect(refused).rejects.toThrow(/vocab_size 2000000000 is more than the 524288 tokens/);
+    await expect(refused).rejects.toMatchObject({ rule: "gguf-config" });
   });
 
   it("refuses a tokenizer.model whose piece length runs past the file", async () => {

@@ -104,7 +104,7 @@ describe("byte ranges", () => {
       await expect(readAll(file, "f32", { start: 5, end: 4 })).rejects.toThrow(RangeError);
       await expect(readAll(file, "f32", { chunkBytes: 0 })).rejects.toThrow(RangeError);
       await expect(readAll(file, "nope")).rejects.toThrow(PytorchError);
-      await expect(readAll(file, "nope")).rejects.toThrow(/tensor "nope" is not in this file/);
+      await expect(readAll(file, "nope")).rejects.toMatchObject({ rule: "tensor-not-in-file", message: expect.stringMatching(/tensor "nope" is not in this file/) });
     } finally {
       await file.close();
     }
@@ -146,7 +146,7 @@ describe("state dict shapes", () => {
     const stream = file.readTensor("big_transposed", { chunkBytes: 64 })[Symbol.asyncIterator]();
     expect((await stream.next()).done).toBe(false);
     await file.close();
-    await expect(stream.next()).rejects.toThrow(/was read after the file was closed/);
+    await expect(stream.next()).rejects.toMatchObject({ rule: "read-after-close", message: expect.stringMatching(/was read after the file was closed/) });
   });
 
   it("reads after close fail cleanly", async () => {

@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { scanEasyLmCheckpoint } from "../../src/easylm/streaming-checkpoint.js";
+import type { EasyLmRule } from "../../src/errors.js";
 
 const enc = new TextEncoder();
 const str = (s: string) => { const b = enc.encode(s); return [0xa0 | b.length, ...b]; };
@@ -28,6 +29,13 @@ async function scan(bytes: number[]) {
   }, file.length, "diff");
 }
 
+/** Refused by `rule` (what programs see as error.rule), with a message that says it in words. */
+async function refused(bytes: number[], rule: EasyLmRule, message: RegExp): Promise<void> {
+  const scanned = scan(bytes);
+  await expect(scanned).rejects.toThrow(message);
+  await expect(scanned).rejects.toMatchObject({ rule });
+}
+
 describe("EasyLM streaming checkpoint: hostile records", () => {
   it("reads a well-formed record (so the refusals below are not a blanket failure)", async () => {
     const records = await scan(record(["lm_head", "kernel"], array([2, 1], "bfloat16", [1, 2, 3, 4])));
@@ -36,41 +44,41 @@ describe("EasyLM streaming checkpoint: hostile records", () => {
 
   it("rejects a value claiming 4 GB in a file of a few bytes, before reading it", async () => {
     const bytes = [0x92, 0x91, ...str("x"), 0xc6, 0xff, 0xff, 0xff, 0xf0, 0xc9];
-    await expect(scan(bytes)).rejects.toThrow(/"x" runs past the end of the file .*truncated/);
+    await refused(bytes, "record-truncated", /"x" runs past the end of the file .*truncated/);
   });
 
   it("rejects an array whose data length disagrees with its shape", async () => {
-    await expect(scan(record(["w"], array([3], "float16", [0, 0, 0, 0])))).rejects.toThrow(/"w" holds 4 bytes, but \[3\] float16 is 6/);
+    await refused(record(["w"], array([3], "float16", [0, 0, 0, 0])), "record-malformed", /"w" holds 4 bytes, but \[3\] float16 is 6/);
   });
 
   it("rejects a flax chunked array (a map where the array belongs)", async () => {
-    await expect(scan(record(["w"], [0x81, ...str("a"), 0x01]))).rejects.toThrow(/chunked array .*not supported/);
+    await refused(record(["w"], [0x81, ...str("a"), 0x01]), "record-unsupported", /chunked array .*not supported/);
   });
 
   it("rejects another msgpack extension type", async () => {
-    await expect(scan(record(["w"], array([1], "float16", [0, 0], 2)))).rejects.toThrow(/extension type 2, not flax's ndarray/);
+    await refused(record(["w"], array([1], "float16", [0, 0], 2)), "record-unsupported", /extension type 2, not flax's ndarray/);
   });
 
   it("rejects an object or integer dtype", async () => {
-    await expect(scan(record(["w"], array([1], "object", [0])))).rejects.toThrow(/"w" is "object", not a float16/);
-    await expect(scan(record(["w"], array([1], "int64", [0, 0, 0, 0, 0, 0, 0, 0])))).rejects.toThrow(/"int64"/);
+    await refused(record(["w"], array([1], "object", [0])), "record-unsupported", /"w" is "object", not a float16/);
+    await refused(record(["w"], array([1], "int64", [0, 0, 0, 0, 0, 0, 0, 0])), "record-unsupported", /"int64"/);
   });
 
   it("rejects a key path part that is not a string", async () => {
-    await expect(scan([0x92, 0x91, 0x01, ...bin32([])])).rejects.toThrow(/msgpack type 0x1 where a string belongs/);
+    await refused([0x92, 0x91, 0x01, ...bin32([])], "record-malformed", /msgpack type 0x1 where a string belongs/);
   });
 
   it("rejects a key stored twice", async () => {
     const one = record(["w"], array([1], "float16", [0, 0]));
-    await expect(scan([...one, ...one])).rejects.toThrow(/"w" is stored twice/);
+    await refused([...one, ...one], "record-duplicate", /"w" is stored twice/);
   });
 
   it("rejects trailing bytes that are not a record, naming the record before them", async () => {
     const one = record(["w"], array([1], "float16", [0, 0]));
-    await expect(scan([...one, 0x00])).rejects.toThrow(/the record at byte 33 \(after "w"\) has msgpack type 0x0 where an array belongs/);
+    await refused([...one, 0x00], "record-malformed", /the record at byte 33 \(after "w"\) has msgpack type 0x0 where an array belongs/);
   });
 
   it("rejects an empty file", async () => {
-    await expect(scan([])).rejects.toThrow(/holds no records/);
+    await refused([], "no-records", /holds no records/);
   });
 });

@@ -4,14 +4,16 @@
  */
 import { describe, expect, it } from "vitest";
 import { readCheckpoint } from "../../src/pytorch/checkpoint.js";
-import { PytorchError } from "../../src/errors.js";
+import { PytorchError, type PytorchRule } from "../../src/errors.js";
 import { checkpointZip, memoryReader, P, storedZip, tensorDictPickle } from "../pytorch/build.js";
 
 const FILE = "forged.bin";
 
-async function refused(bytes: Uint8Array, message: RegExp, reads: number[] = []): Promise<void> {
+/** Refused by the rule `rule` (what programs see as error.rule), with a message that says it in words. */
+async function refused(rule: PytorchRule, bytes: Uint8Array, message: RegExp, reads: number[] = []): Promise<void> {
   const promise = readCheckpoint(memoryReader(bytes, reads), bytes.length, FILE);
   await expect(promise).rejects.toThrow(PytorchError);
+  await expect(promise).rejects.toMatchObject({ rule });
   await expect(promise).rejects.toThrow(message);
 }
 
@@ -23,27 +25,27 @@ describe("forged zip structures", () => {
   it("rejects an end record whose central directory lies past the end of the file", async () => {
     const zip = checkpointZip(weight(), { "0": f32(4) });
     new DataView(zip.buffer).setUint32(zip.length - 6, 0x7fffffff, true);
-    await refused(zip, /central directory .* lies past the end of the file/);
+    await refused("zip-past-end", zip, /central directory .* lies past the end of the file/);
   });
 
   it("rejects a central directory larger than the limit before reading it", async () => {
     const zip = checkpointZip(weight(), { "0": f32(4) });
     new DataView(zip.buffer).setUint32(zip.length - 10, 0xfffffff0, true);
     const reads: number[] = [];
-    await refused(zip, /central directory of \d+ bytes is larger than the limit/, reads);
+    await refused("zip-too-large", zip, /central directory of \d+ bytes is larger than the limit/, reads);
     expect(Math.max(...reads)).toBeLessThan(100_000);
   });
 
   it("rejects an entry count the directory cannot hold", async () => {
     const zip = checkpointZip(weight(), { "0": f32(4) });
     new DataView(zip.buffer).setUint16(zip.length - 12, 0xfff0, true);
-    await refused(zip, /cannot hold 65520 entries/);
+    await refused("zip-malformed", zip, /cannot hold 65520 entries/);
   });
 
   it("rejects a saturated end record without ZIP64 records", async () => {
     const zip = checkpointZip(weight(), { "0": f32(4) });
     new DataView(zip.buffer).setUint32(zip.length - 6, 0xffffffff, true);
-    await refused(zip, /needs ZIP64 records/);
+    await refused("zip-malformed", zip, /needs ZIP64 records/);
   });
 
   it("rejects two entries with the same name", async () => {
@@ -52,7 +54,7 @@ describe("forged zip structures", () => {
       { name: "archive/data/0", data: f32(4) },
       { name: "archive/data/0", data: f32(4) },
     ]);
-    await refused(zip, /two entries named "archive\/data\/0"/);
+    await refused("zip-duplicate-entry", zip, /two entries named "archive\/data\/0"/);
   });
 
   it("rejects an entry whose size runs past the end of the file", async () => {
@@ -60,12 +62,12 @@ describe("forged zip structures", () => {
       { name: "archive/data.pkl", data: weight() },
       { name: "archive/data/0", data: f32(4), centralSize: 1_000_000 },
     ]);
-    await refused(zip, /declares 1000000 bytes, more than the whole file|lies past the end of the file/);
+    await refused("zip-past-end", zip, /declares 1000000 bytes, more than the whole file|lies past the end of the file/);
   });
 
   it("rejects a local header whose name differs from the central directory's", async () => {
     const zip = storedZip([{ name: "archive/data.pkl", data: weight(), localName: "archive/data.pkX" }, { name: "archive/data/0", data: f32(4) }]);
-    await refused(zip, /local header whose name differs/);
+    await refused("zip-malformed", zip, /local header whose name differs/);
   });
 
   it("rejects the encryption flag on any entry, even one torch never reads", async () => {
@@ -80,14 +82,14 @@ describe("forged zip structures", () => {
             { name: "archive/extra", data: new Uint8Array(3) },
           ].map((e) => (e.name === flagged ? { ...e, flags } : e)),
         );
-        await refused(zip, new RegExp(`zip entry "${flagged}" is encrypted \\(flags 0x${flags.toString(16).padStart(4, "0")}\\)`));
+        await refused("zip-unsupported", zip, new RegExp(`zip entry "${flagged}" is encrypted \\(flags 0x${flags.toString(16).padStart(4, "0")}\\)`));
       }
     }
   });
 
   it("rejects an archive without data.pkl, and one with two", async () => {
-    await refused(storedZip([{ name: "archive/other.pkl", data: weight() }]), /without <folder>\/data\.pkl/);
-    await refused(
+    await refused("checkpoint-no-pickle", storedZip([{ name: "archive/other.pkl", data: weight() }]), /without <folder>\/data\.pkl/);
+    await refused("checkpoint-ambiguous", 
       storedZip([
         { name: "a/data.pkl", data: weight() },
         { name: "b/data.pkl", data: weight() },
@@ -99,24 +101,24 @@ describe("forged zip structures", () => {
 
 describe("forged pickles", () => {
   it("rejects a storage entry shorter than the storage it claims", async () => {
-    await refused(checkpointZip(weight(), { "0": f32(3) }), /storage "0" should hold 4 F32 elements \(16 bytes\) but archive\/data\/0 is 12 bytes/);
+    await refused("storage-size-mismatch", checkpointZip(weight(), { "0": f32(3) }), /storage "0" should hold 4 F32 elements \(16 bytes\) but archive\/data\/0 is 12 bytes/);
   });
 
   it("rejects a view past its storage through its shape, offset or stride", async () => {
-    await refused(checkpointZip(weight({ shape: [5] }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
-    await refused(checkpointZip(weight({ offset: 1 }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
-    await refused(checkpointZip(weight({ shape: [2, 2], strides: [3, 1] }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
+    await refused("tensor-past-storage", checkpointZip(weight({ shape: [5] }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
+    await refused("tensor-past-storage", checkpointZip(weight({ offset: 1 }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
+    await refused("tensor-past-storage", checkpointZip(weight({ shape: [2, 2], strides: [3, 1] }), { "0": f32(4) }), /tensor "weight" is a view past its storage/);
   });
 
   it("rejects a 488-byte checkpoint whose one float is viewed as 2^33 elements with stride 0 (convert would write 34 GB)", async () => {
     const zip = checkpointZip(weight({ numel: 1, shape: [2 ** 33], strides: [0] }), { "0": f32(1) });
     expect(zip.length).toBeLessThan(1000);
-    await refused(zip, /tensor "weight" is a view whose elements overlap in storage \(shape \[8589934592\], strides \[0\]: dimension 0, of size 8589934592, has stride 0\)/);
+    await refused("tensor-overlapping", zip, /tensor "weight" is a view whose elements overlap in storage \(shape \[8589934592\], strides \[0\]: dimension 0, of size 8589934592, has stride 0\)/);
   });
 
   it("rejects views whose strides alias: equal strides, or one inside another's span", async () => {
-    await refused(checkpointZip(weight({ shape: [2, 2], strides: [1, 1] }), { "0": f32(4) }), /dimension \d's stride 1 does not step past the 2 elements/);
-    await refused(checkpointZip(weight({ numel: 6, shape: [2, 3], strides: [2, 1] }), { "0": f32(6) }), /dimension 0's stride 2 does not step past the 3 elements/);
+    await refused("tensor-overlapping", checkpointZip(weight({ shape: [2, 2], strides: [1, 1] }), { "0": f32(4) }), /dimension \d's stride 1 does not step past the 2 elements/);
+    await refused("tensor-overlapping", checkpointZip(weight({ numel: 6, shape: [2, 3], strides: [2, 1] }), { "0": f32(6) }), /dimension 0's stride 2 does not step past the 3 elements/);
   });
 
   it("loads legitimate views: transposed, sliced, stepped, a stride-0 dimension of size 1, zero-size, and two tensors on one storage", async () => {
@@ -137,30 +139,30 @@ describe("forged pickles", () => {
 
   it("rejects shapes whose size overflows", async () => {
     const pickle = weight({ shape: [2 ** 30, 2 ** 30, 2 ** 30], strides: [0, 0, 0] });
-    await refused(checkpointZip(pickle, { "0": f32(4) }), /tensor "weight" has a shape too large to address/);
+    await refused("tensor-malformed", checkpointZip(pickle, { "0": f32(4) }), /tensor "weight" has a shape too large to address/);
   });
 
   it("rejects a storage type that is not a torch dtype storage", async () => {
-    await refused(checkpointZip(weight({ storageType: "UntypedStorage" }), { "0": f32(4) }), /torch\.UntypedStorage, which is not allowed/);
+    await refused("pickle-forbidden-global", checkpointZip(weight({ storageType: "UntypedStorage" }), { "0": f32(4) }), /torch\.UntypedStorage, which is not allowed/);
   });
 
   it("rejects calling a storage class", async () => {
     const pickle = P.pickle(P.proto(), P.emptyDict(), P.str("w"), P.global("torch", "FloatStorage"), P.int(4), P.tuple1(), P.reduce(), P.setitem(), P.stop());
-    await refused(checkpointZip(pickle), /calls torch\.FloatStorage, which is not allowed/);
+    await refused("call-forbidden", checkpointZip(pickle), /calls torch\.FloatStorage, which is not allowed/);
   });
 
   it("rejects BUILD on anything but a dict", async () => {
     const pickle = P.pickle(P.proto(), P.global("collections", "OrderedDict"), P.emptyTuple(), P.emptyTuple(), P.tuple1(), P.build(), P.stop());
     // BUILD applies ((),) to the empty tuple below it: not a dict
-    await refused(checkpointZip(pickle), /BUILD to a tuple, which is not allowed/);
+    await refused("call-malformed", checkpointZip(pickle), /BUILD to a tuple, which is not allowed/);
     // BUILD on an allowed global itself (the classic way to set attributes on a class)
     const onGlobal = P.pickle(P.proto(), P.global("collections", "OrderedDict"), P.emptyDict(), P.build(), P.stop());
-    await refused(checkpointZip(onGlobal), /BUILD to collections\.OrderedDict, which is not allowed/);
+    await refused("call-malformed", checkpointZip(onGlobal), /BUILD to collections\.OrderedDict, which is not allowed/);
   });
 
   it("rejects persistent ids that are not storage references", async () => {
     const pickle = P.pickle(P.proto(), P.str("module"), P.binpersid(), P.stop());
-    await refused(checkpointZip(pickle), /persistent id that is not a \('storage'/);
+    await refused("storage-malformed", checkpointZip(pickle), /persistent id that is not a \('storage'/);
   });
 
   it("rejects one storage key used with two dtypes", async () => {
@@ -168,16 +170,16 @@ describe("forged pickles", () => {
       { name: "a", storageType: "FloatStorage", key: "0", numel: 4, offset: 0, shape: [4], strides: [1] },
       { name: "b", storageType: "IntStorage", key: "0", numel: 4, offset: 0, shape: [4], strides: [1] },
     ]);
-    await refused(checkpointZip(pickle, { "0": f32(4) }), /uses storage "0" both as F32 x 4 and as I32 x 4/);
+    await refused("storage-malformed", checkpointZip(pickle, { "0": f32(4) }), /uses storage "0" both as F32 x 4 and as I32 x 4/);
   });
 
   it("rejects a pickle that is not a dict, and tensors nested deeper than one wrapper", async () => {
-    await refused(checkpointZip(P.pickle(P.proto(), P.emptyList(), P.stop())), /holds a list, not a state dict/);
+    await refused("not-a-state-dict", checkpointZip(P.pickle(P.proto(), P.emptyList(), P.stop())), /holds a list, not a state dict/);
     const inner = weight();
     // {"outer": {"weight": tensor}}: the inner pickle's body wrapped under a key
     const body = inner.subarray(2, inner.length - 1);
     const nested = P.pickle(P.proto(), P.emptyDict(), P.str("outer"), body, P.setitem(), P.str("x"), P.int(1), P.setitem(), P.stop());
-    await refused(checkpointZip(nested, { "0": f32(4) }), /nests tensors under "outer"/);
+    await refused("nested-state-dict", checkpointZip(nested, { "0": f32(4) }), /nests tensors under "outer"/);
   });
 
   it("rejects a pickle larger than MAX_PICKLE_BYTES before reading it", async () => {
@@ -185,7 +187,7 @@ describe("forged pickles", () => {
     const zip = storedZip([{ name: "archive/data.pkl", data: weight(), centralSize: MAX_PICKLE_BYTES + 1 }]);
     const reads: number[] = [];
     // the forged size is also past the end of the file; either rule refuses it without reading it
-    await refused(zip, /more than the limit|more than the whole file/, reads);
+    await refused("zip-past-end", zip, /more than the limit|more than the whole file/, reads);
     expect(Math.max(...reads)).toBeLessThan(100_000);
   });
 });
@@ -219,38 +221,38 @@ describe("lenient pickles torch refuses", () => {
 
   it("rejects a size, stride, offset or element count given as a float (BINFLOAT 2.0 is not the int 2)", async () => {
     const [s, offset, size, stride, grad, h] = valid();
-    await refused(rebuild(s!, offset!, tuple(float(4)), stride!, grad!, h!), /rebuilds a tensor whose size\[0\] is the float 4\.0, not a non-negative integer/);
-    await refused(rebuild(s!, offset!, size!, tuple(float(1)), grad!, h!), /whose stride\[0\] is the float 1\.0/);
-    await refused(rebuild(s!, float(0), size!, stride!, grad!, h!), /whose storage offset is the float 0\.0/);
-    await refused(rebuild(storage(float(4)), offset!, size!, stride!, grad!, h!), /storage "0" has an element count that is the float 4\.0/);
+    await refused("tensor-malformed", rebuild(s!, offset!, tuple(float(4)), stride!, grad!, h!), /rebuilds a tensor whose size\[0\] is the float 4\.0, not a non-negative integer/);
+    await refused("tensor-malformed", rebuild(s!, offset!, size!, tuple(float(1)), grad!, h!), /whose stride\[0\] is the float 1\.0/);
+    await refused("tensor-malformed", rebuild(s!, float(0), size!, stride!, grad!, h!), /whose storage offset is the float 0\.0/);
+    await refused("storage-malformed", rebuild(storage(float(4)), offset!, size!, stride!, grad!, h!), /storage "0" has an element count that is the float 4\.0/);
   });
 
   it("rejects a size or offset given as a bool", async () => {
     const [s, offset, , stride, grad, h] = valid();
-    await refused(rebuild(s!, offset!, tuple([0x88]), stride!, grad!, h!), /size\[0\] is True, not a non-negative integer/);
-    await refused(rebuild(s!, P.newFalse(), tuple(P.int(4)), stride!, grad!, h!), /storage offset is False/);
+    await refused("tensor-malformed", rebuild(s!, offset!, tuple([0x88]), stride!, grad!, h!), /size\[0\] is True, not a non-negative integer/);
+    await refused("tensor-malformed", rebuild(s!, P.newFalse(), tuple(P.int(4)), stride!, grad!, h!), /storage offset is False/);
   });
 
   it("rejects _rebuild_tensor_v2 called with 5 arguments (it takes 6, or 7 with metadata)", async () => {
     const args = valid();
-    await refused(rebuild(...args.slice(0, 5)), /calls _rebuild_tensor_v2 with 5 arguments; it takes 6 or 7/);
-    await refused(rebuild(...args.slice(0, 4)), /with 4 arguments/);
-    await refused(rebuild(...args, P.emptyDict(), P.none()), /with 8 arguments/);
+    await refused("call-malformed", rebuild(...args.slice(0, 5)), /calls _rebuild_tensor_v2 with 5 arguments; it takes 6 or 7/);
+    await refused("call-malformed", rebuild(...args.slice(0, 4)), /with 4 arguments/);
+    await refused("call-malformed", rebuild(...args, P.emptyDict(), P.none()), /with 8 arguments/);
   });
 
   it("rejects requires_grad that is not a bool, and metadata that is not a dict", async () => {
     const [s, offset, size, stride, , h] = valid();
-    await refused(rebuild(s!, offset!, size!, stride!, P.int(1), h!), /requires_grad the integer 1; it must be a bool/);
-    await refused(rebuild(s!, offset!, size!, stride!, P.none(), h!), /requires_grad None; it must be a bool/);
-    await refused(rebuild(...valid(), P.int(5)), /metadata the integer 5; it must be a dict/);
+    await refused("call-malformed", rebuild(s!, offset!, size!, stride!, P.int(1), h!), /requires_grad the integer 1; it must be a bool/);
+    await refused("call-malformed", rebuild(s!, offset!, size!, stride!, P.none(), h!), /requires_grad None; it must be a bool/);
+    await refused("call-malformed", rebuild(...valid(), P.int(5)), /metadata the integer 5; it must be a dict/);
   });
 
   it("rejects _rebuild_parameter with the wrong number of arguments", async () => {
     const tensor = [...P.global("torch._utils", "_rebuild_tensor_v2"), ...tuple(...valid()), ...P.reduce()];
     expect(await loads(call("_rebuild_parameter", tensor, [0x88], hooks()))).toEqual([["weight", [4]]]);
-    await refused(call("_rebuild_parameter", tensor, [0x88]), /calls _rebuild_parameter with 2 arguments; it takes 3/);
-    await refused(call("_rebuild_parameter", tensor, P.int(1), hooks()), /_rebuild_parameter with requires_grad the integer 1/);
-    await refused(call("_rebuild_parameter_with_state", tensor, [0x88], hooks()), /_rebuild_parameter_with_state with 3 arguments; it takes 4/);
+    await refused("call-malformed", call("_rebuild_parameter", tensor, [0x88]), /calls _rebuild_parameter with 2 arguments; it takes 3/);
+    await refused("call-malformed", call("_rebuild_parameter", tensor, P.int(1), hooks()), /_rebuild_parameter with requires_grad the integer 1/);
+    await refused("call-malformed", call("_rebuild_parameter_with_state", tensor, [0x88], hooks()), /_rebuild_parameter_with_state with 3 arguments; it takes 4/);
   });
 
   it("rejects a FRAME whose length does not match the bytes that follow", async () => {
@@ -263,10 +265,10 @@ describe("lenient pickles torch refuses", () => {
     };
     expect(await loads(framed(body.length))).toEqual([["weight", [4]]]);
     // torch: "pickle data was truncated"
-    await refused(framed(body.length + 1), /data\.pkl has a FRAME of \d+ bytes, but only \d+ bytes follow/);
+    await refused("pickle-malformed", framed(body.length + 1), /data\.pkl has a FRAME of \d+ bytes, but only \d+ bytes follow/);
     // a frame that ends inside an opcode (EMPTY_DICT, MARK, then half of BINUNICODE "weight"):
     // Python's pickle.py refuses it; torch misreads the opcode and fails
-    await refused(framed(4), /has an opcode that runs past the end of its FRAME/);
+    await refused("pickle-malformed", framed(4), /has an opcode that runs past the end of its FRAME/);
   });
 });
 
@@ -300,9 +302,9 @@ describe("state and storage details torch checks", () => {
     expect(await loads(build(P.emptyDict()))).toEqual([]);
     expect(await loads(build(P.none(), P.emptyDict(), P.tuple2()))).toEqual([]);
     // torch: "state is not a dictionary", "slot state is not a dictionary"
-    await refused(build(P.int(5)), /applies BUILD with the integer 5 as state; it must be None or a dict/);
-    await refused(build(P.emptyList()), /applies BUILD with a list as state/);
-    await refused(build(P.emptyDict(), P.none(), P.tuple2()), /applies BUILD with a tuple as state/);
+    await refused("call-malformed", build(P.int(5)), /applies BUILD with the integer 5 as state; it must be None or a dict/);
+    await refused("call-malformed", build(P.emptyList()), /applies BUILD with a list as state/);
+    await refused("call-malformed", build(P.emptyDict(), P.none(), P.tuple2()), /applies BUILD with a tuple as state/);
   });
 
   it("rejects a storage location that is not a string", async () => {
@@ -312,6 +314,6 @@ describe("state and storage details torch checks", () => {
       P.int(0), P.int(4), P.tuple1(), P.int(1), P.tuple1(), P.newFalse(), P.global("collections", "OrderedDict"), P.emptyTuple(), P.reduce(), P.tuple(),
       P.reduce(), P.setitem(), P.stop(),
     );
-    await refused(checkpointZip(pickle, { "0": f32(4) }), /storage "0" has the location the integer 5, not a device name/);
+    await refused("storage-malformed", checkpointZip(pickle, { "0": f32(4) }), /storage "0" has the location the integer 5, not a device name/);
   });
 });

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openPytorchFile } from "../../src/formats/registry.js";
-import { PytorchError } from "../../src/errors.js";
+import { PytorchError, type PytorchRule } from "../../src/errors.js";
 import { fixture } from "../pytorch/fixtures.js";
 
 const MARKER = "delta-weights-payload-ran";
@@ -42,15 +42,16 @@ afterAll(async () => {
 });
 
 describe("pickles that try to run code", () => {
-  const cases: [string, RegExp][] = [
-    ["hostile/os-system.bin", /os\.system, which is not allowed/],
-    ["hostile/posix-system.bin", /posix\.system, which is not allowed/],
-    ["hostile/builtins-eval.bin", /builtins\.eval, which is not allowed/],
-    ["hostile/builtin-eval.bin", /__builtin__\.eval, which is not allowed/],
+  const cases: [string, PytorchRule, RegExp][] = [
+    ["hostile/os-system.bin", "pickle-forbidden-global", /os\.system, which is not allowed/],
+    ["hostile/posix-system.bin", "pickle-forbidden-global", /posix\.system, which is not allowed/],
+    ["hostile/builtins-eval.bin", "pickle-forbidden-global", /builtins\.eval, which is not allowed/],
+    ["hostile/builtin-eval.bin", "pickle-forbidden-global", /__builtin__\.eval, which is not allowed/],
   ];
-  for (const [name, message] of cases) {
+  for (const [name, rule, message] of cases) {
     it(`refuses ${name} at its GLOBAL, naming it, and runs nothing`, async () => {
       const error = await refusal(fixture(name));
+      expect(error.rule).toBe(rule);
       expect(error.message).toMatch(message);
       expect(existsSync(MARKER)).toBe(false);
       expect(existsSync(path.join(path.dirname(fixture(name)), MARKER))).toBe(false);
@@ -59,23 +60,25 @@ describe("pickles that try to run code", () => {
 });
 
 describe("malformed checkpoints", () => {
-  const cases: [string, RegExp][] = [
-    ["hostile/view-past-storage.bin", /tensor "weight" is a view past its storage: it needs element 4 of storage "0", which has 4/],
-    ["hostile/offset-past-storage.bin", /tensor "weight" is a view past its storage/],
-    ["hostile/stride-past-storage.bin", /tensor "weight" is a view past its storage/],
-    ["hostile/expanded-view.bin", /tensor "weight" is a view whose elements overlap in storage \(shape \[3, 4\], strides \[1, 0\]: dimension 1, of size 4, has stride 0\)/],
-    ["hostile/overlapping-view.bin", /tensor "weight" is a view whose elements overlap in storage \(shape \[4, 5\], strides \[3, 2\]: dimension 0's stride 3 does not step past/],
-    ["hostile/unfolded-view.bin", /tensor "weight" is a view whose elements overlap in storage/],
-    ["hostile/empty-pickle.bin", /data\.pkl is empty/],
-    ["hostile/not-a-pickle.bin", /data\.pkl is not a pickle/],
-    ["hostile/missing-storage.bin", /refers to storage "0" but the archive has no/],
-    ["compressed.bin", /is compressed \(method 8\)/],
-    ["big-endian.bin", /big-endian/],
-    ["legacy-format.bin", /legacy PyTorch format \(torch < 1\.6\).*re-save it with a newer torch/],
+  const cases: [string, PytorchRule, RegExp][] = [
+    ["hostile/view-past-storage.bin", "tensor-past-storage", /tensor "weight" is a view past its storage: it needs element 4 of storage "0", which has 4/],
+    ["hostile/offset-past-storage.bin", "tensor-past-storage", /tensor "weight" is a view past its storage/],
+    ["hostile/stride-past-storage.bin", "tensor-past-storage", /tensor "weight" is a view past its storage/],
+    ["hostile/expanded-view.bin", "tensor-overlapping", /tensor "weight" is a view whose elements overlap in storage \(shape \[3, 4\], strides \[1, 0\]: dimension 1, of size 4, has stride 0\)/],
+    ["hostile/overlapping-view.bin", "tensor-overlapping", /tensor "weight" is a view whose elements overlap in storage \(shape \[4, 5\], strides \[3, 2\]: dimension 0's stride 3 does not step past/],
+    ["hostile/unfolded-view.bin", "tensor-overlapping", /tensor "weight" is a view whose elements overlap in storage/],
+    ["hostile/empty-pickle.bin", "pickle-truncated", /data\.pkl is empty/],
+    ["hostile/not-a-pickle.bin", "pickle-protocol", /data\.pkl is not a pickle/],
+    ["hostile/missing-storage.bin", "storage-missing", /refers to storage "0" but the archive has no/],
+    ["compressed.bin", "zip-unsupported", /is compressed \(method 8\)/],
+    ["big-endian.bin", "byteorder-unsupported", /big-endian/],
+    ["legacy-format.bin", "checkpoint-legacy", /legacy PyTorch format \(torch < 1\.6\).*re-save it with a newer torch/],
   ];
-  for (const [name, message] of cases) {
-    it(`refuses ${name}`, async () => {
-      expect((await refusal(fixture(name))).message).toMatch(message);
+  for (const [name, rule, message] of cases) {
+    it(`refuses ${name} by the rule ${rule}`, async () => {
+      const error = await refusal(fixture(name));
+      expect(error.rule).toBe(rule);
+      expect(error.message).toMatch(message);
     });
   }
 
@@ -88,13 +91,17 @@ describe("malformed checkpoints", () => {
     });
     const file = path.join(scratch, "random.bin");
     await writeFile(file, bytes);
-    expect((await refusal(file)).message).toMatch(/not a zip archive/);
+    const error = await refusal(file);
+    expect(error.rule).toBe("zip-not-zip");
+    expect(error.message).toMatch(/not a zip archive/);
   });
 
   it("refuses an empty file", async () => {
     const file = path.join(scratch, "empty.bin");
     await writeFile(file, new Uint8Array(0));
-    expect((await refusal(file)).message).toMatch(/is empty/);
+    const error = await refusal(file);
+    expect(error.rule).toBe("checkpoint-empty");
+    expect(error.message).toMatch(/is empty/);
   });
 
   it("refuses a checkpoint truncated at any point", async () => {

@@ -50,6 +50,26 @@ describe("inspect refuses malformed files with exit 1 and one line", () => {
   it("rejects a tensor entry that is not an object", () => inspectRefuses("entry-string", rawSafetensors('{"t":"F32"}'), /entry is a JSON string/));
 });
 
+describe("--json names the rule a file breaks", () => {
+  const cases: [string, Uint8Array, string][] = [
+    ["huge-length", rawSafetensors("{}", 0, 2n ** 64n - 1n), "header-too-large"],
+    ["overlap", rawSafetensors(`{${entry("a", "U8", [4], [0, 4])},${entry("b", "U8", [4], [2, 6])}}`, 6), "offsets-overlap"],
+    ["mismatch", rawSafetensors(`{${entry("t", "F32", [3], [0, 8])}}`, 8), "offsets-size-mismatch"],
+  ];
+  for (const [name, bytes, rule] of cases) {
+    it(`${name}: error.rule is ${rule}, beside the code and the one-line message`, () => {
+      const path = join(dir, `json-${name}.safetensors`);
+      writeFileSync(path, bytes);
+      const run = runCli(["inspect", path, "--json"]);
+      expect(run.status).toBe(1);
+      const doc = JSON.parse(run.stdout) as { error: { code: string; message: string; rule?: string } };
+      expect(doc.error.code).toBe("E_SAFETENSORS");
+      expect(doc.error.rule).toBe(rule);
+      expect(doc.error.message).toContain(path);
+    });
+  }
+});
+
 describe("inspect accepts valid oddities", () => {
   it("accepts an empty model {} and prints totals", () => {
     const path = join(dir, "empty-model.safetensors");

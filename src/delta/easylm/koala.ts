@@ -22,7 +22,7 @@
 import { createHash } from "node:crypto";
 import { dtypeBytes } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
-import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { convertedLayout, type OutputFile } from "../../formats/output-layout.js";
 import { planShards } from "../../formats/shard-plan.js";
 import { RECORD_HEADER_BYTES, looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
@@ -203,7 +203,7 @@ function shardFile(file: OutputFile, byName: ReadonlyMap<string, KoalaTensor>, b
     size: file.size,
     reads: [diffFile, ...[...baseFiles].map((path) => ({ files: base.files, path }))],
     async produce(sink, { advance }) {
-      const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, file.headerText);
+      const writer = SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, file.headerText);
       for (const spec of writer.tensors) {
         const t = byName.get(spec.name)!;
         await writer.writeTensor(t.name, recovered(t, base, diff, (bytes) => advance(bytes, t.name)));

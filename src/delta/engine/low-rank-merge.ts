@@ -1,6 +1,6 @@
 import { dtypeBytes, type DType, type FloatDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
-import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { convertInto } from "../../kernels/index.js";
 import { lowRankColumns, lowRankRows } from "../../kernels/low-rank.js";
 import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../../limits.js";
@@ -77,7 +77,7 @@ export function mergedFile(spec: MergedFileSpec, size: number): PlannedFile {
     size,
     reads: mergedReads(spec),
     async produce(sink, { pool, advance }) {
-      const writer = OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.headerText);
+      const writer = SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, spec.headerText);
       const fileHash = spec.record === undefined ? undefined : pool.create();
       await fileHash?.update(writer.headerBytes);
       for (const t of writer.tensors) {

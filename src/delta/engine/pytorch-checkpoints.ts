@@ -12,7 +12,8 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { DeltaError } from "../../errors.js";
-import { OUTPUT_FORMAT, PYTORCH_OUTPUT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
+import { PYTORCH_OUTPUT } from "../../formats/outputs/pytorch.js";
 import type { HashPool } from "../../hash/hash-pool.js";
 import { openRandomAccessFile } from "../../io/random-access-file.js";
 import { parseJsonDocument } from "../../json.js";
@@ -20,7 +21,7 @@ import { MAX_CHECKPOINTS_FILE_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import { checkpointSkeleton, type SkeletonSegment } from "../../pytorch/skeleton.js";
 
-export const PYTORCH_CHECKPOINTS_FILE = "pytorch-checkpoints.json";
+export { PYTORCH_CHECKPOINTS_FILE } from "../formats/weight-files.js";
 const FORMAT = "delta-weights/pytorch-checkpoints/1";
 
 function isJsonObject(value: unknown): value is Record<string, unknown> {
@@ -62,7 +63,7 @@ export async function recordCheckpoints(target: ModelSource, pool: HashPool): Pr
     }
     if ("refused" in skeleton) return { refused: `${rel}: ${skeleton.refused}` };
     const { sha256, size } = await pool.hashFile(path);
-    files.push({ file: rel, output: OUTPUT_FORMAT.fileNameFor(rel), size, sha256, segments: skeleton.segments });
+    files.push({ file: rel, output: SAFETENSORS_OUTPUT.fileNameFor(rel), size, sha256, segments: skeleton.segments });
   }
   const indexPath = join(target.root, PYTORCH_OUTPUT.indexFile);
   let index: RecordedCheckpoints["index"];

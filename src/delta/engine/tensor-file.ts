@@ -1,6 +1,6 @@
 import { dtypeBytes } from "../../dtypes.js";
 import { DeltaError, VerifyError } from "../../errors.js";
-import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
 import { prefetch, tap } from "../../io/chunk-streams.js";
 import { encodeHeaderVerbatim } from "../../safetensors/header.js";
@@ -98,7 +98,7 @@ export function tensorFile(spec: TensorFileSpec): PlannedFile {
     size: headerBytes.length + [...spec.recipes.values()].reduce((n, r) => n + numel(r.shape) * dtypeBytes(r.dtype), 0),
     reads: tensorReads(spec),
     ...(spec.expected === undefined ? {} : { expected: spec.expected }),
-    produce: (sink, context) => writeRecipes(spec, OUTPUT_FORMAT.verbatim(sink, sink.finalPath, spec.header), context, false),
+    produce: (sink, context) => writeRecipes(spec, SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, spec.header), context, false),
   };
   specs.set(file, spec);
   return file;

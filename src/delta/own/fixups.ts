@@ -5,7 +5,7 @@ import { DeltaError, ioError } from "../../errors.js";
 import { AtomicFile } from "../../io/atomic-file.js";
 import { readSafetensors, type SafetensorsFile } from "../../safetensors/reader.js";
 import type { RandomAccess } from "../../tensors.js";
-import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { ExactReader } from "../engine/exact-reader.js";
 import type { TensorOutputFix, TensorOutputHook } from "../engine/tensor-file.js";
 import { applyXorFixups } from "../../kernels/index.js";
@@ -135,7 +135,7 @@ export class FixupCollector {
       }
       const out = await AtomicFile.create(path);
       try {
-        const writer = OUTPUT_FORMAT.create(out, path, tensors);
+        const writer = SAFETENSORS_OUTPUT.create(out, path, tensors);
         for (const t of writer.tensors) {
           const spill = byName.get(t.name)!;
           await writer.writeTensor(t.name, readSpill(spill.handle, spill.offset, spill.bytes));

@@ -4,7 +4,8 @@ import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { dtypeBytes } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
-import { OUTPUT_FORMAT } from "../../formats/registry.js";
+import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
+import { isTransformersSafetensorsName } from "../../formats/weight-files.js";
 import { PYTORCH_CHECKPOINTS_FILE, formatCheckpoints, recordCheckpoints } from "../engine/pytorch-checkpoints.js";
 import type { OutputFile, OutputLayout } from "../../formats/output-layout.js";
 import { HashPool } from "../../hash/hash-pool.js";
@@ -259,7 +260,7 @@ async function earlierDeltaFiles(dir: string): Promise<string[]> {
 async function claimOutputNames(job: OutputJob, layout: OutputLayout, target: ModelSource, resharded: boolean): Promise<void> {
   const names = [FIXUPS_FILE, MANIFEST_FILE, ...target.extraFiles, ...(target.format === "pytorch" ? [PYTORCH_CHECKPOINTS_FILE] : [])];
   if (!resharded) names.push(...layout.files.map((f) => f.file), ...(layout.index === undefined ? [] : [layout.index.file]));
-  else names.push(...visibleFiles(job.dir).filter((n) => /^model(-\d+-of-\d+)?\.safetensors$/.test(n) || n === OUTPUT_FORMAT.indexFile));
+  else names.push(...visibleFiles(job.dir).filter((n) => isTransformersSafetensorsName(n) || n === SAFETENSORS_OUTPUT.indexFile));
   // make-delta writes its files straight into place: a file of anyone else's under one of their names is refused up front.
   for (const name of names) job.checkMayWrite(name);
   await job.claimFiles(names);
@@ -310,7 +311,7 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
   const path = join(context.weightsDir, file.file);
   const sink = await AtomicFile.create(path, pool.create());
   try {
-    const writer = OUTPUT_FORMAT.verbatim(sink, path, file.headerText);
+    const writer = SAFETENSORS_OUTPUT.verbatim(sink, path, file.headerText);
     // The delta shard has the target file's header: the same bytes start the target's hash.
     await targetHash.update(writer.headerBytes);
     // Checking the header text parsed it again: a large header leaves tens of MB for the collector.

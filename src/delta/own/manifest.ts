@@ -16,8 +16,7 @@ import { isSafeRelativePath } from "../../relative-path.js";
  */
 
 export const MANIFEST_FORMAT = "delta-weights/1";
-export const MANIFEST_FILE = "delta.json";
-export const FIXUPS_FILE = "delta-fixups.safetensors";
+export { MANIFEST_FILE, FIXUPS_FILE } from "../formats/weight-files.js";
 
 export type Codec = "add" | "xor";
 

@@ -1,0 +1,40 @@
+import type { ByteSink, OutputOption, OutputOptions } from "../formats/output-format.js";
+import type { OnProgress } from "../progress.js";
+import type { ModelSource } from "./types.js";
+
+/**
+ * An output format whose one file holds a whole model, made from the model
+ * rather than tensor by tensor (GGUF: it needs the config and tokenizer, and
+ * reorders and requantizes tensors). The generic part (the file's temporary
+ * name, lock, free-space check, progress) is convert's.
+ */
+export interface ModelFileFormat<Name extends string = string> {
+  readonly kind: "model file";
+  readonly name: Name;
+  /** For messages: "GGUF". */
+  readonly title: string;
+  /** Whether OUT, a file name, asks for this format (by its extension). */
+  claimsFile(name: string): boolean;
+  /** The file's name for a model called `modelName` (apply-delta names it after the target directory). */
+  fileNameFor(modelName: string): string;
+  /** The options it takes. */
+  readonly accepts: readonly OutputOption[];
+  /** The refusals that the model's companion files decide, read from the first of `dirs` that holds each: said before a model is recovered to be written. */
+  checkCompanions(dirs: readonly string[], label: string): Promise<void>;
+  /** Every refusal (architecture, tokenizer, tensors), before any output; then how the file is written. */
+  prepare(model: ModelSource, options: OutputOptions): Promise<PreparedModelFile>;
+}
+
+export interface PreparedModelFile {
+  /** The file's size, known before it is written. */
+  readonly fileSize: number;
+  /** Tensors the file holds. */
+  readonly tensors: number;
+  /** The source's tensor bytes it reads (progress counts these). */
+  readonly sourceBytes: number;
+  /** The bytes of the file that are not its tensors' data. */
+  readonly headerBytes: number;
+  /** The tensor type chosen, for formats that choose one (GGUF's --outtype). */
+  readonly outtype?: string;
+  write(sink: ByteSink, label: string, onProgress?: OnProgress): Promise<void>;
+}
