@@ -8,7 +8,7 @@
 // same number of output bytes, fsynced (as the convert fsyncs its output).
 import { spawnSync } from "node:child_process";
 import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, statSync, writeSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -73,13 +73,18 @@ function timed(argv) {
   const result = spawnSync(full[0], full.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
   const seconds = (performance.now() - start) / 1000;
   if (result.status !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
-  let rss;
+  let rss, cpu;
   if (hasTime) {
-    const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(stats, "utf8"));
+    const text = readFileSync(stats, "utf8");
+    const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(text);
     if (m) rss = Number(m[1]) * 1024;
+    // CPU-seconds of every thread (user + system): under load, wall time says more about the machine than the run.
+    const user = /User time \(seconds\): ([\d.]+)/.exec(text);
+    const system = /System time \(seconds\): ([\d.]+)/.exec(text);
+    if (user && system) cpu = Number(user[1]) + Number(system[1]);
     rmSync(stats, { force: true });
   }
-  return { seconds, rss };
+  return { seconds, rss, cpu };
 }
 
 const work = mkdtempSync(path.join(tmpdir(), "delta-weights-bench-gguf-"));
@@ -95,7 +100,7 @@ try {
   writeSync(fd, JSON.stringify(config));
   closeSync(fd);
   console.log(`GGUF bench: LLaMA-7B-shaped F16 model, ${layers} layers, ${(modelBytes / GB).toFixed(2)} GB, in ${work}`);
-  console.log(["", "wall", "output", "peak RSS", "I/O floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(16) : h.padStart(11))).join(""));
+  console.log(["", "wall", "CPU used", "output", "peak RSS", "I/O floor", "floor CPU", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(16) : h.padStart(11))).join(""));
   for (const outtype of ["f16", "q8_0"]) {
     const out = path.join(work, `model-${outtype}.gguf`);
     spawnSync("sh", ["-c", `cat '${modelDir}'/model.safetensors > /dev/null`]);
@@ -105,9 +110,12 @@ try {
     const floorFile = path.join(work, "floor");
     const floor = timed(["sh", "-c", `cat '${modelDir}'/model.safetensors > /dev/null && head -c ${outBytes} '${modelDir}/model.safetensors' > '${floorFile}' && sync '${floorFile}'`]);
     rmSync(floorFile);
-    console.log([`convert ${outtype}`.padEnd(16), `${run.seconds.toFixed(2)} s`.padStart(11), `${(outBytes / GB).toFixed(2)} GB`.padStart(11),
-      (run.rss === undefined ? "n/a" : `${Math.round(run.rss / 1024 / 1024)} MB`).padStart(11), `${floor.seconds.toFixed(2)} s`.padStart(11), `${(run.seconds / floor.seconds).toFixed(2)}x`.padStart(11)].join(""));
+    const cpuText = (s) => (s === undefined ? "n/a" : `${s.toFixed(2)} s`);
+    console.log([`convert ${outtype}`.padEnd(16), `${run.seconds.toFixed(2)} s`.padStart(11), cpuText(run.cpu).padStart(11), `${(outBytes / GB).toFixed(2)} GB`.padStart(11),
+      (run.rss === undefined ? "n/a" : `${Math.round(run.rss / 1024 / 1024)} MB`).padStart(11), `${floor.seconds.toFixed(2)} s`.padStart(11), cpuText(floor.cpu).padStart(11),
+      `${(run.seconds / floor.seconds).toFixed(2)}x`.padStart(11)].join(""));
   }
+  console.log(`CPU used: user + system seconds of every thread (on ${availableParallelism()} cores); floor CPU: the same for the I/O floor's cat, head and sync.`);
 } finally {
   if (!keep) rmSync(work, { recursive: true, force: true });
 }
