@@ -7,7 +7,8 @@
  * float32, q = x * (1/d) rounded half away from zero, d stored as float16).
  * Pure: chunks in, chunks out.
  */
-import { f32BitsToF16, type DType } from "../dtypes.js";
+import { dtypeBytes, f32BitsToF16, type DType } from "../dtypes.js";
+import { quantizeQ8_0Into } from "../kernels/index.js";
 import { GGML_TYPES, type GgmlType } from "./format.js";
 
 const F16_TO_F32 = (() => {
@@ -159,6 +160,12 @@ export function encodeF32As(type: GgmlType, values: Float32Array): Uint8Array {
 export function convertChunk(from: DType, type: GgmlType, bytes: Uint8Array): Uint8Array {
   // Same-width copies: numpy's astype of an array already of that dtype.
   if ((from === "F16" && type === "F16") || (from === "F32" && type === "F32")) return bytes;
+  if (type === "Q8_0" && quantizeQ8_0Into !== undefined && (from === "F16" || from === "BF16" || from === "F32")) {
+    // Widening and quantizing in one SIMD pass: the same bytes as encodeF32As (tested bit for bit), many times faster.
+    const out = new Uint8Array((bytes.length / dtypeBytes(from) / 32) * 34);
+    quantizeQ8_0Into(from, bytes, out);
+    return out;
+  }
   return encodeF32As(type, widenToF32(from, bytes));
 }
 
