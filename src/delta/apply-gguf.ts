@@ -11,6 +11,7 @@ import { rm } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { DeltaWeightsError } from "../errors.js";
 import type { Outtype } from "../gguf/llama.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { convertModel, type ConvertedFile } from "../model/convert.js";
 import { checkGgufCompanions } from "../model/gguf-output.js";
 import { asLocalSource, type LocalSource } from "../model/types.js";
@@ -28,7 +29,7 @@ export interface GgufApplyOutput {
  * converts. Refusals that config.json and tokenizer.model decide come first.
  */
 export async function applyAsGguf<T extends { notes: string[] }>(
-  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype },
+  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; hashPool?: HashPool },
   recoverInto: (scratch: string) => Promise<T>,
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
@@ -47,7 +48,13 @@ export async function applyAsGguf<T extends { notes: string[] }>(
   mkdirSync(target, { recursive: true });
   const scratch = join(target, RECOVERED_SCRATCH);
   const recovered = await recoverInto(scratch);
-  const converted = await convertModel(scratch, out, { ...(options.outtype === undefined ? {} : { outtype: options.outtype }), ggufName: name });
+  const pool = options.hashPool ?? new HashPool();
+  let converted;
+  try {
+    converted = await convertModel(scratch, out, { ...(options.outtype === undefined ? {} : { outtype: options.outtype }), ggufName: name, createHasher: () => pool.create() });
+  } finally {
+    if (options.hashPool === undefined) await pool.close();
+  }
   await rm(scratch, { recursive: true, force: true });
   const file = { ...converted.files[0]!, path: basename(out) };
   return {

@@ -10,7 +10,7 @@
 import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { DeltaWeightsError, ModelError, UsageError } from "../errors.js";
-import { AtomicFile, copyInto, removeStalePartials } from "../io/atomic-file.js";
+import { AtomicFile, copyInto, removeStalePartials, type StreamHasher } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
@@ -40,6 +40,8 @@ export interface ConvertOptions {
   format?: FormatName | "gguf";
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
+  /** GGUF output: the file's SHA-256 is computed by these (hash workers), not on the calling thread, so that it overlaps converting and writing. */
+  createHasher?: () => StreamHasher;
 }
 
 export interface ConvertedFile {
@@ -170,7 +172,7 @@ async function writeConverted(model: ModelSource, out: string, singleFile: boole
 async function writeGgufOutput(model: ModelSource, out: string, { plan, layout }: Awaited<ReturnType<typeof planGguf>>, options: ConvertOptions): Promise<ConvertResult> {
   const totalBytes = plan.tensors.reduce((sum, t) => sum + (model.tensors.get(t.source)?.byteLength ?? 0), 0);
   options.onProgress?.({ kind: "start", phase: "convert", totalBytes, label: basename(out) });
-  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => writeGguf(model, plan, layout, sink, out, options.onProgress));
+  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => writeGguf(model, plan, layout, sink, out, options.onProgress), options.createHasher?.());
   options.onProgress?.({ kind: "end", phase: "convert" });
   return { out, files: [file], tensors: plan.tensors.length, bytes: layout.fileSize - layout.header.length, outtype: plan.outtype };
 }
@@ -241,8 +243,8 @@ async function writeShard(
  * place: through the job, which never overwrites another's file with other
  * bytes, when the output is a directory.
  */
-async function writeOutput(path: string, label: string, job: OutputJob | undefined, write: (sink: AtomicFile) => Promise<void>): Promise<ConvertedFile> {
-  const file = await AtomicFile.create(path);
+async function writeOutput(path: string, label: string, job: OutputJob | undefined, write: (sink: AtomicFile) => Promise<void>, hasher?: StreamHasher): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(path, hasher);
   try {
     await write(file);
     const size = file.size;
