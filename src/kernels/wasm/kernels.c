@@ -373,7 +373,7 @@ static inline V round_half_away(V v, int32_t zero) {
 }
 
 /* One block from eight float32x4. */
-static inline void q8_0_block(const V x[8], uint8_t *out, int32_t zero) {
+static inline __attribute__((always_inline)) void q8_0_block(const V x[8], uint8_t *out, int32_t zero) {
   /* max|x| on the bits: for floats without their sign, integer order is value
    * order, and every NaN is above +Inf. */
   V m = wasm_v128_and(x[0], K(0x7fffffff));
