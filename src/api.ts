@@ -69,7 +69,7 @@ export interface PushTarget {
 
 export type MakeDeltaResult = LocalMakeResult & { pushed?: PushResult };
 export type VerifyOptions = LocalVerifyOptions & SourceOptions;
-export type ConvertOptions = LocalConvertOptions & SourceOptions;
+export type ConvertOptions = Omit<LocalConvertOptions, "createHasher"> & SourceOptions;
 
 export type { ApplyDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
 
@@ -224,7 +224,13 @@ export async function identifyModel(src: string, options: SourceOptions & { thre
 /** Any model to safetensors or PyTorch checkpoints (see model/convert.ts). */
 export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   preflight([src], out);
-  return convertLocalModel(await resolveSource(src, options), out, options);
+  // Started only if the output asks for one (GGUF hashes its file on a worker).
+  let pool: HashPool | undefined;
+  try {
+    return await convertLocalModel(await resolveSource(src, options), out, { ...options, createHasher: () => (pool ??= new HashPool()).create() });
+  } finally {
+    await pool?.close();
+  }
 }
 
 /**

@@ -11,6 +11,7 @@ import { rm } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { DeltaWeightsError } from "../errors.js";
 import type { Outtype } from "../gguf/llama.js";
+import { HashPool } from "../hash/hash-pool.js";
 import { convertModel, type ConvertedFile } from "../model/convert.js";
 import type { ModelFileFormat } from "../model/model-file-format.js";
 import type { OutputFormatName } from "../model/output-formats.js";
@@ -31,7 +32,7 @@ export interface GgufApplyOutput {
  */
 export async function applyAsModelFile<T extends { notes: string[] }>(
   format: ModelFileFormat<OutputFormatName>,
-  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype },
+  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; hashPool?: HashPool },
   recoverInto: (scratch: string) => Promise<T>,
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
@@ -50,11 +51,18 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
   mkdirSync(target, { recursive: true });
   const scratch = join(target, RECOVERED_SCRATCH);
   const recovered = await recoverInto(scratch);
-  const converted = await convertModel(scratch, out, {
-    format: format.name,
-    ...(options.outtype === undefined ? {} : { outtype: options.outtype }),
-    ...(format.accepts.includes("modelName") ? { modelName: name } : {}),
-  });
+  const pool = options.hashPool ?? new HashPool();
+  let converted;
+  try {
+    converted = await convertModel(scratch, out, {
+      format: format.name,
+      ...(options.outtype === undefined ? {} : { outtype: options.outtype }),
+      ...(format.accepts.includes("modelName") ? { modelName: name } : {}),
+      createHasher: () => pool.create(),
+    });
+  } finally {
+    if (options.hashPool === undefined) await pool.close();
+  }
   await rm(scratch, { recursive: true, force: true });
   const file = { ...converted.files[0]!, path: basename(out) };
   return {

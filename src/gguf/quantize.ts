@@ -7,7 +7,8 @@
  * float32, q = x * (1/d) rounded half away from zero, d stored as float16).
  * Pure: chunks in, chunks out.
  */
-import { f32BitsToF16, type DType } from "../dtypes.js";
+import { dtypeBytes, f32BitsToF16, type DType } from "../dtypes.js";
+import { quantizeQ8_0Into } from "../kernels/index.js";
 import { GGML_TYPES, type GgmlType } from "./format.js";
 
 const F16_TO_F32 = (() => {
@@ -74,6 +75,15 @@ function f32BitsToBf16Ggml(bits: number): number {
   return Math.floor((n + 0x7fff + ((n >>> 16) & 1)) / 65536) & 0xffff;
 }
 
+/**
+ * The float16 d of a Q8_0 block holding a NaN. numpy's max of such a block is
+ * a NaN, but which payload it keeps depends on the SIMD lane the NaN falls in
+ * and on the CPU numpy dispatches for (gguf-py on x86-64 gives this quiet NaN
+ * for most positions, another NaN for others); every NaN d means the same to
+ * llama.cpp, so we write this one.
+ */
+export const Q8_0_NAN_D = 0x7e00;
+
 /** Q8_0 blocks of 32 values: float16 d, then 32 int8 (gguf-py Q8_0.quantize_blocks; ggml's quantize_row_q8_0_ref gives the same). */
 function quantizeQ8_0(values: Float32Array, out: Uint8Array): void {
   // Float32Array stores round each product to float32, as numpy's float32 arithmetic does.
@@ -85,16 +95,25 @@ function quantizeQ8_0(values: Float32Array, out: Uint8Array): void {
   for (let b = 0; b < nBlocks; b++) {
     const base = b * 32;
     let amax = 0;
+    let nan = false;
     for (let i = 0; i < 32; i++) {
       const a = Math.abs(values[base + i]!);
-      if (!(a <= amax)) amax = a; // a NaN wins, as numpy's max
+      if (a > amax) amax = a;
+      else if (a !== a) nan = true;
+    }
+    const o = b * 34;
+    if (nan) {
+      // numpy's max is NaN, so are d and every x * (1/d); a NaN cast to int8 is 0.
+      out[o] = Q8_0_NAN_D & 0xff;
+      out[o + 1] = Q8_0_NAN_D >>> 8;
+      out.fill(0, o + 2, o + 34);
+      continue;
     }
     d32[0] = amax / 127;
     const d = d32[0]!;
     d32[0] = d === 0 ? 0 : 1 / d;
     const id = d32[0]!;
     for (let i = 0; i < 32; i++) scaled[i] = values[base + i]! * id;
-    const o = b * 34;
     d32[0] = d;
     const half = f32BitsToF16Numpy(dBits[0]!);
     out[o] = half & 0xff;
@@ -141,6 +160,12 @@ export function encodeF32As(type: GgmlType, values: Float32Array): Uint8Array {
 export function convertChunk(from: DType, type: GgmlType, bytes: Uint8Array): Uint8Array {
   // Same-width copies: numpy's astype of an array already of that dtype.
   if ((from === "F16" && type === "F16") || (from === "F32" && type === "F32")) return bytes;
+  if (type === "Q8_0" && quantizeQ8_0Into !== undefined && (from === "F16" || from === "BF16" || from === "F32")) {
+    // Widening and quantizing in one SIMD pass: the same bytes as encodeF32As (tested bit for bit), many times faster.
+    const out = new Uint8Array((bytes.length / dtypeBytes(from) / 32) * 34);
+    quantizeQ8_0Into(from, bytes, out);
+    return out;
+  }
   return encodeF32As(type, widenToF32(from, bytes));
 }
 

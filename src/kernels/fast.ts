@@ -45,6 +45,7 @@ interface KernelExports {
   find_mismatches(elementBytes: number, byteCount: number): number;
   sub_fixups_f16: FixupFunction; sub_fixups_bf16: FixupFunction;
   sub_fixups_f32: FixupFunction; sub_fixups_f64: FixupFunction;
+  q8_0_from_f16: TileFunction; q8_0_from_bf16: TileFunction; q8_0_from_f32: TileFunction;
 }
 
 const wasm = new Instance(new Module(Buffer.from(KERNELS_WASM_BASE64, "base64"))).exports as KernelExports;
@@ -139,6 +140,28 @@ export function convertInto(from: FloatDType, to: FloatDType, src: Uint8Array, o
   for (const result of results) {
     out.set(result, offset);
     offset += result.byteLength;
+  }
+}
+
+const Q8_0_FROM: Record<"F16" | "BF16" | "F32", TileFunction> = { F16: wasm.q8_0_from_f16, BF16: wasm.q8_0_from_bf16, F32: wasm.q8_0_from_f32 };
+
+/**
+ * GGUF Q8_0 blocks (34 bytes per 32 values) of `src`, elements of `from`, into
+ * `out`: the same bytes as src/gguf/quantize.ts's reference (gguf-py's rule).
+ */
+export function quantizeQ8_0Into(from: "F16" | "BF16" | "F32", src: Uint8Array, out: Uint8Array): void {
+  const blockBytes = 32 * dtypeBytes(from);
+  if (src.byteLength % blockBytes !== 0 || out.byteLength !== (src.byteLength / blockBytes) * 34) {
+    throw new RangeError(`quantizeQ8_0Into: ${src.byteLength} bytes of ${from} are not whole blocks for ${out.byteLength} bytes of Q8_0`);
+  }
+  const fn = Q8_0_FROM[from];
+  const tileBlocks = TILE / blockBytes;
+  const blocks = src.byteLength / blockBytes;
+  for (let first = 0; first < blocks; first += tileBlocks) {
+    const count = Math.min(tileBlocks, blocks - first);
+    heap.set(src.subarray(first * blockBytes, (first + count) * blockBytes), A);
+    fn(count, 0);
+    out.set(heap.subarray(OUT, OUT + count * 34), first * 34);
   }
 }
 

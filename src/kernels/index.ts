@@ -47,4 +47,12 @@ export const convertInto: (from: FloatDType, to: FloatDType, src: Uint8Array, ou
 /** data[indices[k] - firstIndex] ^= xors[k] (elementBytes each): applies fix-ups to a chunk starting at element `firstIndex`. Throws on an index outside `data`. */
 export const applyXorFixups: (elementBytes: number, data: Uint8Array, indices: Uint32Array, xors: Uint8Array, firstIndex?: number) => void = chosen.applyXorFixups;
 
+/**
+ * GGUF Q8_0 blocks of F16, BF16 or F32 elements in WebAssembly SIMD, or
+ * undefined where that is unavailable: src/gguf/quantize.ts holds the
+ * reference quantizer (gguf-py's rule), which then runs instead.
+ */
+export const quantizeQ8_0Into: ((from: "F16" | "BF16" | "F32", src: Uint8Array, out: Uint8Array) => void) | undefined =
+  chosen === reference ? undefined : (chosen as typeof import("./fast.js")).quantizeQ8_0Into;
+
 export { addIntegersInto, isIntegerDType } from "./integer.js";

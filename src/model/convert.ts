@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { DeltaWeightsError, ModelError, UsageError } from "../errors.js";
 import type { OutputOptions, TensorFileFormat } from "../formats/output-format.js";
-import { AtomicFile, copyInto, removeStalePartials } from "../io/atomic-file.js";
+import { AtomicFile, copyInto, removeStalePartials, type StreamHasher } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
 import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
@@ -41,6 +41,8 @@ export interface ConvertOptions extends OutputOptions {
   onFileWritten?: (file: ConvertedFile) => void | Promise<void>;
   /** An output format's name (see model/output-formats.ts; default safetensors); by default, the one whose extension OUT has (.bin, .pt, .pth: pytorch; .gguf: gguf). */
   format?: OutputFormatName;
+  /** A whole-model file's SHA-256 is computed by these (hash workers), not on the calling thread, so that it overlaps converting and writing. */
+  createHasher?: () => StreamHasher;
 }
 
 export interface ConvertedFile {
@@ -160,7 +162,7 @@ async function writeTensorFiles(model: ModelSource, out: string, singleFile: boo
 /** One whole-model file, written under a temporary name and put in place once complete. */
 async function writeModelFile(out: string, prepared: PreparedModelFile, options: ConvertOptions): Promise<ConvertResult> {
   options.onProgress?.({ kind: "start", phase: "convert", totalBytes: prepared.sourceBytes, label: basename(out) });
-  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => prepared.write(sink, out, options.onProgress));
+  const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => prepared.write(sink, out, options.onProgress), options.createHasher?.());
   options.onProgress?.({ kind: "end", phase: "convert" });
   return { out, files: [file], tensors: prepared.tensors, bytes: prepared.fileSize - prepared.headerBytes, ...(prepared.outtype === undefined ? {} : { outtype: prepared.outtype }) };
 }
@@ -233,8 +235,8 @@ async function writeShard(
  * place: through the job, which never overwrites another's file with other
  * bytes, when the output is a directory.
  */
-async function writeOutput(path: string, label: string, job: OutputJob | undefined, write: (sink: AtomicFile) => Promise<void>): Promise<ConvertedFile> {
-  const file = await AtomicFile.create(path);
+async function writeOutput(path: string, label: string, job: OutputJob | undefined, write: (sink: AtomicFile) => Promise<void>, hasher?: StreamHasher): Promise<ConvertedFile> {
+  const file = await AtomicFile.create(path, hasher);
   try {
     await write(file);
     const size = file.size;

@@ -120,23 +120,35 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor): AsyncIter
   }
 }
 
+/** Every tensor's converted chunks in file order, each tensor followed by a piece without a chunk that ends it. */
+async function* piecesInOrder(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout): AsyncIterable<{ tensor: GgufLayout["tensors"][number]; source: string; chunk?: { bytes: Uint8Array; sourceBytes: number } }> {
+  for (const tensor of layout.tensors) {
+    const planned = plan.tensors.find((p) => p.name === tensor.name)!;
+    for await (const chunk of convertedChunks(model, planned)) yield { tensor, source: planned.source, chunk };
+    yield { tensor, source: planned.source };
+  }
+}
+
 /** Writes the planned file into `sink`; checks that every byte the layout promised was written. */
 export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, sink: GgufSink, label: string, onProgress?: OnProgress): Promise<void> {
   await sink.write(layout.header);
   let written = layout.header.length;
-  for (const t of layout.tensors) {
-    const planned = plan.tensors.find((p) => p.name === t.name)!;
-    let bytes = 0;
-    // The next piece is read and converted while this one is written.
-    for await (const chunk of prefetch(convertedChunks(model, planned))) {
-      await sink.write(chunk.bytes);
-      bytes += chunk.bytes.length;
-      onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.sourceBytes, label: planned.source });
+  let bytes = 0;
+  // The next pieces are read and converted while this one is written (and
+  // hashed, on a worker), across tensor boundaries too: the pipeline never drains.
+  for await (const piece of prefetch(piecesInOrder(model, plan, layout), 2)) {
+    if (piece.chunk !== undefined) {
+      await sink.write(piece.chunk.bytes);
+      bytes += piece.chunk.bytes.length;
+      onProgress?.({ kind: "advance", phase: "convert", bytes: piece.chunk.sourceBytes, label: piece.source });
+      continue;
     }
+    const t = piece.tensor;
     if (bytes !== t.byteLength) throw new ModelError(`${label}: tensor "${t.name}" came to ${bytes} bytes, not the ${t.byteLength} its header entry says`);
     const pad = padded(bytes) - bytes;
     if (pad > 0) await sink.write(new Uint8Array(pad));
     written += bytes + pad;
+    bytes = 0;
   }
   if (written !== layout.fileSize) throw new ModelError(`${label}: wrote ${written} bytes, not the ${layout.fileSize} the header lays out`);
 }

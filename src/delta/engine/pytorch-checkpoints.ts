@@ -21,7 +21,7 @@ import { MAX_CHECKPOINTS_FILE_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import { checkpointSkeleton, type SkeletonSegment } from "../../pytorch/skeleton.js";
 
-export { PYTORCH_CHECKPOINTS_FILE } from "../formats/weight-files.js";
+export { PYTORCH_CHECKPOINTS_FILE } from "../../formats/weight-files.js";
 const FORMAT = "delta-weights/pytorch-checkpoints/1";
 
 function isJsonObject(value: unknown): value is Record<string, unknown> {

@@ -16,7 +16,7 @@ import { isSafeRelativePath } from "../../relative-path.js";
  */
 
 export const MANIFEST_FORMAT = "delta-weights/1";
-export { MANIFEST_FILE, FIXUPS_FILE } from "../formats/weight-files.js";
+export { MANIFEST_FILE, FIXUPS_FILE } from "../../formats/weight-files.js";
 
 export type Codec = "add" | "xor";
 

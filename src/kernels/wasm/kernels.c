@@ -337,3 +337,101 @@ EXPORT(find_mismatches) uint32_t find_mismatches(uint32_t size, uint32_t nbytes)
   }
   return count;
 }
+
+/* ==== GGUF Q8_0 quantization ==============================================
+ * Blocks of 32 values -> 34 bytes: float16 d, then 32 int8, bit for bit as
+ * gguf-py's Q8_0.quantize_blocks computes them in numpy float32 (its
+ * reference in TypeScript is quantizeQ8_0 in src/gguf/quantize.ts):
+ *   d = max|x| / 127;  id = d == 0 ? 0 : 1 / d;  q = np_roundf(x * id)
+ * where np_roundf rounds half away from zero: floor(|v|) + floor(2 * frac),
+ * with v's sign. d is stored as float16 by numpy's rule (RNE).
+ *
+ * Every block whose quants are not ordinary numbers is decided before the
+ * arithmetic, so the vector path only ever sees |x * id| <= 127 (plus float32
+ * rounding): a NaN anywhere makes d NaN and every quant 0 (a NaN cast to int8),
+ * written as the quiet NaN 0x7E00; an infinite max makes d infinite, id 0 and
+ * every quant 0 (finite * 0, or NaN); a max so small that 1 / d overflows
+ * makes every x * id infinite or NaN, so every quant 0 too.
+ * Input in region_a (float16, bfloat16 or float32), output in region_out.
+ */
+
+static inline void q8_0_zero_block(uint8_t *out, uint16_t d_half) {
+  out[0] = (uint8_t)d_half;
+  out[1] = (uint8_t)(d_half >> 8);
+  for (int i = 0; i < 32; i++) out[2 + i] = 0;
+}
+
+/* np_roundf of four float32 known finite with magnitude below 2^22, as int32. */
+static inline V round_half_away(V v, int32_t zero) {
+  V a = wasm_f32x4_abs(v);
+  V floored = wasm_f32x4_floor(a);
+  V up = wasm_v128_and(wasm_f32x4_ge(wasm_f32x4_sub(a, floored), K(0x3f000000) /* 0.5 */), K(0x3f800000) /* 1.0 */);
+  /* A whole number below 2^23 plus 2^23 is exact and holds the number in its low mantissa bits. */
+  V magnitude = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_add(floored, up), K(0x4b000000)), K(0x4b000000));
+  V negative = wasm_i32x4_shr(v, 31);
+  return wasm_i32x4_sub(wasm_v128_xor(magnitude, negative), negative);
+}
+
+/* One block from eight float32x4. */
+static inline __attribute__((always_inline)) void q8_0_block(const V x[8], uint8_t *out, int32_t zero) {
+  /* max|x| on the bits: for floats without their sign, integer order is value
+   * order, and every NaN is above +Inf. */
+  V m = wasm_v128_and(x[0], K(0x7fffffff));
+  for (int i = 1; i < 8; i++) m = wasm_i32x4_max(m, wasm_v128_and(x[i], K(0x7fffffff)));
+  m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+  m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+  if ((uint32_t)wasm_i32x4_extract_lane(m, 0) > 0x7f800000u) {
+    q8_0_zero_block(out, 0x7e00);
+    return;
+  }
+  float amax = wasm_f32x4_extract_lane(m, 0);
+  float d = amax / 127.0f;
+  float id = d == 0.0f ? 0.0f : 1.0f / d;
+  uint16_t d_half = (uint16_t)wasm_i32x4_extract_lane(float_to_half(wasm_f32x4_splat(d), zero), 0);
+  if (id == __builtin_inff() || amax == __builtin_inff()) {
+    /* Infinite max, or 1 / d overflowed (below max|x| < 2^-127): every quant is 0. */
+    q8_0_zero_block(out, d_half);
+    return;
+  }
+  V scale = wasm_f32x4_splat(id);
+  V q[8];
+  for (int i = 0; i < 8; i++) q[i] = round_half_away(wasm_f32x4_mul(x[i], scale), zero);
+  V q16a = wasm_i16x8_narrow_i32x4(q[0], q[1]), q16b = wasm_i16x8_narrow_i32x4(q[2], q[3]);
+  V q16c = wasm_i16x8_narrow_i32x4(q[4], q[5]), q16d = wasm_i16x8_narrow_i32x4(q[6], q[7]);
+  out[0] = (uint8_t)d_half;
+  out[1] = (uint8_t)(d_half >> 8);
+  wasm_v128_store(out + 2, wasm_i8x16_narrow_i16x8(q16a, q16b));
+  wasm_v128_store(out + 18, wasm_i8x16_narrow_i16x8(q16c, q16d));
+}
+
+EXPORT(q8_0_from_f16) void q8_0_from_f16(uint32_t blocks, int32_t zero) {
+  for (uint32_t b = 0; b < blocks; b++) {
+    V x[8];
+    for (int i = 0; i < 4; i++) {
+      V h = wasm_v128_load(region_a + 64 * b + 16 * i);
+      x[2 * i] = half_to_float(LOW(h), 0, zero);
+      x[2 * i + 1] = half_to_float(HIGH(h), 0, zero);
+    }
+    q8_0_block(x, region_out + 34 * b, zero);
+  }
+}
+
+EXPORT(q8_0_from_bf16) void q8_0_from_bf16(uint32_t blocks, int32_t zero) {
+  for (uint32_t b = 0; b < blocks; b++) {
+    V x[8];
+    for (int i = 0; i < 4; i++) {
+      V h = wasm_v128_load(region_a + 64 * b + 16 * i);
+      x[2 * i] = bfloat_to_float(LOW(h));
+      x[2 * i + 1] = bfloat_to_float(HIGH(h));
+    }
+    q8_0_block(x, region_out + 34 * b, zero);
+  }
+}
+
+EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
+  for (uint32_t b = 0; b < blocks; b++) {
+    V x[8];
+    for (int i = 0; i < 8; i++) x[i] = wasm_v128_load(region_a + 128 * b + 16 * i);
+    q8_0_block(x, region_out + 34 * b, zero);
+  }
+}
