@@ -15,7 +15,7 @@ export {
   type ApplyDeltaOptions, type ApplyDeltaResult, type MakeDeltaOptions, type MakeDeltaResult,
   type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type IdentifyResult, type SourceOptions, type PushTarget,
 } from "./api.js";
-export { pushToHub, type PushOptions, type PushResult } from "./hub/push.js";
+export { pushToHub, type PushOptions, type PushResult } from "./api.js";
 
 // models
 export { openModel, type OpenModelOptions } from "./model/open-model.js";
