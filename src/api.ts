@@ -16,12 +16,12 @@ import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delt
 import { MANIFEST_FILE } from "./delta/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
-import { ConnectionBudget } from "./hub/connection-budget.js";
-import type { CardManifest } from "./hub/model-card.js";
+import { ConnectionBudget } from "./hub/transport/connection-budget.js";
+import type { CardManifest } from "./hub/huggingface/model-card.js";
 import { commitWithCard, listUploadableFiles, uploadFolder, type PushResult } from "./hub/push.js";
-import { parseHubRef } from "./hub/repo-id.js";
+import { parseHubRef } from "./hub/huggingface/repo-id.js";
 import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
-import { UploadSession, checkPushRequest, type UploadSessionOptions } from "./hub/upload-session.js";
+import { UploadSession, checkPushRequest, type UploadSessionOptions } from "./hub/huggingface/upload-session.js";
 import { readJsonFile } from "./io/files.js";
 import { JOB_FILE, checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { LOCK_FILE } from "./io/output-lock.js";

@@ -39,9 +39,9 @@ export { CONVENTION_NAMES, type ConventionName } from "./delta/conventions/names
 
 // hub
 export { resolveSource, defaultHubCacheDir, type ResolveOptions, type ResolvedSource } from "./hub/resolve-source.js";
-export { makeModelCard, type ModelCardInput, type CardManifest } from "./hub/model-card.js";
+export { makeModelCard, type ModelCardInput, type CardManifest } from "./hub/huggingface/model-card.js";
 export {
   downloadSnapshot, startSnapshotDownload, cachedSnapshot, DEFAULT_HUB_URL, DOWNLOAD_DEFAULTS,
   type DownloadOptions, type DownloadEvent, type Snapshot, type SnapshotDownload, type FileDownload,
-} from "./hub/download.js";
-export { parseHubRef, type HubRef } from "./hub/repo-id.js";
+} from "./hub/huggingface/download.js";
+export { parseHubRef, type HubRef } from "./hub/huggingface/repo-id.js";

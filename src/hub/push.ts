@@ -6,8 +6,8 @@ import { listRegularFiles } from "../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES, UPLOAD_HASH_ON_WORKERS_BYTES } from "../limits.js";
 import { HashPool } from "../hash/hash-pool.js";
 import type { OnProgress } from "../progress.js";
-import { makeModelCard, type CardManifest } from "./model-card.js";
-import { UploadSession, type UploadSessionOptions, checkPushRequest } from "./upload-session.js";
+import { makeModelCard, type CardManifest } from "./huggingface/model-card.js";
+import { UploadSession, type UploadSessionOptions, checkPushRequest } from "./huggingface/upload-session.js";
 
 /**
  * Uploads a folder to a Hub model repo in one commit. The hub uploads what it

@@ -43,10 +43,10 @@ export function defaultHubCacheDir(): string {
  */
 export async function resolveSource(src: string, options: ResolveOptions = {}): Promise<ResolvedSource> {
   if (!src.startsWith("hf://") && existsSync(src)) return { path: resolve(src), source: src };
-  const { parseHubRef } = await import("./repo-id.js");
+  const { parseHubRef } = await import("./huggingface/repo-id.js");
   const ref = parseHubRef(src);
   if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
-  const { downloadSnapshot } = await import("./download.js");
+  const { downloadSnapshot } = await import("./huggingface/download.js");
   const snapshot = await downloadSnapshot(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
   return {
     path: snapshot.dir,
@@ -73,10 +73,10 @@ export async function startSource(src: string, options: ResolveOptions = {}): Pr
   const ready = async (source: LocalSource): Promise<ArrivingSource> => ({ source, settled: Promise.resolve(), cancel: async () => undefined });
   if (!src.startsWith("hf://") && existsSync(src)) return ready({ path: resolve(src), source: src });
   if (options.offline === true || options.files !== undefined) return ready(await resolveSource(src, options));
-  const { parseHubRef } = await import("./repo-id.js");
+  const { parseHubRef } = await import("./huggingface/repo-id.js");
   const ref = parseHubRef(src);
   if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
-  const { startSnapshotDownload } = await import("./download.js");
+  const { startSnapshotDownload } = await import("./huggingface/download.js");
   const { downloadFileSet } = await import("./download-file-set.js");
   const download = await startSnapshotDownload(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
   const files = downloadFileSet(download);

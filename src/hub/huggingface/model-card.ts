@@ -1,4 +1,4 @@
-import { VERSION } from "../version.js";
+import { VERSION } from "../../version.js";
 import { hubRepoOf } from "./repo-id.js";
 
 /**

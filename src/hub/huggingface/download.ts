@@ -1,17 +1,17 @@
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { HubError, UsageError, ioError } from "../errors.js";
-import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
+import { HubError, UsageError, ioError } from "../../errors.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../../limits.js";
 import { checkCachedBlob } from "./cache-check.js";
 import { RepoCache } from "./cache-layout.js";
 import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
-import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
-import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "./select-files.js";
+import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "../transport/retry.js";
+import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "../select-files.js";
 import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
 
-export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "./download-types.js";
-import type { DownloadOptions, Snapshot, SnapshotDownload, TransferSettingsResolved } from "./download-types.js";
+export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "../download-types.js";
+import type { DownloadOptions, Snapshot, SnapshotDownload, TransferSettingsResolved } from "../download-types.js";
 
 export const DEFAULT_HUB_URL = "https://huggingface.co";
 

@@ -1,8 +1,8 @@
 import { setMaxListeners } from "node:events";
-import { DeltaWeightsError, HubError } from "../errors.js";
-import { MAX_DOWNLOAD_REDIRECTS } from "../limits.js";
+import { DeltaWeightsError, HubError } from "../../errors.js";
+import { MAX_DOWNLOAD_REDIRECTS } from "../../limits.js";
 import { ConnectionBudget } from "./connection-budget.js";
-import { httpFailure, type FailureContext } from "./hub-errors.js";
+import { httpFailure, type FailureContext } from "../huggingface/hub-errors.js";
 import type { PartialBlob } from "./partial-blob.js";
 import type { RangeClient, RangeResponse } from "./range-client.js";
 import {

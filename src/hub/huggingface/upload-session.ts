@@ -20,15 +20,15 @@ import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createReadStream, openAsBlob } from "node:fs";
 import { open, readFile } from "node:fs/promises";
-import { HubError, ioError } from "../errors.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import { UPLOAD_FILES_AT_ONCE, UPLOAD_HASH_ON_WORKERS_BYTES, UPLOAD_INLINE_MAX_BYTES, UPLOAD_PARTS_AT_ONCE } from "../limits.js";
-import type { OnProgress } from "../progress.js";
-import { ConnectionBudget } from "./connection-budget.js";
+import { HubError, ioError } from "../../errors.js";
+import type { HashPool } from "../../hash/hash-pool.js";
+import { UPLOAD_FILES_AT_ONCE, UPLOAD_HASH_ON_WORKERS_BYTES, UPLOAD_INLINE_MAX_BYTES, UPLOAD_PARTS_AT_ONCE } from "../../limits.js";
+import type { OnProgress } from "../../progress.js";
+import { ConnectionBudget } from "../transport/connection-budget.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
 import { validateRepoId } from "./repo-id.js";
-import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "../transport/retry.js";
 
 export interface UploadSessionOptions {
   /** A write token. Without one the session fails before any request. */
