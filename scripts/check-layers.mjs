@@ -15,11 +15,21 @@ const LAYERS = [
   ["safetensors/", "pytorch/", "easylm/", "gguf/", "tokenizer/"],
   ["formats/"],
   ["model/"],
-  ["hash/", "delta/"],
-  ["hub/"],
+  // hub/transport/ moves bytes (ranges, partial blobs, retries, the connection
+  // budget, blob locks) for any host; hub/'s protocols (hub/huggingface/) and
+  // its host-neutral parts (resolve-source, push, the backend interface) sit above it.
+  ["hash/", "hub/transport/", "runtime.ts"],
+  ["delta/", "hub/"],
   ["api.ts"],
   ["cli/", "index.ts"],
 ];
+
+// Folders that never import each other, whichever layer they sit in. delta/
+// and hub/ are siblings rather than hub below delta: delta reads local paths
+// and FileSets (io/) and needs no host; the hub uploads and downloads what it
+// is given and knows no delta format. api.ts, the composition root, joins them
+// (it decides what is a delta and builds the model card's data).
+const APART = [["delta/", "hub/"]];
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const src = join(root, "src");
@@ -29,6 +39,10 @@ function layerOf(file) {
   const index = LAYERS.findIndex((layer) => layer.some((entry) => (entry.endsWith("/") ? rel.startsWith(entry) : rel === entry)));
   if (index < 0) throw new Error(`src/${rel} is in no layer: add it to scripts/check-layers.mjs`);
   return index;
+}
+
+function under(file, folder) {
+  return relative(src, file).split("\\").join("/").startsWith(folder);
 }
 
 function sources(dir) {
@@ -57,6 +71,8 @@ for (const file of files) {
     if (layerOf(target) > layerOf(file)) {
       problems.push(`src/${relative(src, file)} imports ${spec}, a higher layer`);
     }
+    const apart = APART.find(([a, b]) => (under(file, a) && under(target, b)) || (under(file, b) && under(target, a)));
+    if (apart !== undefined) problems.push(`src/${relative(src, file)} imports ${spec}: ${apart[0]} and ${apart[1]} never import each other`);
   }
   graph.set(file, targets);
 }

@@ -7,7 +7,7 @@ import { acquireBlobLock, type BlobLock } from "../transport/blob-lock.js";
 import { checkCachedBlob, moveAside, sameBlob, type BlobIdentity } from "./cache-check.js";
 import type { RepoCache } from "./cache-layout.js";
 import type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload, TransferSettingsResolved } from "../download-types.js";
-import type { FailureContext } from "./hub-errors.js";
+import { httpFailure, type FailureContext } from "./hub-errors.js";
 import { PartialBlob, blobHasher, blobPaths, type BlobPaths, type BlobSpec } from "../transport/partial-blob.js";
 import type { HubRef } from "./repo-id.js";
 import { formatSeconds } from "../transport/retry.js";
@@ -396,7 +396,10 @@ export class SnapshotRun implements SnapshotDownload {
         client: this.#init.fetch !== undefined ? fetchClient(this.#init.fetch) : nodeHttpClient(settings.connections),
         hubUrl,
         ...(options.accessToken !== undefined ? { accessToken: options.accessToken } : {}),
-        ctx,
+        ctx: {
+          repo: ctx.repo,
+          refused: (status, header, file) => httpFailure(status, header("X-Error-Code") ?? undefined, { ...ctx, file }),
+        },
         onBytes: (label, bytes) => this.#advance(byLabel.get(label), bytes, label),
         onRetry: (r) => this.#event({
           kind: "retry", ...r,
