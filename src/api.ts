@@ -17,11 +17,10 @@ import { MANIFEST_FILE } from "./delta/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/transport/connection-budget.js";
-import type { CardManifest } from "./hub/huggingface/model-card.js";
+import type { CardManifest, UploadOptions } from "./hub/backend.js";
 import { commitWithCard, listUploadableFiles, uploadFolder, type PushResult } from "./hub/push.js";
-import { parseHubRef } from "./hub/huggingface/repo-id.js";
-import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
-import { UploadSession, checkPushRequest, type UploadSessionOptions } from "./hub/huggingface/upload-session.js";
+import { PUSH_BACKEND, locateSource } from "./hub/backends.js";
+import { resolveRequested, sourceRequest, startSource, type ArrivingSource, type ResolveOptions, type SourceRequest } from "./hub/resolve-source.js";
 import { readJsonFile } from "./io/files.js";
 import { JOB_FILE, checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { LOCK_FILE } from "./io/output-lock.js";
@@ -66,7 +65,7 @@ export interface PushTarget {
   hubUrl?: string;
   fetch?: typeof fetch;
   /** How often a transient failure of one upload request is tried again (default: 5 tries, 1 s to 8 s apart). */
-  retry?: UploadSessionOptions["retry"];
+  retry?: UploadOptions["retry"];
   /** One line per retried request. */
   onNotice?: (message: string) => void;
 }
@@ -95,12 +94,13 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
   const givenPool = options.hashPool ?? options.transfer?.hashPool;
   const ownPool = givenPool === undefined && [options.base, options.delta, ...chained].some(isHubRef) ? new HashPool(options.threads) : undefined;
   const hashPool = givenPool ?? ownPool;
-  const sources = {
-    ...options,
-    transfer: {
-      ...options.transfer,
-      connectionBudget: options.transfer?.connectionBudget ?? new ConnectionBudget(options.transfer?.connections ?? DEFAULT_DOWNLOAD_CONNECTIONS),
-      ...(hashPool !== undefined ? { hashPool } : {}),
+  const request = sourceRequest(options);
+  const shared: SourceRequest = {
+    ...request,
+    runtime: {
+      ...request.runtime,
+      connections: request.runtime.connections ?? new ConnectionBudget(request.transfer.connections ?? DEFAULT_DOWNLOAD_CONNECTIONS),
+      hashPool,
     },
   };
   let delta: ArrivingSource | undefined;
@@ -108,12 +108,12 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
   const more: ArrivingSource[] = [];
   try {
     delta = await startSource(options.delta, {
-      ...sources,
+      ...shared,
       select: "delta",
-      ...(scratch === undefined ? {} : { cacheDir: scratch.dir, transfer: { ...sources.transfer, stream: true } }),
+      ...(scratch === undefined ? {} : { access: { ...shared.access, cacheDir: scratch.dir }, transfer: { ...shared.transfer, stream: true } }),
     });
-    for (const src of chained) more.push(await startSource(src, { ...sources, select: "delta" }));
-    base = await startSource(options.base, sources);
+    for (const src of chained) more.push(await startSource(src, { ...shared, select: "delta" }));
+    base = await startSource(options.base, shared);
     const result = await applyLocalDelta({
       ...options,
       base: base.source,
@@ -174,7 +174,7 @@ async function streamedDeltaDir(options: ApplyDeltaOptions & { delta: string }):
 export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   preflight([options.base, options.target], options.delta);
   const push = options.push;
-  const session = push === undefined ? undefined : await UploadSession.begin(push.repo, {
+  const session = push === undefined ? undefined : await PUSH_BACKEND.beginUpload(push.repo, {
     accessToken: push.accessToken ?? options.token,
     hubUrl: push.hubUrl ?? options.hubUrl,
     fetch: push.fetch ?? options.fetch,
@@ -185,8 +185,9 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     onProgress: options.onProgress,
   });
   try {
-    const base = await resolveSource(options.base, options);
-    const target = await resolveSource(options.target, options);
+    const request = sourceRequest(options);
+    const base = await resolveRequested(options.base, request);
+    const target = await resolveRequested(options.target, request);
     const made = await makeLocalDelta({
       ...options,
       base,
@@ -202,7 +203,7 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     if (session === undefined) return made;
     // The card is made from the delta.json just written.
     const card = await readCardManifest(join(made.delta, MANIFEST_FILE));
-    return { ...made, pushed: await commitWithCard(session, card, push?.message ?? "Upload delta weights") };
+    return { ...made, pushed: await commitWithCard(PUSH_BACKEND, session, card, push?.message ?? "Upload delta weights") };
   } catch (err) {
     await session?.cancel();
     throw err;
@@ -226,8 +227,8 @@ export interface PushOptions {
    * fine-tune by mistake publishes exactly what deltas exist to keep private.
    */
   allowNonDelta?: boolean;
-  /** How often a transient failure of one upload request is tried again (see UploadSessionOptions). */
-  retry?: UploadSessionOptions["retry"];
+  /** How often a transient failure of one upload request is tried again (see UploadOptions). */
+  retry?: UploadOptions["retry"];
   onNotice?: (message: string) => void;
   onProgress?: OnProgress;
 }
@@ -242,11 +243,11 @@ export interface PushOptions {
  */
 export async function pushToHub(dir: string, repo: string, options: PushOptions): Promise<PushResult> {
   // The repo id and token are checked before the folder is read: nothing is read or sent for a push that cannot happen.
-  checkPushRequest(repo, options.accessToken);
+  PUSH_BACKEND.checkPush(repo, options.accessToken);
   const files = await listUploadableFiles(dir);
   const manifest = files.includes(MANIFEST_FILE) ? await readCardManifest(join(dir, MANIFEST_FILE)) : undefined;
   if (options.allowNonDelta !== true) refuseNonDelta(dir, files, manifest);
-  return uploadFolder(dir, files, repo, {
+  return uploadFolder(PUSH_BACKEND, dir, files, repo, {
     accessToken: options.accessToken,
     hubUrl: options.hubUrl,
     fetch: options.fetch,
@@ -286,26 +287,26 @@ function refuseNonDelta(dir: string, files: readonly string[], manifest: CardMan
 /** Re-checks a recovered model against delta.json (a file, a delta directory or a Hub repo) or a checksum list. */
 export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
   checkInputExists(dir);
-  const manifest = options.manifest === undefined ? undefined : (await resolveSource(options.manifest, { ...options, files: [MANIFEST_FILE] })).path;
+  const manifest = options.manifest === undefined ? undefined : (await resolveRequested(options.manifest, { ...sourceRequest(options), files: [MANIFEST_FILE] })).path;
   return verifyLocalModel(dir, { ...options, manifest });
 }
 
 /** A model's tensors, dtypes, shapes, files and metadata. */
 export async function inspectModel(src: string, options: SourceOptions = {}): Promise<InspectResult> {
   preflight([src], undefined);
-  return inspectLocalModel(await resolveSource(src, options));
+  return inspectLocalModel(await resolveRequested(src, sourceRequest(options)));
 }
 
 /** Which known base conversion a model is, by its files' SHA-256 (see delta/identify.ts). */
 export async function identifyModel(src: string, options: SourceOptions & { threads?: number } = {}): Promise<IdentifyResult> {
   preflight([src], undefined);
-  return identifyLocalModel((await resolveSource(src, options)).path, options);
+  return identifyLocalModel((await resolveRequested(src, sourceRequest(options))).path, options);
 }
 
 /** Any model to safetensors or PyTorch checkpoints (see model/convert.ts). */
 export async function convertModel(src: string, out: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   preflight([src], out);
-  return convertLocalModel(await resolveSource(src, options), out, options);
+  return convertLocalModel(await resolveRequested(src, sourceRequest(options)), out, options);
 }
 
 /**
@@ -314,12 +315,12 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
  */
 function preflight(sources: string[], output: string | undefined): void {
   for (const src of sources) {
-    if (!src.startsWith("hf://") && parseHubRef(src) === undefined) checkInputExists(src);
+    if (locateSource(src).kind !== "remote") checkInputExists(src);
   }
   if (output !== undefined) checkWritableOutput(output);
 }
 
-/** Will this source be downloaded? (An existing local path wins over a repo id, as in resolveSource.) */
+/** Will this source be downloaded? (hub/backends.ts decides, for resolveSource too.) */
 function isHubRef(src: string): boolean {
-  return src.startsWith("hf://") || (!existsSync(src) && parseHubRef(src) !== undefined);
+  return locateSource(src).kind === "remote";
 }

@@ -6,8 +6,7 @@ import { listRegularFiles } from "../io/files.js";
 import { MAX_HUB_LISTING_ENTRIES, UPLOAD_HASH_ON_WORKERS_BYTES } from "../limits.js";
 import { HashPool } from "../hash/hash-pool.js";
 import type { OnProgress } from "../progress.js";
-import { makeModelCard, type CardManifest } from "./huggingface/model-card.js";
-import { UploadSession, type UploadSessionOptions, checkPushRequest } from "./huggingface/upload-session.js";
+import type { CardManifest, HubBackend, RepoUpload, UploadOptions } from "./backend.js";
 
 /**
  * Uploads a folder to a Hub model repo in one commit. The hub uploads what it
@@ -28,7 +27,7 @@ export interface FolderUploadOptions {
   /** What the generated model card shows (nothing: a plain folder's card); unused when the folder has its own README.md. */
   card?: CardManifest;
   /** How often a transient failure of one upload request is tried again (see UploadSessionOptions). */
-  retry?: UploadSessionOptions["retry"];
+  retry?: UploadOptions["retry"];
   onNotice?: (message: string) => void;
   onProgress?: OnProgress;
 }
@@ -47,14 +46,14 @@ export interface PushResult {
 
 /**
  * Uploads `files` (repo paths under `dir`, from listUploadableFiles) to the
- * Hub model repo `repo` in ONE commit, creating the repo if it does not
+ * model repo `repo` of `backend`'s host in ONE commit, creating the repo if it does not
  * exist. Weights go through LFS (the Hub's preupload answer decides which
  * files). A model card README.md is added, built from `options.card`; a
  * README.md already in the folder is the author's and is uploaded unchanged
  * instead.
  */
-export async function uploadFolder(dir: string, files: readonly string[], repo: string, options: FolderUploadOptions): Promise<PushResult> {
-  checkPushRequest(repo, options.accessToken);
+export async function uploadFolder(backend: HubBackend, dir: string, files: readonly string[], repo: string, options: FolderUploadOptions): Promise<PushResult> {
+  backend.checkPush(repo, options.accessToken);
   const generatedCard = !files.includes("README.md");
   const uploads: { path: string; source: string | Uint8Array; size: number }[] = [];
   for (const path of files) {
@@ -63,7 +62,7 @@ export async function uploadFolder(dir: string, files: readonly string[], repo: 
     uploads.push({ path, source: abs, size: info.size });
   }
   if (generatedCard) {
-    const card = new TextEncoder().encode(makeModelCard({ repo, manifest: options.card }));
+    const card = new TextEncoder().encode(backend.modelCard({ repo, manifest: options.card }));
     uploads.push({ path: "README.md", source: card, size: card.length });
   }
   const large = uploads.some((u) => u.size >= UPLOAD_HASH_ON_WORKERS_BYTES);
@@ -71,7 +70,7 @@ export async function uploadFolder(dir: string, files: readonly string[], repo: 
   const hashPool = large ? new HashPool() : undefined;
   try {
     const totalBytes = uploads.reduce((sum, u) => sum + u.size, 0);
-    const session = await UploadSession.begin(repo, {
+    const session = await backend.beginUpload(repo, {
       accessToken: options.accessToken,
       hubUrl: options.hubUrl,
       fetch: options.fetch,
@@ -101,10 +100,10 @@ export async function uploadFolder(dir: string, files: readonly string[], repo: 
  * is in the session already; the model card is made from `card` (unless a
  * README.md travelled with the files), then the one commit.
  */
-export async function commitWithCard(session: UploadSession, card: CardManifest | undefined, message: string): Promise<PushResult> {
+export async function commitWithCard(backend: HubBackend, session: RepoUpload, card: CardManifest | undefined, message: string): Promise<PushResult> {
   const generatedCard = !session.has("README.md");
   if (generatedCard) {
-    const bytes = new TextEncoder().encode(makeModelCard({ repo: session.repo, manifest: card }));
+    const bytes = new TextEncoder().encode(backend.modelCard({ repo: session.repo, manifest: card }));
     session.add("README.md", bytes, { size: bytes.length });
   }
   const committed = await session.commit(message);
