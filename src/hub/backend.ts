@@ -27,7 +27,10 @@ export interface HubBackend {
   /**
    * Starts making the repo's files available in `options.cacheDir` (offline:
    * the cached snapshot) and returns once the host said which files there
-   * are; each file's bytes can be read as they arrive.
+   * are; each file's bytes can be read as they arrive. `options.accessToken`
+   * and `options.hubUrl` are the ones given for the Hugging Face Hub
+   * (--token, HF_TOKEN, HF_ENDPOINT): another host must never send them
+   * anywhere, and takes its own credentials instead.
    */
   startDownload(ref: RemoteRef, options: DownloadOptions): Promise<SnapshotDownload>;
   /** Refuses a push that cannot happen (bad repo id, no token) before anything is read or sent. */
