@@ -128,11 +128,3 @@ export interface FileDownload {
   /** Resolves with `snapshotPath` once the file is verified and linked; rejects with a one-line HubError. */
   readonly complete: Promise<string>;
 }
-
-export interface TransferSettingsResolved {
-  connections: number;
-  rangeBytes: number;
-  downloadTimeoutMs: number;
-  etagTimeoutMs: number;
-  retry: RetryPolicy;
-}
