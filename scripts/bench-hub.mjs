@@ -211,7 +211,7 @@ async function client({ hubUrl, cacheDir, out, job }) {
   let verified;
   let peakScratch = 0;
   if (job.kind === "download") {
-    const { downloadSnapshot } = await import(pathToFileURL(path.join(root, "dist", "hub", "download.js")).href);
+    const { downloadSnapshot } = await import(pathToFileURL(path.join(root, "dist", "hub", "huggingface", "download.js")).href);
     const one = (repo) => downloadSnapshot({ repo, revision: "main" }, { cacheDir, hubUrl, select: repo === DELTA_REPO ? "delta" : "model", ...job.transfer });
     if (job.sequential) for (const repo of [DELTA_REPO, BASE_REPO]) await one(repo);
     else await Promise.all([one(DELTA_REPO), one(BASE_REPO)]);

@@ -15,14 +15,16 @@ const LAYERS = [
   ["safetensors/", "pytorch/", "easylm/", "gguf/", "tokenizer/"],
   ["formats/"],
   ["model/"],
+  // hub/transport/ moves bytes (ranges, partial blobs, retries, the connection
+  // budget, blob locks) for any host; hub/'s protocols (hub/huggingface/) and
+  // its host-neutral parts (resolve-source, push, the backend interface) sit above it.
   // delta/ is a house of its own: the convention-blind engine, the seam a
   // convention plugs into, the wings (one per family of conventions), then
   // the door (apply-delta, the registry, output retargeting) over them all.
-  ["hash/", "delta/engine/"],
+  ["hash/", "runtime.ts", "hub/transport/", "delta/engine/"],
   ["delta/conventions/types.ts", "delta/conventions/release-evidence.ts"],
   ["delta/own/", "delta/byte-codecs/", "delta/additive/", "delta/adapters/", "delta/easylm/"],
-  ["delta/"],
-  ["hub/"],
+  ["delta/", "hub/"],
   ["api.ts"],
   ["cli/", "index.ts"],
 ];
@@ -32,6 +34,13 @@ const LAYERS = [
 // manifest format).
 const WINGS = ["delta/own/", "delta/byte-codecs/", "delta/additive/", "delta/adapters/", "delta/easylm/"];
 const SHARED_ACROSS_WINGS = ["delta/own/manifest.ts"];
+
+// Folders that never import each other, whichever layer they sit in. delta/
+// and hub/ are siblings rather than hub below delta: delta reads local paths
+// and FileSets (io/) and needs no host; the hub uploads and downloads what it
+// is given and knows no delta format. api.ts, the composition root, joins them
+// (it decides what is a delta and builds the model card's data).
+const APART = [["delta/", "hub/"]];
 
 const root = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const src = join(root, "src");
@@ -46,6 +55,10 @@ function layerOf(file) {
 function wingOf(file) {
   const rel = relative(src, file).split("\\").join("/");
   return WINGS.find((wing) => rel.startsWith(wing));
+}
+
+function under(file, folder) {
+  return relative(src, file).split("\\").join("/").startsWith(folder);
 }
 
 function sources(dir) {
@@ -79,6 +92,8 @@ for (const file of files) {
     if (fromWing !== undefined && toWing !== undefined && fromWing !== toWing && !SHARED_ACROSS_WINGS.includes(relative(src, target).split("\\").join("/"))) {
       problems.push(`src/${relative(src, file)} imports ${spec}: the ${fromWing} wing reaches into the ${toWing} wing (share it through delta/engine/ or delta/conventions/, or name it in SHARED_ACROSS_WINGS)`);
     }
+    const apart = APART.find(([a, b]) => (under(file, a) && under(target, b)) || (under(file, b) && under(target, a)));
+    if (apart !== undefined) problems.push(`src/${relative(src, file)} imports ${spec}: ${apart[0]} and ${apart[1]} never import each other`);
   }
   graph.set(file, targets);
 }

@@ -8,7 +8,7 @@
 import { existsSync } from "node:fs";
 import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
-import { HubError, UsageError, ioError } from "./errors.js";
+import { DeltaError, HubError, UsageError, ioError } from "./errors.js";
 import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult as LocalMakeResult } from "./delta/own/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/own/verify-model.js";
@@ -16,17 +16,20 @@ import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delt
 import { MANIFEST_FILE } from "./delta/own/manifest.js";
 import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
-import { ConnectionBudget } from "./hub/connection-budget.js";
-import { commitDelta, type PushOptions, type PushResult } from "./hub/push.js";
-import { parseHubRef } from "./hub/repo-id.js";
-import { resolveSource, startSource, type ArrivingSource, type ResolveOptions } from "./hub/resolve-source.js";
-import { UploadSession } from "./hub/upload-session.js";
+import { ConnectionBudget } from "./hub/transport/connection-budget.js";
+import type { CardManifest, UploadOptions } from "./hub/backend.js";
+import { commitWithCard, listUploadableFiles, uploadFolder, type PushResult } from "./hub/push.js";
+import { PUSH_BACKEND, locateSource } from "./hub/backends.js";
+import { resolveRequested, sourceRequest, startSource, type ArrivingSource, type ResolveOptions, type SourceRequest } from "./hub/resolve-source.js";
+import { readJsonFile } from "./io/files.js";
 import { JOB_FILE, checkInputExists, checkWritableOutput } from "./io/output-guard.js";
 import { LOCK_FILE } from "./io/output-lock.js";
-import { DEFAULT_DOWNLOAD_CONNECTIONS } from "./limits.js";
+import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_MANIFEST_BYTES } from "./limits.js";
+import { isWeightFileName } from "./model/extra-files.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
 import { makeDirectory } from "./io/make-directory.js";
+import type { OnProgress } from "./progress.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
@@ -62,7 +65,7 @@ export interface PushTarget {
   hubUrl?: string;
   fetch?: typeof fetch;
   /** How often a transient failure of one upload request is tried again (default: 5 tries, 1 s to 8 s apart). */
-  retry?: PushOptions["retry"];
+  retry?: UploadOptions["retry"];
   /** One line per retried request. */
   onNotice?: (message: string) => void;
 }
@@ -71,6 +74,7 @@ export type MakeDeltaResult = LocalMakeResult & { pushed?: PushResult };
 export type VerifyOptions = LocalVerifyOptions & SourceOptions;
 export type ConvertOptions = Omit<LocalConvertOptions, "createHasher"> & SourceOptions;
 
+export type { PushResult };
 export type { ApplyDeltaResult, VerifyResult, ConvertResult, InspectResult, IdentifyResult };
 
 /** base + delta -> target (see delta/apply-delta.ts). */
@@ -90,12 +94,13 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
   const givenPool = options.hashPool ?? options.transfer?.hashPool;
   const ownPool = givenPool === undefined && [options.base, options.delta, ...chained].some(isHubRef) ? new HashPool(options.threads) : undefined;
   const hashPool = givenPool ?? ownPool;
-  const sources = {
-    ...options,
-    transfer: {
-      ...options.transfer,
-      connectionBudget: options.transfer?.connectionBudget ?? new ConnectionBudget(options.transfer?.connections ?? DEFAULT_DOWNLOAD_CONNECTIONS),
-      ...(hashPool !== undefined ? { hashPool } : {}),
+  const request = sourceRequest(options);
+  const shared: SourceRequest = {
+    ...request,
+    runtime: {
+      ...request.runtime,
+      connections: request.runtime.connections ?? new ConnectionBudget(request.transfer.connections ?? DEFAULT_DOWNLOAD_CONNECTIONS),
+      hashPool,
     },
   };
   let delta: ArrivingSource | undefined;
@@ -103,12 +108,12 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
   const more: ArrivingSource[] = [];
   try {
     delta = await startSource(options.delta, {
-      ...sources,
+      ...shared,
       select: "delta",
-      ...(scratch === undefined ? {} : { cacheDir: scratch.dir, transfer: { ...sources.transfer, stream: true } }),
+      ...(scratch === undefined ? {} : { access: { ...shared.access, cacheDir: scratch.dir }, transfer: { ...shared.transfer, stream: true } }),
     });
-    for (const src of chained) more.push(await startSource(src, { ...sources, select: "delta" }));
-    base = await startSource(options.base, sources);
+    for (const src of chained) more.push(await startSource(src, { ...shared, select: "delta" }));
+    base = await startSource(options.base, shared);
     const result = await applyLocalDelta({
       ...options,
       base: base.source,
@@ -169,7 +174,7 @@ async function streamedDeltaDir(options: ApplyDeltaOptions & { delta: string }):
 export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaResult> {
   preflight([options.base, options.target], options.delta);
   const push = options.push;
-  const session = push === undefined ? undefined : await UploadSession.begin(push.repo, {
+  const session = push === undefined ? undefined : await PUSH_BACKEND.beginUpload(push.repo, {
     accessToken: push.accessToken ?? options.token,
     hubUrl: push.hubUrl ?? options.hubUrl,
     fetch: push.fetch ?? options.fetch,
@@ -180,8 +185,9 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     onProgress: options.onProgress,
   });
   try {
-    const base = await resolveSource(options.base, options);
-    const target = await resolveSource(options.target, options);
+    const request = sourceRequest(options);
+    const base = await resolveRequested(options.base, request);
+    const target = await resolveRequested(options.target, request);
     const made = await makeLocalDelta({
       ...options,
       base,
@@ -195,30 +201,106 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
       }),
     });
     if (session === undefined) return made;
-    return { ...made, pushed: await commitDelta(session, made.delta, push?.message) };
+    // The card is made from the delta.json just written.
+    const card = await readCardManifest(join(made.delta, MANIFEST_FILE));
+    return { ...made, pushed: await commitWithCard(PUSH_BACKEND, session, card, push?.message ?? "Upload delta weights") };
   } catch (err) {
     await session?.cancel();
     throw err;
   }
 }
 
+export interface PushOptions {
+  /** A write token. Without one the push fails before any request. */
+  accessToken?: string;
+  hubUrl?: string;
+  fetch?: typeof fetch;
+  /** Create the repo private (a repo that already exists keeps its visibility). */
+  private?: boolean;
+  /** Branch to commit to (created from main if missing); default main. */
+  revision?: string;
+  /** Commit title. */
+  message?: string;
+  /**
+   * Upload a directory that is not a delta (no delta.json, or weight files
+   * delta.json does not list). Off by default: pushing a base or a full
+   * fine-tune by mistake publishes exactly what deltas exist to keep private.
+   */
+  allowNonDelta?: boolean;
+  /** How often a transient failure of one upload request is tried again (see UploadOptions). */
+  retry?: UploadOptions["retry"];
+  onNotice?: (message: string) => void;
+  onProgress?: OnProgress;
+}
+
+/**
+ * Uploads every file of `dir` to the Hub model repo `repo` in ONE commit,
+ * creating the repo if it does not exist (see hub/push.ts). What is a delta
+ * is decided here, not in the hub: the folder's delta.json makes the model
+ * card, and a folder that is not a delta is refused unless `allowNonDelta`.
+ * Hidden files and folders (`.git`, `.cache`, temporary `.partial` files)
+ * are not uploaded.
+ */
+export async function pushToHub(dir: string, repo: string, options: PushOptions): Promise<PushResult> {
+  // The repo id and token are checked before the folder is read: nothing is read or sent for a push that cannot happen.
+  PUSH_BACKEND.checkPush(repo, options.accessToken);
+  const files = await listUploadableFiles(dir);
+  const manifest = files.includes(MANIFEST_FILE) ? await readCardManifest(join(dir, MANIFEST_FILE)) : undefined;
+  if (options.allowNonDelta !== true) refuseNonDelta(dir, files, manifest);
+  return uploadFolder(PUSH_BACKEND, dir, files, repo, {
+    accessToken: options.accessToken,
+    hubUrl: options.hubUrl,
+    fetch: options.fetch,
+    private: options.private,
+    revision: options.revision,
+    message: options.message ?? (manifest !== undefined ? "Upload delta weights" : undefined),
+    card: manifest,
+    retry: options.retry,
+    onNotice: options.onNotice,
+    onProgress: options.onProgress,
+  });
+}
+
+/** delta.json as the model card reads it: strict JSON, bounded; only the fields the card shows are used. */
+async function readCardManifest(path: string): Promise<CardManifest> {
+  const value = await readJsonFile(path, MAX_MANIFEST_BYTES, "a manifest", "E_DELTA");
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new DeltaError(`Failed to read ${path}: not a JSON object`);
+  return value as CardManifest;
+}
+
+/**
+ * A push publishes: a directory without delta.json, or with weight files
+ * delta.json does not list, holds weights that are not a delta (a base, a
+ * full fine-tune) and is refused unless the caller says so.
+ */
+function refuseNonDelta(dir: string, files: readonly string[], manifest: CardManifest | undefined): void {
+  if (manifest === undefined) {
+    throw new HubError(`Failed to push ${dir}: it holds no ${MANIFEST_FILE}, so it is not a delta; a push makes its weights downloadable (by anyone, unless the repo is private): pass --allow-non-delta to upload it anyway`);
+  }
+  const listed = manifest.delta?.files ?? {};
+  const unlisted = files.find((f) => isWeightFileName(f) && !Object.hasOwn(listed, f));
+  if (unlisted !== undefined) {
+    throw new HubError(`Failed to push ${dir}: ${unlisted} is a weight file that ${MANIFEST_FILE} does not list, so it is not part of the delta (a base or a full model?); remove it, or pass --allow-non-delta to upload it anyway`);
+  }
+}
+
 /** Re-checks a recovered model against delta.json (a file, a delta directory or a Hub repo) or a checksum list. */
 export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
   checkInputExists(dir);
-  const manifest = options.manifest === undefined ? undefined : (await resolveSource(options.manifest, { ...options, files: [MANIFEST_FILE] })).path;
+  const manifest = options.manifest === undefined ? undefined : (await resolveRequested(options.manifest, { ...sourceRequest(options), files: [MANIFEST_FILE] })).path;
   return verifyLocalModel(dir, { ...options, manifest });
 }
 
 /** A model's tensors, dtypes, shapes, files and metadata. */
 export async function inspectModel(src: string, options: SourceOptions = {}): Promise<InspectResult> {
   preflight([src], undefined);
-  return inspectLocalModel(await resolveSource(src, options));
+  return inspectLocalModel(await resolveRequested(src, sourceRequest(options)));
 }
 
 /** Which known base conversion a model is, by its files' SHA-256 (see delta/identify.ts). */
 export async function identifyModel(src: string, options: SourceOptions & { threads?: number } = {}): Promise<IdentifyResult> {
   preflight([src], undefined);
-  return identifyLocalModel((await resolveSource(src, options)).path, options);
+  return identifyLocalModel((await resolveRequested(src, sourceRequest(options))).path, options);
 }
 
 /** Any model to safetensors or PyTorch checkpoints (see model/convert.ts). */
@@ -227,7 +309,7 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
   // Started only if the output asks for one (GGUF hashes its file on a worker).
   let pool: HashPool | undefined;
   try {
-    return await convertLocalModel(await resolveSource(src, options), out, { ...options, createHasher: () => (pool ??= new HashPool()).create() });
+    return await convertLocalModel(await resolveRequested(src, sourceRequest(options)), out, { ...options, createHasher: () => (pool ??= new HashPool()).create() });
   } finally {
     await pool?.close();
   }
@@ -239,12 +321,12 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
  */
 function preflight(sources: string[], output: string | undefined): void {
   for (const src of sources) {
-    if (!src.startsWith("hf://") && parseHubRef(src) === undefined) checkInputExists(src);
+    if (locateSource(src).kind !== "remote") checkInputExists(src);
   }
   if (output !== undefined) checkWritableOutput(output);
 }
 
-/** Will this source be downloaded? (An existing local path wins over a repo id, as in resolveSource.) */
+/** Will this source be downloaded? (hub/backends.ts decides, for resolveSource too.) */
 function isHubRef(src: string): boolean {
-  return src.startsWith("hf://") || (!existsSync(src) && parseHubRef(src) !== undefined);
+  return locateSource(src).kind === "remote";
 }

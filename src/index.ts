@@ -15,7 +15,7 @@ export {
   type ApplyDeltaOptions, type ApplyDeltaResult, type MakeDeltaOptions, type MakeDeltaResult,
   type VerifyOptions, type VerifyResult, type ConvertOptions, type ConvertResult, type InspectResult, type IdentifyResult, type SourceOptions, type PushTarget,
 } from "./api.js";
-export { pushToHub, type PushOptions, type PushResult } from "./hub/push.js";
+export { pushToHub, type PushOptions, type PushResult } from "./api.js";
 
 // models
 export { openModel, type OpenModelOptions } from "./model/open-model.js";
@@ -40,9 +40,9 @@ export { CONVENTION_NAMES, type ConventionName } from "./delta/conventions/regis
 
 // hub
 export { resolveSource, defaultHubCacheDir, type ResolveOptions, type ResolvedSource } from "./hub/resolve-source.js";
-export { makeModelCard, type ModelCardInput, type CardManifest } from "./hub/model-card.js";
+export { makeModelCard, type ModelCardInput, type CardManifest } from "./hub/huggingface/model-card.js";
 export {
   downloadSnapshot, startSnapshotDownload, cachedSnapshot, DEFAULT_HUB_URL, DOWNLOAD_DEFAULTS,
   type DownloadOptions, type DownloadEvent, type Snapshot, type SnapshotDownload, type FileDownload,
-} from "./hub/download.js";
-export { parseHubRef, type HubRef } from "./hub/repo-id.js";
+} from "./hub/huggingface/download.js";
+export { parseHubRef, type HubRef } from "./hub/huggingface/repo-id.js";

@@ -1,10 +1,10 @@
 import type { FileHandle } from "node:fs/promises";
 import type { StreamedFiles } from "../io/file-set.js";
 import type { HashPool } from "../hash/hash-pool.js";
-import type { ConnectionBudget } from "./connection-budget.js";
+import type { ConnectionBudget } from "./transport/connection-budget.js";
 import type { OnProgress } from "../progress.js";
-import type { LockMode } from "./blob-lock.js";
-import type { RetryPolicy } from "./retry.js";
+import type { LockMode } from "./transport/blob-lock.js";
+import type { RetryPolicy } from "./transport/retry.js";
 
 /**
  * The download API's types, apart from download.ts so that its parts
@@ -127,12 +127,4 @@ export interface FileDownload {
   open(): Promise<FileHandle>;
   /** Resolves with `snapshotPath` once the file is verified and linked; rejects with a one-line HubError. */
   readonly complete: Promise<string>;
-}
-
-export interface TransferSettingsResolved {
-  connections: number;
-  rangeBytes: number;
-  downloadTimeoutMs: number;
-  etagTimeoutMs: number;
-  retry: RetryPolicy;
 }

@@ -1,9 +1,11 @@
-import { existsSync } from "node:fs";
 import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { HubError, ModelError } from "../errors.js";
 import type { LocalSource } from "../model/types.js";
 import type { OnProgress } from "../progress.js";
+import type { Runtime } from "../runtime.js";
+import { locateSource, namesHostExplicitly } from "./backends.js";
+import { downloadFileSet } from "./download-file-set.js";
 import type { DownloadOptions } from "./download-types.js";
 
 export interface ResolveOptions {
@@ -36,18 +38,52 @@ export function defaultHubCacheDir(): string {
 }
 
 /**
+ * What resolving one source takes, each part declared: how to reach the
+ * host, how downloads run, and the run's shared resources. Built field by
+ * field by the caller (api.ts), never a caller's own options spread in.
+ */
+export interface SourceRequest {
+  access: HostAccess;
+  transfer: TransferOptions;
+  runtime: Runtime;
+  /** Download exactly these repo paths instead of the model's files (e.g. ["delta.json"]). */
+  files?: readonly string[];
+  /** Without `files`: a model's files, or every file of a delta repo. */
+  select?: "model" | "delta";
+}
+
+/** Who we are to the host, and where its files are kept. */
+export interface HostAccess {
+  token?: string;
+  hubUrl?: string;
+  fetch?: typeof fetch;
+  /** The cache the files are kept in (the HF cache, or a scratch folder with `transfer.stream`). */
+  cacheDir: string;
+  /** Cache only, no network. */
+  offline?: boolean;
+}
+
+/** How downloads run: see DownloadOptions. */
+export type TransferOptions = Pick<DownloadOptions, "connections" | "rangeBytes" | "downloadTimeoutMs" | "etagTimeoutMs" | "retry" | "verifyCache" | "onEvent" | "stream">;
+
+/**
  * Turns a SRC (local path, `org/name[@rev]`, `hf://org/name@rev`) into a local
  * path. An existing local path always wins; a Hub repo is downloaded into the
  * HF cache (only the files a model needs) and its snapshot directory returned.
  * The Hub client is loaded only on that path.
  */
 export async function resolveSource(src: string, options: ResolveOptions = {}): Promise<ResolvedSource> {
-  if (!src.startsWith("hf://") && existsSync(src)) return { path: resolve(src), source: src };
-  const { parseHubRef } = await import("./repo-id.js");
-  const ref = parseHubRef(src);
-  if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
-  const { downloadSnapshot } = await import("./download.js");
-  const snapshot = await downloadSnapshot(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
+  return resolveRequested(src, sourceRequest(options));
+}
+
+/** resolveSource, from the parts a composition root built. */
+export async function resolveRequested(src: string, request: SourceRequest): Promise<ResolvedSource> {
+  const at = locateSource(src);
+  if (at.kind === "local") return { path: at.path, source: src };
+  if (at.kind === "missing") throw new ModelError(`Failed to open ${src}: no such file or directory`);
+  const snapshot = await at.backend.startDownload(at.ref, downloadOptions(request))
+    .then((download) => download.done)
+    .catch((err: unknown) => notFoundLocally(src, err));
   return {
     path: snapshot.dir,
     source: src,
@@ -69,38 +105,77 @@ export interface ArrivingSource {
  * download starts and the source's files are read as they arrive (see
  * FileSet). Local paths and offline snapshots are returned as they are.
  */
-export async function startSource(src: string, options: ResolveOptions = {}): Promise<ArrivingSource> {
+export async function startSource(src: string, request: SourceRequest): Promise<ArrivingSource> {
   const ready = async (source: LocalSource): Promise<ArrivingSource> => ({ source, settled: Promise.resolve(), cancel: async () => undefined });
-  if (!src.startsWith("hf://") && existsSync(src)) return ready({ path: resolve(src), source: src });
-  if (options.offline === true || options.files !== undefined) return ready(await resolveSource(src, options));
-  const { parseHubRef } = await import("./repo-id.js");
-  const ref = parseHubRef(src);
-  if (ref === undefined) throw new ModelError(`Failed to open ${src}: no such file or directory`);
-  const { startSnapshotDownload } = await import("./download.js");
-  const { downloadFileSet } = await import("./download-file-set.js");
-  const download = await startSnapshotDownload(ref, downloadOptions(options)).catch((err: unknown) => notFoundLocally(src, err));
+  const at = locateSource(src);
+  if (at.kind === "local") return ready({ path: at.path, source: src });
+  if (at.kind === "missing") throw new ModelError(`Failed to open ${src}: no such file or directory`);
+  if (request.access.offline === true || request.files !== undefined) return ready(await resolveRequested(src, request));
+  const download = await at.backend.startDownload(at.ref, downloadOptions(request)).catch((err: unknown) => notFoundLocally(src, err));
   const files = downloadFileSet(download);
   files.settled.catch(() => undefined); // observed by whoever reads the files
   return { source: { path: download.dir, source: src, files }, settled: files.settled, cancel: () => download.cancel() };
 }
 
-function downloadOptions(options: ResolveOptions): DownloadOptions {
+/** The public ResolveOptions as a request: each part taken by name. */
+export function sourceRequest(options: ResolveOptions): SourceRequest {
+  const transfer = options.transfer ?? {};
   return {
-    cacheDir: options.cacheDir ?? defaultHubCacheDir(),
-    hubUrl: options.hubUrl,
-    accessToken: options.token,
-    fetch: options.fetch,
-    offline: options.offline,
-    onProgress: options.onProgress,
+    access: {
+      token: options.token,
+      hubUrl: options.hubUrl,
+      fetch: options.fetch,
+      cacheDir: options.cacheDir ?? defaultHubCacheDir(),
+      offline: options.offline,
+    },
+    transfer: {
+      connections: transfer.connections,
+      rangeBytes: transfer.rangeBytes,
+      downloadTimeoutMs: transfer.downloadTimeoutMs,
+      etagTimeoutMs: transfer.etagTimeoutMs,
+      retry: transfer.retry,
+      verifyCache: transfer.verifyCache,
+      onEvent: transfer.onEvent,
+      stream: transfer.stream,
+    },
+    runtime: {
+      hashPool: transfer.hashPool,
+      connections: transfer.connectionBudget,
+      signal: transfer.signal,
+      onProgress: options.onProgress,
+    },
     files: options.files,
     select: options.select,
-    ...options.transfer,
+  };
+}
+
+function downloadOptions({ access, transfer, runtime, files, select }: SourceRequest): DownloadOptions {
+  return {
+    cacheDir: access.cacheDir,
+    hubUrl: access.hubUrl,
+    accessToken: access.token,
+    fetch: access.fetch,
+    offline: access.offline,
+    onProgress: runtime.onProgress,
+    files,
+    select,
+    connections: transfer.connections,
+    rangeBytes: transfer.rangeBytes,
+    downloadTimeoutMs: transfer.downloadTimeoutMs,
+    etagTimeoutMs: transfer.etagTimeoutMs,
+    retry: transfer.retry,
+    verifyCache: transfer.verifyCache,
+    onEvent: transfer.onEvent,
+    stream: transfer.stream,
+    connectionBudget: runtime.connections,
+    hashPool: runtime.hashPool,
+    signal: runtime.signal,
   };
 }
 
 /** `org/name` may have been meant as a local path: say that it was looked for. */
 function notFoundLocally(src: string, err: unknown): never {
-  if (!src.startsWith("hf://") && err instanceof HubError && /repository not found/.test(err.message)) {
+  if (!namesHostExplicitly(src) && err instanceof HubError && /repository not found/.test(err.message)) {
     throw new HubError(`${err.message} (no local path ${src} exists either)`, { cause: err });
   }
   throw err;

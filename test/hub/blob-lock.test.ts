@@ -11,8 +11,8 @@ import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promise
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { acquireBlobLock } from "../../src/hub/blob-lock.js";
-import { startSnapshotDownload, type DownloadEvent } from "../../src/hub/download.js";
+import { acquireBlobLock } from "../../src/hub/transport/blob-lock.js";
+import { startSnapshotDownload, type DownloadEvent } from "../../src/hub/huggingface/download.js";
 import { FakeHub } from "./fake-hub-server.js";
 
 const hasPython = spawnSync("python3", ["-c", "import fcntl"]).status === 0;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
-import { downloadSnapshot } from "../../src/hub/download.js";
+import { downloadSnapshot } from "../../src/hub/huggingface/download.js";
 import { resolveSource } from "../../src/hub/resolve-source.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { FakeHub } from "./fake-hub-server.js";

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
-import { downloadSnapshot } from "../../src/hub/download.js";
+import { downloadSnapshot } from "../../src/hub/huggingface/download.js";
 import { FakeHub, type FakeHubOptions } from "./fake-hub-server.js";
 
 let hub: FakeHub | undefined;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { makeModelCard } from "../../src/hub/model-card.js";
+import { makeModelCard } from "../../src/hub/huggingface/model-card.js";
 import { VERSION } from "../../src/version.js";
 
 const sum = "a".repeat(64);

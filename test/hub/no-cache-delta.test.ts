@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { applyDelta, STREAMED_DELTA_DIR } from "../../src/api.js";
 import { makeDelta } from "../../src/delta/own/make-delta.js";
 import type { ProgressEvent } from "../../src/progress.js";
-import { startSnapshotDownload } from "../../src/hub/download.js";
+import { startSnapshotDownload } from "../../src/hub/huggingface/download.js";
 import { oneErrorLine, runCli } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { sha256Bytes } from "../helpers/sha256.js";

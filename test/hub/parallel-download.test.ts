@@ -14,8 +14,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
-import { ConnectionBudget } from "../../src/hub/connection-budget.js";
-import { downloadSnapshot, startSnapshotDownload, type DownloadEvent, type DownloadOptions } from "../../src/hub/download.js";
+import { ConnectionBudget } from "../../src/hub/transport/connection-budget.js";
+import { downloadSnapshot, startSnapshotDownload, type DownloadEvent, type DownloadOptions } from "../../src/hub/huggingface/download.js";
 import { FakeHub } from "./fake-hub-server.js";
 
 const repoRoot = resolve(import.meta.dirname, "../..");

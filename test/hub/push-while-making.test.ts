@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeDelta, type MakeDeltaOptions } from "../../src/api.js";
 import type { WrittenFile } from "../../src/delta/own/make-delta.js";
 import { HubError } from "../../src/errors.js";
-import { pushToHub } from "../../src/hub/push.js";
+import { pushToHub } from "../../src/api.js";
 import { UPLOAD_FILES_AT_ONCE } from "../../src/limits.js";
 import { runCliAsync } from "../helpers/cli.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
-import { pushToHub } from "../../src/hub/push.js";
+import { pushToHub } from "../../src/api.js";
 import type { ProgressEvent } from "../../src/progress.js";
 import { FakeHub } from "./fake-hub-server.js";
 import { hasRealdata } from "../helpers/realdata.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RangeSet } from "../../src/hub/range-set.js";
+import { RangeSet } from "../../src/hub/transport/range-set.js";
 
 describe("RangeSet", () => {
   it("merges touching and overlapping ranges, in any order", () => {

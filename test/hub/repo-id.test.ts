@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../../src/errors.js";
-import { hubRepoOf, parseHubRef, validateRepoId } from "../../src/hub/repo-id.js";
+import { hubRepoOf, parseHubRef, validateRepoId } from "../../src/hub/huggingface/repo-id.js";
 import { repoPathProblem } from "../../src/hub/select-files.js";
 
 describe("SRC forms", () => {

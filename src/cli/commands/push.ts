@@ -1,5 +1,5 @@
 import { HubError } from "../../errors.js";
-import { pushToHub } from "../../hub/push.js";
+import { pushToHub } from "../../api.js";
 import type { CliContext } from "../context.js";
 import type { PushArgs } from "../args.js";
 import { progressReporter } from "../progress.js";

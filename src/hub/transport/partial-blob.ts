@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { open, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
-import { HubError, ioError } from "../errors.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import { localHasher, type StreamHasher } from "../io/atomic-file.js";
-import { MAX_RANGES_SIDECAR_BYTES } from "../limits.js";
+import { HubError, ioError } from "../../errors.js";
+import type { HashPool } from "../../hash/hash-pool.js";
+import { localHasher, type StreamHasher } from "../../io/atomic-file.js";
+import { MAX_RANGES_SIDECAR_BYTES } from "../../limits.js";
 import { RangeSet } from "./range-set.js";
 
 /**

@@ -3,9 +3,9 @@ import { constants } from "node:fs";
 import { lstat, open, readFile, rm, stat, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
-import { ioError } from "../errors.js";
+import { ioError } from "../../errors.js";
 import { sleep } from "./retry.js";
-import { makeDirectory } from "../io/make-directory.js";
+import { makeDirectory } from "../../io/make-directory.js";
 
 /**
  * The lock around writing one blob, shared with Python's `huggingface_hub`.

@@ -1,5 +1,8 @@
-import { VERSION } from "../version.js";
+import { VERSION } from "../../version.js";
+import type { ModelCardInput } from "../backend.js";
 import { hubRepoOf } from "./repo-id.js";
+
+export type { CardManifest, ModelCardInput } from "../backend.js";
 
 /**
  * The model card (README.md) pushed with a delta. Pure: it takes the parsed
@@ -10,24 +13,6 @@ import { hubRepoOf } from "./repo-id.js";
 interface FileSum {
   size: number;
   sha256: string;
-}
-
-/** The parts of delta.json the card reads; everything else is ignored. */
-export interface CardManifest {
-  format?: unknown;
-  /** "delta-weights 0.1.0": the tool that made the delta. */
-  tool?: unknown;
-  codec?: unknown;
-  base?: { source?: unknown };
-  target?: { source?: unknown; files?: Record<string, unknown> };
-  delta?: { files?: Record<string, unknown> };
-}
-
-export interface ModelCardInput {
-  /** The repo being pushed, `org/name`. */
-  repo: string;
-  /** Parsed delta.json, when the folder is a delta. */
-  manifest?: CardManifest;
 }
 
 export function makeModelCard({ repo, manifest }: ModelCardInput): string {

@@ -1,7 +1,7 @@
 import { readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
-import { ioError } from "../errors.js";
-import { makeDirectory } from "../io/make-directory.js";
+import { ioError } from "../../errors.js";
+import { makeDirectory } from "../../io/make-directory.js";
 
 /**
  * The Hugging Face cache layout, exactly as Python's `huggingface_hub`

@@ -1,28 +1,23 @@
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { HubError, UsageError, ioError } from "../errors.js";
-import { DEFAULT_DOWNLOAD_CONNECTIONS, MAX_DOWNLOAD_CONNECTIONS, MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES, MIN_DOWNLOAD_RANGE_BYTES } from "../limits.js";
+import { HubError, ioError } from "../../errors.js";
+import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../../limits.js";
 import { checkCachedBlob } from "./cache-check.js";
 import { RepoCache } from "./cache-layout.js";
 import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
-import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
-import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "./select-files.js";
-import { isIndexName, isPytorchWeightName, isSafetensorsWeightName } from "../formats/weight-files.js";
+import { backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "../transport/retry.js";
+import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "../select-files.js";
+import { isIndexName, isPytorchWeightName, isSafetensorsWeightName } from "../../formats/weight-files.js";
 import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
+import { transferSettings } from "../transport/transfer-settings.js";
 
-export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "./download-types.js";
-import type { DownloadOptions, Snapshot, SnapshotDownload, TransferSettingsResolved } from "./download-types.js";
+export type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "../download-types.js";
+import type { DownloadOptions, Snapshot, SnapshotDownload } from "../download-types.js";
 
 export const DEFAULT_HUB_URL = "https://huggingface.co";
 
-/** Defaults of the transfer settings below (the CLI maps flags and HF_* variables onto them). */
-export const DOWNLOAD_DEFAULTS = {
-  connections: DEFAULT_DOWNLOAD_CONNECTIONS,
-  rangeBytes: 32 * 1024 * 1024,
-  downloadTimeoutMs: 10_000,
-  etagTimeoutMs: 10_000,
-} as const;
+export { DOWNLOAD_DEFAULTS } from "../transport/transfer-settings.js";
 
 /**
  * Makes a Hub repo's model files available in the HF cache and returns the
@@ -93,26 +88,6 @@ export async function startSnapshotDownload(ref: HubRef, options: DownloadOption
   await run.prepare();
   run.start();
   return run;
-}
-
-function transferSettings(options: DownloadOptions): TransferSettingsResolved {
-  const int = (name: string, value: number | undefined, fallback: number, min: number, max: number): number => {
-    if (value === undefined) return fallback;
-    if (!Number.isSafeInteger(value) || value < min || value > max) throw new UsageError(`${name} must be an integer from ${min} to ${max}, not ${value}`);
-    return value;
-  };
-  const retry = { ...DEFAULT_RETRY, ...options.retry };
-  return {
-    connections: int("connections", options.connections, DOWNLOAD_DEFAULTS.connections, 1, MAX_DOWNLOAD_CONNECTIONS),
-    rangeBytes: int("rangeBytes", options.rangeBytes, DOWNLOAD_DEFAULTS.rangeBytes, MIN_DOWNLOAD_RANGE_BYTES, Number.MAX_SAFE_INTEGER),
-    downloadTimeoutMs: int("downloadTimeoutMs", options.downloadTimeoutMs, DOWNLOAD_DEFAULTS.downloadTimeoutMs, 1, 24 * 3600_000),
-    etagTimeoutMs: int("etagTimeoutMs", options.etagTimeoutMs, DOWNLOAD_DEFAULTS.etagTimeoutMs, 1, 24 * 3600_000),
-    retry: {
-      attempts: int("retry.attempts", retry.attempts, DEFAULT_RETRY.attempts, 1, 100),
-      baseDelayMs: int("retry.baseDelayMs", retry.baseDelayMs, DEFAULT_RETRY.baseDelayMs, 0, 3600_000),
-      maxDelayMs: int("retry.maxDelayMs", retry.maxDelayMs, DEFAULT_RETRY.maxDelayMs, 0, 3600_000),
-    },
-  };
 }
 
 /** No answer to a metadata call within HF_HUB_ETAG_TIMEOUT: the Hub counts as unreachable (the cache may serve). */

@@ -1,21 +1,22 @@
 import { setMaxListeners } from "node:events";
 import { open, realpath, rm, stat, type FileHandle } from "node:fs/promises";
 import { basename } from "node:path";
-import { HubError, ioError } from "../errors.js";
-import { checkFreeSpace } from "../io/output-guard.js";
-import { acquireBlobLock, type BlobLock } from "./blob-lock.js";
+import { HubError, ioError } from "../../errors.js";
+import { checkFreeSpace } from "../../io/output-guard.js";
+import { acquireBlobLock, type BlobLock } from "../transport/blob-lock.js";
 import { checkCachedBlob, moveAside, sameBlob, type BlobIdentity } from "./cache-check.js";
 import type { RepoCache } from "./cache-layout.js";
-import type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload, TransferSettingsResolved } from "./download-types.js";
-import type { FailureContext } from "./hub-errors.js";
-import { PartialBlob, blobHasher, blobPaths, type BlobPaths, type BlobSpec } from "./partial-blob.js";
+import type { DownloadEvent, DownloadOptions, FileDownload, Snapshot, SnapshotDownload } from "../download-types.js";
+import type { TransferSettingsResolved } from "../transport/transfer-settings.js";
+import { httpFailure, type FailureContext } from "./hub-errors.js";
+import { PartialBlob, blobHasher, blobPaths, type BlobPaths, type BlobSpec } from "../transport/partial-blob.js";
 import type { HubRef } from "./repo-id.js";
-import { formatSeconds } from "./retry.js";
-import type { RepoFile } from "./select-files.js";
-import { fetchClient, nodeHttpClient } from "./range-client.js";
-import { BlobTransfer, Transfer, withinEdges } from "./transfer.js";
-import type { StreamedFiles } from "../io/file-set.js";
-import { makeDirectory } from "../io/make-directory.js";
+import { formatSeconds } from "../transport/retry.js";
+import type { RepoFile } from "../select-files.js";
+import { fetchClient, nodeHttpClient } from "../transport/range-client.js";
+import { BlobTransfer, Transfer, withinEdges } from "../transport/transfer.js";
+import type { StreamedFiles } from "../../io/file-set.js";
+import { makeDirectory } from "../../io/make-directory.js";
 
 /**
  * One snapshot download: which blobs are cached (and sound), which to fetch,
@@ -396,7 +397,10 @@ export class SnapshotRun implements SnapshotDownload {
         client: this.#init.fetch !== undefined ? fetchClient(this.#init.fetch) : nodeHttpClient(settings.connections),
         hubUrl,
         ...(options.accessToken !== undefined ? { accessToken: options.accessToken } : {}),
-        ctx,
+        ctx: {
+          repo: ctx.repo,
+          refused: (status, header, file) => httpFailure(status, header("X-Error-Code") ?? undefined, { ...ctx, file }),
+        },
         onBytes: (label, bytes) => this.#advance(byLabel.get(label), bytes, label),
         onRetry: (r) => this.#event({
           kind: "retry", ...r,

@@ -1,4 +1,4 @@
-import { DeltaWeightsError, HubError } from "../errors.js";
+import { DeltaWeightsError, HubError } from "../../errors.js";
 
 /** How to give a token, named in every auth failure. */
 export const TOKEN_HOWTO = "--token, HF_TOKEN or $HF_HOME/token";

@@ -20,44 +20,18 @@ import { createHash } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { createReadStream, openAsBlob } from "node:fs";
 import { open, readFile } from "node:fs/promises";
-import { HubError, ioError } from "../errors.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import { UPLOAD_FILES_AT_ONCE, UPLOAD_HASH_ON_WORKERS_BYTES, UPLOAD_INLINE_MAX_BYTES, UPLOAD_PARTS_AT_ONCE } from "../limits.js";
-import type { OnProgress } from "../progress.js";
-import { ConnectionBudget } from "./connection-budget.js";
+import { HubError, ioError } from "../../errors.js";
+import type { CommitResult, RepoUpload, UploadOptions } from "../backend.js";
+import { UPLOAD_FILES_AT_ONCE, UPLOAD_HASH_ON_WORKERS_BYTES, UPLOAD_INLINE_MAX_BYTES, UPLOAD_PARTS_AT_ONCE } from "../../limits.js";
+import type { OnProgress } from "../../progress.js";
+import { ConnectionBudget } from "../transport/connection-budget.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
 import { validateRepoId } from "./repo-id.js";
-import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, backoffMs, formatSeconds, isTransientStatus, networkFailure, parseRetryAfter, retryAfterTooLong, sleep } from "../transport/retry.js";
 
-export interface UploadSessionOptions {
-  /** A write token. Without one the session fails before any request. */
-  accessToken?: string;
-  hubUrl?: string;
-  fetch?: typeof fetch;
-  /** Create the repo private (a repo that already exists keeps its visibility). */
-  private?: boolean;
-  /** Branch to commit to (created from main if missing); default main. */
-  revision?: string;
-  /** Every byte the session will upload, when known up front; otherwise each file adds its size to the total as it is added. */
-  totalBytes?: number;
-  /** Hashes large files whose sha256 the caller does not know on worker threads. */
-  hashPool?: HashPool;
-  /** How often a transient failure (5xx, 429, a reset) of one upload request is tried again; default as downloads. */
-  retry?: Partial<RetryPolicy>;
-  /** One line per retried request ("... trying again in 2 s (try 2 of 5)"). */
-  onNotice?: (message: string) => void;
-  onProgress?: OnProgress;
-}
-
-export interface CommitResult {
-  commitUrl?: string;
-  commitId?: string;
-  /** Repo paths committed, sorted. */
-  files: string[];
-  /** Whether the repo can be read by anyone (false: private). */
-  public: boolean;
-}
+export type UploadSessionOptions = UploadOptions;
+export type { CommitResult } from "../backend.js";
 
 /** A file's bytes: a path on disk (streamed) or bytes in memory (a generated model card). */
 type UploadSource = string | Uint8Array;
@@ -121,7 +95,7 @@ class CountedBlob extends Blob {
   }
 }
 
-export class UploadSession {
+export class UploadSession implements RepoUpload {
   readonly repo: string;
   readonly #hubUrl: string;
   readonly #token: string;

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { open, rename, stat } from "node:fs/promises";
-import { ioError } from "../errors.js";
-import type { HashPool } from "../hash/hash-pool.js";
-import { CHUNK_BYTES } from "../limits.js";
+import { ioError } from "../../errors.js";
+import type { HashPool } from "../../hash/hash-pool.js";
+import { CHUNK_BYTES } from "../../limits.js";
 
 /**
  * Is a blob already in the cache what its name says? A blob truncated by a

@@ -1,8 +1,7 @@
 import { setMaxListeners } from "node:events";
-import { DeltaWeightsError, HubError } from "../errors.js";
-import { MAX_DOWNLOAD_REDIRECTS } from "../limits.js";
+import { DeltaWeightsError, HubError } from "../../errors.js";
+import { MAX_DOWNLOAD_REDIRECTS } from "../../limits.js";
 import { ConnectionBudget } from "./connection-budget.js";
-import { httpFailure, type FailureContext } from "./hub-errors.js";
 import type { PartialBlob } from "./partial-blob.js";
 import type { RangeClient, RangeResponse } from "./range-client.js";
 import {
@@ -55,9 +54,19 @@ export interface TransferSettings {
   client: RangeClient;
   hubUrl: string;
   accessToken?: string;
-  ctx: FailureContext;
+  ctx: TransferContext;
   onBytes(label: string, bytes: number): void;
   onRetry(info: { file: string; attempt: number; attempts: number; delayMs: number; reason: string }): void;
+}
+
+/**
+ * What the host's protocol tells the transport: the name its failures
+ * carry ("Failed to download <repo>: ...") and how a refusal (an HTTP status
+ * that is not worth trying again) reads in the host's words.
+ */
+export interface TransferContext {
+  repo: string;
+  refused(status: number, header: (name: string) => string | null, file: string): Error;
 }
 
 interface Gap {
@@ -437,7 +446,7 @@ export class Transfer {
         const reason = res.status === 429 ? "rate limited by the Hub (429)" : `the Hub failed (${res.status})`;
         throw new TransientError(reason, parseRetryAfter(res.header("retry-after")));
       }
-      throw httpFailure(res.status, res.header("X-Error-Code") ?? undefined, { ...ctx, file: task.label });
+      throw ctx.refused(res.status, (name) => res.header(name), task.label);
     }
     throw new HubError(`Failed to download ${ctx.repo}: ${task.label}: more than ${MAX_DOWNLOAD_REDIRECTS} redirects`);
   }

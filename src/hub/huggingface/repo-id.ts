@@ -1,4 +1,4 @@
-import { UsageError } from "../errors.js";
+import { UsageError } from "../../errors.js";
 
 /** A Hub model repo and the revision asked for. */
 export interface HubRef {

@@ -1,4 +1,4 @@
-import { MAX_RETRY_AFTER_MS } from "../limits.js";
+import { MAX_RETRY_AFTER_MS } from "../../limits.js";
 
 /**
  * Which failures of a download are worth another try, and how long to wait.
