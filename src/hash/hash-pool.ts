@@ -149,6 +149,8 @@ class HashWorker {
   readonly #ring: SlotRing;
   #pending = new Map<number, Pending>();
   failure: unknown;
+  /** Streams (hashers not yet digested, whole files) this worker has open. */
+  open = 0;
 
   constructor(ring: SlotRing) {
     this.#ring = ring;
@@ -227,15 +229,25 @@ export class HashPool {
     for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker(this.#ring));
   }
 
+  /**
+   * The worker with the fewest streams open, the next in turn among equals:
+   * an apply's output file is hashed for as long as the file is written, so
+   * each tensor's base sum then goes to another worker, and the two run side by side.
+   */
   #pick(): HashWorker {
-    const w = this.#workers[this.#nextWorker % this.#workers.length]!;
+    let best: HashWorker | undefined;
+    for (let i = 0; i < this.#workers.length; i++) {
+      const w = this.#workers[(this.#nextWorker + i) % this.#workers.length]!;
+      if (best === undefined || w.open < best.open) best = w;
+    }
     this.#nextWorker++;
-    return w;
+    return best!;
   }
 
   /** A hasher (SHA-256 unless told) whose work runs on one of the pool's workers. */
   create(algorithm: HashAlgorithm = "sha256"): StreamHasher {
     const entry: PooledHash = { worker: this.#pick(), id: this.#nextId++, algorithm, done: false };
+    entry.worker.open++;
     const hasher: StreamHasher = {
       update: (bytes) => this.#feed(bytes, [entry]),
       updateFromFile: async (path, start, end) => {
@@ -243,6 +255,7 @@ export class HashPool {
         if (end > start) await entry.worker.request({ op: "range", id: entry.id, path, start, end, algorithm });
       },
       digest: async () => {
+        if (!entry.done) entry.worker.open--;
         entry.done = true;
         return (await entry.worker.request({ op: "digest", id: entry.id, algorithm })).hex;
       },
@@ -284,11 +297,15 @@ export class HashPool {
   /** sha256 (and with `md5`, md5 too, in the same pass) of a whole file, read and hashed on a worker; `onBytes` reports progress. */
   async hashFile(path: string, onBytes?: (bytes: number) => void, options: { md5?: boolean } = {}): Promise<{ sha256: string; size: number; md5?: string }> {
     const id = this.#nextId++;
+    const worker = this.#pick();
+    worker.open++;
     try {
-      const result = await this.#pick().request({ op: "file", id, path, md5: options.md5 === true }, onBytes);
+      const result = await worker.request({ op: "file", id, path, md5: options.md5 === true }, onBytes);
       return { sha256: result.hex, size: result.size ?? 0, ...(result.md5 === undefined ? {} : { md5: result.md5 }) };
     } catch (err) {
       throw ioError("read", path, err);
+    } finally {
+      worker.open--;
     }
   }
 
