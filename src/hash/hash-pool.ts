@@ -16,8 +16,12 @@ import type { StreamHasher } from "../io/atomic-file.js";
  * once, and the two hashes run on two workers at the same time.
  */
 
-/** Shared-memory slots per worker, and their size: 4 MB each, 3 queued per worker at most. */
-const SLOTS_PER_WORKER = 3;
+/**
+ * Shared-memory slots per worker (4 at least), and their size: 4 MB each.
+ * Two workers share 16 MB, what one worker's ring of 4 took: a second
+ * worker's heap already costs about 10 MB of the 256 MB bound.
+ */
+const SLOTS_PER_WORKER = 2;
 const SLOT_BYTES = 4 * 1024 * 1024;
 
 // The worker is plain JavaScript evaluated from a string, so the same code
