@@ -13,7 +13,7 @@ import type { StreamHasher } from "../io/atomic-file.js";
  *
  * A slot is freed once every hash that reads it has: bytes that feed two
  * hashes (make-delta's target, hashed per tensor and per file) are copied
- * once, and the two hashes run on two workers at the same time.
+ * once, and with two workers or more the two hashes run at the same time.
  */
 
 /**
@@ -210,14 +210,14 @@ interface PooledHash {
 }
 
 /**
- * Workers by default: one per core but the main thread's, and at least two.
- * The streams hashed at once are independent (make-delta hashes four:
- * target tensor, target file, base tensor, delta file), so with two workers
- * on two cores the hashing spreads over both while the main thread's
- * arithmetic waits on I/O, instead of queueing on one core.
+ * Workers by default: one per core but the main thread's. On two cores a
+ * second worker measured no faster: make-delta's and apply-delta's threads
+ * together need more CPU-seconds than two cores give in the time the one
+ * worker's hashing takes, so the total is the bound, not the worker; and a
+ * second worker's heap and buffers cost 10-20 MB of the 256 MB bound.
  */
 function defaultThreads(): number {
-  return Math.max(2, availableParallelism() - 1);
+  return Math.max(1, availableParallelism() - 1);
 }
 
 export class HashPool {
@@ -227,7 +227,7 @@ export class HashPool {
   #nextId = 1;
   #nextWorker = 0;
 
-  /** `threads` worker threads (default: one per core but the main thread's, at least two). */
+  /** `threads` worker threads (default: one per core but the main thread's, at least one). */
   constructor(threads = defaultThreads()) {
     this.#ring = new SlotRing(Math.max(4, SLOTS_PER_WORKER * threads));
     for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker(this.#ring));
