@@ -81,7 +81,8 @@ async function main() {
     console.log(`loopback Hub: ${BASE_REPO} and ${DELTA_REPO}, ${(bytes / 1e9).toFixed(2)} GB; cap ${perConnection / MB} MB/s per connection, ${total / MB} MB/s in total`);
     const line = (name, r) => console.log(
       `${name.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s  ${((bytes / r.seconds) / MB).toFixed(0).padStart(4)} MB/s  ` +
-        `${(((bytes / r.seconds) / total) * 100).toFixed(0).padStart(3)} % of the total cap  peak RSS ${(r.maxRSS / 1024).toFixed(0)} MB`);
+        `${(((bytes / r.seconds) / total) * 100).toFixed(0).padStart(3)} % of the total cap  peak RSS ${(r.maxRSS / 1024).toFixed(0)} MB${cpu(r)}`);
+    const cpu = (r) => (r.cpuSeconds === undefined ? "" : `  CPU ${r.cpuSeconds.toFixed(1)} s`);
     for (let round = 0; round < rounds; round++) {
       if (!args.includes("--skip-single")) line("single connection, download only", await runClient(server.url, { kind: "download", transfer: { connections: 1, rangeBytes: Number.MAX_SAFE_INTEGER }, sequential: true }));
       const download = await runClient(server.url, { kind: "download", transfer });
@@ -89,7 +90,7 @@ async function main() {
       const verified = await runClient(server.url, { kind: "apply", transfer, keepCache: true }, repos);
       line("ours, time to a verified model", verified);
       const applyOnly = await runClient(server.url, { kind: "apply", transfer, offline: true, reuseCache: true }, repos);
-      console.log(`${"apply only (cached, offline)".padEnd(34)} ${applyOnly.seconds.toFixed(2).padStart(7)} s  ${" ".repeat(40)}peak RSS ${(applyOnly.maxRSS / 1024).toFixed(0)} MB`);
+      console.log(`${"apply only (cached, offline)".padEnd(34)} ${applyOnly.seconds.toFixed(2).padStart(7)} s  ${" ".repeat(40)}peak RSS ${(applyOnly.maxRSS / 1024).toFixed(0)} MB${cpu(applyOnly)}`);
       console.log(`time to a verified model / download alone: ${(verified.seconds / download.seconds).toFixed(2)}x (target 1.15x); apply alone ${applyOnly.seconds.toFixed(2)} s`);
       console.log(`time to a verified model / its disk floor (${verifiedFloor.toFixed(2)} s): ${(verified.seconds / verifiedFloor).toFixed(2)}x`);
       if (!args.includes("--skip-no-cache")) {
@@ -146,14 +147,17 @@ async function runClient(hubUrl, job, repos) {
     const gnuTime = existsSync("/usr/bin/time");
     const argv = [process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })];
     const text = await new Promise((resolve, reject) => {
-      const child = spawn(gnuTime ? "/usr/bin/time" : argv[0], gnuTime ? ["-f", "%M", "-o", timeFile, ...argv] : argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
+      const child = spawn(gnuTime ? "/usr/bin/time" : argv[0], gnuTime ? ["-f", "%M %U %S", "-o", timeFile, ...argv] : argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
       let stdout = "";
       child.stdout.on("data", (d) => { stdout += d; });
       child.once("exit", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${job.kind} failed (${code}): ${stdout}`))));
     });
     const result = JSON.parse(text);
     if (gnuTime) {
-      result.maxRSS = Number(readFileSync(timeFile, "utf8").trim().split("\n").pop());
+      // Peak RSS in KB, then user and system CPU-seconds of every thread of the client.
+      const [maxRSS, user, system] = readFileSync(timeFile, "utf8").trim().split("\n").pop().split(" ").map(Number);
+      result.maxRSS = maxRSS;
+      result.cpuSeconds = user + system;
       rmSync(timeFile, { force: true });
     }
     if (job.kind === "apply") {

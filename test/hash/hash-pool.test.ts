@@ -46,6 +46,31 @@ describe("HashPool", () => {
     expect(run.stdout.trim()).toBe(createHash("sha256").update(new Uint8Array([1, 2, 3])).digest("hex"));
   });
 
+  it("feeds one copy of the bytes to several hashers, on one worker or on several, each its own stream", async () => {
+    const one = new HashPool(1);
+    try {
+      for (const p of [pool, one]) {
+        // Parts of more than one slot each, more of them than the ring has slots, interleaved with single updates.
+        const chunks = [randomBytes(9 * 1024 * 1024 + 5), randomBytes(3), randomBytes(30 * 1024 * 1024)];
+        const tensor = p.create();
+        const file = p.create();
+        const md5 = p.create("md5");
+        const local = createHash("sha256");
+        const elsewhere = { update: async (b: Uint8Array) => { local.update(b); }, digest: async () => local.digest("hex") };
+        await file.update(new Uint8Array([7]));
+        for (const c of chunks) await p.updateAll(c, [tensor, file, md5, elsewhere]);
+        const all = Buffer.concat(chunks);
+        expect(await tensor.digest()).toBe(createHash("sha256").update(all).digest("hex"));
+        expect(await file.digest()).toBe(createHash("sha256").update(Buffer.concat([Buffer.from([7]), all])).digest("hex"));
+        expect(await md5.digest()).toBe(createHash("md5").update(all).digest("hex"));
+        expect(await elsewhere.digest()).toBe(createHash("sha256").update(all).digest("hex"));
+        await expect(p.updateAll(new Uint8Array(1), [tensor])).rejects.toThrow(/already finished/);
+      }
+    } finally {
+      await one.close();
+    }
+  });
+
   it("refuses a range past the end of the file", async () => {
     const path = join(dir, "short");
     await writeFile(path, randomBytes(1000));

@@ -328,7 +328,8 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
         base: recipe.op === "copy" ? undefined : base.readTensor(t.name),
       }, {
         onTarget: async (bytes) => {
-          await Promise.all([tensorHash.update(bytes), targetHash.update(bytes)]);
+          // One copy into the hash workers' shared memory feeds both sums.
+          await pool.updateAll(bytes, [tensorHash, targetHash]);
           progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name });
         },
         onBase: (bytes) => baseHash.update(bytes),

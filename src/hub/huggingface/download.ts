@@ -2,6 +2,7 @@ import { readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { HubError, ioError } from "../../errors.js";
 import { MAX_HUB_LISTING_ENTRIES, MAX_INDEX_BYTES } from "../../limits.js";
+import { HashPool } from "../../hash/hash-pool.js";
 import { checkCachedBlob } from "./cache-check.js";
 import { RepoCache } from "./cache-layout.js";
 import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, type FailureContext } from "./hub-errors.js";
@@ -28,8 +29,15 @@ export { DOWNLOAD_DEFAULTS } from "../transport/transfer-settings.js";
  * interrupted download resumes on the next run, keeping every finished range.
  */
 export async function downloadSnapshot(ref: HubRef, options: DownloadOptions): Promise<Snapshot> {
-  const download = await startSnapshotDownload(ref, options);
-  return download.done;
+  // LFS files are hashed as they arrive: on a worker, not on the thread that reads the sockets
+  // (on two cores, SHA-256 there was a third of that thread's CPU and slowed the download).
+  const ownPool = options.hashPool === undefined && (options.offline !== true || options.verifyCache === true) ? new HashPool() : undefined;
+  try {
+    const download = await startSnapshotDownload(ref, ownPool === undefined ? options : { ...options, hashPool: ownPool });
+    return await download.done;
+  } finally {
+    await ownPool?.close();
+  }
 }
 
 /**
