@@ -17,7 +17,7 @@ try {
   execFileSync("clang", [
     "--target=wasm32", "-O3", "-msimd128", "-nostdlib", "-ffreestanding",
     "-Wall", "-Wextra", "-Werror",
-    "-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=65536", "-Wl,--initial-memory=2097152",
+    "-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=65536", "-Wl,--initial-memory=4194304",
     "-o", wasm, source,
   ], { stdio: "inherit" });
   const bytes = readFileSync(wasm);

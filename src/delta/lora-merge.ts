@@ -2,7 +2,7 @@ import { dtypeBytes, type DType, type FloatDType } from "../dtypes.js";
 import { DeltaError } from "../errors.js";
 import { OUTPUT_FORMAT } from "../formats/registry.js";
 import { convertInto } from "../kernels/index.js";
-import { lowRankColumns, lowRankRows } from "../kernels/low-rank.js";
+import { lowRankStepColumns, lowRankStepRows } from "../kernels/low-rank-step.js";
 import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../limits.js";
 import { releasedChunk } from "../io/memory.js";
 import { prefetch } from "../io/chunk-streams.js";
@@ -22,7 +22,7 @@ import { numel } from "./pairing.js";
  *
  * Arithmetic per step, as torch does it on CPU: the factors' values (rounded
  * first to `factorDType` when the publisher's tool held them in another dtype),
- * their float32 product summed in order (kernels/low-rank.ts), times the
+ * their float32 product summed in order (kernels/low-rank-step.ts), times the
  * float32 value of the scaling; rounded to `deltaDType` when the tool casts
  * the update back; then `W += update` in place: the float32 sum of the two,
  * rounded to W's dtype.
@@ -151,21 +151,14 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
         convertInto(fromType, out, raw, asOut);
         convertInto(out, "F32", asOut, wBytes);
       }
-      const update = new Float32Array(n * cols);
       for (let s = 0; s < t.steps.length; s++) {
         const step = t.steps[s]!;
         const { a, b } = factors[s]!;
-        const scale = Math.fround(step.scaling);
-        if (step.transposed) {
-          lowRankColumns(b, a, step.a.shape[0]!, step.a.shape[1]!, row, n, scale, update);
-        } else {
-          const rank = step.a.shape[0]!;
-          lowRankRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, scale, update);
-        }
-        if (step.deltaDType !== "F32") roundThrough(step.deltaDType, update);
-        // torch's in-place add: the float32 sum (the store rounds it), then W's dtype.
-        for (let i = 0; i < w.length; i++) w[i] = w[i]! + update[i]!;
-        if (out !== "F32") roundThrough(out, w);
+        // torch's in-place add of the (cast) update: the float32 sum, then W's dtype.
+        const how = { scale: Math.fround(step.scaling), deltaDType: step.deltaDType, outDType: out, accumulate: true };
+        const rank = step.a.shape[0]!;
+        if (step.transposed) lowRankStepColumns(b, a, rank, step.a.shape[1]!, row, n, w, how);
+        else lowRankStepRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, w, how);
       }
       const bytes = new Uint8Array(n * cols * dtypeBytes(out));
       convertInto("F32", out, wBytes, bytes);
