@@ -134,7 +134,7 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
     const fromType = t.from.dtype as FloatDType;
     const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
     const cols = numel(t.shape) / Math.max(1, rows);
-    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t, rows, cols)));
+    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t)));
     const rowsPerBlock = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * 4)));
     for (let row = 0; row < rows; row += rowsPerBlock) {
       const n = Math.min(rowsPerBlock, rows - row);
@@ -180,8 +180,14 @@ function roundThrough(dtype: FloatDType, values: Float32Array): void {
   convertInto(dtype, "F32", rounded, bytes);
 }
 
-/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
-async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: number): Promise<{ a: Float32Array; b: Float32Array }> {
+/**
+ * Refuses a step whose factors do not make the tensor's shape, or are too
+ * large to hold as float32: called when the merge is planned, before any
+ * output, and again when the factors are read.
+ */
+export function checkLoraStep(step: LoraStep, t: MergedTensor): void {
+  const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
+  const cols = numel(t.shape) / Math.max(1, rows);
   const [rank, aCols] = [step.a.shape[0]!, step.a.shape[1]!];
   const bRows = step.b.shape[0]!;
   const product = step.transposed ? [aCols, bRows] : [bRows, aCols];
@@ -192,6 +198,11 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
   if (bytes > MAX_LORA_FACTOR_BYTES) {
     throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
   }
+}
+
+/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
+async function loadFactors(step: LoraStep, t: MergedTensor): Promise<{ a: Float32Array; b: Float32Array }> {
+  checkLoraStep(step, t);
   const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
     const values = new Float32Array(numel(spec.shape));
     const out = new Uint8Array(values.buffer);
