@@ -57,9 +57,12 @@ function run(command, commandArgs) {
   const start = performance.now();
   const result = spawnSync("/usr/bin/time", ["-v", "-o", stats, command, ...commandArgs], { stdio: ["ignore", "pipe", "pipe"] });
   const seconds = (performance.now() - start) / 1000;
-  const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(readFileSync(stats, "utf8"))?.[1] ?? 0) * 1024;
+  const report = readFileSync(stats, "utf8");
+  const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(report)?.[1] ?? 0) * 1024;
+  // CPU-seconds as well as wall time: on a shared machine the wall time says more about the load.
+  const cpu = Number(/User time \(seconds\): ([\d.]+)/.exec(report)?.[1] ?? 0) + Number(/System time \(seconds\): ([\d.]+)/.exec(report)?.[1] ?? 0);
   if (result.status !== 0) throw new Error(`${command} failed: ${result.stderr.toString().trim()}`);
-  return { seconds, rss };
+  return { seconds, rss, cpu };
 }
 
 const files = (dir) => readdirSync(dir).map((f) => path.join(dir, f)).filter((f) => statSync(f).isFile());
@@ -99,7 +102,7 @@ try {
   const gb = (n) => (n / 1e9).toFixed(2);
   console.log(`LoRA merge: ${layers} LLaMA-7B layers, rank ${rank} on ${adapted.length} linear layers each, embeddings grown to ${GROWN} rows`);
   console.log(`  inputs ${gb(size(inputs))} GB, output ${gb(size(outputs))} GB, ${(macs / 1e9).toFixed(1)} G multiply-adds`);
-  console.log(`  apply-delta: ${merge.seconds.toFixed(1)} s, peak RSS ${(merge.rss / 1e6).toFixed(0)} MB, ${(macs / 1e9 / merge.seconds).toFixed(2)} G multiply-adds/s`);
+  console.log(`  apply-delta: ${merge.seconds.toFixed(1)} s (${merge.cpu.toFixed(1)} CPU-seconds), peak RSS ${(merge.rss / 1e6).toFixed(0)} MB, ${(macs / 1e9 / merge.seconds).toFixed(2)} G multiply-adds/s`);
   console.log(`  I/O floor (cat inputs + dd outputs, fsynced): ${(read + write).toFixed(1)} s; ratio ${(merge.seconds / (read + write)).toFixed(2)}x`);
 } finally {
   rmSync(work, { recursive: true, force: true });

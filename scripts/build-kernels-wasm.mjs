@@ -2,7 +2,7 @@
 // Compiles src/kernels/wasm/kernels.c to WebAssembly (SIMD128) and writes it,
 // base64-encoded, to src/kernels/wasm/kernels-wasm.ts, which is committed so
 // that building and testing never need clang. Needs clang and wasm-ld
-// (Debian: apt-get install clang lld). Run: node scripts/build-kernels-wasm.mjs
+// and llvm-objdump (Debian: apt-get install clang lld llvm). Run: node scripts/build-kernels-wasm.mjs
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,9 +17,14 @@ try {
   execFileSync("clang", [
     "--target=wasm32", "-O3", "-msimd128", "-nostdlib", "-ffreestanding",
     "-Wall", "-Wextra", "-Werror",
-    "-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=65536", "-Wl,--initial-memory=2097152",
+    "-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=65536", "-Wl,--initial-memory=4194304",
     "-o", wasm, source,
   ], { stdio: "inherit" });
+  // The LoRA product must round each product before its add (torch's order): no fused
+  // multiply-add may reach the module. Base SIMD128 has none; relaxed SIMD does.
+  const listing = execFileSync("llvm-objdump", ["-d", wasm], { encoding: "utf8", maxBuffer: 64 << 20 });
+  const fused = listing.split("\n").filter((line) => /relaxed|madd|fma/.test(line));
+  if (fused.length > 0) throw new Error(`kernels.wasm has fused or relaxed instructions:\n${fused.join("\n")}`);
   const bytes = readFileSync(wasm);
   const lines = bytes.toString("base64").match(/.{1,100}/g) ?? [];
   writeFileSync(path.join(root, "src/kernels/wasm/kernels-wasm.ts"),

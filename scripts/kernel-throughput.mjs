@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Measures the kernels' throughput in elements per second on one core, on
-// fine-tune-like data in chunk-sized buffers. Imports the built library
+// fine-tune-like data in chunk-sized buffers (with --lora: the LoRA merge
+// step in multiply-adds per second). Imports the built library
 // (run `npm run build` first). Used by scripts/bench.mjs; also runnable alone.
 import { pathToFileURL } from "node:url";
 import path from "node:path";
@@ -61,8 +62,42 @@ export async function measureKernels({ elements = 4 * 1024 * 1024, seconds = 0.4
   return rows;
 }
 
+/**
+ * The LoRA merge step (u = B @ A, scaled, cast to float16, added to a float16
+ * W) on a block of 7B-shaped rows, in G multiply-adds per second of one
+ * core: the SIMD kernel and the scalar reference.
+ */
+export async function measureLowRank({ rank = 64, rows = 256, cols = 4096, seconds = 1 } = {}) {
+  const step = await import(pathToFileURL(path.join(root, "dist/kernels/low-rank-step.js")).href);
+  let seed = 0x2545f491;
+  const random = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return ((seed >>> 0) / 2 ** 32 - 0.5) * 0.04; };
+  const b = Float32Array.from({ length: rows * rank }, random), a = Float32Array.from({ length: rank * cols }, random);
+  const w = Float32Array.from({ length: rows * cols }, random);
+  const how = { scale: Math.fround(16 / rank), deltaDType: "F16", outDType: "F16", accumulate: true };
+  const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
+  const time = (fn) => {
+    fn();
+    let runs = 0;
+    const start = cpuSeconds();
+    do { fn(); runs++; } while (cpuSeconds() - start < seconds);
+    return (runs * rows * rank * cols) / (cpuSeconds() - start) / 1e9;
+  };
+  return {
+    rank, rows, cols,
+    simd: time(() => step.lowRankStepRows(b, a, rank, cols, w, how)),
+    scalar: time(() => step.referenceLowRankStepRows(b, a, rank, cols, w, how)),
+  };
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  for (const row of await measureKernels()) {
-    console.log(`${row.kernel.padEnd(22)} ${row.dtype.padEnd(5)} ${row.gElementsPerSecond.toFixed(2)} G elements/s`);
+  if (process.argv.includes("--lora")) {
+    for (const rank of [8, 64, 256]) {
+      const r = await measureLowRank({ rank });
+      console.log(`LoRA step rank ${String(rank).padEnd(4)} ${r.rows}x${r.cols}: simd ${r.simd.toFixed(2)}, scalar ${r.scalar.toFixed(2)} G multiply-adds/s`);
+    }
+  } else {
+    for (const row of await measureKernels()) {
+      console.log(`${row.kernel.padEnd(22)} ${row.dtype.padEnd(5)} ${row.gElementsPerSecond.toFixed(2)} G elements/s`);
+    }
   }
 }

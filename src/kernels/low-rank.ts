@@ -19,6 +19,20 @@
  * `Math.fround` on doubles gives torch's float32 results exactly.
  */
 
+import type { FloatDType } from "../dtypes.js";
+
+/** A LoRA merge step after the product (kernels/low-rank-step.ts applies it). */
+export interface LowRankStep {
+  /** A float32 value: torch multiplies the float32 product by a Python float in float32. */
+  scale: number;
+  /** The dtype the update is cast to before the add ("F32": not cast). */
+  deltaDType: FloatDType;
+  /** W's dtype: the sum is rounded to it ("F32": not rounded). */
+  outDType: FloatDType;
+  /** Add the update to w; otherwise w becomes the update. */
+  accumulate: boolean;
+}
+
 /**
  * out[i * cols + j] = fround(sum_l fround(b[i * rank + l] * a[l * cols + j]) * scale)
  * for the `rows` rows of `b` given (a block of B's rows), the sum taken in
@@ -53,6 +67,7 @@ export function lowRankRows(b: Float32Array, a: Float32Array, rank: number, cols
     }
     if (scale !== 1) for (let j = 0; j < cols; j++) row[j] = row[j]! * scale;
   }
+  setNaNBits(b, a, rank, cols, scale, out, (e) => [Math.floor(e / cols), e % cols]);
 }
 
 /**
@@ -78,6 +93,51 @@ export function lowRankColumns(b: Float32Array, a: Float32Array, rank: number, c
     }
   }
   if (scale !== 1) for (let k = 0; k < out.length; k++) out[k] = out[k]! * scale;
+  setNaNBits(b, a, rank, cols, scale, out, (e) => [e % rows, first + Math.floor(e / rows)]);
+}
+
+const bitsOf = (values: Float32Array) => new Uint32Array(values.buffer, values.byteOffset, values.length);
+const isNaNBits = (bits: number) => (bits & 0x7fffffff) > 0x7f800000;
+const scratch = new Float32Array(1), scratchBits = new Uint32Array(scratch.buffer);
+const DEFAULT_NAN = 0xffc00000;
+
+/**
+ * torch's bits for a NaN operation on x86: the first NaN operand, quieted, or
+ * the default NaN when neither is NaN (an invalid operation).
+ */
+function nanRule(first: number, second: number, result: number): number {
+  if (isNaNBits(first)) return (first | 0x00400000) >>> 0;
+  if (isNaNBits(second)) return (second | 0x00400000) >>> 0;
+  scratch[0] = result;
+  return isNaNBits(scratchBits[0]!) ? DEFAULT_NAN : scratchBits[0]!;
+}
+
+/**
+ * NaN bits are the engine's choice in JS arithmetic; torch's are the x86
+ * instructions' in its loop (scripts/make-lora-nan-fixtures.py records them):
+ * a product keeps A's NaN before B's, a sum the product's before the
+ * accumulator's, and for a product with one column (torch's matrix-vector
+ * path) both the other way round. Each NaN element of `out` is walked again
+ * with those rules; `at` maps its index to (i, j) of B @ A.
+ */
+function setNaNBits(b: Float32Array, a: Float32Array, rank: number, cols: number, scale: number, out: Float32Array, at: (e: number) => [number, number]): void {
+  const outBits = bitsOf(out), aBits = bitsOf(a), bBits = bitsOf(b);
+  const gemv = cols === 1;
+  const value = (bits: number) => { scratchBits[0] = bits; return scratch[0]!; };
+  for (let e = 0; e < out.length; e++) {
+    if (!isNaNBits(outBits[e]!)) continue;
+    const [i, j] = at(e);
+    let acc = 0;
+    for (let l = 0; l < rank; l++) {
+      const av = aBits[l * cols + j]!, bv = bBits[i * rank + l]!;
+      const product = value(av) * value(bv);
+      const p = gemv ? nanRule(bv, av, product) : nanRule(av, bv, product);
+      const sum = value(p) + value(acc);
+      acc = gemv ? nanRule(acc, p, sum) : nanRule(p, acc, sum);
+    }
+    scratch[0] = scale;
+    outBits[e] = scale === 1 ? acc : nanRule(acc, scratchBits[0]!, value(acc) * scale);
+  }
 }
 
 function checkShapes(bLength: number, aLength: number, rank: number, cols: number, outLength: number, outRows: number, outCols = cols): void {

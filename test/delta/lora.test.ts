@@ -7,7 +7,7 @@
  * before any output.
  */
 import { existsSync } from "node:fs";
-import { cp, open, readdir, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, open, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
@@ -144,6 +144,41 @@ describe("what a LoRA merge refuses, before any output", () => {
       expect(existsSync(target)).toBe(false);
     });
   }
+
+  it("factors too large to hold as float32: refused when planned, before the merge starts", async () => {
+    const dir = await makeTempDir("lora-");
+    /** A safetensors file of float16 zeros whose data is a hole in the file (never read here). */
+    const sparse = async (file: string, tensors: Record<string, number[]>) => {
+      let offset = 0;
+      const header: Record<string, unknown> = {};
+      for (const [name, shape] of Object.entries(tensors)) {
+        const bytes = shape.reduce((n, d) => n * d, 1) * 2;
+        header[name] = { dtype: "F16", shape, data_offsets: [offset, offset + bytes] };
+        offset += bytes;
+      }
+      const json = JSON.stringify(header);
+      const text = Buffer.from(json.padEnd(8 * Math.ceil(json.length / 8)));
+      const prefix = Buffer.alloc(8);
+      prefix.writeBigUInt64LE(BigInt(text.length));
+      const handle = await open(file, "w");
+      await handle.write(Buffer.concat([prefix, text]));
+      await handle.truncate(8 + text.length + offset);
+      await handle.close();
+    };
+    const [base, adapter, target] = [join(dir, "base"), join(dir, "adapter"), join(dir, "out")];
+    await Promise.all([base, adapter].map((d) => mkdir(d)));
+    const q = "model.layers.0.self_attn.q_proj";
+    await sparse(join(base, "model.safetensors"), { [`${q}.weight`]: [4096, 4096] });
+    await writeFile(join(base, "config.json"), JSON.stringify({ model_type: "llama", hidden_size: 4096, vocab_size: 32000 }));
+    // Rank 2049: 2049 x (4096 + 4096) float32 values, just over 64 MiB.
+    await sparse(join(adapter, "adapter_model.safetensors"), { [`base_model.model.${q}.lora_A.weight`]: [2049, 4096], [`base_model.model.${q}.lora_B.weight`]: [4096, 2049] });
+    await writeFile(join(adapter, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: 2049, lora_alpha: 16, target_modules: ["q_proj"] }));
+    const phases: string[] = [];
+    await expect(applyDelta({ base, delta: adapter, target, onProgress: (e) => { if (e.kind === "start") phases.push(e.phase); } }))
+      .rejects.toThrow(/q_proj\.lora_A\.weight": rank 2049 factors of 4096 and 4096 elements need 67141632 bytes as float32, more than the 67108864/);
+    expect(phases).toEqual([]);
+    expect(existsSync(target)).toBe(false);
+  });
 
   for (const [adapter, message] of cases) {
     it(adapter, async () => {

@@ -6,7 +6,7 @@ import { isExtraFile } from "../../model/extra-files.js";
 import { openWeightFiles } from "../../model/open-model.js";
 import type { ModelSource } from "../../model/types.js";
 import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
-import { mergedFile, type LoraStep, type MergedTensor } from "../engine/low-rank-merge.js";
+import { checkLoraStep, mergedFile, type LoraStep, type MergedTensor } from "../engine/low-rank-merge.js";
 import { MERGE_RECORD_FILE, MergeRecord } from "./merge-record.js";
 import { fitConfig } from "../engine/model-config.js";
 import type { PlannedFile } from "../engine/recover.js";
@@ -163,6 +163,7 @@ export async function planMerge(
           scaling: pair.scaling,
           ...precision(pair, plan),
         };
+        checkLoraStep(step, plan);
         plan.steps.push(step);
         merged++;
       }

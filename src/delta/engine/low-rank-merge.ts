@@ -2,7 +2,7 @@ import { dtypeBytes, type DType, type FloatDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { convertInto } from "../../kernels/index.js";
-import { lowRankColumns, lowRankRows } from "../../kernels/low-rank.js";
+import { lowRankStepColumns, lowRankStepRows } from "../../kernels/low-rank-step.js";
 import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../../limits.js";
 import { releasedChunk } from "../../io/memory.js";
 import { prefetch } from "../../io/chunk-streams.js";
@@ -22,7 +22,7 @@ import { numel } from "./pairing.js";
  *
  * Arithmetic per step, as torch does it on CPU: the factors' values (rounded
  * first to `factorDType` when the publisher's tool held them in another dtype),
- * their float32 product summed in order (kernels/low-rank.ts), times the
+ * their float32 product summed in order (kernels/low-rank-step.ts), times the
  * float32 value of the scaling; rounded to `deltaDType` when the tool casts
  * the update back; then `W += update` in place: the float32 sum of the two,
  * rounded to W's dtype.
@@ -140,7 +140,7 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
     const fromType = t.from.dtype as FloatDType;
     const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
     const cols = numel(t.shape) / Math.max(1, rows);
-    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t, rows, cols)));
+    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t)));
     const rowsPerBlock = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * 4)));
     for (let row = 0; row < rows; row += rowsPerBlock) {
       const n = Math.min(rowsPerBlock, rows - row);
@@ -157,21 +157,14 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
         convertInto(fromType, out, raw, asOut);
         convertInto(out, "F32", asOut, wBytes);
       }
-      const update = new Float32Array(n * cols);
       for (let s = 0; s < t.steps.length; s++) {
         const step = t.steps[s]!;
         const { a, b } = factors[s]!;
-        const scale = Math.fround(step.scaling);
-        if (step.transposed) {
-          lowRankColumns(b, a, step.a.shape[0]!, step.a.shape[1]!, row, n, scale, update);
-        } else {
-          const rank = step.a.shape[0]!;
-          lowRankRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, scale, update);
-        }
-        if (step.deltaDType !== "F32") roundThrough(step.deltaDType, update);
-        // torch's in-place add: the float32 sum (the store rounds it), then W's dtype.
-        for (let i = 0; i < w.length; i++) w[i] = w[i]! + update[i]!;
-        if (out !== "F32") roundThrough(out, w);
+        // torch's in-place add of the (cast) update: the float32 sum, then W's dtype.
+        const how = { scale: Math.fround(step.scaling), deltaDType: step.deltaDType, outDType: out, accumulate: true };
+        const rank = step.a.shape[0]!;
+        if (step.transposed) lowRankStepColumns(b, a, rank, step.a.shape[1]!, row, n, w, how);
+        else lowRankStepRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, w, how);
       }
       const bytes = new Uint8Array(n * cols * dtypeBytes(out));
       convertInto("F32", out, wBytes, bytes);
@@ -193,8 +186,14 @@ function roundThrough(dtype: FloatDType, values: Float32Array): void {
   convertInto(dtype, "F32", rounded, bytes);
 }
 
-/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
-async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: number): Promise<{ a: Float32Array; b: Float32Array }> {
+/**
+ * Refuses a step whose factors do not make the tensor's shape, or are too
+ * large to hold as float32: called when the merge is planned, before any
+ * output, and again when the factors are read.
+ */
+export function checkLoraStep(step: LoraStep, t: MergedTensor): void {
+  const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
+  const cols = numel(t.shape) / Math.max(1, rows);
   const [rank, aCols] = [step.a.shape[0]!, step.a.shape[1]!];
   const bRows = step.b.shape[0]!;
   const product = step.transposed ? [aCols, bRows] : [bRows, aCols];
@@ -205,6 +204,11 @@ async function loadFactors(step: LoraStep, t: MergedTensor, rows: number, cols: 
   if (bytes > MAX_LORA_FACTOR_BYTES) {
     throw new DeltaError(`${step.weights.source}: tensor "${step.a.name}": rank ${rank} factors of ${aCols} and ${bRows} elements need ${bytes} bytes as float32, more than the ${MAX_LORA_FACTOR_BYTES} this tool holds per tensor`);
   }
+}
+
+/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
+async function loadFactors(step: LoraStep, t: MergedTensor): Promise<{ a: Float32Array; b: Float32Array }> {
+  checkLoraStep(step, t);
   const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
     const values = new Float32Array(numel(spec.shape));
     const out = new Uint8Array(values.buffer);

@@ -435,3 +435,145 @@ EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
     q8_0_block(x, region_out + 34 * b, zero);
   }
 }
+
+/* ==== LoRA merge: the low-rank product B @ A in torch's order ==============
+ * One tile of a merge step (src/kernels/fast-low-rank.ts drives it):
+ *   u = float32(B @ A) * scale, each element summed as torch's CPU gemm sums
+ *       it: acc = +0; for l = 0 .. rank-1 in order, acc += round32(B[i][l] *
+ *       A[l][j]), a product rounded to float32 and then added (never a fused
+ *       multiply-add, never a sum split over l). Vectors run along j (output
+ *       columns) only, so each lane is one element with its own sum in order.
+ *   u = round_through(delta kind, u)   (PEFT casts the update back)
+ *   w = w + u, or w = u without `accumulate`   (torch's add, NaN rule below)
+ *   w = round_through(out kind, w)     (the in-place add stores in W's dtype)
+ * Tiles: B's rows (rows x rank) in lr_b, A's columns (rank x stride) in lr_a,
+ * W (rows x stride) in lr_w; stride is a multiple of 4 and the padding lanes
+ * are computed and ignored (JS zeroes A's padding so they stay finite).
+ *
+ * NaN: WebAssembly leaves NaN bits to the engine, so every element whose
+ * product is NaN is recomputed by a scalar walk that sets the bits as torch
+ * does on x86 (measured by scripts/make-lora-fixtures.py): the product takes
+ * A's NaN before B's, the sum the product's before the accumulator's (both
+ * the other way round when the product has one column, torch's gemv; the
+ * caller says which, by `mode`), and an invalid operation gives the default
+ * NaN 0xFFC00000. */
+
+#define LR_A_FLOATS (64 * 1024)
+#define LR_B_FLOATS (16 * 1024)
+#define LR_W_FLOATS (64 * 1024)
+
+static float lr_a[LR_A_FLOATS] __attribute__((aligned(16)));
+static float lr_b[LR_B_FLOATS] __attribute__((aligned(16)));
+static float lr_w[LR_W_FLOATS] __attribute__((aligned(16)));
+static float lr_u[LR_W_FLOATS] __attribute__((aligned(16)));
+
+EXPORT(lr_a_ptr) float *lr_a_ptr(void) { return lr_a; }
+EXPORT(lr_b_ptr) float *lr_b_ptr(void) { return lr_b; }
+EXPORT(lr_w_ptr) float *lr_w_ptr(void) { return lr_w; }
+EXPORT(lr_a_floats) uint32_t lr_a_floats(void) { return LR_A_FLOATS; }
+EXPORT(lr_b_floats) uint32_t lr_b_floats(void) { return LR_B_FLOATS; }
+EXPORT(lr_w_floats) uint32_t lr_w_floats(void) { return LR_W_FLOATS; }
+
+/* `mode` bits, as fast-low-rank.ts sets them. */
+#define LR_DELTA_F16 1u
+#define LR_DELTA_BF16 2u
+#define LR_OUT_F16 4u
+#define LR_OUT_BF16 8u
+#define LR_ACCUMULATE 16u
+#define LR_NAN_B_FIRST 32u /* a product keeps lr_b's NaN before lr_a's */
+#define LR_NAN_ACCUMULATOR_FIRST 64u /* a sum keeps the accumulator's NaN before the product's */
+
+/* R rows x NV vectors of u at (row, column j): the sums in order over l,
+ * scaled. Returns the lanes whose result is NaN, as a mask. */
+static inline __attribute__((always_inline)) V lr_block(uint32_t row, uint32_t j, uint32_t rank, uint32_t stride, V scale, const int R, const int NV) {
+  V acc[4][4];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_const_splat(0.0f);
+  const float *a = lr_a + j;
+  const float *b = lr_b + row * rank;
+  for (uint32_t l = 0; l < rank; l++, a += stride) {
+    V av[4];
+    for (int v = 0; v < NV; v++) av[v] = wasm_v128_load(a + 4 * v);
+    for (int r = 0; r < R; r++) {
+      V bs = wasm_v128_load32_splat(b + r * rank + l);
+      /* Two instructions: the product is rounded to float32 before the add. */
+      for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_f32x4_mul(bs, av[v]));
+    }
+  }
+  V nan = wasm_i32x4_const_splat(0);
+  for (int r = 0; r < R; r++) {
+    for (int v = 0; v < NV; v++) {
+      V u = wasm_f32x4_mul(acc[r][v], scale);
+      nan = wasm_v128_or(nan, wasm_f32x4_ne(u, u));
+      wasm_v128_store(lr_u + (row + r) * stride + j + 4 * v, u);
+    }
+  }
+  return nan;
+}
+
+static inline uint32_t lr_bits(float x) { uint32_t u; __builtin_memcpy(&u, &x, 4); return u; }
+static inline float lr_float(uint32_t u) { float x; __builtin_memcpy(&x, &u, 4); return x; }
+static inline int lr_is_nan(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
+#define LR_DEFAULT_NAN 0xffc00000u
+
+/* torch's x86 result of x op y when either is NaN, or the arithmetic result:
+ * the first NaN operand quieted, the default NaN for an invalid operation. */
+static inline uint32_t lr_nan_rule(uint32_t first, uint32_t second, float result) {
+  if (lr_is_nan(first)) return first | 0x00400000u;
+  if (lr_is_nan(second)) return second | 0x00400000u;
+  uint32_t r = lr_bits(result);
+  return lr_is_nan(r) ? LR_DEFAULT_NAN : r;
+}
+
+/* The bits of one element of u whose result is NaN, by torch's rule (see above). */
+static uint32_t lr_nan_element(uint32_t i, uint32_t j, uint32_t rank, uint32_t stride, float scale, uint32_t mode) {
+  int b_first = (mode & LR_NAN_B_FIRST) != 0, accumulator_first = (mode & LR_NAN_ACCUMULATOR_FIRST) != 0;
+  uint32_t acc = 0;
+  for (uint32_t l = 0; l < rank; l++) {
+    uint32_t a = lr_bits(lr_a[l * stride + j]), b = lr_bits(lr_b[i * rank + l]);
+    float product = lr_float(a) * lr_float(b);
+    uint32_t p = b_first ? lr_nan_rule(b, a, product) : lr_nan_rule(a, b, product);
+    float sum = lr_float(p) + lr_float(acc);
+    acc = accumulator_first ? lr_nan_rule(acc, p, sum) : lr_nan_rule(p, acc, sum);
+  }
+  return lr_nan_rule(acc, lr_bits(scale), lr_float(acc) * scale);
+}
+
+/* Float32 -> a dtype -> float32, as convertInto there and back (f32_to_f16, f16_to_f32). */
+static inline V lr_round_through(V x, uint32_t half, uint32_t bfloat, int32_t zero) {
+  if (half) {
+    V h = float_to_half(x, zero);
+    return half_to_float(wasm_i32x4_shr(wasm_i32x4_shl(h, 16), 16), 1, zero); /* sign-extended */
+  }
+  if (bfloat) return bfloat_to_float(float_to_bfloat(x, zero));
+  return x;
+}
+
+EXPORT(low_rank_merge) void low_rank_merge(uint32_t rows, uint32_t rank, uint32_t stride, float scale, uint32_t mode, int32_t zero) {
+  V scales = wasm_f32x4_splat(scale);
+  V nan = wasm_i32x4_const_splat(0);
+  uint32_t j = 0;
+  for (; j + 16 <= stride; j += 16) {
+    uint32_t i = 0;
+    for (; i + 2 <= rows; i += 2) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 2, 4));
+    if (i < rows) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 1, 4));
+  }
+  for (; j < stride; j += 4) {
+    uint32_t i = 0;
+    for (; i + 4 <= rows; i += 4) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 4, 1));
+    for (; i < rows; i++) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 1, 1));
+  }
+  uint32_t n = rows * stride;
+  if (wasm_v128_any_true(nan)) {
+    for (uint32_t k = 0; k < n; k++) {
+      if (lr_is_nan(lr_bits(lr_u[k]))) lr_u[k] = lr_float(lr_nan_element(k / stride, k % stride, rank, stride, scale, mode));
+    }
+  }
+  uint32_t delta_half = mode & LR_DELTA_F16, delta_bfloat = mode & LR_DELTA_BF16;
+  uint32_t out_half = mode & LR_OUT_F16, out_bfloat = mode & LR_OUT_BF16;
+  for (uint32_t k = 0; k < n; k += 4) {
+    V u = lr_round_through(wasm_v128_load(lr_u + k), delta_half, delta_bfloat, zero);
+    V w = (mode & LR_ACCUMULATE) ? float_vector(wasm_v128_load(lr_w + k), u, 0, zero) : u;
+    wasm_v128_store(lr_w + k, lr_round_through(w, out_half, out_bfloat, zero));
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * One LoRA merge step on a block of W's rows, as torch runs it on CPU:
+ *   u = float32(B @ A) * scale     (summed in order over the rank: low-rank.ts)
+ *   u = round_through(deltaDType, u)   (PEFT casts the update back to the adapter's dtype)
+ *   w = w + u  (torch's float32 add and its NaN rule), or w = u when not `accumulate`
+ *   w = round_through(outDType, w)     (the in-place add stores in W's dtype)
+ * `w` holds float32 values. The WebAssembly SIMD kernel (fast-low-rank.ts)
+ * runs where it can; this file's scalar composition is its reference and the
+ * fallback, with the same results.
+ */
+import { dtypeBytes, type FloatDType } from "../dtypes.js";
+import { lowRankColumns, lowRankRows, type LowRankStep } from "./low-rank.js";
+import * as reference from "./reference.js";
+
+export type { LowRankStep };
+
+
+type Fast = typeof import("./fast-low-rank.js");
+// A JS engine without WebAssembly SIMD gets the scalar composition: the same results, only slower.
+const fast: Fast | undefined = await import("./fast-low-rank.js").catch(() => undefined);
+
+/** Which implementation runs: "wasm-simd", or "scalar" without WebAssembly SIMD. */
+export const lowRankImplementation: "wasm-simd" | "scalar" = fast === undefined ? "scalar" : "wasm-simd";
+
+const fastDTypes = new Set<FloatDType>(["F16", "BF16", "F32"]);
+/** The SIMD kernel, when it runs here and takes this step (not F64, a rank its tiles hold). */
+function fastFor(rank: number, step: LowRankStep): Fast | undefined {
+  const usable = fast !== undefined && rank <= fast.MAX_FAST_RANK && fastDTypes.has(step.deltaDType) && fastDTypes.has(step.outDType);
+  return usable ? fast : undefined;
+}
+
+/** The step with u = b @ a (b: a block of B's rows, rows x rank; a: rank x cols); w: rows x cols. */
+export function lowRankStepRows(b: Float32Array, a: Float32Array, rank: number, cols: number, w: Float32Array, step: LowRankStep): void {
+  if (w.length !== (b.length / rank) * cols) throw new RangeError(`low-rank step: w has ${w.length} elements, not ${b.length / rank} x ${cols}`);
+  const kernel = fastFor(rank, step);
+  if (kernel !== undefined) return kernel.mergeLowRankRows(b, a, rank, cols, w, step);
+  referenceLowRankStepRows(b, a, rank, cols, w, step);
+}
+
+/** lowRankStepRows by the scalar kernels: the reference (and the fallback). */
+export function referenceLowRankStepRows(b: Float32Array, a: Float32Array, rank: number, cols: number, w: Float32Array, step: LowRankStep): void {
+  const update = new Float32Array(w.length);
+  lowRankRows(b, a, rank, cols, step.scale, update);
+  finishStep(update, w, step);
+}
+
+/** The step with u = rows first .. first + count - 1 of transpose(b @ a); w: count x rows of b. */
+export function lowRankStepColumns(b: Float32Array, a: Float32Array, rank: number, cols: number, first: number, count: number, w: Float32Array, step: LowRankStep): void {
+  if (w.length !== count * (b.length / rank)) throw new RangeError(`low-rank step: w has ${w.length} elements, not ${count} x ${b.length / rank}`);
+  if (first < 0 || first + count > cols) throw new RangeError(`columns ${first}..${first + count} outside 0..${cols}`);
+  const kernel = fastFor(rank, step);
+  if (kernel !== undefined) return kernel.mergeLowRankColumns(b, a, rank, cols, first, count, w, step);
+  referenceLowRankStepColumns(b, a, rank, cols, first, count, w, step);
+}
+
+/** lowRankStepColumns by the scalar kernels: the reference (and the fallback). */
+export function referenceLowRankStepColumns(b: Float32Array, a: Float32Array, rank: number, cols: number, first: number, count: number, w: Float32Array, step: LowRankStep): void {
+  const update = new Float32Array(w.length);
+  lowRankColumns(b, a, rank, cols, first, count, step.scale, update);
+  finishStep(update, w, step);
+}
+
+function finishStep(update: Float32Array, w: Float32Array, step: LowRankStep): void {
+  roundThrough(step.deltaDType, update);
+  if (step.accumulate) reference.addInto("F32", bytesOf(w), bytesOf(update), bytesOf(w));
+  else w.set(update);
+  roundThrough(step.outDType, w);
+}
+
+const bytesOf = (values: Float32Array) => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+
+/** Rounds float32 values to `dtype` and back, in place: what a cast to `dtype` leaves. */
+function roundThrough(dtype: FloatDType, values: Float32Array): void {
+  if (dtype === "F32") return;
+  const rounded = new Uint8Array(values.length * dtypeBytes(dtype));
+  reference.convertInto("F32", dtype, bytesOf(values), rounded);
+  reference.convertInto(dtype, "F32", rounded, bytesOf(values));
+}
