@@ -18,6 +18,7 @@ export interface ApplyArgs {
   format?: OutputFormatName;
   byteorderRecord?: boolean;
   outtype?: Outtype;
+  numShards?: number;
 }
 
 export interface MakeArgs {
@@ -53,6 +54,7 @@ export interface ConvertArgs {
   format?: OutputFormatName;
   byteorderRecord?: boolean;
   outtype?: Outtype;
+  numShards?: number;
 }
 
 export interface PushArgs {

@@ -34,6 +34,11 @@ function parseThreads(value: string): number {
   return Number(value);
 }
 
+function parseShards(value: string): number {
+  if (!/^[1-9][0-9]?$/.test(value)) throw new InvalidArgumentError("expected a whole number from 1 to 99");
+  return Number(value);
+}
+
 function parseSum(value: string): number {
   if (!/^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$/.test(value.trim())) throw new InvalidArgumentError("expected a number, e.g. 50637.1836");
   return Number(value);
@@ -97,9 +102,10 @@ function applyCommand(name: string): Command {
     .option("--force", "write into a target directory that holds other files (none of them is overwritten)")
     .option("--low-cpu-mem", "accepted for FastChat's scripts; delta-weights always works in bounded memory")
     .option("--no-cache-delta", "keep no copy of a delta from the Hub: fetch it into the target a file at a time, deleting each file once used (a rerun downloads it again)")
-    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default), pytorch (torch.save checkpoints, .bin shards) or gguf (one GGUF file for llama.cpp)").choices(OUTPUT_FORMAT_NAMES))
+    .addOption(new Option("--format <format>", "format of the recovered weights: safetensors (default), pytorch (torch.save checkpoints, .bin shards), gguf (one GGUF file for llama.cpp) or meta (Meta's consolidated.NN.pth layout)").choices(OUTPUT_FORMAT_NAMES))
     .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
     .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16)").choices(OUTTYPES))
+    .option("--num-shards <n>", "Meta's layout (--format meta): model-parallel ranks, consolidated.NN.pth files (default as Meta: 7B 1, 13B 2, 33B 4, 65B 8)", parseShards)
     .addHelpText("after", `\nConventions (--convention), in the order they are recognised:\n${CONVENTION_SUMMARIES.map((c) => `  ${c.name.padEnd(22)}${c.summary}`).join("\n")}`)
     .action(action(() => import("./commands/apply.js"), (o): ApplyArgs => ({
       base: requiredOption(o, "base", "baseModelPath"),
@@ -113,6 +119,7 @@ function applyCommand(name: string): Command {
       ...(typeof o.format === "string" ? { format: o.format as OutputFormatName } : {}),
       ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
       ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
+      ...(typeof o.numShards === "number" ? { numShards: o.numShards } : {}),
     })));
 }
 
@@ -175,9 +182,10 @@ export function buildProgram(): Command {
       .argument("<out>", "output .safetensors, .bin, .pt or .pth file, or directory")
       .option("--max-shard-size <size>", "largest shard, e.g. 5GB (default: one file)")
       .option("--force", "write into a directory that holds other files (none of them is overwritten)")
-      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints, gguf one GGUF file for llama.cpp").choices(OUTPUT_FORMAT_NAMES))
+      .addOption(new Option("--format <format>", "output format (default: from OUT's extension, else safetensors); pytorch writes torch.save checkpoints, gguf one GGUF file for llama.cpp, meta Meta's consolidated.NN.pth + params.json into a directory").choices(OUTPUT_FORMAT_NAMES))
       .option("--byteorder-record", "PyTorch output: add the byteorder record torch >= 2.1 writes")
       .addOption(new Option("--outtype <type>", "GGUF tensor type, as llama.cpp's converter names it (default f16; auto: f16 for a float16 model, else bf16)").choices(OUTTYPES))
+      .option("--num-shards <n>", "Meta's layout (--format meta): model-parallel ranks, consolidated.NN.pth files (default as Meta: 7B 1, 13B 2, 33B 4, 65B 8)", parseShards)
       .action(action(() => import("./commands/convert.js"), (o, [src, out]): ConvertArgs => ({
         src: src!,
         out: out!,
@@ -186,6 +194,7 @@ export function buildProgram(): Command {
         ...(typeof o.format === "string" ? { format: o.format as OutputFormatName } : {}),
         ...(o.byteorderRecord === true ? { byteorderRecord: true } : {}),
         ...(typeof o.outtype === "string" ? { outtype: o.outtype as Outtype } : {}),
+        ...(typeof o.numShards === "number" ? { numShards: o.numShards } : {}),
       }))),
   );
   program.addCommand(

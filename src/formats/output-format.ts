@@ -56,6 +56,8 @@ export interface OutputOptions {
   outtype?: Outtype;
   /** The model's name, for formats that record one (GGUF's general.name). */
   modelName?: string;
+  /** Meta's layout: how many model-parallel ranks (consolidated.NN.pth files). */
+  numShards?: number;
 }
 
 export type OutputOption = keyof OutputOptions;
@@ -66,6 +68,7 @@ export const OUTPUT_OPTION_FLAGS: Readonly<Record<OutputOption, string>> = {
   byteorderRecord: "--byteorder-record",
   outtype: "--outtype",
   modelName: "a model name",
+  numShards: "--num-shards",
 };
 
 /** What a file of a tensor-file format is created with besides its tensors. */

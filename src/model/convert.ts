@@ -77,7 +77,7 @@ export async function convertIntoLockedOutput(src: string, out: string, options:
 async function convert(src: string | LocalSource, out: string, options: ConvertOptions, lock: boolean): Promise<ConvertResult> {
   const format = chooseOutputFormat(out, options.format);
   refuseUnacceptedOutputOptions(format, options);
-  const singleFile = format.kind === "model file" || format.claimsFile(out);
+  const singleFile = format.kind === "model file" ? format.directory !== true : format.claimsFile(out);
   if (!singleFile && options.maxShardBytes !== undefined && options.maxShardBytes < 1) {
     throw new UsageError("--max-shard-size must be at least 1 byte");
   }
@@ -93,7 +93,8 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
     const needed = prepared?.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
-    const write = (job?: OutputJob) => (format.kind === "model file" ? writeModelFile(out, prepared!, options) : writeTensorFiles(model, out, singleFile, format, options, job));
+    const write = (job?: OutputJob) =>
+      prepared?.files !== undefined ? writeModelDirectory(out, prepared, options, job) : format.kind === "model file" ? writeModelFile(out, prepared!, options) : writeTensorFiles(model, out, singleFile, format, options, job);
     if (!lock) return await write();
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
@@ -165,6 +166,22 @@ async function writeModelFile(out: string, prepared: PreparedModelFile, options:
   const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => prepared.write(sink, out, options.onProgress), options.createHasher?.());
   options.onProgress?.({ kind: "end", phase: "convert" });
   return { out, files: [file], tensors: prepared.tensors, bytes: prepared.fileSize - prepared.headerBytes, ...(prepared.outtype === undefined ? {} : { outtype: prepared.outtype }) };
+}
+
+/** A directory format's files (Meta's layout), each under a temporary name until complete, through the job. */
+async function writeModelDirectory(out: string, prepared: PreparedModelFile, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
+  const outDir = resolve(out);
+  const planned = prepared.files ?? [];
+  await job?.claimFiles(planned.map((f) => f.name));
+  options.onProgress?.({ kind: "start", phase: "convert", totalBytes: prepared.sourceBytes, label: basename(out) });
+  const files: ConvertedFile[] = [];
+  for (const planned1 of planned) {
+    const file = await writeOutput(join(outDir, planned1.name), planned1.name, job, (sink) => planned1.write(sink, planned1.name, options.onProgress));
+    files.push(file);
+    await options.onFileWritten?.(file);
+  }
+  options.onProgress?.({ kind: "end", phase: "convert" });
+  return { out, files, tensors: prepared.tensors, bytes: prepared.fileSize - prepared.headerBytes };
 }
 
 /**

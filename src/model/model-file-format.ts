@@ -19,6 +19,8 @@ export interface ModelFileFormat<Name extends string = string> {
   fileNameFor(modelName: string): string;
   /** The options it takes. */
   readonly accepts: readonly OutputOption[];
+  /** Whether it writes a directory of files (Meta's layout) rather than one file: OUT is then a directory. */
+  readonly directory?: boolean;
   /** The refusals that the model's companion files decide, read from the first of `dirs` that holds each: said before a model is recovered to be written. */
   checkCompanions(dirs: readonly string[], label: string): Promise<void>;
   /** Every refusal (architecture, tokenizer, tensors), before any output; then how the file is written. */
@@ -36,5 +38,14 @@ export interface PreparedModelFile {
   readonly headerBytes: number;
   /** The tensor type chosen, for formats that choose one (GGUF's --outtype). */
   readonly outtype?: string;
+  write(sink: ByteSink, label: string, onProgress?: OnProgress): Promise<void>;
+  /** A directory format's files, in the order they are written (then `write` is not called). */
+  readonly files?: readonly PreparedOutputFile[];
+}
+
+/** One file of a directory format's output. */
+export interface PreparedOutputFile {
+  /** Relative to the output directory. */
+  readonly name: string;
   write(sink: ByteSink, label: string, onProgress?: OnProgress): Promise<void>;
 }

@@ -10,16 +10,17 @@ import { PYTORCH_OUTPUT } from "../formats/outputs/pytorch.js";
 import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import { UsageError } from "../errors.js";
 import { GGUF_OUTPUT } from "./gguf-format.js";
+import { META_OUTPUT } from "./meta-format.js";
 
 /**
  * The first is the default. Each is a TensorFileFormat (formats/output-format.ts)
  * or a ModelFileFormat (model-file-format.ts).
  */
-export const OUTPUT_FORMATS = [SAFETENSORS_OUTPUT, PYTORCH_OUTPUT, GGUF_OUTPUT] as const;
+export const OUTPUT_FORMATS = [SAFETENSORS_OUTPUT, PYTORCH_OUTPUT, GGUF_OUTPUT, META_OUTPUT] as const;
 
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
-/** "safetensors", "pytorch", "gguf": what --format takes. */
+/** "safetensors", "pytorch", "gguf", "meta": what --format takes. */
 export type OutputFormatName = (typeof OUTPUT_FORMATS)[number]["name"];
 
 export const OUTPUT_FORMAT_NAMES: readonly OutputFormatName[] = OUTPUT_FORMATS.map((f) => f.name);
@@ -54,7 +55,7 @@ export function refuseUnacceptedOutputOptions(format: OutputFormat, options: Out
     if (options[option] === undefined || options[option] === false || format.accepts.includes(option)) continue;
     const takers = OUTPUT_FORMATS.filter((f) => f.accepts.includes(option));
     const flag = OUTPUT_OPTION_FLAGS[option];
-    if (option === "maxShardBytes" && format.kind === "model file") throw new UsageError(`${flag} does not apply to ${format.title} output: it is one file`);
+    if (option === "maxShardBytes" && format.kind === "model file" && format.directory !== true) throw new UsageError(`${flag} does not apply to ${format.title} output: it is one file`);
     throw new UsageError(`${flag} is for ${takers.map((f) => `${f.title} output (--format ${f.name})`).join(" or ")}, not ${format.title}`);
   }
 }

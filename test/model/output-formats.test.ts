@@ -25,7 +25,7 @@ function collect(): { write(bytes: Uint8Array): Promise<void>; bytes(): Uint8Arr
 
 describe("output format registry", () => {
   it("names each format once, the default first, and --format's choices are the registry's names", () => {
-    expect(OUTPUT_FORMAT_NAMES).toEqual(["safetensors", "pytorch", "gguf"]);
+    expect(OUTPUT_FORMAT_NAMES).toEqual(["safetensors", "pytorch", "gguf", "meta"]);
     expect(new Set(OUTPUT_FORMAT_NAMES).size).toBe(OUTPUT_FORMATS.length);
     expect(outputFormatNamed(undefined)).toBe(SAFETENSORS_OUTPUT);
     for (const f of OUTPUT_FORMATS) expect(outputFormatNamed(f.name)).toBe(f);
@@ -49,7 +49,7 @@ describe("output format registry", () => {
   });
 
   it("every option is refused by a format that does not take it, and taken by at least one", () => {
-    const given: Record<OutputOption, unknown> = { maxShardBytes: 1, byteorderRecord: true, outtype: "f16", modelName: "m" };
+    const given: Record<OutputOption, unknown> = { maxShardBytes: 1, byteorderRecord: true, outtype: "f16", modelName: "m", numShards: 2 };
     for (const option of Object.keys(OUTPUT_OPTION_FLAGS) as OutputOption[]) {
       expect(OUTPUT_FORMATS.some((f) => f.accepts.includes(option)), option).toBe(true);
       for (const f of OUTPUT_FORMATS) {

@@ -15,6 +15,7 @@ export default async function run(args: ConvertArgs, ctx: CliContext): Promise<v
       ...(args.format === undefined ? {} : { format: args.format }),
       ...(args.byteorderRecord === true ? { byteorderRecord: true } : {}),
       ...(args.outtype === undefined ? {} : { outtype: args.outtype }),
+      ...(args.numShards === undefined ? {} : { numShards: args.numShards }),
       onProgress: progress.onProgress,
     });
     progress.stop();
