@@ -47,6 +47,8 @@ export interface ApplyDeltaOptions {
   threads?: number;
   /** GGUF tensor type (llama.cpp converter's --outtype). */
   outtype?: Outtype;
+  /** Meta's layout (format "meta"): model-parallel ranks. */
+  numShards?: number;
   /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
   hashPool?: HashPool;
   onProgress?: OnProgress;
@@ -86,9 +88,9 @@ export interface ApplyDeltaResult {
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
 export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
   const output = outputFormatNamed(options.format);
-  refuseUnacceptedOutputOptions(output, { outtype: options.outtype, byteorderRecord: options.byteorderRecord });
+  refuseUnacceptedOutputOptions(output, { outtype: options.outtype, byteorderRecord: options.byteorderRecord, numShards: options.numShards });
   if (output.kind === "model file") {
-    const { format: _format, outtype: _outtype, ...rest } = options;
+    const { format: _format, outtype: _outtype, numShards: _numShards, ...rest } = options;
     return applyAsModelFile(output, options, (scratch) => applyDelta({ ...rest, target: scratch }));
   }
   const base = asLocalSource(options.base);
@@ -204,6 +206,7 @@ const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | Convent
   format: "every convention",
   byteorderRecord: "every convention",
   outtype: "every convention",
+  numShards: "every convention",
   checksums: "checksums",
   expectSum: "expectSum",
 };

@@ -23,6 +23,8 @@ export const RECOVERED_SCRATCH = ".delta-weights-recovered";
 export interface GgufApplyOutput {
   file: ConvertedFile;
   outtype: string;
+  /** A directory format (Meta's layout): every file written, in order (`file` is the first). */
+  files?: ConvertedFile[];
 }
 
 /**
@@ -32,7 +34,7 @@ export interface GgufApplyOutput {
  */
 export async function applyAsModelFile<T extends { notes: string[] }>(
   format: ModelFileFormat<OutputFormatName>,
-  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; hashPool?: HashPool },
+  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; numShards?: number; hashPool?: HashPool },
   recoverInto: (scratch: string) => Promise<T>,
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
@@ -40,8 +42,9 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
   await format.checkCompanions([delta.path, base.path], delta.source);
   const target = resolve(options.target);
   const name = basename(target);
-  const out = join(target, format.fileNameFor(name));
-  if (existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another target`);
+  // A directory format (Meta's layout) writes its files into the target itself.
+  const out = format.directory === true ? target : join(target, format.fileNameFor(name));
+  if (format.directory !== true && existsSync(out)) throw new DeltaWeightsError("E_IO", `${out} already exists: it is not overwritten; move it away or choose another target`);
   if (existsSync(target)) {
     const foreign = readdirSync(target).filter((f) => f !== RECOVERED_SCRATCH && !f.startsWith(".delta-weights"));
     if (foreign.length > 0 && options.force !== true) {
@@ -57,6 +60,8 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
     converted = await convertModel(scratch, out, {
       format: format.name,
       ...(options.outtype === undefined ? {} : { outtype: options.outtype }),
+      ...(options.numShards === undefined ? {} : { numShards: options.numShards }),
+      ...(format.directory === true ? { force: true } : {}),
       ...(format.accepts.includes("modelName") ? { modelName: name } : {}),
       createHasher: () => pool.create(),
     });
@@ -64,6 +69,13 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
     if (options.hashPool === undefined) await pool.close();
   }
   await rm(scratch, { recursive: true, force: true });
+  if (format.directory === true) {
+    return {
+      ...recovered,
+      notes: [...recovered.notes, `${format.title}: ${converted.files.map((f) => f.path).join(", ")} written from the verified model; the recovered safetensors files were removed`],
+      gguf: { file: converted.files[0]!, outtype: "", files: converted.files },
+    };
+  }
   const file = { ...converted.files[0]!, path: basename(out) };
   return {
     ...recovered,

@@ -16,7 +16,9 @@
  *   - key order: the script saves each base file's tensors as
  *     `L{i+1}-consolidated.0N.pth` (i: the file's place in sorted name order)
  *     and merges those in sorted() string order (L1, L10, L11, ..., L2), each
- *     in its state-dict order;
+ *     in its state-dict order, which for a save_pretrained .bin is
+ *     LlamaForCausalLM's module order (used whatever the file we read holds:
+ *     a safetensors file lists its tensors in data order);
  *   - params.json: json.dump of {dim, multiple_of, n_heads, n_layers,
  *     norm_eps, vocab_size: -1}, Python's separators, no newline; the
  *     script's own table for the four LLaMA sizes (norm_eps 1e-06, 1e-05 for
@@ -227,23 +229,38 @@ export function planMetaOutput(where: string, model: Pick<ModelSource, "tensors"
   const missing = [...expectedNames(shape)].find((name) => !seen.has(name));
   if (missing !== undefined) throw new ModelError(`${where} has no tensor "${missing}", which Meta's layout needs`);
 
-  // merge_shards: the base files' L-files in sorted() order, each in its state-dict order.
+  // merge_shards: the base files' L-files in sorted() order, each in its state-dict order: the order save_pretrained
+  // wrote its .bin in (LlamaForCausalLM's modules), whatever order the file we read holds (safetensors: data order).
   const fileOrder = [...model.weightFiles].sort();
   const groupKey = (file: string) => layerFileKey(fileOrder.indexOf(file));
   const groups = [...new Set(planned.map((p) => p.file))].sort((a, b) => (groupKey(a) < groupKey(b) ? -1 : groupKey(a) > groupKey(b) ? 1 : 0));
+  const byModule = (a: { source: string }, b: { source: string }) => {
+    const [x, y] = [moduleOrder(a.source), moduleOrder(b.source)];
+    return x[0] - y[0] || x[1] - y[1] || x[2] - y[2];
+  };
   const files = Array.from({ length: n }, (_, r) => ({
     name: `consolidated.${String(r).padStart(2, "0")}.pth`,
-    tensors: groups.flatMap((g) => planned.filter((p) => p.file === g).map((p) => p.t[r]!)),
+    tensors: groups.flatMap((g) => planned.filter((p) => p.file === g).map((p) => p.t[r]!).sort(byModule)),
   }));
   return { ranks: n, files, paramsJson: metaParamsJson(shape), companions };
+}
+
+/** LlamaDecoderLayer's parameters in registration order (attention q k v o, mlp gate down up, the norms). */
+const LAYER_ORDER = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"];
+
+/** A Hugging Face LLaMA tensor's place in LlamaForCausalLM.state_dict(): embeddings, layers in order, norm, lm_head. */
+function moduleOrder(name: string): [number, number, number] {
+  if (name === "model.embed_tokens.weight") return [0, 0, 0];
+  if (name === "model.norm.weight") return [2, 0, 0];
+  if (name === "lm_head.weight") return [3, 0, 0];
+  const layer = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  return [1, Number(layer?.[1] ?? 0), LAYER_ORDER.indexOf(layer?.[2] ?? "")];
 }
 
 function* expectedNames(s: LlamaShape): Iterable<string> {
   yield "model.embed_tokens.weight";
   for (let l = 0; l < s.layers; l++) {
-    for (const part of ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj", "input_layernorm", "post_attention_layernorm"]) {
-      yield `model.layers.${l}.${part}.weight`;
-    }
+    for (const part of LAYER_ORDER) yield `model.layers.${l}.${part}`;
   }
   yield "model.norm.weight";
   yield "lm_head.weight";
