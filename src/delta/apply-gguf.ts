@@ -39,7 +39,7 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
   const base = asLocalSource(options.base);
-  await format.checkCompanions([delta.path, base.path], delta.source);
+  await format.checkCompanions([delta.path, base.path], delta.source, options.numShards === undefined ? {} : { numShards: options.numShards });
   const target = resolve(options.target);
   const name = basename(target);
   // A directory format (Meta's layout) writes its files into the target itself.

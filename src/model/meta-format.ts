@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { dtypeBytes } from "../dtypes.js";
 import type { ByteSink } from "../formats/output-format.js";
 import type { ModelFileFormat, PreparedOutputFile } from "./model-file-format.js";
-import { metaRankSize, prepareMetaOutput, writeMetaRank } from "./meta-output.js";
+import { checkMetaConfig, metaRankSize, prepareMetaOutput, writeMetaRank } from "./meta-output.js";
 
 /** A companion file copied as it is. */
 async function copyFile(path: string, sink: ByteSink): Promise<void> {
@@ -19,7 +19,7 @@ export const META_OUTPUT: ModelFileFormat<"meta"> = {
   fileNameFor: (modelName) => modelName,
   accepts: ["numShards"],
   directory: true,
-  checkCompanions: async () => {},
+  checkCompanions: (dirs, label, options) => checkMetaConfig(dirs, label, options?.numShards),
   async prepare(model, options) {
     const plan = await prepareMetaOutput(model, options);
     const params = new TextEncoder().encode(plan.paramsJson);

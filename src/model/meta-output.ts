@@ -180,15 +180,7 @@ export function planMetaOutput(where: string, model: Pick<ModelSource, "tensors"
   if (embed === undefined || embed.shape.length !== 2) throw new ModelError(`${where} has no model.embed_tokens.weight matrix: Meta's layout holds LLaMA models only`);
   const shape = llamaShapeOf(`${where}: config.json`, config, embed.shape[0]!);
   const n = ranks ?? defaultMetaRanks(shape.hidden);
-  if (!Number.isSafeInteger(n) || n < 1 || n > 99) throw new ModelError(`--num-shards ${n}: Meta's layout has 1 to 99 ranks (consolidated.00.pth ...)`);
-  const divides = (what: string, size: number, by: number) => {
-    if (size % by !== 0) throw new ModelError(`${where}: ${n} ranks do not divide ${what} (${size}): choose --num-shards among its divisors`);
-  };
-  if (n > 1) {
-    divides("the hidden size", shape.hidden, n);
-    divides("the attention heads", shape.heads, n);
-    divides("the intermediate size", shape.intermediate, n);
-  }
+  checkRanks(where, shape, n);
   const seen = new Set<string>();
   const planned: { t: MetaOutputTensor[]; file: string }[] = [];
   for (const info of model.tensors.values()) {
@@ -215,7 +207,6 @@ export function planMetaOutput(where: string, model: Pick<ModelSource, "tensors"
         begin = r * step;
         end = r === n - 1 ? size : begin + step;
       } else {
-        if (key.split === "dim1" && info.name === "model.embed_tokens.weight") divides("the embeddings' width", size, n);
         begin = (r * size) / n;
         end = ((r + 1) * size) / n;
       }
@@ -225,7 +216,6 @@ export function planMetaOutput(where: string, model: Pick<ModelSource, "tensors"
     }
     planned.push({ t: perRank, file: info.file });
   }
-  if (shape.vocab < n) throw new ModelError(`${where}: ${shape.vocab} vocabulary rows cannot be split over ${n} ranks`);
   const missing = [...expectedNames(shape)].find((name) => !seen.has(name));
   if (missing !== undefined) throw new ModelError(`${where} has no tensor "${missing}", which Meta's layout needs`);
 
@@ -264,6 +254,47 @@ function* expectedNames(s: LlamaShape): Iterable<string> {
   }
   yield "model.norm.weight";
   yield "lm_head.weight";
+}
+
+/**
+ * The refusals config.json decides (architecture, sizes, rank count), from
+ * the first of `dirs` that holds one: apply-delta says them before it
+ * recovers anything. The vocabulary is the config's (an adapter may grow it;
+ * only the rank split's checks need it here).
+ */
+export async function checkMetaConfig(dirs: readonly string[], label: string, ranks: number | undefined): Promise<void> {
+  for (const dir of dirs) {
+    const path = join(dir, "config.json");
+    let text: string;
+    try {
+      if ((await stat(path)).size > MAX_CONFIG_BYTES) throw new ModelError(`${path} is larger than a config file is read with (${MAX_CONFIG_BYTES} bytes)`);
+      text = await readFile(path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw err;
+    }
+    let config: unknown;
+    try {
+      config = JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new ModelError(`${path} is not valid JSON: ${(err as Error).message}`);
+    }
+    const vocab = typeof (config as { vocab_size?: unknown }).vocab_size === "number" ? (config as { vocab_size: number }).vocab_size : 1;
+    const shape = llamaShapeOf(`${label}: ${path}`, config, vocab);
+    checkRanks(`${label}: ${path}`, shape, ranks ?? defaultMetaRanks(shape.hidden));
+    return;
+  }
+}
+
+function checkRanks(where: string, shape: LlamaShape, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 99) throw new ModelError(`--num-shards ${n}: Meta's layout has 1 to 99 ranks (consolidated.00.pth ...)`);
+  const divides = (what: string, size: number) => {
+    if (size % n !== 0) throw new ModelError(`${where}: ${n} ranks do not divide ${what} (${size}): choose --num-shards among its divisors`);
+  };
+  divides("the hidden size", shape.hidden);
+  divides("the attention heads", shape.heads);
+  divides("the intermediate size", shape.intermediate);
+  if (shape.vocab < n) throw new ModelError(`${where}: ${shape.vocab} vocabulary rows cannot be split over ${n} ranks`);
 }
 
 /** config.json of the model, read whole (small). */

@@ -22,7 +22,7 @@ export interface ModelFileFormat<Name extends string = string> {
   /** Whether it writes a directory of files (Meta's layout) rather than one file: OUT is then a directory. */
   readonly directory?: boolean;
   /** The refusals that the model's companion files decide, read from the first of `dirs` that holds each: said before a model is recovered to be written. */
-  checkCompanions(dirs: readonly string[], label: string): Promise<void>;
+  checkCompanions(dirs: readonly string[], label: string, options?: OutputOptions): Promise<void>;
   /** Every refusal (architecture, tokenizer, tensors), before any output; then how the file is written. */
   prepare(model: ModelSource, options: OutputOptions): Promise<PreparedModelFile>;
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyDelta, makeDelta } from "../../src/api.js";
@@ -28,5 +28,22 @@ describe("apply-delta --format meta", () => {
     const work = await makeTempDir("apply-meta-refuse-");
     await makeDelta({ base: HF, target: HF, delta: join(work, "delta") });
     await expect(applyDelta({ base: HF, delta: join(work, "delta"), target: join(work, "out"), format: "safetensors", numShards: 2 })).rejects.toThrow(/--num-shards is for Meta's LLaMA layout output \(--format meta\), not safetensors/);
+  });
+
+  it("refuses, before recovering anything, a model the layout cannot hold (a Chinese-LLaMA-Alpaca merge of a base whose intermediate size is not Meta's)", async () => {
+    const work = await makeTempDir("apply-meta-lora-");
+    const lora = join("test", "fixtures", "lora");
+    const target = join(work, "out");
+    await expect(applyDelta({ base: join(lora, "base-f16"), delta: [join(lora, "chinese-1"), join(lora, "chinese-2")], target, format: "meta" }))
+      .rejects.toThrow(/config\.json: intermediate_size 128 is not what params\.json \(dim 64, multiple_of 256\) gives, 256/);
+    expect(existsSync(join(target, ".delta-weights-recovered"))).toBe(false);
+  });
+
+  it("refuses a rank count that does not divide the model before recovering anything", async () => {
+    const work = await makeTempDir("apply-meta-ranks-");
+    await makeDelta({ base: HF, target: HF, delta: join(work, "delta") });
+    const target = join(work, "out");
+    await expect(applyDelta({ base: HF, delta: join(work, "delta"), target, format: "meta", numShards: 3 })).rejects.toThrow(/3 ranks do not divide the hidden size \(32\)/);
+    expect(existsSync(join(target, ".delta-weights-recovered"))).toBe(false);
   });
 });
