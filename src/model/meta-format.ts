@@ -1,6 +1,7 @@
 /** Meta's layout output: consolidated.NN.pth per rank, params.json and the tokenizer, as Chinese-LLaMA-Alpaca's merge script writes them; see meta-output.ts. */
 import { createReadStream } from "node:fs";
 import { dtypeBytes } from "../dtypes.js";
+import { UsageError } from "../errors.js";
 import type { ByteSink } from "../formats/output-format.js";
 import type { ModelFileFormat, PreparedOutputFile } from "./model-file-format.js";
 import { checkMetaConfig, metaRankSize, prepareMetaOutput, writeMetaRank } from "./meta-output.js";
@@ -36,7 +37,7 @@ export const META_OUTPUT: ModelFileFormat<"meta"> = {
       sourceBytes: tensorBytes,
       headerBytes: fileSize - tensorBytes,
       write: async () => {
-        throw new Error("Meta's layout is a directory: its files are written one by one");
+        throw new UsageError("Meta's layout is a directory of files, not one file: convert writes its files one by one");
       },
       files,
     };
