@@ -232,7 +232,6 @@ def main():
         out = os.path.join(OUT, f"expected-{ranks}")
         run_save_path(base, out, ranks)
         expected[str(ranks)] = {name: sha256_file(os.path.join(out, name)) for name in sorted(os.listdir(out))}
-        # Only the digests are kept for the larger ranks' files; the one-rank output stays for the reader test.
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=2, sort_keys=True)
         f.write("\n")
