@@ -36,6 +36,8 @@ export interface TensorReader {
   readonly tensors: ReadonlyMap<string, { dtype: string; shape: number[]; file: string }>;
   readonly files: FileSet;
   readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
+  /** Bytes [start, start + length) of a tensor as stored, at once: needed for a delta read transposed (TensorRecipe.rowOrder). */
+  readRange?(name: string, start: number, length: number): Promise<Uint8Array>;
 }
 
 export interface TensorFileSpec {
@@ -122,8 +124,11 @@ export async function writeRecipes(spec: TensorFileSpec, writer: TensorSink, { p
       const expectedBase = recipe.base === undefined ? undefined : spec.baseSha256?.(recipe.base.name);
       const baseHash = expectedBase === undefined ? undefined : pool.create();
       const fixer = spec.fixups?.forTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
+      const transposed = recipe.rowOrder?.transposed === true;
+      const readRange = spec.delta.readRange?.bind(spec.delta);
       const chunks = recoverTensor(recipe, {
-        delta: recipe.op === "base" ? undefined : spec.delta.readTensor(t.name),
+        delta: recipe.op === "base" || transposed ? undefined : spec.delta.readTensor(t.name),
+        ...(transposed && readRange !== undefined ? { deltaRange: (start: number, length: number) => readRange(t.name, start, length) } : {}),
         base: recipe.base === undefined || spec.base === undefined ? undefined : spec.base.readTensor(recipe.base.name),
         meanRow: recipe.unpaired === "mean" && spec.meanRow !== undefined ? await spec.meanRow(recipe) : undefined,
       }, {
