@@ -89,7 +89,7 @@ function writeBase(dir, list) {
 const u8 = (...bytes) => Uint8Array.from(bytes);
 const be = (n, width) => { const b = new Uint8Array(width); for (let i = width - 1; i >= 0; i--, n = Math.floor(n / 256)) b[i] = n % 256; return b; };
 const concat = (parts) => { const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0)); let at = 0; for (const p of parts) { out.set(p, at); at += p.length; } return out; };
-const str = (s) => { const b = new TextEncoder().encode(s); return concat([b.length < 32 ? u8(0xa0 | b.length) : u8(0xd9, b.length), b]); };
+const str = (s) => { const b = Buffer.from(s, "utf8"); return concat([b.length < 32 ? u8(0xa0 | b.length) : u8(0xd9, b.length), b]); };
 const uint = (n) => (n < 128 ? u8(n) : n < 65536 ? concat([u8(0xcd), be(n, 2)]) : concat([u8(0xce), be(n, 4)]));
 const array = (items) => concat([u8(0x90 | items.length), ...items]);
 const binHead = (n) => concat([u8(0xc6), be(n, 4)]);
