@@ -20,7 +20,7 @@
  * summary's file list.
  */
 import { createHash } from "node:crypto";
-import type { DType } from "../../dtypes.js";
+import { dtypeBytes, type DType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import type { OutputFile } from "../../formats/output-layout.js";
@@ -35,7 +35,7 @@ import type { InputFile, PlannedFile } from "../engine/recover.js";
 import { copiedFile, textFile, writeRecipes, type TensorFileSpec, type TensorReader } from "../engine/tensor-file.js";
 import { layOutOutputs, type OutputLayoutRule } from "../engine/output-layout.js";
 import { planTensor, type TensorRecipe } from "../engine/recipe.js";
-import { recoverTensor } from "../engine/tensor-transform.js";
+import { recoverTensor, rowBlocks } from "../engine/tensor-transform.js";
 import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
 
 /** Shards as save_pretrained cuts them (10 GB), in the converted model's tensor order: the diff is one file, the base perhaps Meta's checkpoints. */
@@ -191,7 +191,7 @@ export async function attentionHeads(base: ModelSource): Promise<number | undefi
 }
 
 /** The engine's recipe for one tensor: the diff paired row by row (transposed, q/k permuted), f16(bf16(f32(base + diff))). */
-export function koalaRecipe(t: KoalaTensor, base: ModelSource): TensorRecipe {
+function koalaRecipe(t: KoalaTensor, base: ModelSource): TensorRecipe {
   const b = base.tensors.get(t.name);
   return planTensor({ name: t.name, dtype: "F16", shape: t.shape }, b === undefined ? undefined : { name: t.name, dtype: b.dtype as DType, shape: b.shape }, "add", {
     baseSource: base.source,
@@ -245,12 +245,14 @@ function shardFile(file: OutputFile, recipes: ReadonlyMap<string, TensorRecipe>,
 
 /** The tensor's float16 bytes as the engine makes them, a block of whole rows (whole heads for q/k) of about `blockBytes` of diff at a time. */
 export async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void, blockBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  // The reader's file set names where the diff is for the plan's input bookkeeping; a lone tensor read here needs only its ranges.
   const reader = diffReader([t], diff, { files: base.files, path: diff.label });
   const recipe = koalaRecipe(t, base);
+  const block = rowBlocks(recipe, blockBytes).blockElements;
   const chunks = recoverTensor(recipe, {
-    ...(t.transposed ? {} : { delta: reader.readTensor(t.name) }),
+    ...(t.transposed ? {} : { delta: reader.readTensor(t.name, { chunkBytes: block * dtypeBytes(t.record.dtype) }) }),
     deltaRange: (start, length) => reader.readRange!(t.name, start, length),
-    base: base.readTensor(t.name),
+    base: base.readTensor(t.name, { chunkBytes: block * 2 }),
   }, {}, blockBytes);
   for await (const chunk of chunks) {
     advance(chunk.length);

@@ -108,9 +108,7 @@ const ARITHMETIC_ELEMENTS = 256 * 1024;
 async function* recoverRows(recipe: TensorRecipe, order: RowOrder, input: RecoverInput, hooks: RecoverHooks, chunkBytes: number): AsyncGenerator<Uint8Array> {
   const stored: DType = recipe.deltaDtype ?? recipe.dtype;
   const item = dtypeBytes(stored);
-  const [rows, cols] = recipe.shape.length === 2 ? [recipe.shape[0]!, recipe.shape[1]!] : [1, numel(recipe.shape)];
-  const unit = order.headRows ?? 1;
-  const blockRows = unit * Math.max(1, Math.floor(chunkBytes / (unit * cols * item)));
+  const { rows, cols, blockRows } = rowBlocks(recipe, chunkBytes);
   if (order.transposed && input.deltaRange === undefined) throw new DeltaError(`tensor "${recipe.name}": its delta is read transposed, and its reader cannot read a range`);
   if (!order.transposed && input.delta === undefined) throw new DeltaError(`tensor "${recipe.name}" has no delta to recover it from`);
   const sequential = order.transposed ? undefined : new ExactReader(prefetch(input.delta!), `delta tensor "${recipe.name}"`);
@@ -142,6 +140,19 @@ async function* recoverRows(recipe: TensorRecipe, order: RowOrder, input: Recove
     await sequential?.close();
     await base.close();
   }
+}
+
+/**
+ * How a row-by-row recipe is cut into blocks: whole rows (whole heads when
+ * permuted) of about `chunkBytes` of stored delta. Its inputs read in
+ * chunks of a block's elements are used as they come, never copied.
+ */
+export function rowBlocks(recipe: TensorRecipe, chunkBytes = CHUNK_BYTES): { rows: number; cols: number; blockRows: number; blockElements: number } {
+  const item = dtypeBytes(recipe.deltaDtype ?? recipe.dtype);
+  const [rows, cols] = recipe.shape.length === 2 ? [recipe.shape[0]!, recipe.shape[1]!] : [1, numel(recipe.shape)];
+  const unit = recipe.rowOrder?.headRows ?? 1;
+  const blockRows = unit * Math.max(1, Math.floor(chunkBytes / (unit * cols * item)));
+  return { rows, cols, blockRows, blockElements: blockRows * cols };
 }
 
 /**
