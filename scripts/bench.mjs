@@ -6,6 +6,7 @@
 // npm run bench -- --pytorch [...]  (PyTorch .bin output: scripts/bench-pytorch.mjs)
 // npm run bench -- --gguf [...]  (GGUF output, F16 and Q8_0: scripts/bench-gguf.mjs)
 // npm run bench -- --meta [...]  (Meta's consolidated.0N.pth as a base: scripts/bench-meta.mjs)
+// npm run bench -- --koala [...]  (Koala's EasyLM diff onto a LLaMA-7B-shaped base: scripts/bench-koala.mjs)
 //
 // Builds a LLaMA-7B-shaped fp16 base and a fine-tune-like target (two
 // 32001x4096 embeddings, full-size 4096/11008 layers; 2 layers by default,
@@ -59,6 +60,10 @@ if (args.includes("--gguf")) {
 if (args.includes("--meta")) {
   const meta = spawnSync(process.execPath, [path.join(root, "scripts/bench-meta.mjs"), ...args.filter((arg) => arg !== "--meta")], { stdio: "inherit" });
   process.exit(meta.status ?? 1);
+}
+if (args.includes("--koala")) {
+  const koala = spawnSync(process.execPath, [path.join(root, "scripts/bench-koala.mjs"), ...args.filter((arg) => arg !== "--koala")], { stdio: "inherit" });
+  process.exit(koala.status ?? 1);
 }
 if (args.includes("--push")) {
   const push = spawnSync(process.execPath, [path.join(root, "scripts/bench-push.mjs"), ...args.filter((arg) => arg !== "--push")], { stdio: "inherit" });

@@ -5,7 +5,7 @@ import { MAX_SENTENCEPIECE_MODEL_BYTES } from "../../limits.js";
 import { HashPool } from "../../hash/hash-pool.js";
 import { CHINESE_LLAMA_ALPACA_ADAPTERS, CHINESE_LLAMA_ALPACA_TOKENIZERS } from "./chinese-llama-alpaca-adapters.js";
 import { ADAPTER_CONFIG } from "./lora-adapter.js";
-import { planMerge, refuseQuantizedBase, withAdapters, type StepPrecision } from "./lora.js";
+import { MERGE_LAYOUT, planMerge, refuseQuantizedBase, withAdapters, type StepPrecision } from "./lora.js";
 import { sentencePieceCount } from "./sentencepiece.js";
 import type { Convention, DeltaView, Recognition } from "../conventions/types.js";
 
@@ -102,6 +102,7 @@ export const chineseLlamaAlpaca: Convention = {
   streams: true,
   chains: true,
   accepts: ["checksums"],
+  layout: MERGE_LAYOUT,
   recognize,
   async plan(view) {
     const base: ModelSource = await view.base();

@@ -1,5 +1,4 @@
 import { DeltaError } from "../../errors.js";
-import { convertedLayout } from "../../formats/output-layout.js";
 import { readSmallFile } from "../../io/files.js";
 import { MAX_INDEX_BYTES } from "../../limits.js";
 import { isExtraFile } from "../../model/extra-files.js";
@@ -9,6 +8,7 @@ import { isArithmeticDType, type FloatDType } from "../../dtypes.js";
 import { checkLoraStep, mergedFile, type LoraStep, type MergedTensor } from "../engine/low-rank-merge.js";
 import { MERGE_RECORD_FILE, MergeRecord } from "./merge-record.js";
 import { fitConfig } from "../engine/model-config.js";
+import { layOutOutputs, type OutputLayoutRule } from "../engine/output-layout.js";
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, textFile } from "../engine/tensor-file.js";
 import { isRotaryBuffer } from "../engine/pairing.js";
@@ -31,9 +31,12 @@ import type { Convention, ConventionPlan, DeltaView, Recognition } from "../conv
  *                    precision update is computed in float32 and cast back
  *                    to that dtype before the add (two roundings).
  *
- * The output follows the base's layout and shards (safetensors, named as
- * transformers names them); tensors without an adapter are the base's bytes.
+ * The output follows the base's layout and shards (MERGE_LAYOUT: safetensors,
+ * named as transformers names them); tensors without an adapter are the base's bytes.
  */
+
+/** A merged model is the base with updates: its files follow the base's. */
+export const MERGE_LAYOUT: OutputLayoutRule = { follows: "base" };
 
 /** Whether the delta directory is a PEFT adapter, and which weights file it has. */
 async function adapterFiles(view: DeltaView): Promise<{ weights: string | undefined; config: boolean }> {
@@ -171,7 +174,7 @@ export async function planMerge(
     tensors.set(t.name, plan);
   }
   if (rotary.length > 0) notes.push(`left out ${rotary.length} rotary_emb.inv_freq buffers the base carries: they are not weights, transformers >= 4.31 computes them`);
-  const layout = convertedLayout(base.weightFiles, [...tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, file: base.tensors.get(t.name)!.file })));
+  const layout = layOutOutputs(MERGE_LAYOUT, { base }, [...tensors.values()].map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })));
   const record = new MergeRecord(base.source, adapters.map(({ matched }) => matched.source).join(" + "), layout.index);
   for (const f of layout.files) record.weightFile(f.file, f.headerText);
   const files: PlannedFile[] = layout.files.map((f) => mergedFile({ path: f.file, headerText: f.headerText, tensors: new Map(f.tensors.map((t) => [t.name, tensors.get(t.name)!])), record }, f.size));
@@ -259,6 +262,7 @@ function peftConvention(name: string, precision: StepPrecision, configNote: stri
     recognize: recognizeAdapter,
     chains: true,
     accepts: ["checksums"],
+    layout: MERGE_LAYOUT,
     async plan(view) {
       const base = await view.base();
       refuseQuantizedBase(base);

@@ -1,7 +1,6 @@
 import { convertInto } from "../../kernels/index.js";
 import { TorchColumnMeanAccumulator, TorchSumAccumulator } from "../../kernels/torch-reduce.js";
 import { DeltaError, VerifyError } from "../../errors.js";
-import { convertedLayout } from "../../formats/output-layout.js";
 import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
 import type { ModelSource } from "../../model/types.js";
 import type { TensorInfo } from "../../tensors.js";
@@ -13,6 +12,7 @@ import { isForeignInputError } from "../engine/open-input.js";
 import { planTensor, type TensorRecipe, type Unpaired } from "../engine/recipe.js";
 import { readSmallFile } from "../../io/files.js";
 import { fitConfig, TORCH_DTYPE, type TensorFacts } from "../engine/model-config.js";
+import { layOutOutputs, type OutputLayoutRule } from "../engine/output-layout.js";
 import type { PlannedFile } from "../engine/recover.js";
 import { copiedFile, tensorFile, textFile } from "../engine/tensor-file.js";
 import { EMBEDDING, gatherEvidence, similarity, type Evidence } from "./evidence.js";
@@ -22,7 +22,8 @@ import type { Convention, ConventionPlan, ConventionSums, DeltaView, ExpectedSum
  * The shape every published additive convention shares (FastChat, FastChat
  * v0, Alpaca and its kin, LLaVA, Ziya): output tensors are made from the
  * delta's tensors and the base's by a per-tensor rule, written as
- * safetensors sharded like the delta, with the delta's side files. The
+ * safetensors sharded like the delta (ADDITIVE_LAYOUT), with the delta's
+ * side files. The
  * conventions differ only in the rule, which state dict they walk, and
  * where the config comes from; each says so in its own module.
  */
@@ -54,6 +55,9 @@ export interface AdditiveRules {
  * show (after the check every tensor convention makes: the weights read as
  * tensors), and its rules.
  */
+/** Every additive convention's output follows the delta's shards: the publisher cut the delta as the model is cut. */
+export const ADDITIVE_LAYOUT: OutputLayoutRule = { follows: "delta" };
+
 export function additiveConvention(spec: {
   name: string;
   recognize(evidence: Evidence, view: DeltaView): Promise<Recognition> | Recognition;
@@ -64,6 +68,7 @@ export function additiveConvention(spec: {
   return {
     name: spec.name,
     accepts: ["checksums"],
+    layout: ADDITIVE_LAYOUT,
     ...(spec.sums === undefined ? {} : { sums: spec.sums }),
     async recognize(view) {
       try {
@@ -129,7 +134,7 @@ async function planAdditive(view: DeltaView, name: string, rules: AdditiveRules,
     const counts = [...converted].map(([dtype, n]) => `${n} ${dtype}`).join(" and ");
     notes.push(`${counts} tensors of the delta converted to ${rules.dtype} before the rule, as the publisher's script loads them with torch_dtype ${TORCH_DTYPE[rules.dtype]}`);
   }
-  const layout = convertedLayout(delta.weightFiles, [...delta.tensors.values()].filter((t) => recipes.has(t.name)).map((t) => ({ ...t, dtype: recipes.get(t.name)!.dtype })));
+  const layout = layOutOutputs(ADDITIVE_LAYOUT, { delta, base }, [...delta.tensors.values()].filter((t) => recipes.has(t.name)).map((t) => ({ name: t.name, dtype: recipes.get(t.name)!.dtype, shape: t.shape })));
   const files: PlannedFile[] = layout.files.map((f) => tensorFile({
     path: f.file,
     header: f.headerText,

@@ -1,6 +1,7 @@
 import type { FileSet } from "../../io/file-set.js";
 import type { ModelSource } from "../../model/types.js";
 import type { RecordedCheckpoints } from "../engine/pytorch-checkpoints.js";
+import type { OutputLayoutRule } from "../engine/output-layout.js";
 import type { RecoveryPlan } from "../engine/recover.js";
 
 /**
@@ -151,6 +152,13 @@ export interface Convention {
   readonly streams?: boolean;
   /** Whether its plan takes further deltas after the first (DeltaView.chained): LoRA adapters merged in order. */
   readonly chains?: boolean;
+  /**
+   * Which files its output tensors go to (engine/output-layout.ts): following
+   * the delta's shards, the base's, or cut afresh; its plan lays them out
+   * through the engine by this rule. None: it restores the publisher's own
+   * files (byte codecs, our own format).
+   */
+  readonly layout?: OutputLayoutRule;
   recognize(view: DeltaView): Promise<Recognition>;
   plan(view: DeltaView, options: PlanOptions): Promise<ConventionPlan>;
 }

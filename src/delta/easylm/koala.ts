@@ -20,32 +20,26 @@
  * summary's file list.
  */
 import { createHash } from "node:crypto";
-import { dtypeBytes } from "../../dtypes.js";
+import { dtypeBytes, type DType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
-import { convertedLayout, type OutputFile } from "../../formats/output-layout.js";
-import { planShards } from "../../formats/shard-plan.js";
+import type { OutputFile } from "../../formats/output-layout.js";
 import { RECORD_HEADER_BYTES, looksLikeEasyLmCheckpoint, scanEasyLmCheckpoint, type EasyLmRecord } from "../../easylm/streaming-checkpoint.js";
 import { readJsonFile } from "../../io/files.js";
-import { addInto, convertInto } from "../../kernels/index.js";
-import { releasedChunk } from "../../io/memory.js";
 import { CONVERTER_MAX_SHARD_BYTES } from "../../model/meta-checkpoint.js";
 import type { ModelSource } from "../../model/types.js";
-import { permutedSourceRow } from "../../model/meta-checkpoint.js";
 import type { RandomAccess } from "../../tensors.js";
 import { compareCodePoints } from "../../text.js";
-import { MAX_INDEX_BYTES } from "../../limits.js";
+import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
 import type { InputFile, PlannedFile } from "../engine/recover.js";
-import { copiedFile, textFile } from "../engine/tensor-file.js";
+import { copiedFile, textFile, writeRecipes, type TensorFileSpec, type TensorReader } from "../engine/tensor-file.js";
+import { layOutOutputs, type OutputLayoutRule } from "../engine/output-layout.js";
+import { planTensor, type TensorRecipe } from "../engine/recipe.js";
+import { recoverTensor, rowBlocks } from "../engine/tensor-transform.js";
 import type { Convention, ConventionPlan, DeltaView } from "../conventions/types.js";
-import { numel } from "../engine/pairing.js";
 
-/** How much of a diff tensor is gathered at once: a transposed block is one read per kernel row of this / rows bytes, so larger blocks mean fewer, longer reads. */
-const DIFF_BLOCK_BYTES = 4 * 1024 * 1024;
-/** Span reads of a transposed block in flight at once. */
-const READS_IN_FLIGHT = 64;
-/** Elements put through the float32 arithmetic at once. */
-const ARITHMETIC_ELEMENTS = 256 * 1024;
+/** Shards as save_pretrained cuts them (10 GB), in the converted model's tensor order: the diff is one file, the base perhaps Meta's checkpoints. */
+const KOALA_LAYOUT: OutputLayoutRule = { follows: "fresh", maxShardBytes: CONVERTER_MAX_SHARD_BYTES };
 /** The list of the recovered files' SHA-256, written last into the target. */
 export const RECOVERY_DIGESTS = "koala-recovery.sha256";
 
@@ -71,6 +65,7 @@ export const koala: Convention = {
   name: "koala",
   streams: true,
   accepts: ["checksums"],
+  layout: KOALA_LAYOUT,
 
   async recognize(view) {
     const files = await easyLmFiles(view);
@@ -102,11 +97,11 @@ export const koala: Convention = {
         "Koala's publishers printed no hashes (EasyLM#21)",
       ];
       const dropped = [...base.tensors.keys()].filter((n) => !tensors.some((t) => t.name === n));
-      // Shards as save_pretrained cuts them (10 GB), in the converted model's tensor order.
-      const shards = planShards(tensors.map((t) => ({ name: t.name, byteLength: numel(t.shape) * 2 })), CONVERTER_MAX_SHARD_BYTES);
-      const layout = convertedLayout(shards.files, tensors.map((t) => ({ name: t.name, dtype: "F16" as const, shape: t.shape, file: shards.assignment.get(t.name)! })));
-      const byName = new Map(tensors.map((t) => [t.name, t]));
-      const planned: PlannedFile[] = layout.files.map((f) => shardFile(f, byName, base, source, { files: view.deltaFiles, path: file }));
+      const recipes = new Map(tensors.map((t) => [t.name, koalaRecipe(t, base)]));
+      const layout = layOutOutputs(KOALA_LAYOUT, { base }, tensors.map((t) => ({ name: t.name, dtype: "F16" as const, shape: t.shape })));
+      const diffFile = { files: view.deltaFiles, path: file };
+      const diff = diffReader(tensors, source, diffFile);
+      const planned: PlannedFile[] = layout.files.map((f) => shardFile(f, recipes, base, diff, diffFile));
       if (layout.index !== undefined) planned.push(textFile(layout.index.file, layout.index.text));
       for (const rel of base.extraFiles) planned.push(copiedFile(rel, { files: base.files, path: rel }, await base.files.size(rel)));
       if (base.extraFiles.length > 0) notes.push(`config and tokenizer files from the base (${base.extraFiles.join(", ")}): the diff carries none`);
@@ -195,119 +190,74 @@ export async function attentionHeads(base: ModelSource): Promise<number | undefi
   return typeof heads === "number" && Number.isSafeInteger(heads) && heads > 0 ? heads : undefined;
 }
 
-/** One output safetensors shard, each tensor made from the base and the diff as it is written. */
-function shardFile(file: OutputFile, byName: ReadonlyMap<string, KoalaTensor>, base: ModelSource, diff: RandomAccess, diffFile: InputFile): PlannedFile {
+/** The engine's recipe for one tensor: the diff paired row by row (transposed, q/k permuted), f16(bf16(f32(base + diff))). */
+function koalaRecipe(t: KoalaTensor, base: ModelSource): TensorRecipe {
+  const b = base.tensors.get(t.name);
+  return planTensor({ name: t.name, dtype: "F16", shape: t.shape }, b === undefined ? undefined : { name: t.name, dtype: b.dtype as DType, shape: b.shape }, "add", {
+    baseSource: base.source,
+    role: "diff",
+    deltaDtype: t.record.dtype as DType,
+    rowOrder: { order: { transposed: t.transposed, ...(t.headRows === undefined ? {} : { headRows: t.headRows }) }, storedShape: t.record.shape },
+    // numpy adds float16 and bfloat16 in float32; diff_checkpoint.py saves the sum as bfloat16; convert_easylm_to_hf.py casts to float16.
+    sum: { promoted: true, through: "BF16" },
+  });
+}
+
+/** The diff's records as the engine's delta tensors, under their Hugging Face names (shapes as stored). */
+function diffReader(tensors: readonly KoalaTensor[], diff: RandomAccess, diffFile: InputFile): TensorReader {
+  const byName = new Map(tensors.map((t) => [t.name, t.record]));
+  const record = (name: string): EasyLmRecord => {
+    const r = byName.get(name);
+    if (r === undefined) throw new DeltaError(`internal: the diff has no record for "${name}"`);
+    return r;
+  };
+  const checked = (name: string, start: number, length: number): EasyLmRecord => {
+    const r = record(name);
+    if (start < 0 || length < 0 || start + length > r.byteLength) throw new DeltaError(`internal: bytes [${start}, ${start + length}) of "${r.key.join("/")}", which holds ${r.byteLength}`);
+    return r;
+  };
+  return {
+    tensors: new Map(tensors.map((t) => [t.name, { dtype: t.record.dtype, shape: [...t.record.shape], file: diffFile.path }])),
+    files: diffFile.files,
+    async *readTensor(name, range = {}) {
+      const start = range.start ?? 0;
+      const end = range.end ?? record(name).byteLength;
+      const r = checked(name, start, end - start);
+      const step = range.chunkBytes ?? CHUNK_BYTES;
+      for (let at = start; at < end; at += step) yield await diff.read(r.dataStart + at, Math.min(step, end - at));
+    },
+    readRange: (name, start, length) => diff.read(checked(name, start, length).dataStart + start, length),
+  };
+}
+
+/** One output safetensors shard, each tensor made by the engine from the base and the diff as it is written. */
+function shardFile(file: OutputFile, recipes: ReadonlyMap<string, TensorRecipe>, base: ModelSource, diff: TensorReader, diffFile: InputFile): PlannedFile {
   const baseFiles = new Set(file.tensors.map((t) => base.tensors.get(t.name)!.file));
+  const spec: TensorFileSpec = { path: file.file, header: file.headerText, recipes: new Map(file.tensors.map((t) => [t.name, recipes.get(t.name)!])), delta: diff, base };
   return {
     path: file.file,
     size: file.size,
     reads: [diffFile, ...[...baseFiles].map((path) => ({ files: base.files, path }))],
-    async produce(sink, { advance }) {
-      const writer = SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, file.headerText);
-      for (const spec of writer.tensors) {
-        const t = byName.get(spec.name)!;
-        await writer.writeTensor(t.name, recovered(t, base, diff, (bytes) => advance(bytes, t.name)));
-      }
-      await writer.finish();
-      advance(0, file.file);
-      return {};
-    },
+    // Written here rather than as a tensorFile: Koala's outputs stay safetensors (--format is refused), and its digests list wraps every file.
+    produce: (sink, context) => writeRecipes(spec, SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, spec.header), context, false),
   };
 }
 
-/** The tensor's float16 bytes: f16(bf16(f32(base + diff))), a block of whole rows (of about `blockBytes`) at a time. */
-export async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void, blockBytes = DIFF_BLOCK_BYTES): AsyncGenerator<Uint8Array> {
-  const item = dtypeBytes(t.record.dtype);
-  const [rows, cols] = t.shape.length === 2 ? [t.shape[0]!, t.shape[1]!] : [1, t.shape[0]!];
-  // Whole rows (whole heads for a permuted tensor), about a block's worth.
-  const unit = t.headRows ?? 1;
-  const blockRows = unit * Math.max(1, Math.floor(blockBytes / (unit * cols * item)));
-  const bf = new Uint8Array(Math.min(rows * cols, ARITHMETIC_ELEMENTS) * 4);
-  const df = new Uint8Array(bf.length);
-  const sum = new Uint8Array(bf.length);
-  const rounded = new Uint8Array(bf.length / 2);
-  // The transposed read's buffers, reused block after block.
-  const scratch = t.transposed ? { spans: new Uint8Array(blockRows * cols * item), rows: new Uint8Array(blockRows * cols * item) } : undefined;
-  for (let row = 0; row < rows; row += blockRows) {
-    const k = Math.min(blockRows, rows - row);
-    const count = k * cols;
-    const d = await diffRows(t, diff, row, k, cols, scratch);
-    const b = await collect(base.readTensor(t.name, { start: row * cols * 2, end: (row + k) * cols * 2, chunkBytes: count * 2 }), count * 2);
-    const out = new Uint8Array(count * 2);
-    for (let e = 0; e < count; e += ARITHMETIC_ELEMENTS) {
-      const n = Math.min(ARITHMETIC_ELEMENTS, count - e);
-      convertInto("F16", "F32", b.subarray(e * 2, (e + n) * 2), bf.subarray(0, n * 4));
-      if (t.record.dtype === "F32") df.set(d.subarray(e * 4, (e + n) * 4));
-      else convertInto(t.record.dtype as "BF16" | "F16", "F32", d.subarray(e * item, (e + n) * item), df.subarray(0, n * 4));
-      // numpy adds float16 and bfloat16 in float32; diff_checkpoint.py saves the sum as bfloat16; convert_easylm_to_hf.py casts to float16.
-      addInto("F32", bf.subarray(0, n * 4), df.subarray(0, n * 4), sum.subarray(0, n * 4));
-      convertInto("F32", "BF16", sum.subarray(0, n * 4), rounded.subarray(0, n * 2));
-      convertInto("BF16", "F16", rounded.subarray(0, n * 2), out.subarray(e * 2, (e + n) * 2));
-    }
-    if (scratch === undefined) releasedChunk(d.length);
-    releasedChunk(b.length);
-    advance(out.length);
-    yield out;
-    // The writer is done with it once it asks for the next block.
-    releasedChunk(out.length);
-  }
-}
-
-/**
- * Rows [row, row + k) of the diff tensor in the Hugging Face layout, in the
- * diff's dtype. A Flax kernel [in, out] holds output row r as its column r:
- * the block's columns are one contiguous span of every kernel row, read
- * span by span (many reads in flight) and transposed in memory; for q/k the
- * rows of each head are then put in Hugging Face's rotary order (output row
- * j * head/2 + i of a head is its column 2i + j).
- */
-async function diffRows(t: KoalaTensor, diff: RandomAccess, row: number, k: number, cols: number, scratch?: { spans: Uint8Array; rows: Uint8Array }): Promise<Uint8Array> {
-  const { record } = t;
-  const item = dtypeBytes(record.dtype);
-  if (scratch === undefined) return diff.read(record.dataStart + row * cols * item, k * cols * item);
-  const inDim = record.shape[0]!;
-  const outDim = record.shape[1]!;
-  const spanBytes = k * item;
-  const spans = scratch.spans.subarray(0, inDim * spanBytes);
-  for (let i0 = 0; i0 < inDim; i0 += READS_IN_FLIGHT) {
-    const batch: Promise<void>[] = [];
-    for (let i = i0; i < Math.min(inDim, i0 + READS_IN_FLIGHT); i++) {
-      batch.push(diff.read(record.dataStart + (i * outDim + row) * item, spanBytes).then((bytes) => {
-        spans.set(bytes, i * spanBytes);
-        releasedChunk(bytes.length);
-      }));
-    }
-    await Promise.all(batch);
-  }
-  // spans is [inDim, k]: transpose to [k, inDim], each output row taken from the span column it comes from.
-  const out = scratch.rows.subarray(0, k * cols * item);
-  const from = item === 2 ? new Uint16Array(spans.buffer, 0, spans.length / 2) : new Uint32Array(spans.buffer, 0, spans.length / 4);
-  const to = item === 2 ? new Uint16Array(out.buffer, 0, out.length / 2) : new Uint32Array(out.buffer, 0, out.length / 4);
-  for (let r = 0; r < k; r++) {
-    const column = t.headRows === undefined ? r : permutedSourceRow(row + r, t.headRows) - row;
-    const base = r * inDim;
-    for (let i = 0, src = column; i < inDim; i++, src += k) to[base + i] = from[src]!;
-  }
-  return out;
-}
-
-async function collect(chunks: AsyncIterable<Uint8Array>, length: number): Promise<Uint8Array> {
-  let out: Uint8Array | undefined;
-  let at = 0;
+/** The tensor's float16 bytes as the engine makes them, a block of whole rows (whole heads for q/k) of about `blockBytes` of diff at a time. */
+export async function* recovered(t: KoalaTensor, base: ModelSource, diff: RandomAccess, advance: (bytes: number) => void, blockBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+  // The reader's file set names where the diff is for the plan's input bookkeeping; a lone tensor read here needs only its ranges.
+  const reader = diffReader([t], diff, { files: base.files, path: diff.label });
+  const recipe = koalaRecipe(t, base);
+  const block = rowBlocks(recipe, blockBytes).blockElements;
+  const chunks = recoverTensor(recipe, {
+    ...(t.transposed ? {} : { delta: reader.readTensor(t.name, { chunkBytes: block * dtypeBytes(t.record.dtype) }) }),
+    deltaRange: (start, length) => reader.readRange!(t.name, start, length),
+    base: base.readTensor(t.name, { chunkBytes: block * 2 }),
+  }, {}, blockBytes);
   for await (const chunk of chunks) {
-    // A block served as one chunk (the usual case) is used as it is: no second copy in memory.
-    if (at === 0 && chunk.length === length) {
-      out = chunk;
-      at = length;
-      continue;
-    }
-    out ??= new Uint8Array(length);
-    if (at + chunk.length > length) throw new DeltaError(`internal: read more than the ${length} bytes expected`);
-    out.set(chunk, at);
-    at += chunk.length;
+    advance(chunk.length);
+    yield chunk;
   }
-  if (at !== length || out === undefined) throw new DeltaError(`internal: read ${at} bytes where ${length} were expected`);
-  return out;
 }
 
 /**

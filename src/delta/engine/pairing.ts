@@ -1,4 +1,5 @@
 import { DeltaError } from "../../errors.js";
+import { permutedSourceRow } from "../../model/meta-checkpoint.js";
 
 /**
  * Which elements of an output tensor pair with a base element, when the
@@ -102,4 +103,44 @@ export function* windows(all: Iterable<Segment>, maxElements: number): Generator
 /** `model.layers.N.self_attn.rotary_emb.inv_freq`: a buffer transformers 4.28-4.30 saved, not a weight. */
 export function isRotaryBuffer(name: string): boolean {
   return name.endsWith("rotary_emb.inv_freq");
+}
+
+/**
+ * How a delta stored in another layout than the output's pairs with it,
+ * row by row: `transposed`, the delta is stored [columns, rows] (a Flax
+ * kernel [in, out]: output row r is its column r); `headRows`, the rows of
+ * each head of this many rows are permuted from Meta's rotary layout to
+ * Hugging Face's (output row j * headRows / 2 + i of a head is the stored
+ * row 2i + j, as transformers' conversion permutes q and k). Applied
+ * transposition first, then permutation. Such a delta pairs same-shape with
+ * its base, and is made a block of whole rows (whole heads) at a time:
+ * reading a column means one span per stored row, so the block bounds both
+ * the memory and the number of reads.
+ */
+export interface RowOrder {
+  transposed: boolean;
+  headRows?: number;
+}
+
+/** Why a delta stored as `storedShape` cannot make an output of `shape` in `order`, or undefined. */
+export function rowOrderProblem(shape: readonly number[], storedShape: readonly number[], order: RowOrder): string | undefined {
+  const expected = order.transposed ? [...storedShape].reverse() : [...storedShape];
+  if (order.transposed && storedShape.length !== 2) return `only a 2-D delta can be read transposed, and it is [${storedShape}]`;
+  if (!sameShape(shape, expected)) return `the delta's [${storedShape}]${order.transposed ? " transposed" : ""} is [${expected}], not [${shape}]`;
+  if (order.headRows !== undefined) {
+    const rows = shape.length === 2 ? shape[0]! : 0;
+    if (!Number.isSafeInteger(order.headRows) || order.headRows < 2 || order.headRows % 2 !== 0 || rows % order.headRows !== 0) {
+      return `rows permuted by heads of ${order.headRows} rows need a 2-D tensor whose rows are whole heads of an even number of rows, and it is [${shape}]`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The row of the stored (transposed) delta block that output row `row` is
+ * taken from, relative to the block's first row `first`: itself, or its
+ * rotary source within its head (blocks hold whole heads).
+ */
+export function storedRow(order: RowOrder, first: number, row: number): number {
+  return (order.headRows === undefined ? row : permutedSourceRow(row, order.headRows)) - first;
 }

@@ -1,14 +1,16 @@
-import { isArithmeticDType, type DType } from "../../dtypes.js";
+import { isArithmeticDType, type DType, type FloatDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { isIntegerDType } from "../../kernels/index.js";
-import { pairingProblem, sameShape, type Pairing } from "./pairing.js";
+import { pairingProblem, rowOrderProblem, sameShape, type Pairing, type RowOrder } from "./pairing.js";
 
 /**
  * How one output tensor is made: the one description every element-wise
  * convention gives and the one streaming loop (tensor-transform.ts) carries
- * out. The engine's other recipe is "base plus low-rank products"
- * (`MergedTensor`, low-rank-merge.ts: LoRA adapters); each convention lays its
- * output files out itself, following the delta's shards or the base's.
+ * out. The delta pairs with the output element by element in order, or row
+ * by row from another layout (`rowOrder`: transposed, rows permuted by
+ * heads). The engine's other recipe is "base plus low-rank products"
+ * (`MergedTensor`, low-rank-merge.ts: LoRA adapters). Which files the
+ * outputs go to is the convention's declared layout (output-layout.ts).
  *
  * Ops (apply side; make writes their inverse):
  *   add   out = delta + base   (floats: RNE in the output dtype, as torch on CPU;
@@ -43,6 +45,15 @@ export interface TensorRecipe {
    * `torch_dtype` does (round to nearest even).
    */
   deltaDtype?: DType;
+  /** The delta is stored in another layout, paired row by row (pairing.ts); the base pairs same-shape. */
+  rowOrder?: RowOrder;
+  /**
+   * How `add` rounds when not as torch does (the delta converted to the
+   * output dtype, then added): `promoted`, as numpy adds arrays of two
+   * dtypes (EasyLM): both exact in float32, their float32 sum rounded to
+   * `through` and then to the output dtype.
+   */
+  sum?: { promoted: true; through: FloatDType };
 }
 
 /** A tensor's name, dtype and shape. */
@@ -61,9 +72,27 @@ export function planTensor(
   output: TensorSpec,
   base: TensorSpec | undefined,
   op: Op,
-  rules: { pairing?: Pairing; unpaired?: Unpaired; baseSource: string; role: string; deltaDtype?: DType },
+  rules: {
+    pairing?: Pairing;
+    unpaired?: Unpaired;
+    baseSource: string;
+    role: string;
+    deltaDtype?: DType;
+    /** The delta's stored layout and shape, when it pairs row by row (pairing.ts RowOrder). */
+    rowOrder?: { order: RowOrder; storedShape: readonly number[] };
+    sum?: TensorRecipe["sum"];
+  },
 ): TensorRecipe {
-  const recipe: TensorRecipe = { name: output.name, dtype: output.dtype, shape: output.shape, op, pairing: rules.pairing ?? "block", unpaired: rules.unpaired ?? "stored" };
+  const recipe: TensorRecipe = { name: output.name, dtype: output.dtype, shape: output.shape, op, pairing: rules.rowOrder === undefined ? (rules.pairing ?? "block") : "same-shape", unpaired: rules.unpaired ?? "stored" };
+  if (rules.rowOrder !== undefined) {
+    const problem = op === "add" ? rowOrderProblem(output.shape, rules.rowOrder.storedShape, rules.rowOrder.order) : `op ${op} cannot read a delta row by row, only add can`;
+    if (problem !== undefined) throw new DeltaError(`tensor "${output.name}" of the ${rules.role}: ${problem}`);
+    recipe.rowOrder = rules.rowOrder.order;
+  }
+  if (rules.sum !== undefined) {
+    if (op !== "add" || !isArithmeticDType(output.dtype)) throw new DeltaError(`tensor "${output.name}" of the ${rules.role}: a promoted sum needs op add on floats, not ${op} on ${output.dtype}`);
+    recipe.sum = rules.sum;
+  }
   if (rules.deltaDtype !== undefined && rules.deltaDtype !== output.dtype) {
     const problem = conversionProblem(output.dtype, rules.deltaDtype);
     if (problem !== undefined) throw new DeltaError(`tensor "${output.name}" of the ${rules.role}: ${problem}`);

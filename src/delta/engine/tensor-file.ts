@@ -1,4 +1,4 @@
-import { dtypeBytes } from "../../dtypes.js";
+import { dtypeBytes, type DType } from "../../dtypes.js";
 import { DeltaError, VerifyError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
@@ -9,7 +9,7 @@ import { numel, sameShape } from "./pairing.js";
 import type { TensorRecipe } from "./recipe.js";
 import type { InputFile, PlannedFile, ProduceContext } from "./recover.js";
 import type { FileSet } from "../../io/file-set.js";
-import { recoverTensor } from "./tensor-transform.js";
+import { recoverTensor, rowBlocks } from "./tensor-transform.js";
 
 /**
  * A convention's own per-tensor correction of the recipe's output, applied
@@ -36,6 +36,8 @@ export interface TensorReader {
   readonly tensors: ReadonlyMap<string, { dtype: string; shape: number[]; file: string }>;
   readonly files: FileSet;
   readTensor(name: string, range?: ReadRange): AsyncIterable<Uint8Array>;
+  /** Bytes [start, start + length) of a tensor as stored, at once: needed for a delta read transposed (TensorRecipe.rowOrder). */
+  readRange?(name: string, start: number, length: number): Promise<Uint8Array>;
 }
 
 export interface TensorFileSpec {
@@ -122,9 +124,15 @@ export async function writeRecipes(spec: TensorFileSpec, writer: TensorSink, { p
       const expectedBase = recipe.base === undefined ? undefined : spec.baseSha256?.(recipe.base.name);
       const baseHash = expectedBase === undefined ? undefined : pool.create();
       const fixer = spec.fixups?.forTensor(t.name, numel(t.shape), dtypeBytes(t.dtype));
+      const transposed = recipe.rowOrder?.transposed === true;
+      const readRange = spec.delta.readRange?.bind(spec.delta);
+      // A row-by-row recipe's inputs come a block per chunk, each used as it comes.
+      const block = recipe.rowOrder === undefined ? undefined : rowBlocks(recipe).blockElements;
+      const chunked = (dtype: DType) => (block === undefined ? undefined : { chunkBytes: block * dtypeBytes(dtype) });
       const chunks = recoverTensor(recipe, {
-        delta: recipe.op === "base" ? undefined : spec.delta.readTensor(t.name),
-        base: recipe.base === undefined || spec.base === undefined ? undefined : spec.base.readTensor(recipe.base.name),
+        delta: recipe.op === "base" || transposed ? undefined : spec.delta.readTensor(t.name, chunked(recipe.deltaDtype ?? recipe.dtype)),
+        ...(transposed && readRange !== undefined ? { deltaRange: (start: number, length: number) => readRange(t.name, start, length) } : {}),
+        base: recipe.base === undefined || spec.base === undefined ? undefined : spec.base.readTensor(recipe.base.name, chunked(recipe.base.dtype)),
         meanRow: recipe.unpaired === "mean" && spec.meanRow !== undefined ? await spec.meanRow(recipe) : undefined,
       }, {
         onBase: baseHash === undefined ? undefined : (bytes) => baseHash.update(bytes),
