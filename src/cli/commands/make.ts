@@ -26,7 +26,7 @@ export default async function run(args: MakeArgs, ctx: CliContext): Promise<void
       maxShardBytes: args.maxShardBytes,
       force: args.force,
       onProgress: progress.onProgress,
-      ...(args.pushToHub !== undefined ? { push: { repo: args.pushToHub, private: args.private, accessToken: ctx.hub.token, hubUrl: ctx.hub.hubUrl, onNotice: ctx.notice } } : {}),
+      ...(args.pushToHub !== undefined ? { push: { repo: args.pushToHub, private: args.private, accessToken: ctx.hub.token, hubUrl: ctx.hub.hubUrl } } : {}),
     });
     const pushed = result.pushed;
     progress.stop();
