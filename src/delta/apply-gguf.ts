@@ -12,6 +12,7 @@ import { basename, join, resolve } from "node:path";
 import { DeltaWeightsError } from "../errors.js";
 import type { Outtype } from "../gguf/llama.js";
 import { HashPool } from "../hash/hash-pool.js";
+import type { Runtime } from "../runtime.js";
 import { convertModel, type ConvertedFile } from "../model/convert.js";
 import type { ModelFileFormat } from "../model/model-file-format.js";
 import type { OutputFormatName } from "../model/output-formats.js";
@@ -32,7 +33,8 @@ export interface GgufApplyOutput {
  */
 export async function applyAsModelFile<T extends { notes: string[] }>(
   format: ModelFileFormat<OutputFormatName>,
-  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; hashPool?: HashPool },
+  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype },
+  runtime: Runtime,
   recoverInto: (scratch: string) => Promise<T>,
 ): Promise<T & { gguf: GgufApplyOutput }> {
   const delta = asLocalSource(options.delta);
@@ -51,7 +53,7 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
   mkdirSync(target, { recursive: true });
   const scratch = join(target, RECOVERED_SCRATCH);
   const recovered = await recoverInto(scratch);
-  const pool = options.hashPool ?? new HashPool();
+  const pool = runtime.hashPool ?? new HashPool();
   let converted;
   try {
     converted = await convertModel(scratch, out, {
@@ -61,7 +63,7 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
       createHasher: () => pool.create(),
     });
   } finally {
-    if (options.hashPool === undefined) await pool.close();
+    if (runtime.hashPool === undefined) await pool.close();
   }
   await rm(scratch, { recursive: true, force: true });
   const file = { ...converted.files[0]!, path: basename(out) };
