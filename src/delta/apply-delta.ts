@@ -6,7 +6,7 @@ import { PYTORCH_OUTPUT } from "../formats/outputs/pytorch.js";
 import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import type { Outtype } from "../gguf/llama.js";
 import { outputFormatNamed, refuseUnacceptedOutputOptions, type OutputFormatName } from "../model/output-formats.js";
-import { applyAsModelFile, type GgufApplyOutput } from "./apply-gguf.js";
+import { applyAsModelFile, type GgufApplyOutput, type ModelFileOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
 import { removeStalePartials } from "../io/atomic-file.js";
 import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
@@ -82,6 +82,8 @@ export interface ApplyDeltaResult {
   bytes: number;
   /** With format "gguf": the GGUF file written (the recovered files above were checked, then removed). */
   gguf?: GgufApplyOutput;
+  /** With a whole-model output format (GGUF): the file written, and by which format. */
+  modelFile?: ModelFileOutput;
 }
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */

@@ -26,6 +26,15 @@ export interface GgufApplyOutput {
   outtype: string;
 }
 
+/** The one file a whole-model output format wrote, said generically (ApplyDeltaResult.gguf is the GGUF-named form, kept for --json). */
+export interface ModelFileOutput {
+  /** The output format's registry name ("gguf"). */
+  format: string;
+  file: ConvertedFile;
+  /** The tensor type chosen, for formats that choose one. */
+  outtype?: string;
+}
+
 /**
  * Runs `recoverInto` (the ordinary apply) into the scratch folder, then
  * converts to `format`. Refusals that the companion files (config.json,
@@ -36,7 +45,7 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
   options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype },
   runtime: Runtime,
   recoverInto: (scratch: string) => Promise<T>,
-): Promise<T & { gguf: GgufApplyOutput }> {
+): Promise<T & { gguf: GgufApplyOutput; modelFile: ModelFileOutput }> {
   const delta = asLocalSource(options.delta);
   const base = asLocalSource(options.base);
   await format.checkCompanions([delta.path, base.path], delta.source);
@@ -71,5 +80,6 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
     ...recovered,
     notes: [...recovered.notes, `${format.title}: ${file.path}${converted.outtype === undefined ? "" : ` (--outtype ${converted.outtype})`} written from the verified model; the recovered safetensors files were removed`],
     gguf: { file, outtype: converted.outtype ?? "" },
+    modelFile: { format: format.name, file, ...(converted.outtype === undefined ? {} : { outtype: converted.outtype }) },
   };
 }
