@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError, HubError, UsageError, ioError } from "./errors.js";
-import { applyDelta as applyLocalDelta, type ApplyDeltaOptions as LocalApplyOptions, type ApplyDeltaResult } from "./delta/apply-delta.js";
+import { applyDelta as applyLocalDelta, type ApplyRequest, type ApplyDeltaResult } from "./delta/apply-delta.js";
 import { makeDelta as makeLocalDelta, type MakeDeltaOptions as LocalMakeOptions, type MakeDeltaResult as LocalMakeResult } from "./delta/own/make-delta.js";
 import { verifyModel as verifyLocalModel, type VerifyOptions as LocalVerifyOptions, type VerifyResult } from "./delta/own/verify-model.js";
 import { identifyModel as identifyLocalModel, type IdentifyResult } from "./delta/identify.js";
@@ -29,12 +29,13 @@ import { isWeightFileName } from "./model/extra-files.js";
 import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertOptions, type ConvertResult } from "./model/convert.js";
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
 import { makeDirectory } from "./io/make-directory.js";
+import { OUTPUT_OPTION_FLAGS, type OutputOption, type OutputOptions } from "./formats/output-format.js";
 import type { OnProgress } from "./progress.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
 
-export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta" | "chained"> & SourceOptions & {
+export type ApplyDeltaOptions = Omit<ApplyRequest, "base" | "delta" | "chained"> & SourceOptions & {
   base: string;
   /** The delta; several LoRA adapters (merged into the base in this order) as a list. */
   delta: string | readonly string[];
@@ -46,6 +47,8 @@ export type ApplyDeltaOptions = Omit<LocalApplyOptions, "base" | "delta" | "chai
    * success downloads the delta again.
    */
   cacheDelta?: boolean;
+  /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
+  hashPool?: HashPool;
 };
 
 /** Where apply-delta fetches a delta it keeps no copy of (see ApplyDeltaOptions.cacheDelta). */
@@ -115,12 +118,19 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
     for (const src of chained) more.push(await startSource(src, { ...shared, select: "delta" }));
     base = await startSource(options.base, shared);
     const result = await applyLocalDelta({
-      ...options,
       base: base.source,
       delta: delta.source,
       ...(more.length === 0 ? {} : { chained: more.map((m) => m.source) }),
-      ...(hashPool !== undefined ? { hashPool } : {}),
-    });
+      target: options.target,
+      checksums: options.checksums,
+      convention: options.convention,
+      force: options.force,
+      expectSum: options.expectSum,
+      threads: options.threads,
+      outtype: options.outtype,
+      format: options.format,
+      byteorderRecord: options.byteorderRecord,
+    }, { hashPool, onProgress: options.onProgress });
     await Promise.all([delta.settled, base.settled, ...more.map((m) => m.settled)]);
     await scratch?.remove();
     return result;
@@ -189,9 +199,15 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     const base = await resolveRequested(options.base, request);
     const target = await resolveRequested(options.target, request);
     const made = await makeLocalDelta({
-      ...options,
       base,
       target,
+      delta: options.delta,
+      codec: options.codec,
+      maxShardBytes: options.maxShardBytes,
+      force: options.force,
+      threads: options.threads,
+      onProgress: options.onProgress,
+      onFileWritten: options.onFileWritten,
       ...(session === undefined ? {} : {
         signal: session.signal,
         onFileWritten: async (file) => {
@@ -288,7 +304,7 @@ function refuseNonDelta(dir: string, files: readonly string[], manifest: CardMan
 export async function verifyModel(dir: string, options: VerifyOptions): Promise<VerifyResult> {
   checkInputExists(dir);
   const manifest = options.manifest === undefined ? undefined : (await resolveRequested(options.manifest, { ...sourceRequest(options), files: [MANIFEST_FILE] })).path;
-  return verifyLocalModel(dir, { ...options, manifest });
+  return verifyLocalModel(dir, { manifest, checksums: options.checksums, threads: options.threads, onProgress: options.onProgress });
 }
 
 /** A model's tensors, dtypes, shapes, files and metadata. */
@@ -300,7 +316,7 @@ export async function inspectModel(src: string, options: SourceOptions = {}): Pr
 /** Which known base conversion a model is, by its files' SHA-256 (see delta/identify.ts). */
 export async function identifyModel(src: string, options: SourceOptions & { threads?: number } = {}): Promise<IdentifyResult> {
   preflight([src], undefined);
-  return identifyLocalModel((await resolveRequested(src, sourceRequest(options))).path, options);
+  return identifyLocalModel((await resolveRequested(src, sourceRequest(options))).path, { threads: options.threads, onProgress: options.onProgress });
 }
 
 /** Any model to safetensors or PyTorch checkpoints (see model/convert.ts). */
@@ -309,10 +325,26 @@ export async function convertModel(src: string, out: string, options: ConvertOpt
   // Started only if the output asks for one (GGUF hashes its file on a worker).
   let pool: HashPool | undefined;
   try {
-    return await convertLocalModel(await resolveRequested(src, sourceRequest(options)), out, { ...options, createHasher: () => (pool ??= new HashPool()).create() });
+    return await convertLocalModel(await resolveRequested(src, sourceRequest(options)), out, {
+      ...outputOptionsOf(options),
+      force: options.force,
+      format: options.format,
+      onProgress: options.onProgress,
+      onFileWritten: options.onFileWritten,
+      createHasher: () => (pool ??= new HashPool()).create(),
+    });
   } finally {
     await pool?.close();
   }
+}
+
+/** The output options the caller gave, each taken by name from the list the output formats own. */
+function outputOptionsOf(options: OutputOptions): OutputOptions {
+  const picked: Record<string, unknown> = {};
+  for (const option of Object.keys(OUTPUT_OPTION_FLAGS) as OutputOption[]) {
+    if (options[option] !== undefined) picked[option] = options[option];
+  }
+  return picked as OutputOptions;
 }
 
 /**

@@ -7,8 +7,9 @@ import type { OnProgress } from "./progress.js";
  * composition root (api.ts) and handed down as one object, instead of each
  * being threaded through every layer's options. Every field is optional: a
  * part given none makes its own (its own hash workers, its own connections).
- * The hub takes it today (hub/resolve-source.ts); the other layers can adopt
- * it in place of their own `hashPool` / `signal` / `onProgress` options.
+ * The hub takes it (hub/resolve-source.ts), and so does delta/'s door
+ * (apply-delta, then recover and the model-file outputs) beside its
+ * ApplyRequest. Notices travel on `onProgress` too, as "notice" events.
  */
 export interface Runtime {
   /** Hash workers shared by every download and check of the run. */

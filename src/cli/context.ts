@@ -56,8 +56,9 @@ export function makeContext(flags: GlobalFlags, hub: HubSettings, stdout: NodeJS
         ...(flags.connections === undefined ? {} : { connections: flags.connections }),
         ...(hub.downloadTimeoutMs === undefined ? {} : { downloadTimeoutMs: hub.downloadTimeoutMs }),
         ...(hub.etagTimeoutMs === undefined ? {} : { etagTimeoutMs: hub.etagTimeoutMs }),
-        onEvent: (event) => notice(event.message),
       },
+      // Notices arrive on the progress stream; a command that draws bars passes its own (which prints them too).
+      onProgress: (event) => { if (event.kind === "notice") notice(event.message); },
     },
     notice,
     log: (line) => { if (!quiet && !json) stdout.write(printable(line) + "\n"); },

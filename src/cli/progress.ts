@@ -2,7 +2,8 @@
  * The only place that draws progress: turns the library's ProgressEvents
  * into cli-progress bars (bytes, rate, ETA, one bar per phase, each line laid
  * out for the terminal's width by progress-line.ts) on stderr when the
- * context wants bars, and does nothing otherwise.
+ * context wants bars; notices on the stream go to the context's one-line
+ * notice (printed on stderr, kept for --json) whether or not bars are drawn.
  */
 import cliProgress from "cli-progress";
 import type { OnProgress, ProgressEvent } from "../progress.js";
@@ -29,7 +30,7 @@ interface PhaseBar {
 }
 
 export function progressReporter(ctx: CliContext): ProgressReporter {
-  if (!ctx.progress) return { onProgress: () => undefined, stop: () => undefined };
+  if (!ctx.progress) return { onProgress: (event) => { if (event.kind === "notice") ctx.notice(event.message); }, stop: () => undefined };
   const multi = new cliProgress.MultiBar(
     {
       // Laid out for the terminal's width at each redraw (progress-line.ts).
@@ -60,7 +61,9 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
   };
 
   const onProgress = (event: ProgressEvent): void => {
-    if (event.kind === "start") {
+    if (event.kind === "notice") {
+      ctx.notice(event.message);
+    } else if (event.kind === "start") {
       const running = bars.get(event.phase);
       if (running !== undefined && running.open > 0) {
         // One bar per phase: another source of the same phase adds its bytes to it.
@@ -78,7 +81,7 @@ export function progressReporter(ctx: CliContext): ProgressReporter {
       if (p === undefined) return;
       p.done += event.bytes;
       p.bar.update(p.done, payload(p, event.phase, event.label));
-    } else {
+    } else if (event.kind === "end") {
       const p = bars.get(event.phase);
       if (p === undefined || --p.open > 0) return;
       p.bar.update(Math.max(p.total, 1), payload(p, event.phase, "done"));

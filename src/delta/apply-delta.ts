@@ -6,13 +6,12 @@ import { PYTORCH_OUTPUT } from "../formats/outputs/pytorch.js";
 import { SAFETENSORS_OUTPUT } from "../formats/outputs/safetensors.js";
 import type { Outtype } from "../gguf/llama.js";
 import { outputFormatNamed, refuseUnacceptedOutputOptions, type OutputFormatName } from "../model/output-formats.js";
-import { applyAsModelFile, type GgufApplyOutput } from "./apply-gguf.js";
+import { applyAsModelFile, type GgufApplyOutput, type ModelFileOutput } from "./apply-gguf.js";
 import { readChecksums } from "../hash/checksums.js";
-import type { HashPool } from "../hash/hash-pool.js";
 import { removeStalePartials } from "../io/atomic-file.js";
 import { inputOf, OutputJob, refuseOverlap, type InputLocation } from "../io/output-guard.js";
 import { withOutputLock } from "../io/output-lock.js";
-import type { OnProgress } from "../progress.js";
+import type { Runtime } from "../runtime.js";
 import { chooseConvention, expectedSum, refuseUnacceptedOptions, signatureFiles } from "./conventions/registry.js";
 import type { ConventionOption } from "./conventions/types.js";
 import { refuseDamagedDownload } from "./damaged-download.js";
@@ -22,7 +21,12 @@ import { describeIdentity, identifyModel, mayBeKnownConversion } from "./identif
 import { addChecksumList, recover, type RecoveredFile } from "./engine/recover.js";
 import { retargetTensorFiles } from "./pytorch-output.js";
 
-export interface ApplyDeltaOptions {
+/**
+ * What the door takes: exactly its own parameters, built field by field by
+ * the composition root (api.ts maps the public ApplyDeltaOptions to it).
+ * Shared resources (hash pool, progress) come apart, as the run's Runtime.
+ */
+export interface ApplyRequest {
   /** The base model: a local file or directory (the library's Hub front end resolves repo ids to these). */
   base: string | LocalSource;
   /** The delta: a local directory (with delta.json, or a published delta of another convention). */
@@ -43,16 +47,13 @@ export interface ApplyDeltaOptions {
    * apply without it.
    */
   expectSum?: number;
-  /** Hashing threads (default: one per core but one). */
+  /** Hashing threads started when the runtime brings no hash pool (default: one per core but one). */
   threads?: number;
   /** GGUF tensor type (llama.cpp converter's --outtype). */
   outtype?: Outtype;
   /** Meta's layout (format "meta"): model-parallel ranks. */
   numShards?: number;
-  /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
-  hashPool?: HashPool;
-  onProgress?: OnProgress;
-  /** The recovered weights' format (model/output-formats.ts): "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts) or "gguf" (one GGUF file in the target, see apply-gguf.ts). */
+  /** The recovered weights' format, a name in model/output-formats.ts: "safetensors" (default), "pytorch" (torch.save checkpoints, see pytorch-output.ts), or a whole-model format ("gguf", "meta": see apply-gguf.ts). */
   format?: OutputFormatName;
   /** PyTorch output: add the `byteorder` record torch >= 2.1 writes. */
   byteorderRecord?: boolean;
@@ -83,15 +84,17 @@ export interface ApplyDeltaResult {
   bytes: number;
   /** With format "gguf": the GGUF file written (the recovered files above were checked, then removed). */
   gguf?: GgufApplyOutput;
+  /** With a whole-model output format (GGUF, Meta's layout): the file or files written, and by which format. */
+  modelFile?: ModelFileOutput;
 }
 
 /** base + delta -> target, by the convention the delta's files follow, each output checked against what its publisher gave. */
-export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDeltaResult> {
+export async function applyDelta(options: ApplyRequest, runtime: Runtime = {}): Promise<ApplyDeltaResult> {
   const output = outputFormatNamed(options.format);
   refuseUnacceptedOutputOptions(output, { outtype: options.outtype, byteorderRecord: options.byteorderRecord, numShards: options.numShards });
   if (output.kind === "model file") {
     const { format: _format, outtype: _outtype, numShards: _numShards, ...rest } = options;
-    return applyAsModelFile(output, options, (scratch) => applyDelta({ ...rest, target: scratch }));
+    return applyAsModelFile(output, options, runtime, (scratch) => applyDelta({ ...rest, target: scratch }, runtime));
   }
   const base = asLocalSource(options.base);
   const delta = asLocalSource(options.delta);
@@ -146,7 +149,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
         try {
           // A rerun leaves exactly the files a clean run would: what a failed earlier run wrote that this plan does not make goes.
           await job.removeStale(outputs);
-          const files = await recover(plan, { target: options.target, job, threads: options.threads, hashPool: options.hashPool, onProgress: options.onProgress, inputsSettled: view.settled() });
+          const files = await recover(plan, { target: options.target, job, threads: options.threads, inputsSettled: view.settled() }, runtime);
           await job.finish();
           return files;
         } catch (err) {
@@ -191,7 +194,7 @@ export async function applyDelta(options: ApplyDeltaOptions): Promise<ApplyDelta
  * each convention must declare it takes (see Convention.accepts). A new
  * option must be placed here, so none can be silently ignored.
  */
-const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | ConventionOption> = {
+const OPTION_SCOPE: Record<keyof ApplyRequest, "every convention" | ConventionOption> = {
   base: "every convention",
   delta: "every convention",
   // A second adapter is refused by Convention.chains, checked beside this table.
@@ -200,8 +203,6 @@ const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | Convent
   convention: "every convention",
   force: "every convention",
   threads: "every convention",
-  hashPool: "every convention",
-  onProgress: "every convention",
   // The output format is checked against the plan's outputs when they are retargeted (byte codecs, whose outputs are the publisher's own files, refuse it).
   format: "every convention",
   byteorderRecord: "every convention",
@@ -212,8 +213,8 @@ const OPTION_SCOPE: Record<keyof ApplyDeltaOptions, "every convention" | Convent
 };
 
 /** The convention-specific options the caller gave. */
-function conventionOptionsGiven(options: ApplyDeltaOptions): ConventionOption[] {
-  return (Object.keys(OPTION_SCOPE) as (keyof ApplyDeltaOptions)[])
+function conventionOptionsGiven(options: ApplyRequest): ConventionOption[] {
+  return (Object.keys(OPTION_SCOPE) as (keyof ApplyRequest)[])
     .filter((key) => options[key] !== undefined)
     .map((key) => OPTION_SCOPE[key])
     .filter((scope): scope is ConventionOption => scope !== "every convention");

@@ -12,6 +12,7 @@ import { basename, join, resolve } from "node:path";
 import { DeltaWeightsError } from "../errors.js";
 import type { Outtype } from "../gguf/llama.js";
 import { HashPool } from "../hash/hash-pool.js";
+import type { Runtime } from "../runtime.js";
 import { convertModel, type ConvertedFile } from "../model/convert.js";
 import type { ModelFileFormat } from "../model/model-file-format.js";
 import type { OutputFormatName } from "../model/output-formats.js";
@@ -23,6 +24,15 @@ export const RECOVERED_SCRATCH = ".delta-weights-recovered";
 export interface GgufApplyOutput {
   file: ConvertedFile;
   outtype: string;
+}
+
+/** The one file a whole-model output format wrote, said generically (ApplyDeltaResult.gguf is the GGUF-named form, kept for --json). */
+export interface ModelFileOutput {
+  /** The output format's registry name ("gguf"). */
+  format: string;
+  file: ConvertedFile;
+  /** The tensor type chosen, for formats that choose one. */
+  outtype?: string;
   /** A directory format (Meta's layout): every file written, in order (`file` is the first). */
   files?: ConvertedFile[];
 }
@@ -34,9 +44,10 @@ export interface GgufApplyOutput {
  */
 export async function applyAsModelFile<T extends { notes: string[] }>(
   format: ModelFileFormat<OutputFormatName>,
-  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; numShards?: number; hashPool?: HashPool },
+  options: { base: string | LocalSource; delta: string | LocalSource; target: string; force?: boolean; outtype?: Outtype; numShards?: number },
+  runtime: Runtime,
   recoverInto: (scratch: string) => Promise<T>,
-): Promise<T & { gguf: GgufApplyOutput }> {
+): Promise<T & { gguf?: GgufApplyOutput; modelFile: ModelFileOutput }> {
   const delta = asLocalSource(options.delta);
   const base = asLocalSource(options.base);
   await format.checkCompanions([delta.path, base.path], delta.source, options.numShards === undefined ? {} : { numShards: options.numShards });
@@ -54,7 +65,7 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
   mkdirSync(target, { recursive: true });
   const scratch = join(target, RECOVERED_SCRATCH);
   const recovered = await recoverInto(scratch);
-  const pool = options.hashPool ?? new HashPool();
+  const pool = runtime.hashPool ?? new HashPool();
   let converted;
   try {
     converted = await convertModel(scratch, out, {
@@ -66,14 +77,14 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
       createHasher: () => pool.create(),
     });
   } finally {
-    if (options.hashPool === undefined) await pool.close();
+    if (runtime.hashPool === undefined) await pool.close();
   }
   await rm(scratch, { recursive: true, force: true });
   if (format.directory === true) {
     return {
       ...recovered,
       notes: [...recovered.notes, `${format.title}: ${converted.files.map((f) => f.path).join(", ")} written from the verified model; the recovered safetensors files were removed`],
-      gguf: { file: converted.files[0]!, outtype: "", files: converted.files },
+      modelFile: { format: format.name, file: converted.files[0]!, files: converted.files },
     };
   }
   const file = { ...converted.files[0]!, path: basename(out) };
@@ -81,5 +92,6 @@ export async function applyAsModelFile<T extends { notes: string[] }>(
     ...recovered,
     notes: [...recovered.notes, `${format.title}: ${file.path}${converted.outtype === undefined ? "" : ` (--outtype ${converted.outtype})`} written from the verified model; the recovered safetensors files were removed`],
     gguf: { file, outtype: converted.outtype ?? "" },
+    modelFile: { format: format.name, file, ...(converted.outtype === undefined ? {} : { outtype: converted.outtype }) },
   };
 }

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { DeltaError } from "../errors.js";
 import { LFS_POINTER_MAX_BYTES, isLfsPointer } from "../formats/lfs-pointer.js";
-import { isReleaseDocument, parseEncName } from "./byte-codecs/byte-codec.js";
+import { isEncName, isReleaseDocument } from "../formats/weight-files.js";
 import type { DeltaView } from "./conventions/types.js";
 
 /**
@@ -23,7 +23,7 @@ export async function refuseDamagedDownload(view: DeltaView): Promise<void> {
     if (isReleaseDocument(name)) continue;
     const size = await view.deltaFiles.size(rel);
     const path = join(view.dir, ...rel.split("/"));
-    if (size === 0 && (NEVER_EMPTY.test(name) || parseEncName(name) !== undefined)) {
+    if (size === 0 && (NEVER_EMPTY.test(name) || isEncName(name))) {
       throw new DeltaError(`delta file ${path} is empty (0 bytes): a failed or interrupted download; download it again (nothing was written)`);
     }
     if (size > 0 && size < LFS_POINTER_MAX_BYTES && isLfsPointer(await view.head(rel, size))) {

@@ -28,13 +28,47 @@ export const PYTORCH_FILES = {
   shard: /^pytorch_model-(\d+-of-\d+)\.bin$/,
 } as const;
 
-/** Meta's original release: `params.json` beside `consolidated.00.pth`, `consolidated.01.pth`, ... */
+/**
+ * Meta's original release: `params.json` beside `consolidated.00.pth`,
+ * `consolidated.01.pth`, ... Always two digits: Meta's download.sh fetches
+ * `seq -f "0%g" 0 $SHARD` (00 to 07 for LLaMA-65B), llama-models and
+ * transformers' convert_llama_weights_to_hf.py name them `{i:02d}`.
+ */
 export const META_FILES = {
   params: "params.json",
   first: "consolidated.00.pth",
   /** Group 1 is the two-digit part number. */
   part: /^consolidated\.(\d{2})\.pth$/,
 } as const;
+
+/** The name of model-parallel part `rank` of Meta's release (0 is META_FILES.first). */
+export function metaPartName(rank: number): string {
+  return `consolidated.${String(rank).padStart(2, "0")}.pth`;
+}
+
+/**
+ * point-alpaca's encrypted files (also BELLE-LLaMA-*-enc, lawyer-llama):
+ * `<name>.<64 hex>.enc`; group 1 is the plain file's name (any characters:
+ * the planner refuses unsafe ones by name), group 2 its sha256.
+ */
+export const ENC_FILE = /^([\s\S]*)\.([0-9a-fA-F]{64})\.enc$/;
+
+/** An encrypted weight file of a point-alpaca-style release, by its name (a repo path's last part). */
+export function isEncName(name: string): boolean {
+  return ENC_FILE.test(name.slice(name.lastIndexOf("/") + 1));
+}
+
+/**
+ * Files a release ships beside its model that are not part of it: the model
+ * card, the publisher's scripts (xor_codec.py, decrypt.py), licences and
+ * checksum lists. They are left out of the output (and said so), never XORed.
+ */
+export function isReleaseDocument(fileName: string): boolean {
+  const lower = fileName.toLowerCase();
+  return /\.(md|py|sh|ipynb|chk|md5|sha256)$/.test(lower)
+    || /^(licen[cs]e|copying|notice)(\.|$)/.test(lower)
+    || /(md5|sha1|sha256)sums?|checksums?/.test(lower);
+}
 
 /** A safetensors file, by its extension. */
 export function isSafetensorsName(name: string): boolean {

@@ -64,7 +64,7 @@ export interface UploadOptions {
   hashPool?: HashPool;
   /** How often a transient failure (5xx, 429, a reset) of one upload request is tried again; default as downloads. */
   retry?: Partial<RetryPolicy>;
-  /** One line per retried request ("... trying again in 2 s (try 2 of 5)"). */
+  /** One line per retried request ("... trying again in 2 s (try 2 of 5)"); the same lines also arrive on onProgress as notice events. */
   onNotice?: (message: string) => void;
   onProgress?: OnProgress;
 }

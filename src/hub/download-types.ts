@@ -45,7 +45,7 @@ export interface DownloadOptions {
   verifyCache?: boolean;
   /** Hash LFS blobs on these workers instead of the main thread. */
   hashPool?: HashPool;
-  /** One-line notices: retries, waits for a lock, corrupt blobs moved aside, resumed downloads. */
+  /** One-line notices: retries, waits for a lock, corrupt blobs moved aside, resumed downloads (each also arrives on onProgress as a notice event). */
   onEvent?: (event: DownloadEvent) => void;
   /** How blobs are locked against other writers (default "auto": huggingface_hub's flock, see blob-lock.ts). */
   lockMode?: LockMode;

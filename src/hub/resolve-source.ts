@@ -114,7 +114,7 @@ export async function startSource(src: string, request: SourceRequest): Promise<
   const download = await at.backend.startDownload(at.ref, downloadOptions(request)).catch((err: unknown) => notFoundLocally(src, err));
   const files = downloadFileSet(download);
   files.settled.catch(() => undefined); // observed by whoever reads the files
-  return { source: { path: download.dir, source: src, files }, settled: files.settled, cancel: () => download.cancel() };
+  return { source: { path: download.dir, source: src, files, hub: { repo: download.repo } }, settled: files.settled, cancel: () => download.cancel() };
 }
 
 /** The public ResolveOptions as a request: each part taken by name. */

@@ -58,6 +58,8 @@ export interface ConvertResult {
   tensors: number;
   /** Tensor bytes written (without headers). */
   bytes: number;
+  /** The output format written, by its registry name (model/output-formats.ts): the one asked for, or the one OUT's name claims. */
+  format: string;
   /** GGUF output: the tensor type chosen (f32, f16, bf16, q8_0). */
   outtype?: string;
 }
@@ -93,8 +95,14 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
     // Tensor bytes, headers and companions: an estimate from above is enough to fail early.
     const needed = prepared?.fileSize ?? [...model.tensors.values()].reduce((n, t) => n + t.byteLength + 1024 + 3 * t.name.length, 0);
     await checkFreeSpace(singleFile ? dirname(resolve(out)) : out, needed);
-    const write = (job?: OutputJob) =>
-      prepared?.files !== undefined ? writeModelDirectory(out, prepared, options, job) : format.kind === "model file" ? writeModelFile(out, prepared!, options) : writeTensorFiles(model, out, singleFile, format, options, job);
+    const write = async (job?: OutputJob): Promise<ConvertResult> => ({
+      ...(prepared?.files !== undefined
+        ? await writeModelDirectory(out, prepared, options, job)
+        : format.kind === "model file"
+          ? await writeModelFile(out, prepared!, options)
+          : await writeTensorFiles(model, out, singleFile, format, options, job)),
+      format: format.name,
+    });
     if (!lock) return await write();
     // One writer per output: the directory's lock, or for one file a lock of that file's own.
     const [lockDir, lockName] = singleFile ? [dirname(resolve(out)), `.${basename(out)}.lock`] : [out, undefined];
@@ -116,7 +124,7 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
 }
 
 /** The generic part of a tensor-file format's output: its files (one, or shards with an index) and the companions. */
-async function writeTensorFiles(model: ModelSource, out: string, singleFile: boolean, format: TensorFileFormat, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
+async function writeTensorFiles(model: ModelSource, out: string, singleFile: boolean, format: TensorFileFormat, options: ConvertOptions, job?: OutputJob): Promise<Omit<ConvertResult, "format">> {
   const output: ShardOutput = {
     format,
     ...(format.carriesMetadata ? { metadata: await outputMetadata(model, singleFile) } : {}),
@@ -161,7 +169,7 @@ async function writeTensorFiles(model: ModelSource, out: string, singleFile: boo
 }
 
 /** One whole-model file, written under a temporary name and put in place once complete. */
-async function writeModelFile(out: string, prepared: PreparedModelFile, options: ConvertOptions): Promise<ConvertResult> {
+async function writeModelFile(out: string, prepared: PreparedModelFile, options: ConvertOptions): Promise<Omit<ConvertResult, "format">> {
   options.onProgress?.({ kind: "start", phase: "convert", totalBytes: prepared.sourceBytes, label: basename(out) });
   const file = await writeOutput(resolve(out), basename(out), undefined, (sink) => prepared.write(sink, out, options.onProgress), options.createHasher?.());
   options.onProgress?.({ kind: "end", phase: "convert" });
@@ -169,7 +177,7 @@ async function writeModelFile(out: string, prepared: PreparedModelFile, options:
 }
 
 /** A directory format's files (Meta's layout), each under a temporary name until complete, through the job. */
-async function writeModelDirectory(out: string, prepared: PreparedModelFile, options: ConvertOptions, job?: OutputJob): Promise<ConvertResult> {
+async function writeModelDirectory(out: string, prepared: PreparedModelFile, options: ConvertOptions, job?: OutputJob): Promise<Omit<ConvertResult, "format">> {
   const outDir = resolve(out);
   const planned = prepared.files ?? [];
   await job?.claimFiles(planned.map((f) => f.name));

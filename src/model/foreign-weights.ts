@@ -16,6 +16,7 @@ import { localFileSet, type FileSet } from "../io/file-set.js";
 import { readJsonFile } from "../io/files.js";
 import { openRandomAccessFile } from "../io/random-access-file.js";
 import { MAX_INDEX_BYTES } from "../limits.js";
+import { META_FILES } from "../formats/weight-files.js";
 import type { ModelSource } from "./types.js";
 
 export type ForeignFormat = "meta-checkpoint" | "quantized" | "lora-adapter" | "gguf";
@@ -35,8 +36,6 @@ export interface ForeignWeights {
 /** GGUF's magic, the file's first four bytes (llama.cpp's ggml/docs/gguf.md). */
 const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46];
 
-/** Meta's LLaMA release: `consolidated.00.pth` (one per model-parallel part) beside params.json. */
-const META_SHARD = /^consolidated\.\d+\.pth$/;
 
 /** Tensor names only Meta's layout uses (llama/model.py): transformers' conversion renames every one. */
 function isMetaTensor(name: string): boolean {
@@ -144,16 +143,16 @@ async function startsWithMagic(files: Files, name: string): Promise<boolean> {
  */
 export function metaCheckpointOpened(model: ModelSource): ForeignWeights | undefined {
   if (model.readAs === undefined || !model.readAs.startsWith("Meta's")) return undefined;
-  return meta(new Set(model.weightFiles.map((f) => basename(f)).concat("params.json")), undefined, []);
+  return meta(new Set(model.weightFiles.map((f) => basename(f)).concat(META_FILES.params)), undefined, []);
 }
 
 function meta(names: ReadonlySet<string>, single: string | undefined, tensors: readonly string[]): ForeignWeights | undefined {
-  const shards = [...names].filter((n) => META_SHARD.test(n));
-  const byFiles = shards.length > 0 && (names.has("params.json") || single !== undefined);
+  const shards = [...names].filter((n) => META_FILES.part.test(n));
+  const byFiles = shards.length > 0 && (names.has(META_FILES.params) || single !== undefined);
   const byTensors = tensors.filter(isMetaTensor);
   if (!byFiles && byTensors.length === 0) return undefined;
   const evidence = [
-    ...(shards.length > 0 ? [`${shards[0]}${names.has("params.json") ? " with params.json" : ""}`] : []),
+    ...(shards.length > 0 ? [`${shards[0]}${names.has(META_FILES.params) ? ` with ${META_FILES.params}` : ""}`] : []),
     ...(byTensors.length > 0 ? [`tensors named ${byTensors.slice(0, 2).map((n) => JSON.stringify(n)).join(", ")}`] : []),
   ];
   return {

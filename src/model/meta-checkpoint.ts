@@ -26,7 +26,7 @@
  */
 import { ModelError } from "../errors.js";
 import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../dtypes.js";
-import { META_FILES } from "../formats/weight-files.js";
+import { META_FILES, metaPartName } from "../formats/weight-files.js";
 import { PythonInt, pythonJsonDumps, type PythonJsonValue } from "./python-json.js";
 
 /** Meta's per-rank weight files. */
@@ -176,7 +176,7 @@ export function planMetaTensors(where: string, params: MetaParams, ranks: readon
     let sourceDtype: DType | undefined;
     byRank.forEach((tensorsOfRank, r) => {
       const t = tensorsOfRank.get(source);
-      const file = `consolidated.${String(r).padStart(2, "0")}.pth`;
+      const file = metaPartName(r);
       if (t === undefined) throw new ModelError(`${where}: ${file} has no tensor "${source}" (needed for ${name})`);
       if (t.shape.length !== part.length || t.shape.some((d, i) => d !== part[i])) {
         throw new ModelError(`${where}: ${file} tensor "${source}" has shape [${t.shape.join(", ")}], but params.json and ${n} file(s) give [${part.join(", ")}]`);
@@ -221,7 +221,7 @@ export function planMetaTensors(where: string, params: MetaParams, ranks: readon
   byRank.forEach((tensorsOfRank, r) => {
     for (const name of tensorsOfRank.keys()) {
       if (!used.has(name) && name !== "rope.freqs") {
-        throw new ModelError(`${where}: consolidated.${String(r).padStart(2, "0")}.pth holds tensor "${name}", which a LLaMA checkpoint of ${nLayers} layers has not: params.json does not describe these weights`);
+        throw new ModelError(`${where}: ${metaPartName(r)} holds tensor "${name}", which a LLaMA checkpoint of ${nLayers} layers has not: params.json does not describe these weights`);
       }
     }
   });

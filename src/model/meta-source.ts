@@ -12,7 +12,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { ModelError, ioError } from "../errors.js";
 import { dtypeBytes } from "../dtypes.js";
 import { INPUT_FORMATS, readWeightFile } from "../formats/registry.js";
-import { META_FILES } from "../formats/weight-files.js";
+import { META_FILES, metaPartName } from "../formats/weight-files.js";
 import { localFileSet, type FileSet } from "../io/file-set.js";
 import { releasedChunk } from "../io/memory.js";
 import { readSmallFile } from "../io/files.js";
@@ -85,8 +85,8 @@ export async function openMetaCheckpoint(location: MetaCheckpointLocation, sourc
   const names = (await files.list()).filter((n) => !n.includes("/"));
   const shardNames = names.filter((n) => META_SHARD_PATTERN.test(n)).sort();
   shardNames.forEach((name, rank) => {
-    if (name !== `consolidated.${String(rank).padStart(2, "0")}.pth`) {
-      throw new ModelError(`${root} has ${shardNames.join(", ")}: the model-parallel files must be consolidated.00.pth to consolidated.${String(shardNames.length - 1).padStart(2, "0")}.pth, with none missing`);
+    if (name !== metaPartName(rank)) {
+      throw new ModelError(`${root} has ${shardNames.join(", ")}: the model-parallel files must be ${META_FILES.first} to ${metaPartName(shardNames.length - 1)}, with none missing`);
     }
   });
   const paramsPath = join(root, META_PARAMS_FILE);

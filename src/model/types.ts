@@ -48,6 +48,8 @@ export interface LocalSource {
   source: string;
   /** Its files when they are still arriving (a Hub download); absent: the directory at `path`, all there. */
   files?: FileSet;
+  /** The Hub repo (`org/name`) these files were fetched from; absent for a path the user gave. The resolver knows, so nobody below guesses from `source`. */
+  hub?: { repo: string };
 }
 
 /** A plain string is a local path, named as itself. */

@@ -20,7 +20,9 @@ describe("apply-delta --format meta", () => {
     expect(result.verified).toBe(true);
     for (const [name, digest] of Object.entries(EXPECTED["2"]!)) expect(sha256(readFileSync(join(target, name))), name).toBe(digest);
     expect(readdirSync(target).filter((f) => !f.startsWith(".")).sort()).toEqual(["consolidated.00.pth", "consolidated.01.pth", "params.json", "tokenizer.model"]);
-    expect(result.gguf?.files?.map((f) => f.path)).toEqual(["consolidated.00.pth", "consolidated.01.pth", "params.json", "tokenizer.model"]);
+    expect(result.gguf).toBeUndefined();
+    expect(result.modelFile?.format).toBe("meta");
+    expect(result.modelFile?.files?.map((f) => f.path)).toEqual(["consolidated.00.pth", "consolidated.01.pth", "params.json", "tokenizer.model"]);
     expect(result.notes).toContainEqual(expect.stringMatching(/^Meta's LLaMA layout: consolidated\.00\.pth, consolidated\.01\.pth, params\.json, tokenizer\.model written from the verified model/));
   });
 

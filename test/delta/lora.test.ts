@@ -174,7 +174,7 @@ describe("what a LoRA merge refuses, before any output", () => {
     await sparse(join(adapter, "adapter_model.safetensors"), { [`base_model.model.${q}.lora_A.weight`]: [2049, 4096], [`base_model.model.${q}.lora_B.weight`]: [4096, 2049] });
     await writeFile(join(adapter, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: 2049, lora_alpha: 16, target_modules: ["q_proj"] }));
     const phases: string[] = [];
-    await expect(applyDelta({ base, delta: adapter, target, onProgress: (e) => { if (e.kind === "start") phases.push(e.phase); } }))
+    await expect(applyDelta({ base, delta: adapter, target }, { onProgress: (e) => { if (e.kind === "start") phases.push(e.phase); } }))
       .rejects.toThrow(/q_proj\.lora_A\.weight": rank 2049 factors of 4096 and 4096 elements need 67141632 bytes as float32, more than the 67108864/);
     expect(phases).toEqual([]);
     expect(existsSync(target)).toBe(false);

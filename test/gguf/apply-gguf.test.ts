@@ -38,6 +38,8 @@ describe("apply-delta --format gguf", () => {
     await convertModel(MODEL, direct, { outtype: "q8_0" });
     expect(sha256(join(target, "model.gguf"))).toBe(sha256(direct));
     expect(result.gguf?.file.sha256).toBe(sha256(direct));
+    // the same file, said generically beside the GGUF-named field
+    expect(result.modelFile).toEqual({ format: "gguf", file: result.gguf?.file, outtype: "q8_0" });
   });
 
   it("refuses a model it cannot write as GGUF before any output", async () => {

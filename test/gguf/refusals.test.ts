@@ -77,8 +77,10 @@ describe("convert CLI", () => {
     const root = await makeTempDir();
     const ok = runCli(["convert", MODEL, join(root, "m.gguf"), "--outtype", "q8_0", "--json"]);
     expect(ok.status, ok.stderr).toBe(0);
-    const result = JSON.parse(ok.stdout) as { outtype: string; files: { path: string }[] };
+    const result = JSON.parse(ok.stdout) as { outtype: string; format: string; files: { path: string }[] };
     expect(result.outtype).toBe("q8_0");
+    // the format OUT's name claimed, said by its registry name
+    expect(result.format).toBe("gguf");
     expect(result.files.map((f) => f.path)).toEqual(["m.gguf"]);
     expect(readFileSync(join(root, "m.gguf")).subarray(0, 4).toString()).toBe("GGUF");
     const bad = runCli(["convert", MODEL, join(root, "n.gguf"), "--outtype", "q4_k"]);
@@ -90,6 +92,10 @@ describe("convert CLI", () => {
     const ok = runCli(["convert", MODEL, join(root, "model.bin.out"), "--format", "gguf", "--json"]);
     expect(ok.status, ok.stderr).toBe(0);
     expect((JSON.parse(ok.stdout) as { outtype: string }).outtype).toBe("f16");
+    // without --json, the summary names the format by the registry's title
+    const plain = runCli(["convert", MODEL, join(root, "plain.bin.out"), "--format", "gguf"]);
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(/^wrote 1 file to .*plain\.bin\.out \(GGUF, --outtype f16\): /);
   });
 
   it("a refused model exits 1 with one line", async () => {

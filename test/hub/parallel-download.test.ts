@@ -16,6 +16,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HubError } from "../../src/errors.js";
 import { ConnectionBudget } from "../../src/hub/transport/connection-budget.js";
 import { downloadSnapshot, startSnapshotDownload, type DownloadEvent, type DownloadOptions } from "../../src/hub/huggingface/download.js";
+import type { ProgressEvent } from "../../src/progress.js";
 import { FakeHub } from "./fake-hub-server.js";
 
 const repoRoot = resolve(import.meta.dirname, "../..");
@@ -264,6 +265,22 @@ describe("transient failures", () => {
     const retry = events.find((e) => e.kind === "retry");
     expect(retry).toMatchObject({ kind: "retry", file: "model-00001-of-00002.safetensors" });
     expect(retry?.message).toMatch(/^model-00001-of-00002\.safetensors: connection (reset|closed); trying again in [\d.]+ s \(try 2 of 5\)$/);
+  });
+
+  it("each notice also arrives on the progress stream, in order, so one subscription sees bars and notices", async () => {
+    const files = seedModel("alice/one-stream", [2 * MiB, 256 * KiB]);
+    const big = files["model-00001-of-00002.safetensors"]!;
+    hub.inject(lfsPath(big), { kind: "reset", afterBytes: 100_000 }, { range: /^bytes=262144-/ });
+    const downloadEvents: DownloadEvent[] = [];
+    const progress: ProgressEvent[] = [];
+    await downloadSnapshot({ repo: "alice/one-stream", revision: "main" }, options({ onEvent: (e) => downloadEvents.push(e), onProgress: (e) => progress.push(e) }));
+    const notices = progress.filter((e) => e.kind === "notice");
+    expect(downloadEvents.length).toBeGreaterThan(0);
+    expect(notices).toEqual(downloadEvents.map((e) => ({ kind: "notice", source: "download", message: e.message, detail: e.kind })));
+    // the notice came while the download phase was open, between its start and its end
+    const at = progress.indexOf(notices[0]!);
+    expect(progress.findIndex((e) => e.kind === "start" && e.phase === "download")).toBeLessThan(at);
+    expect(progress.findIndex((e) => e.kind === "end" && e.phase === "download")).toBeGreaterThan(at);
   });
 
   it("honours a 429's Retry-After: no request goes out before it has passed", async () => {

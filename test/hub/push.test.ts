@@ -196,9 +196,14 @@ describe.skipIf(!hasRealdata)("pushToHub against the loopback Hub through @huggi
     hub.inject(/^\/__lfs\/upload\//, { kind: "status", status: 500 }, { method: "PUT" });
     hub.inject(/^\/__lfs\/upload\//, { kind: "reset", afterBytes: 64 * 1024 }, { method: "PUT" });
     const notices: string[] = [];
+    const streamed: Extract<ProgressEvent, { kind: "notice" }>[] = [];
     const result = await pushToHub(dir, "alice/my-delta", {
       accessToken: WRITE, hubUrl: hub.url, allowNonDelta: true, retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 }, onNotice: (m) => notices.push(m),
+      onProgress: (e) => { if (e.kind === "notice") streamed.push(e); },
     });
+    // the same lines, in the same order, arrive on the one progress stream
+    expect(streamed.map((e) => e.message)).toEqual(notices);
+    expect(streamed.every((e) => e.kind === "notice" && e.source === "upload")).toBe(true);
     expect(notices.some((n) => /the Hub failed \(500\); trying again/.test(n))).toBe(true);
     expect(notices.some((n) => /(connection (reset|closed)|the connection failed); trying again/.test(n))).toBe(true);
     expect(hub.headCommit("alice/my-delta")?.id).toBe(result.commitId);

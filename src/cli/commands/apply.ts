@@ -1,4 +1,5 @@
 import { applyDelta, type ApplyDeltaResult } from "../../api.js";
+import { MANIFEST_FILE } from "../../formats/weight-files.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
 import type { ApplyArgs } from "../args.js";
@@ -41,7 +42,7 @@ function verdict(result: ApplyDeltaResult): string {
   }
   const only = sources.size === 1 ? [...sources.keys()][0] : undefined;
   if (result.verified) {
-    if (only === "delta.json") return "verified: every file and tensor is bit-identical to the publisher's (SHA-256)";
+    if (only === MANIFEST_FILE) return "verified: every file and tensor is bit-identical to the publisher's (SHA-256)";
     if (only === "the checksums list") return "verified against the checksum list: every output file matches it";
     if (only !== undefined) return `verified: every output file matches ${only}`;
     return `verified: every output file matches what its publisher gave (${[...sources].map(([source, n]) => `${plural(n, "file")}: ${source}`).join("; ")})`;

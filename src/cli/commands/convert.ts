@@ -1,4 +1,5 @@
 import { convertModel } from "../../api.js";
+import { outputFormatNamed } from "../../model/output-formats.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
 import type { ConvertArgs } from "../args.js";
@@ -22,8 +23,9 @@ export default async function run(args: ConvertArgs, ctx: CliContext): Promise<v
     if (ctx.json) {
       ctx.printJson(result);
     } else {
-      const gguf = result.outtype === undefined ? "" : ` (GGUF, --outtype ${result.outtype})`;
-      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}${gguf}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
+      // The format's own title from the registry, for a format that chose a tensor type ("GGUF, --outtype q8_0").
+      const chosen = result.outtype === undefined ? "" : ` (${outputFormatNamed(result.format).title}, --outtype ${result.outtype})`;
+      ctx.log(`wrote ${plural(result.files.length, "file")} to ${result.out}${chosen}: ${result.tensors} tensors, ${formatBytes(result.bytes)} of tensor data`);
       for (const f of result.files) ctx.log(`  ${f.sha256}  ${f.path}`);
     }
   } finally {

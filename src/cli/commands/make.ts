@@ -1,5 +1,6 @@
 import { makeDelta } from "../../api.js";
 import { HubError } from "../../errors.js";
+import { FIXUPS_FILE } from "../../formats/weight-files.js";
 import { formatBytes, plural } from "../../text.js";
 import type { CliContext } from "../context.js";
 import type { MakeArgs } from "../args.js";
@@ -26,7 +27,7 @@ export default async function run(args: MakeArgs, ctx: CliContext): Promise<void
       maxShardBytes: args.maxShardBytes,
       force: args.force,
       onProgress: progress.onProgress,
-      ...(args.pushToHub !== undefined ? { push: { repo: args.pushToHub, private: args.private, accessToken: ctx.hub.token, hubUrl: ctx.hub.hubUrl, onNotice: ctx.notice } } : {}),
+      ...(args.pushToHub !== undefined ? { push: { repo: args.pushToHub, private: args.private, accessToken: ctx.hub.token, hubUrl: ctx.hub.hubUrl } } : {}),
     });
     const pushed = result.pushed;
     progress.stop();
@@ -35,7 +36,7 @@ export default async function run(args: MakeArgs, ctx: CliContext): Promise<void
       return;
     }
     ctx.log(`wrote delta ${result.delta} (codec ${result.codec}): ${plural(result.tensors, "tensor")}, ${plural(Object.keys(result.files).length, "file")}, ${formatBytes(result.bytes)}`);
-    if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in delta-fixups.safetensors)`);
+    if (result.fixups > 0) ctx.log(`${plural(result.fixups, "element")} need fix-ups to recover exactly (in ${FIXUPS_FILE})`);
     if (result.added.length > 0) ctx.log(`tensors only in the target, stored as they are: ${result.added.join(", ")}`);
     if (result.dropped.length > 0) ctx.log(`base tensors not in the target (dropped): ${result.dropped.join(", ")}`);
     for (const note of result.notes) ctx.log(note);

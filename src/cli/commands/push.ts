@@ -17,7 +17,6 @@ export default async function run(args: PushArgs, ctx: CliContext): Promise<void
       revision: args.revision,
       message: args.message,
       allowNonDelta: args.allowNonDelta,
-      onNotice: ctx.notice,
       onProgress: progress.onProgress,
     });
     progress.stop();

@@ -14,6 +14,7 @@ import { xorInto } from "../../kernels/index.js";
 import { readJsonFile } from "../../io/files.js";
 import { openRegularFile, readExactly } from "../../io/random-access-file.js";
 import { CHUNK_BYTES, MAX_INDEX_BYTES } from "../../limits.js";
+import { ENC_FILE, isReleaseDocument } from "../../formats/weight-files.js";
 import { locateEntryData, readZipDirectory } from "../../pytorch/zip.js";
 
 /**
@@ -25,25 +26,10 @@ export const ENC_KEY_CHUNK = 10 * 1024 * 1024;
 /** Bytes of a .enc file before the XORed body: the sha256 of the plain file. */
 export const ENC_HEADER_BYTES = 32;
 
-/** `<name>.<64 hex>.enc`: the plain file's name (any characters: the planner refuses unsafe ones by name) and its sha256. */
-const ENC_NAME = /^([\s\S]*)\.([0-9a-fA-F]{64})\.enc$/;
-
-/** The plain name and the sha256 (lower case) an .enc file's name carries, or undefined. */
+/** The plain name and the sha256 (lower case) an .enc file's name carries (the pattern is formats/weight-files.ts's), or undefined. */
 export function parseEncName(fileName: string): { name: string; sha256: string } | undefined {
-  const match = ENC_NAME.exec(fileName);
+  const match = ENC_FILE.exec(fileName);
   return match === null ? undefined : { name: match[1]!, sha256: match[2]!.toLowerCase() };
-}
-
-/**
- * Files a release ships beside its model that are not part of it: the model
- * card, the publisher's scripts (xor_codec.py, decrypt.py), licences and
- * checksum lists. They are left out of the output (and said so), never XORed.
- */
-export function isReleaseDocument(fileName: string): boolean {
-  const lower = fileName.toLowerCase();
-  return /\.(md|py|sh|ipynb|chk|md5|sha256)$/.test(lower)
-    || /^(licen[cs]e|copying|notice)(\.|$)/.test(lower)
-    || /(md5|sha1|sha256)sums?|checksums?/.test(lower);
 }
 
 /**

@@ -4,7 +4,8 @@ import { DeltaError, VerifyError } from "../../errors.js";
 import type { HashPool } from "../../hash/hash-pool.js";
 import { isSafeRelativePath } from "../../relative-path.js";
 import { plural } from "../../text.js";
-import { ENC_HEADER_BYTES, findPayloadFolder, isReleaseDocument, parseEncName, writeDecryptedFile } from "./byte-codec.js";
+import { META_FILES, isReleaseDocument } from "../../formats/weight-files.js";
+import { ENC_HEADER_BYTES, findPayloadFolder, parseEncName, writeDecryptedFile } from "./byte-codec.js";
 import { findPublishedList, META_LLAMA_7B_KEY, PUBLISHED_LISTS, type MatchedList, type PublishedList } from "./published-lists.js";
 import { expectedDigest, type Expected, type PlannedFile } from "../engine/recover.js";
 import { copiedFile } from "../engine/tensor-file.js";
@@ -36,7 +37,8 @@ function baseName(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
 }
 
-const KEY_FILE = "consolidated.00.pth";
+/** point-alpaca's key is the first part of Meta's release; a directory of it is looked in for that file. */
+const KEY_FILE = META_FILES.first;
 
 /** Whether the key is the known one: known at once when its size differs, else once it is hashed. */
 type KeyIdentity = { known: boolean; how: string };

@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { DeltaView } from "./types.js";
 
@@ -9,9 +8,9 @@ import type { DeltaView } from "./types.js";
  * `models--org--name/snapshots/<sha>`), plus any folder inside it that holds
  * the payload.
  */
-export function releaseEvidence(view: Pick<DeltaView, "source" | "dir">, payloadFolder = ""): ReleaseEvidence {
+export function releaseEvidence(view: Pick<DeltaView, "source" | "dir" | "hubRepo">, payloadFolder = ""): ReleaseEvidence {
   return {
-    ...(existsSync(view.source) ? {} : { hubRepo: view.source }),
+    ...(view.hubRepo === undefined ? {} : { hubRepo: view.hubRepo }),
     dirs: [view.source, view.dir, ...(payloadFolder === "" ? [] : [join(view.dir, payloadFolder)])],
   };
 }

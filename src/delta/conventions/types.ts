@@ -20,6 +20,8 @@ export interface DeltaView {
   readonly source: string;
   /** Its local directory (where its files are, or will be once downloaded). */
   readonly dir: string;
+  /** The Hub repo (`org/name`) the delta was fetched from; absent for a local one. */
+  readonly hubRepo?: string;
   /** Its files: read through this, since they may still be arriving. */
   readonly deltaFiles: FileSet;
   /** The base as the user named it. */

@@ -12,6 +12,7 @@ import type { DeltaView } from "./types.js";
 export class LocalDeltaView implements DeltaView {
   readonly source: string;
   readonly dir: string;
+  readonly hubRepo?: string;
   readonly deltaFiles: FileSet;
   readonly baseSource: string;
   readonly basePath: string;
@@ -26,6 +27,7 @@ export class LocalDeltaView implements DeltaView {
   constructor(delta: LocalSource, base: LocalSource, chained: readonly LocalSource[] = [], baseOwner?: LocalDeltaView) {
     this.source = delta.source;
     this.dir = delta.path;
+    if (delta.hub !== undefined) this.hubRepo = delta.hub.repo;
     // The delta's publisher chose its links: none may lead outside it (see io/confine.ts).
     this.deltaFiles = delta.files ?? localFileSet(delta.path, { confine: Confinement.of(delta.path, "a delta's files must lie inside it", "E_DELTA") });
     this.baseSource = base.source;

@@ -5,7 +5,7 @@ import { HashPool, type HashAlgorithm } from "../../hash/hash-pool.js";
 import { AtomicFile } from "../../io/atomic-file.js";
 import type { ChecksumList } from "../../hash/checksums.js";
 import { checkFreeSpace, type OutputJob } from "../../io/output-guard.js";
-import type { OnProgress } from "../../progress.js";
+import type { Runtime } from "../../runtime.js";
 import type { FileSet } from "../../io/file-set.js";
 
 /**
@@ -99,10 +99,8 @@ export interface RecoveryOptions {
    * this before it gets its name.
    */
   inputsSettled?: Promise<void>;
+  /** Hashing threads started when the runtime brings no hash pool. */
   threads?: number;
-  /** Hash workers to use instead of starting `threads` of our own (shared with downloads; not closed here). */
-  hashPool?: HashPool;
-  onProgress?: OnProgress;
 }
 
 /**
@@ -128,11 +126,12 @@ export function addChecksumList(plan: RecoveryPlan, list: ChecksumList, listPath
   }
 }
 
-export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Promise<Map<string, RecoveredFile>> {
+/** The runtime's hash pool (shared with downloads; not closed here) is used, else `threads` workers of our own; progress goes to its stream. */
+export async function recover(plan: RecoveryPlan, options: RecoveryOptions, runtime: Runtime = {}): Promise<Map<string, RecoveredFile>> {
   const out = options.target;
   const results = new Map<string, RecoveredFile>();
-  const pool = options.hashPool ?? new HashPool(options.threads);
-  const progress = options.onProgress;
+  const pool = runtime.hashPool ?? new HashPool(options.threads);
+  const progress = runtime.onProgress;
   const commits: Promise<void>[] = [];
   const held: { sink: AtomicFile; path: string; digest: string }[] = [];
   let started = false;
@@ -216,7 +215,7 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions): Pro
     await Promise.allSettled(commits);
     await Promise.all(held.map(({ sink }) => sink.abort()));
     if (started) progress?.({ kind: "end", phase: "apply" });
-    if (options.hashPool === undefined) await pool.close();
+    if (runtime.hashPool === undefined) await pool.close();
   }
   // In the plan's order, whatever order the commits finished in.
   return new Map(plan.files.map((f) => [f.path, results.get(f.path)!]));

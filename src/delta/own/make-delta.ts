@@ -159,8 +159,8 @@ async function make(base: ModelSource, target: ModelSource, codec: Codec, job: O
     format: MANIFEST_FORMAT,
     codec,
     tool: `delta-weights ${VERSION}`,
-    base: { source: await publicSourceName(base), tensors: new Map(), dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
-    target: { source: await publicSourceName(target), files: new Map(), tensors: new Map(), headers: new Map() },
+    base: { source: await publicSourceName(base, asLocalSource(options.base)), tensors: new Map(), dropped: [...base.tensors.keys()].filter((n) => !target.tensors.has(n)) },
+    target: { source: await publicSourceName(target, asLocalSource(options.target)), files: new Map(), tensors: new Map(), headers: new Map() },
     delta: { files: new Map(), weights: [] },
   };
   const fixups = await FixupCollector.create(out);

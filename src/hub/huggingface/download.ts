@@ -9,7 +9,7 @@ import { HubFetch, HubUnreachableError, TOKEN_HOWTO, httpFailure, hubFailure, ty
 import { checkHubRef, isCommitId, type HubRef } from "./repo-id.js";
 import { backoffMs, formatSeconds, isTransientStatus, parseRetryAfter, retryAfterTooLong, sleep, type RetryPolicy } from "../transport/retry.js";
 import { repoPathProblem, selectDeltaFiles, selectModelFiles } from "../select-files.js";
-import { isIndexName, isPytorchWeightName, isSafetensorsWeightName } from "../../formats/weight-files.js";
+import { isEncName, isIndexName, isPytorchWeightName, isSafetensorsWeightName } from "../../formats/weight-files.js";
 import { SnapshotRun, completedDownload, type ListedFile } from "./snapshot-run.js";
 import { transferSettings } from "../transport/transfer-settings.js";
 
@@ -193,7 +193,7 @@ export async function cachedSnapshot(ref: HubRef, options: DownloadOptions): Pro
     const listing = present.map((path) => ({ path, size: 0 }));
     files = options.select === "delta" ? selectDeltaFiles(listing) : selectModelFiles(listing);
     // .enc files are point-alpaca-style releases' weights.
-    const weights = files.filter((f) => isSafetensorsWeightName(f) || isPytorchWeightName(f) || f.endsWith(".enc"));
+    const weights = files.filter((f) => isSafetensorsWeightName(f) || isPytorchWeightName(f) || isEncName(f));
     if (files.length === 0 || (options.select !== "delta" && weights.length === 0)) throw notCached("no weight file is");
     // Top-level indexes only: an XOR release's index (in its payload folder) is XORed data, not JSON.
     for (const index of files.filter((f) => isIndexName(f) && !f.includes("/"))) {

@@ -17,6 +17,7 @@ import { fetchClient, nodeHttpClient } from "../transport/range-client.js";
 import { BlobTransfer, Transfer, withinEdges } from "../transport/transfer.js";
 import type { StreamedFiles } from "../../io/file-set.js";
 import { makeDirectory } from "../../io/make-directory.js";
+import { noticeEvent } from "../../progress.js";
 
 /**
  * One snapshot download: which blobs are cached (and sound), which to fetch,
@@ -321,8 +322,10 @@ export class SnapshotRun implements SnapshotDownload {
     for (const job of this.#jobs) if (!job.admitted && !job.complete && !job.dropped) this.#drop(job);
   }
 
+  /** A notice goes to both subscriptions: the typed download events and the one progress stream. */
   #event(event: DownloadEvent): void {
     this.#init.options.onEvent?.(event);
+    this.#init.options.onProgress?.(noticeEvent("download", event.message, event.kind));
   }
 
   /** Sorts blobs into sound cached ones and ones to fetch; checks the disk has room. */

@@ -23,7 +23,7 @@ import { open, readFile } from "node:fs/promises";
 import { HubError, ioError } from "../../errors.js";
 import type { CommitResult, RepoUpload, UploadOptions } from "../backend.js";
 import { UPLOAD_FILES_AT_ONCE, UPLOAD_HASH_ON_WORKERS_BYTES, UPLOAD_INLINE_MAX_BYTES, UPLOAD_PARTS_AT_ONCE } from "../../limits.js";
-import type { OnProgress } from "../../progress.js";
+import { noticeEvent, type OnProgress } from "../../progress.js";
 import { ConnectionBudget } from "../transport/connection-budget.js";
 import { DEFAULT_HUB_URL } from "./download.js";
 import { HubFetch, TOKEN_HOWTO, hubFailure, type FailureContext } from "./hub-errors.js";
@@ -386,7 +386,9 @@ export class UploadSession implements RepoUpload {
         if (!transient || failures >= policy.attempts || retryAfterTooLong(retryAfterMs)) throw err;
         const delayMs = retryAfterMs ?? backoffMs(policy, failures);
         const reason = status !== undefined ? `the Hub failed (${status})` : networkFailure(err)!;
-        this.#options.onNotice?.(`${what}: ${reason}; trying again in ${formatSeconds(Math.round(delayMs / 100) * 100)} (try ${failures + 1} of ${policy.attempts})`);
+        const notice = `${what}: ${reason}; trying again in ${formatSeconds(Math.round(delayMs / 100) * 100)} (try ${failures + 1} of ${policy.attempts})`;
+        this.#options.onNotice?.(notice);
+        this.#options.onProgress?.(noticeEvent("upload", notice, "retry"));
         await sleep(delayMs, this.#abort.signal);
       }
     }
