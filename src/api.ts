@@ -35,6 +35,13 @@ import type { OnProgress } from "./progress.js";
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
 
+/**
+ * A layer's request with every one of its parameters named (undefined when
+ * the caller gave none): a parameter added to a layer and not passed on here
+ * fails to compile, so the composition root never drops a flag.
+ */
+type EveryParameter<T> = T & Record<keyof T, unknown>;
+
 export type ApplyDeltaOptions = Omit<ApplyRequest, "base" | "delta" | "chained"> & SourceOptions & {
   base: string;
   /** The delta; several LoRA adapters (merged into the base in this order) as a list. */
@@ -117,10 +124,10 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
     });
     for (const src of chained) more.push(await startSource(src, { ...shared, select: "delta" }));
     base = await startSource(options.base, shared);
-    const result = await applyLocalDelta({
+    const request: EveryParameter<ApplyRequest> = {
       base: base.source,
       delta: delta.source,
-      ...(more.length === 0 ? {} : { chained: more.map((m) => m.source) }),
+      chained: more.length === 0 ? undefined : more.map((m) => m.source),
       target: options.target,
       checksums: options.checksums,
       convention: options.convention,
@@ -130,7 +137,9 @@ export async function applyDelta(given: ApplyDeltaOptions): Promise<ApplyDeltaRe
       outtype: options.outtype,
       format: options.format,
       byteorderRecord: options.byteorderRecord,
-    }, { hashPool, onProgress: options.onProgress });
+      numShards: options.numShards,
+    };
+    const result = await applyLocalDelta(request, { hashPool, onProgress: options.onProgress });
     await Promise.all([delta.settled, base.settled, ...more.map((m) => m.settled)]);
     await scratch?.remove();
     return result;
@@ -198,7 +207,7 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
     const request = sourceRequest(options);
     const base = await resolveRequested(options.base, request);
     const target = await resolveRequested(options.target, request);
-    const made = await makeLocalDelta({
+    const makeRequest: EveryParameter<LocalMakeOptions> = {
       base,
       target,
       delta: options.delta,
@@ -207,15 +216,15 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
       force: options.force,
       threads: options.threads,
       onProgress: options.onProgress,
-      onFileWritten: options.onFileWritten,
-      ...(session === undefined ? {} : {
-        signal: session.signal,
-        onFileWritten: async (file) => {
+      onFileWritten: session === undefined
+        ? options.onFileWritten
+        : async (file) => {
           session.add(file.path, file.absPath, { size: file.size, sha256: file.sha256 });
           await options.onFileWritten?.(file);
         },
-      }),
-    });
+      signal: session?.signal,
+    };
+    const made = await makeLocalDelta(makeRequest);
     if (session === undefined) return made;
     // The card is made from the delta.json just written.
     const card = await readCardManifest(join(made.delta, MANIFEST_FILE));
