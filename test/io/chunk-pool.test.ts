@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/own/make-delta.js";
 import { ChunkPool, POISON, chunkPool, lentToConsumer } from "../../src/io/chunk-pool.js";
+import { prefetch } from "../../src/io/chunk-streams.js";
 import { convertModel } from "../../src/model/convert.js";
 import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
@@ -76,6 +77,22 @@ describe("ChunkPool", () => {
     expect(seen).toEqual([true, true]);
     expect(pool.isOut(chunks[0]!)).toBe(false);
     expect(pool.isOut(chunks[1]!)).toBe(true); // the loop ended holding it: not given back
+  });
+});
+
+describe("prefetch and the pool", () => {
+  it("gives back the chunks it read ahead when its consumer stops early, and nothing it yielded", async () => {
+    const chunks = [chunkPool.take(chunkPool.chunkBytes), chunkPool.take(chunkPool.chunkBytes), chunkPool.take(chunkPool.chunkBytes)];
+    async function* source() {
+      yield* chunks;
+    }
+    for await (const chunk of prefetch(source(), 2)) {
+      expect(chunk).toBe(chunks[0]);
+      break;
+    }
+    expect(chunkPool.isOut(chunks[0]!)).toBe(true); // yielded: its holder decides
+    expect(chunkPool.isOut(chunks[1]!)).toBe(false);
+    expect(chunkPool.isOut(chunks[2]!)).toBe(false);
   });
 });
 
