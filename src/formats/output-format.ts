@@ -37,6 +37,11 @@ export interface TensorFileWriter {
   readonly tensors: readonly PlacedTensor[];
   /** Total file size once complete. */
   readonly fileSize: number;
+  /**
+   * Writes the tensor's bytes. A writer is done with a chunk once it asks for
+   * the next (its write and hashes awaited): callers give chunks back to the
+   * chunk pool then (io/chunk-pool.ts), so a writer must copy what it keeps.
+   */
   writeTensor(name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void>;
   /** Checks that every tensor was written (and writes the header of an empty file). */
   finish(): Promise<void>;

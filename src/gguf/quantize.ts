@@ -157,12 +157,12 @@ export function encodeF32As(type: GgmlType, values: Float32Array): Uint8Array {
 }
 
 /** A chunk of source elements (whole blocks) as the converter writes them in `type`. */
-export function convertChunk(from: DType, type: GgmlType, bytes: Uint8Array): Uint8Array {
+export function convertChunk(from: DType, type: GgmlType, bytes: Uint8Array, allocate: (length: number) => Uint8Array = (n) => new Uint8Array(n)): Uint8Array {
   // Same-width copies: numpy's astype of an array already of that dtype.
   if ((from === "F16" && type === "F16") || (from === "F32" && type === "F32")) return bytes;
   if (type === "Q8_0" && quantizeQ8_0Into !== undefined && (from === "F16" || from === "BF16" || from === "F32")) {
     // Widening and quantizing in one SIMD pass: the same bytes as encodeF32As (tested bit for bit), many times faster.
-    const out = new Uint8Array((bytes.length / dtypeBytes(from) / 32) * 34);
+    const out = allocate((bytes.length / dtypeBytes(from) / 32) * 34);
     quantizeQ8_0Into(from, bytes, out);
     return out;
   }

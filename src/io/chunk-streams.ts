@@ -1,3 +1,5 @@
+import { chunkPool } from "./chunk-pool.js";
+
 /**
  * Reads ahead: keeps `depth` requests to the source in flight while the
  * consumer works on the current item, so the next chunk's I/O overlaps this chunk's arithmetic.
@@ -15,8 +17,11 @@ export async function* prefetch<T>(source: AsyncIterable<T>, depth = 1): AsyncGe
       yield next.value;
     }
   } finally {
-    // Settle reads still in flight before closing the source, so none fails unobserved.
-    await Promise.allSettled(queue);
+    // Settle reads still in flight before closing the source, so none fails
+    // unobserved; chunks read ahead that nobody saw go back to the pool.
+    for (const settled of await Promise.allSettled(queue)) {
+      if (settled.status === "fulfilled" && settled.value.value instanceof Uint8Array) chunkPool.giveBack(settled.value.value);
+    }
     await iterator.return?.();
   }
 }

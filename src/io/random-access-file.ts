@@ -2,6 +2,7 @@ import { constants, read, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { DeltaWeightsError, TruncatedError, ioError } from "../errors.js";
 import type { RandomAccess } from "../tensors.js";
+import { chunkPool } from "./chunk-pool.js";
 
 /**
  * Opens a regular file for positioned reads, as the RandomAccess the format
@@ -97,8 +98,10 @@ export async function readExactly(
   read: (buffer: Uint8Array, offset: number, length: number, position: number) => Promise<number>,
   into?: Uint8Array,
 ): Promise<Uint8Array> {
-  // Into the caller's buffer when given one (its first `length` bytes), else a new one.
-  const buffer = into === undefined ? uninitializedBytes(length) : into.subarray(0, length);
+  // Into the caller's buffer when given one (its first `length` bytes), else
+  // one from the chunk pool (not zero-filled: every byte is read into before
+  // anyone sees it, a short read throws), which its last user may give back.
+  const buffer = into === undefined ? chunkPool.take(length) : into.subarray(0, length);
   let done = 0;
   while (done < length) {
     let bytesRead: number;
@@ -118,15 +121,4 @@ function readAt(fd: number, buffer: Uint8Array, offset: number, length: number, 
   return new Promise((resolve, reject) => {
     read(fd, buffer, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
   });
-}
-
-/**
- * A new buffer of `length` bytes, not zero-filled: every byte is read into
- * before anyone sees it (a short read throws). Zeroing the chunks the hot
- * path reads cost as much as a pass of memset over every input byte. A plain
- * Uint8Array over its own memory, not a Buffer: slice() stays a copy.
- */
-function uninitializedBytes(length: number): Uint8Array {
-  const bytes = Buffer.allocUnsafeSlow(length);
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, length);
 }

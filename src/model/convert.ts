@@ -16,6 +16,7 @@ import type { OutputOptions, TensorFileFormat } from "../formats/output-format.j
 import { AtomicFile, copyInto, removeStalePartials, type StreamHasher } from "../io/atomic-file.js";
 import { withOutputLock } from "../io/output-lock.js";
 import { prefetch, tap } from "../io/chunk-streams.js";
+import { lentToConsumer } from "../io/chunk-pool.js";
 import { checkFreeSpace, inputOf, OutputJob, refuseOverlap } from "../io/output-guard.js";
 import { CHUNK_BYTES } from "../limits.js";
 import type { OnProgress } from "../progress.js";
@@ -247,9 +248,10 @@ async function writeShard(
     });
     const writer = output.format.create(file, path, specs, output);
     for (const t of writer.tensors) {
-      await writer.writeTensor(t.name, tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
+      // The writer is each chunk's last user (TensorFileWriter's contract): it goes back to the pool when the next is asked for.
+      await writer.writeTensor(t.name, lentToConsumer(tap(prefetch(model.readTensor(t.name, { chunkBytes: CHUNK_BYTES })), (chunk) => {
         onProgress?.({ kind: "advance", phase: "convert", bytes: chunk.length, label: t.name });
-      }));
+      })));
     }
     await writer.finish();
   });

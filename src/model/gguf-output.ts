@@ -12,6 +12,7 @@ import { ModelError } from "../errors.js";
 import { dtypeBytes } from "../dtypes.js";
 import { CHUNK_BYTES } from "../limits.js";
 import { prefetch } from "../io/chunk-streams.js";
+import { chunkPool } from "../io/chunk-pool.js";
 import type { OnProgress } from "../progress.js";
 import { layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
 import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
@@ -88,11 +89,12 @@ async function readRange(model: ModelSource, name: string, start: number, end: n
   const parts: Uint8Array[] = [];
   for await (const chunk of model.readTensor(name, { start, end, chunkBytes: CHUNK_BYTES })) parts.push(chunk);
   if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(end - start);
+  const out = chunkPool.take(end - start); // every byte is copied in below
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
     at += p.length;
+    chunkPool.giveBack(p);
   }
   return out;
 }
@@ -107,7 +109,9 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor): AsyncIter
     const headRows = rows / t.permuteHeads;
     for (let h = 0; h < t.permuteHeads; h++) {
       const head = await readRange(model, t.source, h * headRows * rowBytes, (h + 1) * headRows * rowBytes);
-      yield { bytes: convertChunk(t.sourceDtype, t.type, permuteHeadRows(head, headRows, rowBytes)), sourceBytes: head.length };
+      const permuted = permuteHeadRows(head, headRows, rowBytes);
+      chunkPool.giveBack(head);
+      yield { bytes: convertedOnce(t, permuted), sourceBytes: head.length };
     }
     return;
   }
@@ -116,8 +120,18 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor): AsyncIter
   for (let first = 0; first < numel; first += groupElements) {
     const last = Math.min(numel, first + groupElements);
     const source = await readRange(model, t.source, first * elementBytes, last * elementBytes);
-    yield { bytes: convertChunk(t.sourceDtype, t.type, source), sourceBytes: source.length };
+    yield { bytes: convertedOnce(t, source), sourceBytes: source.length };
   }
+}
+
+/**
+ * A chunk converted (Q8_0 into a chunk of the pool); the source goes back
+ * to the pool unless it is the result itself (a same-width copy).
+ */
+function convertedOnce(t: PlannedTensor, source: Uint8Array): Uint8Array {
+  const bytes = convertChunk(t.sourceDtype, t.type, source, (n) => chunkPool.take(n));
+  if (bytes !== source) chunkPool.giveBack(source);
+  return bytes;
 }
 
 /** Every tensor's converted chunks in file order, each tensor followed by a piece without a chunk that ends it. */
@@ -139,6 +153,7 @@ export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout:
   for await (const piece of prefetch(piecesInOrder(model, plan, layout), 2)) {
     if (piece.chunk !== undefined) {
       await sink.write(piece.chunk.bytes);
+      chunkPool.giveBack(piece.chunk.bytes); // written and hashed: the sink was its last user
       bytes += piece.chunk.bytes.length;
       onProgress?.({ kind: "advance", phase: "convert", bytes: piece.chunk.sourceBytes, label: piece.source });
       continue;

@@ -1,4 +1,7 @@
 import { DeltaError } from "../../errors.js";
+import { chunkPool } from "../../io/chunk-pool.js";
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Reads exactly the number of bytes asked for from a stream of chunks of
@@ -7,7 +10,7 @@ import { DeltaError } from "../../errors.js";
  */
 export class ExactReader {
   #iterator: AsyncIterator<Uint8Array>;
-  #pending: Uint8Array = new Uint8Array(0);
+  #pending: Uint8Array = EMPTY;
   #offset = 0;
   readonly #what: string;
 
@@ -16,7 +19,11 @@ export class ExactReader {
     this.#what = what;
   }
 
-  /** The next `length` bytes; a view into the source's chunk when possible, else a copy. */
+  /**
+   * The next `length` bytes: the source's chunk itself when it is exactly
+   * that (so a pooled chunk can be given back by its last user), a view into
+   * it when it holds them, else a copy (into a chunk of the pool).
+   */
   async read(length: number): Promise<Uint8Array> {
     // Fetch the next chunk before deciding, so that reads matching the
     // source's chunking are views, never copies.
@@ -27,12 +34,18 @@ export class ExactReader {
       this.#offset = 0;
     }
     const available = this.#pending.length - this.#offset;
+    if (this.#offset === 0 && available === length) {
+      // Used whole, never read again here: the caller is its only holder.
+      const whole = this.#pending;
+      this.#pending = EMPTY;
+      return whole;
+    }
     if (available >= length) {
       const view = this.#pending.subarray(this.#offset, this.#offset + length);
       this.#offset += length;
       return view;
     }
-    const out = new Uint8Array(length);
+    const out = chunkPool.take(length); // every byte is filled below, or this throws
     let filled = 0;
     while (filled < length) {
       if (this.#offset === this.#pending.length) {

@@ -3,6 +3,7 @@ import { DeltaError, VerifyError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { copyInto, type StreamHasher } from "../../io/atomic-file.js";
 import { prefetch, tap } from "../../io/chunk-streams.js";
+import { lentToConsumer } from "../../io/chunk-pool.js";
 import { encodeHeaderVerbatim } from "../../safetensors/header.js";
 import type { ReadRange } from "../../tensors.js";
 import { numel, sameShape } from "./pairing.js";
@@ -145,7 +146,8 @@ export async function writeRecipes(spec: TensorFileSpec, writer: TensorSink, { p
         spec.onTensorBytes?.(recipe, chunk, false);
         advance(chunk.length, t.name);
       });
-      await writer.writeTensor(t.name, tensorHash === undefined ? written : hashedChunks(written, tensorHash));
+      // The writer is each chunk's last user (TensorFileWriter's contract): it goes back to the pool when the next is asked for.
+      await writer.writeTensor(t.name, lentToConsumer(tensorHash === undefined ? written : hashedChunks(written, tensorHash)));
       spec.onTensorBytes?.(recipe, new Uint8Array(0), true);
       await checkBases();
       let baseCheck: Promise<void> | undefined;

@@ -2,7 +2,7 @@ import { dtypeBytes, isArithmeticDType, type DType, type FloatDType } from "../.
 import { DeltaError } from "../../errors.js";
 import { addInto, addIntegersInto, convertInto, isIntegerDType, subInto, subIntoWithFixups, xorInto } from "../../kernels/index.js";
 import { CHUNK_BYTES } from "../../limits.js";
-import { releasedChunk } from "../../io/memory.js";
+import { chunkPool } from "../../io/chunk-pool.js";
 import { prefetch } from "../../io/chunk-streams.js";
 import { ExactReader } from "./exact-reader.js";
 import { numel, segments, storedRow, windows, type RowOrder } from "./pairing.js";
@@ -76,13 +76,13 @@ export async function* recoverTensor(recipe: TensorRecipe, input: RecoverInput, 
           const b = await base.read(part.length);
           await hooks.onBase?.(b);
           combine(recipe, b, span);
+          chunkPool.giveBack(b); // hashed (the copy awaited) and added: this was its last use
         } else if (!part.paired) {
           unpaired?.(part.start, span);
         }
       }
       if (hooks.fixWindow !== undefined) await hooks.fixWindow(win.start, out);
-      yield out;
-      releasedChunk(out.length * 2);
+      yield out; // the consumer's now: its last user gives it back to the pool
     }
     await delta.expectEnd();
     await base?.finish();
@@ -278,8 +278,9 @@ function convertingReader(reader: ExactReader, from: DType | undefined, to: DTyp
     async read(bytes: number): Promise<Uint8Array> {
       const elements = bytes / toSize;
       const raw = await reader.read(elements * fromSize);
-      const out = new Uint8Array(bytes);
+      const out = chunkPool.take(bytes);
       convertInto(from, to, raw, out);
+      chunkPool.giveBack(raw);
       return out;
     },
     expectEnd: () => reader.expectEnd(),
@@ -367,9 +368,9 @@ export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput
           const found = subIntoWithFixups(recipe.dtype as FloatDType, src, b, dst);
           if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
         }
+        chunkPool.giveBack(b); // hashed (the copy awaited) and subtracted: this was its last use
       }
-      yield out;
-      releasedChunk(out.length * 2);
+      yield out; // the consumer's now: its last user gives it back to the pool
     }
     await target.expectEnd();
     await base?.finish();
@@ -392,9 +393,10 @@ function openBase(recipe: TensorRecipe, chunks: AsyncIterable<Uint8Array> | unde
     async read(elements: number): Promise<Uint8Array> {
       const raw = await reader.read(elements * fromSize);
       if (from === recipe.dtype) return raw;
-      const out = new Uint8Array(elements * toSize);
       if (!isArithmeticDType(from) || !isArithmeticDType(recipe.dtype)) throw new DeltaError(`base tensor "${recipe.name}": dtype ${from} cannot be converted to ${recipe.dtype}`);
+      const out = chunkPool.take(elements * toSize);
       convertInto(from, recipe.dtype, raw, out);
+      chunkPool.giveBack(raw);
       return out;
     },
     /** Every base element is used exactly once: the base must have ended too. */

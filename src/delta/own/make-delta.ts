@@ -11,6 +11,7 @@ import type { OutputFile, OutputLayout } from "../../formats/output-layout.js";
 import { HashPool } from "../../hash/hash-pool.js";
 import { AtomicFile, copyFileAtomic, removeStalePartials } from "../../io/atomic-file.js";
 import { prefetch } from "../../io/chunk-streams.js";
+import { lentToConsumer } from "../../io/chunk-pool.js";
 import { releasedChunk } from "../../io/memory.js";
 import { checkFreeSpace, inputOf, linkOnTheWay, OutputJob, refuseOverlap } from "../../io/output-guard.js";
 import { withOutputLock } from "../../io/output-lock.js";
@@ -335,7 +336,8 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
         onBase: (bytes) => baseHash.update(bytes),
         onMismatches: recipe.op === "add" ? (first, indices, xors) => fixups.add(first, indices, xors) : undefined,
       });
-      await writer.writeTensor(t.name, prefetch(chunks));
+      // The writer is each chunk's last user: it goes back to the pool when the next is asked for.
+      await writer.writeTensor(t.name, lentToConsumer(prefetch(chunks)));
       fixups.endTensor();
       // Digests are collected without waiting, so the workers never stall the pipeline.
       // Entries are placed now (keeping delta.json's order deterministic) and their hashes filled in later.

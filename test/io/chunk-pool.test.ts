@@ -1,0 +1,192 @@
+import { createHash } from "node:crypto";
+import { cpSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { applyDelta } from "../../src/delta/apply-delta.js";
+import { makeDelta } from "../../src/delta/own/make-delta.js";
+import { ChunkPool, POISON, chunkPool, lentToConsumer } from "../../src/io/chunk-pool.js";
+import { prefetch } from "../../src/io/chunk-streams.js";
+import { convertModel } from "../../src/model/convert.js";
+import { finetune, noise, rng, writeModel, type Tensor } from "../helpers/finetune.js";
+import { REPO_ROOT } from "../helpers/realdata.js";
+import { makeTempDir } from "../helpers/temp-dir.js";
+
+const sha256 = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
+const MB = 1024 * 1024;
+
+describe("ChunkPool", () => {
+  it("hands a given-back buffer out again, and fresh memory only when none is idle", () => {
+    const pool = new ChunkPool(MB, 2);
+    const a = pool.take(MB);
+    const b = pool.take(MB / 2);
+    expect(a.buffer).not.toBe(b.buffer);
+    expect(pool.stats).toEqual({ allocated: 2, reused: 0 });
+    pool.giveBack(a);
+    const c = pool.take(MB);
+    expect(c.buffer).toBe(a.buffer);
+    expect(c).not.toBe(a); // a new view: the old one can no longer be given back
+    expect(pool.stats).toEqual({ allocated: 2, reused: 1 });
+  });
+
+  it("ignores what it did not hand out, subarrays, and a second give-back of the same chunk", () => {
+    const pool = new ChunkPool(MB, 4);
+    const a = pool.take(MB);
+    pool.giveBack(new Uint8Array(MB));
+    pool.giveBack(a.subarray(0, MB / 2));
+    expect(pool.idle).toBe(0);
+    pool.giveBack(a);
+    pool.giveBack(a);
+    expect(pool.idle).toBe(1);
+    // Had the second give-back counted, two takers would share one buffer.
+    const x = pool.take(MB);
+    const y = pool.take(MB);
+    expect(x.buffer).not.toBe(y.buffer);
+  });
+
+  it("keeps at most maxFree idle buffers, and pools only reads of chunk size", () => {
+    const pool = new ChunkPool(MB, 2);
+    const taken = [pool.take(MB), pool.take(MB), pool.take(MB)];
+    for (const t of taken) pool.giveBack(t);
+    expect(pool.idle).toBe(2);
+    const small = pool.take(100);
+    const large = pool.take(2 * MB);
+    expect(pool.isOut(small) || pool.isOut(large)).toBe(false);
+    expect(large.length).toBe(2 * MB);
+  });
+
+  it("poisons a given-back chunk, so a later reader of it sees garbage", () => {
+    const pool = new ChunkPool(MB, 2);
+    pool.poisonOnGiveBack = true;
+    const a = pool.take(MB);
+    a.fill(7);
+    pool.giveBack(a);
+    expect(a.every((byte) => byte === POISON)).toBe(true);
+  });
+
+  it("lentToConsumer gives each chunk back once the consumer asks for the next, and none in flight on an early end", async () => {
+    const pool = new ChunkPool(MB, 4);
+    const chunks = [pool.take(MB), pool.take(MB), pool.take(MB)];
+    async function* source() {
+      yield* chunks;
+    }
+    const seen: boolean[] = [];
+    for await (const chunk of lentToConsumer(source(), pool)) {
+      seen.push(pool.isOut(chunk)); // still ours while we hold it
+      if (seen.length === 2) break;
+    }
+    expect(seen).toEqual([true, true]);
+    expect(pool.isOut(chunks[0]!)).toBe(false);
+    expect(pool.isOut(chunks[1]!)).toBe(true); // the loop ended holding it: not given back
+  });
+});
+
+describe("prefetch and the pool", () => {
+  it("gives back the chunks it read ahead when its consumer stops early, and nothing it yielded", async () => {
+    const chunks = [chunkPool.take(chunkPool.chunkBytes), chunkPool.take(chunkPool.chunkBytes), chunkPool.take(chunkPool.chunkBytes)];
+    async function* source() {
+      yield* chunks;
+    }
+    for await (const chunk of prefetch(source(), 2)) {
+      expect(chunk).toBe(chunks[0]);
+      break;
+    }
+    expect(chunkPool.isOut(chunks[0]!)).toBe(true); // yielded: its holder decides
+    expect(chunkPool.isOut(chunks[1]!)).toBe(false);
+    expect(chunkPool.isOut(chunks[2]!)).toBe(false);
+  });
+});
+
+/** A model whose tensors span several 4 MB chunks, with tails, in three dtypes. */
+function largeTensors(seed = 3): Tensor[] {
+  const next = rng(seed);
+  return [
+    { name: "embed.weight", dtype: "F16", shape: [1280, 2048], data: noise("F16", 1280 * 2048, 0.02, next) }, // 5 MB: a chunk and a 1 MB tail
+    { name: "layers.0.weight", dtype: "BF16", shape: [1024, 1024], data: noise("BF16", 1024 * 1024, 0.02, next) },
+    { name: "layers.1.weight", dtype: "F32", shape: [768, 2048], data: noise("F32", 768 * 2048, 0.02, next) }, // 6 MB
+    { name: "norm.weight", dtype: "F32", shape: [2048], data: noise("F32", 2048, 1, next) },
+  ];
+}
+
+describe("the chunk pool in make-delta and apply-delta", () => {
+  afterEach(() => {
+    chunkPool.poisonOnGiveBack = false;
+    chunkPool.minPooledBytes = chunkPool.chunkBytes / 4;
+  });
+
+  it("recovers every byte with chunks poisoned as they are given back (no chunk is given back while in use)", async () => {
+    chunkPool.poisonOnGiveBack = true;
+    const root = await makeTempDir();
+    const tensors = largeTensors();
+    const base = await writeModel(join(root, "base"), tensors);
+    const target = await writeModel(join(root, "target"), finetune(tensors, { seed: 5, scale: 0.05 }), { maxShardBytes: 9 * MB });
+    const delta = join(root, "delta");
+    const before = { ...chunkPool.stats };
+    await makeDelta({ base, target, delta });
+    const out = join(root, "out");
+    const result = await applyDelta({ base, delta, target: out });
+    expect(result.verified).toBe(true);
+    // The oracle is the target itself: every file of it comes back bit for bit.
+    const files = readdirSync(target).sort();
+    expect(readdirSync(out).sort()).toEqual(files);
+    for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
+    // The pool was used: buffers came back and went out again.
+    expect(chunkPool.stats.reused - before.reused).toBeGreaterThan(10);
+  });
+
+  it("writes the same GGUF with every read pooled and poisoned on give-back (Q8_0 and F16, the q/k permutation)", async () => {
+    const model = join(REPO_ROOT, "test", "fixtures", "gguf", "model");
+    const root = await makeTempDir();
+    const expected: Record<string, string> = {};
+    for (const outtype of ["q8_0", "f16"] as const) {
+      const file = join(root, `plain-${outtype}.gguf`);
+      await convertModel(model, file, { outtype });
+      expected[outtype] = sha256(file);
+    }
+    chunkPool.poisonOnGiveBack = true;
+    chunkPool.minPooledBytes = 1; // the fixture's tensors are small: pool every read
+    const before = { ...chunkPool.stats };
+    for (const outtype of ["q8_0", "f16"] as const) {
+      const file = join(root, `pooled-${outtype}.gguf`);
+      await convertModel(model, file, { outtype });
+      expect(sha256(file), outtype).toBe(expected[outtype]);
+    }
+    expect(chunkPool.stats.reused - before.reused).toBeGreaterThan(0);
+  });
+
+  it("applies a delta with every read pooled and poisoned on give-back", async () => {
+    const model = join(REPO_ROOT, "test", "fixtures", "gguf", "model");
+    const root = await makeTempDir();
+    const base = join(root, "base");
+    cpSync(model, base, { recursive: true });
+    const weights = join(base, "model.safetensors");
+    const bytes = readFileSync(weights);
+    const dataStart = 8 + Number(bytes.readBigUInt64LE(0));
+    for (let i = dataStart; i < bytes.length; i += 89) bytes[i]! ^= 1;
+    writeFileSync(weights, bytes);
+    chunkPool.poisonOnGiveBack = true;
+    chunkPool.minPooledBytes = 1;
+    const before = { ...chunkPool.stats };
+    const delta = join(root, "delta");
+    await makeDelta({ base, target: model, delta });
+    const out = join(root, "out");
+    const result = await applyDelta({ base, delta, target: out });
+    expect(result.verified).toBe(true);
+    expect(sha256(join(out, "model.safetensors"))).toBe(sha256(join(model, "model.safetensors")));
+    expect(chunkPool.stats.reused - before.reused).toBeGreaterThan(0);
+  });
+
+  it("a chunk given back too early is caught: the poisoned bytes reach the output", async () => {
+    // The negative control for the tests above: a consumer that gives a chunk back before writing it.
+    const pool = new ChunkPool(MB, 4);
+    pool.poisonOnGiveBack = true;
+    const chunk = pool.take(MB);
+    chunk.fill(1);
+    const written: Uint8Array[] = [];
+    async function* premature() {
+      pool.giveBack(chunk);
+      yield chunk;
+    }
+    for await (const c of premature()) written.push(c.slice());
+    expect(written[0]!.every((b) => b === 1)).toBe(false);
+  });
+});
