@@ -128,11 +128,10 @@ async function* recoverRows(recipe: TensorRecipe, order: RowOrder, input: Recove
       await hooks.onBase?.(b);
       const out = add(b, d, count);
       if (hooks.fixWindow !== undefined) await hooks.fixWindow(row * cols, out);
-      if (!order.transposed && order.headRows === undefined) releasedChunk(d.length);
-      releasedChunk(b.length);
+      // Both inputs were copied into `out` (and the base hashed, the copy awaited): their last use.
+      if (!order.transposed && order.headRows === undefined) chunkPool.giveBack(d);
+      chunkPool.giveBack(b);
       yield out;
-      // The consumer is done with it once it asks for the next block.
-      releasedChunk(out.length);
     }
     await sequential?.expectEnd();
     await base.finish();
@@ -182,7 +181,7 @@ async function transposedRows(
       batch.push(read((i * outDim + row) * item, spanBytes).then((bytes) => {
         if (bytes.length !== spanBytes) throw new DeltaError(`delta tensor "${recipe.name}": read ${bytes.length} bytes where ${spanBytes} were expected`);
         spans.set(bytes, i * spanBytes);
-        releasedChunk(bytes.length);
+        chunkPool.giveBack(bytes); // copied: its last use
       }));
     }
     await Promise.all(batch);
