@@ -70,3 +70,8 @@ export function resolveRange(name: string, length: number, range: ReadRange, def
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, got ${chunkBytes}`);
   return { start, end, chunkBytes };
 }
+
+/** Where a written file's bytes go, in order (an AtomicFile, usually): every format writer streams into one. */
+export interface ByteSink {
+  write(bytes: Uint8Array): Promise<void>;
+}

@@ -9,6 +9,7 @@
 import type { DType } from "../dtypes.js";
 import type { Outtype } from "../gguf/llama.js";
 import type { MetadataInput } from "../safetensors/header.js";
+import type { ByteSink } from "../tensors.js";
 
 /** A tensor as a file being created declares it. */
 export interface TensorSpec {
@@ -26,10 +27,7 @@ export interface PlacedTensor {
   end: number;
 }
 
-/** Where a file's bytes go, in order (an AtomicFile, usually). */
-export interface ByteSink {
-  write(bytes: Uint8Array): Promise<void>;
-}
+export type { ByteSink } from "../tensors.js";
 
 /** A file being written tensor by tensor, in the order `tensors` lists. */
 export interface TensorFileWriter {

@@ -20,13 +20,10 @@
  */
 import { DeltaWeightsError, ModelError } from "../errors.js";
 import { dtypeBytes, type DType } from "../dtypes.js";
+import type { ByteSink } from "../tensors.js";
 import { crc32 } from "./crc32.js";
 import { pickleStateDict, type StateDictContainer } from "./pickle-writer.js";
 import { dataDescriptor, planZip, zipTrailer, type ZipPlan } from "./zip-writer.js";
-
-export interface ByteSink {
-  write(bytes: Uint8Array): Promise<void>;
-}
 
 export interface PytorchWriteOptions {
   /** What torch.save was given: "dict" (transformers' shards; the default) or "OrderedDict". */

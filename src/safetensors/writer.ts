@@ -6,11 +6,10 @@
  */
 import { SafetensorsError } from "../errors.js";
 import type { DType } from "../dtypes.js";
+import type { ByteSink } from "../tensors.js";
 import { encodeHeader, encodeHeaderVerbatim, parseHeaderJson, type HeaderTensor, type MetadataInput } from "./header.js";
 
-export interface ByteSink {
-  write(bytes: Uint8Array): Promise<void>;
-}
+export type { ByteSink } from "../tensors.js";
 
 export class SafetensorsWriter {
   /** Tensors in the order their bytes must be written. */
