@@ -18,7 +18,7 @@ import { readChecksums } from "./hash/checksums.js";
 import { HashPool } from "./hash/hash-pool.js";
 import { ConnectionBudget } from "./hub/transport/connection-budget.js";
 import type { CardManifest, UploadOptions } from "./hub/backend.js";
-import { commitWithCard, listUploadableFiles, uploadFolder, type PushResult } from "./hub/push.js";
+import { commitWithCard, listUploadableFiles, uploadFolder, type FolderUploadOptions, type PushResult } from "./hub/push.js";
 import { PUSH_BACKEND, locateSource } from "./hub/backends.js";
 import { resolveRequested, sourceRequest, startSource, type ArrivingSource, type ResolveOptions, type SourceRequest } from "./hub/resolve-source.js";
 import { readJsonFile } from "./io/files.js";
@@ -30,7 +30,6 @@ import { convertModel as convertLocalModel, type ConvertOptions as LocalConvertO
 import { inspectModel as inspectLocalModel, type InspectResult } from "./model/inspect.js";
 import { makeDirectory } from "./io/make-directory.js";
 import { OUTPUT_OPTION_FLAGS, type OutputOption, type OutputOptions } from "./formats/output-format.js";
-import type { OnProgress } from "./progress.js";
 
 /** How repo ids are resolved: token, endpoint, cache, offline mode, fetch (the CLI reads them from flags and HF_* variables). */
 export type SourceOptions = Omit<ResolveOptions, "files" | "select">;
@@ -235,27 +234,14 @@ export async function makeDelta(options: MakeDeltaOptions): Promise<MakeDeltaRes
   }
 }
 
-export interface PushOptions {
-  /** A write token. Without one the push fails before any request. */
-  accessToken?: string;
-  hubUrl?: string;
-  fetch?: typeof fetch;
-  /** Create the repo private (a repo that already exists keeps its visibility). */
-  private?: boolean;
-  /** Branch to commit to (created from main if missing); default main. */
-  revision?: string;
-  /** Commit title. */
-  message?: string;
+/** What a push takes: the hub's upload options, but the card is api.ts's to make (from delta.json). */
+export interface PushOptions extends Omit<FolderUploadOptions, "card"> {
   /**
    * Upload a directory that is not a delta (no delta.json, or weight files
    * delta.json does not list). Off by default: pushing a base or a full
    * fine-tune by mistake publishes exactly what deltas exist to keep private.
    */
   allowNonDelta?: boolean;
-  /** How often a transient failure of one upload request is tried again (see UploadOptions). */
-  retry?: UploadOptions["retry"];
-  onNotice?: (message: string) => void;
-  onProgress?: OnProgress;
 }
 
 /**
@@ -272,7 +258,7 @@ export async function pushToHub(dir: string, repo: string, options: PushOptions)
   const files = await listUploadableFiles(dir);
   const manifest = files.includes(MANIFEST_FILE) ? await readCardManifest(join(dir, MANIFEST_FILE)) : undefined;
   if (options.allowNonDelta !== true) refuseNonDelta(dir, files, manifest);
-  return uploadFolder(PUSH_BACKEND, dir, files, repo, {
+  const upload: EveryParameter<FolderUploadOptions> = {
     accessToken: options.accessToken,
     hubUrl: options.hubUrl,
     fetch: options.fetch,
@@ -283,7 +269,8 @@ export async function pushToHub(dir: string, repo: string, options: PushOptions)
     retry: options.retry,
     onNotice: options.onNotice,
     onProgress: options.onProgress,
-  });
+  };
+  return uploadFolder(PUSH_BACKEND, dir, files, repo, upload);
 }
 
 /** delta.json as the model card reads it: strict JSON, bounded; only the fields the card shows are used. */
