@@ -19,9 +19,9 @@
 // FastChat-style shard-by-shard apply in PyTorch on the same files. Then an
 // Open-Assistant-style XOR payload (every target file XORed with the base's
 // same-named file, made here) recovered by apply-delta, checked against a
-// sha256sum list (--xor-only runs just that case; --repeat N runs it and its
-// I/O floor N times, alternately, and prints medians and ranges: on a shared
-// machine one run says little). With --conventions, also applies a delta laid
+// sha256sum list (--xor-only runs just that case). --repeat N runs make-delta,
+// apply-delta and the XOR apply each N times, alternately with their I/O
+// floors, and prints medians and ranges: on a shared machine one run says little. With --conventions, also applies a delta laid
 // out by each published convention (FastChat v1.1 and v0, Alpaca's float32
 // diff, LLaVA, Ziya) made from the same base, for time and peak RSS. Ends with
 // the kernels' throughput. The temporary directory is deleted at the end.
@@ -371,6 +371,35 @@ function ioFloor(inputs, outputs, scratch) {
   return { read, write, cached, total: read + write };
 }
 
+const repeatSummaries = [];
+
+/**
+ * A timed run and its I/O floor, `repeat` times, alternating (so that a change
+ * in the machine's load falls on both). Before each run its output is removed,
+ * every dirty page on the machine is written back (`sync`: otherwise the disk
+ * would still be writing what an earlier step left, the generator's models
+ * included, while the run is timed) and its inputs are read into the page cache.
+ * The run whose ratio to its floor is the median one stands for the case.
+ */
+function repeated(name, outputDir, inputDirs, runOnce, floorOnce) {
+  const runs = [];
+  for (let r = 0; r < repeat; r++) {
+    rmSync(outputDir, { recursive: true, force: true });
+    run("sync", []);
+    run("sh", ["-c", `cat ${inputDirs.map((d) => `'${d}'/*`).join(" ")} > /dev/null`]);
+    const timed = runOnce();
+    runs.push({ run: timed, floor: floorOnce() });
+  }
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
+  const spread = (values) => `median ${median(values).toFixed(2)}, ${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}`;
+  const ratios = runs.map((x) => x.run.seconds / x.floor.total);
+  if (repeat > 1) {
+    repeatSummaries.push(`${name}, ${repeat} runs alternating with their I/O floors: wall ${spread(runs.map((x) => x.run.seconds))} s; CPU ${spread(runs.map((x) => x.run.cpu ?? NaN))} s; ` +
+      `floor ${spread(runs.map((x) => x.floor.total))} s; ratio ${spread(ratios)}`);
+  }
+  return runs[ratios.indexOf(median(ratios))];
+}
+
 /** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
 function measureSha256() {
   const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
@@ -431,7 +460,6 @@ try {
   console.log(`generated base and target in ${fmt.s((performance.now() - start) / 1000)}`);
 
   const baseFiles = filesIn(baseDir, isWeights), targetFiles = filesIn(targetDir, isWeights);
-  run("sh", ["-c", `cat '${baseDir}'/* '${targetDir}'/* > /dev/null`]); // warm the page cache
 
   const node = process.execPath;
   const rows = [];
@@ -439,19 +467,20 @@ try {
   let make, makeFloor, apply, applyFloor, exact = true, torchRow;
   if (!xorOnly) {
     // make-delta
-    make = run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" });
+    ({ run: make, floor: makeFloor } = repeated("make-delta", deltaDir, [baseDir, targetDir], () =>
+      run(node, [path.join(root, "bin/make-delta"), "--base", baseDir, "--target", targetDir, "--delta", deltaDir, "--no-progress", "--json"], { label: "make-delta" }),
+    () => ioFloor([...baseFiles, ...targetFiles], filesIn(deltaDir), path.join(work, "floor"))));
     const deltaFiles = filesIn(deltaDir);
-    makeFloor = ioFloor([...baseFiles, ...targetFiles], deltaFiles, path.join(work, "floor"));
     // make-delta hashes the target twice (each tensor, each file), every base tensor and every delta file; subtracts every element.
     const makeWork = { hashed: 2 * totalBytes(targetFiles) + modelBytes + totalBytes(deltaFiles), kernel: "subIntoWithFixups", dtype: "F16", elements: modelBytes / 2 };
     rows.push({ name: "make-delta", run: make, out: totalBytes(deltaFiles), floor: makeFloor, work: makeWork });
 
     // apply-delta (full verification: delta files, base tensors, every output tensor and file)
-    run("sh", ["-c", `cat '${deltaDir}'/* > /dev/null`]);
-    apply = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", deltaDir, "--target", recoveredDir, "--no-progress", "--json"], { label: "apply-delta" });
     const deltaWeights = filesIn(deltaDir, isWeights);
+    ({ run: apply, floor: applyFloor } = repeated("apply-delta", recoveredDir, [baseDir, deltaDir], () =>
+      run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", deltaDir, "--target", recoveredDir, "--no-progress", "--json"], { label: "apply-delta" }),
+    () => ioFloor([...baseFiles, ...deltaWeights], filesIn(recoveredDir, isWeights), path.join(work, "floor"))));
     const recoveredFiles = filesIn(recoveredDir, isWeights);
-    applyFloor = ioFloor([...baseFiles, ...deltaWeights], recoveredFiles, path.join(work, "floor"));
     // apply-delta hashes every base tensor and every output file (outputs that match prove the delta intact); adds every element.
     const applyWork = { hashed: modelBytes + totalBytes(recoveredFiles), kernel: "add", dtype: "F16", elements: modelBytes / 2 };
     rows.push({ name: "apply-delta", run: apply, out: totalBytes(recoveredFiles), floor: applyFloor, work: applyWork });
@@ -487,19 +516,9 @@ try {
   const payloadDir = path.join(work, "xor-payload"), xorOutDir = path.join(work, "xor-recovered"), sums = path.join(work, "SHA256SUMS");
   writeXorPayload(baseDir, targetDir, payloadDir);
   writeFileSync(sums, filesIn(targetDir).map((f) => `${sha256(f)}  ${path.basename(f)}\n`).join(""));
-  const xorRuns = [];
-  for (let r = 0; r < repeat; r++) {
-    rmSync(xorOutDir, { recursive: true, force: true });
-    run("sync", []);
-    run("sh", ["-c", `cat '${baseDir}'/* '${payloadDir}'/* > /dev/null`]);
-    const xorRun = run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", payloadDir, "--target", xorOutDir, "--checksums", sums, "--no-progress", "--json"], { label: "apply-delta (XOR payload)" });
-    xorRuns.push({ run: xorRun, floor: ioFloor([...filesIn(baseDir), ...filesIn(payloadDir)], filesIn(xorOutDir), path.join(work, "floor")) });
-  }
-  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
-  const spread = (values) => `median ${median(values).toFixed(2)}, ${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}`;
-  // The run whose ratio to its floor is the median one stands for the case in the table.
-  const ratios = xorRuns.map((x) => x.run.seconds / x.floor.total);
-  const { run: xor, floor: xorFloor } = xorRuns[ratios.indexOf(median(ratios))];
+  const { run: xor, floor: xorFloor } = repeated("xor apply", xorOutDir, [baseDir, payloadDir], () =>
+    run(node, [path.join(root, "bin/apply-delta"), "--base", baseDir, "--delta", payloadDir, "--target", xorOutDir, "--checksums", sums, "--no-progress", "--json"], { label: "apply-delta (XOR payload)" }),
+  () => ioFloor([...filesIn(baseDir), ...filesIn(payloadDir)], filesIn(xorOutDir), path.join(work, "floor")));
   const xorOutputs = filesIn(xorOutDir);
   // The XOR apply hashes every output file (the sums list names the target's files) and XORs every byte.
   const xorWork = { hashed: totalBytes(xorOutputs), kernel: "xor", dtype: "F16", elements: totalBytes(xorOutputs) / 2 };
@@ -574,9 +593,7 @@ try {
   }
   console.log(`I/O floor: xor = cat ${fmt.s(xorFloor.read)} (base and payload) + write ${fmt.s(xorFloor.write)}; without fsync ${fmt.s(xorFloor.cached)}`);
   console.log(`xor apply says: ${xorVerified}; output byte-exact: ${xorExact ? "yes" : "NO"}`);
-  if (repeat > 1) {
-    console.log(`xor apply, ${repeat} runs alternating with their floors: wall ${spread(xorRuns.map((x) => x.run.seconds))} s; floor ${spread(xorRuns.map((x) => x.floor.total))} s; ratio ${spread(ratios)}`);
-  }
+  for (const line of repeatSummaries) console.log(line);
   if (!hasGnuTime) console.log("peak RSS not measured: /usr/bin/time is missing (apt-get install time)");
 
   console.log("\nkernels, one core (G elements/s):");
