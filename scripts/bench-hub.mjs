@@ -285,6 +285,10 @@ async function client({ hubUrl, cacheDir, out, job }) {
     // --no-cache-delta: how much of the delta is on disk, sampled (allocated blocks: partial downloads are sparse).
     const scratch = path.join(out, ".delta-weights-download");
     const sampler = job.noCacheDelta === true ? setInterval(() => { peakScratch = Math.max(peakScratch, diskBytes(scratch)); }, 50) : undefined;
+    // BENCH_HUB_TIMELINE=1: every 250 ms, how much of the delta is on disk and how much output (to stderr).
+    const timeline = process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true
+      ? setInterval(() => console.error(`timeline ${((performance.now() - started) / 1000).toFixed(2)} s: delta ${(diskBytes(job.noCacheDelta === true ? scratch : cacheDir) / 1e6).toFixed(0)} MB, output ${(diskBytes(out) / 1e6 - diskBytes(scratch) / 1e6).toFixed(0)} MB`), 250)
+      : undefined;
     try {
       const result = await applyDelta({
         base: job.baseDir ?? BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer,
@@ -293,6 +297,20 @@ async function client({ hubUrl, cacheDir, out, job }) {
       verified = result.verified;
     } finally {
       clearInterval(sampler);
+      clearInterval(timeline);
+    }
+    if (process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true) {
+      // CPU-seconds of each thread of this process, by name (Linux only).
+      try {
+        for (const task of readdirSync("/proc/self/task")) {
+          const stat = readFileSync(`/proc/self/task/${task}/stat`, "utf8");
+          const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+          const fields = stat.split(") ").pop().split(" ");
+          console.error(`thread ${task} ${name}: ${((Number(fields[11]) + Number(fields[12])) / clockTicks()).toFixed(2)} CPU-s`);
+        }
+      } catch {
+        // not Linux
+      }
     }
   }
   const seconds = (performance.now() - started) / 1000;
@@ -438,6 +456,9 @@ class Bucket {
 async function serve({ perConnection, total, repos }) {
   const SLICE = 256 * 1024;
   const global = new Bucket(total, SLICE * 4);
+  // Slices whose write finished, for the next read (a loopback CDN should cost the client's cores as little as it can).
+  const spare = [];
+  const MAX_SPARE = 64;
   const perSocket = new WeakMap();
   const bySha = new Map();
   for (const repo of [BASE_REPO, DELTA_REPO]) for (const [name, f] of Object.entries(repos[repo].files)) if (f.lfs) bySha.set(f.sha256, { repo, name });
@@ -483,10 +504,12 @@ async function serve({ perConnection, total, repos }) {
       const n = Math.min(SLICE, end + 1 - at);
       const wait = Math.max(bucket.take(n), global.take(n));
       if (wait > 0) await sleep(wait);
-      const buffer = Buffer.allocUnsafe(n);
+      const buffer = spare.pop() ?? Buffer.allocUnsafeSlow(SLICE);
       const { bytesRead } = await handle.read(buffer, 0, n, at);
       at += bytesRead;
-      if (!res.write(buffer.subarray(0, bytesRead))) {
+      // Reused once the socket has taken its bytes: the server's garbage would be CPU on the cores the client needs.
+      const reuse = () => { if (spare.length < MAX_SPARE) spare.push(buffer); };
+      if (!res.write(buffer.subarray(0, bytesRead), reuse)) {
         await new Promise((r) => {
           const go = () => { res.off("drain", go); res.off("close", go); r(); };
           res.on("drain", go);
