@@ -178,6 +178,19 @@ function processCpuSeconds(pid) {
   }
 }
 
+/** CPU-seconds of each live thread of this process, by id and name (Linux only; else none). */
+function threadCpuSeconds() {
+  try {
+    return readdirSync("/proc/self/task").map((id) => {
+      const stat = readFileSync(`/proc/self/task/${id}/stat`, "utf8");
+      const fields = stat.split(") ").pop().split(" ");
+      return { id, name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), seconds: (Number(fields[11]) + Number(fields[12])) / clockTicks() };
+    });
+  } catch {
+    return [];
+  }
+}
+
 let ticks;
 function clockTicks() {
   ticks ??= Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100;
@@ -287,12 +300,13 @@ async function client({ hubUrl, cacheDir, out, job }) {
     const sampler = job.noCacheDelta === true ? setInterval(() => { peakScratch = Math.max(peakScratch, diskBytes(scratch)); }, 50) : undefined;
     // BENCH_HUB_TIMELINE=1: every 250 ms, how much of the delta is on disk and how much output (to stderr).
     const timeline = process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true
-      ? setInterval(() => console.error(`timeline ${((performance.now() - started) / 1000).toFixed(2)} s: delta ${(diskBytes(job.noCacheDelta === true ? scratch : cacheDir) / 1e6).toFixed(0)} MB, output ${(diskBytes(out) / 1e6 - diskBytes(scratch) / 1e6).toFixed(0)} MB`), 250)
+      ? setInterval(() => console.error(`timeline ${((performance.now() - started) / 1000).toFixed(2)} s: delta ${(diskBytes(job.noCacheDelta === true ? scratch : cacheDir) / 1e6).toFixed(0)} MB, output ${(diskBytes(out) / 1e6 - diskBytes(scratch) / 1e6).toFixed(0)} MB; threads' CPU-s ${threadCpuSeconds().map((t) => t.seconds.toFixed(2)).join(" ")}`), 250)
       : undefined;
     try {
       const result = await applyDelta({
         base: job.baseDir ?? BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer,
         ...(job.noCacheDelta === true ? { cacheDelta: false } : {}),
+        ...(job.threads !== undefined ? { threads: job.threads } : {}),
       });
       verified = result.verified;
     } finally {
@@ -301,16 +315,7 @@ async function client({ hubUrl, cacheDir, out, job }) {
     }
     if (process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true) {
       // CPU-seconds of each thread of this process, by name (Linux only).
-      try {
-        for (const task of readdirSync("/proc/self/task")) {
-          const stat = readFileSync(`/proc/self/task/${task}/stat`, "utf8");
-          const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-          const fields = stat.split(") ").pop().split(" ");
-          console.error(`thread ${task} ${name}: ${((Number(fields[11]) + Number(fields[12])) / clockTicks()).toFixed(2)} CPU-s`);
-        }
-      } catch {
-        // not Linux
-      }
+      for (const t of threadCpuSeconds()) console.error(`thread ${t.id} ${t.name}: ${t.seconds.toFixed(2)} CPU-s`);
     }
   }
   const seconds = (performance.now() - started) / 1000;
