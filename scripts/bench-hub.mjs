@@ -30,14 +30,17 @@
 //                        loopback server's CPU-seconds (every thread), peak RSS.
 //                        Then the same with --no-cache-delta (unless --skip-no-cache).
 //                        --only-base-local runs only these rows.
-//
-// BENCH_HUB_CLIENT_NODE_ARGS (space-separated) is passed to node for the client
-// of the base-local rows: --cpu-prof, --perf-basic-prof, ... for profiling.
 // and prints wall time, MB/s, the fraction of the total cap and peak RSS,
 // and the ratio of time to a verified model over the download alone, and over
 // its disk floor (cache and target written at the disk's fsynced rate, measured
 // first with dd): when the download fills the disk, the target cannot be
 // written for free.
+//
+// Profiling the base-local rows: BENCH_HUB_CLIENT_NODE_ARGS (space-separated) is
+// passed to the client's node (--cpu-prof, --perf-basic-prof-only-functions,
+// --trace-gc); BENCH_HUB_TIMELINE=1 makes the client print to stderr, every
+// 250 ms, the delta and output bytes on disk and each thread's CPU-seconds, and
+// at its end each thread's total.
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createServer } from "node:http";
