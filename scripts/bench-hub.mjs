@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench -- --hub [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache]
+// npm run bench -- --hub [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache] [--only-base-local]
 // (or node scripts/bench-hub.mjs ..., after `npm run build`)
 //
 // Measures recovering a model from the Hub against a loopback "Hub" that
@@ -23,11 +23,24 @@
 //   --no-cache-delta:    the same, keeping no copy of the delta (and the most of
 //                        it on disk at once, sampled)
 //   apply only:          apply-delta from the cached snapshots (no network)
+//   base local:          apply-delta from a local base and the delta's repo id, the
+//                        issue's row: time to a verified model against its floor, the
+//                        larger of the delta's bytes at the total cap and the output
+//                        written at the disk's fsynced rate; the client's and the
+//                        loopback server's CPU-seconds (every thread), peak RSS.
+//                        Then the same with --no-cache-delta (unless --skip-no-cache).
+//                        --only-base-local runs only these rows.
 // and prints wall time, MB/s, the fraction of the total cap and peak RSS,
 // and the ratio of time to a verified model over the download alone, and over
 // its disk floor (cache and target written at the disk's fsynced rate, measured
 // first with dd): when the download fills the disk, the target cannot be
 // written for free.
+//
+// Profiling the base-local rows: BENCH_HUB_CLIENT_NODE_ARGS (space-separated) is
+// passed to the client's node (--cpu-prof, --perf-basic-prof-only-functions,
+// --trace-gc); BENCH_HUB_TIMELINE=1 makes the client print to stderr, every
+// 250 ms, the delta and output bytes on disk and each thread's CPU-seconds, and
+// at its end each thread's total.
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createServer } from "node:http";
@@ -47,7 +60,7 @@ const DELTA_REPO = "bench/llama-7b-shaped-delta";
 const COMMITS = { [BASE_REPO]: "0123456789abcdef0123456789abcdef01234567", [DELTA_REPO]: "89abcdef0123456789abcdef0123456789abcdef" };
 
 const args = process.argv.slice(2);
-const flag = numberFlags(args, "node scripts/bench-hub.mjs [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache]");
+const flag = numberFlags(args, "node scripts/bench-hub.mjs [--per-connection MB/s] [--total MB/s] [--connections N] [--range-mb N] [--rounds N] [--skip-single] [--skip-no-cache] [--only-base-local]");
 
 // ---------------------------------------------------------------------------
 // Orchestration
@@ -83,21 +96,43 @@ async function main() {
       `${name.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s  ${((bytes / r.seconds) / MB).toFixed(0).padStart(4)} MB/s  ` +
         `${(((bytes / r.seconds) / total) * 100).toFixed(0).padStart(3)} % of the total cap  peak RSS ${(r.maxRSS / 1024).toFixed(0)} MB${cpu(r)}`);
     const cpu = (r) => (r.cpuSeconds === undefined ? "" : `  CPU ${r.cpuSeconds.toFixed(1)} s`);
+    const baseLocalRow = async (noCacheDelta) => {
+      const run = await runClient(server, { kind: "apply", transfer, baseDir: repos[BASE_REPO].dir, noCacheDelta, profile: true }, repos);
+      const networkFloor = deltaBytes / total;
+      const outputFloor = outputBytes / diskRate;
+      const floor = Math.max(networkFloor, outputFloor);
+      console.log(
+        `base local, delta from the Hub${noCacheDelta ? " (--no-cache-delta)" : ""}: time to a verified model ${run.seconds.toFixed(2)} s; ` +
+          `floor ${floor.toFixed(2)} s (delta ${(deltaBytes / 1e9).toFixed(2)} GB / ${total / MB} MB/s ${networkFloor.toFixed(2)} s, ` +
+          `output ${(outputBytes / 1e9).toFixed(2)} GB fsynced at ${(diskRate / MB).toFixed(0)} MB/s ${outputFloor.toFixed(2)} s); ` +
+          `${(run.seconds / floor).toFixed(2)}x (goal 1.3x); CPU-s client ${run.cpuSeconds?.toFixed(1) ?? "n/a"}, server ${run.serverCpuSeconds?.toFixed(1) ?? "n/a"}; ` +
+          `peak RSS ${run.maxRSS === undefined ? "n/a" : `${(run.maxRSS / 1024).toFixed(0)} MB`}`,
+      );
+    };
     for (let round = 0; round < rounds; round++) {
-      if (!args.includes("--skip-single")) line("single connection, download only", await runClient(server.url, { kind: "download", transfer: { connections: 1, rangeBytes: Number.MAX_SAFE_INTEGER }, sequential: true }));
-      const download = await runClient(server.url, { kind: "download", transfer });
+      if (args.includes("--only-base-local")) {
+        await warmBase(repos[BASE_REPO]);
+        await baseLocalRow(false);
+        if (!args.includes("--skip-no-cache")) await baseLocalRow(true);
+        continue;
+      }
+      if (!args.includes("--skip-single")) line("single connection, download only", await runClient(server, { kind: "download", transfer: { connections: 1, rangeBytes: Number.MAX_SAFE_INTEGER }, sequential: true }));
+      const download = await runClient(server, { kind: "download", transfer });
       line(`ours (${connections ?? "default"} connections), download`, download);
-      const verified = await runClient(server.url, { kind: "apply", transfer, keepCache: true }, repos);
+      const verified = await runClient(server, { kind: "apply", transfer, keepCache: true }, repos);
       line("ours, time to a verified model", verified);
-      const applyOnly = await runClient(server.url, { kind: "apply", transfer, offline: true, reuseCache: true }, repos);
+      const applyOnly = await runClient(server, { kind: "apply", transfer, offline: true, reuseCache: true }, repos);
       console.log(`${"apply only (cached, offline)".padEnd(34)} ${applyOnly.seconds.toFixed(2).padStart(7)} s  ${" ".repeat(40)}peak RSS ${(applyOnly.maxRSS / 1024).toFixed(0)} MB${cpu(applyOnly)}`);
       console.log(`time to a verified model / download alone: ${(verified.seconds / download.seconds).toFixed(2)}x (target 1.15x); apply alone ${applyOnly.seconds.toFixed(2)} s`);
       console.log(`time to a verified model / its disk floor (${verifiedFloor.toFixed(2)} s): ${(verified.seconds / verifiedFloor).toFixed(2)}x`);
       if (!args.includes("--skip-no-cache")) {
-        const streamed = await runClient(server.url, { kind: "apply", transfer, noCacheDelta: true }, repos);
+        const streamed = await runClient(server, { kind: "apply", transfer, noCacheDelta: true }, repos);
         line("ours, --no-cache-delta, verified", streamed);
         console.log(`${"  delta on disk at most".padEnd(34)} ${(streamed.peakScratch / 1e6).toFixed(0).padStart(7)} MB of ${(deltaBytes / 1e6).toFixed(0)} MB (sampled every 50 ms)`);
       }
+      await warmBase(repos[BASE_REPO]);
+      await baseLocalRow(false);
+      if (!args.includes("--skip-no-cache")) await baseLocalRow(true);
     }
   } finally {
     server.child.kill();
@@ -135,7 +170,44 @@ function startServer(config) {
   });
 }
 
-async function runClient(hubUrl, job, repos) {
+/** CPU-seconds (user + system, every thread) a process has used so far, from /proc; undefined elsewhere. */
+function processCpuSeconds(pid) {
+  try {
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop().split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU-seconds of each live thread of this process, by id and name (Linux only; else none). */
+function threadCpuSeconds() {
+  try {
+    return readdirSync("/proc/self/task").map((id) => {
+      const stat = readFileSync(`/proc/self/task/${id}/stat`, "utf8");
+      const fields = stat.split(") ").pop().split(" ");
+      return { id, name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), seconds: (Number(fields[11]) + Number(fields[12])) / clockTicks() };
+    });
+  } catch {
+    return [];
+  }
+}
+
+let ticks;
+function clockTicks() {
+  ticks ??= Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100;
+  return ticks;
+}
+
+/** Reads the base's files once, so the base-local rows start, as the floor assumes, with them in the page cache. */
+async function warmBase(repo) {
+  for (const name of Object.keys(repo.files)) await sha256OfFile(path.join(repo.dir, name));
+}
+
+async function runClient(server, job, repos) {
+  const hubUrl = server.url;
+  const serverBefore = processCpuSeconds(server.child.pid);
   const cacheDir = path.join(benchDir, "cache");
   const out = path.join(benchDir, "out");
   if (job.reuseCache !== true) rmSync(cacheDir, { recursive: true, force: true });
@@ -145,7 +217,8 @@ async function runClient(hubUrl, job, repos) {
     // high-water mark it inherited from this process at fork.
     const timeFile = path.join(benchDir, "client-time.txt");
     const gnuTime = existsSync("/usr/bin/time");
-    const argv = [process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })];
+    const nodeArgs = job.profile === true ? (process.env.BENCH_HUB_CLIENT_NODE_ARGS ?? "").split(" ").filter((a) => a !== "") : [];
+    const argv = [process.execPath, ...nodeArgs, fileURLToPath(import.meta.url), "--client", JSON.stringify({ hubUrl, cacheDir, out, job })];
     const text = await new Promise((resolve, reject) => {
       const child = spawn(gnuTime ? "/usr/bin/time" : argv[0], gnuTime ? ["-f", "%M %U %S", "-o", timeFile, ...argv] : argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
       let stdout = "";
@@ -153,6 +226,8 @@ async function runClient(hubUrl, job, repos) {
       child.once("exit", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${job.kind} failed (${code}): ${stdout}`))));
     });
     const result = JSON.parse(text);
+    const serverAfter = processCpuSeconds(server.child.pid);
+    if (serverBefore !== undefined && serverAfter !== undefined) result.serverCpuSeconds = serverAfter - serverBefore;
     if (gnuTime) {
       // Peak RSS in KB, then user and system CPU-seconds of every thread of the client.
       const [maxRSS, user, system] = readFileSync(timeFile, "utf8").trim().split("\n").pop().split(" ").map(Number);
@@ -226,14 +301,24 @@ async function client({ hubUrl, cacheDir, out, job }) {
     // --no-cache-delta: how much of the delta is on disk, sampled (allocated blocks: partial downloads are sparse).
     const scratch = path.join(out, ".delta-weights-download");
     const sampler = job.noCacheDelta === true ? setInterval(() => { peakScratch = Math.max(peakScratch, diskBytes(scratch)); }, 50) : undefined;
+    // BENCH_HUB_TIMELINE=1: every 250 ms, how much of the delta is on disk and how much output (to stderr).
+    const timeline = process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true
+      ? setInterval(() => console.error(`timeline ${((performance.now() - started) / 1000).toFixed(2)} s: delta ${(diskBytes(job.noCacheDelta === true ? scratch : cacheDir) / 1e6).toFixed(0)} MB, output ${(diskBytes(out) / 1e6 - diskBytes(scratch) / 1e6).toFixed(0)} MB; threads' CPU-s ${threadCpuSeconds().map((t) => t.seconds.toFixed(2)).join(" ")}`), 250)
+      : undefined;
     try {
       const result = await applyDelta({
-        base: BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer,
+        base: job.baseDir ?? BASE_REPO, delta: DELTA_REPO, target: out, cacheDir, hubUrl, offline: job.offline === true, transfer: job.transfer,
         ...(job.noCacheDelta === true ? { cacheDelta: false } : {}),
+        ...(job.threads !== undefined ? { threads: job.threads } : {}),
       });
       verified = result.verified;
     } finally {
       clearInterval(sampler);
+      clearInterval(timeline);
+    }
+    if (process.env.BENCH_HUB_TIMELINE === "1" && job.profile === true) {
+      // CPU-seconds of each thread of this process, by name (Linux only).
+      for (const t of threadCpuSeconds()) console.error(`thread ${t.id} ${t.name}: ${t.seconds.toFixed(2)} CPU-s`);
     }
   }
   const seconds = (performance.now() - started) / 1000;
@@ -286,7 +371,7 @@ async function ensureRepos() {
   const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
   const { encodeHeader } = await dist("safetensors/header.js");
   const { convertInto, addInto } = await dist("kernels/index.js");
-  const { makeDelta } = await dist("delta/make-delta.js");
+  const { makeDelta } = await dist("delta/own/make-delta.js");
   const tensors = llamaTensors(2);
   const shards = [[], []];
   let size = 0;
@@ -379,6 +464,9 @@ class Bucket {
 async function serve({ perConnection, total, repos }) {
   const SLICE = 256 * 1024;
   const global = new Bucket(total, SLICE * 4);
+  // Slices whose write finished, for the next read (a loopback CDN should cost the client's cores as little as it can).
+  const spare = [];
+  const MAX_SPARE = 64;
   const perSocket = new WeakMap();
   const bySha = new Map();
   for (const repo of [BASE_REPO, DELTA_REPO]) for (const [name, f] of Object.entries(repos[repo].files)) if (f.lfs) bySha.set(f.sha256, { repo, name });
@@ -424,10 +512,12 @@ async function serve({ perConnection, total, repos }) {
       const n = Math.min(SLICE, end + 1 - at);
       const wait = Math.max(bucket.take(n), global.take(n));
       if (wait > 0) await sleep(wait);
-      const buffer = Buffer.allocUnsafe(n);
+      const buffer = spare.pop() ?? Buffer.allocUnsafeSlow(SLICE);
       const { bytesRead } = await handle.read(buffer, 0, n, at);
       at += bytesRead;
-      if (!res.write(buffer.subarray(0, bytesRead))) {
+      // Reused once the socket has taken its bytes: the server's garbage would be CPU on the cores the client needs.
+      const reuse = () => { if (spare.length < MAX_SPARE) spare.push(buffer); };
+      if (!res.write(buffer.subarray(0, bytesRead), reuse)) {
         await new Promise((r) => {
           const go = () => { res.off("drain", go); res.off("close", go); r(); };
           res.on("drain", go);
