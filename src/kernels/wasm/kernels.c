@@ -332,14 +332,18 @@ static inline V double_vector(V a, V b, int subtract, int32_t zero) {
     }                                                                                \
   }
 
+/* Four vectors an iteration (clang unrolls): with the common-case test and
+ * its branch in every vector, that measured 5-15 % faster than one. */
+#define UNROLL _Pragma("clang loop unroll_count(4)")
+
 EXPORT(add_f16) void add_f16(uint32_t n, int32_t zero) {
-  for (uint32_t i = 0; i < n * 2; i += 16) {
+  UNROLL for (uint32_t i = 0; i < n * 2; i += 16) {
     wasm_v128_store(region_out + i, half_sum(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i), zero));
   }
 }
 
 EXPORT(sub_f16) void sub_f16(uint32_t n, int32_t zero) {
-  for (uint32_t i = 0; i < n * 2; i += 16) {
+  UNROLL for (uint32_t i = 0; i < n * 2; i += 16) {
     wasm_v128_store(region_out + i, half_difference(wasm_v128_load(region_a + i), wasm_v128_load(region_b + i), zero));
   }
 }
@@ -393,7 +397,7 @@ static inline uint32_t record_block(V diff, uint32_t i, uint32_t end, uint32_t s
  * give half_wide_vector's and half_scaled_vector's bits). */
 EXPORT(sub_fixups_f16) uint32_t sub_fixups_f16(uint32_t n, int32_t zero) {
   uint32_t count = 0, end = n * 2;
-  for (uint32_t i = 0; i < end; i += 16) {
+  UNROLL for (uint32_t i = 0; i < end; i += 16) {
     V target = wasm_v128_load(region_a + i), base = wasm_v128_load(region_b + i), delta;
     if (half_difference_exact(target, base, &delta, zero)) {
       delta = half_difference(target, base, zero);
