@@ -386,6 +386,7 @@ export class HashPool {
   }
 
   async close(): Promise<void> {
+    this.#held.fail(new Error("the hash pool is closed"));
     await Promise.all(this.#workers.map((w) => w.worker.terminate()));
     for (const w of this.#workers) w.stopped();
   }
