@@ -29,6 +29,13 @@ import { CHUNK_BYTES } from "../limits.js";
  * - A chunk nobody gives back is simply collected, as before.
  * - Memory is bounded: at most `maxFree` idle buffers are kept, and the hash
  *   pool holds a bounded number of chunks at once (its backpressure).
+ * - V8 never collects garbage because of shared memory (a loop dropping 4 MB
+ *   SharedArrayBuffers passed 3 GB of RSS; ArrayBuffers stayed at 80 MB), so
+ *   a chunk nobody gives back would stay until something else made V8
+ *   collect. The pool counts its buffers still alive (idle, out, or dropped
+ *   and not yet collected, through a FinalizationRegistry) and past `maxLive`
+ *   hands out plain buffers of their own, as before the pool: V8 collects those
+ *   on its schedule, and the dead shared ones with them.
  */
 export class ChunkPool {
   readonly #free: PooledBuffer[] = [];
@@ -38,12 +45,19 @@ export class ChunkPool {
   poisonOnGiveBack = false;
   /** Reads smaller than this keep buffers of their own (tests lower it to pool every read of a small fixture). */
   minPooledBytes: number;
-  /** Buffers made (fresh memory), takes served from given-back ones, and give-backs deferred until the hashes reading the chunk were done. */
-  readonly stats = { allocated: 0, reused: 0, deferred: 0 };
+  /** Buffers made (fresh memory), takes served from given-back ones, give-backs deferred until the hashes reading the chunk were done, and takes served with a buffer of its own because `maxLive` were alive. */
+  readonly stats = { allocated: 0, reused: 0, deferred: 0, unpooled: 0 };
+  /** Shared buffers made and not yet collected. */
+  #live = 0;
+  readonly #collected = new FinalizationRegistry<undefined>(() => {
+    this.#live--;
+  });
 
   constructor(
     readonly chunkBytes: number,
     readonly maxFree: number,
+    /** Shared buffers alive at most before `take` hands out buffers of their own. */
+    readonly maxLive = 2 * maxFree,
   ) {
     this.minPooledBytes = chunkBytes / 4;
   }
@@ -58,10 +72,19 @@ export class ChunkPool {
    * anyone reads it): pooled when `fits(length)`, else a buffer of its own.
    */
   take(length: number): Uint8Array {
-    return this.fits(length) ? this.#takePooled(length) : uninitialized(length);
+    if (!this.fits(length)) return uninitialized(length);
+    if (this.#free.length === 0 && this.#live >= this.maxLive) {
+      this.stats.unpooled++;
+      return uninitialized(length);
+    }
+    return this.#takePooled(length);
   }
 
-  /** A pooled chunk of `length` bytes (at most `chunkBytes`) whatever its size: the hash pool copies bytes from elsewhere into one. */
+  /**
+   * A pooled chunk of `length` bytes (at most `chunkBytes`) whatever its
+   * size, past `maxLive` too: the hash pool copies bytes from elsewhere into
+   * one, and gives it back as soon as it is read.
+   */
   takeShared(length: number): Uint8Array {
     if (length > this.chunkBytes) throw new RangeError(`a chunk holds at most ${this.chunkBytes} bytes, not ${length}`);
     return this.#takePooled(length);
@@ -72,6 +95,8 @@ export class ChunkPool {
     if (buffer === undefined) {
       const made: PooledBuffer = { memory: new SharedArrayBuffer(this.chunkBytes), out: false, readers: 0, checked: () => this.poisonOnGiveBack, recycle: () => this.#recycle(made) };
       OWNERS.set(made.memory, made);
+      this.#live++;
+      this.#collected.register(made.memory, undefined);
       buffer = made;
       this.stats.allocated++;
     } else {
@@ -172,7 +197,8 @@ export const POISON = 0xa5;
 /**
  * The process's pool. 16 idle buffers (64 MB) cover what is in flight at
  * once: read-ahead of delta, base and target streams, the output being
- * hashed and written, and the writer's read-ahead.
+ * hashed and written, and the writer's read-ahead; at most 32 shared
+ * buffers (128 MB) alive.
  */
 export const chunkPool = new ChunkPool(CHUNK_BYTES, 16);
 

@@ -21,12 +21,12 @@ describe("ChunkPool", () => {
     const a = pool.take(MB);
     const b = pool.take(MB / 2);
     expect(a.buffer).not.toBe(b.buffer);
-    expect(pool.stats).toEqual({ allocated: 2, reused: 0, deferred: 0 });
+    expect(pool.stats).toEqual({ allocated: 2, reused: 0, deferred: 0, unpooled: 0 });
     pool.giveBack(a);
     const c = pool.take(MB);
     expect(c.buffer).toBe(a.buffer);
     expect(c).not.toBe(a); // a new view: the old one can no longer be given back
-    expect(pool.stats).toEqual({ allocated: 2, reused: 1, deferred: 0 });
+    expect(pool.stats).toEqual({ allocated: 2, reused: 1, deferred: 0, unpooled: 0 });
   });
 
   it("ignores what it did not hand out, subarrays, and a second give-back of the same chunk", () => {
@@ -53,6 +53,21 @@ describe("ChunkPool", () => {
     const large = pool.take(2 * MB);
     expect(pool.isOut(small) || pool.isOut(large)).toBe(false);
     expect(large.length).toBe(2 * MB);
+  });
+
+  it("hands out buffers of their own once maxLive shared buffers are alive (V8 does not collect garbage for shared memory)", () => {
+    const pool = new ChunkPool(MB, 2, 3);
+    const taken = Array.from({ length: 5 }, () => pool.take(MB));
+    expect(taken.map((t) => pool.isOut(t))).toEqual([true, true, true, false, false]);
+    expect(taken.slice(0, 3).every((t) => t.buffer instanceof SharedArrayBuffer)).toBe(true);
+    expect(taken[3]!.buffer instanceof SharedArrayBuffer).toBe(false);
+    expect(pool.stats).toEqual({ allocated: 3, reused: 0, deferred: 0, unpooled: 2 });
+    // A given-back buffer is alive and idle: it is handed out again.
+    pool.giveBack(taken[0]);
+    const again = pool.take(MB);
+    expect(again.buffer).toBe(taken[0]!.buffer);
+    // The hash pool's copies are shared whatever the count (they go back as soon as they are read).
+    expect(pool.takeShared(100).buffer instanceof SharedArrayBuffer).toBe(true);
   });
 
   it("poisons a given-back chunk, so a later reader of it sees garbage", () => {
