@@ -2,50 +2,54 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { ioError } from "../errors.js";
 import type { StreamHasher } from "../io/atomic-file.js";
+import { chunkPool, holdForReading, type HeldChunk } from "../io/chunk-pool.js";
 
 /**
  * SHA-256 on other cores. Verification hashes every byte three times in an
  * apply (delta, base, output): on the main thread that would serialize with
- * the arithmetic and the I/O, so hashing runs in worker threads. Chunks are
- * copied into a fixed ring of shared-memory slots that every worker of the
- * pool reads; `update` waits for a free slot. Memory is the ring's, whatever
- * the model's size, and no garbage piles up on either side.
+ * the arithmetic and the I/O, so hashing runs in worker threads.
  *
- * A slot is freed once every hash that reads it has: bytes that feed two
- * hashes (make-delta's target, hashed per tensor and per file) are copied
- * once, and with two workers or more the two hashes run at the same time.
+ * The bytes are not copied to the workers: a chunk of the chunk pool
+ * (io/chunk-pool.ts) is shared memory, and a worker hashes it where it is.
+ * The pool holds the chunk until the worker has read it: its holder may give
+ * it back right after `update` (it returns to the free buffers when the hash
+ * is done) but must not write it. Other bytes (headers, small tensors) are
+ * copied into a pooled chunk first. `update` waits while the pool holds
+ * MAX_HELD chunks per worker: memory stays bounded whatever the model's size,
+ * and the main thread runs at most that far ahead of the hashing.
+ *
+ * Bytes that feed two hashes (make-delta's target, hashed per tensor and per
+ * file) go in one message to each worker; with two workers or more the two
+ * hashes run at the same time.
  */
 
 /**
- * Shared-memory slots per worker (4 at least), and their size: 4 MB each.
- * Two workers share 16 MB, what one worker's ring of 4 took: a second
- * worker's heap already costs about 10 MB of the 256 MB bound.
+ * Chunks held for hashing at once, per worker: the backpressure that keeps
+ * the main thread within a few chunks of the worker. make-delta's window
+ * holds three (the target's, the base's and the delta's output chunk).
  */
-const SLOTS_PER_WORKER = 2;
-const SLOT_BYTES = 4 * 1024 * 1024;
+const MAX_HELD_PER_WORKER = 6;
 
 // The worker is plain JavaScript evaluated from a string, so the same code
 // runs from the built package and from the TypeScript sources under test.
-const SLOT_BYTES_LITERAL = SLOT_BYTES;
 const WORKER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
 const { open } = require("node:fs/promises");
 const hashes = new Map();
 const buffers = [];
-let ring;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 parentPort.on("message", async (m) => {
-  if (m.op === "ring") {
-    ring = m.buffer;
-  } else if (m.op === "update") {
-    // One slot may feed several hashes on this worker (a pool of one worker).
-    const bytes = new Uint8Array(ring, m.slot * ${SLOT_BYTES_LITERAL}, m.length);
+  if (m.op === "update") {
+    // Shared memory posted with each message (a few microseconds): nothing to remember or forget here.
+    if (m.delayMs > 0) Atomics.wait(sleeper, 0, 0, m.delayMs); // tests: a slow hash
+    const bytes = new Uint8Array(m.memory, m.offset, m.length);
     for (const { id, algorithm } of m.hashes) {
       let h = hashes.get(id);
       if (h === undefined) { h = createHash(algorithm); hashes.set(id, h); }
       h.update(bytes);
     }
-    parentPort.postMessage({ op: "ack", slot: m.slot });
+    parentPort.postMessage({ op: "read", ticket: m.ticket });
   } else if (m.op === "digest") {
     const h = hashes.get(m.id) ?? createHash(m.algorithm);
     hashes.delete(m.id);
@@ -107,41 +111,28 @@ interface Pending {
 }
 
 /**
- * The slots every worker of a pool reads from. A slot holds one part of
- * one chunk and counts the workers still to read it; the copy into it is
- * the only one the bytes go through.
+ * Counts the chunks a pool holds for its workers: `acquire` waits while all
+ * of them are held, until a worker has read one.
  */
-class SlotRing {
-  readonly buffer: SharedArrayBuffer;
-  readonly #free: number[];
-  readonly #readers: number[];
+class HeldCount {
+  #held = 0;
   #waiters: (() => void)[] = [];
   #failure: unknown;
 
-  constructor(slots: number) {
-    this.buffer = new SharedArrayBuffer(slots * SLOT_BYTES);
-    this.#free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
-    this.#readers = new Array<number>(slots).fill(0);
-  }
+  constructor(readonly max: number) {}
 
-  /** A free slot holding a copy of `part` (at most SLOT_BYTES), to be read by `readers` workers. */
-  async fill(part: Uint8Array, readers: number): Promise<number> {
-    while (this.#free.length === 0 && this.#failure === undefined) await new Promise<void>((r) => this.#waiters.push(r));
+  async acquire(): Promise<void> {
+    while (this.#held >= this.max && this.#failure === undefined) await new Promise<void>((r) => this.#waiters.push(r));
     if (this.#failure !== undefined) throw this.#failure;
-    const slot = this.#free.pop()!;
-    new Uint8Array(this.buffer, slot * SLOT_BYTES, part.length).set(part);
-    this.#readers[slot] = readers;
-    return slot;
+    this.#held++;
   }
 
-  /** A worker has hashed the slot's bytes; the last one frees it. */
-  read(slot: number): void {
-    if (--this.#readers[slot]! > 0) return;
-    this.#free.push(slot);
+  release(): void {
+    this.#held--;
     this.#waiters.shift()?.();
   }
 
-  /** A worker died: nobody waits for a slot again. */
+  /** A worker died: nobody waits for a chunk to be read again. */
   fail(err: unknown): void {
     this.#failure ??= err;
     for (const w of this.#waiters.splice(0)) w();
@@ -150,21 +141,22 @@ class SlotRing {
 
 class HashWorker {
   readonly worker: Worker;
-  readonly #ring: SlotRing;
   #pending = new Map<number, Pending>();
+  /** Updates posted to this worker and not read yet, by ticket. */
+  readonly #reading = new Set<number>();
+  readonly #onRead: (worker: HashWorker, ticket: number) => void;
   failure: unknown;
   /** Streams (hashers not yet digested, whole files) this worker has open. */
   open = 0;
 
-  constructor(ring: SlotRing) {
-    this.#ring = ring;
+  constructor(onRead: (worker: HashWorker, ticket: number) => void, onFail: (err: unknown) => void) {
+    this.#onRead = onRead;
     // Its source is CommonJS: the parent's flags (`node --input-type=module -e ...`) would make it ESM.
     this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
     this.worker.unref();
-    this.worker.postMessage({ op: "ring", buffer: ring.buffer });
-    this.worker.on("message", (m: { op: string; id: number; slot: number; bytes: number; hex: string; md5?: string; size?: number; error?: { message: string; code?: string } }) => {
-      if (m.op === "ack") {
-        this.#ring.read(m.slot);
+    this.worker.on("message", (m: { op: string; id: number; ticket: number; bytes: number; hex: string; md5?: string; size?: number; error?: { message: string; code?: string } }) => {
+      if (m.op === "read") {
+        if (this.#reading.delete(m.ticket)) this.#onRead(this, m.ticket);
         return;
       }
       if (m.op === "progress") {
@@ -176,20 +168,37 @@ class HashWorker {
       if (m.error !== undefined) p?.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
       else p?.resolve({ hex: m.hex, size: m.size, md5: m.md5 });
     });
-    this.worker.on("error", (err) => this.#fail(err));
-    this.worker.on("exit", (code) => { if (code !== 0) this.#fail(new Error(`hash worker exited with code ${code}`)); });
+    const fail = (err: unknown) => {
+      this.failure ??= err;
+      for (const p of this.#pending.values()) p.reject(err);
+      this.#pending.clear();
+      this.stopped();
+      onFail(err);
+    };
+    this.worker.on("error", fail);
+    this.worker.on("exit", (code) => { if (code !== 0) fail(new Error(`hash worker exited with code ${code}`)); });
   }
 
-  #fail(err: unknown): void {
-    this.failure ??= err;
-    for (const p of this.#pending.values()) p.reject(err);
-    this.#pending.clear();
-    this.#ring.fail(err);
+  /**
+   * Hash the held bytes into each of `hashes` (all on this worker), in order
+   * after everything sent before. Only (memory, offset, length) is posted:
+   * the worker reads the chunk where it is.
+   */
+  update(ticket: number, held: HeldChunk, hashes: readonly { id: number; algorithm: HashAlgorithm }[], delayMs: number): void {
+    this.#reading.add(ticket);
+    if (this.failure !== undefined) {
+      this.stopped();
+      return;
+    }
+    this.worker.postMessage({ op: "update", ticket, memory: held.memory, offset: held.offset, length: held.length, hashes, delayMs });
   }
 
-  /** Hash the slot's bytes into each of `hashes` (all on this worker), in order after everything sent before. */
-  update(slot: number, length: number, hashes: readonly { id: number; algorithm: HashAlgorithm }[]): void {
-    this.worker.postMessage({ op: "update", slot, length, hashes });
+  /** The thread is gone (failed or terminated): what it had still to read, nobody will. */
+  stopped(): void {
+    for (const ticket of [...this.#reading]) {
+      this.#reading.delete(ticket);
+      this.#onRead(this, ticket);
+    }
   }
 
   request(message: { op: string; id: number; path?: string; start?: number; end?: number; algorithm?: HashAlgorithm; md5?: boolean }, onBytes?: (bytes: number) => void): Promise<{ hex: string; size?: number; md5?: string }> {
@@ -201,12 +210,22 @@ class HashWorker {
   }
 }
 
+/** An update in flight: the chunk it holds, and the hashers of each worker still to read it. */
+interface Ticket {
+  held: HeldChunk;
+  /** A pooled copy of bytes from elsewhere, given back once read. */
+  staged?: Uint8Array;
+  waiting: Map<HashWorker, readonly PooledHash[]>;
+}
+
 /** Where a pool's hasher lives: its worker and its id there. */
 interface PooledHash {
   worker: HashWorker;
   id: number;
   algorithm: HashAlgorithm;
   done: boolean;
+  /** Its bytes changed while a worker read them (seen only when the chunk pool checks, in tests). */
+  failure?: Error;
 }
 
 /**
@@ -221,16 +240,22 @@ function defaultThreads(): number {
 }
 
 export class HashPool {
+  /** Tests set this: every worker sleeps this long before each update it hashes (a busy worker), so a chunk written before its hash read it spoils the digest. */
+  static slowUpdatesMs = 0;
   readonly #workers: HashWorker[] = [];
-  readonly #ring: SlotRing;
   readonly #hashes = new WeakMap<StreamHasher, PooledHash>();
+  readonly #held: HeldCount;
+  readonly #tickets = new Map<number, Ticket>();
+  /** Updates post in the order they were called, each after the one before has its chunk. */
+  #turn: Promise<void> = Promise.resolve();
   #nextId = 1;
+  #nextTicket = 1;
   #nextWorker = 0;
 
   /** `threads` worker threads (default: one per core but the main thread's, at least one). */
   constructor(threads = defaultThreads()) {
-    this.#ring = new SlotRing(Math.max(4, SLOTS_PER_WORKER * threads));
-    for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker(this.#ring));
+    this.#held = new HeldCount(MAX_HELD_PER_WORKER * Math.max(1, threads));
+    for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker((worker, ticket) => this.#read(worker, ticket), (err) => this.#held.fail(err)));
   }
 
   /**
@@ -261,7 +286,9 @@ export class HashPool {
       digest: async () => {
         if (!entry.done) entry.worker.open--;
         entry.done = true;
-        return (await entry.worker.request({ op: "digest", id: entry.id, algorithm })).hex;
+        const { hex } = await entry.worker.request({ op: "digest", id: entry.id, algorithm });
+        if (entry.failure !== undefined) throw entry.failure;
+        return hex;
       },
     };
     this.#hashes.set(hasher, entry);
@@ -269,10 +296,9 @@ export class HashPool {
   }
 
   /**
-   * Feeds the same bytes to several hashers with one copy: each part is
-   * copied into a slot once and every hasher's worker reads it from there,
-   * in parallel when they are on different workers. Hashers from elsewhere
-   * are fed their own copy.
+   * Feeds the same bytes to several hashers at once: one message per worker
+   * whose hashers read them, in parallel when they are on different workers.
+   * Hashers from elsewhere are fed the bytes their own way.
    */
   async updateAll(bytes: Uint8Array, hashers: readonly StreamHasher[]): Promise<void> {
     const ours: PooledHash[] = [];
@@ -285,17 +311,63 @@ export class HashPool {
     await Promise.all([this.#feed(bytes, ours), ...others.map((h) => h.update(bytes))]);
   }
 
+  /**
+   * A pooled chunk is held from this call on (so its holder may give it back
+   * at once) and read where it is; other bytes are copied into pooled chunks.
+   * Resolves once the workers have their messages, not when they have read them.
+   */
   async #feed(bytes: Uint8Array, entries: readonly PooledHash[]): Promise<void> {
-    if (entries.some((e) => e.done)) throw new Error("hash already finished");
+    const finished = entries.find((e) => e.done || e.failure !== undefined);
+    if (finished !== undefined) throw finished.failure ?? new Error("hash already finished");
     if (bytes.length === 0 || entries.length === 0) return;
     const byWorker = new Map<HashWorker, PooledHash[]>();
     for (const e of entries) byWorker.set(e.worker, [...(byWorker.get(e.worker) ?? []), e]);
     for (const w of byWorker.keys()) if (w.failure !== undefined) throw w.failure;
-    for (let offset = 0; offset < bytes.length; offset += SLOT_BYTES) {
-      const part = bytes.subarray(offset, offset + SLOT_BYTES);
-      const slot = await this.#ring.fill(part, byWorker.size);
-      for (const [worker, on] of byWorker) worker.update(slot, part.length, on.map(({ id, algorithm }) => ({ id, algorithm })));
+    let held = holdForReading(bytes);
+    const previous = this.#turn;
+    let ourTurnIsOver!: () => void;
+    this.#turn = new Promise<void>((resolve) => (ourTurnIsOver = resolve));
+    try {
+      await previous;
+      if (held !== undefined) {
+        await this.#held.acquire();
+        this.#post(held, undefined, byWorker);
+        held = undefined;
+        return;
+      }
+      for (let offset = 0; offset < bytes.length; offset += chunkPool.chunkBytes) {
+        const part = bytes.subarray(offset, offset + chunkPool.chunkBytes);
+        await this.#held.acquire();
+        const staged = chunkPool.takeShared(part.length);
+        staged.set(part);
+        this.#post(holdForReading(staged)!, staged, byWorker);
+      }
+    } finally {
+      held?.release(); // not posted (a worker failed): nobody reads it
+      ourTurnIsOver();
     }
+  }
+
+  #post(held: HeldChunk, staged: Uint8Array | undefined, byWorker: Map<HashWorker, PooledHash[]>): void {
+    const ticket = this.#nextTicket++;
+    this.#tickets.set(ticket, { held, ...(staged === undefined ? {} : { staged }), waiting: new Map(byWorker) });
+    for (const [worker, on] of byWorker) worker.update(ticket, held, on.map(({ id, algorithm }) => ({ id, algorithm })), HashPool.slowUpdatesMs);
+  }
+
+  /** `worker` has read the ticket's chunk (or is gone); the last reader lets the chunk go. */
+  #read(worker: HashWorker, ticketId: number): void {
+    const ticket = this.#tickets.get(ticketId);
+    if (ticket === undefined) return;
+    const hashers = ticket.waiting.get(worker) ?? [];
+    ticket.waiting.delete(worker);
+    if (!ticket.held.intact()) {
+      for (const h of hashers) h.failure ??= new Error(`a chunk of ${ticket.held.length} bytes was written while a hash was reading it (a pooled chunk is read-only once hashed)`);
+    }
+    if (ticket.waiting.size > 0) return;
+    this.#tickets.delete(ticketId);
+    ticket.held.release();
+    chunkPool.giveBack(ticket.staged);
+    this.#held.release();
   }
 
   /** sha256 (and with `md5`, md5 too, in the same pass) of a whole file, read and hashed on a worker; `onBytes` reports progress. */
@@ -314,6 +386,8 @@ export class HashPool {
   }
 
   async close(): Promise<void> {
+    this.#held.fail(new Error("the hash pool is closed"));
     await Promise.all(this.#workers.map((w) => w.worker.terminate()));
+    for (const w of this.#workers) w.stopped();
   }
 }

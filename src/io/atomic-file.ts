@@ -6,7 +6,12 @@ import { VerifyError, ioError } from "../errors.js";
 import { openRegularFile } from "./random-access-file.js";
 import { makeDirectory } from "./make-directory.js";
 
-/** A running SHA-256 fed the bytes as they are written. `update` may wait (backpressure); call `digest` once. */
+/**
+ * A running SHA-256 fed the bytes as they are written. `update` may wait
+ * (backpressure); call `digest` once. A hash worker may read a chunk of the
+ * chunk pool after `update` resolved (io/chunk-pool.ts: never write a chunk
+ * once hashed; give it back as usual); other bytes are copied before then.
+ */
 export interface StreamHasher {
   update(bytes: Uint8Array): Promise<void>;
   /** Hashes bytes [start, end) of a file as the next bytes, reading them where the hashing runs (the hash workers do). */
@@ -98,7 +103,11 @@ export class AtomicFile {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    await Promise.all([this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]);
+    // The write and the hashes read the bytes at the same time: the hash
+    // workers read a pooled chunk where it is (or copy other bytes before
+    // `update` resolves), and nothing writes the bytes meanwhile.
+    const hashing = Promise.all([this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]);
+    hashing.catch(() => undefined); // awaited below, after the write
     let done = 0;
     try {
       while (done < bytes.length) {
@@ -107,8 +116,10 @@ export class AtomicFile {
         this.#position += bytesWritten;
       }
     } catch (err) {
+      await hashing.catch(() => undefined);
       throw ioError("write", this.tempPath, err);
     }
+    await hashing;
     this.#unflushed += bytes.length;
     if (this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined) this.#flushInBackground();
   }

@@ -9,31 +9,55 @@ import { CHUNK_BYTES } from "../limits.js";
  * dead buffers a run leaves drive V8's collections. The pool keeps up to
  * `maxFree` buffers of `chunkBytes` each that their last user gave back.
  *
+ * The buffers are shared memory, so the hash workers (hash/hash-pool.ts) read
+ * a pooled chunk where it is instead of a copy of it: the hash holds the
+ * chunk (`holdForReading`) until it has read it.
+ *
  * The contract that makes use after return impossible in practice:
  * - `take` hands out a new view object over a pooled buffer; only that very
  *   object can be given back, once. A subarray, a copy, a view given back
  *   before or a buffer not from the pool are ignored, so giving back
  *   something you do not own exclusively is a no-op, not a corruption.
  * - A chunk is given back only by its last user: the writer once its write
- *   completed and every hash copied it (the hash workers copy into shared
- *   memory before `update` resolves), the arithmetic once its result is made.
- *   A chunk nobody gives back is simply collected, as before.
- * - Memory is bounded: at most `maxFree` idle buffers are kept.
+ *   completed, the arithmetic once its result is made. A chunk that hashes
+ *   still read goes back to the free buffers only when the last of them is
+ *   done, so giving it back right after `update` is always safe.
+ * - A chunk handed to a hash is read-only from then on: results go into a
+ *   chunk of their own (make-delta's delta is not written over the target it
+ *   hashes). Tests check it: with `poisonOnGiveBack`, a held chunk whose
+ *   bytes changed before its hash was done is reported when it is let go.
+ * - A chunk nobody gives back is simply collected, as before.
+ * - Memory is bounded: at most `maxFree` idle buffers are kept, and the hash
+ *   pool holds a bounded number of chunks at once (its backpressure).
+ * - V8 never collects garbage because of shared memory (a loop dropping 4 MB
+ *   SharedArrayBuffers passed 3 GB of RSS; ArrayBuffers stayed at 80 MB), so
+ *   a chunk nobody gives back would stay until something else made V8
+ *   collect. The pool counts its buffers still alive (idle, out, or dropped
+ *   and not yet collected, through a FinalizationRegistry) and past `maxLive`
+ *   hands out plain buffers of their own, as before the pool: V8 collects those
+ *   on its schedule, and the dead shared ones with them.
  */
 export class ChunkPool {
-  readonly #free: ArrayBuffer[] = [];
+  readonly #free: PooledBuffer[] = [];
   /** Views handed out and not given back: the only objects giveBack accepts. */
-  readonly #out = new WeakSet<Uint8Array>();
-  /** Tests set this: a given-back chunk is overwritten, so a later read of it spoils the output. */
+  readonly #out = new WeakMap<Uint8Array, PooledBuffer>();
+  /** Tests set this: a given-back chunk is overwritten, so a later read of it spoils the output; and a chunk written while a hash held it is reported. */
   poisonOnGiveBack = false;
   /** Reads smaller than this keep buffers of their own (tests lower it to pool every read of a small fixture). */
   minPooledBytes: number;
-  /** Buffers made (fresh memory) and takes served from given-back ones. */
-  readonly stats = { allocated: 0, reused: 0 };
+  /** Buffers made (fresh memory), takes served from given-back ones, give-backs deferred until the hashes reading the chunk were done, and takes served with a buffer of its own because `maxLive` were alive. */
+  readonly stats = { allocated: 0, reused: 0, deferred: 0, unpooled: 0 };
+  /** Shared buffers made and not yet collected. */
+  #live = 0;
+  readonly #collected = new FinalizationRegistry<undefined>(() => {
+    this.#live--;
+  });
 
   constructor(
     readonly chunkBytes: number,
     readonly maxFree: number,
+    /** Shared buffers alive at most before `take` hands out buffers of their own. */
+    readonly maxLive = 2 * maxFree,
   ) {
     this.minPooledBytes = chunkBytes / 4;
   }
@@ -49,24 +73,55 @@ export class ChunkPool {
    */
   take(length: number): Uint8Array {
     if (!this.fits(length)) return uninitialized(length);
+    if (this.#free.length === 0 && this.#live >= this.maxLive) {
+      this.stats.unpooled++;
+      return uninitialized(length);
+    }
+    return this.#takePooled(length);
+  }
+
+  /**
+   * A pooled chunk of `length` bytes (at most `chunkBytes`) whatever its
+   * size, past `maxLive` too: the hash pool copies bytes from elsewhere into
+   * one, and gives it back as soon as it is read.
+   */
+  takeShared(length: number): Uint8Array {
+    if (length > this.chunkBytes) throw new RangeError(`a chunk holds at most ${this.chunkBytes} bytes, not ${length}`);
+    return this.#takePooled(length);
+  }
+
+  #takePooled(length: number): Uint8Array {
     let buffer = this.#free.pop();
     if (buffer === undefined) {
-      buffer = uninitialized(this.chunkBytes).buffer as ArrayBuffer;
+      const made: PooledBuffer = { memory: new SharedArrayBuffer(this.chunkBytes), out: false, readers: 0, checked: () => this.poisonOnGiveBack, recycle: () => this.#recycle(made) };
+      OWNERS.set(made.memory, made);
+      this.#live++;
+      this.#collected.register(made.memory, undefined);
+      buffer = made;
       this.stats.allocated++;
     } else {
       this.stats.reused++;
     }
-    const view = new Uint8Array(buffer, 0, length);
-    this.#out.add(view);
+    buffer.out = true;
+    const view = new Uint8Array(buffer.memory, 0, length);
+    this.#out.set(view, buffer);
     return view;
   }
 
-  /** Returns a chunk `take` handed out, by its last user; anything else is ignored. */
+  /** Returns a chunk `take` handed out, by its last user; anything else is ignored. Hashes still reading it keep it until they are done. */
   giveBack(chunk: Uint8Array | undefined): void {
-    if (chunk === undefined || !this.#out.has(chunk)) return;
-    this.#out.delete(chunk);
-    if (this.poisonOnGiveBack) new Uint8Array(chunk.buffer).fill(POISON);
-    if (this.#free.length < this.maxFree) this.#free.push(chunk.buffer as ArrayBuffer);
+    const buffer = chunk === undefined ? undefined : this.#out.get(chunk);
+    if (buffer === undefined) return;
+    this.#out.delete(chunk!);
+    buffer.out = false;
+    if (buffer.readers > 0) this.stats.deferred++;
+    else this.#recycle(buffer);
+  }
+
+  /** A buffer nobody holds any more: idle again (poisoned first, in tests), or dropped when enough are idle. */
+  #recycle(buffer: PooledBuffer): void {
+    if (this.poisonOnGiveBack) new Uint8Array(buffer.memory).fill(POISON);
+    if (this.#free.length < this.maxFree) this.#free.push(buffer);
   }
 
   /** Whether `chunk` is a pooled view still out (tests). */
@@ -80,15 +135,73 @@ export class ChunkPool {
   }
 }
 
+/** One buffer of a pool. */
+interface PooledBuffer {
+  readonly memory: SharedArrayBuffer;
+  /** Handed out by `take` and not given back. */
+  out: boolean;
+  /** Holds of hashes that have not read it yet. */
+  readers: number;
+  /** Whether its pool checks held chunks (poisonOnGiveBack). */
+  checked(): boolean;
+  /** Back to its pool's free buffers. */
+  recycle(): void;
+}
+
+/** Every pool's buffers, by their memory: how a view is known to be a pooled chunk. */
+const OWNERS = new WeakMap<ArrayBufferLike, PooledBuffer>();
+
+/** A pooled chunk held while a hash worker reads it where it is. */
+export interface HeldChunk {
+  /** The chunk's shared memory and where in it the held bytes are. */
+  readonly memory: SharedArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+  /** Whether the bytes are as they were when held (always true unless the pool checks: `poisonOnGiveBack`). */
+  intact(): boolean;
+  /** The reader is done: a chunk its holder gave back meanwhile goes back to the free buffers with the last release. */
+  release(): void;
+}
+
+/**
+ * Holds `bytes`, a pooled chunk (or part of one) that its holder has not
+ * given back, for a reader on another thread; undefined for any other bytes
+ * (those are copied). Its give-back is deferred until every hold is released.
+ */
+export function holdForReading(bytes: Uint8Array): HeldChunk | undefined {
+  const buffer = OWNERS.get(bytes.buffer);
+  if (buffer === undefined || !buffer.out || bytes.length === 0) return undefined;
+  buffer.readers++;
+  const snapshot = buffer.checked() ? bytes.slice() : undefined;
+  let released = false;
+  return {
+    memory: buffer.memory,
+    offset: bytes.byteOffset,
+    length: bytes.length,
+    intact: () => snapshot === undefined || equalBytes(snapshot, new Uint8Array(buffer.memory, bytes.byteOffset, bytes.length)),
+    release() {
+      if (released) return;
+      released = true;
+      if (--buffer.readers === 0 && !buffer.out) buffer.recycle();
+    },
+  };
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
+}
+
 /** The byte a poisoned chunk is filled with. */
 export const POISON = 0xa5;
 
 /**
  * The process's pool. 16 idle buffers (64 MB) cover what is in flight at
  * once: read-ahead of delta, base and target streams, the output being
- * hashed and written, and the writer's read-ahead.
+ * hashed and written, and the writer's read-ahead. At most 24 shared
+ * buffers (96 MB) alive: make-delta then apply-delta in one process made 20
+ * on the bench's 1.33 GB case, all reused after.
  */
-export const chunkPool = new ChunkPool(CHUNK_BYTES, 16);
+export const chunkPool = new ChunkPool(CHUNK_BYTES, 16, 24);
 
 /**
  * Passes chunks through to a consumer that is done with each one when it

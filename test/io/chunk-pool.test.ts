@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { applyDelta } from "../../src/delta/apply-delta.js";
 import { makeDelta } from "../../src/delta/own/make-delta.js";
+import { HashPool } from "../../src/hash/hash-pool.js";
 import { ChunkPool, POISON, chunkPool, lentToConsumer } from "../../src/io/chunk-pool.js";
 import { prefetch } from "../../src/io/chunk-streams.js";
 import { convertModel } from "../../src/model/convert.js";
@@ -20,12 +21,12 @@ describe("ChunkPool", () => {
     const a = pool.take(MB);
     const b = pool.take(MB / 2);
     expect(a.buffer).not.toBe(b.buffer);
-    expect(pool.stats).toEqual({ allocated: 2, reused: 0 });
+    expect(pool.stats).toEqual({ allocated: 2, reused: 0, deferred: 0, unpooled: 0 });
     pool.giveBack(a);
     const c = pool.take(MB);
     expect(c.buffer).toBe(a.buffer);
     expect(c).not.toBe(a); // a new view: the old one can no longer be given back
-    expect(pool.stats).toEqual({ allocated: 2, reused: 1 });
+    expect(pool.stats).toEqual({ allocated: 2, reused: 1, deferred: 0, unpooled: 0 });
   });
 
   it("ignores what it did not hand out, subarrays, and a second give-back of the same chunk", () => {
@@ -52,6 +53,21 @@ describe("ChunkPool", () => {
     const large = pool.take(2 * MB);
     expect(pool.isOut(small) || pool.isOut(large)).toBe(false);
     expect(large.length).toBe(2 * MB);
+  });
+
+  it("hands out buffers of their own once maxLive shared buffers are alive (V8 does not collect garbage for shared memory)", () => {
+    const pool = new ChunkPool(MB, 2, 3);
+    const taken = Array.from({ length: 5 }, () => pool.take(MB));
+    expect(taken.map((t) => pool.isOut(t))).toEqual([true, true, true, false, false]);
+    expect(taken.slice(0, 3).every((t) => t.buffer instanceof SharedArrayBuffer)).toBe(true);
+    expect(taken[3]!.buffer instanceof SharedArrayBuffer).toBe(false);
+    expect(pool.stats).toEqual({ allocated: 3, reused: 0, deferred: 0, unpooled: 2 });
+    // A given-back buffer is alive and idle: it is handed out again.
+    pool.giveBack(taken[0]);
+    const again = pool.take(MB);
+    expect(again.buffer).toBe(taken[0]!.buffer);
+    // The hash pool's copies are shared whatever the count (they go back as soon as they are read).
+    expect(pool.takeShared(100).buffer instanceof SharedArrayBuffer).toBe(true);
   });
 
   it("poisons a given-back chunk, so a later reader of it sees garbage", () => {
@@ -111,6 +127,7 @@ describe("the chunk pool in make-delta and apply-delta", () => {
   afterEach(() => {
     chunkPool.poisonOnGiveBack = false;
     chunkPool.minPooledBytes = chunkPool.chunkBytes / 4;
+    HashPool.slowUpdatesMs = 0;
   });
 
   it("recovers every byte with chunks poisoned as they are given back (no chunk is given back while in use)", async () => {
@@ -131,6 +148,34 @@ describe("the chunk pool in make-delta and apply-delta", () => {
     for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
     // The pool was used: buffers came back and went out again.
     expect(chunkPool.stats.reused - before.reused).toBeGreaterThan(10);
+  });
+
+  it("recovers every byte when the hashes lag behind: chunks hashed where they are are neither reused nor written before their hash read them", async () => {
+    // Every hash waits before it reads its chunk, so the main thread is always
+    // ahead: a target chunk written with the delta, a base chunk or an output
+    // chunk handed out again before its hash read it would spoil a digest
+    // (make-delta records a wrong sum, apply-delta refuses its own output),
+    // and the pool's check reports a held chunk written meanwhile.
+    HashPool.slowUpdatesMs = 15;
+    chunkPool.poisonOnGiveBack = true;
+    chunkPool.minPooledBytes = 1;
+    const root = await makeTempDir();
+    const tensors = largeTensors(11);
+    const base = await writeModel(join(root, "base"), tensors);
+    const target = await writeModel(join(root, "target"), finetune(tensors, { seed: 13, scale: 0.05 }), { maxShardBytes: 9 * MB });
+    const delta = join(root, "delta");
+    const before = { ...chunkPool.stats };
+    await makeDelta({ base, target, delta });
+    const manifest = JSON.parse(readFileSync(join(delta, "delta.json"), "utf8")) as { target: { files: Record<string, { sha256: string }> } };
+    for (const [name, entry] of Object.entries(manifest.target.files)) expect(entry.sha256, name).toBe(sha256(join(target, name)));
+    const out = join(root, "out");
+    const result = await applyDelta({ base, delta, target: out });
+    expect(result.verified).toBe(true);
+    const files = readdirSync(target).sort();
+    expect(readdirSync(out).sort()).toEqual(files);
+    for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
+    // Chunks were given back while their hashes still read them: the in-place path ran.
+    expect(chunkPool.stats.deferred - before.deferred).toBeGreaterThan(10);
   });
 
   it("writes the same GGUF with every read pooled and poisoned on give-back (Q8_0 and F16, the q/k permutation)", async () => {

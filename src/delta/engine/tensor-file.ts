@@ -180,7 +180,7 @@ export async function writeRecipes(spec: TensorFileSpec, writer: TensorSink, { p
   return { checks: checkBases().then(() => undefined) };
 }
 
-/** Passes chunks through, each hashed (and its copy into the hash worker awaited) before it goes on. */
+/** Passes chunks through, each handed to its hash (which may wait for the workers to catch up) before it goes on. */
 async function* hashedChunks(chunks: AsyncIterable<Uint8Array>, hasher: StreamHasher): AsyncGenerator<Uint8Array> {
   for await (const chunk of chunks) {
     await hasher.update(chunk);

@@ -76,7 +76,7 @@ export async function* recoverTensor(recipe: TensorRecipe, input: RecoverInput, 
           const b = await base.read(part.length);
           await hooks.onBase?.(b);
           combine(recipe, b, span);
-          chunkPool.giveBack(b); // hashed (the copy awaited) and added: this was its last use
+          chunkPool.giveBack(b); // added: its last use (the pool keeps it until its hash has read it)
         } else if (!part.paired) {
           unpaired?.(part.start, span);
         }
@@ -128,7 +128,7 @@ async function* recoverRows(recipe: TensorRecipe, order: RowOrder, input: Recove
       await hooks.onBase?.(b);
       const out = add(b, d, count);
       if (hooks.fixWindow !== undefined) await hooks.fixWindow(row * cols, out);
-      // Both inputs were copied into `out` (and the base hashed, the copy awaited): their last use.
+      // Both inputs were copied into `out`: their last use (the pool keeps the base until its hash has read it).
       if (!order.transposed && order.headRows === undefined) chunkPool.giveBack(d);
       chunkPool.giveBack(b);
       yield out;
@@ -327,7 +327,7 @@ export interface SubtractInput {
 }
 
 export interface SubtractHooks {
-  /** The target's bytes (to hash). They are overwritten with the delta once the returned promise settles: copy what must outlive it. */
+  /** The target's bytes (to hash). They are never written (the delta goes into a chunk of its own): a hash may read them after the returned promise settles. */
   onTarget?(bytes: Uint8Array): void | Promise<void>;
   /** Base bytes as used, after conversion to the target's dtype (to hash). */
   onBase?(bytes: Uint8Array): void | Promise<void>;
@@ -346,17 +346,21 @@ export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput
     for (const win of windows(segments(recipe.shape, base === undefined ? undefined : recipe.base?.shape), maxElements)) {
       const t = await target.read(win.length * size);
       await hooks.onTarget?.(t);
-      // In place, like recoverTensor: the target chunk is ours, its bytes are
-      // hashed (onTarget has taken them), and the kernels copy each tile of
-      // their inputs before writing its result, so the fix-up check still
-      // compares against the target. Unpaired spans are the target's bytes.
-      const out = t;
+      // The delta goes into a chunk of its own: the target's bytes are hashed
+      // where they are (hash/hash-pool.ts), so they stay as read until the
+      // hash is done; the pool keeps the target chunk, given back below, until
+      // then. Unpaired spans are the target's bytes, copied.
+      const paired = base !== undefined && win.parts.some((part) => part.paired);
+      const out = paired ? chunkPool.take(t.length) : t;
       for (const part of win.parts) {
-        if (!part.paired || base === undefined) continue;
-        const b = await base.read(part.length);
-        await hooks.onBase?.(b);
         const from = (part.start - win.start) * size;
         const to = from + part.length * size;
+        if (!part.paired || base === undefined) {
+          if (out !== t) out.set(t.subarray(from, to), from);
+          continue;
+        }
+        const b = await base.read(part.length);
+        await hooks.onBase?.(b);
         const src = t.subarray(from, to);
         const dst = out.subarray(from, to);
         if (recipe.op === "xor") {
@@ -367,8 +371,9 @@ export async function* subtractTensor(recipe: TensorRecipe, input: SubtractInput
           const found = subIntoWithFixups(recipe.dtype as FloatDType, src, b, dst);
           if (found.indices.length > 0) await hooks.onMismatches(part.start, found.indices, found.xors);
         }
-        chunkPool.giveBack(b); // hashed (the copy awaited) and subtracted: this was its last use
+        chunkPool.giveBack(b); // subtracted: its last use (the pool keeps it until its hash has read it)
       }
+      if (out !== t) chunkPool.giveBack(t);
       yield out; // the consumer's now: its last user gives it back to the pool
     }
     await target.expectEnd();

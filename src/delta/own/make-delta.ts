@@ -329,7 +329,7 @@ async function writeDeltaFile(file: OutputFile, context: MakeContext): Promise<{
         base: recipe.op === "copy" ? undefined : base.readTensor(t.name),
       }, {
         onTarget: async (bytes) => {
-          // One copy into the hash workers' shared memory feeds both sums.
+          // One message: both sums read the chunk where it is, on the hash worker.
           await pool.updateAll(bytes, [tensorHash, targetHash]);
           progress?.({ kind: "advance", phase: "make", bytes: bytes.length, label: t.name });
         },
