@@ -60,6 +60,83 @@ export function referenceLowRankStepColumns(b: Float32Array, a: Float32Array, ra
   finishStep(update, w, step);
 }
 
+/** One step of a tensor's merge (see LowRankBlocks in fast-low-rank.ts). */
+export interface BlockStep {
+  rank: number;
+  /** `lora_A` is rank x aCols, `lora_B` bRows x rank. */
+  aCols: number;
+  bRows: number;
+  /** The update is the transpose of B @ A: its rows are A's columns (embeddings, fan_in_fan_out). */
+  transposed: boolean;
+  /** The float32 scaling. */
+  scale: number;
+  /** The dtype the update is cast to before the add ("F32": not cast). */
+  deltaDType: FloatDType;
+}
+
+/**
+ * A tensor's merge, block by block of W's rows: load each step's factors
+ * (float32, as stored) into `factor(s, "a" | "b")`, call `ready()`, then
+ * `merge(first, w, out)` for each block (W's rows in its dtype in, the merged
+ * rows in the same dtype out; `out` may be `w`), then `close()`.
+ */
+export interface LowRankBlockMerge {
+  factor(step: number, which: "a" | "b"): Float32Array;
+  ready(): void;
+  merge(first: number, w: Uint8Array, out: Uint8Array): void;
+  close(): void;
+}
+
+/**
+ * The merge of a `rows` x `cols` tensor of `out` (W's dtype) by `steps`, in
+ * blocks of at most `blockRows` rows: the fused SIMD kernel where it runs and
+ * takes every step, else the scalar composition (the same results).
+ */
+export function openLowRankBlocks(out: FloatDType, rows: number, cols: number, steps: readonly BlockStep[], blockRows: number): LowRankBlockMerge {
+  const usable = fast !== undefined && fast.isFastDType(out) && steps.every((s) => s.rank <= fast.MAX_FAST_RANK && fast.isFastDType(s.deltaDType));
+  if (usable) return new fast.LowRankBlocks(out, rows, cols, steps as readonly (BlockStep & { deltaDType: "F32" | "F16" | "BF16" })[], blockRows);
+  return new ReferenceLowRankBlocks(out, rows, cols, steps, blockRows);
+}
+
+/**
+ * LowRankBlocks by the scalar kernels, as the merge ran before the fused
+ * kernel: W converted to float32, each step (referenceLowRankStepRows or
+ * ...Columns, rounded to W's dtype), converted back. The reference the
+ * tests hold the fused kernel to, and the fallback.
+ */
+export class ReferenceLowRankBlocks implements LowRankBlockMerge {
+  readonly #factors: { a: Float32Array; b: Float32Array }[];
+
+  constructor(private readonly out: FloatDType, readonly rows: number, private readonly cols: number, private readonly steps: readonly BlockStep[], readonly blockRows: number) {
+    this.#factors = steps.map((s) => ({ a: new Float32Array(s.rank * s.aCols), b: new Float32Array(s.bRows * s.rank) }));
+  }
+
+  factor(step: number, which: "a" | "b"): Float32Array {
+    return this.#factors[step]![which];
+  }
+
+  ready(): void {}
+
+  merge(first: number, w: Uint8Array, out: Uint8Array): void {
+    const size = dtypeBytes(this.out);
+    const n = w.length / (this.cols * size);
+    if (!Number.isInteger(n) || n < 1 || n > this.blockRows || first + n > this.rows || out.length !== w.length) {
+      throw new RangeError(`low-rank blocks: ${w.length} bytes at row ${first} are not whole rows of a block (${this.blockRows} rows of ${this.cols})`);
+    }
+    const values = new Float32Array(n * this.cols);
+    reference.convertInto(this.out, "F32", w, bytesOf(values));
+    this.steps.forEach((step, s) => {
+      const { a, b } = this.#factors[s]!;
+      const how: LowRankStep = { scale: step.scale, deltaDType: step.deltaDType, outDType: this.out, accumulate: true };
+      if (step.transposed) referenceLowRankStepColumns(b, a, step.rank, step.aCols, first, n, values, how);
+      else referenceLowRankStepRows(b.subarray(first * step.rank, (first + n) * step.rank), a, step.rank, this.cols, values, how);
+    });
+    reference.convertInto("F32", this.out, bytesOf(values), out);
+  }
+
+  close(): void {}
+}
+
 function finishStep(update: Float32Array, w: Float32Array, step: LowRankStep): void {
   roundThrough(step.deltaDType, update);
   if (step.accumulate) reference.addInto("F32", bytesOf(w), bytesOf(update), bytesOf(w));
