@@ -534,36 +534,63 @@ static inline V lr_round_through(V x, uint32_t kind, int32_t zero) {
   return x;
 }
 
+static inline V lr_load_vector(const uint8_t *at, uint32_t kind, int32_t zero) {
+  if (kind == 0) return wasm_v128_load(at);
+  if (kind == 1) return half_to_float(wasm_i32x4_load16x4(at), 1, zero); /* sign-extended, as convertInto */
+  return bfloat_to_float(wasm_u32x4_load16x4(at));
+}
+
+/* The last elements of a row (fewer than 4), the rest read as zero: out of the hot loop. */
+static __attribute__((noinline)) V lr_load_partial(const uint8_t *at, uint32_t kind, uint32_t valid, int32_t zero) {
+  uint8_t lanes[16] __attribute__((aligned(16))) = {0};
+  uint32_t size = kind == 0 ? 4 : 2;
+  for (uint32_t e = 0; e < valid * size; e++) lanes[e] = at[e];
+  return lr_load_vector(lanes, kind, zero);
+}
+
 /* Four elements of W at element k, `valid` of them real (the rest read as zero). */
 static inline V lr_load_w(const lr_args *p, uint32_t k, uint32_t valid) {
   uint32_t kind = LR_IN_KIND(p->mode);
   uint32_t size = kind == 0 ? 4 : 2;
   const uint8_t *at = p->w_in + k * size;
-  uint8_t lanes[16] __attribute__((aligned(16))) = {0};
-  if (valid < 4) {
-    for (uint32_t e = 0; e < valid * size; e++) lanes[e] = at[e];
-    at = lanes;
+  if (valid < 4) return lr_load_partial(at, kind, valid, p->zero);
+  return lr_load_vector(at, kind, p->zero);
+}
+
+static inline void lr_store_vector(uint8_t *to, uint32_t kind, uint32_t out_kind, V w, int32_t zero) {
+  if (kind == 0) {
+    wasm_v128_store(to, lr_round_through(w, out_kind, zero));
+  } else {
+    /* A value rounded to W's dtype converts to it exactly: rounding once here is the same. */
+    V h = kind == 1 ? float_to_half(w, zero) : float_to_bfloat(w, zero);
+    wasm_v128_store64_lane(to, wasm_u16x8_narrow_i32x4(h, h), 0);
   }
-  if (kind == 0) return wasm_v128_load(at);
-  if (kind == 1) return half_to_float(wasm_i32x4_load16x4(at), 1, p->zero); /* sign-extended, as convertInto */
-  return bfloat_to_float(wasm_u32x4_load16x4(at));
+}
+
+/* The last elements of a row (fewer than 4): out of the hot loop. */
+static __attribute__((noinline)) void lr_store_partial(uint8_t *at, uint32_t kind, uint32_t out_kind, uint32_t valid, V w, int32_t zero) {
+  uint8_t lanes[16] __attribute__((aligned(16)));
+  lr_store_vector(lanes, kind, out_kind, w, zero);
+  uint32_t size = kind == 0 ? 4 : 2;
+  for (uint32_t e = 0; e < valid * size; e++) at[e] = lanes[e];
 }
 
 /* Stores four elements of w at element k in the store kind (`valid` of them). */
 static inline void lr_store_w(const lr_args *p, uint32_t k, uint32_t valid, V w) {
   uint32_t kind = LR_STORE_KIND(p->mode);
-  uint32_t size = kind == 0 ? 4 : 2;
-  uint8_t *at = p->w_out + k * size;
-  uint8_t lanes[16] __attribute__((aligned(16)));
-  uint8_t *to = valid < 4 ? lanes : at;
-  if (kind == 0) {
-    wasm_v128_store(to, lr_round_through(w, LR_OUT_KIND(p->mode), p->zero));
-  } else {
-    /* A value rounded to W's dtype converts to it exactly: rounding once here is the same. */
-    V h = kind == 1 ? float_to_half(w, p->zero) : float_to_bfloat(w, p->zero);
-    wasm_v128_store64_lane(to, wasm_u16x8_narrow_i32x4(h, h), 0);
+  uint8_t *at = p->w_out + k * (kind == 0 ? 4 : 2);
+  if (valid < 4) lr_store_partial(at, kind, LR_OUT_KIND(p->mode), valid, w, p->zero);
+  else lr_store_vector(at, kind, LR_OUT_KIND(p->mode), w, p->zero);
+}
+
+/* u with each NaN lane set by torch's rule: out of the hot loop. */
+static __attribute__((noinline)) V lr_fix_nan(const lr_args *p, V u, uint32_t row, uint32_t column) {
+  float lanes[4] __attribute__((aligned(16)));
+  wasm_v128_store(lanes, u);
+  for (uint32_t e = 0; e < 4; e++) {
+    if (lr_is_nan(lr_bits(lanes[e]))) lanes[e] = lr_float(lr_nan_element(p, row, column + e));
   }
-  if (valid < 4) for (uint32_t e = 0; e < valid * size; e++) at[e] = lanes[e];
+  return wasm_v128_load(lanes);
 }
 
 /* R rows x NV vectors of the block at (row, column j): the sums in order over
@@ -591,14 +618,7 @@ static inline __attribute__((always_inline)) void lr_block(const lr_args *p, uin
       if (column >= p->cols) continue; /* padding lanes only */
       uint32_t valid = p->cols - column < 4 ? p->cols - column : 4;
       V u = wasm_f32x4_mul(acc[r][v], scale);
-      if (wasm_v128_any_true(wasm_f32x4_ne(u, u))) {
-        float lanes[4] __attribute__((aligned(16)));
-        wasm_v128_store(lanes, u);
-        for (uint32_t e = 0; e < 4; e++) {
-          if (lr_is_nan(lr_bits(lanes[e]))) lanes[e] = lr_float(lr_nan_element(p, row + r, column + e));
-        }
-        u = wasm_v128_load(lanes);
-      }
+      if (wasm_v128_any_true(wasm_f32x4_ne(u, u))) u = lr_fix_nan(p, u, row + r, column);
       u = lr_round_through(u, LR_DELTA_KIND(p->mode), p->zero);
       uint32_t k = (row + r) * p->cols + column;
       V w = (p->mode & LR_ACCUMULATE) ? float_vector(lr_load_w(p, k, valid), u, 0, p->zero) : u;
