@@ -6,14 +6,15 @@
  *   w = round_through(outDType, w)     (the in-place add stores in W's dtype)
  * `w` holds float32 values. The WebAssembly SIMD kernel (fast-low-rank.ts)
  * runs where it can; this file's scalar composition is its reference and the
- * fallback, with the same results.
+ * fallback, with the same results. The merge itself goes block by block of
+ * a tensor's rows (openLowRankBlocks): W in its own dtype, every step of
+ * every adapter, in one pass of the fused kernel.
  */
 import { dtypeBytes, type FloatDType } from "../dtypes.js";
 import { lowRankColumns, lowRankRows, type LowRankStep } from "./low-rank.js";
 import * as reference from "./reference.js";
 
 export type { LowRankStep };
-
 
 type Fast = typeof import("./fast-low-rank.js");
 // A JS engine without WebAssembly SIMD gets the scalar composition: the same results, only slower.
@@ -44,16 +45,7 @@ export function referenceLowRankStepRows(b: Float32Array, a: Float32Array, rank:
   finishStep(update, w, step);
 }
 
-/** The step with u = rows first .. first + count - 1 of transpose(b @ a); w: count x rows of b. */
-export function lowRankStepColumns(b: Float32Array, a: Float32Array, rank: number, cols: number, first: number, count: number, w: Float32Array, step: LowRankStep): void {
-  if (w.length !== count * (b.length / rank)) throw new RangeError(`low-rank step: w has ${w.length} elements, not ${count} x ${b.length / rank}`);
-  if (first < 0 || first + count > cols) throw new RangeError(`columns ${first}..${first + count} outside 0..${cols}`);
-  const kernel = fastFor(rank, step);
-  if (kernel !== undefined) return kernel.mergeLowRankColumns(b, a, rank, cols, first, count, w, step);
-  referenceLowRankStepColumns(b, a, rank, cols, first, count, w, step);
-}
-
-/** lowRankStepColumns by the scalar kernels: the reference (and the fallback). */
+/** The step with u = rows first .. first + count - 1 of transpose(b @ a) (w: count x rows of b), by the scalar kernels. */
 export function referenceLowRankStepColumns(b: Float32Array, a: Float32Array, rank: number, cols: number, first: number, count: number, w: Float32Array, step: LowRankStep): void {
   const update = new Float32Array(w.length);
   lowRankColumns(b, a, rank, cols, first, count, step.scale, update);
