@@ -98,8 +98,8 @@ async function measureKernel(r) {
   const blocks = new LowRankBlocks("F16", rows, cols, [{ rank: r, aCols: cols, bRows: rows, transposed: false, scale: Math.fround(2), deltaDType: "F32" }], rows);
   let seed = 0x2545f491;
   const random = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return ((seed >>> 0) / 2 ** 32 - 0.5) * 0.04; };
-  for (const which of ["a", "b"]) { const f = blocks.factor(0, which); for (let i = 0; i < f.length; i++) f[i] = random(); }
-  blocks.ready();
+  blocks.setFactor(0, "a", 0, Float32Array.from({ length: r * cols }, random));
+  blocks.setFactor(0, "b", 0, Float32Array.from({ length: rows * r }, random));
   const w = new Uint8Array(rows * cols * 2);
   for (let i = 0; i < w.length; i += 2) w[i + 1] = 0x1c + (i & 0x1f); // float16 weights around 0.005
   const out = new Uint8Array(w.length);

@@ -104,20 +104,19 @@ export interface BlockStep {
 }
 
 interface PlacedStep extends BlockStep {
-  /** Where the kernel's A operand is (rank x stride floats): lora_A, or lora_B transposed. */
+  /** Where the kernel's A operand is, packed in strips (rank x stride floats): lora_A, or lora_B transposed. */
   operand: number;
   stride: number;
-  /** Where lora_A and lora_B are loaded, as stored (row-major, float32). */
-  a: number;
-  b: number;
+  /** Where the other factor is, as stored (row-major float32): lora_B, or for a transposed update lora_A. */
+  stored: number;
 }
 
 /**
  * A tensor's merge, block by block of rows, in one arena: each step's
- * factors are loaded (as float32) into `factor()`, then `ready()`, then
- * `merge()` for each block, then `close()`. Memory: the factors (with the
- * transposed B of a transposed step), one block of W and, for more than
- * one step, the block as float32 between steps.
+ * factors are loaded (as float32) through `setFactor()`, then `merge()` runs
+ * for each block, then `close()`. Memory: each factor once (one packed for
+ * the kernel as it is loaded), one block of W and, for more than one step,
+ * the block as float32 between steps.
  */
 export class LowRankBlocks {
   readonly #arena = takeArena();
@@ -142,28 +141,29 @@ export class LowRankBlocks {
       if (step.rank < 1 || step.rank > MAX_FAST_RANK) throw new RangeError(`low-rank blocks: rank ${step.rank} outside 1..${MAX_FAST_RANK}`);
       const columns = step.transposed ? step.bRows : step.aCols;
       const stride = alignUp(columns, 4);
-      const a = take(step.rank * step.aCols * 4), b = take(step.bRows * step.rank * 4);
       const operand = take(step.rank * stride * 4);
-      this.#steps.push({ ...step, operand, stride, a, b });
+      const stored = take((step.transposed ? step.aCols : step.bRows) * step.rank * 4);
+      this.#steps.push({ ...step, operand, stride, stored });
     }
     this.#w = take(blockRows * cols * dtypeSize(out));
     this.#scratch = steps.length > 1 ? take(blockRows * cols * 4) : this.#w;
     this.#arena.reserve(at - this.#arena.base);
+    // Padding lanes of the operands: computed and never stored; zeros keep them finite and fast.
+    for (const step of this.#steps) this.#arena.floats(step.operand, step.rank * step.stride).fill(0);
   }
 
-  /** Where step `s`'s lora_A or lora_B goes, as float32 in its stored layout: fill it before `ready()`. */
-  factor(s: number, which: "a" | "b"): Float32Array {
+  /**
+   * Elements first .. first + values.length - 1 of step `s`'s lora_A (rank x
+   * aCols) or lora_B (bRows x rank), float32 as stored: every element of both
+   * goes in before the first `merge()`.
+   */
+  setFactor(s: number, which: "a" | "b", first: number, values: Float32Array): void {
     const step = this.#steps[s]!;
-    return which === "a" ? this.#arena.floats(step.a, step.rank * step.aCols) : this.#arena.floats(step.b, step.bRows * step.rank);
-  }
-
-  /** The factors are loaded: packs each step's A operand (lora_A, or lora_B transposed) in the kernel's strips. */
-  ready(): void {
-    this.#steps.forEach((step, s) => {
-      const operand = this.#arena.floats(step.operand, step.rank * step.stride);
-      if (step.transposed) packStrips(this.factor(s, "b"), true, step.rank, step.bRows, operand);
-      else packStrips(this.factor(s, "a"), false, step.rank, step.aCols, operand);
-    });
+    const total = which === "a" ? step.rank * step.aCols : step.bRows * step.rank;
+    if (!Number.isInteger(first) || first < 0 || first + values.length > total) throw new RangeError(`low-rank blocks: elements ${first}..${first + values.length} of a factor of ${total}`);
+    const packed = step.transposed ? which === "b" : which === "a";
+    if (!packed) this.#arena.floats(step.stored + first * 4, values.length).set(values);
+    else packStrips(values, first, step.transposed, step.rank, step.transposed ? step.bRows : step.aCols, this.#arena.floats(step.operand, step.rank * step.stride));
   }
 
   /**
@@ -183,7 +183,7 @@ export class LowRankBlocks {
       const from = s === 0 ? this.#w : this.#scratch, to = s === last ? this.#w : this.#scratch;
       const inKind = s === 0 ? KIND[this.#out] : 0, storeKind = s === last ? KIND[this.#out] : 0;
       // A transposed update's rows are A's columns first..: element (t, l) of its B operand is lora_A[l][first + t].
-      const [b, bRow, bL] = step.transposed ? [step.a + first * 4, 1, step.aCols] : [step.b + first * step.rank * 4, step.rank, 1];
+      const [b, bRow, bL] = step.transposed ? [step.stored + first * 4, 1, step.aCols] : [step.stored + first * step.rank * 4, step.rank, 1];
       // torch's matrix-vector path (B @ A with one column) keeps the other operands' NaN; a
       // transposed update's product keeps A's NaN first, and A is the kernel's B side there.
       const gemv = step.aCols === 1;
@@ -206,25 +206,25 @@ export class LowRankBlocks {
 const dtypeSize = (dtype: FastDType) => (dtype === "F32" ? 4 : 2);
 
 /**
- * The kernel's A operand (rank x columns) in its strips (kernels.c): columns
- * j .. j+15 while 16 fit in the padded width, then 4 at a time, each strip
- * rank rows of its width at j * rank; padding lanes zero (computed and never
- * stored; zeros keep them finite and fast). `src` is A (rank x columns,
- * row-major) or, `transposed`, B (columns x rank).
+ * Elements first .. of the kernel's A operand (rank x columns), into its
+ * strips in `out` (kernels.c): columns j .. j+15 while 16 fit in the padded
+ * width, then 4 at a time, each strip rank rows of its width at j * rank.
+ * `values` run along A (rank x columns, row-major) or, `transposed`, along
+ * B (columns x rank). Padding lanes are left as they are (zero).
  */
-function packStrips(src: Float32Array, transposed: boolean, rank: number, columns: number, out: Float32Array): void {
-  const stride = alignUp(columns, 4);
-  const whole = Math.floor(stride / 16) * 16;
-  for (let j0 = 0; j0 < stride; ) {
-    const width = j0 < whole ? 16 : 4;
-    let at = j0 * rank;
-    for (let l = 0; l < rank; l++) {
-      for (let c = 0; c < width; c++, at++) {
-        const j = j0 + c;
-        out[at] = j >= columns ? 0 : transposed ? src[j * rank + l]! : src[l * columns + j]!;
-      }
+function packStrips(values: Float32Array, first: number, transposed: boolean, rank: number, columns: number, out: Float32Array): void {
+  const whole = Math.floor(alignUp(columns, 4) / 16) * 16;
+  const along = transposed ? rank : columns;
+  let outer = Math.floor(first / along), inner = first - outer * along;
+  for (let k = 0; k < values.length; k++) {
+    const l = transposed ? inner : outer, j = transposed ? outer : inner;
+    const width = j < whole ? 16 : 4;
+    const strip = j < whole ? j - (j & 15) : j - ((j - whole) & 3);
+    out[strip * rank + l * width + (j - strip)] = values[k]!;
+    if (++inner === along) {
+      inner = 0;
+      outer++;
     }
-    j0 += width;
   }
 }
 
@@ -240,7 +240,9 @@ function mergeFloat32(operand: Float32Array, columns: number, b: Float32Array, b
     const at = arena.base;
     const wAt = at + rank * stride * 4, bAt = alignUp(wAt + w.length * 4, 64);
     arena.reserve(bAt + b.length * 4 - at);
-    packStrips(operand, false, rank, columns, arena.floats(at, rank * stride));
+    const packed = arena.floats(at, rank * stride);
+    packed.fill(0);
+    packStrips(operand, 0, false, rank, columns, packed);
     arena.floats(bAt, b.length).set(b);
     arena.floats(wAt, w.length).set(w);
     const mode = KIND[step.deltaDType as FastDType] | (KIND[step.outDType as FastDType] << 2) | (step.accumulate ? ACCUMULATE : 0) |

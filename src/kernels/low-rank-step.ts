@@ -68,13 +68,13 @@ export interface BlockStep {
 
 /**
  * A tensor's merge, block by block of W's rows: load each step's factors
- * (float32, as stored) into `factor(s, "a" | "b")`, call `ready()`, then
- * `merge(first, w, out)` for each block (W's rows in its dtype in, the merged
- * rows in the same dtype out; `out` may be `w`), then `close()`.
+ * (float32, row-major as stored, a range of elements at a time) with
+ * `setFactor`, then `merge(first, w, out)` for each block (W's rows in its
+ * dtype in, the merged rows in the same dtype out; `out` may be `w`), then
+ * `close()`.
  */
 export interface LowRankBlockMerge {
-  factor(step: number, which: "a" | "b"): Float32Array;
-  ready(): void;
+  setFactor(step: number, which: "a" | "b", first: number, values: Float32Array): void;
   merge(first: number, w: Uint8Array, out: Uint8Array): void;
   close(): void;
 }
@@ -103,11 +103,9 @@ export class ReferenceLowRankBlocks implements LowRankBlockMerge {
     this.#factors = steps.map((s) => ({ a: new Float32Array(s.rank * s.aCols), b: new Float32Array(s.bRows * s.rank) }));
   }
 
-  factor(step: number, which: "a" | "b"): Float32Array {
-    return this.#factors[step]![which];
+  setFactor(step: number, which: "a" | "b", first: number, values: Float32Array): void {
+    this.#factors[step]![which].set(values, first);
   }
-
-  ready(): void {}
 
   merge(first: number, w: Uint8Array, out: Uint8Array): void {
     const size = dtypeBytes(this.out);

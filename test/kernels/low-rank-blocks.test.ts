@@ -69,14 +69,23 @@ const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("he
 
 interface Case { out: FloatDType; rows: number; cols: number; steps: BlockStep[]; blockRows: number; specials: boolean; seed: number }
 
+/** Loads a factor in pieces of uneven sizes (as chunks of a file arrive), in a seeded order of sizes. */
+function load(merge: LowRankBlockMerge, s: number, which: "a" | "b", values: Float32Array, next: () => number): void {
+  for (let first = 0; first < values.length; ) {
+    const n = Math.min(values.length - first, 1 + (next() % Math.max(1, Math.ceil(values.length / 3))));
+    merge.setFactor(s, which, first, values.slice(first, first + n));
+    first += n;
+  }
+}
+
 /** Runs a case through a merge: factors loaded, every block merged (in place or not); the output's bytes. */
 function run(merge: LowRankBlockMerge, c: Case, w: Uint8Array, inPlace: boolean): Uint8Array {
   const next = generator(c.seed * 7919);
+  const pieces = generator(c.seed * 31 + (inPlace ? 1 : 2));
   c.steps.forEach((step, s) => {
-    merge.factor(s, "a").set(factors(next, step.rank * step.aCols, c.specials));
-    merge.factor(s, "b").set(factors(next, step.bRows * step.rank, c.specials));
+    load(merge, s, "a", factors(next, step.rank * step.aCols, c.specials), pieces);
+    load(merge, s, "b", factors(next, step.bRows * step.rank, c.specials), pieces);
   });
-  merge.ready();
   const rowBytes = c.cols * dtypeBytes(c.out);
   const result = new Uint8Array(w.length);
   for (let first = 0; first < c.rows; first += c.blockRows) {
@@ -145,10 +154,18 @@ describe("the merge's fused kernel, block by block", () => {
     expect(openLowRankBlocks("F64", 2, 3, [step], 2)).toBeInstanceOf(ReferenceLowRankBlocks);
   });
 
+  it("refuses factor elements past the factor's end", () => {
+    const step: BlockStep = { rank: 2, aCols: 3, bRows: 4, transposed: false, scale: 1, deltaDType: "F32" };
+    const merge = new LowRankBlocks("F16", 4, 3, [step as BlockStep & { deltaDType: "F32" }], 2);
+    expect(() => merge.setFactor(0, "a", 5, new Float32Array(2))).toThrow(RangeError);
+    expect(() => merge.setFactor(0, "b", 0, new Float32Array(9))).toThrow(RangeError);
+    merge.setFactor(0, "a", 0, new Float32Array(6));
+    merge.close();
+  });
+
   it("refuses a block that is not whole rows, or runs past the tensor", () => {
     const step: BlockStep = { rank: 2, aCols: 3, bRows: 4, transposed: false, scale: 1, deltaDType: "F32" };
     for (const merge of [new LowRankBlocks("F16", 4, 3, [step as BlockStep & { deltaDType: "F32" }], 2), new ReferenceLowRankBlocks("F16", 4, 3, [step], 2)]) {
-      merge.ready();
       expect(() => merge.merge(0, new Uint8Array(5), new Uint8Array(5))).toThrow(RangeError);
       expect(() => merge.merge(3, new Uint8Array(12), new Uint8Array(12))).toThrow(RangeError);
       expect(() => merge.merge(0, new Uint8Array(18), new Uint8Array(18))).toThrow(RangeError);
@@ -165,9 +182,8 @@ describe("the merge's fused kernel, block by block", () => {
     // The second's factors differ: loading them must not touch the first's.
     const other = { ...c, seed: 12 };
     const next = generator(other.seed * 7919);
-    second.factor(0, "a").set(factors(next, 100, false));
-    second.factor(0, "b").set(factors(next, 30, false));
-    second.ready();
+    second.setFactor(0, "a", 0, factors(next, 100, false));
+    second.setFactor(0, "b", 0, factors(next, 30, false));
     expect(sha(run(first, c, w, false))).toBe(want);
     second.close();
   });

@@ -156,8 +156,7 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
   const blocks = t.steps.length === 0 ? undefined : openLowRankBlocks(out, rows, cols, t.steps.map((step) => blockStep(step)), blockRows);
   try {
     if (blocks !== undefined) {
-      await Promise.all(t.steps.map((step, s) => loadFactors(step, t, blocks.factor(s, "a"), blocks.factor(s, "b"))));
-      blocks.ready();
+      await Promise.all(t.steps.map((step, s) => loadFactors(step, t, (which, first, values) => blocks.setFactor(s, which, first, values))));
     }
     for (let row = 0; row < rows; row += blockRows) {
       const n = Math.min(blockRows, rows - row);
@@ -215,29 +214,35 @@ export function checkLoraStep(step: LoraStep, t: MergedTensor): void {
   }
 }
 
-/** Both factors as float32 (as the tool holds them), checked against the output's shape, into `a` and `b`. */
-async function loadFactors(step: LoraStep, t: MergedTensor, a: Float32Array, b: Float32Array): Promise<void> {
+/**
+ * Both factors as float32 (as the tool holds them), checked against the
+ * output's shape, passed to `into` a chunk of elements at a time.
+ */
+async function loadFactors(step: LoraStep, t: MergedTensor, into: (which: "a" | "b", first: number, values: Float32Array) => void): Promise<void> {
   checkLoraStep(step, t);
-  const load = async (spec: LoraStep["a"], values: Float32Array): Promise<void> => {
-    const out = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const load = async (which: "a" | "b"): Promise<void> => {
+    const spec = step[which];
     const reader = new ExactReader(step.weights.readTensor(spec.name), `tensor "${spec.name}" of ${step.weights.source}`);
     try {
       const size = dtypeBytes(spec.dtype);
-      const total = values.length;
+      const total = numel(spec.shape);
       const per = Math.max(1, Math.floor(CHUNK_BYTES / size));
+      const values = new Float32Array(Math.min(per, total));
       for (let done = 0; done < total; ) {
         const n = Math.min(per, total - done);
+        const part = values.subarray(0, n);
         const chunk = await reader.read(n * size);
-        convertInto(spec.dtype, "F32", chunk, out.subarray(done * 4, (done + n) * 4));
+        convertInto(spec.dtype, "F32", chunk, new Uint8Array(part.buffer, 0, n * 4));
         chunkPool.giveBack(chunk); // converted: its last use
+        // PEFT's parameters take the values as load_state_dict copies them in: rounded to their dtype.
+        if (step.factorDType !== "F32" && step.factorDType !== spec.dtype) roundThrough(step.factorDType, part);
+        into(which, done, part);
         done += n;
       }
       await reader.expectEnd();
     } finally {
       await reader.close();
     }
-    // PEFT's parameters take the values as load_state_dict copies them in: rounded to their dtype.
-    if (step.factorDType !== "F32" && step.factorDType !== spec.dtype) roundThrough(step.factorDType, values);
   };
-  await Promise.all([load(step.a, a), load(step.b, b)]);
+  await Promise.all([load("a"), load("b")]);
 }
