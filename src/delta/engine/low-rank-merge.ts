@@ -17,8 +17,10 @@ import { numel } from "./pairing.js";
  * block of rows at a time from the base's rows (or a whole tensor from an
  * adapter that replaces them) and, for each adapter in order, the same rows
  * of `scaling * (B @ A)`. Memory per tensor: both factors as float32 (rank x
- * (rows + columns) elements, capped by MAX_LORA_FACTOR_BYTES) and one block
- * of CHUNK_BYTES.
+ * (rows + columns) elements, capped by MAX_LORA_FACTOR_BYTES) and a block of
+ * CHUNK_BYTES in the kernel's memory (another as float32 between two
+ * adapters' steps), and the pool's chunks in flight: the block read ahead,
+ * the one merged, the one being hashed and written.
  *
  * Arithmetic per step, as torch does it on CPU: the factors' values (rounded
  * first to `factorDType` when the publisher's tool held them in another dtype),
