@@ -1,15 +1,23 @@
 #!/usr/bin/env node
-// npm run bench -- --lora [--layers N] [--rank R] [--targets all|qv]
+// npm run bench -- --lora [--layers N] [--rank R] [--targets all|qv] [--repeat K]
 //
 // Merges a LoRA adapter into a LLaMA-7B-shaped base (hidden 4096, intermediate
 // 11008, vocabulary 32000; N layers, default 2) with apply-delta, and prints
-// wall time, peak RSS and the I/O floor (reading the base and adapter, writing
-// the output, fsynced). The adapter: rank R (default 64) on every linear layer
+// wall time, CPU-seconds, peak RSS, the I/O floor (reading the base and
+// adapter, writing the output, fsynced) and the CPU floor (the SHA-256 the
+// run must compute and the kernel's multiply-adds, at the rates one core of
+// this machine measures, over its cores), so the figure says which floor
+// binds. With --repeat K, K merges alternate with K floors, and the medians
+// (and ranges) are printed: on a shared machine one run says little. The
+// adapter: rank R (default 64) on every linear layer
 // (or q_proj and v_proj only, alpaca-lora's), float16, with whole embeddings of
 // a 49,954-row vocabulary (Chinese-Alpaca's) saved as modules_to_save, so that
 // the largest tensors are made from the adapter and memory is measured where
 // it is highest.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { pathToFileURL } from "node:url";
 import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,9 +26,10 @@ import { numberFlags } from "./bench-flags.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
-const flag = numberFlags(args, "npm run bench -- --lora [--layers N] [--rank R] [--targets all|qv]");
+const flag = numberFlags(args, "npm run bench -- --lora [--layers N] [--rank R] [--targets all|qv] [--repeat K]");
 const layers = flag("--layers", 2);
 const rank = flag("--rank", 64);
+const repeat = flag("--repeat", 1);
 const targetsAt = args.indexOf("--targets");
 const targets = targetsAt >= 0 ? args[targetsAt + 1] : "all";
 const HIDDEN = 4096, INTER = 11008, VOCAB = 32000, GROWN = 49954;
@@ -65,6 +74,50 @@ function run(command, commandArgs) {
   return { seconds, rss, cpu };
 }
 
+/** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
+function measureSha256() {
+  const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
+  createHash("sha256").update(buffer).digest(); // warm up
+  let bytes = 0;
+  const start = cpuSeconds();
+  do {
+    createHash("sha256").update(buffer).digest();
+    bytes += buffer.length;
+  } while (cpuSeconds() - start < 0.5);
+  return bytes / (cpuSeconds() - start);
+}
+
+/**
+ * The merge's kernel in multiply-adds per CPU-second of one core: the fused
+ * step (product, scale, float16 W in and out) on blocks of 512 x 4096 at the
+ * bench's rank, as the merge runs it.
+ */
+async function measureKernel(r) {
+  const { LowRankBlocks } = await import(pathToFileURL(path.join(root, "dist/kernels/fast-low-rank.js")).href);
+  const rows = 512, cols = 4096;
+  const blocks = new LowRankBlocks("F16", rows, cols, [{ rank: r, aCols: cols, bRows: rows, transposed: false, scale: Math.fround(2), deltaDType: "F32" }], rows);
+  let seed = 0x2545f491;
+  const random = () => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return ((seed >>> 0) / 2 ** 32 - 0.5) * 0.04; };
+  blocks.setFactor(0, "a", 0, Float32Array.from({ length: r * cols }, random));
+  blocks.setFactor(0, "b", 0, Float32Array.from({ length: rows * r }, random));
+  const w = new Uint8Array(rows * cols * 2);
+  for (let i = 0; i < w.length; i += 2) w[i + 1] = 0x1c + (i & 0x1f); // float16 weights around 0.005
+  const out = new Uint8Array(w.length);
+  // Past the engine's tier-up (WebAssembly starts on a baseline compiler).
+  for (const start = cpuSeconds(); cpuSeconds() - start < 0.3; ) blocks.merge(0, w, out);
+  let runs = 0;
+  const start = cpuSeconds();
+  do {
+    blocks.merge(0, w, out);
+    runs++;
+  } while (cpuSeconds() - start < 1);
+  const rate = (runs * rows * cols * r) / (cpuSeconds() - start);
+  blocks.close();
+  return rate;
+}
+
+const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
+
 const files = (dir) => readdirSync(dir).map((f) => path.join(dir, f)).filter((f) => statSync(f).isFile());
 const size = (list) => list.reduce((n, f) => n + statSync(f).size, 0);
 
@@ -89,21 +142,39 @@ try {
   writeFileSync(path.join(adapter, "adapter_config.json"), JSON.stringify({ peft_type: "LORA", r: rank, lora_alpha: 2 * rank, target_modules: adapted.map((m) => m.split(".")[1]), modules_to_save: ["embed_tokens", "lm_head"] }));
   spawnSync("sync");
 
-  const merge = run(process.execPath, [path.join(root, "bin/apply-delta"), "--base", base, "--delta", adapter, "--target", target, "--no-progress", "--quiet"]);
   const inputs = [...files(base), ...files(adapter)];
-  const outputs = files(target);
-  const read = run("sh", ["-c", `cat ${inputs.map((f) => `'${f}'`).join(" ")} > /dev/null`]).seconds;
-  let write = 0;
-  for (const f of outputs) {
-    write += run("dd", [`if=${f}`, `of=${path.join(work, "copy")}`, "bs=16M", "conv=fsync", "status=none"]).seconds;
-    rmSync(path.join(work, "copy"));
+  const runs = [];
+  for (let i = 0; i < repeat; i++) {
+    rmSync(target, { recursive: true, force: true });
+    const merge = run(process.execPath, [path.join(root, "bin/apply-delta"), "--base", base, "--delta", adapter, "--target", target, "--no-progress", "--quiet"]);
+    const read = run("sh", ["-c", `cat ${inputs.map((f) => `'${f}'`).join(" ")} > /dev/null`]).seconds;
+    let write = 0;
+    for (const f of files(target)) {
+      write += run("dd", [`if=${f}`, `of=${path.join(work, "copy")}`, "bs=16M", "conv=fsync", "status=none"]).seconds;
+      rmSync(path.join(work, "copy"));
+    }
+    runs.push({ merge, floor: read + write });
   }
+  const outputs = files(target);
+  const weightBytes = size(outputs.filter((f) => f.endsWith(".safetensors")));
   const macs = layers * adapted.reduce((n, m) => n + LINEARS[m][0] * LINEARS[m][1] * rank, 0);
+  const rates = { sha256: measureSha256(), kernel: await measureKernel(rank), cores: availableParallelism() };
+  // Every weight byte is hashed twice: the file's sha256 (checked or recorded) and its tensor's (the record).
+  const hashed = 2 * weightBytes;
+  const cpuFloor = { hash: hashed / rates.sha256, kernel: macs / rates.kernel };
+  const cpuFloorSeconds = (cpuFloor.hash + cpuFloor.kernel) / rates.cores;
+
+  const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
+  const spread = (values, digits = 1) => (values.length === 1 ? values[0].toFixed(digits) : `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)})`);
+  const wall = runs.map((r) => r.merge.seconds), cpu = runs.map((r) => r.merge.cpu), floors = runs.map((r) => r.floor);
+  const ratios = runs.map((r) => r.merge.seconds / Math.max(r.floor, cpuFloorSeconds));
   const gb = (n) => (n / 1e9).toFixed(2);
-  console.log(`LoRA merge: ${layers} LLaMA-7B layers, rank ${rank} on ${adapted.length} linear layers each, embeddings grown to ${GROWN} rows`);
+  console.log(`LoRA merge: ${layers} LLaMA-7B layers, rank ${rank} on ${adapted.length} linear layers each, embeddings grown to ${GROWN} rows${repeat > 1 ? `; ${repeat} runs alternating with their I/O floors, medians (ranges)` : ""}`);
   console.log(`  inputs ${gb(size(inputs))} GB, output ${gb(size(outputs))} GB, ${(macs / 1e9).toFixed(1)} G multiply-adds`);
-  console.log(`  apply-delta: ${merge.seconds.toFixed(1)} s (${merge.cpu.toFixed(1)} CPU-seconds), peak RSS ${(merge.rss / 1e6).toFixed(0)} MB, ${(macs / 1e9 / merge.seconds).toFixed(2)} G multiply-adds/s`);
-  console.log(`  I/O floor (cat inputs + dd outputs, fsynced): ${(read + write).toFixed(1)} s; ratio ${(merge.seconds / (read + write)).toFixed(2)}x`);
+  console.log(`  apply-delta: ${spread(wall)} s, ${spread(cpu)} CPU-seconds (user + system, every thread), peak RSS ${(Math.max(...runs.map((r) => r.merge.rss)) / 1e6).toFixed(0)} MB, ${(macs / 1e9 / median(wall)).toFixed(2)} G multiply-adds/s`);
+  console.log(`  I/O floor (cat inputs + dd outputs, fsynced): ${spread(floors)} s`);
+  console.log(`  CPU floor on ${rates.cores} cores: ${cpuFloorSeconds.toFixed(1)} s = (SHA-256 of ${gb(hashed)} GB at ${(rates.sha256 / 1e6).toFixed(0)} MB/s per core: ${cpuFloor.hash.toFixed(1)} s + the kernel's ${(macs / 1e9).toFixed(1)} G multiply-adds at ${(rates.kernel / 1e9).toFixed(2)} G/s per core: ${cpuFloor.kernel.toFixed(1)} s) / ${rates.cores}; reading, writing and copying left out`);
+  console.log(`  the ${median(floors) >= cpuFloorSeconds ? "I/O" : "CPU"} floor binds; wall / that floor: ${spread(ratios, 2)}x; CPU used / ${rates.cores} cores: ${(median(cpu) / rates.cores).toFixed(1)} s`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

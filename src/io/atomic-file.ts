@@ -71,6 +71,15 @@ export class AtomicFile {
   #closed = false;
   #unflushed = 0;
   #flushing: Promise<void> | undefined;
+  #settleDigest!: { resolve(sha256: string): void; reject(err: unknown): void };
+  /**
+   * The file's sha256 once close() has it (rejected if the file is aborted
+   * first): a producer that records it (a merge's record) need not hash
+   * every byte a second time.
+   */
+  readonly sha256 = new Promise<string>((resolve, reject) => {
+    this.#settleDigest = { resolve, reject };
+  });
 
   private constructor(finalPath: string, tempPath: string, handle: FileHandle, hasher: StreamHasher, also: readonly StreamHasher[]) {
     this.finalPath = finalPath;
@@ -78,6 +87,7 @@ export class AtomicFile {
     this.#handle = handle;
     this.#hasher = hasher;
     this.#also = also;
+    this.sha256.catch(() => undefined); // nobody need ask for it
   }
 
   /** A fresh temporary name beside `finalPath`, this process's own. */
@@ -163,9 +173,12 @@ export class AtomicFile {
       await this.#handle.close();
     } catch (err) {
       await rm(this.tempPath, { force: true });
+      this.#settleDigest.reject(err);
       throw ioError("write", this.tempPath, err);
     }
-    return this.#hasher.digest();
+    const digest = this.#hasher.digest();
+    digest.then(this.#settleDigest.resolve, this.#settleDigest.reject);
+    return digest;
   }
 
   /** Renames the closed, verified file into place. */
@@ -179,6 +192,7 @@ export class AtomicFile {
 
   /** Close and delete the temporary file (after a failure). Never throws. */
   async abort(): Promise<void> {
+    this.#settleDigest.reject(new Error(`${this.tempPath} was aborted`));
     if (!this.#closed) await this.#handle.close().catch(() => undefined);
     await rm(this.tempPath, { force: true }).catch(() => undefined);
   }

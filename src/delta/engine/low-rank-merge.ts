@@ -2,9 +2,9 @@ import { dtypeBytes, type DType, type FloatDType } from "../../dtypes.js";
 import { DeltaError } from "../../errors.js";
 import { SAFETENSORS_OUTPUT } from "../../formats/outputs/safetensors.js";
 import { convertInto } from "../../kernels/index.js";
-import { lowRankStepColumns, lowRankStepRows } from "../../kernels/low-rank-step.js";
+import { openLowRankBlocks, type BlockStep } from "../../kernels/low-rank-step.js";
 import { CHUNK_BYTES, MAX_LORA_FACTOR_BYTES } from "../../limits.js";
-import { releasedChunk } from "../../io/memory.js";
+import { chunkPool, lentToConsumer } from "../../io/chunk-pool.js";
 import { prefetch } from "../../io/chunk-streams.js";
 import type { ModelSource } from "../../model/types.js";
 import { ExactReader } from "./exact-reader.js";
@@ -17,8 +17,10 @@ import { numel } from "./pairing.js";
  * block of rows at a time from the base's rows (or a whole tensor from an
  * adapter that replaces them) and, for each adapter in order, the same rows
  * of `scaling * (B @ A)`. Memory per tensor: both factors as float32 (rank x
- * (rows + columns) elements, capped by MAX_LORA_FACTOR_BYTES) and one block
- * of CHUNK_BYTES.
+ * (rows + columns) elements, capped by MAX_LORA_FACTOR_BYTES) and a block of
+ * CHUNK_BYTES in the kernel's memory (another as float32 between two
+ * adapters' steps), and the pool's chunks in flight: the block read ahead,
+ * the one merged, the one being hashed and written.
  *
  * Arithmetic per step, as torch does it on CPU: the factors' values (rounded
  * first to `factorDType` when the publisher's tool held them in another dtype),
@@ -78,20 +80,21 @@ export function mergedFile(spec: MergedFileSpec, size: number): PlannedFile {
     reads: mergedReads(spec),
     async produce(sink, { pool, advance }) {
       const writer = SAFETENSORS_OUTPUT.verbatim(sink, sink.finalPath, spec.headerText);
-      const fileHash = spec.record === undefined ? undefined : pool.create();
-      await fileHash?.update(writer.headerBytes);
       for (const t of writer.tensors) {
         const merged = spec.tensors.get(t.name);
         if (merged === undefined) throw new DeltaError(`no plan for tensor "${t.name}" of ${spec.path}`);
         const tensorHash = spec.record === undefined ? undefined : pool.create();
-        await writer.writeTensor(t.name, counted(mergeTensor(merged), async (chunk) => {
-          await Promise.all([fileHash?.update(chunk), tensorHash?.update(chunk)]);
+        // The next block is made while this one is hashed and written (prefetch); the writer is each
+        // chunk's last user, and gives it back to the pool when it asks for the next.
+        await writer.writeTensor(t.name, lentToConsumer(counted(prefetch(mergeTensor(merged)), async (chunk) => {
+          await tensorHash?.update(chunk);
           advance(chunk.length, t.name);
-        }));
+        })));
         if (tensorHash !== undefined) spec.record!.tensorDigest(t.name, { dtype: t.dtype, shape: [...t.shape], file: spec.path }, tensorHash.digest());
       }
       await writer.finish();
-      if (fileHash !== undefined) spec.record!.fileDigest(spec.path, fileHash.digest().then((sha256) => ({ size: writer.fileSize, sha256 })));
+      // The file's sha256 is the one its sink computes as it writes (no second pass over the bytes).
+      if (spec.record !== undefined) spec.record.fileDigest(spec.path, sink.sha256.then((sha256) => ({ size: writer.fileSize, sha256 })));
       advance(0, spec.path);
       return {};
     },
@@ -122,11 +125,16 @@ function mergedReads(spec: MergedFileSpec): InputFile[] {
   return [...reads.values()];
 }
 
-/** The output tensor's bytes, block by block of rows. */
+/**
+ * The output tensor's bytes, block by block of rows. Each chunk is the
+ * consumer's: its last user gives it back to the chunk pool.
+ */
 export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> {
-  const source = new ExactReader(prefetch(t.from.model.readTensor(t.from.name)), `tensor "${t.from.name}" of ${t.from.model.source}`);
-  try {
-    if (t.steps.length === 0 && t.from.dtype === t.dtype) {
+  const fromType = t.from.dtype;
+  if (t.steps.length === 0 && fromType === t.dtype) {
+    // The source's bytes as read (pooled chunks, passed on whole).
+    const source = new ExactReader(prefetch(t.from.model.readTensor(t.from.name)), `tensor "${t.from.name}" of ${t.from.model.source}`);
+    try {
       const total = numel(t.shape) * dtypeBytes(t.dtype);
       for (let done = 0; done < total; ) {
         const n = Math.min(CHUNK_BYTES, total - done);
@@ -134,47 +142,49 @@ export async function* mergeTensor(t: MergedTensor): AsyncGenerator<Uint8Array> 
         done += n;
       }
       await source.expectEnd();
-      return;
+    } finally {
+      await source.close();
     }
-    const out = t.dtype as FloatDType;
-    const fromType = t.from.dtype as FloatDType;
-    const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
-    const cols = numel(t.shape) / Math.max(1, rows);
-    const factors = await Promise.all(t.steps.map((step) => loadFactors(step, t)));
-    const rowsPerBlock = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, cols * 4)));
-    for (let row = 0; row < rows; row += rowsPerBlock) {
-      const n = Math.min(rowsPerBlock, rows - row);
-      const raw = await source.read(n * cols * dtypeBytes(fromType));
+    return;
+  }
+  const out = t.dtype as FloatDType;
+  const rows = t.shape.length >= 2 ? t.shape[0]! : 1;
+  const cols = numel(t.shape) / Math.max(1, rows);
+  const [inSize, outSize] = [dtypeBytes(fromType), dtypeBytes(out)];
+  // Blocks of whole rows within a chunk, read as one chunk each (so each is used whole and given
+  // back); between two adapters' steps a block is held as float32.
+  const blockRows = Math.max(1, Math.floor(CHUNK_BYTES / (cols * Math.max(inSize, outSize, t.steps.length > 1 ? 4 : 0))));
+  const source = new ExactReader(prefetch(t.from.model.readTensor(t.from.name, { chunkBytes: blockRows * cols * inSize })), `tensor "${t.from.name}" of ${t.from.model.source}`);
+  const blocks = t.steps.length === 0 ? undefined : openLowRankBlocks(out, rows, cols, t.steps.map((step) => blockStep(step)), blockRows);
+  try {
+    if (blocks !== undefined) {
+      await Promise.all(t.steps.map((step, s) => loadFactors(step, t, (which, first, values) => blocks.setFactor(s, which, first, values))));
+    }
+    for (let row = 0; row < rows; row += blockRows) {
+      const n = Math.min(blockRows, rows - row);
+      const raw = await source.read(n * cols * inSize);
       // Replacing a base tensor copies the adapter's values into the base's dtype (PEFT's
-      // modules_to_save copy, Chinese-LLaMA-Alpaca's .half()).
-      const w = new Float32Array(n * cols);
-      const wBytes = new Uint8Array(w.buffer);
-      if (fromType === out || fromType === "F32") {
-        convertInto(fromType, "F32", raw, wBytes);
-        if (fromType !== out) roundThrough(out, w);
-      } else {
-        const asOut = new Uint8Array(n * cols * dtypeBytes(out));
-        convertInto(fromType, out, raw, asOut);
-        convertInto(out, "F32", asOut, wBytes);
+      // modules_to_save copy, Chinese-LLaMA-Alpaca's .half()): the merge starts from those.
+      let w = raw;
+      if (fromType !== out) {
+        w = chunkPool.take(n * cols * outSize);
+        convertInto(fromType as FloatDType, out, raw, w);
+        chunkPool.giveBack(raw);
       }
-      for (let s = 0; s < t.steps.length; s++) {
-        const step = t.steps[s]!;
-        const { a, b } = factors[s]!;
-        // torch's in-place add of the (cast) update: the float32 sum, then W's dtype.
-        const how = { scale: Math.fround(step.scaling), deltaDType: step.deltaDType, outDType: out, accumulate: true };
-        const rank = step.a.shape[0]!;
-        if (step.transposed) lowRankStepColumns(b, a, rank, step.a.shape[1]!, row, n, w, how);
-        else lowRankStepRows(b.subarray(row * rank, (row + n) * rank), a, rank, cols, w, how);
-      }
-      const bytes = new Uint8Array(n * cols * dtypeBytes(out));
-      convertInto("F32", out, wBytes, bytes);
-      yield bytes;
-      releasedChunk(bytes.length + wBytes.length * 2);
+      // In place: the block is ours, and goes to the consumer.
+      blocks?.merge(row, w, w);
+      yield w;
     }
     await source.expectEnd();
   } finally {
+    blocks?.close();
     await source.close();
   }
+}
+
+/** A step as the kernel takes it: the factors' shapes, the float32 scaling, the update's dtype. */
+function blockStep(step: LoraStep): BlockStep {
+  return { rank: step.a.shape[0]!, aCols: step.a.shape[1]!, bRows: step.b.shape[0]!, transposed: step.transposed, scale: Math.fround(step.scaling), deltaDType: step.deltaDType };
 }
 
 /** Rounds float32 values to `dtype` and back, in place: what a cast to `dtype` leaves. */
@@ -206,29 +216,35 @@ export function checkLoraStep(step: LoraStep, t: MergedTensor): void {
   }
 }
 
-/** Both factors as float32 (as the tool holds them), checked against the output's shape. */
-async function loadFactors(step: LoraStep, t: MergedTensor): Promise<{ a: Float32Array; b: Float32Array }> {
+/**
+ * Both factors as float32 (as the tool holds them), checked against the
+ * output's shape, passed to `into` a chunk of elements at a time.
+ */
+async function loadFactors(step: LoraStep, t: MergedTensor, into: (which: "a" | "b", first: number, values: Float32Array) => void): Promise<void> {
   checkLoraStep(step, t);
-  const load = async (spec: LoraStep["a"]): Promise<Float32Array> => {
-    const values = new Float32Array(numel(spec.shape));
-    const out = new Uint8Array(values.buffer);
+  const load = async (which: "a" | "b"): Promise<void> => {
+    const spec = step[which];
     const reader = new ExactReader(step.weights.readTensor(spec.name), `tensor "${spec.name}" of ${step.weights.source}`);
     try {
       const size = dtypeBytes(spec.dtype);
-      const total = values.length;
+      const total = numel(spec.shape);
       const per = Math.max(1, Math.floor(CHUNK_BYTES / size));
+      const values = new Float32Array(Math.min(per, total));
       for (let done = 0; done < total; ) {
         const n = Math.min(per, total - done);
-        convertInto(spec.dtype, "F32", await reader.read(n * size), out.subarray(done * 4, (done + n) * 4));
+        const part = values.subarray(0, n);
+        const chunk = await reader.read(n * size);
+        convertInto(spec.dtype, "F32", chunk, new Uint8Array(part.buffer, 0, n * 4));
+        chunkPool.giveBack(chunk); // converted: its last use
+        // PEFT's parameters take the values as load_state_dict copies them in: rounded to their dtype.
+        if (step.factorDType !== "F32" && step.factorDType !== spec.dtype) roundThrough(step.factorDType, part);
+        into(which, done, part);
         done += n;
       }
       await reader.expectEnd();
     } finally {
       await reader.close();
     }
-    // PEFT's parameters take the values as load_state_dict copies them in: rounded to their dtype.
-    if (step.factorDType !== "F32" && step.factorDType !== spec.dtype) roundThrough(step.factorDType, values);
-    return values;
   };
-  return { a: await load(step.a), b: await load(step.b) };
+  await Promise.all([load("a"), load("b")]);
 }

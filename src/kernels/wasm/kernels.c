@@ -581,7 +581,8 @@ EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
 }
 
 /* ==== LoRA merge: the low-rank product B @ A in torch's order ==============
- * One tile of a merge step (src/kernels/fast-low-rank.ts drives it):
+ * One block of W's rows through a whole merge step, in one pass
+ * (src/kernels/fast-low-rank.ts drives it):
  *   u = float32(B @ A) * scale, each element summed as torch's CPU gemm sums
  *       it: acc = +0; for l = 0 .. rank-1 in order, acc += round32(B[i][l] *
  *       A[l][j]), a product rounded to float32 and then added (never a fused
@@ -590,9 +591,20 @@ EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
  *   u = round_through(delta kind, u)   (PEFT casts the update back)
  *   w = w + u, or w = u without `accumulate`   (torch's add, NaN rule below)
  *   w = round_through(out kind, w)     (the in-place add stores in W's dtype)
- * Tiles: B's rows (rows x rank) in lr_b, A's columns (rank x stride) in lr_a,
- * W (rows x stride) in lr_w; stride is a multiple of 4 and the padding lanes
- * are computed and ignored (JS zeroes A's padding so they stay finite).
+ * W is read in its stored dtype (float16, bfloat16 or float32: `in` kind,
+ * converted as convertInto converts) and written in the `store` kind (W's
+ * dtype, or float32 between two adapters' steps), so no float32 copy of W
+ * is ever made; w_in and w_out may be the same memory.
+ *
+ * Operands, all in this module's memory (JS places them past __heap_base):
+ * A is rank x a_stride floats (a_stride a multiple of 4, the padding lanes
+ * zero: they are computed and never stored), packed in strips: columns
+ * j .. j+15 (while 16 fit, then 4 at a time) are rank rows of 16 (or 4)
+ * floats at a + j * rank, so a strip is contiguous and stays in the L1
+ * cache (a row-major A with thousands of columns would put each of a
+ * strip's rows in another page and the same cache set); element (i, l) of B is
+ * b[i * b_row + l * b_l] (a block of B's rows, or for a transposed update
+ * the columns of lora_A read in place); W is rows x cols elements.
  *
  * NaN: WebAssembly leaves NaN bits to the engine, so every element whose
  * product is NaN is recomputed by a scalar walk that sets the bits as torch
@@ -602,58 +614,27 @@ EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
  * caller says which, by `mode`), and an invalid operation gives the default
  * NaN 0xFFC00000. */
 
-#define LR_A_FLOATS (64 * 1024)
-#define LR_B_FLOATS (16 * 1024)
-#define LR_W_FLOATS (64 * 1024)
+extern unsigned char __heap_base;
+/* Where JS may place the operands: the module's own data ends here. */
+EXPORT(lr_heap_base) uint32_t lr_heap_base(void) { return (uint32_t)(uintptr_t)&__heap_base; }
 
-static float lr_a[LR_A_FLOATS] __attribute__((aligned(16)));
-static float lr_b[LR_B_FLOATS] __attribute__((aligned(16)));
-static float lr_w[LR_W_FLOATS] __attribute__((aligned(16)));
-static float lr_u[LR_W_FLOATS] __attribute__((aligned(16)));
+/* `mode` bits, as fast-low-rank.ts sets them. Kinds: 0 float32, 1 float16, 2 bfloat16. */
+#define LR_DELTA_KIND(mode) ((mode) & 3u)
+#define LR_OUT_KIND(mode) (((mode) >> 2) & 3u)
+#define LR_IN_KIND(mode) (((mode) >> 4) & 3u)
+#define LR_STORE_KIND(mode) (((mode) >> 6) & 3u)
+#define LR_ACCUMULATE 256u
+#define LR_NAN_B_FIRST 512u /* a product keeps B's NaN before A's */
+#define LR_NAN_ACCUMULATOR_FIRST 1024u /* a sum keeps the accumulator's NaN before the product's */
 
-EXPORT(lr_a_ptr) float *lr_a_ptr(void) { return lr_a; }
-EXPORT(lr_b_ptr) float *lr_b_ptr(void) { return lr_b; }
-EXPORT(lr_w_ptr) float *lr_w_ptr(void) { return lr_w; }
-EXPORT(lr_a_floats) uint32_t lr_a_floats(void) { return LR_A_FLOATS; }
-EXPORT(lr_b_floats) uint32_t lr_b_floats(void) { return LR_B_FLOATS; }
-EXPORT(lr_w_floats) uint32_t lr_w_floats(void) { return LR_W_FLOATS; }
-
-/* `mode` bits, as fast-low-rank.ts sets them. */
-#define LR_DELTA_F16 1u
-#define LR_DELTA_BF16 2u
-#define LR_OUT_F16 4u
-#define LR_OUT_BF16 8u
-#define LR_ACCUMULATE 16u
-#define LR_NAN_B_FIRST 32u /* a product keeps lr_b's NaN before lr_a's */
-#define LR_NAN_ACCUMULATOR_FIRST 64u /* a sum keeps the accumulator's NaN before the product's */
-
-/* R rows x NV vectors of u at (row, column j): the sums in order over l,
- * scaled. Returns the lanes whose result is NaN, as a mask. */
-static inline __attribute__((always_inline)) V lr_block(uint32_t row, uint32_t j, uint32_t rank, uint32_t stride, V scale, const int R, const int NV) {
-  V acc[4][4];
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_const_splat(0.0f);
-  const float *a = lr_a + j;
-  const float *b = lr_b + row * rank;
-  for (uint32_t l = 0; l < rank; l++, a += stride) {
-    V av[4];
-    for (int v = 0; v < NV; v++) av[v] = wasm_v128_load(a + 4 * v);
-    for (int r = 0; r < R; r++) {
-      V bs = wasm_v128_load32_splat(b + r * rank + l);
-      /* Two instructions: the product is rounded to float32 before the add. */
-      for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_f32x4_mul(bs, av[v]));
-    }
-  }
-  V nan = wasm_i32x4_const_splat(0);
-  for (int r = 0; r < R; r++) {
-    for (int v = 0; v < NV; v++) {
-      V u = wasm_f32x4_mul(acc[r][v], scale);
-      nan = wasm_v128_or(nan, wasm_f32x4_ne(u, u));
-      wasm_v128_store(lr_u + (row + r) * stride + j + 4 * v, u);
-    }
-  }
-  return nan;
-}
+typedef struct {
+  const float *a; uint32_t a_stride;
+  const float *b; uint32_t b_row, b_l;
+  const uint8_t *w_in; uint8_t *w_out;
+  uint32_t cols, rank, mode;
+  float scale;
+  int32_t zero;
+} lr_args;
 
 static inline uint32_t lr_bits(float x) { uint32_t u; __builtin_memcpy(&u, &x, 4); return u; }
 static inline float lr_float(uint32_t u) { float x; __builtin_memcpy(&x, &u, 4); return x; }
@@ -669,55 +650,141 @@ static inline uint32_t lr_nan_rule(uint32_t first, uint32_t second, float result
   return lr_is_nan(r) ? LR_DEFAULT_NAN : r;
 }
 
+/* The first column of the strip of A holding column j, and the strip's width (see above). */
+static inline uint32_t lr_strip_width(uint32_t a_stride, uint32_t j) { return j < a_stride / 16 * 16 ? 16 : 4; }
+static inline uint32_t lr_strip(uint32_t a_stride, uint32_t j) { return j / lr_strip_width(a_stride, j) * lr_strip_width(a_stride, j); }
+
 /* The bits of one element of u whose result is NaN, by torch's rule (see above). */
-static uint32_t lr_nan_element(uint32_t i, uint32_t j, uint32_t rank, uint32_t stride, float scale, uint32_t mode) {
-  int b_first = (mode & LR_NAN_B_FIRST) != 0, accumulator_first = (mode & LR_NAN_ACCUMULATOR_FIRST) != 0;
+static __attribute__((noinline)) uint32_t lr_nan_element(const lr_args *p, uint32_t i, uint32_t j) {
+  int b_first = (p->mode & LR_NAN_B_FIRST) != 0, accumulator_first = (p->mode & LR_NAN_ACCUMULATOR_FIRST) != 0;
   uint32_t acc = 0;
-  for (uint32_t l = 0; l < rank; l++) {
-    uint32_t a = lr_bits(lr_a[l * stride + j]), b = lr_bits(lr_b[i * rank + l]);
+  for (uint32_t l = 0; l < p->rank; l++) {
+    uint32_t a = lr_bits(p->a[lr_strip(p->a_stride, j) * p->rank + l * lr_strip_width(p->a_stride, j) + j - lr_strip(p->a_stride, j)]), b = lr_bits(p->b[i * p->b_row + l * p->b_l]);
     float product = lr_float(a) * lr_float(b);
-    uint32_t p = b_first ? lr_nan_rule(b, a, product) : lr_nan_rule(a, b, product);
-    float sum = lr_float(p) + lr_float(acc);
-    acc = accumulator_first ? lr_nan_rule(acc, p, sum) : lr_nan_rule(p, acc, sum);
+    uint32_t q = b_first ? lr_nan_rule(b, a, product) : lr_nan_rule(a, b, product);
+    float sum = lr_float(q) + lr_float(acc);
+    acc = accumulator_first ? lr_nan_rule(acc, q, sum) : lr_nan_rule(q, acc, sum);
   }
-  return lr_nan_rule(acc, lr_bits(scale), lr_float(acc) * scale);
+  return lr_nan_rule(acc, lr_bits(p->scale), lr_float(acc) * p->scale);
 }
 
-/* Float32 -> a dtype -> float32, as convertInto there and back (f32_to_f16, f16_to_f32). */
-static inline V lr_round_through(V x, uint32_t half, uint32_t bfloat, int32_t zero) {
-  if (half) {
+/* Float32 -> a kind -> float32, as convertInto there and back (f32_to_f16, f16_to_f32). */
+static inline V lr_round_through(V x, uint32_t kind, int32_t zero) {
+  if (kind == 1) {
     V h = float_to_half(x, zero);
     return half_to_float(wasm_i32x4_shr(wasm_i32x4_shl(h, 16), 16), 1, zero); /* sign-extended */
   }
-  if (bfloat) return bfloat_to_float(float_to_bfloat(x, zero));
+  if (kind == 2) return bfloat_to_float(float_to_bfloat(x, zero));
   return x;
 }
 
-EXPORT(low_rank_merge) void low_rank_merge(uint32_t rows, uint32_t rank, uint32_t stride, float scale, uint32_t mode, int32_t zero) {
-  V scales = wasm_f32x4_splat(scale);
-  V nan = wasm_i32x4_const_splat(0);
-  uint32_t j = 0;
-  for (; j + 16 <= stride; j += 16) {
-    uint32_t i = 0;
-    for (; i + 2 <= rows; i += 2) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 2, 4));
-    if (i < rows) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 1, 4));
+static inline V lr_load_vector(const uint8_t *at, uint32_t kind, int32_t zero) {
+  if (kind == 0) return wasm_v128_load(at);
+  if (kind == 1) return half_to_float(wasm_i32x4_load16x4(at), 1, zero); /* sign-extended, as convertInto */
+  return bfloat_to_float(wasm_u32x4_load16x4(at));
+}
+
+/* The last elements of a row (fewer than 4), the rest read as zero: out of the hot loop. */
+static __attribute__((noinline)) V lr_load_partial(const uint8_t *at, uint32_t kind, uint32_t valid, int32_t zero) {
+  uint8_t lanes[16] __attribute__((aligned(16))) = {0};
+  uint32_t size = kind == 0 ? 4 : 2;
+  for (uint32_t e = 0; e < valid * size; e++) lanes[e] = at[e];
+  return lr_load_vector(lanes, kind, zero);
+}
+
+/* Four elements of W at element k, `valid` of them real (the rest read as zero). */
+static inline V lr_load_w(const lr_args *p, uint32_t k, uint32_t valid) {
+  uint32_t kind = LR_IN_KIND(p->mode);
+  uint32_t size = kind == 0 ? 4 : 2;
+  const uint8_t *at = p->w_in + k * size;
+  if (valid < 4) return lr_load_partial(at, kind, valid, p->zero);
+  return lr_load_vector(at, kind, p->zero);
+}
+
+static inline void lr_store_vector(uint8_t *to, uint32_t kind, uint32_t out_kind, V w, int32_t zero) {
+  if (kind == 0) {
+    wasm_v128_store(to, lr_round_through(w, out_kind, zero));
+  } else {
+    /* A value rounded to W's dtype converts to it exactly: rounding once here is the same. */
+    V h = kind == 1 ? float_to_half(w, zero) : float_to_bfloat(w, zero);
+    wasm_v128_store64_lane(to, wasm_u16x8_narrow_i32x4(h, h), 0);
   }
-  for (; j < stride; j += 4) {
-    uint32_t i = 0;
-    for (; i + 4 <= rows; i += 4) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 4, 1));
-    for (; i < rows; i++) nan = wasm_v128_or(nan, lr_block(i, j, rank, stride, scales, 1, 1));
+}
+
+/* The last elements of a row (fewer than 4): out of the hot loop. */
+static __attribute__((noinline)) void lr_store_partial(uint8_t *at, uint32_t kind, uint32_t out_kind, uint32_t valid, V w, int32_t zero) {
+  uint8_t lanes[16] __attribute__((aligned(16)));
+  lr_store_vector(lanes, kind, out_kind, w, zero);
+  uint32_t size = kind == 0 ? 4 : 2;
+  for (uint32_t e = 0; e < valid * size; e++) at[e] = lanes[e];
+}
+
+/* Stores four elements of w at element k in the store kind (`valid` of them). */
+static inline void lr_store_w(const lr_args *p, uint32_t k, uint32_t valid, V w) {
+  uint32_t kind = LR_STORE_KIND(p->mode);
+  uint8_t *at = p->w_out + k * (kind == 0 ? 4 : 2);
+  if (valid < 4) lr_store_partial(at, kind, LR_OUT_KIND(p->mode), valid, w, p->zero);
+  else lr_store_vector(at, kind, LR_OUT_KIND(p->mode), w, p->zero);
+}
+
+/* u with each NaN lane set by torch's rule: out of the hot loop. */
+static __attribute__((noinline)) V lr_fix_nan(const lr_args *p, V u, uint32_t row, uint32_t column) {
+  float lanes[4] __attribute__((aligned(16)));
+  wasm_v128_store(lanes, u);
+  for (uint32_t e = 0; e < 4; e++) {
+    if (lr_is_nan(lr_bits(lanes[e]))) lanes[e] = lr_float(lr_nan_element(p, row, column + e));
   }
-  uint32_t n = rows * stride;
-  if (wasm_v128_any_true(nan)) {
-    for (uint32_t k = 0; k < n; k++) {
-      if (lr_is_nan(lr_bits(lr_u[k]))) lr_u[k] = lr_float(lr_nan_element(k / stride, k % stride, rank, stride, scale, mode));
+  return wasm_v128_load(lanes);
+}
+
+/* R rows x NV vectors of the block at (row, column j): the sums in order over
+ * l, scaled, then each element's step finished into W. */
+static inline __attribute__((always_inline)) void lr_block(const lr_args *p, uint32_t row, uint32_t j, const int R, const int NV) {
+  V acc[4][4];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_const_splat(0.0f);
+  const float *a = p->a + j * p->rank; /* the strip: rank rows of 4 * NV floats */
+  const float *b = p->b + row * p->b_row;
+  const uint32_t b_row = p->b_row, b_l = p->b_l;
+  for (uint32_t l = 0; l < p->rank; l++, a += 4 * NV, b += b_l) {
+    V av[4];
+    for (int v = 0; v < NV; v++) av[v] = wasm_v128_load(a + 4 * v);
+    for (int r = 0; r < R; r++) {
+      V bs = wasm_v128_load32_splat(b + r * b_row);
+      /* Two instructions: the product is rounded to float32 before the add. */
+      for (int v = 0; v < NV; v++) acc[r][v] = wasm_f32x4_add(acc[r][v], wasm_f32x4_mul(bs, av[v]));
     }
   }
-  uint32_t delta_half = mode & LR_DELTA_F16, delta_bfloat = mode & LR_DELTA_BF16;
-  uint32_t out_half = mode & LR_OUT_F16, out_bfloat = mode & LR_OUT_BF16;
-  for (uint32_t k = 0; k < n; k += 4) {
-    V u = lr_round_through(wasm_v128_load(lr_u + k), delta_half, delta_bfloat, zero);
-    V w = (mode & LR_ACCUMULATE) ? float_vector(wasm_v128_load(lr_w + k), u, 0, zero) : u;
-    wasm_v128_store(lr_w + k, lr_round_through(w, out_half, out_bfloat, zero));
+  V scale = wasm_f32x4_splat(p->scale);
+  for (int r = 0; r < R; r++) {
+    for (int v = 0; v < NV; v++) {
+      uint32_t column = j + 4 * v;
+      if (column >= p->cols) continue; /* padding lanes only */
+      uint32_t valid = p->cols - column < 4 ? p->cols - column : 4;
+      V u = wasm_f32x4_mul(acc[r][v], scale);
+      if (wasm_v128_any_true(wasm_f32x4_ne(u, u))) u = lr_fix_nan(p, u, row + r, column);
+      u = lr_round_through(u, LR_DELTA_KIND(p->mode), p->zero);
+      uint32_t k = (row + r) * p->cols + column;
+      V w = (p->mode & LR_ACCUMULATE) ? float_vector(lr_load_w(p, k, valid), u, 0, p->zero) : u;
+      lr_store_w(p, k, valid, w);
+    }
+  }
+}
+
+EXPORT(low_rank_merge) void low_rank_merge(const float *a, uint32_t a_stride, const float *b, uint32_t b_row, uint32_t b_l,
+                                           const uint8_t *w_in, uint8_t *w_out, uint32_t rows, uint32_t cols, uint32_t rank,
+                                           float scale, uint32_t mode, int32_t zero) {
+  lr_args p = { a, a_stride, b, b_row, b_l, w_in, w_out, cols, rank, mode, scale, zero };
+  /* A strip of 16 (or 4) of A's columns stays in the L1 cache while every row of B passes over it. */
+  uint32_t j = 0;
+  for (; j + 16 <= a_stride; j += 16) {
+    uint32_t i = 0;
+    for (; i + 2 <= rows; i += 2) lr_block(&p, i, j, 2, 4);
+    if (i < rows) lr_block(&p, i, j, 1, 4);
+  }
+  for (; j < a_stride; j += 4) {
+    uint32_t i = 0;
+    for (; i + 4 <= rows; i += 4) lr_block(&p, i, j, 4, 1);
+    for (; i < rows; i++) lr_block(&p, i, j, 1, 1);
   }
 }
