@@ -85,7 +85,7 @@ function timed(argv) {
   const result = spawnSync(full[0], full.slice(1), { stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
   const seconds = (performance.now() - start) / 1000;
   if (result.status !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
-  let rss, cpu;
+  let rss, cpu, sys;
   if (hasTime) {
     const text = readFileSync(stats, "utf8");
     const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(text);
@@ -94,9 +94,10 @@ function timed(argv) {
     const user = /User time \(seconds\): ([\d.]+)/.exec(text);
     const system = /System time \(seconds\): ([\d.]+)/.exec(text);
     if (user && system) cpu = Number(user[1]) + Number(system[1]);
+    if (system) sys = Number(system[1]);
     rmSync(stats, { force: true });
   }
-  return { seconds, rss, cpu };
+  return { seconds, rss, cpu, sys };
 }
 
 const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
@@ -156,7 +157,8 @@ try {
       rmSync(floorFile);
     }
     const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-    const run = { seconds: median(runs.map((r) => r.seconds)), cpu: runs.some((r) => r.cpu === undefined) ? undefined : median(runs.map((r) => r.cpu)), rss: runs.some((r) => r.rss === undefined) ? undefined : Math.max(...runs.map((r) => r.rss)) };
+    const run = { seconds: median(runs.map((r) => r.seconds)), cpu: runs.some((r) => r.cpu === undefined) ? undefined : median(runs.map((r) => r.cpu)),
+      sys: runs.some((r) => r.sys === undefined) ? undefined : median(runs.map((r) => r.sys)), rss: runs.some((r) => r.rss === undefined) ? undefined : Math.max(...runs.map((r) => r.rss)) };
     const floor = { seconds: median(floors.map((r) => r.seconds)), cpu: floors.some((r) => r.cpu === undefined) ? undefined : median(floors.map((r) => r.cpu)) };
     if (repeat > 1) console.log(`  ${outtype}: runs ${runs.map((r) => r.seconds.toFixed(1)).join(", ")} s; floors ${floors.map((r) => r.seconds.toFixed(1)).join(", ")} s`);
     const cpuText = (s) => (s === undefined ? "n/a" : `${s.toFixed(2)} s`);
@@ -166,6 +168,8 @@ try {
     console.log([`convert ${outtype}`.padEnd(16), `${run.seconds.toFixed(2)} s`.padStart(11), cpuText(run.cpu).padStart(11), `${(outBytes / GB).toFixed(2)} GB`.padStart(11),
       (run.rss === undefined ? "n/a" : `${Math.round(run.rss / 1024 / 1024)} MB`).padStart(11), `${floor.seconds.toFixed(2)} s`.padStart(11), cpuText(floor.cpu).padStart(11),
       cpuText(cpuFloor).padStart(11), `${(run.seconds / Math.max(floor.seconds, cpuFloor)).toFixed(2)}x`.padStart(11)].join(""));
+    // The kernel's share: copying the reads out of and the writes into the page cache. On a shared VM it swings most with the load.
+    if (run.sys !== undefined && run.cpu !== undefined) console.log(`  ${outtype}: user ${(run.cpu - run.sys).toFixed(2)} s, system ${run.sys.toFixed(2)} s`);
   }
   console.log(`CPU used: user + system seconds of every thread (on ${rates.cores} cores); floor CPU: the same for the I/O floor's cat, head and sync. ` +
     `${repeat > 1 ? `Medians of ${repeat} runs and floors, alternating (peak RSS: the largest). ` : ""}CPU floor: the output's SHA-256 at ${(rates.sha256 / 1e6).toFixed(0)} MB/s per core, plus for Q8_0 the quantization at ${rates.q8_0 === undefined ? "n/a" : `${(rates.q8_0 / 1e6).toFixed(0)} M elements/s`} per core (both measured here), spread over ${rates.cores} cores. vs floor: wall time over the larger floor.`);

@@ -176,14 +176,52 @@ export function convertChunk(from: DType, type: GgmlType, bytes: Uint8Array, all
  * values) rotates what transformers' rotate_half rotates.
  */
 export function permuteHeadRows(head: Uint8Array, rows: number, rowBytes: number): Uint8Array {
-  if (rows % 2 !== 0) throw new RangeError(`a head of ${rows} rows cannot be split into rotary halves`);
   const out = new Uint8Array(head.length);
-  const half = rows / 2;
-  for (let i = 0; i < half; i++) {
-    for (let j = 0; j < 2; j++) {
-      const src = (j * half + i) * rowBytes;
-      out.set(head.subarray(src, src + rowBytes), (2 * i + j) * rowBytes);
+  permuteRowsInto(head, rows, rowBytes, out, rowBytes, (row, into) => into.set(row));
+  return out;
+}
+
+/**
+ * Whole heads of `headRows` rows each, reordered as permuteHeadRows does,
+ * each source row handed to `convertRow` with the place its converted bytes
+ * go in `out` (rows of `outRowBytes`).
+ */
+function permuteRowsInto(heads: Uint8Array, headRows: number, rowBytes: number, out: Uint8Array, outRowBytes: number, convertRow: (row: Uint8Array, into: Uint8Array) => void): void {
+  if (headRows % 2 !== 0) throw new RangeError(`a head of ${headRows} rows cannot be split into rotary halves`);
+  const half = headRows / 2;
+  const headCount = heads.length / (headRows * rowBytes);
+  for (let h = 0; h < headCount; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const src = (h * headRows + j * half + i) * rowBytes;
+        const dst = (h * headRows + 2 * i + j) * outRowBytes;
+        convertRow(heads.subarray(src, src + rowBytes), out.subarray(dst, dst + outRowBytes));
+      }
     }
   }
-  return out;
+}
+
+/**
+ * Whole heads of q_proj/k_proj rows permuted and converted in one pass,
+ * straight into `out` (allocated by `allocate`), row by row, where each row
+ * converts on its own: a same-width copy, or Q8_0 in SIMD (rows of whole
+ * blocks). No permuted copy of the source is made first. Undefined where
+ * that does not apply; the caller then permutes, then converts.
+ */
+export function convertPermutedHeads(from: DType, type: GgmlType, heads: Uint8Array, headRows: number, rowBytes: number, allocate: (length: number) => Uint8Array): Uint8Array | undefined {
+  const elementBytes = dtypeBytes(from);
+  const rowElements = rowBytes / elementBytes;
+  if ((from === "F16" && type === "F16") || (from === "F32" && type === "F32")) {
+    const out = allocate(heads.length);
+    permuteRowsInto(heads, headRows, rowBytes, out, rowBytes, (row, into) => into.set(row));
+    return out;
+  }
+  const quantize = quantizeQ8_0Into;
+  if (type === "Q8_0" && quantize !== undefined && (from === "F16" || from === "BF16" || from === "F32") && rowElements % 32 === 0) {
+    const outRowBytes = (rowElements / 32) * 34;
+    const out = allocate((heads.length / rowBytes) * outRowBytes);
+    permuteRowsInto(heads, headRows, rowBytes, out, outRowBytes, (row, into) => quantize(from, row, into));
+    return out;
+  }
+  return undefined;
 }

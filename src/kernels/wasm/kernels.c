@@ -505,30 +505,60 @@ static inline void q8_0_zero_block(uint8_t *out, uint16_t d_half) {
   for (int i = 0; i < 32; i++) out[2 + i] = 0;
 }
 
-/* np_roundf of four float32 known finite with magnitude below 2^22, as int32. */
-static inline V round_half_away(V v, int32_t zero) {
-  V a = wasm_f32x4_abs(v);
+/* np_roundf of four float32 known finite, non-negative and below 2^22, as int32. */
+static inline V round_half_away_magnitude(V a, int32_t zero) {
   V floored = wasm_f32x4_floor(a);
-  V up = wasm_v128_and(wasm_f32x4_ge(wasm_f32x4_sub(a, floored), K(0x3f000000) /* 0.5 */), K(0x3f800000) /* 1.0 */);
+  V up = wasm_f32x4_ge(wasm_f32x4_sub(a, floored), K(0x3f000000) /* 0.5 */); /* -1 where it rounds up */
   /* A whole number below 2^23 plus 2^23 is exact and holds the number in its low mantissa bits. */
-  V magnitude = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_add(floored, up), K(0x4b000000)), K(0x4b000000));
-  V negative = wasm_i32x4_shr(v, 31);
-  return wasm_i32x4_sub(wasm_v128_xor(magnitude, negative), negative);
+  V whole = wasm_i32x4_sub(wasm_f32x4_add(floored, K(0x4b000000)), K(0x4b000000));
+  return wasm_i32x4_sub(whole, up);
 }
 
-/* One block from eight float32x4. */
-static inline __attribute__((always_inline)) void q8_0_block(const V x[8], uint8_t *out, int32_t zero) {
-  /* max|x| on the bits: for floats without their sign, integer order is value
-   * order, and every NaN is above +Inf. */
-  V m = wasm_v128_and(x[0], K(0x7fffffff));
-  for (int i = 1; i < 8; i++) m = wasm_i32x4_max(m, wasm_v128_and(x[i], K(0x7fffffff)));
-  m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
-  m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
-  if ((uint32_t)wasm_i32x4_extract_lane(m, 0) > 0x7f800000u) {
+/* The largest of eight i16 lanes, in every lane. */
+static inline V max_i16_lanes(V m) {
+  m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+  m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+  return wasm_i16x8_max(m, wasm_i16x8_shuffle(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
+}
+
+/* Four half magnitudes (finite, in i32 lanes) -> float32, exact, never a float32 subnormal. */
+static inline V half_magnitude_to_float(V magnitude, int32_t zero) {
+  V normal = wasm_i32x4_add(wasm_i32x4_shl(magnitude, 13), K(0x38000000));
+  V subnormal = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(magnitude), K(0x33800000) /* 2^-24 */);
+  return wasm_v128_bitselect(subnormal, normal, wasm_i32x4_lt(magnitude, K(0x0400)));
+}
+
+/* A half magnitude -> float32 bits: exact, +Inf for 0x7C00, a NaN above. */
+static inline uint32_t half_magnitude_bits(uint32_t m) {
+  if (m >= 0x7c00u) return m == 0x7c00u ? 0x7f800000u : 0x7fc00000u;
+  if (m < 0x0400u) return __builtin_bit_cast(uint32_t, (float)m * 0x1p-24f);
+  return (m << 13) + 0x38000000u;
+}
+
+/* Where a block's |x| come from: eight float32x4, or four i16x8 of half or bfloat16 magnitudes. */
+enum { MAGNITUDES_F32, MAGNITUDES_F16, MAGNITUDES_BF16 };
+
+/* The i-th float32x4 of a block's |x|, widened only when needed (fewer live vectors than widening all eight first). */
+static inline __attribute__((always_inline)) V magnitude_at(const V *magnitudes, int kind, int i, int32_t zero) {
+  if (kind == MAGNITUDES_F32) return magnitudes[i];
+  V m = (i & 1) ? HIGH(magnitudes[i >> 1]) : LOW(magnitudes[i >> 1]);
+  /* The mask again, with its constant hidden from LLVM: seeing a widened 16-bit value, it would scalarize the conversion. */
+  return kind == MAGNITUDES_F16 ? half_magnitude_to_float(wasm_v128_and(m, K(0x7fff)), zero) : bfloat_to_float(m);
+}
+
+/*
+ * One block from max|x| (float32 bits: for floats without their sign,
+ * integer order is value order, and every NaN is above +Inf), its |x| (see
+ * magnitude_at) and the signs of x (two i8x16 of 0 or -1, elements 0-15
+ * and 16-31). np_roundf is symmetric about zero, so |x| * id is rounded and
+ * x's sign put on the quant after: |x * id| is |x| * id exactly.
+ */
+static inline __attribute__((always_inline)) void q8_0_block(uint32_t amax_bits, const V *magnitudes, int kind, V sign_lo, V sign_hi, uint8_t *out, int32_t zero) {
+  if (amax_bits > 0x7f800000u) {
     q8_0_zero_block(out, 0x7e00);
     return;
   }
-  float amax = wasm_f32x4_extract_lane(m, 0);
+  float amax = __builtin_bit_cast(float, amax_bits);
   float d = amax / 127.0f;
   float id = d == 0.0f ? 0.0f : 1.0f / d;
   uint16_t d_half = (uint16_t)wasm_i32x4_extract_lane(float_to_half(wasm_f32x4_splat(d), zero), 0);
@@ -538,45 +568,56 @@ static inline __attribute__((always_inline)) void q8_0_block(const V x[8], uint8
     return;
   }
   V scale = wasm_f32x4_splat(id);
-  V q[8];
-  for (int i = 0; i < 8; i++) q[i] = round_half_away(wasm_f32x4_mul(x[i], scale), zero);
-  V q16a = wasm_i16x8_narrow_i32x4(q[0], q[1]), q16b = wasm_i16x8_narrow_i32x4(q[2], q[3]);
-  V q16c = wasm_i16x8_narrow_i32x4(q[4], q[5]), q16d = wasm_i16x8_narrow_i32x4(q[6], q[7]);
+  V q16[4];
+  for (int i = 0; i < 4; i++) {
+    V lo = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i, zero), scale), zero);
+    V hi = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i + 1, zero), scale), zero);
+    q16[i] = wasm_i16x8_narrow_i32x4(lo, hi);
+  }
+  /* Magnitudes are at most 127: the saturating narrows keep them, and -q fits int8. */
+  V lo = wasm_i8x16_narrow_i16x8(q16[0], q16[1]);
+  V hi = wasm_i8x16_narrow_i16x8(q16[2], q16[3]);
   out[0] = (uint8_t)d_half;
   out[1] = (uint8_t)(d_half >> 8);
-  wasm_v128_store(out + 2, wasm_i8x16_narrow_i16x8(q16a, q16b));
-  wasm_v128_store(out + 18, wasm_i8x16_narrow_i16x8(q16c, q16d));
+  wasm_v128_store(out + 2, wasm_i8x16_sub(wasm_v128_xor(lo, sign_lo), sign_lo));
+  wasm_v128_store(out + 18, wasm_i8x16_sub(wasm_v128_xor(hi, sign_hi), sign_hi));
 }
 
-EXPORT(q8_0_from_f16) void q8_0_from_f16(uint32_t blocks, int32_t zero) {
+/* F16 and BF16: the max and the signs are taken on the 16-bit values themselves. */
+static inline __attribute__((always_inline)) void q8_0_from_16(uint32_t blocks, int kind, int32_t zero) {
   for (uint32_t b = 0; b < blocks; b++) {
-    V x[8];
-    for (int i = 0; i < 4; i++) {
-      V h = wasm_v128_load(region_a + 64 * b + 16 * i);
-      x[2 * i] = half_to_float(LOW(h), 0, zero);
-      x[2 * i + 1] = half_to_float(HIGH(h), 0, zero);
+    V m16[4], sign[2];
+    for (int j = 0; j < 2; j++) {
+      V h0 = wasm_v128_load(region_a + 64 * b + 32 * j), h1 = wasm_v128_load(region_a + 64 * b + 32 * j + 16);
+      sign[j] = wasm_i8x16_narrow_i16x8(wasm_i16x8_shr(h0, 15), wasm_i16x8_shr(h1, 15));
+      m16[2 * j] = wasm_v128_and(h0, K16(0x7fff));
+      m16[2 * j + 1] = wasm_v128_and(h1, K16(0x7fff));
     }
-    q8_0_block(x, region_out + 34 * b, zero);
+    V m = max_i16_lanes(wasm_i16x8_max(wasm_i16x8_max(m16[0], m16[1]), wasm_i16x8_max(m16[2], m16[3])));
+    uint32_t max16 = (uint16_t)wasm_i16x8_extract_lane(m, 0);
+    uint32_t amax_bits = kind == MAGNITUDES_F16 ? half_magnitude_bits(max16) : max16 << 16;
+    q8_0_block(amax_bits, m16, kind, sign[0], sign[1], region_out + 34 * b, zero);
   }
 }
 
-EXPORT(q8_0_from_bf16) void q8_0_from_bf16(uint32_t blocks, int32_t zero) {
-  for (uint32_t b = 0; b < blocks; b++) {
-    V x[8];
-    for (int i = 0; i < 4; i++) {
-      V h = wasm_v128_load(region_a + 64 * b + 16 * i);
-      x[2 * i] = bfloat_to_float(LOW(h));
-      x[2 * i + 1] = bfloat_to_float(HIGH(h));
-    }
-    q8_0_block(x, region_out + 34 * b, zero);
-  }
-}
+EXPORT(q8_0_from_f16) void q8_0_from_f16(uint32_t blocks, int32_t zero) { q8_0_from_16(blocks, MAGNITUDES_F16, zero); }
+
+EXPORT(q8_0_from_bf16) void q8_0_from_bf16(uint32_t blocks, int32_t zero) { q8_0_from_16(blocks, MAGNITUDES_BF16, zero); }
 
 EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
   for (uint32_t b = 0; b < blocks; b++) {
-    V x[8];
-    for (int i = 0; i < 8; i++) x[i] = wasm_v128_load(region_a + 128 * b + 16 * i);
-    q8_0_block(x, region_out + 34 * b, zero);
+    V magnitude[8], s[4];
+    for (int i = 0; i < 4; i++) {
+      V x0 = wasm_v128_load(region_a + 128 * b + 32 * i), x1 = wasm_v128_load(region_a + 128 * b + 32 * i + 16);
+      s[i] = wasm_i16x8_narrow_i32x4(wasm_i32x4_shr(x0, 31), wasm_i32x4_shr(x1, 31));
+      magnitude[2 * i] = wasm_v128_and(x0, K(0x7fffffff));
+      magnitude[2 * i + 1] = wasm_v128_and(x1, K(0x7fffffff));
+    }
+    V m = magnitude[0];
+    for (int i = 1; i < 8; i++) m = wasm_i32x4_max(m, magnitude[i]);
+    m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+    m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+    q8_0_block((uint32_t)wasm_i32x4_extract_lane(m, 0), magnitude, MAGNITUDES_F32, wasm_i8x16_narrow_i16x8(s[0], s[1]), wasm_i8x16_narrow_i16x8(s[2], s[3]), region_out + 34 * b, zero);
   }
 }
 
