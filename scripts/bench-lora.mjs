@@ -15,7 +15,6 @@
 // the largest tensors are made from the adapter and memory is measured where
 // it is highest.
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { pathToFileURL } from "node:url";
 import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, writeFileSync } from "node:fs";
@@ -23,6 +22,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { numberFlags } from "./bench-flags.mjs";
+import { sha256PerCpuSecond } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -72,19 +72,6 @@ function run(command, commandArgs) {
   const cpu = Number(/User time \(seconds\): ([\d.]+)/.exec(report)?.[1] ?? 0) + Number(/System time \(seconds\): ([\d.]+)/.exec(report)?.[1] ?? 0);
   if (result.status !== 0) throw new Error(`${command} failed: ${result.stderr.toString().trim()}`);
   return { seconds, rss, cpu };
-}
-
-/** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
-function measureSha256() {
-  const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
-  createHash("sha256").update(buffer).digest(); // warm up
-  let bytes = 0;
-  const start = cpuSeconds();
-  do {
-    createHash("sha256").update(buffer).digest();
-    bytes += buffer.length;
-  } while (cpuSeconds() - start < 0.5);
-  return bytes / (cpuSeconds() - start);
 }
 
 /**
@@ -158,7 +145,7 @@ try {
   const outputs = files(target);
   const weightBytes = size(outputs.filter((f) => f.endsWith(".safetensors")));
   const macs = layers * adapted.reduce((n, m) => n + LINEARS[m][0] * LINEARS[m][1] * rank, 0);
-  const rates = { sha256: measureSha256(), kernel: await measureKernel(rank), cores: availableParallelism() };
+  const rates = { sha256: sha256PerCpuSecond(), kernel: await measureKernel(rank), cores: availableParallelism() };
   // Every weight byte is hashed twice: the file's sha256 (checked or recorded) and its tensor's (the record).
   const hashed = 2 * weightBytes;
   const cpuFloor = { hash: hashed / rates.sha256, kernel: macs / rates.kernel };

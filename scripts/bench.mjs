@@ -26,14 +26,13 @@
 // diff, LLaVA, Ziya) made from the same base, for time and peak RSS. Ends with
 // the kernels' throughput. The temporary directory is deleted at the end.
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { measureKernels } from "./kernel-throughput.mjs";
-import { sha256 } from "./file-digest.mjs";
+import { sha256, sha256PerCpuSecond } from "./file-digest.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = (file) => import(pathToFileURL(path.join(root, "dist", file)).href);
@@ -400,20 +399,6 @@ function repeated(name, outputDir, inputDirs, runOnce, floorOnce) {
   return runs[ratios.indexOf(median(ratios))];
 }
 
-/** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
-function measureSha256() {
-  const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
-  createHash("sha256").update(buffer).digest(); // warm up
-  const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
-  let bytes = 0;
-  const start = cpuSeconds();
-  do {
-    createHash("sha256").update(buffer).digest();
-    bytes += buffer.length;
-  } while (cpuSeconds() - start < 0.5);
-  return bytes / (cpuSeconds() - start);
-}
-
 /**
  * The CPU floor of a run on this machine's cores: the SHA-256 it must compute
  * (`hashed` bytes) and the kernel it must run over `elements`, at the rates
@@ -554,7 +539,7 @@ try {
     }
   }
   const kernels = await measureKernels();
-  const rates = { sha256: measureSha256(), kernels, cores: availableParallelism() };
+  const rates = { sha256: sha256PerCpuSecond(), kernels, cores: availableParallelism() };
   console.log("");
   console.log(["", "wall", "output", "rate", "peak RSS", "CPU used", "I/O floor", "CPU floor", "vs floor"].map((h, i) => (i === 0 ? h.padEnd(14) : h.padStart(11))).join(""));
   for (const row of rows) {

@@ -1,4 +1,4 @@
-// The benches' file digest, shared so every bench compares files the same way.
+// The benches' file digest and SHA-256 rate, shared so every bench measures them the same way.
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";
 
@@ -17,4 +17,18 @@ export function sha256(file) {
     closeSync(fd);
   }
   return hash.digest("hex");
+}
+
+/** SHA-256 bytes per CPU-second on one core (CPU time, so other work on the machine matters less). */
+export function sha256PerCpuSecond() {
+  const buffer = Buffer.alloc(16 * 1024 * 1024, 0x5a);
+  createHash("sha256").update(buffer).digest(); // warm up
+  const cpuSeconds = () => { const { user, system } = process.cpuUsage(); return (user + system) / 1e6; };
+  let bytes = 0;
+  const start = cpuSeconds();
+  do {
+    createHash("sha256").update(buffer).digest();
+    bytes += buffer.length;
+  } while (cpuSeconds() - start < 0.5);
+  return bytes / (cpuSeconds() - start);
 }

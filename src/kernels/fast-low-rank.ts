@@ -89,21 +89,21 @@ function giveBackArena(arena: Arena): void {
 
 const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
-/** One step of a tensor's merge, as the kernel takes it. */
-export interface BlockStep {
+/** One step of a tensor's merge, as the kernels take it (`D`: the dtypes the update may be cast to). */
+export interface BlockStep<D extends FloatDType = FloatDType> {
   rank: number;
-  /** A's columns (`lora_A` is rank x aCols) and B's rows (`lora_B` is bRows x rank). */
+  /** `lora_A` is rank x aCols, `lora_B` bRows x rank. */
   aCols: number;
   bRows: number;
-  /** The update is the transpose of B @ A (its rows are A's columns). */
+  /** The update is the transpose of B @ A: its rows are A's columns (embeddings, fan_in_fan_out). */
   transposed: boolean;
   /** The float32 scaling. */
   scale: number;
   /** The dtype the update is cast to before the add ("F32": not cast). */
-  deltaDType: FastDType;
+  deltaDType: D;
 }
 
-interface PlacedStep extends BlockStep {
+interface PlacedStep extends BlockStep<FastDType> {
   /** Where the kernel's A operand is, packed in strips (rank x stride floats): lora_A, or lora_B transposed. */
   operand: number;
   stride: number;
@@ -128,7 +128,7 @@ export class LowRankBlocks {
   #closed = false;
 
   /** `rows` x `cols` of W in `out` (its dtype); blocks of at most `blockRows` rows. */
-  constructor(out: FastDType, readonly rows: number, cols: number, steps: readonly BlockStep[], readonly blockRows: number) {
+  constructor(out: FastDType, readonly rows: number, cols: number, steps: readonly BlockStep<FastDType>[], readonly blockRows: number) {
     this.#out = out;
     this.#cols = cols;
     let at = this.#arena.base;

@@ -13,6 +13,7 @@
 import { dtypeBytes, type FloatDType } from "../dtypes.js";
 import { lowRankColumns, lowRankRows, type LowRankStep } from "./low-rank.js";
 import * as reference from "./reference.js";
+import type { BlockStep } from "./fast-low-rank.js";
 
 export type { LowRankStep };
 
@@ -53,18 +54,7 @@ export function referenceLowRankStepColumns(b: Float32Array, a: Float32Array, ra
 }
 
 /** One step of a tensor's merge (see LowRankBlocks in fast-low-rank.ts). */
-export interface BlockStep {
-  rank: number;
-  /** `lora_A` is rank x aCols, `lora_B` bRows x rank. */
-  aCols: number;
-  bRows: number;
-  /** The update is the transpose of B @ A: its rows are A's columns (embeddings, fan_in_fan_out). */
-  transposed: boolean;
-  /** The float32 scaling. */
-  scale: number;
-  /** The dtype the update is cast to before the add ("F32": not cast). */
-  deltaDType: FloatDType;
-}
+export type { BlockStep } from "./fast-low-rank.js";
 
 /**
  * A tensor's merge, block by block of W's rows: load each step's factors
@@ -86,7 +76,7 @@ export interface LowRankBlockMerge {
  */
 export function openLowRankBlocks(out: FloatDType, rows: number, cols: number, steps: readonly BlockStep[], blockRows: number): LowRankBlockMerge {
   const usable = fast !== undefined && fast.isFastDType(out) && steps.every((s) => s.rank <= fast.MAX_FAST_RANK && fast.isFastDType(s.deltaDType));
-  if (usable) return new fast.LowRankBlocks(out, rows, cols, steps as readonly (BlockStep & { deltaDType: "F32" | "F16" | "BF16" })[], blockRows);
+  if (usable) return new fast.LowRankBlocks(out, rows, cols, steps as readonly BlockStep<"F32" | "F16" | "BF16">[], blockRows);
   return new ReferenceLowRankBlocks(out, rows, cols, steps, blockRows);
 }
 
