@@ -7,9 +7,10 @@
  * rejects the run with a clear line.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { convertModel } from "../../src/api.js";
 import { chunkPool } from "../../src/io/chunk-pool.js";
 import { openModel } from "../../src/model/open-model.js";
 import { planGguf, writeGguf } from "../../src/model/gguf-output.js";
@@ -17,6 +18,7 @@ import { q8Worker } from "../../src/gguf/q8-worker.js";
 import { convertPermutedHeads, encodeF32As, widenToF32 } from "../../src/gguf/quantize.js";
 import { readGgufBytes, ggmlBytes } from "../helpers/gguf-read.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
+import { makeTempDir } from "../helpers/temp-dir.js";
 
 const FIXTURES = join(REPO_ROOT, "test", "fixtures", "gguf");
 const expected = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8")) as { tensors: Record<string, { name: string; sha256: string }[]> };
@@ -119,5 +121,15 @@ describe("Q8_0 on the worker thread", () => {
     await expect(q8Gguf(4096)).rejects.toThrow(/^the Q8_0 quantization worker failed: told to fail \(tests\)$/);
     const bytes = await q8Gguf(4096);
     expect(tensorHashes(bytes)).toEqual(expected.tensors.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
+  });
+
+  it("convert: a worker failure exits with that line and leaves no file under the final name", async () => {
+    chunkPool.minPooledBytes = 1;
+    const root = await makeTempDir();
+    const out = join(root, "model.gguf");
+    q8Worker.crashNextForTests = true;
+    await expect(convertModel(join(FIXTURES, "model"), out, { outtype: "q8_0" })).rejects.toThrow(/Q8_0 quantization worker failed/);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(root)).toEqual([]); // no partial file left behind either
   });
 });
