@@ -17,6 +17,8 @@ import type { OnProgress } from "../progress.js";
 import { GGML_TYPES, layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
 import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
 import { convertChunk, convertPermutedHeads, permuteHeadRows } from "../gguf/quantize.js";
+import { q8Worker } from "../gguf/q8-worker.js";
+import { quantizeQ8_0Into } from "../kernels/index.js";
 import { readSentencePieceModel } from "../tokenizer/sentencepiece.js";
 import type { ModelSource } from "./types.js";
 
@@ -128,7 +130,7 @@ function pieceElements(t: PlannedTensor, chunkBytes: number): number {
  * and for q_proj/k_proj whole heads, as many as make a piece (always one,
  * at most `chunkBytes` of the source when more than one).
  */
-async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes: number): AsyncIterable<{ bytes: Uint8Array; sourceBytes: number }> {
+async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes: number): AsyncIterable<ConvertedChunk> {
   const elementBytes = dtypeBytes(t.sourceDtype);
   const numel = t.shape.reduce((n, d) => n * d, 1);
   if (t.permuteHeads !== undefined) {
@@ -140,6 +142,11 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes
     for (let h = 0; h < t.permuteHeads; h += headsPerChunk) {
       const heads = Math.min(headsPerChunk, t.permuteHeads - h);
       const source = await readRange(model, t.source, h * headBytes, (h + heads) * headBytes, chunkBytes);
+      const onWorker = quantizedOnWorker(t, source, { headRows, rowBytes });
+      if (onWorker !== undefined) {
+        yield { bytes: onWorker, sourceBytes: source.length };
+        continue;
+      }
       // Rows go from where they are to where the converter puts them, converted on the way: one pass.
       let bytes = convertPermutedHeads(t.sourceDtype, t.type, source, headRows, rowBytes, (n) => chunkPool.take(n));
       if (bytes === undefined) {
@@ -156,8 +163,42 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes
   for (let first = 0; first < numel; first += groupElements) {
     const last = Math.min(numel, first + groupElements);
     const source = await readRange(model, t.source, first * elementBytes, last * elementBytes, chunkBytes);
-    yield { bytes: convertedOnce(t, source), sourceBytes: source.length };
+    yield { bytes: quantizedOnWorker(t, source) ?? convertedOnce(t, source), sourceBytes: source.length };
   }
+}
+
+/** A piece of a tensor's output, still being quantized on the worker when a promise. */
+interface ConvertedChunk {
+  bytes: Uint8Array | Promise<Uint8Array>;
+  sourceBytes: number;
+}
+
+/**
+ * A Q8_0 piece quantized on the worker (q8-worker.ts) into a chunk of the
+ * pool, while this thread reads, writes and hashes; the source goes back to
+ * the pool once the worker is done with it. Undefined when the piece is not
+ * Q8_0 of F16, BF16 or F32, or its chunks are not shared memory (a read
+ * smaller than the pool serves, or past its live buffers): then it is
+ * converted here, as before.
+ */
+function quantizedOnWorker(t: PlannedTensor, source: Uint8Array, permute?: { headRows: number; rowBytes: number }): Promise<Uint8Array> | undefined {
+  const from = t.sourceDtype;
+  if (t.type !== "Q8_0" || quantizeQ8_0Into === undefined || (from !== "F16" && from !== "BF16" && from !== "F32")) return undefined;
+  const blockBytes = 32 * dtypeBytes(from);
+  if (permute !== undefined && (permute.rowBytes % blockBytes !== 0 || permute.headRows % 2 !== 0)) return undefined;
+  const out = chunkPool.take((source.length / blockBytes) * 34);
+  const done = q8Worker.quantize(from, source, out, permute);
+  if (done === undefined) {
+    chunkPool.giveBack(out);
+    return undefined;
+  }
+  const bytes = done.then(() => {
+    chunkPool.giveBack(source);
+    return out;
+  });
+  // Awaited in order by the writer, perhaps never if an earlier piece failed: never an unhandled rejection.
+  bytes.catch(() => undefined);
+  return bytes;
 }
 
 /**
@@ -171,7 +212,7 @@ function convertedOnce(t: PlannedTensor, source: Uint8Array): Uint8Array {
 }
 
 /** Every tensor's converted chunks in file order, each tensor followed by a piece without a chunk that ends it. */
-async function* piecesInOrder(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, chunkBytes: number): AsyncIterable<{ tensor: GgufLayout["tensors"][number]; source: string; chunk?: { bytes: Uint8Array; sourceBytes: number } }> {
+async function* piecesInOrder(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, chunkBytes: number): AsyncIterable<{ tensor: GgufLayout["tensors"][number]; source: string; chunk?: ConvertedChunk }> {
   for (const tensor of layout.tensors) {
     const planned = plan.tensors.find((p) => p.name === tensor.name)!;
     for await (const chunk of convertedChunks(model, planned, chunkBytes)) yield { tensor, source: planned.source, chunk };
@@ -192,9 +233,10 @@ export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout:
   // hashed, on a worker), across tensor boundaries too: the pipeline never drains.
   for await (const piece of prefetch(piecesInOrder(model, plan, layout, chunkBytes), 2)) {
     if (piece.chunk !== undefined) {
-      await sink.write(piece.chunk.bytes);
-      chunkPool.giveBack(piece.chunk.bytes); // written and hashed: the sink was its last user
-      bytes += piece.chunk.bytes.length;
+      const converted = await piece.chunk.bytes;
+      await sink.write(converted);
+      chunkPool.giveBack(converted); // written and hashed: the sink was its last user
+      bytes += converted.length;
       onProgress?.({ kind: "advance", phase: "convert", bytes: piece.chunk.sourceBytes, label: piece.source });
       continue;
     }
