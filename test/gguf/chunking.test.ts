@@ -6,40 +6,10 @@
  * (test/fixtures/gguf/expected.json), and the pooled chunks must go back
  * to the pool only once their bytes were written.
  */
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { chunkPool } from "../../src/io/chunk-pool.js";
-import { openModel } from "../../src/model/open-model.js";
-import { planGguf, writeGguf } from "../../src/model/gguf-output.js";
 import { convertChunk, convertPermutedHeads, permuteHeadRows } from "../../src/gguf/quantize.js";
-import { readGgufBytes, ggmlBytes } from "../helpers/gguf-read.js";
-import { REPO_ROOT } from "../helpers/realdata.js";
-
-const FIXTURES = join(REPO_ROOT, "test", "fixtures", "gguf");
-const expected = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8")) as { tensors: Record<string, { name: string; sha256: string }[]> };
-
-async function gguf(outtype: "f16" | "q8_0" | "bf16" | "f32", chunkBytes: number): Promise<Uint8Array> {
-  const model = await openModel(join(FIXTURES, "model"));
-  try {
-    const { plan, layout } = await planGguf(model, "model", outtype);
-    const parts: Uint8Array[] = [];
-    // The sink copies each write: a chunk given back (and poisoned) before it was written would show in the bytes.
-    await writeGguf(model, plan, layout, { write: async (bytes) => { parts.push(bytes.slice()); } }, "test", undefined, chunkBytes);
-    return new Uint8Array(Buffer.concat(parts));
-  } finally {
-    await model.close();
-  }
-}
-
-function tensorHashes(bytes: Uint8Array): { name: string; sha256: string }[] {
-  const file = readGgufBytes(bytes);
-  return file.tensors.map((t) => {
-    const start = file.dataStart + t.offset;
-    return { name: t.name, sha256: createHash("sha256").update(bytes.subarray(start, start + ggmlBytes(t.type, t.dims))).digest("hex") };
-  });
-}
+import { expectedTensorHashes, ggufInMemory, tensorHashes } from "../helpers/gguf-in-memory.js";
 
 describe("GGUF output in small chunks", () => {
   const saved = { poison: chunkPool.poisonOnGiveBack, min: chunkPool.minPooledBytes };
@@ -53,11 +23,11 @@ describe("GGUF output in small chunks", () => {
     it(`${outtype}: the bytes gguf-py wrote whether a chunk holds many heads, one, or part of one`, async () => {
       chunkPool.poisonOnGiveBack = true;
       chunkPool.minPooledBytes = 1;
-      const want = expected.tensors[outtype]!.map(({ name, sha256 }) => ({ name, sha256 }));
-      const whole = await gguf(outtype, 4 * 1024 * 1024);
+      const want = expectedTensorHashes[outtype]!.map(({ name, sha256 }) => ({ name, sha256 }));
+      const whole = await ggufInMemory(outtype, 4 * 1024 * 1024);
       expect(tensorHashes(whole)).toEqual(want);
       for (const chunkBytes of [4096, 1024, 128]) {
-        const split = await gguf(outtype, chunkBytes);
+        const split = await ggufInMemory(outtype, chunkBytes);
         expect(Buffer.from(split).equals(Buffer.from(whole)), `chunks of ${chunkBytes} bytes`).toBe(true);
       }
     });

@@ -6,42 +6,15 @@
  * reference quantizer for every kind of value, and a worker that fails
  * rejects the run with a clear line.
  */
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { convertModel } from "../../src/api.js";
 import { chunkPool } from "../../src/io/chunk-pool.js";
-import { openModel } from "../../src/model/open-model.js";
-import { planGguf, writeGguf } from "../../src/model/gguf-output.js";
 import { q8Worker } from "../../src/gguf/q8-worker.js";
 import { convertPermutedHeads, encodeF32As, widenToF32 } from "../../src/gguf/quantize.js";
-import { readGgufBytes, ggmlBytes } from "../helpers/gguf-read.js";
-import { REPO_ROOT } from "../helpers/realdata.js";
+import { GGUF_FIXTURES, expectedTensorHashes, ggufInMemory, tensorHashes } from "../helpers/gguf-in-memory.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
-
-const FIXTURES = join(REPO_ROOT, "test", "fixtures", "gguf");
-const expected = JSON.parse(readFileSync(join(FIXTURES, "expected.json"), "utf8")) as { tensors: Record<string, { name: string; sha256: string }[]> };
-
-async function q8Gguf(chunkBytes: number): Promise<Uint8Array> {
-  const model = await openModel(join(FIXTURES, "model"));
-  try {
-    const { plan, layout } = await planGguf(model, "model", "q8_0");
-    const parts: Uint8Array[] = [];
-    await writeGguf(model, plan, layout, { write: async (bytes) => { parts.push(bytes.slice()); } }, "test", undefined, chunkBytes);
-    return new Uint8Array(Buffer.concat(parts));
-  } finally {
-    await model.close();
-  }
-}
-
-function tensorHashes(bytes: Uint8Array): { name: string; sha256: string }[] {
-  const file = readGgufBytes(bytes);
-  return file.tensors.map((t) => {
-    const start = file.dataStart + t.offset;
-    return { name: t.name, sha256: createHash("sha256").update(bytes.subarray(start, start + ggmlBytes(t.type, t.dims))).digest("hex") };
-  });
-}
 
 /** `bytes` copied into shared memory, as a pooled chunk holds them. */
 function shared(bytes: Uint8Array): Uint8Array {
@@ -74,10 +47,10 @@ describe("Q8_0 on the worker thread", () => {
   it("writes the bytes gguf-py wrote, in pieces of any size, with a poisoned pool", async () => {
     chunkPool.poisonOnGiveBack = true;
     chunkPool.minPooledBytes = 1; // every read pooled, so every piece goes to the worker
-    const want = expected.tensors.q8_0!.map(({ name, sha256 }) => ({ name, sha256 }));
+    const want = expectedTensorHashes.q8_0!.map(({ name, sha256 }) => ({ name, sha256 }));
     for (const chunkBytes of [4 * 1024 * 1024, 4096, 1024, 128]) {
       const before = q8Worker.stats.pieces;
-      const bytes = await q8Gguf(chunkBytes);
+      const bytes = await ggufInMemory("q8_0", chunkBytes);
       expect(q8Worker.stats.pieces - before, `chunks of ${chunkBytes} bytes went to the worker`).toBeGreaterThan(0);
       expect(tensorHashes(bytes), `chunks of ${chunkBytes} bytes`).toEqual(want);
     }
@@ -86,9 +59,9 @@ describe("Q8_0 on the worker thread", () => {
   it("quantizes on the calling thread, to the same bytes, what is not shared memory", async () => {
     chunkPool.minPooledBytes = 1024 * 1024; // the fixture's reads are all smaller: buffers of their own
     const before = q8Worker.stats.pieces;
-    const bytes = await q8Gguf(4096);
+    const bytes = await ggufInMemory("q8_0", 4096);
     expect(q8Worker.stats.pieces).toBe(before);
-    expect(tensorHashes(bytes)).toEqual(expected.tensors.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
+    expect(tensorHashes(bytes)).toEqual(expectedTensorHashes.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
     expect(q8Worker.quantize("F16", new Uint8Array(64), shared(new Uint8Array(34)))).toBeUndefined();
   });
 
@@ -118,9 +91,9 @@ describe("Q8_0 on the worker thread", () => {
   it("a worker that fails rejects the run with one clear line; the next run starts a new one", async () => {
     chunkPool.minPooledBytes = 1;
     q8Worker.crashNextForTests = true;
-    await expect(q8Gguf(4096)).rejects.toThrow(/^the Q8_0 quantization worker failed: told to fail \(tests\)$/);
-    const bytes = await q8Gguf(4096);
-    expect(tensorHashes(bytes)).toEqual(expected.tensors.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
+    await expect(ggufInMemory("q8_0", 4096)).rejects.toThrow(/^the Q8_0 quantization worker failed: told to fail \(tests\)$/);
+    const bytes = await ggufInMemory("q8_0", 4096);
+    expect(tensorHashes(bytes)).toEqual(expectedTensorHashes.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
   });
 
   it("convert: a worker failure exits with that line and leaves no file under the final name", async () => {
@@ -128,7 +101,7 @@ describe("Q8_0 on the worker thread", () => {
     const root = await makeTempDir();
     const out = join(root, "model.gguf");
     q8Worker.crashNextForTests = true;
-    await expect(convertModel(join(FIXTURES, "model"), out, { outtype: "q8_0" })).rejects.toThrow(/Q8_0 quantization worker failed/);
+    await expect(convertModel(join(GGUF_FIXTURES, "model"), out, { outtype: "q8_0" })).rejects.toThrow(/Q8_0 quantization worker failed/);
     expect(existsSync(out)).toBe(false);
     expect(readdirSync(root)).toEqual([]); // no partial file left behind either
   });
