@@ -3,6 +3,7 @@ import { open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { CHUNK_BYTES } from "../limits.js";
 import { basename, dirname, join } from "node:path";
 import { VerifyError, ioError } from "../errors.js";
+import { DirectWriter } from "./direct-writes.js";
 import { openRegularFile } from "./random-access-file.js";
 import { makeDirectory } from "./make-directory.js";
 
@@ -64,6 +65,8 @@ export class AtomicFile {
   readonly finalPath: string;
   readonly tempPath: string;
   #handle: FileHandle;
+  /** Writes past the page cache where the file system allows (io/direct-writes.ts); else the handle writes. */
+  #direct: DirectWriter | undefined;
   #hasher: StreamHasher;
   /** Further digests fed the same bytes (an MD5 a publisher listed). */
   #also: readonly StreamHasher[];
@@ -101,7 +104,9 @@ export class AtomicFile {
     try {
       await makeDirectory(dirname(finalPath));
       const handle = await open(tempPath, "wx");
-      return new AtomicFile(finalPath, tempPath, handle, hasher, also);
+      const file = new AtomicFile(finalPath, tempPath, handle, hasher, also);
+      file.#direct = await DirectWriter.open(tempPath, (bytes, position) => file.#writeAt(bytes, position));
+      return file;
     } catch (err) {
       throw ioError("create", tempPath, err);
     }
@@ -118,20 +123,25 @@ export class AtomicFile {
     // `update` resolves), and nothing writes the bytes meanwhile.
     const hashing = Promise.all([this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]);
     hashing.catch(() => undefined); // awaited below, after the write
-    let done = 0;
     try {
-      while (done < bytes.length) {
-        const { bytesWritten } = await this.#handle.write(bytes, done, bytes.length - done, this.#position);
-        done += bytesWritten;
-        this.#position += bytesWritten;
-      }
+      if (this.#direct !== undefined) await this.#direct.write(bytes);
+      else await this.#writeAt(bytes, this.#position);
     } catch (err) {
       await hashing.catch(() => undefined);
       throw ioError("write", this.tempPath, err);
     }
+    this.#position += bytes.length;
     await hashing;
     this.#unflushed += bytes.length;
-    if (this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined) this.#flushInBackground();
+    // Direct writes are on the device already (and what falls back to the page cache is flushed at close).
+    if (this.#direct === undefined && this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined) this.#flushInBackground();
+  }
+
+  async #writeAt(bytes: Uint8Array, position: number): Promise<void> {
+    for (let done = 0; done < bytes.length; ) {
+      const { bytesWritten } = await this.#handle.write(bytes, done, bytes.length - done, position + done);
+      done += bytesWritten;
+    }
   }
 
   /**
@@ -168,6 +178,11 @@ export class AtomicFile {
   async close(): Promise<string> {
     this.#closed = true;
     try {
+      if (this.#direct !== undefined) {
+        const { tail, offset } = await this.#direct.finish();
+        this.#direct = undefined;
+        await this.#writeAt(tail, offset);
+      }
       await this.#flushing;
       await this.#handle.sync();
       await this.#handle.close();
@@ -193,6 +208,8 @@ export class AtomicFile {
   /** Close and delete the temporary file (after a failure). Never throws. */
   async abort(): Promise<void> {
     this.#settleDigest.reject(new Error(`${this.tempPath} was aborted`));
+    await this.#direct?.abort();
+    this.#direct = undefined;
     if (!this.#closed) await this.#handle.close().catch(() => undefined);
     await rm(this.tempPath, { force: true }).catch(() => undefined);
   }
