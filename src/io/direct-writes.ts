@@ -33,8 +33,11 @@ const MAX_BLOCKS = 12;
 /** Offsets and lengths are multiples of this (the largest logical block size of common devices). */
 const ALIGNMENT = 4096;
 
-/** Tests switch direct writes off to cover the page-cache path, and read how many blocks went each way. */
-export const directWrites = { enabled: true, stats: { direct: 0, fallback: 0 } };
+/**
+ * Tests switch direct writes off, or make every direct write refused as a
+ * file system without O_DIRECT refuses it, and read how many writes went each way.
+ */
+export const directWrites = { enabled: true, refuseForTests: false, stats: { direct: 0, fallback: 0 } };
 
 // The WebAssembly global is in Node but not in the ES library typings we build against (as in kernels/fast.ts).
 const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
@@ -189,6 +192,7 @@ export class DirectWriter {
     let done = 0;
     if (!this.#fallback) {
       try {
+        if (directWrites.refuseForTests) throw Object.assign(new Error("refused (tests)"), { code: "EINVAL" });
         while (done < bytes.length) {
           const { bytesWritten } = await this.#handle.write(bytes, done, bytes.length - done, offset + done);
           done += bytesWritten;
