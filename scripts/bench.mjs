@@ -356,7 +356,7 @@ const totalBytes = (files) => files.reduce((sum, f) => sum + statSync(f).size, 0
 function ioFloor(inputs, outputs, scratch) {
   const read = run("sh", ["-c", `cat ${inputs.map((f) => `'${f}'`).join(" ")} > /dev/null`], { label: "cat" }).seconds;
   mkdirSync(scratch, { recursive: true });
-  let write = 0, cached = 0;
+  let write = 0, cached = 0, direct = 0;
   for (const file of outputs) {
     const copy = path.join(scratch, path.basename(file));
     write += run("dd", [`if=${file}`, `of=${copy}`, "bs=16M", "conv=fsync", "status=none"], { label: "dd" }).seconds;
@@ -365,9 +365,12 @@ function ioFloor(inputs, outputs, scratch) {
     cached += run("dd", [`if=${file}`, `of=${copy}`, "bs=16M", "status=none"], { label: "dd" }).seconds;
     rmSync(copy);
     run("sync", [scratch]);
+    // And past the page cache (O_DIRECT), as delta-weights writes where the file system allows: the floor stays the page-cache write.
+    direct += run("dd", [`if=${file}`, `of=${copy}`, "bs=16M", "oflag=direct", "conv=fsync", "status=none"], { label: "dd" }).seconds;
+    rmSync(copy);
   }
   rmSync(scratch, { recursive: true, force: true });
-  return { read, write, cached, total: read + write };
+  return { read, write, cached, direct, total: read + write };
 }
 
 const repeatSummaries = [];
@@ -562,7 +565,7 @@ try {
     rows.filter((row) => row.work !== undefined).map((row) => `${row.name} hashes ${(row.work.hashed / GB).toFixed(2)} GB + ${row.work.kernel} ${row.work.dtype} on ${(row.work.elements / 1e9).toFixed(2)} G elements (${fmt.s(cpuFloor(row.work, rates).kernelSeconds)})`).join("; "));
   if (!xorOnly) {
     console.log(`I/O floor: make = cat ${fmt.s(makeFloor.read)} + write ${fmt.s(makeFloor.write)}; apply = cat ${fmt.s(applyFloor.read)} + write ${fmt.s(applyFloor.write)} (page cache warm, outputs fsynced as delta-weights does)`);
-    console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}`);
+    console.log(`  the same writes without fsync (left in the page cache): make ${fmt.s(makeFloor.cached)}, apply ${fmt.s(applyFloor.cached)}; past the page cache (O_DIRECT, fsynced): make ${fmt.s(makeFloor.direct)}, apply ${fmt.s(applyFloor.direct)}`);
     let verified = "unknown";
     try {
       verified = JSON.parse(apply.stdout).verified === true ? "verified" : "NOT verified";
@@ -576,7 +579,7 @@ try {
       console.log("PyTorch comparison skipped: python3 cannot import torch (apt-get install python3-torch)");
     }
   }
-  console.log(`I/O floor: xor = cat ${fmt.s(xorFloor.read)} (base and payload) + write ${fmt.s(xorFloor.write)}; without fsync ${fmt.s(xorFloor.cached)}`);
+  console.log(`I/O floor: xor = cat ${fmt.s(xorFloor.read)} (base and payload) + write ${fmt.s(xorFloor.write)}; without fsync ${fmt.s(xorFloor.cached)}; O_DIRECT ${fmt.s(xorFloor.direct)}`);
   console.log(`xor apply says: ${xorVerified}; output byte-exact: ${xorExact ? "yes" : "NO"}`);
   for (const line of repeatSummaries) console.log(line);
   if (!hasGnuTime) console.log("peak RSS not measured: /usr/bin/time is missing (apt-get install time)");

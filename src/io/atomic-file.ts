@@ -158,6 +158,27 @@ export class AtomicFile {
   }
 
   /**
+   * Makes every byte written so far readable from `tempPath` (a check that
+   * reads the file back before close); later writes go through the page cache.
+   */
+  async settleWrites(): Promise<void> {
+    try {
+      await this.#settleDirect();
+    } catch (err) {
+      throw ioError("write", this.tempPath, err);
+    }
+  }
+
+  /** Direct writes end: the device has every block, the page cache the unaligned tail. */
+  async #settleDirect(): Promise<void> {
+    const direct = this.#direct;
+    if (direct === undefined) return;
+    this.#direct = undefined;
+    const { tail, offset } = await direct.finish();
+    await this.#writeAt(tail, offset);
+  }
+
+  /**
    * fsync, close and rename into place. With `expectedSha256`, a mismatch
    * removes the temporary file and throws instead: no wrong file ever gets
    * the final name. Returns the file's sha256 (hex).
@@ -178,11 +199,7 @@ export class AtomicFile {
   async close(): Promise<string> {
     this.#closed = true;
     try {
-      if (this.#direct !== undefined) {
-        const { tail, offset } = await this.#direct.finish();
-        this.#direct = undefined;
-        await this.#writeAt(tail, offset);
-      }
+      await this.#settleDirect();
       await this.#flushing;
       await this.#handle.sync();
       await this.#handle.close();

@@ -196,6 +196,8 @@ export async function recover(plan: RecoveryPlan, options: RecoveryOptions, runt
           if (plan.finalCheck === undefined && checkedAgainst !== undefined) await options.job.publish(file.path, sink, digest);
           else held.push({ sink, path: file.path, digest });
         } catch (err) {
+          // An explanation may read the file back: every byte written must be in it.
+          await sink.settleWrites().catch(() => undefined);
           await explain(err, sink.tempPath).catch(async (explained: unknown) => {
             await sink.abort();
             throw explained;
