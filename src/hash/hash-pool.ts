@@ -24,11 +24,14 @@ import { chunkPool, holdForReading, type HeldChunk } from "../io/chunk-pool.js";
  */
 
 /**
- * Chunks held for hashing at once, per worker: the backpressure that keeps
- * the main thread within a few chunks of the worker. make-delta's window
- * holds three (the target's, the base's and the delta's output chunk).
+ * Chunks held for hashing at once: the backpressure that keeps the main
+ * thread within a few chunks of the workers. make-delta's window holds three
+ * (the target's, the base's and the delta's output chunk); each worker past
+ * the first adds two. Held chunks are memory: at six a worker, make-delta
+ * with two workers peaked at 226 MB, at six plus two at 200 MB, no slower.
  */
-const MAX_HELD_PER_WORKER = 6;
+const MAX_HELD = 6;
+const MAX_HELD_PER_EXTRA_WORKER = 2;
 
 // The worker is plain JavaScript evaluated from a string, so the same code
 // runs from the built package and from the TypeScript sources under test.
@@ -229,14 +232,17 @@ interface PooledHash {
 }
 
 /**
- * Workers by default: one per core but the main thread's. On two cores a
- * second worker measured no faster: make-delta's and apply-delta's threads
- * together need more CPU-seconds than two cores give in the time the one
- * worker's hashing takes, so the total is the bound, not the worker; and a
- * second worker's heap and buffers cost 10-20 MB of the 256 MB bound.
+ * Workers by default: one per core, at most four. On two cores the hashing
+ * is most of the CPU work (make-delta: SHA-256 of four times the model, about
+ * 60 % of its CPU time), more than one worker can do in the time the main
+ * thread needs for the rest; with the main thread's page-cache copies gone
+ * (io/direct-writes.ts) two workers beside it keep both cores busy: 7 GB
+ * make-delta 25.0 -> 17.3 s, apply-delta 13.2 -> 11.5 s. make-delta has four
+ * sums running at once and apply-delta three: a fifth worker would idle, and
+ * each costs 10-20 MB of the 256 MB bound.
  */
 function defaultThreads(): number {
-  return Math.max(1, availableParallelism() - 1);
+  return Math.max(1, Math.min(4, availableParallelism()));
 }
 
 export class HashPool {
@@ -252,9 +258,9 @@ export class HashPool {
   #nextTicket = 1;
   #nextWorker = 0;
 
-  /** `threads` worker threads (default: one per core but the main thread's, at least one). */
+  /** `threads` worker threads (default: one per core, at most four). */
   constructor(threads = defaultThreads()) {
-    this.#held = new HeldCount(MAX_HELD_PER_WORKER * Math.max(1, threads));
+    this.#held = new HeldCount(MAX_HELD + MAX_HELD_PER_EXTRA_WORKER * Math.max(0, threads - 1));
     for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker((worker, ticket) => this.#read(worker, ticket), (err) => this.#held.fail(err)));
   }
 
