@@ -505,28 +505,13 @@ static inline void q8_0_zero_block(uint8_t *out, uint16_t d_half) {
   for (int i = 0; i < 32; i++) out[2 + i] = 0;
 }
 
-/*
- * np_roundf of four float32 known finite, non-negative and below 128, as
- * int32, in four steps: trunc(a + 0.49999997f). The sum rounds to a whole
- * number or above exactly when a's fraction is at least one half (a tie
- * a = n + 0.5 sums to n + 1 - 2^-25, which rounds to n + 1; any less sums
- * below it), which rounds half away from zero: floor(a) + (a - floor(a) >= 0.5),
- * the same on every float32 in [0, 128] (checked exhaustively when written).
- */
-static inline V round_half_away_below_128(V a, int32_t zero) {
-  V floored = wasm_f32x4_floor(wasm_f32x4_add(a, K(0x3effffff) /* 0.49999997, the float below 0.5 */));
-  return wasm_i32x4_sub(wasm_f32x4_add(floored, K(0x4b000000)), K(0x4b000000));
-}
-
-/*
- * Four finite half magnitudes (in i32 lanes) -> float32, exact, in two
- * steps: the half's bits moved to float32's place are its value times
- * 2^-112 (a subnormal half becomes a float32 subnormal), and times 2^112 is
- * exact. A subnormal operand may cost the processor a slow multiply; they
- * are rare in weights.
- */
-static inline V half_magnitude_to_float_scaled(V magnitude, int32_t zero) {
-  return wasm_f32x4_mul(wasm_i32x4_shl(magnitude, 13), K(0x77800000) /* 2^112 */);
+/* np_roundf of four float32 known finite, non-negative and below 2^22, as int32. */
+static inline V round_half_away_magnitude(V a, int32_t zero) {
+  V floored = wasm_f32x4_floor(a);
+  V up = wasm_f32x4_ge(wasm_f32x4_sub(a, floored), K(0x3f000000) /* 0.5 */); /* -1 where it rounds up */
+  /* A whole number below 2^23 plus 2^23 is exact and holds the number in its low mantissa bits. */
+  V whole = wasm_i32x4_sub(wasm_f32x4_add(floored, K(0x4b000000)), K(0x4b000000));
+  return wasm_i32x4_sub(whole, up);
 }
 
 /* The largest of eight i16 lanes, in every lane. */
@@ -534,6 +519,13 @@ static inline V max_i16_lanes(V m) {
   m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
   m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
   return wasm_i16x8_max(m, wasm_i16x8_shuffle(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
+}
+
+/* Four half magnitudes (finite, in i32 lanes) -> float32, exact, never a float32 subnormal. */
+static inline V half_magnitude_to_float(V magnitude, int32_t zero) {
+  V normal = wasm_i32x4_add(wasm_i32x4_shl(magnitude, 13), K(0x38000000));
+  V subnormal = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(magnitude), K(0x33800000) /* 2^-24 */);
+  return wasm_v128_bitselect(subnormal, normal, wasm_i32x4_lt(magnitude, K(0x0400)));
 }
 
 /* A half magnitude -> float32 bits: exact, +Inf for 0x7C00, a NaN above. */
@@ -551,7 +543,7 @@ static inline __attribute__((always_inline)) V magnitude_at(const V *magnitudes,
   if (kind == MAGNITUDES_F32) return magnitudes[i];
   V m = (i & 1) ? HIGH(magnitudes[i >> 1]) : LOW(magnitudes[i >> 1]);
   /* The mask again, with its constant hidden from LLVM: seeing a widened 16-bit value, it would scalarize the conversion. */
-  return kind == MAGNITUDES_F16 ? half_magnitude_to_float_scaled(wasm_v128_and(m, K(0x7fff)), zero) : bfloat_to_float(m);
+  return kind == MAGNITUDES_F16 ? half_magnitude_to_float(wasm_v128_and(m, K(0x7fff)), zero) : bfloat_to_float(m);
 }
 
 /*
@@ -578,8 +570,8 @@ static inline __attribute__((always_inline)) void q8_0_block(uint32_t amax_bits,
   V scale = wasm_f32x4_splat(id);
   V q16[4];
   for (int i = 0; i < 4; i++) {
-    V lo = round_half_away_below_128(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i, zero), scale), zero);
-    V hi = round_half_away_below_128(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i + 1, zero), scale), zero);
+    V lo = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i, zero), scale), zero);
+    V hi = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i + 1, zero), scale), zero);
     q16[i] = wasm_i16x8_narrow_i32x4(lo, hi);
   }
   /* Magnitudes are at most 127: the saturating narrows keep them, and -q fits int8. */
