@@ -249,6 +249,7 @@ export class HashPool {
   /** Tests set this: every worker sleeps this long before each update it hashes (a busy worker), so a chunk written before its hash read it spoils the digest. */
   static slowUpdatesMs = 0;
   readonly #workers: HashWorker[] = [];
+  readonly #threads: number;
   readonly #hashes = new WeakMap<StreamHasher, PooledHash>();
   readonly #held: HeldCount;
   readonly #tickets = new Map<number, Ticket>();
@@ -261,13 +262,21 @@ export class HashPool {
   /** `threads` worker threads (default: one per core, at most four). */
   constructor(threads = defaultThreads()) {
     this.#held = new HeldCount(MAX_HELD + MAX_HELD_PER_EXTRA_WORKER * Math.max(0, threads - 1));
-    for (let i = 0; i < threads; i++) this.#workers.push(new HashWorker((worker, ticket) => this.#read(worker, ticket), (err) => this.#held.fail(err)));
+    this.#threads = Math.max(1, threads);
+  }
+
+  #start(): HashWorker {
+    const worker = new HashWorker((w, ticket) => this.#read(w, ticket), (err) => this.#held.fail(err));
+    this.#workers.push(worker);
+    return worker;
   }
 
   /**
-   * The worker with the fewest streams open, the next in turn among equals:
-   * an apply's output file is hashed for as long as the file is written, so
-   * each tensor's base sum then goes to another worker, and the two run side by side.
+   * The worker with the fewest streams open, the next in turn among equals,
+   * or a new one (up to `threads`) rather than one with a stream open: an
+   * apply's output file is hashed for as long as the file is written, so
+   * each tensor's base sum then goes to another worker, and the two run side
+   * by side. A run with one stream at a time (a convert) starts one worker.
    */
   #pick(): HashWorker {
     let best: HashWorker | undefined;
@@ -276,6 +285,7 @@ export class HashPool {
       if (best === undefined || w.open < best.open) best = w;
     }
     this.#nextWorker++;
+    if ((best === undefined || best.open > 0) && this.#workers.length < this.#threads) return this.#start();
     return best!;
   }
 
