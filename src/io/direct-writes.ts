@@ -6,27 +6,27 @@ import { open, type FileHandle } from "node:fs/promises";
  * copied from the caller's bytes.
  *
  * Why: written through the page cache, every output byte is copied into a
- * freshly allocated page-cache page by the writing process. On the machines
- * this tool runs on (virtual machines whose host takes back guest pages left
- * free) that copy cost 0.3-2 CPU-seconds a GB, varying from run to run with
- * how cold the pages were, and a 7 GB output evicts the inputs it is about to
- * read. Written directly, the device reads our blocks: 6 GB took 0.3
- * CPU-seconds instead of 2.7-13. The output is not read back by anyone in the
- * same run, so nothing misses the cache.
+ * freshly allocated page-cache page by the writing process. On a virtual
+ * machine whose host takes back guest pages left free (the one this was
+ * measured on) that copy cost 0.3-2.2 CPU-seconds a GB, varying from run to
+ * run with how cold the pages were, and a 7 GB output evicts the inputs it is
+ * about to read. Written directly, the device reads our blocks: 6 GB took
+ * 0.25-0.49 CPU-seconds instead of 1.9-13.3. The output is not read back by
+ * anyone in the same run, so nothing misses the cache.
  *
  * O_DIRECT wants the memory address, the file offset and the length aligned
  * to the device's block: the blocks live in WebAssembly memory (its pages are
  * page-aligned), every block but the last is written whole at an offset that
  * is a multiple of the block size, and the unaligned tail is left for the
  * caller to write through the page cache. Where O_DIRECT is not supported (a
- * platform without it, a file system that refuses it at open or at the first
- * write) the writer falls back to the caller's own writes, silently: the bytes
- * are the same either way.
+ * platform without it, a file system that refuses it at open or at a write)
+ * or no block is free, the writer falls back to the caller's own writes,
+ * silently: the bytes are the same either way.
  */
 
 /** Bytes per block: large enough that one write keeps the device busy, small enough that two per file cost little memory. */
 const BLOCK_BYTES = 4 * 1024 * 1024;
-/** Blocks a file has at the device while it fills the next (two measured no faster, and cost 4 MB more a file). */
+/** Blocks a file has at the device while it fills the next: one keeps the device busy, a second would cost 4 MB more a file. */
 const IN_FLIGHT = 1;
 /** Blocks in all, shared by every file open at once (more files than they serve are written through the page cache). */
 const MAX_BLOCKS = 8;
