@@ -47,7 +47,7 @@ export interface ApplyRequest {
    * apply without it.
    */
   expectSum?: number;
-  /** Hashing threads started when the runtime brings no hash pool (default: one per core, at most four). */
+  /** Hashing threads started when the runtime brings no hash pool (default: one per core, at most two). */
   threads?: number;
   /** GGUF tensor type (llama.cpp converter's --outtype). */
   outtype?: Outtype;

@@ -232,17 +232,18 @@ interface PooledHash {
 }
 
 /**
- * Workers by default: one per core, at most four. On two cores the hashing
+ * Workers by default: one per core, at most two. On two cores the hashing
  * is most of the CPU work (make-delta: SHA-256 of four times the model, about
  * 60 % of its CPU time), more than one worker can do in the time the main
  * thread needs for the rest; with the main thread's page-cache copies gone
  * (io/direct-writes.ts) two workers beside it keep both cores busy: 7 GB
- * make-delta 25.0 -> 17.3 s, apply-delta 13.2 -> 11.5 s. make-delta has four
- * sums running at once and apply-delta three: a fifth worker would idle, and
- * each costs 10-20 MB of the 256 MB bound.
+ * make-delta 25.0 -> 17.3 s, apply-delta 13.2 -> 11.5 s. Each worker past
+ * the second would cost about 14 MB more (make-delta at 1.33 GB: 168, 187,
+ * 201, 210 MB with one to four) where apply-delta at 7 GB already peaks at
+ * 228-244 MB of the 256 MB bound: more cores may ask for more (--threads).
  */
 function defaultThreads(): number {
-  return Math.max(1, Math.min(4, availableParallelism()));
+  return Math.max(1, Math.min(2, availableParallelism()));
 }
 
 export class HashPool {
@@ -259,7 +260,7 @@ export class HashPool {
   #nextTicket = 1;
   #nextWorker = 0;
 
-  /** `threads` worker threads (default: one per core, at most four). */
+  /** `threads` worker threads (default: one per core, at most two). */
   constructor(threads = defaultThreads()) {
     this.#held = new HeldCount(MAX_HELD + MAX_HELD_PER_EXTRA_WORKER * Math.max(0, threads - 1));
     this.#threads = Math.max(1, threads);

@@ -46,7 +46,7 @@ export interface MakeDeltaOptions {
   maxShardBytes?: number;
   /** Write into a directory that holds other files (none of them is overwritten). */
   force?: boolean;
-  /** Hashing threads (default: one per core, at most four). */
+  /** Hashing threads (default: one per core, at most two). */
   threads?: number;
   onProgress?: OnProgress;
   /**
