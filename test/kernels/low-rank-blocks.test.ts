@@ -17,33 +17,10 @@ import { dtypeBytes, type FloatDType } from "../../src/dtypes.js";
 import { LowRankBlocks } from "../../src/kernels/fast-low-rank.js";
 import { openLowRankBlocks, ReferenceLowRankBlocks, type BlockStep, type LowRankBlockMerge } from "../../src/kernels/low-rank-step.js";
 import * as reference from "../../src/kernels/reference.js";
-
-/** A seeded xorshift generator of 32-bit values. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0;
-    return state;
-  };
-}
+import { loraFactors, xorshift } from "../helpers/lora-factors.js";
 
 /** LoRA-sized float32 values; with `specials`, some subnormals, zeros, huge values, infinities and NaNs (sign and payload random). */
-function factors(next: () => number, count: number, specials: boolean): Float32Array {
-  const out = new Float32Array(count);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < count; i++) {
-    const r = next();
-    out[i] = ((r >>> 8) / 16777216 - 0.5) * 0.05;
-    if (!specials) continue;
-    const pick = next() % 64;
-    if (pick === 0) bits[i] = next() & 0x807fffff; // subnormal (or zero)
-    else if (pick === 1) bits[i] = (next() & 0x80000000) | 0x7f800000; // infinity
-    else if (pick === 2) out[i] = (next() & 1 ? 1 : -1) * 3e38;
-    else if (pick === 3) out[i] = 0;
-    else if (pick === 4 && next() % 4 === 0) bits[i] = (next() & 0x80000000) | 0x7f800001 | (next() & 0x3fffff); // a NaN, quiet or not
-  }
-  return out;
-}
+const factors = (next: () => number, count: number, specials: boolean) => loraFactors(next, count, specials, "nan");
 
 /** W's bytes in `dtype`: weight-sized values; with `specials`, NaNs of both signs and payloads, infinities, subnormals. */
 function weights(next: () => number, count: number, dtype: FloatDType, specials: boolean): Uint8Array {
@@ -80,8 +57,8 @@ function load(merge: LowRankBlockMerge, s: number, which: "a" | "b", values: Flo
 
 /** Runs a case through a merge: factors loaded, every block merged (in place or not); the output's bytes. */
 function run(merge: LowRankBlockMerge, c: Case, w: Uint8Array, inPlace: boolean): Uint8Array {
-  const next = generator(c.seed * 7919);
-  const pieces = generator(c.seed * 31 + (inPlace ? 1 : 2));
+  const next = xorshift(c.seed * 7919);
+  const pieces = xorshift(c.seed * 31 + (inPlace ? 1 : 2));
   c.steps.forEach((step, s) => {
     load(merge, s, "a", factors(next, step.rank * step.aCols, c.specials), pieces);
     load(merge, s, "b", factors(next, step.bRows * step.rank, c.specials), pieces);
@@ -103,7 +80,7 @@ const DTYPES: FloatDType[] = ["F16", "BF16", "F32"];
 
 function cases(): Case[] {
   const list: Case[] = [];
-  const next = generator(12345);
+  const next = xorshift(12345);
   let seed = 1;
   for (const out of DTYPES) {
     for (const [rows, cols] of [[1, 1], [5, 3], [7, 17], [33, 130], [6, 4099], [40, 16], [3, 21]] as const) {
@@ -128,7 +105,7 @@ describe("the merge's fused kernel, block by block", () => {
   it("equals the scalar composition on every dtype, step count, transposed update, odd width and block cut", () => {
     const wrong: string[] = [];
     for (const c of cases()) {
-      const w = weights(generator(c.seed), c.rows * c.cols, c.out, c.specials);
+      const w = weights(xorshift(c.seed), c.rows * c.cols, c.out, c.specials);
       const want = sha(run(new ReferenceLowRankBlocks(c.out, c.rows, c.cols, c.steps, c.blockRows), c, w, false));
       for (const inPlace of [true, false]) {
         const got = sha(run(new LowRankBlocks(c.out as "F16" | "BF16" | "F32", c.rows, c.cols, c.steps as (BlockStep & { deltaDType: "F16" | "BF16" | "F32" })[], c.blockRows), c, w, inPlace));
@@ -140,7 +117,7 @@ describe("the merge's fused kernel, block by block", () => {
 
   it("changes W (the test can fail): a merged block is not the block read", () => {
     const c: Case = { out: "F16", rows: 4, cols: 8, steps: [{ rank: 2, aCols: 8, bRows: 4, transposed: false, scale: 1, deltaDType: "F32" }], blockRows: 4, specials: false, seed: 3 };
-    const w = weights(generator(3), 32, "F16", false);
+    const w = weights(xorshift(3), 32, "F16", false);
     expect(sha(run(new LowRankBlocks("F16", 4, 8, c.steps as (BlockStep & { deltaDType: "F32" })[], 4), c, w, false))).not.toBe(sha(w));
   });
 
@@ -175,13 +152,13 @@ describe("the merge's fused kernel, block by block", () => {
 
   it("two merges at once keep their own factors (each holds an arena of its own)", () => {
     const c: Case = { out: "BF16", rows: 6, cols: 20, steps: [{ rank: 5, aCols: 20, bRows: 6, transposed: false, scale: 0.5, deltaDType: "F32" }], blockRows: 2, specials: false, seed: 11 };
-    const w = weights(generator(11), 120, "BF16", false);
+    const w = weights(xorshift(11), 120, "BF16", false);
     const want = sha(run(new ReferenceLowRankBlocks("BF16", 6, 20, c.steps, 2), c, w, false));
     const steps = c.steps as (BlockStep & { deltaDType: "F32" })[];
     const first = new LowRankBlocks("BF16", 6, 20, steps, 2), second = new LowRankBlocks("BF16", 6, 20, steps, 2);
     // The second's factors differ: loading them must not touch the first's.
     const other = { ...c, seed: 12 };
-    const next = generator(other.seed * 7919);
+    const next = xorshift(other.seed * 7919);
     second.setFactor(0, "a", 0, factors(next, 100, false));
     second.setFactor(0, "b", 0, factors(next, 30, false));
     expect(sha(run(first, c, w, false))).toBe(want);

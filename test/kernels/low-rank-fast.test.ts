@@ -16,6 +16,7 @@ import { lowRankColumns, lowRankRows } from "../../src/kernels/low-rank.js";
 import {
   lowRankImplementation, lowRankStepRows, referenceLowRankStepColumns, referenceLowRankStepRows, type LowRankStep,
 } from "../../src/kernels/low-rank-step.js";
+import { loraFactors, xorshift } from "../helpers/lora-factors.js";
 import { REPO_ROOT } from "../helpers/realdata.js";
 
 interface Case { m: number; k: number; n: number; kind: "F16" | "BF16" | "F32"; seedB: number; seedA: number; scale: number; sha256: string; transposedSha256: string }
@@ -48,28 +49,8 @@ const floats = (bits: number[]) => new Float32Array(Uint32Array.from(bits).buffe
 const hex = (list: number[]) => list.map((x) => x.toString(16));
 const product = (scale: number): LowRankStep => ({ scale, deltaDType: "F32", outDType: "F32", accumulate: false });
 
-/** A seeded generator of float32 bit patterns: mostly LoRA-sized normals, some subnormals, zeros, huge values and infinities. */
-function randomFactors(seed: number, count: number, specials: boolean): Float32Array {
-  let state = seed >>> 0 || 1;
-  const next = () => {
-    state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0;
-    return state;
-  };
-  const out = new Float32Array(count);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < count; i++) {
-    const r = next();
-    out[i] = ((r >>> 8) / 16777216 - 0.5) * 0.05;
-    if (!specials) continue;
-    const pick = next() % 64;
-    if (pick === 0) bits[i] = next() & 0x807fffff; // subnormal (or zero)
-    else if (pick === 1) bits[i] = (next() & 0x80000000) | 0x7f800000; // infinity
-    else if (pick === 2) out[i] = (next() & 1 ? 1 : -1) * 3e38;
-    else if (pick === 3) out[i] = 0;
-    else if (pick === 4) out[i] = ((r >>> 8) / 16777216) * 1e-20; // products below float32's normals
-  }
-  return out;
-}
+/** Seeded float32 bit patterns: mostly LoRA-sized normals, some subnormals, zeros, huge values, infinities and products below float32's normals. */
+const randomFactors = (seed: number, count: number, specials: boolean) => loraFactors(xorshift(seed), count, specials, "tiny");
 
 describe("LoRA merge kernel (WebAssembly SIMD)", () => {
   it("is the kernel that runs here", () => {
