@@ -113,7 +113,7 @@ describe("prefetch and the pool", () => {
 });
 
 /** A model whose tensors span several 4 MB chunks, with tails, in three dtypes. */
-function largeTensors(seed = 3): Tensor[] {
+function largeTensors(seed: number): Tensor[] {
   const next = rng(seed);
   return [
     { name: "embed.weight", dtype: "F16", shape: [1280, 2048], data: noise("F16", 1280 * 2048, 0.02, next) }, // 5 MB: a chunk and a 1 MB tail
@@ -121,6 +121,30 @@ function largeTensors(seed = 3): Tensor[] {
     { name: "layers.1.weight", dtype: "F32", shape: [768, 2048], data: noise("F32", 768 * 2048, 0.02, next) }, // 6 MB
     { name: "norm.weight", dtype: "F32", shape: [2048], data: noise("F32", 2048, 1, next) },
   ];
+}
+
+/**
+ * make-delta from a base of largeTensors(tensorSeed) to a fine-tune of it in
+ * 9 MB shards, `checkDelta` on the delta, then apply-delta: verified, and
+ * every file of the target (the oracle) back bit for bit. Returns the chunk
+ * pool's stats from just before make-delta.
+ */
+async function makeThenApply(tensorSeed: number, finetuneSeed: number, checkDelta?: (delta: string, target: string) => void): Promise<ChunkPool["stats"]> {
+  const root = await makeTempDir();
+  const tensors = largeTensors(tensorSeed);
+  const base = await writeModel(join(root, "base"), tensors);
+  const target = await writeModel(join(root, "target"), finetune(tensors, { seed: finetuneSeed, scale: 0.05 }), { maxShardBytes: 9 * MB });
+  const delta = join(root, "delta");
+  const before = { ...chunkPool.stats };
+  await makeDelta({ base, target, delta });
+  checkDelta?.(delta, target);
+  const out = join(root, "out");
+  const result = await applyDelta({ base, delta, target: out });
+  expect(result.verified).toBe(true);
+  const files = readdirSync(target).sort();
+  expect(readdirSync(out).sort()).toEqual(files);
+  for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
+  return before;
 }
 
 describe("the chunk pool in make-delta and apply-delta", () => {
@@ -132,20 +156,7 @@ describe("the chunk pool in make-delta and apply-delta", () => {
 
   it("recovers every byte with chunks poisoned as they are given back (no chunk is given back while in use)", async () => {
     chunkPool.poisonOnGiveBack = true;
-    const root = await makeTempDir();
-    const tensors = largeTensors();
-    const base = await writeModel(join(root, "base"), tensors);
-    const target = await writeModel(join(root, "target"), finetune(tensors, { seed: 5, scale: 0.05 }), { maxShardBytes: 9 * MB });
-    const delta = join(root, "delta");
-    const before = { ...chunkPool.stats };
-    await makeDelta({ base, target, delta });
-    const out = join(root, "out");
-    const result = await applyDelta({ base, delta, target: out });
-    expect(result.verified).toBe(true);
-    // The oracle is the target itself: every file of it comes back bit for bit.
-    const files = readdirSync(target).sort();
-    expect(readdirSync(out).sort()).toEqual(files);
-    for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
+    const before = await makeThenApply(3, 5);
     // The pool was used: buffers came back and went out again.
     expect(chunkPool.stats.reused - before.reused).toBeGreaterThan(10);
   });
@@ -159,21 +170,11 @@ describe("the chunk pool in make-delta and apply-delta", () => {
     HashPool.slowUpdatesMs = 15;
     chunkPool.poisonOnGiveBack = true;
     chunkPool.minPooledBytes = 1;
-    const root = await makeTempDir();
-    const tensors = largeTensors(11);
-    const base = await writeModel(join(root, "base"), tensors);
-    const target = await writeModel(join(root, "target"), finetune(tensors, { seed: 13, scale: 0.05 }), { maxShardBytes: 9 * MB });
-    const delta = join(root, "delta");
-    const before = { ...chunkPool.stats };
-    await makeDelta({ base, target, delta });
-    const manifest = JSON.parse(readFileSync(join(delta, "delta.json"), "utf8")) as { target: { files: Record<string, { sha256: string }> } };
-    for (const [name, entry] of Object.entries(manifest.target.files)) expect(entry.sha256, name).toBe(sha256(join(target, name)));
-    const out = join(root, "out");
-    const result = await applyDelta({ base, delta, target: out });
-    expect(result.verified).toBe(true);
-    const files = readdirSync(target).sort();
-    expect(readdirSync(out).sort()).toEqual(files);
-    for (const f of files) expect(sha256(join(out, f)), f).toBe(sha256(join(target, f)));
+    const before = await makeThenApply(11, 13, (delta, target) => {
+      // make-delta recorded the target's own sums, not those of chunks changed under its hashes.
+      const manifest = JSON.parse(readFileSync(join(delta, "delta.json"), "utf8")) as { target: { files: Record<string, { sha256: string }> } };
+      for (const [name, entry] of Object.entries(manifest.target.files)) expect(entry.sha256, name).toBe(sha256(join(target, name)));
+    });
     // Chunks were given back while their hashes still read them: the in-place path ran.
     expect(chunkPool.stats.deferred - before.deferred).toBeGreaterThan(10);
   });
