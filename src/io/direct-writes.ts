@@ -136,18 +136,19 @@ export class DirectWriter {
    */
   async finish(): Promise<{ tail: Uint8Array; offset: number }> {
     try {
-      if (this.#block !== undefined && this.#filled >= ALIGNMENT && !this.#fallback) {
-        // The aligned part of the last block goes direct like the others.
-        const aligned = this.#filled - (this.#filled % ALIGNMENT);
-        const block = this.#block;
-        const tail = block.slice(aligned, this.#filled);
-        this.#block = undefined;
-        this.#submitBytes(block, aligned);
-        await this.#settleAll();
-        return { tail, offset: this.#offset };
+      let tail = new Uint8Array(0);
+      const block = this.#block;
+      if (block !== undefined) {
+        // The aligned part of the last block goes direct like the others (unless writes fell back).
+        const aligned = this.#fallback ? 0 : this.#filled - (this.#filled % ALIGNMENT);
+        tail = block.slice(aligned, this.#filled);
+        if (aligned > 0) {
+          this.#block = undefined;
+          this.#submitBytes(block, aligned);
+        }
       }
       await this.#settleAll();
-      return { tail: this.#block === undefined ? new Uint8Array(0) : this.#block.slice(0, this.#filled), offset: this.#offset };
+      return { tail, offset: this.#offset };
     } finally {
       this.#release();
       await this.#handle.close();

@@ -1,13 +1,13 @@
-import { createHash, randomBytes } from "node:crypto";
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { AtomicFile } from "../../src/io/atomic-file.js";
 import { directWrites } from "../../src/io/direct-writes.js";
+import { sha256Bytes as sha256 } from "../helpers/sha256.js";
+import { makeTempDir } from "../helpers/temp-dir.js";
 
-const dir = mkdtempSync(join(tmpdir(), "dw-direct-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = await makeTempDir("dw-direct-");
 afterEach(() => {
   directWrites.enabled = true;
   directWrites.refuseForTests = false;
@@ -42,8 +42,6 @@ async function writeInPieces(path: string, content: Uint8Array, pieces: number[]
   }
   return file.commit();
 }
-
-const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
 describe("output files written past the page cache", () => {
   // Around every boundary the writer cares about: the 4 KiB alignment, the 4 MiB block, several blocks in flight.

@@ -239,8 +239,11 @@ function xorFile(spec: XorFileSpec): PlannedFile {
       // No list checks this file: its own structure still catches a base of another layout
       // or a damaged payload, never a base of the same layout with other values (CRC-32 is
       // linear over XOR, so such a base passes every CRC): the file stays "unverified".
-      if (file.expected === undefined) await sink.settleWrites(); // the check reads the file back
-      const sound = file.expected === undefined ? checkStructure(sink.tempPath, record, spec.structureChecked) : undefined;
+      let sound: Promise<void> | undefined;
+      if (file.expected === undefined) {
+        await sink.settleWrites(); // the check reads the file back
+        sound = checkStructure(sink.tempPath, record, spec.structureChecked);
+      }
       if (baseHash === undefined) return sound === undefined ? {} : { checks: sound };
       // The publisher says the base must match their list ("if the checksums
       // above do not match yours, there is a problem"): a mismatch fails the
