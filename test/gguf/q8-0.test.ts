@@ -133,6 +133,56 @@ describe("Q8_0 fast quantizer (WebAssembly SIMD)", () => {
     expect(differingBlocks(fastQ8_0("F32", f32Bytes), referenceQ8_0("F32", f32Bytes))).toEqual([]);
   });
 
+  it("matches the reference around the kernel's 2^-6 cutoff for widening halves by a shift (zeros and the largest subnormals beside it)", () => {
+    // The kernel takes four blocks at a time and widens halves by a shift when every max is at
+    // least 2^-6 (0x2400): subnormals and zeros then come out as 0 by a bound, not by arithmetic.
+    // Maxima at, just below and just above the cutoff, alone and mixed within a group of four.
+    const halves: number[] = [];
+    const words = randomWords(32 * 256, 31337);
+    const maxima = [0x2400, 0x23ff, 0x2401, 0x2800, 0x2200, 0x2001, 0x1800, 0x7bff, 0x0400, 0x03ff];
+    for (let b = 0; b < 256; b++) {
+      const max = maxima[(b * 5 + (b >> 3)) % maxima.length]!;
+      for (let i = 0; i < 32; i++) {
+        const w = words[b * 32 + i]!;
+        const sign = w & 0x8000;
+        // The max (either sign), the largest subnormals, zeros of either sign, the smallest normal, random below the max, random subnormals.
+        const kind = i === b % 32 ? 0 : w >>> 29;
+        const magnitude = Math.min(max, [max, 0x03ff, 0x0000, 0x0001, 0x0400, (w & 0x7fff) % (max + 1), (w >>> 3) & 0x3ff, 0x03fe][kind]!);
+        halves.push(sign | magnitude);
+      }
+    }
+    const src = halfBytes(halves);
+    expect(differingBlocks(fastQ8_0("F16", src), referenceQ8_0("F16", src))).toEqual([]);
+  });
+
+  it("decides each block of a group of four alone: a NaN, an infinite or a tiny max beside ordinary blocks; any block count", () => {
+    const ordinary = (seed: number) => Array.from(randomWords(32, seed), (w) => (w & 0x83ff) | 0x2c00);
+    const special = [
+      [0x7e00, ...ordinary(1).slice(1)], // NaN
+      [0xfc00, ...ordinary(2).slice(1)], // -Inf
+      [0x0001, ...new Array<number>(31).fill(0)], // max 2^-24 (a subnormal): widened exactly, d rounds to a float16 0
+      new Array<number>(32).fill(0x8000), // -0 only: d = 0, id = 0
+    ];
+    for (const [at, block] of special.entries()) {
+      for (let position = 0; position < 4; position++) {
+        const blocks = [ordinary(10 + at), ordinary(20 + at), ordinary(30 + at)];
+        blocks.splice(position, 0, block);
+        const src = halfBytes(blocks.flat());
+        expect(differingBlocks(fastQ8_0("F16", src), referenceQ8_0("F16", src))).toEqual([]);
+      }
+    }
+    // One to seven blocks, each call after a full tile of NaNs: the lanes past the last block
+    // hold whatever the previous call left, and must not change the blocks before them.
+    const nanTile = halfBytes(new Array<number>(32 * 2048).fill(0x7e00));
+    for (const from of ["F16", "BF16"] as const) {
+      for (let count = 1; count <= 7; count++) {
+        fastQ8_0(from, nanTile);
+        const src = halfBytes(Array.from({ length: count }, (_, b) => ordinary(100 + b)).flat());
+        expect(differingBlocks(fastQ8_0(from, src), referenceQ8_0(from, src))).toEqual([]);
+      }
+    }
+  });
+
   it("reads a source at any byte offset and across many tiles; refuses a partial block", () => {
     const words = randomWords(32 * 5000 / 2, 99).map((w) => w & 0x3fff3fff); // halves below 2
     const backing = new Uint8Array(words.byteLength + 1);

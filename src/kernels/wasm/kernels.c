@@ -490,35 +490,45 @@ EXPORT(find_mismatches) uint32_t find_mismatches(uint32_t size, uint32_t nbytes)
  * where np_roundf rounds half away from zero: floor(|v|) + floor(2 * frac),
  * with v's sign. d is stored as float16 by numpy's rule (RNE).
  *
- * Every block whose quants are not ordinary numbers is decided before the
- * arithmetic, so the vector path only ever sees |x * id| <= 127 (plus float32
- * rounding): a NaN anywhere makes d NaN and every quant 0 (a NaN cast to int8),
- * written as the quiet NaN 0x7E00; an infinite max makes d infinite, id 0 and
- * every quant 0 (finite * 0, or NaN); a max so small that 1 / d overflows
- * makes every x * id infinite or NaN, so every quant 0 too.
- * Input in region_a (float16, bfloat16 or float32), output in region_out.
+ * Four blocks at a time, so that their maxima, d, id and d's float16 each
+ * take one vector. np_roundf is symmetric about zero, so |x| * id is rounded
+ * and x's sign put on the quant after: |x * id| is |x| * id exactly.
+ *
+ * A block whose quants are not ordinary numbers is decided from its max
+ * alone, so the arithmetic only ever sees |x * id| <= 127 (plus float32
+ * rounding): a NaN anywhere makes d NaN and every quant 0 (a NaN cast to
+ * int8), written as the quiet NaN 0x7E00; an infinite max makes d infinite,
+ * id 0 and every quant 0 (finite * 0, or NaN); a max so small that 1 / d
+ * overflows makes every x * id infinite or NaN, so every quant 0 too.
+ *
+ * Half magnitudes become float32 cheaply when every max of the four is at
+ * least 2^-6: (m + 0x400) << 13 is, as float32 bits, |x| * 2^-111 for every
+ * normal half (one more in the exponent than the plain shift), exact, and
+ * multiplied by id * 2^111 gives |x| * id rounded once, as numpy does. A
+ * half subnormal or zero lands on 2^-15 * (1 + m / 1024) * id < 2^-14 *
+ * 8128.01 < 0.4961 instead of its true |x| * id, which is below that too:
+ * both round to a quant of 0. No operand is a float32 subnormal either way
+ * (see the top of this file). Other F16 blocks widen each half exactly.
+ * Input in region_a (float16, bfloat16 or float32), output in region_out;
+ * whole groups of four blocks are read and written (see the top of the file).
  */
 
-static inline void q8_0_zero_block(uint8_t *out, uint16_t d_half) {
+enum { Q8_F16, Q8_F16_SHIFTED, Q8_BF16, Q8_F32 };
+
+static inline void q8_0_zero_block(uint8_t *out, uint32_t d_half) {
   out[0] = (uint8_t)d_half;
   out[1] = (uint8_t)(d_half >> 8);
   for (int i = 0; i < 32; i++) out[2 + i] = 0;
 }
 
-/* np_roundf of four float32 known finite, non-negative and below 2^22, as int32. */
-static inline V round_half_away_magnitude(V a, int32_t zero) {
-  V floored = wasm_f32x4_floor(a);
-  V up = wasm_f32x4_ge(wasm_f32x4_sub(a, floored), K(0x3f000000) /* 0.5 */); /* -1 where it rounds up */
-  /* A whole number below 2^23 plus 2^23 is exact and holds the number in its low mantissa bits. */
-  V whole = wasm_i32x4_sub(wasm_f32x4_add(floored, K(0x4b000000)), K(0x4b000000));
-  return wasm_i32x4_sub(whole, up);
-}
-
-/* The largest of eight i16 lanes, in every lane. */
-static inline V max_i16_lanes(V m) {
-  m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
-  m = wasm_i16x8_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
-  return wasm_i16x8_max(m, wasm_i16x8_shuffle(m, m, 1, 0, 3, 2, 5, 4, 7, 6));
+/* np_roundf of four float32 known non-negative and below 128, as int32:
+ * floor(y + 0.49999997) (the largest float32 below 0.5) equals it for every
+ * float32 in [0, 128] (checked once, natively, for all 2^30 of them: the sum
+ * rounds up to the next whole number exactly when frac >= 0.5), and a whole
+ * number below 2^23 plus 2^23 holds it in its low mantissa bits. */
+static inline V round_half_away_magnitude(V y, int32_t zero) {
+  V whole = wasm_f32x4_floor(wasm_f32x4_add(y, K(0x3effffff)));
+  return wasm_i32x4_sub(wasm_f32x4_add(whole, K(0x4b000000)), K(0x4b000000));
 }
 
 /* Four half magnitudes (finite, in i32 lanes) -> float32, exact, never a float32 subnormal. */
@@ -528,98 +538,122 @@ static inline V half_magnitude_to_float(V magnitude, int32_t zero) {
   return wasm_v128_bitselect(subnormal, normal, wasm_i32x4_lt(magnitude, K(0x0400)));
 }
 
-/* A half magnitude -> float32 bits: exact, +Inf for 0x7C00, a NaN above. */
-static inline uint32_t half_magnitude_bits(uint32_t m) {
-  if (m >= 0x7c00u) return m == 0x7c00u ? 0x7f800000u : 0x7fc00000u;
-  if (m < 0x0400u) return __builtin_bit_cast(uint32_t, (float)m * 0x1p-24f);
-  return (m << 13) + 0x38000000u;
+/* Quants p*8 .. p*8+7 of a block as int16 magnitudes, |x| * scale rounded;
+ * their signs (0 or -1) into *sign. `how` says how |x| becomes float32. */
+static inline __attribute__((always_inline)) V q8_0_eight(const uint8_t *block, int p, int how, V scale, V *sign, int32_t zero) {
+  V lo, hi;
+  if (how == Q8_F32) {
+    V x0 = wasm_v128_load(block + 32 * p), x1 = wasm_v128_load(block + 32 * p + 16);
+    *sign = wasm_i16x8_narrow_i32x4(wasm_i32x4_shr(x0, 31), wasm_i32x4_shr(x1, 31));
+    lo = wasm_v128_and(x0, K(0x7fffffff));
+    hi = wasm_v128_and(x1, K(0x7fffffff));
+  } else {
+    V h = wasm_v128_load(block + 16 * p);
+    *sign = wasm_i16x8_shr(h, 15);
+    V m = wasm_v128_and(h, K16(0x7fff));
+    if (how == Q8_F16_SHIFTED) m = wasm_i16x8_add(m, K16(0x0400));
+    lo = wasm_u32x4_extend_low_u16x8(m);
+    hi = wasm_u32x4_extend_high_u16x8(m);
+    if (how == Q8_F16) {
+      /* The mask again, with its constant hidden from LLVM: seeing a widened 16-bit value, it would scalarize the conversion. */
+      lo = half_magnitude_to_float(wasm_v128_and(lo, K(0x7fff)), zero);
+      hi = half_magnitude_to_float(wasm_v128_and(hi, K(0x7fff)), zero);
+    } else {
+      int shift = how == Q8_BF16 ? 16 : 13;
+      lo = wasm_i32x4_shl(lo, shift);
+      hi = wasm_i32x4_shl(hi, shift);
+    }
+  }
+  return wasm_i16x8_narrow_i32x4(round_half_away_magnitude(wasm_f32x4_mul(lo, scale), zero),
+                                 round_half_away_magnitude(wasm_f32x4_mul(hi, scale), zero));
 }
 
-/* Where a block's |x| come from: eight float32x4, or four i16x8 of half or bfloat16 magnitudes. */
-enum { MAGNITUDES_F32, MAGNITUDES_F16, MAGNITUDES_BF16 };
-
-/* The i-th float32x4 of a block's |x|, widened only when needed (fewer live vectors than widening all eight first). */
-static inline __attribute__((always_inline)) V magnitude_at(const V *magnitudes, int kind, int i, int32_t zero) {
-  if (kind == MAGNITUDES_F32) return magnitudes[i];
-  V m = (i & 1) ? HIGH(magnitudes[i >> 1]) : LOW(magnitudes[i >> 1]);
-  /* The mask again, with its constant hidden from LLVM: seeing a widened 16-bit value, it would scalarize the conversion. */
-  return kind == MAGNITUDES_F16 ? half_magnitude_to_float(wasm_v128_and(m, K(0x7fff)), zero) : bfloat_to_float(m);
-}
-
-/*
- * One block from max|x| (float32 bits: for floats without their sign,
- * integer order is value order, and every NaN is above +Inf), its |x| (see
- * magnitude_at) and the signs of x (two i8x16 of 0 or -1, elements 0-15
- * and 16-31). np_roundf is symmetric about zero, so |x| * id is rounded and
- * x's sign put on the quant after: |x * id| is |x| * id exactly.
- */
-static inline __attribute__((always_inline)) void q8_0_block(uint32_t amax_bits, const V *magnitudes, int kind, V sign_lo, V sign_hi, uint8_t *out, int32_t zero) {
-  if (amax_bits > 0x7f800000u) {
-    q8_0_zero_block(out, 0x7e00);
-    return;
-  }
-  float amax = __builtin_bit_cast(float, amax_bits);
-  float d = amax / 127.0f;
-  float id = d == 0.0f ? 0.0f : 1.0f / d;
-  uint16_t d_half = (uint16_t)wasm_i32x4_extract_lane(float_to_half(wasm_f32x4_splat(d), zero), 0);
-  if (id == __builtin_inff() || amax == __builtin_inff()) {
-    /* Infinite max, or 1 / d overflowed (below max|x| < 2^-127): every quant is 0. */
-    q8_0_zero_block(out, d_half);
-    return;
-  }
-  V scale = wasm_f32x4_splat(id);
-  V q16[4];
-  for (int i = 0; i < 4; i++) {
-    V lo = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i, zero), scale), zero);
-    V hi = round_half_away_magnitude(wasm_f32x4_mul(magnitude_at(magnitudes, kind, 2 * i + 1, zero), scale), zero);
-    q16[i] = wasm_i16x8_narrow_i32x4(lo, hi);
-  }
-  /* Magnitudes are at most 127: the saturating narrows keep them, and -q fits int8. */
-  V lo = wasm_i8x16_narrow_i16x8(q16[0], q16[1]);
-  V hi = wasm_i8x16_narrow_i16x8(q16[2], q16[3]);
+/* One block: d's float16 bits, then its quants from |x| * scale. Magnitudes
+ * are at most 127: the saturating narrows keep them, and -q fits int8. */
+static inline __attribute__((always_inline)) void q8_0_block(const uint8_t *block, uint8_t *out, int how, V scale, uint32_t d_half, int32_t zero) {
+  V q16[4], s16[4];
+  for (int p = 0; p < 4; p++) q16[p] = q8_0_eight(block, p, how, scale, &s16[p], zero);
   out[0] = (uint8_t)d_half;
   out[1] = (uint8_t)(d_half >> 8);
-  wasm_v128_store(out + 2, wasm_i8x16_sub(wasm_v128_xor(lo, sign_lo), sign_lo));
-  wasm_v128_store(out + 18, wasm_i8x16_sub(wasm_v128_xor(hi, sign_hi), sign_hi));
-}
-
-/* F16 and BF16: the max and the signs are taken on the 16-bit values themselves. */
-static inline __attribute__((always_inline)) void q8_0_from_16(uint32_t blocks, int kind, int32_t zero) {
-  for (uint32_t b = 0; b < blocks; b++) {
-    V m16[4], sign[2];
-    for (int j = 0; j < 2; j++) {
-      V h0 = wasm_v128_load(region_a + 64 * b + 32 * j), h1 = wasm_v128_load(region_a + 64 * b + 32 * j + 16);
-      sign[j] = wasm_i8x16_narrow_i16x8(wasm_i16x8_shr(h0, 15), wasm_i16x8_shr(h1, 15));
-      m16[2 * j] = wasm_v128_and(h0, K16(0x7fff));
-      m16[2 * j + 1] = wasm_v128_and(h1, K16(0x7fff));
-    }
-    V m = max_i16_lanes(wasm_i16x8_max(wasm_i16x8_max(m16[0], m16[1]), wasm_i16x8_max(m16[2], m16[3])));
-    uint32_t max16 = (uint16_t)wasm_i16x8_extract_lane(m, 0);
-    uint32_t amax_bits = kind == MAGNITUDES_F16 ? half_magnitude_bits(max16) : max16 << 16;
-    q8_0_block(amax_bits, m16, kind, sign[0], sign[1], region_out + 34 * b, zero);
+  for (int j = 0; j < 2; j++) {
+    V q = wasm_i8x16_narrow_i16x8(q16[2 * j], q16[2 * j + 1]);
+    V sign = wasm_i8x16_narrow_i16x8(s16[2 * j], s16[2 * j + 1]);
+    wasm_v128_store(out + 2 + 16 * j, wasm_i8x16_sub(wasm_v128_xor(q, sign), sign));
   }
 }
 
-EXPORT(q8_0_from_f16) void q8_0_from_f16(uint32_t blocks, int32_t zero) { q8_0_from_16(blocks, MAGNITUDES_F16, zero); }
-
-EXPORT(q8_0_from_bf16) void q8_0_from_bf16(uint32_t blocks, int32_t zero) { q8_0_from_16(blocks, MAGNITUDES_BF16, zero); }
-
-EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) {
-  for (uint32_t b = 0; b < blocks; b++) {
-    V magnitude[8], s[4];
-    for (int i = 0; i < 4; i++) {
-      V x0 = wasm_v128_load(region_a + 128 * b + 32 * i), x1 = wasm_v128_load(region_a + 128 * b + 32 * i + 16);
-      s[i] = wasm_i16x8_narrow_i32x4(wasm_i32x4_shr(x0, 31), wasm_i32x4_shr(x1, 31));
-      magnitude[2 * i] = wasm_v128_and(x0, K(0x7fffffff));
-      magnitude[2 * i + 1] = wasm_v128_and(x1, K(0x7fffffff));
+/* The largest |x| of each of four blocks (lane k: block k), as float32 bits
+ * (for floats without their sign, integer order is value order, and every
+ * NaN is above +Inf); for halves, *max16 gets the half magnitudes. */
+static inline __attribute__((always_inline)) V q8_0_group_max(const uint8_t *in, int kind, V *max16, int32_t zero) {
+  int wide = kind == Q8_F32;
+  V m[4];
+  for (int k = 0; k < 4; k++) {
+    V v[8];
+    for (int i = 0; i < 8; i++) {
+      if (wide) v[i] = wasm_v128_and(wasm_v128_load(in + 128 * k + 16 * i), K(0x7fffffff));
+      else if (i < 4) v[i] = wasm_v128_and(wasm_v128_load(in + 64 * k + 16 * i), K16(0x7fff));
     }
-    V m = magnitude[0];
-    for (int i = 1; i < 8; i++) m = wasm_i32x4_max(m, magnitude[i]);
-    m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
-    m = wasm_i32x4_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
-    q8_0_block((uint32_t)wasm_i32x4_extract_lane(m, 0), magnitude, MAGNITUDES_F32, wasm_i8x16_narrow_i16x8(s[0], s[1]), wasm_i8x16_narrow_i16x8(s[2], s[3]), region_out + 34 * b, zero);
+    if (wide) {
+      for (int i = 0; i < 4; i++) v[i] = wasm_i32x4_max(v[i], v[i + 4]);
+      m[k] = wasm_i32x4_max(wasm_i32x4_max(v[0], v[1]), wasm_i32x4_max(v[2], v[3]));
+    } else {
+      m[k] = wasm_i16x8_max(wasm_i16x8_max(v[0], v[1]), wasm_i16x8_max(v[2], v[3]));
+    }
+  }
+  /* Transpose-and-max: lane k ends up with block k's 32-bit lanes combined. */
+#define MAX_LANES(a, b) (wide ? wasm_i32x4_max(a, b) : wasm_i16x8_max(a, b))
+  V ab = MAX_LANES(wasm_i32x4_shuffle(m[0], m[1], 0, 1, 4, 5), wasm_i32x4_shuffle(m[0], m[1], 2, 3, 6, 7));
+  V cd = MAX_LANES(wasm_i32x4_shuffle(m[2], m[3], 0, 1, 4, 5), wasm_i32x4_shuffle(m[2], m[3], 2, 3, 6, 7));
+  V all = MAX_LANES(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
+#undef MAX_LANES
+  if (wide) return all;
+  /* Halves: the two 16-bit lanes of each 32-bit lane. */
+  all = wasm_i16x8_max(all, wasm_i16x8_shuffle(all, all, 1, 0, 3, 2, 5, 4, 7, 6));
+  *max16 = wasm_v128_and(all, K(0xffff));
+  if (kind == Q8_BF16) return wasm_i32x4_shl(*max16, 16);
+  /* float16 -> float32 bits for the max: Inf and NaN by hand (half_magnitude_to_float is for finite halves). */
+  V inf_or_nan = wasm_i32x4_gt(*max16, K(0x7bff));
+  V special = wasm_v128_or(K(0x7f800000), wasm_v128_and(wasm_i32x4_gt(*max16, K(0x7c00)), K(0x00400000)));
+  return wasm_v128_bitselect(special, half_magnitude_to_float(*max16, zero), inf_or_nan);
+}
+
+static inline __attribute__((always_inline)) void q8_0_from(uint32_t blocks, int kind, int32_t zero) {
+  uint32_t block_bytes = kind == Q8_F32 ? 128 : 64;
+  for (uint32_t b = 0; b < blocks; b += 4) {
+    const uint8_t *in = region_a + block_bytes * b;
+    uint8_t *out = region_out + 34 * b;
+    V max16 = K(0);
+    V amax = q8_0_group_max(in, kind, &max16, zero);
+    V d = wasm_f32x4_div(amax, K(0x42fe0000) /* 127.0f */);
+    V id = wasm_v128_and(wasm_f32x4_div(K(0x3f800000) /* 1.0f */, d), wasm_f32x4_ne(d, K(0)));
+    V nan = wasm_i32x4_gt(amax, K(0x7f800000));
+    V d_half = wasm_v128_bitselect(K(0x7e00), float_to_half(d, zero), nan);
+    /* An infinite or NaN max, or an infinite 1 / d: quants of 0. */
+    V zeros = wasm_v128_or(wasm_i32x4_gt(amax, K(0x7f7fffff)), wasm_i32x4_eq(id, K(0x7f800000)));
+    uint32_t dh[4], zeroed[4];
+    wasm_v128_store(dh, d_half);
+    if (kind != Q8_F32 && kind != Q8_BF16 && !wasm_v128_any_true(wasm_i32x4_lt(max16, K(0x2400)))
+        && !wasm_v128_any_true(zeros)) {
+      /* Every max in 2^-6 .. 65504: the shifted widening (see above). */
+      float scale[4];
+      wasm_v128_store(scale, wasm_f32x4_mul(id, K(0x77000000) /* 2^111 */));
+      for (int k = 0; k < 4; k++) q8_0_block(in + 64 * k, out + 34 * k, Q8_F16_SHIFTED, wasm_f32x4_splat(scale[k]), dh[k], zero);
+      continue;
+    }
+    float scale[4];
+    wasm_v128_store(scale, id);
+    wasm_v128_store(zeroed, zeros);
+    for (int k = 0; k < 4; k++) {
+      if (zeroed[k]) q8_0_zero_block(out + 34 * k, dh[k]);
+      else q8_0_block(in + block_bytes * k, out + 34 * k, kind, wasm_f32x4_splat(scale[k]), dh[k], zero);
+    }
   }
 }
+
+EXPORT(q8_0_from_f16) void q8_0_from_f16(uint32_t blocks, int32_t zero) { q8_0_from(blocks, Q8_F16, zero); }
+EXPORT(q8_0_from_bf16) void q8_0_from_bf16(uint32_t blocks, int32_t zero) { q8_0_from(blocks, Q8_BF16, zero); }
+EXPORT(q8_0_from_f32) void q8_0_from_f32(uint32_t blocks, int32_t zero) { q8_0_from(blocks, Q8_F32, zero); }
 
 /* ==== LoRA merge: the low-rank product B @ A in torch's order ==============
  * One block of W's rows through a whole merge step, in one pass
