@@ -98,9 +98,11 @@ class ByteBuilder {
     this.length += 4;
   }
 
+  /** Below 2^53 (every count and size here): two 32-bit halves, no BigInt per value. */
   u64(v: number): void {
     this.reserve(8);
-    this.view.setBigUint64(this.length, BigInt(v), true);
+    this.view.setUint32(this.length, v >>> 0, true);
+    this.view.setUint32(this.length + 4, Math.floor(v / 2 ** 32), true);
     this.length += 8;
   }
 
@@ -116,9 +118,26 @@ class ByteBuilder {
   }
 
   string(s: string | Uint8Array): void {
-    const b = typeof s === "string" ? textEncoder.encode(s) : s;
-    this.u64(b.length);
-    this.bytes(b);
+    if (typeof s !== "string") {
+      this.u64(s.length);
+      this.bytes(s);
+      return;
+    }
+    // Encoded in place after its length (at most 3 bytes a UTF-16 unit), ASCII by
+    // hand: a vocabulary is tens of thousands of short strings, mostly ASCII.
+    this.reserve(8 + 3 * s.length);
+    const at = this.length;
+    let end = at + 8;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        end = at + 8 + textEncoder.encodeInto(s, this.buf.subarray(at + 8)).written;
+        break;
+      }
+      this.buf[end++] = c;
+    }
+    this.u64(end - at - 8);
+    this.length = end;
   }
 
   padTo(alignment: number): void {

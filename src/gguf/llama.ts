@@ -145,26 +145,25 @@ function looksSpecial(token: string): boolean {
 }
 
 /** _create_vocab_sentencepiece: tokens, scores and token types. */
-function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { tokens: Uint8Array[]; scores: Float32Array; types: Int32Array } {
-  const enc = new TextEncoder();
-  const tokens: Uint8Array[] = [];
+/** The piece types the converter keeps (IsUnknown, IsControl, IsUnused, IsByte); any other is NORMAL (a USER_DEFINED piece included). */
+const KEPT_PIECE_TYPES: ReadonlySet<number> = new Set([PieceType.UNKNOWN, PieceType.CONTROL, PieceType.UNUSED, PieceType.BYTE]);
+
+function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { tokens: string[]; scores: Float32Array; types: Int32Array } {
   const scores = new Float32Array(vocabSize).fill(-10000);
   const types = new Int32Array(vocabSize).fill(PieceType.UNUSED);
-  for (let i = 0; i < vocabSize; i++) tokens.push(enc.encode(`[PAD${i}]`));
   const pieces = inputs.tokenizerModel.pieces;
+  const tokens = Array.from({ length: vocabSize }, (_, id) => (id < pieces.length ? pieces[id]!.piece : `[PAD${id}]`));
   for (let id = 0; id < pieces.length && id < vocabSize; id++) {
     const p = pieces[id]!;
-    tokens[id] = enc.encode(p.piece);
     scores[id] = p.score;
-    // IsUnknown, IsControl, IsUnused, IsByte, else NORMAL (a USER_DEFINED piece included).
-    types[id] = [PieceType.UNKNOWN, PieceType.CONTROL, PieceType.UNUSED, PieceType.BYTE].includes(p.type as 2 | 3 | 5 | 6) ? p.type : PieceType.NORMAL;
+    types[id] = KEPT_PIECE_TYPES.has(p.type) ? p.type : PieceType.NORMAL;
   }
   if (inputs.addedTokens !== undefined) {
     if (!isObject(inputs.addedTokens)) throw new ModelError(`${inputs.label}: added_tokens.json is not an object of token -> id`, { rule: "gguf-tokenizer" });
     for (const [token, id] of Object.entries(inputs.addedTokens)) {
       if (!isInt(id) || id < 0) throw new ModelError(`${inputs.label}: added_tokens.json gives "${token}" the id ${String(id)}, not a token id`, { rule: "gguf-tokenizer" });
       if (id >= vocabSize) continue;
-      tokens[id] = enc.encode(token);
+      tokens[id] = token;
       scores[id] = -1000;
       types[id] = PieceType.USER_DEFINED;
     }
@@ -185,7 +184,7 @@ function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { token
         types[id] = PieceType.USER_DEFINED;
       }
       scores[id] = -1000;
-      tokens[id] = enc.encode(token);
+      tokens[id] = token;
     }
   }
   return { tokens, scores, types };

@@ -87,6 +87,7 @@ async function convert(src: string | LocalSource, out: string, options: ConvertO
   if (singleFile && options.maxShardBytes !== undefined) {
     throw new UsageError(`--max-shard-size needs a directory as OUT, not the single file ${out}`);
   }
+  if (format.kind === "model file") format.warmUp?.(options);
   const input = asLocalSource(src);
   const model = await openModel(input.path, { source: input.source });
   try {

@@ -1,6 +1,7 @@
 /** GGUF output: one file llama.cpp loads, as its converter writes it; see gguf-output.ts. */
 import { checkGgufCompanions, ggufModelName, planGguf, writeGguf } from "./gguf-output.js";
 import type { ModelFileFormat } from "./model-file-format.js";
+import { q8Worker } from "../gguf/q8-worker.js";
 
 export const GGUF_OUTPUT: ModelFileFormat<"gguf"> = {
   kind: "model file",
@@ -10,6 +11,9 @@ export const GGUF_OUTPUT: ModelFileFormat<"gguf"> = {
   fileNameFor: (modelName) => `${modelName}.gguf`,
   accepts: ["outtype", "modelName"],
   checkCompanions: checkGgufCompanions,
+  warmUp(options) {
+    if (options.outtype === "q8_0") q8Worker.start();
+  },
   async prepare(model, options) {
     const { plan, layout } = await planGguf(model, options.modelName ?? ggufModelName(model), options.outtype);
     return {

@@ -23,6 +23,12 @@ export interface ModelFileFormat<Name extends string = string> {
   readonly directory?: boolean;
   /** The refusals that the model's companion files decide, read from the first of `dirs` that holds each: said before a model is recovered to be written. */
   checkCompanions(dirs: readonly string[], label: string, options?: OutputOptions): Promise<void>;
+  /**
+   * Starts what writing will need that is slow to start (GGUF's Q8_0 worker
+   * thread), so that it starts while the model is opened and planned. Writes
+   * nothing; a run that stops before writing loses only the start.
+   */
+  warmUp?(options: OutputOptions): void;
   /** Every refusal (architecture, tokenizer, tensors), before any output; then how the file is written. */
   prepare(model: ModelSource, options: OutputOptions): Promise<PreparedModelFile>;
 }

@@ -1,5 +1,7 @@
+import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ModelError, UsageError } from "../../src/errors.js";
 import { convertModel } from "../../src/model/convert.js";
@@ -42,6 +44,18 @@ describe("GGUF output refuses, by name and before any output, what it does not w
     expect(err).toBeInstanceOf(ModelError);
     expect((err as ModelError).rule).toBe("gguf-tokenizer");
     expect((err as Error).message).toMatch(/no tokenizer\.model: GGUF output is written for SentencePiece tokenizers only \(it has only tokenizer\.json, a BPE tokenizer/);
+    expect(readdirSync(join(dir, ".."))).toEqual(["model"]);
+  });
+
+  it("a refused Q8_0 convert leaves nothing running: the library caller's process ends by itself", async () => {
+    // Q8_0 output starts its worker thread before the model is planned; a refusal must not leave it holding the process.
+    const { dir, out } = await variant((d) => editConfig(d, (c) => { c.architectures = ["GPTNeoXForCausalLM"]; }));
+    const script = `import { convertModel } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist", "api.js")).href)};
+      await convertModel(${JSON.stringify(dir)}, ${JSON.stringify(out)}, { outtype: "q8_0" }).catch((e) => console.log(e.rule));`;
+    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 20_000 });
+    expect(run.signal, "still running after 20 s").toBeNull();
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout.trim()).toBe("gguf-architecture");
     expect(readdirSync(join(dir, ".."))).toEqual(["model"]);
   });
 
