@@ -74,4 +74,8 @@ export function resolveRange(name: string, length: number, range: ReadRange, def
 /** Where a written file's bytes go, in order (an AtomicFile, usually): every format writer streams into one. */
 export interface ByteSink {
   write(bytes: Uint8Array): Promise<void>;
+  /** Room for the next `length` bytes, for a producer to fill in place; see AtomicFile.reserve. */
+  reserve?(length: number): Uint8Array[] | undefined;
+  /** Hands over filled reserved bytes, in the order reserved; see AtomicFile.writeReserved. */
+  writeReserved?(views: readonly Uint8Array[]): Promise<void>;
 }

@@ -30,14 +30,28 @@ const wasm = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(workerD
 const heap = new Uint8Array(wasm.memory.buffer);
 const TILE = wasm.tile_bytes(), A = wasm.a_ptr(), OUT = wasm.out_ptr();
 const FROM = { F16: wasm.q8_0_from_f16, BF16: wasm.q8_0_from_bf16, F32: wasm.q8_0_from_f32 };
-function quantize(fn, blockBytes, src, out) {
+// The output may be two views (a direct-write reservation across a block's end): bytes at an offset of their concatenation.
+function put(outs, bytes, at) {
+  for (let i = 0, done = 0; i < outs.length && done < bytes.length; i++) {
+    const part = outs[i];
+    if (at >= part.length) {
+      at -= part.length;
+      continue;
+    }
+    const n = Math.min(part.length - at, bytes.length - done);
+    part.set(bytes.subarray(done, done + n), at);
+    done += n;
+    at = 0;
+  }
+}
+function quantize(fn, blockBytes, src, outs, outAt) {
   const tileBlocks = TILE / blockBytes;
   const blocks = src.length / blockBytes;
   for (let first = 0; first < blocks; first += tileBlocks) {
     const count = Math.min(tileBlocks, blocks - first);
     heap.set(src.subarray(first * blockBytes, (first + count) * blockBytes), A);
     fn(count, 0);
-    out.set(heap.subarray(OUT, OUT + count * 34), first * 34);
+    put(outs, heap.subarray(OUT, OUT + count * 34), outAt + first * 34);
   }
 }
 parentPort.on("message", (m) => {
@@ -45,8 +59,8 @@ parentPort.on("message", (m) => {
   const fn = FROM[m.from];
   const blockBytes = 32 * m.elementBytes;
   const src = new Uint8Array(m.src, m.srcOffset, m.srcLength);
-  const out = new Uint8Array(m.out, m.outOffset, m.outLength);
-  if (m.headRows === 0) quantize(fn, blockBytes, src, out);
+  const outs = m.outs.map((o) => new Uint8Array(o.memory, o.offset, o.length));
+  if (m.headRows === 0) quantize(fn, blockBytes, src, outs, 0);
   else {
     const rowBytes = m.rowBytes, outRowBytes = (rowBytes / blockBytes) * 34, half = m.headRows / 2;
     const heads = src.length / (m.headRows * rowBytes);
@@ -55,7 +69,7 @@ parentPort.on("message", (m) => {
         for (let j = 0; j < 2; j++) {
           const from = (h * m.headRows + j * half + i) * rowBytes;
           const to = (h * m.headRows + 2 * i + j) * outRowBytes;
-          quantize(fn, blockBytes, src.subarray(from, from + rowBytes), out.subarray(to, to + outRowBytes));
+          quantize(fn, blockBytes, src.subarray(from, from + rowBytes), outs, to);
         }
       }
     }
@@ -84,16 +98,19 @@ class Q8Worker {
   crashNextForTests = false;
 
   /**
-   * Q8_0 blocks of `src` into `out`, on the worker; `permute` reorders whole
-   * q_proj/k_proj heads as permuteHeadRows does, row by row. Undefined when
-   * `src` or `out` is not shared memory: the caller quantizes it itself.
+   * Q8_0 blocks of `src` into `out` (one view, or several taken as one run
+   * of bytes: a direct-write reservation), on the worker; `permute` reorders
+   * whole q_proj/k_proj heads as permuteHeadRows does, row by row. Undefined
+   * when `src` or `out` is not shared memory: the caller quantizes it itself.
    */
-  quantize(from: Q8Source, src: Uint8Array, out: Uint8Array, permute?: { headRows: number; rowBytes: number }): Promise<void> | undefined {
-    if (!(src.buffer instanceof SharedArrayBuffer) || !(out.buffer instanceof SharedArrayBuffer)) return undefined;
+  quantize(from: Q8Source, src: Uint8Array, out: Uint8Array | readonly Uint8Array[], permute?: { headRows: number; rowBytes: number }): Promise<void> | undefined {
+    const outs = out instanceof Uint8Array ? [out] : out;
+    if (!(src.buffer instanceof SharedArrayBuffer) || !outs.every((o) => o.buffer instanceof SharedArrayBuffer)) return undefined;
     const elementBytes = dtypeBytes(from);
     const blockBytes = 32 * elementBytes;
-    if (src.byteLength % blockBytes !== 0 || out.byteLength !== (src.byteLength / blockBytes) * 34) {
-      throw new RangeError(`Q8_0 worker: ${src.byteLength} bytes of ${from} are not whole blocks for ${out.byteLength} bytes of Q8_0`);
+    const outBytes = outs.reduce((n, o) => n + o.byteLength, 0);
+    if (src.byteLength % blockBytes !== 0 || outBytes !== (src.byteLength / blockBytes) * 34) {
+      throw new RangeError(`Q8_0 worker: ${src.byteLength} bytes of ${from} are not whole blocks for ${outBytes} bytes of Q8_0`);
     }
     if (permute !== undefined && (permute.rowBytes % blockBytes !== 0 || permute.headRows % 2 !== 0 || src.byteLength % (permute.headRows * permute.rowBytes) !== 0)) {
       throw new RangeError(`Q8_0 worker: heads of ${permute.headRows} rows of ${permute.rowBytes} bytes do not fit ${src.byteLength} bytes of ${from}`);
@@ -107,7 +124,7 @@ class Q8Worker {
     worker.postMessage({
       id, from, elementBytes, crash,
       src: src.buffer, srcOffset: src.byteOffset, srcLength: src.byteLength,
-      out: out.buffer, outOffset: out.byteOffset, outLength: out.byteLength,
+      outs: outs.map((o) => ({ memory: o.buffer, offset: o.byteOffset, length: o.byteLength })),
       headRows: permute?.headRows ?? 0, rowBytes: permute?.rowBytes ?? 0,
     });
     this.stats.pieces++;

@@ -118,21 +118,46 @@ export class AtomicFile {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    // The write and the hashes read the bytes at the same time: the hash
-    // workers read a pooled chunk where it is (or copy other bytes before
-    // `update` resolves), and nothing writes the bytes meanwhile.
-    const hashing = Promise.all([this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]);
-    hashing.catch(() => undefined); // awaited below, after the write
-    try {
+    await this.#handOver([bytes], async () => {
       if (this.#direct !== undefined) await this.#direct.write(bytes);
       else await this.#writeAt(bytes, this.#position);
+    });
+  }
+
+  /**
+   * Where the file's next `length` bytes go, after everything written or
+   * reserved so far, for a producer on another thread to put them there
+   * (one view, or two); `writeReserved` then hands them over, in the order
+   * reserved, in place of `write`. Undefined where the file is not written
+   * past the page cache, or it has no room at once: then (and from then on
+   * for this file) the caller writes its own bytes.
+   */
+  reserve(length: number): Uint8Array[] | undefined {
+    return this.#closed ? undefined : this.#direct?.reserve(length);
+  }
+
+  /** Hands over reserved bytes, filled: the views `reserve` gave, as `write` would hand over their bytes. */
+  async writeReserved(views: readonly Uint8Array[]): Promise<void> {
+    await this.#handOver(views, async () => this.#direct!.commit(views));
+  }
+
+  async #handOver(parts: readonly Uint8Array[], write: () => Promise<void>): Promise<void> {
+    // The write and the hashes read the bytes at the same time: the hash
+    // workers read a pooled chunk (or a direct-write block) where it is (or
+    // copy other bytes before `update` resolves), and nothing writes the
+    // bytes meanwhile.
+    const hashing = Promise.all(parts.flatMap((bytes) => [this.#hasher.update(bytes), ...this.#also.map((h) => h.update(bytes))]));
+    hashing.catch(() => undefined); // awaited below, after the write
+    try {
+      await write();
     } catch (err) {
       await hashing.catch(() => undefined);
       throw ioError("write", this.tempPath, err);
     }
-    this.#position += bytes.length;
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    this.#position += length;
     await hashing;
-    this.#unflushed += bytes.length;
+    this.#unflushed += length;
     // Direct writes are on the device already (and what falls back to the page cache is flushed at close).
     if (this.#direct === undefined && this.#unflushed >= FLUSH_EVERY_BYTES && this.#flushing === undefined) this.#flushInBackground();
   }

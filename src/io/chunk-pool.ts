@@ -163,14 +163,24 @@ export interface HeldChunk {
   release(): void;
 }
 
+/** Other shared memory whose bytes a reader may hold where they are (the direct writer's blocks), with how to hold them. */
+const OTHER_MEMORY = new WeakMap<ArrayBufferLike, (bytes: Uint8Array) => HeldChunk | undefined>();
+
+/** Lets holdForReading hold bytes of `memory`, by `hold`, which keeps them unchanged until the hold is released. */
+export function registerSharedMemory(memory: SharedArrayBuffer, hold: (bytes: Uint8Array) => HeldChunk | undefined): void {
+  OTHER_MEMORY.set(memory, hold);
+}
+
 /**
  * Holds `bytes`, a pooled chunk (or part of one) that its holder has not
- * given back, for a reader on another thread; undefined for any other bytes
- * (those are copied). Its give-back is deferred until every hold is released.
+ * given back, or bytes of registered shared memory, for a reader on another
+ * thread; undefined for any other bytes (those are copied). A pooled chunk's
+ * give-back is deferred until every hold is released.
  */
 export function holdForReading(bytes: Uint8Array): HeldChunk | undefined {
   const buffer = OWNERS.get(bytes.buffer);
-  if (buffer === undefined || !buffer.out || bytes.length === 0) return undefined;
+  if (buffer === undefined) return OTHER_MEMORY.get(bytes.buffer)?.(bytes);
+  if (!buffer.out || bytes.length === 0) return undefined;
   buffer.readers++;
   const snapshot = buffer.checked() ? bytes.slice() : undefined;
   let released = false;

@@ -31,7 +31,13 @@ const MAX_COMPANION_BYTES = 24 * 1024 * 1024;
 
 export interface GgufSink {
   write(bytes: Uint8Array): Promise<void>;
+  /** Where the next bytes go, to be filled in place (AtomicFile.reserve); pieces then go through writeReserved. */
+  reserve?(length: number): Uint8Array[] | undefined;
+  writeReserved?(views: readonly Uint8Array[]): Promise<void>;
 }
+
+/** Reserves the file's next bytes in the sink (see GgufSink.reserve), in file order; undefined: write them instead. */
+type Reserve = (length: number) => Uint8Array[] | undefined;
 
 async function companion(model: ModelSource, file: string): Promise<Uint8Array | undefined> {
   if (!model.extraFiles.includes(file)) return undefined;
@@ -130,8 +136,11 @@ function pieceElements(t: PlannedTensor, chunkBytes: number): number {
  * and for q_proj/k_proj whole heads, as many as make a piece (always one,
  * at most `chunkBytes` of the source when more than one).
  */
-async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes: number): AsyncIterable<ConvertedChunk> {
+async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes: number, reserve: Reserve): AsyncIterable<ConvertedChunk> {
   const elementBytes = dtypeBytes(t.sourceDtype);
+  const { blockSize, typeSize } = GGML_TYPES[t.type];
+  // The piece's place in the file, reserved as soon as its source is read: reservations come in file order.
+  const reserveFor = (source: Uint8Array) => reserve((source.length / elementBytes / blockSize) * typeSize);
   const numel = t.shape.reduce((n, d) => n * d, 1);
   if (t.permuteHeads !== undefined) {
     const rows = t.shape[0] ?? 1;
@@ -142,9 +151,10 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes
     for (let h = 0; h < t.permuteHeads; h += headsPerChunk) {
       const heads = Math.min(headsPerChunk, t.permuteHeads - h);
       const source = await readRange(model, t.source, h * headBytes, (h + heads) * headBytes, chunkBytes);
-      const onWorker = quantizedOnWorker(t, source, { headRows, rowBytes });
+      const reserved = reserveFor(source);
+      const onWorker = quantizedOnWorker(t, source, reserved, { headRows, rowBytes });
       if (onWorker !== undefined) {
-        yield { bytes: onWorker, sourceBytes: source.length };
+        yield { bytes: onWorker, reserved, sourceBytes: source.length };
         continue;
       }
       // Rows go from where they are to where the converter puts them, converted on the way: one pass.
@@ -155,7 +165,7 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes
         bytes = convertedOnce(t, permuted);
       }
       chunkPool.giveBack(source);
-      yield { bytes, sourceBytes: source.length };
+      yield { bytes, reserved, sourceBytes: source.length };
     }
     return;
   }
@@ -163,38 +173,43 @@ async function* convertedChunks(model: ModelSource, t: PlannedTensor, chunkBytes
   for (let first = 0; first < numel; first += groupElements) {
     const last = Math.min(numel, first + groupElements);
     const source = await readRange(model, t.source, first * elementBytes, last * elementBytes, chunkBytes);
-    yield { bytes: quantizedOnWorker(t, source) ?? convertedOnce(t, source), sourceBytes: source.length };
+    const reserved = reserveFor(source);
+    yield { bytes: quantizedOnWorker(t, source, reserved) ?? convertedOnce(t, source), reserved, sourceBytes: source.length };
   }
 }
 
 /** A piece of a tensor's output, still being quantized on the worker when a promise. */
 interface ConvertedChunk {
-  bytes: Uint8Array | Promise<Uint8Array>;
+  /** The bytes; undefined once the worker has put them in `reserved` itself. */
+  bytes: Uint8Array | Promise<Uint8Array | undefined>;
+  /** Where the piece goes in the sink, when the sink reserved it: its bytes are copied there unless already put there. */
+  reserved: Uint8Array[] | undefined;
   sourceBytes: number;
 }
 
 /**
- * A Q8_0 piece quantized on the worker (q8-worker.ts) into a chunk of the
- * pool, while this thread reads, writes and hashes; the source goes back to
- * the pool once the worker is done with it. Undefined when the piece is not
- * Q8_0 of F16, BF16 or F32, or its chunks are not shared memory (a read
- * smaller than the pool serves, or past its live buffers): then it is
- * converted here, as before.
+ * A Q8_0 piece quantized on the worker (q8-worker.ts), while this thread
+ * reads, writes and hashes: into its place in the sink when the sink
+ * reserved one (no thread copies it then; resolves to undefined), else into
+ * a chunk of the pool. The source goes back to the pool once the worker is
+ * done with it. Undefined when the piece is not Q8_0 of F16, BF16 or F32,
+ * or its source is not shared memory (a read smaller than the pool serves,
+ * or past its live buffers): then it is converted here, as before.
  */
-function quantizedOnWorker(t: PlannedTensor, source: Uint8Array, permute?: { headRows: number; rowBytes: number }): Promise<Uint8Array> | undefined {
+function quantizedOnWorker(t: PlannedTensor, source: Uint8Array, reserved: Uint8Array[] | undefined, permute?: { headRows: number; rowBytes: number }): Promise<Uint8Array | undefined> | undefined {
   const from = t.sourceDtype;
   if (t.type !== "Q8_0" || quantizeQ8_0Into === undefined || (from !== "F16" && from !== "BF16" && from !== "F32")) return undefined;
   const blockBytes = 32 * dtypeBytes(from);
   if (permute !== undefined && (permute.rowBytes % blockBytes !== 0 || permute.headRows % 2 !== 0)) return undefined;
-  const out = chunkPool.take((source.length / blockBytes) * 34);
+  const out = reserved ?? chunkPool.take((source.length / blockBytes) * 34);
   const done = q8Worker.quantize(from, source, out, permute);
   if (done === undefined) {
-    chunkPool.giveBack(out);
+    if (reserved === undefined) chunkPool.giveBack(out as Uint8Array);
     return undefined;
   }
   const bytes = done.then(() => {
     chunkPool.giveBack(source);
-    return out;
+    return reserved === undefined ? (out as Uint8Array) : undefined;
   });
   // Awaited in order by the writer, perhaps never if an earlier piece failed: never an unhandled rejection.
   bytes.catch(() => undefined);
@@ -211,12 +226,18 @@ function convertedOnce(t: PlannedTensor, source: Uint8Array): Uint8Array {
   return bytes;
 }
 
-/** Every tensor's converted chunks in file order, each tensor followed by a piece without a chunk that ends it. */
-async function* piecesInOrder(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, chunkBytes: number): AsyncIterable<{ tensor: GgufLayout["tensors"][number]; source: string; chunk?: ConvertedChunk }> {
+/**
+ * Every tensor's converted chunks in file order, each tensor followed by a
+ * piece without a chunk that ends it (with its padding reserved, when the
+ * sink reserves).
+ */
+async function* piecesInOrder(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, chunkBytes: number, reserve: Reserve): AsyncIterable<{ tensor: GgufLayout["tensors"][number]; source: string; chunk?: ConvertedChunk; padReserved?: Uint8Array[] }> {
   for (const tensor of layout.tensors) {
     const planned = plan.tensors.find((p) => p.name === tensor.name)!;
-    for await (const chunk of convertedChunks(model, planned, chunkBytes)) yield { tensor, source: planned.source, chunk };
-    yield { tensor, source: planned.source };
+    for await (const chunk of convertedChunks(model, planned, chunkBytes, reserve)) yield { tensor, source: planned.source, chunk };
+    const pad = padded(tensor.byteLength) - tensor.byteLength;
+    const padReserved = pad > 0 ? reserve(pad) : undefined;
+    yield { tensor, source: planned.source, ...(padReserved === undefined ? {} : { padReserved }) };
   }
 }
 
@@ -238,25 +259,47 @@ export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout:
   await sink.write(layout.header);
   let written = layout.header.length;
   let bytes = 0;
+  const reserve: Reserve = sink.reserve !== undefined && sink.writeReserved !== undefined ? (length) => sink.reserve!(length) : () => undefined;
   // The next pieces are read and converted while this one is written (and
   // hashed, on a worker), across tensor boundaries too: the pipeline never drains.
-  for await (const piece of prefetch(piecesInOrder(model, plan, layout, chunkBytes), PIECES_AHEAD)) {
+  for await (const piece of prefetch(piecesInOrder(model, plan, layout, chunkBytes, reserve), PIECES_AHEAD)) {
     if (piece.chunk !== undefined) {
+      const { reserved } = piece.chunk;
       const converted = await piece.chunk.bytes;
-      await sink.write(converted);
-      chunkPool.giveBack(converted); // written and hashed: the sink was its last user
-      bytes += converted.length;
+      if (reserved !== undefined) {
+        const length = reserved.reduce((n, view) => n + view.length, 0);
+        if (converted !== undefined && converted.length !== length) throw new ModelError(`${label}: a piece of tensor "${piece.tensor.name}" came to ${converted.length} bytes, not the ${length} reserved for it`);
+        if (converted !== undefined) copyInto(reserved, converted);
+        await sink.writeReserved!(reserved);
+        bytes += length;
+      } else {
+        await sink.write(converted!);
+        bytes += converted!.length;
+      }
+      chunkPool.giveBack(converted); // written and hashed (or copied): the sink was its last user
       onProgress?.({ kind: "advance", phase: "convert", bytes: piece.chunk.sourceBytes, label: piece.source });
       continue;
     }
     const t = piece.tensor;
     if (bytes !== t.byteLength) throw new ModelError(`${label}: tensor "${t.name}" came to ${bytes} bytes, not the ${t.byteLength} its header entry says`);
     const pad = padded(bytes) - bytes;
-    if (pad > 0) await sink.write(new Uint8Array(pad));
+    if (piece.padReserved !== undefined) {
+      for (const view of piece.padReserved) view.fill(0);
+      await sink.writeReserved!(piece.padReserved);
+    } else if (pad > 0) await sink.write(new Uint8Array(pad));
     written += bytes + pad;
     bytes = 0;
   }
   if (written !== layout.fileSize) throw new ModelError(`${label}: wrote ${written} bytes, not the ${layout.fileSize} the header lays out`);
+}
+
+/** `bytes` into `views` taken as one run of bytes (their lengths add up to its length). */
+function copyInto(views: readonly Uint8Array[], bytes: Uint8Array): void {
+  let at = 0;
+  for (const view of views) {
+    view.set(bytes.subarray(at, at + view.length));
+    at += view.length;
+  }
 }
 
 /**

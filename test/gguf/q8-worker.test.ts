@@ -6,15 +6,37 @@
  * reference quantizer for every kind of value, and a worker that fails
  * rejects the run with a clear line.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, constants, cpSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { convertModel } from "../../src/api.js";
 import { chunkPool } from "../../src/io/chunk-pool.js";
+import { AtomicFile } from "../../src/io/atomic-file.js";
+import { directWrites } from "../../src/io/direct-writes.js";
+import { HashPool } from "../../src/hash/hash-pool.js";
+import { openModel } from "../../src/model/open-model.js";
+import { planGguf, writeGguf } from "../../src/model/gguf-output.js";
+import { padded } from "../../src/gguf/format.js";
 import { q8Worker } from "../../src/gguf/q8-worker.js";
 import { convertPermutedHeads, encodeF32As, widenToF32 } from "../../src/gguf/quantize.js";
 import { GGUF_FIXTURES, expectedTensorHashes, ggufInMemory, tensorHashes } from "../helpers/gguf-in-memory.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
+import { buildSafetensors } from "../helpers/safetensors-bytes.js";
+
+/** Whether `dir`'s file system takes O_DIRECT (then output files reserve). */
+function directWritesSupported(dir: string): boolean {
+  const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
+  if (flag === undefined) return false;
+  const probe = join(dir, "probe");
+  writeFileSync(probe, "");
+  try {
+    closeSync(openSync(probe, constants.O_WRONLY | flag));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** `bytes` copied into shared memory, as a pooled chunk holds them. */
 function shared(bytes: Uint8Array): Uint8Array {
@@ -82,6 +104,105 @@ describe("Q8_0 on the worker thread", () => {
       expect(Buffer.from(outPermuted).equals(Buffer.from(permuted))).toBe(true);
     });
   }
+
+  it("writes into an output of two views as into one run of bytes (a reservation across a block's end), permuted heads too", async () => {
+    const source = encodeF32As("F16", awkwardValues(96));
+    const whole = shared(new Uint8Array((96 / 1) * 34));
+    await q8Worker.quantize("F16", shared(source), whole);
+    const rowBytes = 64 * 2;
+    const permutedWhole = shared(new Uint8Array(whole.length));
+    await q8Worker.quantize("F16", shared(source), permutedWhole, { headRows: 6, rowBytes });
+    // Split inside a block (at byte 1,000 of 3,264), and at the very start.
+    for (const split of [1000, 1]) {
+      for (const [permute, want] of [[undefined, whole], [{ headRows: 6, rowBytes }, permutedWhole]] as const) {
+        const memory = new SharedArrayBuffer(whole.length + 64);
+        new Uint8Array(memory).fill(0xee);
+        // The second view empty (skipped), the third in memory of its own.
+        const parts = [new Uint8Array(memory, 40, split), new Uint8Array(memory, 40 + split, 0), new Uint8Array(new SharedArrayBuffer(whole.length - split))];
+        await q8Worker.quantize("F16", shared(source), parts, permute);
+        const got = Buffer.concat(parts.map((p) => Buffer.from(p)));
+        expect(got.equals(Buffer.from(want)), `split at ${split}${permute === undefined ? "" : ", permuted"}`).toBe(true);
+        expect(new Uint8Array(memory, 0, 40).every((b) => b === 0xee)).toBe(true); // nothing outside the views
+      }
+    }
+  });
+
+  it("writes into the file's own blocks through a real output file: gguf-py's bytes, hashed where they lie", async () => {
+    chunkPool.poisonOnGiveBack = true;
+    chunkPool.minPooledBytes = 1;
+    HashPool.slowUpdatesMs = 2;
+    const pool = new HashPool(2);
+    const root = await makeTempDir();
+    const model = await openModel(join(GGUF_FIXTURES, "model"));
+    try {
+      const { plan, layout } = await planGguf(model, "model", "q8_0");
+      // The blocks first hold another file's bytes: the worker's must replace every one of them.
+      const other = await AtomicFile.create(join(root, "other.bin"));
+      await other.write(new Uint8Array(12 * 1024 * 1024).fill(0xee));
+      await other.commit();
+      for (const chunkBytes of [4096, 640]) {
+        const path = join(root, `model-${chunkBytes}.gguf`);
+        const file = await AtomicFile.create(path, pool.create());
+        const before = { reservations: directWrites.stats.reservations, pieces: q8Worker.stats.pieces };
+        await writeGguf(model, plan, layout, file, "test", undefined, chunkBytes);
+        const sha = await file.commit();
+        const bytes = new Uint8Array(readFileSync(path));
+        expect(sha).toBe(createHash("sha256").update(bytes).digest("hex"));
+        expect(tensorHashes(bytes)).toEqual(expectedTensorHashes.q8_0!.map(({ name, sha256 }) => ({ name, sha256 })));
+        expect(q8Worker.stats.pieces - before.pieces).toBeGreaterThan(0);
+        if (directWritesSupported(root)) expect(directWrites.stats.reservations - before.reservations).toBeGreaterThan(q8Worker.stats.pieces - before.pieces);
+      }
+    } finally {
+      HashPool.slowUpdatesMs = 0;
+      await model.close();
+      await pool.close();
+    }
+  });
+
+  it("pads between tensors with zeros when the padding is reserved too (a vocabulary of 401: 28 bytes after each embedding)", async () => {
+    chunkPool.minPooledBytes = 1;
+    const root = await makeTempDir();
+    const dir = join(root, "model");
+    cpSync(join(GGUF_FIXTURES, "model"), dir, { recursive: true });
+    // One more row in the two vocabulary tensors: 401 rows of 68 Q8_0 bytes leave 28 bytes to the next multiple of 32.
+    const raw = readFileSync(join(dir, "model.safetensors"));
+    const headerLength = Number(raw.readBigUInt64LE(0));
+    const header = JSON.parse(raw.subarray(8, 8 + headerLength).toString("utf8")) as Record<string, { dtype: "F16"; shape: number[]; data_offsets: [number, number] }>;
+    const tensors = Object.entries(header).filter(([name]) => name !== "__metadata__").map(([name, t]) => {
+      const data = raw.subarray(8 + headerLength + t.data_offsets[0], 8 + headerLength + t.data_offsets[1]);
+      if (t.shape[0] !== 400) return { name, dtype: t.dtype, shape: t.shape, data };
+      return { name, dtype: t.dtype, shape: [401, ...t.shape.slice(1)], data: Buffer.concat([data, data.subarray(0, 128)]) };
+    });
+    writeFileSync(join(dir, "model.safetensors"), buildSafetensors(tensors, { format: "pt" }));
+    const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ ...config, vocab_size: 401 }));
+    // The blocks first hold another file's bytes: padding must come out as zeros all the same.
+    const other = await AtomicFile.create(join(root, "other.bin"));
+    await other.write(new Uint8Array(12 * 1024 * 1024).fill(0xee));
+    await other.commit();
+    const model = await openModel(dir);
+    try {
+      const { plan, layout } = await planGguf(model, "model", "q8_0");
+      const pads = layout.tensors.filter((t) => t.byteLength % 32 !== 0).map((t) => t.name);
+      expect(pads).toEqual(["output.weight", "token_embd.weight"]);
+      const path = join(root, "model.gguf");
+      const file = await AtomicFile.create(path);
+      const before = directWrites.stats.reservations;
+      await writeGguf(model, plan, layout, file, "test", undefined, 4096);
+      await file.commit();
+      if (directWritesSupported(root)) expect(directWrites.stats.reservations).toBeGreaterThan(before);
+      const reserved = new Uint8Array(readFileSync(path));
+      const plainParts: Uint8Array[] = [];
+      await writeGguf(model, plan, layout, { write: async (bytes) => { plainParts.push(bytes.slice()); } }, "test", undefined, 4096);
+      expect(Buffer.from(reserved).equals(Buffer.concat(plainParts))).toBe(true);
+      for (const t of layout.tensors) {
+        const end = layout.header.length + t.offset + t.byteLength;
+        expect(reserved.subarray(end, layout.header.length + padded(t.offset + t.byteLength)).every((b) => b === 0), `padding after ${t.name}`).toBe(true);
+      }
+    } finally {
+      await model.close();
+    }
+  });
 
   it("refuses pieces that are not whole blocks, before posting them", () => {
     expect(() => q8Worker.quantize("F16", shared(new Uint8Array(60)), shared(new Uint8Array(34)))).toThrow(/not whole blocks/);
