@@ -144,10 +144,10 @@ function looksSpecial(token: string): boolean {
     || (token.startsWith("<unused") && token.endsWith(">"));
 }
 
-/** _create_vocab_sentencepiece: tokens, scores and token types. */
 /** The piece types the converter keeps (IsUnknown, IsControl, IsUnused, IsByte); any other is NORMAL (a USER_DEFINED piece included). */
 const KEPT_PIECE_TYPES: ReadonlySet<number> = new Set([PieceType.UNKNOWN, PieceType.CONTROL, PieceType.UNUSED, PieceType.BYTE]);
 
+/** _create_vocab_sentencepiece: tokens, scores and token types. */
 function sentencePieceVocab(inputs: LlamaGgufInputs, vocabSize: number): { tokens: string[]; scores: Float32Array; types: Int32Array } {
   const scores = new Float32Array(vocabSize).fill(-10000);
   const types = new Int32Array(vocabSize).fill(PieceType.UNUSED);

@@ -14,6 +14,7 @@ import { CHUNK_BYTES } from "../limits.js";
 import { prefetch } from "../io/chunk-streams.js";
 import { chunkPool } from "../io/chunk-pool.js";
 import type { OnProgress } from "../progress.js";
+import type { ByteSink } from "../tensors.js";
 import { GGML_TYPES, layoutGguf, padded, type GgufLayout } from "../gguf/format.js";
 import { checkLlamaGgufConfig, planLlamaGguf, type LlamaGgufPlan, type Outtype, type PlannedTensor } from "../gguf/llama.js";
 import { convertChunk, convertPermutedHeads, permuteHeadRows } from "../gguf/quantize.js";
@@ -29,14 +30,7 @@ import type { ModelSource } from "./types.js";
  */
 const MAX_COMPANION_BYTES = 24 * 1024 * 1024;
 
-export interface GgufSink {
-  write(bytes: Uint8Array): Promise<void>;
-  /** Where the next bytes go, to be filled in place (AtomicFile.reserve); pieces then go through writeReserved. */
-  reserve?(length: number): Uint8Array[] | undefined;
-  writeReserved?(views: readonly Uint8Array[]): Promise<void>;
-}
-
-/** Reserves the file's next bytes in the sink (see GgufSink.reserve), in file order; undefined: write them instead. */
+/** Reserves the file's next bytes in the sink (see ByteSink.reserve), in file order; undefined: write them instead. */
 type Reserve = (length: number) => Uint8Array[] | undefined;
 
 async function companion(model: ModelSource, file: string): Promise<Uint8Array | undefined> {
@@ -255,7 +249,7 @@ const PIECES_AHEAD = 6;
  * promised was written. `chunkBytes` bounds the source bytes converted at
  * once (tests lower it so that tensors split into many chunks).
  */
-export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, sink: GgufSink, label: string, onProgress?: OnProgress, chunkBytes = CHUNK_BYTES): Promise<void> {
+export async function writeGguf(model: ModelSource, plan: LlamaGgufPlan, layout: GgufLayout, sink: ByteSink, label: string, onProgress?: OnProgress, chunkBytes = CHUNK_BYTES): Promise<void> {
   await sink.write(layout.header);
   let written = layout.header.length;
   let bytes = 0;

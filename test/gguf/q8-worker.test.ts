@@ -7,7 +7,7 @@
  * rejects the run with a clear line.
  */
 import { createHash } from "node:crypto";
-import { closeSync, constants, cpSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { convertModel } from "../../src/api.js";
@@ -23,20 +23,7 @@ import { convertPermutedHeads, encodeF32As, widenToF32 } from "../../src/gguf/qu
 import { GGUF_FIXTURES, expectedTensorHashes, ggufInMemory, tensorHashes } from "../helpers/gguf-in-memory.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 import { buildSafetensors } from "../helpers/safetensors-bytes.js";
-
-/** Whether `dir`'s file system takes O_DIRECT (then output files reserve). */
-function directWritesSupported(dir: string): boolean {
-  const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-  if (flag === undefined) return false;
-  const probe = join(dir, "probe");
-  writeFileSync(probe, "");
-  try {
-    closeSync(openSync(probe, constants.O_WRONLY | flag));
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { directWritesSupported } from "../helpers/direct-writes.js";
 
 /** `bytes` copied into shared memory, as a pooled chunk holds them. */
 function shared(bytes: Uint8Array): Uint8Array {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { AtomicFile } from "../../src/io/atomic-file.js";
@@ -7,6 +7,7 @@ import { directWrites } from "../../src/io/direct-writes.js";
 import { HashPool } from "../../src/hash/hash-pool.js";
 import { sha256Bytes as sha256 } from "../helpers/sha256.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
+import { directWritesSupported } from "../helpers/direct-writes.js";
 
 const dir = await makeTempDir("dw-direct-");
 afterEach(() => {
@@ -16,20 +17,7 @@ afterEach(() => {
 
 const MiB = 1024 * 1024;
 
-/** Whether this directory's file system takes O_DIRECT at all (Linux on ext4, xfs, btrfs: yes). */
-function directSupported(): boolean {
-  const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
-  if (flag === undefined) return false;
-  const probe = join(dir, "probe");
-  writeFileSync(probe, "");
-  try {
-    closeSync(openSync(probe, constants.O_WRONLY | flag));
-    return true;
-  } catch {
-    return false;
-  }
-}
-const direct = directSupported();
+const direct = directWritesSupported(dir);
 
 /** Writes `content` through an AtomicFile in pieces of the given sizes (cycled), half of them shared memory as pooled chunks are. */
 async function writeInPieces(path: string, content: Uint8Array, pieces: number[]): Promise<string> {
