@@ -633,9 +633,9 @@ static inline __attribute__((always_inline)) void q8_0_from(uint32_t blocks, int
     V zeros = wasm_v128_or(wasm_i32x4_gt(amax, K(0x7f7fffff)), wasm_i32x4_eq(id, K(0x7f800000)));
     uint32_t dh[4], zeroed[4];
     wasm_v128_store(dh, d_half);
-    if (kind != Q8_F32 && kind != Q8_BF16 && !wasm_v128_any_true(wasm_i32x4_lt(max16, K(0x2400)))
-        && !wasm_v128_any_true(zeros)) {
-      /* Every max in 2^-6 .. 65504: the shifted widening (see above). */
+    if (kind == Q8_F16 && !wasm_v128_any_true(wasm_i32x4_lt(max16, K(0x2400))) && !wasm_v128_any_true(zeros)) {
+      /* Every max in 2^-6 .. 65504: the shifted widening (see above). A loop of its own, so
+       * that each loop's q8_0_block is compiled for one constant `how`, with no branch inside. */
       float scale[4];
       wasm_v128_store(scale, wasm_f32x4_mul(id, K(0x77000000) /* 2^111 */));
       for (int k = 0; k < 4; k++) q8_0_block(in + 64 * k, out + 34 * k, Q8_F16_SHIFTED, wasm_f32x4_splat(scale[k]), dh[k], zero);
