@@ -211,7 +211,7 @@ export class DirectWriter {
    * from then on this file takes only `write`.
    */
   reserve(length: number): Uint8Array[] | undefined {
-    if (!this.#reserving || this.#fallback || this.#failure !== undefined || length <= 0) {
+    if (!this.#reserving || this.#fallback || this.#failure !== undefined || length < 0) {
       if (this.#reserving) directWrites.stats.reservationsRefused++;
       this.#reserving = false;
       return undefined;
